@@ -1,0 +1,1 @@
+//! Sallyport layer 4: everything that works on bytes rather than HTTP messages.

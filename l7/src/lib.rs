@@ -1,0 +1,1 @@
+//! Sallyport layer 7: HTTP routing, middlewares and services.
