@@ -1,12 +1,16 @@
 //! The rule language of Traefik v3 routers, shared by TCP (`l4::tcp::rule`) and HTTP
 //! (`l7::rule`): matcher calls such as ``Host(`a.com`)`` combined with `&&`, `||`, `!` and
-//! parentheses. This module owns the syntax only: it turns rule text into an [`Expr`] of
-//! [`Call`]s with the column of every mistake. Which matcher names exist, how many arguments
+//! parentheses. This module owns the syntax: it turns rule text into an [`Expr`] of
+//! [`Call`]s with the column of every mistake, and reads the argument forms both layers
+//! share (Go regexps, client IP networks). Which matcher names exist, how many arguments
 //! each takes and what they mean belong to the TCP and HTTP matcher modules, which map the
 //! calls with [`Expr::try_map`].
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
+use regex::Regex;
 use thiserror::Error;
 
 /// Deepest nesting of parentheses and `!` accepted; a hostile `((((…` rule gets an error
@@ -493,6 +497,130 @@ impl Parser {
     }
 }
 
+/// Whether `ip` is in `net`, seeing `::ffff:a.b.c.d` and `a.b.c.d` as the same client.
+pub fn ip_in(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip) || net.contains(&ip.to_canonical())
+}
+
+/// Parses a `ClientIP` argument: an address or a CIDR network, v4 or v6.
+pub fn parse_client_ip(arg: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = arg.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip.to_canonical()));
+    }
+    arg.parse::<IpNet>()
+        .map_err(|_| format!("{arg:?} is neither an IP address nor a CIDR network"))
+}
+
+/// Compiles a matcher regexp written for Go's RE2, which Traefik uses.
+///
+/// Rust's `regex` reads almost the same syntax. The differences users hit are handled here:
+/// Go takes a `{` that does not start a repetition (`{host:.+}`, left over from Traefik v2
+/// templates) as a literal, and inside a bracket class Go takes `[`, `&&` and `~~` literally
+/// where Rust nests or combines classes. Matching stays unanchored, as in Go.
+pub fn go_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&go_to_rust_syntax(pattern)).map_err(|e| {
+        let text = e.to_string();
+        // The crate's message spans several lines with a caret diagram; keep the reason.
+        let reason = text
+            .lines()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(&text);
+        format!("error parsing regexp {pattern:?}: {reason}")
+    })
+}
+
+fn go_to_rust_syntax(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut in_class = false;
+    let mut i = 0;
+    while let Some(&c) = chars.get(i) {
+        i += 1;
+        match c {
+            '\\' => {
+                out.push(c);
+                let Some(&n) = chars.get(i) else { break };
+                out.push(n);
+                i += 1;
+                // `\p{Greek}` and `\x{41}`: those braces belong to the escape.
+                if matches!(n, 'p' | 'P' | 'x') && chars.get(i) == Some(&'{') {
+                    i = copy_through(&chars, i, "}", &mut out);
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal member, not the end.
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i) == Some(&']') {
+                    out.push_str("\\]");
+                    i += 1;
+                }
+            }
+            '[' if chars.get(i) == Some(&':') => {
+                out.push(c);
+                i = copy_through(&chars, i, ":]", &mut out);
+            }
+            '[' | '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '{' if !in_class => match repetition_len(&chars[i - 1..]) {
+                Some(len) => {
+                    out.extend(&chars[i - 1..i - 1 + len]);
+                    i += len - 1;
+                }
+                None => out.push_str("\\{"),
+            },
+            '}' if !in_class => out.push_str("\\}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Copies `chars[from..]` up to and including `end` (or to the end of the pattern) and
+/// returns the index after it.
+fn copy_through(chars: &[char], from: usize, end: &str, out: &mut String) -> usize {
+    let end: Vec<char> = end.chars().collect();
+    let mut i = from;
+    while let Some(&c) = chars.get(i) {
+        out.push(c);
+        i += 1;
+        if chars[from..i].ends_with(&end) {
+            break;
+        }
+    }
+    i
+}
+
+/// Length of a Go repetition `{n}`, `{n,}` or `{n,m}` at the start of `s`, if it is one.
+fn repetition_len(s: &[char]) -> Option<usize> {
+    let mut i = 1;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while s.get(*i).is_some_and(char::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return None;
+    }
+    if s.get(i) == Some(&',') {
+        i += 1;
+        digits(&mut i);
+    }
+    (s.get(i) == Some(&'}')).then_some(i + 1)
+}
+
 /// Joins `first` and `rest` into a tree of depth log2(n), keeping their order.
 fn balanced(op: Op, first: Expr<Call>, mut rest: Vec<Expr<Call>>) -> Expr<Call> {
     if rest.is_empty() {
@@ -809,5 +937,34 @@ mod tests {
             c.expect_args(&[1, 2]).map_err(|e| e.message),
             Err("Query: unexpected number of parameters; got 3, expected one of [1 2]".into())
         );
+    }
+
+    #[test]
+    fn go_regex_takes_non_repetition_braces_literally() {
+        let re = go_regex("{host:.+}").unwrap();
+        assert!(re.is_match("{host:abc}"));
+        assert!(!re.is_match("abc"));
+        let re = go_regex("^a{2}b{1,}c{1,2}}$").unwrap();
+        assert!(re.is_match("aabbcc}"));
+        assert!(go_regex("^{subdomain:[a-z]+}.example.com$").is_ok());
+    }
+
+    #[test]
+    fn go_regex_keeps_escape_braces_and_classes() {
+        let re = go_regex(r"^\x{41}[[:digit:]]{2}$").unwrap();
+        assert!(re.is_match("A77"));
+        assert!(!re.is_match("A7"));
+        let re = go_regex("^[]a]+$").unwrap();
+        assert!(re.is_match("]a]"));
+        let re = go_regex("^[a&&b[]+$").unwrap();
+        assert!(re.is_match("&[ab"));
+    }
+
+    #[test]
+    fn go_regex_is_unanchored_and_reports_errors_on_one_line() {
+        assert!(go_regex("b").unwrap().is_match("abc"));
+        let e = go_regex("a(").unwrap_err();
+        assert!(e.starts_with("error parsing regexp \"a(\": "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 }

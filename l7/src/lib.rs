@@ -1,1 +1,3 @@
 //! Sallyport layer 7: HTTP routing, middlewares and services.
+
+pub mod rule;
