@@ -1,3 +1,4 @@
 //! Sallyport layer 4: everything that works on bytes rather than HTTP messages.
 
+pub mod proxy_protocol;
 pub mod sniff;
