@@ -3,3 +3,4 @@
 pub mod io;
 pub mod proxy_protocol;
 pub mod sniff;
+pub mod tls;
