@@ -1,0 +1,70 @@
+//! TLS termination building blocks on rustls (ring provider): loading certificates and keys
+//! from files or inline PEM, a certificate store that picks a certificate by SNI, and
+//! server configurations built from Traefik's TLS options.
+//!
+//! Which routers use which option, and when to terminate at all, is decided elsewhere; this
+//! module only turns certificates and options into rustls objects.
+
+mod certificate;
+mod config;
+mod store;
+
+use std::path::PathBuf;
+
+pub use certificate::{DEFAULT_CERT_COMMON_NAME, load_certified_key, self_signed_default};
+pub use config::{TlsVersion, TlsVersions, server_config};
+pub use store::CertStore;
+
+/// Why a certificate, key or TLS configuration cannot be used. `origin` is a file path or
+/// "inline PEM", so that the user knows which `certFile`/`keyFile` to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {source}", path = path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid PEM: {source}")]
+    Pem {
+        origin: String,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{origin}: no CERTIFICATE block found")]
+    NoCertificate { origin: String },
+    #[error("{origin}: certificate is not valid X.509: {reason}")]
+    BadCertificate { origin: String, reason: String },
+    #[error(
+        "{origin}: no private key block found (expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+    )]
+    NoKey { origin: String },
+    #[error(
+        "{origin}: unsupported private key (RSA, ECDSA P-256/P-384 and Ed25519 are supported): {source}"
+    )]
+    UnsupportedKey {
+        origin: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("private key {key} does not belong to certificate {cert}: {source}")]
+    KeyMismatch {
+        cert: String,
+        key: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot generate the default certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0} is not supported: only TLS 1.2 and TLS 1.3 are available")]
+    UnsupportedVersion(TlsVersion),
+    #[error("minVersion {min} is above maxVersion {max}")]
+    VersionRange { min: TlsVersion, max: TlsVersion },
+    #[error(
+        "unknown TLS version {0:?} (expected VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13)"
+    )]
+    UnknownVersion(String),
+    #[error("cannot build the TLS server configuration: {0}")]
+    Config(#[source] rustls::Error),
+}
