@@ -1,0 +1,4 @@
+//! TCP routing and proxying: the byte relay, load balancing over backend servers,
+//! dialing backends (serversTransport) and active health checks.
+
+pub mod proxy;
