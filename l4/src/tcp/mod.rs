@@ -1,4 +1,5 @@
 //! TCP routing and proxying: the byte relay, load balancing over backend servers,
 //! dialing backends (serversTransport) and active health checks.
 
+pub mod balance;
 pub mod proxy;
