@@ -3,3 +3,6 @@
 
 pub mod balance;
 pub mod proxy;
+#[cfg(test)]
+mod testing;
+pub mod transport;
