@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod proxy;
+pub mod service;
 #[cfg(test)]
 mod testing;
 pub mod transport;
