@@ -2,6 +2,7 @@
 //! dialing backends (serversTransport) and active health checks.
 
 pub mod balance;
+pub mod health;
 pub mod proxy;
 pub mod service;
 #[cfg(test)]
