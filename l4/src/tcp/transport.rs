@@ -799,6 +799,46 @@ mod tests {
         assert_eq!(round_trip(&mut stream).await, b"ping");
     }
 
+    #[tokio::test]
+    async fn relay_to_a_tls_backend_flushes_and_half_closes() {
+        use crate::tcp::proxy::{Outcome, RelayOptions, relay};
+        let cert = self_signed(&["localhost"]);
+        let backend = echo_backend(Some(server_config(&cert))).await;
+        let transport = Transport::default()
+            .with_tls(BackendTls {
+                root_cas: vec![cert.cert.clone()],
+                ..BackendTls::default()
+            })
+            .unwrap();
+        let address = format!("localhost:{}", backend.addr.port());
+        let stream = connect(&transport, &address, true).await.unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let (mut client, (proxied, _)) = (client.unwrap(), accepted.unwrap());
+        let relayed =
+            tokio::spawn(async move { relay(proxied, stream, &RelayOptions::default()).await });
+        client.write_all(b"over tls").await.unwrap();
+        // The half-close reaches the backend as close_notify; its echo and its own
+        // close_notify come back as data and end of stream.
+        client.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        tokio::time::timeout(LIMIT, client.read_to_end(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, b"over tls");
+        let transfer = tokio::time::timeout(LIMIT, relayed).await.unwrap().unwrap();
+        assert_eq!(
+            (transfer.client_to_backend, transfer.backend_to_client),
+            (8, 8)
+        );
+        assert_eq!(transfer.outcome, Outcome::Closed);
+    }
+
     #[test]
     fn invalid_tls_settings_are_configuration_errors() {
         let error = Transport::default()
