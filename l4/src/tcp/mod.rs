@@ -1,8 +1,12 @@
 //! TCP: rules over what a connection shows before any byte is forwarded (SNI, ALPN,
+//! client address), the priority-ordered tables that pick a router, the dispatch of
+//! one accepted connection, TCP middlewares, the byte relay, load balancing over
 //! backend servers, dialing backends (serversTransport) and active health checks.
 
 pub mod balance;
+pub mod dispatch;
 pub mod health;
+pub mod middleware;
 pub mod proxy;
 pub mod router;
 pub mod rule;

@@ -1,0 +1,498 @@
+//! What happens to one accepted TCP connection on an entrypoint.
+//!
+//! The order follows Traefik's shared-entrypoint dispatch (reference §4.1, §4.2):
+//! PROXY protocol header (trusted peers only), the server-first fast path, the
+//! Postgres SSLRequest, then the ClientHello (SNI, ALPN) and the router tables.
+//! Bytes are *read* into a bounded buffer and replayed to whoever gets the
+//! connection (never a peek loop: pitfall 1). This module owns no sockets of its
+//! own beyond the connection it is handed; the accept loop lives in the binary.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::middleware::TcpMiddleware;
+use super::proxy::{RelayOptions, Transfer, relay, relay_tcp};
+use super::router::{Route, RouteTable};
+use super::rule::ConnInfo;
+use super::service::Service;
+use super::transport::BackendStream;
+use crate::io::PrefixedIo;
+use crate::sniff::{self, Probe};
+
+/// Bytes read before giving up on a ClientHello: the hello limit plus room for
+/// the TLS record headers it may be split into.
+const MAX_SNIFF_BYTES: usize = sniff::MAX_CLIENT_HELLO + 1024;
+
+/// How long a TLS handshake we terminate may take when the entrypoint sets no
+/// read timeout (Traefik's Go default for TLS handshakes is 10 s).
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a passthrough Postgres backend may take to answer the replayed SSLRequest.
+const PG_BACKEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Entrypoint settings that shape the dispatch (from the static configuration).
+#[derive(Debug, Clone)]
+pub struct EntrypointSettings {
+    pub name: Arc<str>,
+    /// `proxyProtocol`: `Some` when the entrypoint accepts PROXY headers.
+    pub proxy_protocol: Option<ProxyProtocolPolicy>,
+    /// `transport.respondingTimeouts.readTimeout`: bounds the wait for the first
+    /// bytes (PROXY header, SSLRequest, ClientHello). `None` waits forever.
+    pub read_timeout: Option<Duration>,
+}
+
+/// Whose PROXY headers are believed.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolPolicy {
+    pub trusted: Vec<IpNet>,
+    /// `insecure`: trust every peer.
+    pub insecure: bool,
+}
+
+impl ProxyProtocolPolicy {
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.insecure || self.trusted.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// How a TCP router treats TLS.
+#[derive(Clone)]
+pub enum TlsMode {
+    /// A non-TLS router (`HostSNI(\`*\`)`, `ClientIP`).
+    Plain,
+    /// `tls.passthrough`: forward the raw TLS bytes.
+    Passthrough,
+    /// Terminate TLS here and forward plaintext.
+    Terminate(tokio_rustls::TlsAcceptor),
+    /// The router's TLS option could not be built: refuse the handshake (fail closed).
+    Broken(Arc<str>),
+}
+
+/// Where a matched TCP router sends the connection.
+#[derive(Clone)]
+pub struct TcpTarget {
+    pub router: Arc<str>,
+    pub service_name: Arc<str>,
+    pub service: Service,
+    pub tls: TlsMode,
+    pub middlewares: Vec<Arc<TcpMiddleware>>,
+}
+
+/// The compiled TCP routing of one entrypoint (one snapshot's view of it).
+pub struct EntrypointRoutes {
+    /// Non-TLS TCP routers.
+    pub plain: RouteTable<TcpTarget>,
+    /// TLS TCP routers (passthrough or terminating).
+    pub tls: RouteTable<TcpTarget>,
+}
+
+impl EntrypointRoutes {
+    pub fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.tls.is_empty()
+    }
+}
+
+/// A connection as it arrived.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Serves one connection to its end. Every wait is bounded by the entrypoint's
+/// read timeout until a router is chosen; after that the relay runs until one side
+/// closes (with the transport's termination delay).
+pub async fn serve(
+    conn: Accepted,
+    routes: Arc<EntrypointRoutes>,
+    settings: Arc<EntrypointSettings>,
+) {
+    let Accepted {
+        stream: mut client,
+        peer,
+        local,
+    } = conn;
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let mut client_addr = peer;
+    let deadline = settings.read_timeout.map(|t| Instant::now() + t);
+    let mut buf = BytesMut::with_capacity(4096);
+    let ep = &settings.name;
+
+    if let Some(policy) = &settings.proxy_protocol {
+        match read_proxy_header(&mut client, &mut buf, deadline).await {
+            Ok(Some(source)) if policy.trusts(peer.ip()) => {
+                if let Some(src) = source {
+                    client_addr = SocketAddr::new(src.ip().to_canonical(), src.port());
+                }
+            }
+            Ok(Some(_)) => {
+                debug!(entrypoint = %ep, %peer, "PROXY header from an untrusted peer ignored")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                info!(entrypoint = %ep, %peer, error = %e, "closing connection: bad PROXY protocol header");
+                return;
+            }
+        }
+    }
+    let ip = client_addr.ip();
+
+    // Fast path: only non-TLS TCP routers here, so route before the client speaks.
+    // This is what lets server-first protocols (SMTP, SSH, MySQL banners) work.
+    if routes.tls.is_empty() {
+        let info = ConnInfo {
+            sni: None,
+            alpn: &[],
+            client_ip: ip,
+        };
+        match routes.plain.find(&info) {
+            Some(route) => {
+                let ctx = Ctx {
+                    ep,
+                    client_addr,
+                    local,
+                    sni: None,
+                };
+                return forward(client, buf.freeze(), route, &ctx).await;
+            }
+            None => {
+                debug!(entrypoint = %ep, client = %client_addr, "no TCP router matches; closing");
+                return;
+            }
+        }
+    }
+
+    if let Err(e) = fill(&mut client, &mut buf, 1, deadline).await {
+        debug!(entrypoint = %ep, client = %client_addr, error = %e, "closed before sending anything");
+        return;
+    }
+
+    // Postgres STARTTLS: the SSLRequest comes before the ClientHello.
+    let postgres = loop {
+        match sniff::postgres_ssl_request(&buf) {
+            Probe::Match => break true,
+            Probe::NoMatch => break false,
+            Probe::NeedMore => {
+                if let Err(e) = more(&mut client, &mut buf, deadline).await {
+                    debug!(entrypoint = %ep, client = %client_addr, error = %e, "closed during the first bytes");
+                    return;
+                }
+            }
+        }
+    };
+    if postgres {
+        let _ = buf.split_to(sniff::PG_SSL_REQUEST.len());
+        if !buf.is_empty() {
+            info!(entrypoint = %ep, client = %client_addr, "closing: data sent before the SSLRequest answer");
+            return;
+        }
+        if let Err(e) = client.write_all(b"S").await {
+            debug!(entrypoint = %ep, client = %client_addr, error = %e, "client left after SSLRequest");
+            return;
+        }
+        if let Err(e) = fill(&mut client, &mut buf, 1, deadline).await {
+            debug!(entrypoint = %ep, client = %client_addr, error = %e, "no ClientHello after SSLRequest");
+            return;
+        }
+    }
+
+    if !sniff::looks_like_tls(buf[0]) {
+        if postgres {
+            info!(entrypoint = %ep, client = %client_addr, "closing: SSLRequest not followed by TLS");
+            return;
+        }
+        let info = ConnInfo {
+            sni: None,
+            alpn: &[],
+            client_ip: ip,
+        };
+        match routes.plain.find(&info) {
+            Some(route) => {
+                let ctx = Ctx {
+                    ep,
+                    client_addr,
+                    local,
+                    sni: None,
+                };
+                forward(client, buf.freeze(), route, &ctx).await
+            }
+            None => {
+                debug!(entrypoint = %ep, client = %client_addr, "non-TLS connection and no non-TLS router; closing")
+            }
+        }
+        return;
+    }
+
+    let hello = loop {
+        match sniff::client_hello(&buf) {
+            Ok(Some(hello)) => break hello,
+            Ok(None) if buf.len() >= MAX_SNIFF_BYTES => {
+                info!(entrypoint = %ep, client = %client_addr, bytes = buf.len(), "closing: ClientHello over the size limit");
+                return;
+            }
+            Ok(None) => {
+                if let Err(e) = more(&mut client, &mut buf, deadline).await {
+                    info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: incomplete ClientHello");
+                    return;
+                }
+            }
+            Err(e) => {
+                info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: unreadable ClientHello");
+                return;
+            }
+        }
+    };
+    let info = ConnInfo {
+        sni: hello.sni.as_deref(),
+        alpn: &hello.alpn,
+        client_ip: ip,
+    };
+    let Some(route) = routes.tls.find(&info) else {
+        // Traefik would answer with its default certificate here; we close before
+        // sending any certificate (docs/compatibility.md).
+        info!(entrypoint = %ep, client = %client_addr, sni = hello.sni.as_deref().unwrap_or(""), "no TLS router matches; closing");
+        return;
+    };
+    let ctx = Ctx {
+        ep,
+        client_addr,
+        local,
+        sni: hello.sni.as_deref(),
+    };
+    if postgres && matches!(route.target.tls, TlsMode::Passthrough) {
+        forward_postgres_passthrough(client, buf.freeze(), route, &ctx).await
+    } else {
+        forward(client, buf.freeze(), route, &ctx).await
+    }
+}
+
+/// What the log lines of one connection share.
+struct Ctx<'a> {
+    ep: &'a str,
+    client_addr: SocketAddr,
+    local: SocketAddr,
+    sni: Option<&'a str>,
+}
+
+/// Reads until `buf` holds at least `want` bytes, or fails on EOF, deadline or
+/// the sniff limit.
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    deadline: Option<Instant>,
+) -> std::io::Result<()> {
+    while buf.len() < want {
+        if buf.len() >= MAX_SNIFF_BYTES {
+            return Err(std::io::Error::other("first-bytes limit reached"));
+        }
+        buf.reserve(4096);
+        let read = stream.read_buf(buf);
+        let n = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), read)
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timeout"))??,
+            None => read.await?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// Reads at least one more byte into `buf`.
+async fn more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Option<Instant>,
+) -> std::io::Result<()> {
+    let want = buf.len() + 1;
+    fill(stream, buf, want, deadline).await
+}
+
+/// Reads a PROXY header if the connection starts with one. `Ok(Some(source))`:
+/// a header was consumed (source `None` for LOCAL/UNKNOWN); `Ok(None)`: no header,
+/// the bytes read stay in `buf` for the next stage.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Option<Instant>,
+) -> Result<Option<Option<SocketAddr>>, String> {
+    loop {
+        if !buf.is_empty() {
+            match crate::proxy_protocol::parse(buf) {
+                Ok(Some((header, used))) => {
+                    let _ = buf.split_to(used);
+                    return Ok(Some(header.source));
+                }
+                Ok(None) => {}
+                Err(crate::proxy_protocol::ProxyError::NotProxy) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        more(stream, buf, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Applies the router's middlewares, dials a backend, replays `prefix` and relays.
+async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx: &Ctx<'_>) {
+    let target = &route.target;
+    let Some(admission) = admit(route, ctx) else {
+        return;
+    };
+    match &target.tls {
+        TlsMode::Broken(why) => {
+            warn!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, reason = %why, "refusing TLS handshake: the router's TLS option is broken");
+        }
+        TlsMode::Terminate(acceptor) => {
+            let timeout = DEFAULT_HANDSHAKE_TIMEOUT;
+            let io = PrefixedIo::new(prefix, client);
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let Some((backend, server, opts)) = dial(route, ctx).await else {
+                return;
+            };
+            let started = Instant::now();
+            let transfer = relay(tls, backend, &opts).await;
+            log_end(route, ctx, &server, started, &transfer);
+        }
+        TlsMode::Plain | TlsMode::Passthrough => {
+            let Some((mut backend, server, opts)) = dial(route, ctx).await else {
+                return;
+            };
+            if let Err(e) = backend.write_all(&prefix).await {
+                info!(entrypoint = ctx.ep, router = %target.router, backend = %server, error = %e, "backend closed before the first bytes were replayed");
+                return;
+            }
+            let started = Instant::now();
+            let transfer = match backend.into_plain() {
+                Ok(plain) => relay_tcp(client, plain, &opts).await,
+                Err(tls_backend) => relay(client, tls_backend, &opts).await,
+            };
+            log_end(route, ctx, &server, started, &transfer);
+        }
+    }
+    drop(admission);
+}
+
+/// Postgres passthrough: replay the SSLRequest to the backend, require its `S`
+/// (swallowed: the client already got ours), then replay the ClientHello.
+async fn forward_postgres_passthrough(
+    client: TcpStream,
+    hello: Bytes,
+    route: &Route<TcpTarget>,
+    ctx: &Ctx<'_>,
+) {
+    let Some(admission) = admit(route, ctx) else {
+        return;
+    };
+    let Some((mut backend, server, opts)) = dial(route, ctx).await else {
+        return;
+    };
+    let answer = async {
+        backend.write_all(&sniff::PG_SSL_REQUEST).await?;
+        let mut s = [0u8; 1];
+        backend.read_exact(&mut s).await?;
+        Ok::<_, std::io::Error>(s[0])
+    };
+    match tokio::time::timeout(PG_BACKEND_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(b'S')) => {}
+        Ok(Ok(other)) => {
+            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, answer = %char::from(other), "closing: Postgres backend refused TLS");
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: Postgres backend failed the SSLRequest");
+            return;
+        }
+        Err(_) => {
+            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, "closing: Postgres backend did not answer the SSLRequest");
+            return;
+        }
+    }
+    if let Err(e) = backend.write_all(&hello).await {
+        info!(entrypoint = ctx.ep, backend = %server, error = %e, "backend closed before the ClientHello was replayed");
+        return;
+    }
+    let started = Instant::now();
+    let transfer = match backend.into_plain() {
+        Ok(plain) => relay_tcp(client, plain, &opts).await,
+        Err(tls_backend) => relay(client, tls_backend, &opts).await,
+    };
+    log_end(route, ctx, &server, started, &transfer);
+    drop(admission);
+}
+
+fn admit(route: &Route<TcpTarget>, ctx: &Ctx<'_>) -> Option<super::middleware::Admission> {
+    match TcpMiddleware::admit_all(&route.target.middlewares, ctx.client_addr.ip()) {
+        Ok(a) => Some(a),
+        Err(refused) => {
+            info!(entrypoint = ctx.ep, router = %route.target.router, client = %ctx.client_addr, reason = %refused, "connection refused by middleware");
+            None
+        }
+    }
+}
+
+/// Picks a server and connects to it through its transport.
+async fn dial(
+    route: &Route<TcpTarget>,
+    ctx: &Ctx<'_>,
+) -> Option<(BackendStream, String, RelayOptions)> {
+    let target = &route.target;
+    let Some((server, transport)) = target.service.pick() else {
+        warn!(entrypoint = ctx.ep, router = %target.router, service = %target.service_name, client = %ctx.client_addr, "closing: no healthy server");
+        return None;
+    };
+    match transport
+        .connect(&server.address, server.tls, ctx.client_addr, ctx.local)
+        .await
+    {
+        Ok(stream) => {
+            let opts = RelayOptions {
+                termination_delay: transport.termination_delay,
+                idle_timeout: None,
+            };
+            Some((stream, server.address.clone(), opts))
+        }
+        Err(e) => {
+            warn!(entrypoint = ctx.ep, router = %target.router, service = %target.service_name, backend = %server.address, client = %ctx.client_addr, error = %e, "closing: backend unreachable");
+            None
+        }
+    }
+}
+
+fn log_end(route: &Route<TcpTarget>, ctx: &Ctx<'_>, server: &str, started: Instant, t: &Transfer) {
+    debug!(
+        entrypoint = ctx.ep,
+        client = %ctx.client_addr,
+        sni = ctx.sni.unwrap_or(""),
+        router = %route.target.router,
+        service = %route.target.service_name,
+        backend = server,
+        bytes_in = t.client_to_backend,
+        bytes_out = t.backend_to_client,
+        duration_ms = started.elapsed().as_millis() as u64,
+        outcome = ?t.outcome,
+        "connection closed"
+    );
+}

@@ -1,0 +1,186 @@
+//! TCP middlewares: the checks a connection passes before a backend is dialled.
+//!
+//! Traefik has two: `ipAllowList` (close connections from outside the allowed
+//! ranges) and `inFlightConn` (at most `amount` simultaneous connections per client
+//! IP). Both decide on the client address alone, so they are plain data plus an
+//! RAII guard that gives the in-flight slot back when the connection ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+
+/// One configured TCP middleware, built once per snapshot.
+#[derive(Debug)]
+pub enum TcpMiddleware {
+    IpAllowList(IpAllowList),
+    InFlightConn(Arc<InFlightConn>),
+}
+
+/// Why a middleware refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("client {0} is not in the allowed source ranges")]
+    NotAllowed(IpAddr),
+    #[error("client {0} already has {1} connections in flight")]
+    TooManyInFlight(IpAddr, u64),
+}
+
+/// Holds whatever a middleware must release when the connection ends.
+#[derive(Debug, Default)]
+pub struct Admission {
+    _slots: Vec<InFlightGuard>,
+}
+
+impl TcpMiddleware {
+    /// Runs the chain in order; the returned [`Admission`] must live as long as the
+    /// connection.
+    pub fn admit_all(chain: &[Arc<TcpMiddleware>], ip: IpAddr) -> Result<Admission, Refused> {
+        let mut admission = Admission::default();
+        for m in chain {
+            match m.as_ref() {
+                TcpMiddleware::IpAllowList(list) => {
+                    if !list.allows(ip) {
+                        return Err(Refused::NotAllowed(ip));
+                    }
+                }
+                TcpMiddleware::InFlightConn(limit) => admission._slots.push(limit.acquire(ip)?),
+            }
+        }
+        Ok(admission)
+    }
+}
+
+/// `ipAllowList{sourceRange}`: IPs or CIDRs, v4 and v6.
+#[derive(Debug, Clone)]
+pub struct IpAllowList {
+    ranges: Vec<IpNet>,
+}
+
+impl IpAllowList {
+    pub fn new(ranges: Vec<IpNet>) -> Self {
+        IpAllowList { ranges }
+    }
+
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.ranges.iter().any(|r| r.contains(&ip))
+    }
+}
+
+/// `inFlightConn{amount}`: simultaneous connections per client IP.
+///
+/// The table only holds IPs with at least one open connection, so its size is
+/// bounded by the number of open connections.
+#[derive(Debug)]
+pub struct InFlightConn {
+    amount: u64,
+    open: Mutex<HashMap<IpAddr, u64>>,
+}
+
+impl InFlightConn {
+    pub fn new(amount: u64) -> Arc<Self> {
+        Arc::new(InFlightConn {
+            amount,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<InFlightGuard, Refused> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.amount {
+            return Err(Refused::TooManyInFlight(ip, *n));
+        }
+        *n += 1;
+        Ok(InFlightGuard {
+            limit: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections currently counted for `ip`.
+    pub fn in_flight(&self, ip: IpAddr) -> u64 {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// Gives an in-flight slot back on drop.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    limit: Arc<InFlightConn>,
+    ip: IpAddr,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut open = self.limit.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allow_list_matches_ips_and_cidrs_v4_and_v6() {
+        let list = IpAllowList::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        assert!(list.allows(ip("10.1.2.3")));
+        assert!(list.allows(ip("::1")));
+        assert!(
+            list.allows(ip("::ffff:10.0.0.1")),
+            "v4-mapped is compared as v4"
+        );
+        assert!(!list.allows(ip("192.168.0.1")));
+    }
+
+    #[test]
+    fn in_flight_limit_is_per_ip_and_released_on_drop() {
+        let chain = vec![Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(2)))];
+        let a1 = TcpMiddleware::admit_all(&chain, ip("1.1.1.1")).unwrap();
+        let a2 = TcpMiddleware::admit_all(&chain, ip("1.1.1.1")).unwrap();
+        assert_eq!(
+            TcpMiddleware::admit_all(&chain, ip("1.1.1.1")).unwrap_err(),
+            Refused::TooManyInFlight(ip("1.1.1.1"), 2)
+        );
+        let _other = TcpMiddleware::admit_all(&chain, ip("2.2.2.2")).unwrap();
+        drop(a1);
+        let _a3 = TcpMiddleware::admit_all(&chain, ip("1.1.1.1")).unwrap();
+        drop(a2);
+        let TcpMiddleware::InFlightConn(limit) = chain[0].as_ref() else {
+            unreachable!()
+        };
+        assert_eq!(limit.in_flight(ip("1.1.1.1")), 1);
+    }
+
+    #[test]
+    fn chain_stops_at_first_refusal() {
+        let limit = InFlightConn::new(1);
+        let chain = vec![
+            Arc::new(TcpMiddleware::IpAllowList(IpAllowList::new(vec![
+                "10.0.0.0/8".parse().unwrap(),
+            ]))),
+            Arc::new(TcpMiddleware::InFlightConn(limit.clone())),
+        ];
+        assert!(matches!(
+            TcpMiddleware::admit_all(&chain, ip("8.8.8.8")),
+            Err(Refused::NotAllowed(_))
+        ));
+        assert_eq!(limit.in_flight(ip("8.8.8.8")), 0);
+    }
+}
