@@ -9,10 +9,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(hello)) = &whole {
         let mut longer = data.to_vec();
         longer.extend_from_slice(&[0x17, 3, 3, 0, 1, 0]);
-        assert_eq!(l4::sniff::client_hello(&longer).as_ref(), Ok(&Some(hello.clone())));
+        assert_eq!(
+            l4::sniff::client_hello(&longer).as_ref(),
+            Ok(&Some(hello.clone()))
+        );
     }
     if let Some(&first) = data.first() {
-        assert_eq!(whole != Err(l4::sniff::SniffError::NotTls), l4::sniff::looks_like_tls(first));
+        assert_eq!(
+            whole != Err(l4::sniff::SniffError::NotTls),
+            l4::sniff::looks_like_tls(first)
+        );
     }
     let _ = l4::sniff::postgres_ssl_request(data);
 });

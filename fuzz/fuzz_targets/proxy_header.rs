@@ -2,8 +2,8 @@
 //! claims more bytes than it was given, and what we encode from a parsed header parses back.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use l4::proxy_protocol::{ProxyVersion, encode, parse};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((header, len))) = parse(data) {
