@@ -16,6 +16,7 @@ pub mod de;
 pub mod dynamic;
 pub mod file_provider;
 pub mod source;
+pub mod static_cfg;
 
 use std::fmt;
 
@@ -23,6 +24,7 @@ pub use de::{Duration, Located, from_node};
 pub use dynamic::DynamicConfig;
 pub use file_provider::{load_dynamic_dir, load_dynamic_file};
 pub use source::{Location, Node, NodeKind};
+pub use static_cfg::{LoadedStatic, StaticConfig, load_static};
 
 /// A configuration problem, with where it was written when that is known.
 /// Displays as `file:line:col: message`.
