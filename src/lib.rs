@@ -1,1 +1,3 @@
 //! Sallyport
+
+pub mod config;

@@ -1,0 +1,657 @@
+//! The located source tree: YAML and TOML documents (and, for the static configuration,
+//! command-line flags and environment variables) turned into one [`Node`] tree whose every
+//! key and value remembers the file, line and column it came from.
+//!
+//! This module only reads syntax. What the keys mean is the business of the schema types,
+//! which are deserialized from the tree by [`crate::config::de`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+use super::ConfigError;
+
+/// Where a key or value was written. Lines and columns are 1-based; flags and environment
+/// variables have no lines and use 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Location {
+    /// A location without a line: a flag or an environment variable.
+    pub fn whole(file: impl Into<Arc<str>>) -> Location {
+        Location {
+            file: file.into(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        }
+    }
+}
+
+/// How a scalar was written, which decides what an untyped reader (`deserialize_any`) makes
+/// of it. Typed readers (a `bool` field, a duration) convert from the text whatever the kind,
+/// as Traefik's decoder does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalarKind {
+    /// A YAML plain scalar, a flag or an environment value: may read as a bool or a number.
+    Plain,
+    /// A quoted YAML scalar or a TOML string: always text.
+    Str,
+    /// A TOML integer (text is its decimal form).
+    Int,
+    /// A TOML float.
+    Float,
+    /// A TOML boolean.
+    Bool,
+}
+
+/// A map key with its own location, so an unknown key can be pointed at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeKind {
+    /// Entries in source order (TOML: key order).
+    Map(Vec<(Key, Node)>),
+    Seq(Vec<Node>),
+    Scalar(String, ScalarKind),
+    Null,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub location: Location,
+}
+
+impl Node {
+    pub fn new(kind: NodeKind, location: Location) -> Node {
+        Node { kind, location }
+    }
+
+    /// The entries of a map node (`None` for anything else).
+    pub fn entries(&self) -> Option<&[(Key, Node)]> {
+        match &self.kind {
+            NodeKind::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The value of a map entry whose key matches `name` case-insensitively.
+    pub fn get_ci(&self, name: &str) -> Option<&Node> {
+        self.entries()?
+            .iter()
+            .find(|(k, _)| k.name.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether this node is an empty document (no content at all).
+    pub fn is_empty_document(&self) -> bool {
+        match &self.kind {
+            NodeKind::Null => true,
+            NodeKind::Map(entries) => entries.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Merges `over` into `self`: maps merge key by key (keys compared case-insensitively,
+    /// since Traefik keys are), anything else is replaced. Used to layer flags and
+    /// environment variables over a static configuration file.
+    pub fn merge(&mut self, over: Node) {
+        match (&mut self.kind, over.kind) {
+            (NodeKind::Map(mine), NodeKind::Map(theirs)) => {
+                for (key, value) in theirs {
+                    match mine
+                        .iter_mut()
+                        .find(|(k, _)| k.name.eq_ignore_ascii_case(&key.name))
+                    {
+                        Some((_, existing)) => existing.merge(value),
+                        None => mine.push((key, value)),
+                    }
+                }
+            }
+            (_, kind) => {
+                self.kind = kind;
+                self.location = over.location;
+            }
+        }
+    }
+}
+
+/// The format of a configuration file, chosen by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Toml,
+}
+
+impl Format {
+    /// `.toml` → TOML, `.yaml`/`.yml` → YAML (case-insensitive), anything else → `None`.
+    pub fn from_path(path: &std::path::Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "toml" => Some(Format::Toml),
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `text` in the given format. `file` names the source in locations.
+pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, ConfigError> {
+    match format {
+        Format::Yaml => parse_yaml(text, file),
+        Format::Toml => parse_toml(text, file),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// YAML
+
+/// Parses the first YAML document of `text`. An empty stream is a `Null` node.
+/// Anchors and aliases are expanded, `<<` merge keys applied (explicit keys win, then
+/// earlier merge sources over later ones, as YAML 1.1 specifies), duplicate keys rejected.
+pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let mut builder = YamlBuilder {
+        file: file.clone(),
+        stack: Vec::new(),
+        anchors: Vec::new(),
+        root: None,
+    };
+    let mut in_document = false;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| {
+            let mark = e.marker();
+            ConfigError::at(
+                Location {
+                    file: file.clone(),
+                    line: to_u32(mark.line()),
+                    column: to_u32(mark.col() + 1),
+                },
+                format!("YAML syntax error: {}", e.info()),
+            )
+        })?;
+        match event {
+            Event::DocumentStart(_) => {
+                if builder.root.is_some() {
+                    // Like Traefik's decoder, only the first document is read.
+                    break;
+                }
+                in_document = true;
+            }
+            Event::DocumentEnd => in_document = false,
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
+            _ if !in_document => {}
+            other => builder.event(other, span)?,
+        }
+    }
+    Ok(builder.root.unwrap_or_else(|| {
+        Node::new(
+            NodeKind::Null,
+            Location {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+            },
+        )
+    }))
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        location: Location,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Key, Node)>,
+        merges: Vec<Node>,
+        pending_key: Option<Key>,
+        location: Location,
+        anchor: usize,
+    },
+}
+
+struct YamlBuilder {
+    file: Arc<str>,
+    stack: Vec<Frame>,
+    anchors: Vec<(usize, Node)>,
+    root: Option<Node>,
+}
+
+impl YamlBuilder {
+    fn location(&self, span: Span) -> Location {
+        Location {
+            file: self.file.clone(),
+            line: to_u32(span.start.line()),
+            column: to_u32(span.start.col() + 1),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), ConfigError> {
+        let location = self.location(span);
+        match event {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let kind = if style == ScalarStyle::Plain {
+                    if matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
+                        NodeKind::Null
+                    } else {
+                        NodeKind::Scalar(text.into_owned(), ScalarKind::Plain)
+                    }
+                } else {
+                    NodeKind::Scalar(text.into_owned(), ScalarKind::Str)
+                };
+                let node = Node::new(kind, location);
+                self.remember(anchor, &node);
+                self.complete(node, style == ScalarStyle::Plain)
+            }
+            Event::Alias(id) => {
+                let node = self
+                    .anchors
+                    .iter()
+                    .rev()
+                    .find(|(a, _)| *a == id)
+                    .map(|(_, n)| n.clone())
+                    .ok_or_else(|| ConfigError::at(location.clone(), "unknown YAML alias"))?;
+                self.complete(node, false)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    location,
+                    anchor,
+                });
+                Ok(())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map {
+                    entries: Vec::new(),
+                    merges: Vec::new(),
+                    pending_key: None,
+                    location,
+                    anchor,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    items,
+                    location,
+                    anchor,
+                }) => {
+                    let node = Node::new(NodeKind::Seq(items), location);
+                    self.remember(anchor, &node);
+                    self.complete(node, false)
+                }
+                _ => Err(ConfigError::at(location, "unbalanced YAML sequence")),
+            },
+            Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map {
+                    mut entries,
+                    merges,
+                    location,
+                    anchor,
+                    ..
+                }) => {
+                    apply_merges(&mut entries, merges)?;
+                    let node = Node::new(NodeKind::Map(entries), location);
+                    self.remember(anchor, &node);
+                    self.complete(node, false)
+                }
+                _ => Err(ConfigError::at(location, "unbalanced YAML mapping")),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node) {
+        if anchor > 0 {
+            self.anchors.push((anchor, node.clone()));
+        }
+    }
+
+    /// Places a finished node in its parent: an element, a key, or a key's value.
+    fn complete(&mut self, node: Node, plain: bool) -> Result<(), ConfigError> {
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(node);
+                Ok(())
+            }
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(())
+            }
+            Some(Frame::Map {
+                entries,
+                merges,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    let name = match node.kind {
+                        NodeKind::Scalar(text, _) => text,
+                        NodeKind::Null => String::new(),
+                        _ => {
+                            return Err(ConfigError::at(
+                                node.location,
+                                "a map key must be a scalar",
+                            ));
+                        }
+                    };
+                    // `<<` marks a merge only when written plain; `"<<"` is an ordinary key.
+                    let name = if plain && name == "<<" {
+                        MERGE_KEY.to_owned()
+                    } else {
+                        name
+                    };
+                    *pending_key = Some(Key {
+                        name,
+                        location: node.location,
+                    });
+                    Ok(())
+                }
+                Some(key) => {
+                    if key.name == MERGE_KEY {
+                        merges.push(node);
+                        return Ok(());
+                    }
+                    if entries.iter().any(|(k, _)| k.name == key.name) {
+                        return Err(ConfigError::at(
+                            key.location,
+                            format!("duplicate key \"{}\"", key.name),
+                        ));
+                    }
+                    entries.push((key, node));
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+/// Internal marker for a plain `<<` key; cannot collide with a real key read from YAML
+/// because it contains a NUL.
+const MERGE_KEY: &str = "\0<<";
+
+fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), ConfigError> {
+    for merge in merges {
+        let sources = match merge.kind {
+            NodeKind::Map(_) => vec![merge],
+            NodeKind::Seq(items) => items,
+            _ => {
+                return Err(ConfigError::at(
+                    merge.location,
+                    "a `<<` merge key needs a mapping or a list of mappings",
+                ));
+            }
+        };
+        for source in sources {
+            let NodeKind::Map(source_entries) = source.kind else {
+                return Err(ConfigError::at(
+                    source.location,
+                    "a `<<` merge key needs a mapping or a list of mappings",
+                ));
+            };
+            for (key, value) in source_entries {
+                if !entries.iter().any(|(k, _)| k.name == key.name) {
+                    entries.push((key, value));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// TOML
+
+/// Parses a TOML document. Byte offsets from the parser become 1-based line:column
+/// (columns counted in characters).
+pub fn parse_toml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let lines = LineIndex::new(text);
+    let table = toml::de::DeTable::parse(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        ConfigError::at(
+            lines.location(file, text, offset),
+            format!("TOML syntax error: {}", e.message().trim()),
+        )
+    })?;
+    let span = table.span();
+    let conv = TomlConverter {
+        file,
+        text,
+        lines: &lines,
+    };
+    conv.table(table.into_inner(), span.start)
+}
+
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn location(&self, file: &Arc<str>, text: &str, offset: usize) -> Location {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let column = text
+            .get(start..offset.min(text.len()))
+            .map(|s| s.chars().count())
+            .unwrap_or(0);
+        Location {
+            file: file.clone(),
+            line: to_u32(line),
+            column: to_u32(column + 1),
+        }
+    }
+}
+
+struct TomlConverter<'a> {
+    file: &'a Arc<str>,
+    text: &'a str,
+    lines: &'a LineIndex,
+}
+
+impl TomlConverter<'_> {
+    fn at(&self, offset: usize) -> Location {
+        self.lines.location(self.file, self.text, offset)
+    }
+
+    fn table(&self, table: toml::de::DeTable<'_>, offset: usize) -> Result<Node, ConfigError> {
+        let mut entries = Vec::with_capacity(table.len());
+        for (key, value) in table {
+            let key_location = self.at(key.span().start);
+            let name = key.into_inner().into_owned();
+            entries.push((
+                Key {
+                    name,
+                    location: key_location,
+                },
+                self.value(value)?,
+            ));
+        }
+        Ok(Node::new(NodeKind::Map(entries), self.at(offset)))
+    }
+
+    fn value(&self, value: toml::Spanned<toml::de::DeValue<'_>>) -> Result<Node, ConfigError> {
+        use toml::de::DeValue;
+        let offset = value.span().start;
+        let location = self.at(offset);
+        let kind = match value.into_inner() {
+            DeValue::String(s) => NodeKind::Scalar(s.into_owned(), ScalarKind::Str),
+            DeValue::Integer(i) => {
+                let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
+                let n = i64::from_str_radix(&digits, i.radix()).map_err(|e| {
+                    ConfigError::at(location.clone(), format!("invalid integer: {e}"))
+                })?;
+                NodeKind::Scalar(n.to_string(), ScalarKind::Int)
+            }
+            DeValue::Float(f) => NodeKind::Scalar(f.as_str().replace('_', ""), ScalarKind::Float),
+            DeValue::Boolean(b) => NodeKind::Scalar(b.to_string(), ScalarKind::Bool),
+            DeValue::Datetime(d) => NodeKind::Scalar(d.to_string(), ScalarKind::Str),
+            DeValue::Array(items) => NodeKind::Seq(
+                items
+                    .into_iter()
+                    .map(|item| self.value(item))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DeValue::Table(table) => return self.table(table, offset),
+        };
+        Ok(Node::new(kind, location))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Arc<str> {
+        Arc::from("test.yml")
+    }
+
+    fn scalar<'a>(node: &'a Node, path: &[&str]) -> &'a str {
+        let mut n = node;
+        for p in path {
+            n = n.get_ci(p).unwrap_or_else(|| panic!("missing {p}"));
+        }
+        match &n.kind {
+            NodeKind::Scalar(s, _) => s,
+            other => panic!("not a scalar: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn yaml_values_carry_line_and_column() {
+        let node = parse_yaml(
+            "http:\n  routers:\n    r:\n      rule: Host(`a`)\n",
+            &file(),
+        )
+        .expect("parses");
+        let rule = node
+            .get_ci("http")
+            .and_then(|n| n.get_ci("routers"))
+            .and_then(|n| n.get_ci("r"))
+            .and_then(|n| n.get_ci("rule"))
+            .expect("rule");
+        assert_eq!((rule.location.line, rule.location.column), (4, 13));
+        let NodeKind::Map(entries) = &node.get_ci("http").expect("http").kind else {
+            panic!("map")
+        };
+        assert_eq!(
+            (entries[0].0.location.line, entries[0].0.location.column),
+            (2, 3)
+        );
+    }
+
+    #[test]
+    fn yaml_aliases_and_merge_keys_expand() {
+        let text = "base: &base\n  a: 1\n  b: 2\nother:\n  <<: *base\n  b: 3\nlist: [*base]\n";
+        let node = parse_yaml(text, &file()).expect("parses");
+        assert_eq!(scalar(&node, &["other", "a"]), "1");
+        assert_eq!(scalar(&node, &["other", "b"]), "3");
+        let NodeKind::Seq(items) = &node.get_ci("list").expect("list").kind else {
+            panic!("seq")
+        };
+        assert_eq!(scalar(&items[0], &["b"]), "2");
+    }
+
+    #[test]
+    fn yaml_merge_of_a_list_prefers_earlier_sources() {
+        let text = "x: &x {a: 1}\ny: &y {a: 2, c: 3}\nz:\n  <<: [*x, *y]\n";
+        let node = parse_yaml(text, &file()).expect("parses");
+        assert_eq!(scalar(&node, &["z", "a"]), "1");
+        assert_eq!(scalar(&node, &["z", "c"]), "3");
+    }
+
+    #[test]
+    fn yaml_duplicate_key_is_an_error_at_the_second_key() {
+        let err = parse_yaml("a: 1\na: 2\n", &file()).expect_err("duplicate");
+        assert_eq!(err.location.map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_located() {
+        let err = parse_yaml("a: [1, 2\nb: 3\n", &file()).expect_err("syntax");
+        assert!(err.message.contains("YAML"), "{err}");
+        assert!(err.location.is_some());
+    }
+
+    #[test]
+    fn yaml_empty_document_is_null() {
+        let node = parse_yaml("# only a comment\n", &file()).expect("parses");
+        assert!(node.is_empty_document());
+    }
+
+    #[test]
+    fn yaml_quoted_and_plain_scalars_differ_in_kind() {
+        let node = parse_yaml("a: 'true'\nb: true\nc: ~\n", &file()).expect("parses");
+        assert!(matches!(
+            node.get_ci("a").map(|n| &n.kind),
+            Some(NodeKind::Scalar(_, ScalarKind::Str))
+        ));
+        assert!(matches!(
+            node.get_ci("b").map(|n| &n.kind),
+            Some(NodeKind::Scalar(_, ScalarKind::Plain))
+        ));
+        assert!(matches!(
+            node.get_ci("c").map(|n| &n.kind),
+            Some(NodeKind::Null)
+        ));
+    }
+
+    #[test]
+    fn toml_spans_become_line_and_column() {
+        let text = "[http.routers.r]\n  rule = \"Host(`a`)\"\n  priority = 0x10\n";
+        let node = parse_toml(text, &Arc::from("t.toml")).expect("parses");
+        let r = node
+            .get_ci("http")
+            .and_then(|n| n.get_ci("routers"))
+            .and_then(|n| n.get_ci("r"))
+            .expect("router");
+        let rule = r.get_ci("rule").expect("rule");
+        assert_eq!((rule.location.line, rule.location.column), (2, 10));
+        assert_eq!(scalar(r, &["priority"]), "16");
+    }
+
+    #[test]
+    fn toml_syntax_error_is_located() {
+        let err = parse_toml("a = 1\nb = = 2\n", &Arc::from("t.toml")).expect_err("syntax");
+        assert_eq!(err.location.map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn merge_replaces_scalars_and_merges_maps_case_insensitively() {
+        let mut base =
+            parse_yaml("entryPoints:\n  web:\n    address: ':80'\n", &file()).expect("parses");
+        let over =
+            parse_yaml("entrypoints:\n  web:\n    address: ':81'\n", &file()).expect("parses");
+        base.merge(over);
+        assert_eq!(scalar(&base, &["entryPoints", "web", "address"]), ":81");
+    }
+}

@@ -1,0 +1,1292 @@
+//! The install (static) configuration: entrypoints, providers, API, logs, metrics…, with
+//! Traefik's key names and defaults, and where it is read from.
+//!
+//! Sources, lowest precedence first: a file (`--configFile`, else `sallyport.{toml,yaml,yml}`
+//! in `.` then `/etc/sallyport/`), then `SALLYPORT_*` environment variables, then
+//! `--section.key=value` flags. Traefik accepts exactly one source; layering them is a
+//! Sallyport extension. Every section Traefik knows is accepted strictly; providers and
+//! observability backends the runtime does not implement are accepted as free-form values
+//! so that existing files load (the runtime decides whether to refuse them).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::de::{Duration, Located, from_node};
+use super::dynamic::Domain;
+use super::source::{self, Format, Key, Location, Node, NodeKind, ScalarKind};
+
+/// Traefik's internal entrypoint name (API, ping, metrics); routers without entrypoints do
+/// not attach to it.
+pub const INTERNAL_ENTRYPOINT: &str = "traefik";
+
+/// The static configuration and the file it came from.
+#[derive(Clone, Debug)]
+pub struct LoadedStatic {
+    pub config: StaticConfig,
+    /// `None` when no file was found (flags and environment only).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StaticConfig {
+    pub global: Global,
+    pub servers_transport: StaticServersTransport,
+    pub tcp_servers_transport: StaticTcpServersTransport,
+    pub entry_points: BTreeMap<String, EntryPoint>,
+    pub providers: Providers,
+    pub api: Option<Api>,
+    pub metrics: Option<Metrics>,
+    pub ping: Option<Ping>,
+    pub log: Log,
+    pub access_log: Option<AccessLog>,
+    /// Not implemented by the runtime; accepted as written.
+    pub tracing: Option<serde_json::Value>,
+    pub host_resolver: Option<HostResolver>,
+    pub certificates_resolvers: BTreeMap<String, CertificateResolver>,
+    /// Not implemented by the runtime; accepted as written.
+    pub experimental: Option<serde_json::Value>,
+    pub core: Core,
+    pub spiffe: Option<SpiffeClient>,
+    /// Not implemented by the runtime; accepted as written.
+    pub ocsp: Option<serde_json::Value>,
+}
+
+impl StaticConfig {
+    /// Entrypoints used by routers that name none: those with `asDefault`, else every
+    /// non-UDP entrypoint except `traefik`; sorted by name (Traefik's rule).
+    pub fn default_entry_points(&self) -> Vec<String> {
+        let any_default = self.entry_points.values().any(|ep| ep.as_default);
+        self.entry_points
+            .iter()
+            .filter(|(name, ep)| {
+                (!any_default || ep.as_default)
+                    && ep.address.protocol != Protocol::Udp
+                    && name.as_str() != INTERNAL_ENTRYPOINT
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Applies what Traefik derives after loading: the default `http` entrypoint on `:80`
+    /// when none is configured, and the internal `traefik` entrypoint on `:8080` when the
+    /// API (insecure), ping or Prometheus need it.
+    fn set_effective(&mut self) {
+        if self.entry_points.is_empty() {
+            self.entry_points.insert(
+                "http".to_owned(),
+                EntryPoint::on(EntryPointAddress::any(80)),
+            );
+        }
+        let api = self.api.as_ref().is_some_and(|a| a.insecure);
+        let ping = self
+            .ping
+            .as_ref()
+            .is_some_and(|p| !p.manual_routing && p.entry_point == INTERNAL_ENTRYPOINT);
+        let prometheus = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.prometheus.as_ref())
+            .is_some_and(|p| !p.manual_routing && p.entry_point == INTERNAL_ENTRYPOINT);
+        if (api || ping || prometheus) && !self.entry_points.contains_key(INTERNAL_ENTRYPOINT) {
+            self.entry_points.insert(
+                INTERNAL_ENTRYPOINT.to_owned(),
+                EntryPoint::on(EntryPointAddress::any(8080)),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entrypoints
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// `[host]:port[/tcp|/udp]`. An empty host means every interface.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EntryPointAddress {
+    /// Empty for all interfaces; an IP address or a host name otherwise.
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl EntryPointAddress {
+    pub fn any(port: u16) -> EntryPointAddress {
+        EntryPointAddress {
+            host: String::new(),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    /// The host as an IP address, when it is one (`None` for all interfaces or a name).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    pub fn parse(text: &str) -> Result<EntryPointAddress, String> {
+        let (hostport, protocol) = match text.rsplit_once('/') {
+            Some((hp, proto)) => match proto.to_ascii_lowercase().as_str() {
+                "tcp" => (hp, Protocol::Tcp),
+                "udp" => (hp, Protocol::Udp),
+                _ => {
+                    return Err(format!(
+                        "invalid protocol \"{proto}\" in address \"{text}\" (use /tcp or /udp)"
+                    ));
+                }
+            },
+            None => (text, Protocol::Tcp),
+        };
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address \"{text}\" has no port (expected [host]:port)"))?;
+        // As Go's `SplitHostPort`: an IPv6 host must be bracketed.
+        let (host, bracketed) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => (inner, true),
+            None => (host, false),
+        };
+        if host.contains(':') && (!bracketed || host.parse::<IpAddr>().is_err()) {
+            return Err(format!("invalid host \"{host}\" in address \"{text}\""));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port \"{port}\" in address \"{text}\""))?;
+        Ok(EntryPointAddress {
+            host: host.to_owned(),
+            port,
+            protocol,
+        })
+    }
+}
+
+impl fmt::Display for EntryPointAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{}:{}", self.host, self.port)?;
+        }
+        match self.protocol {
+            Protocol::Tcp => Ok(()),
+            Protocol::Udp => f.write_str("/udp"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryPointAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        EntryPointAddress::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for EntryPointAddress {
+    fn default() -> Self {
+        EntryPointAddress::any(80)
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPoint {
+    pub address: EntryPointAddress,
+    #[serde(rename = "allowACMEByPass")]
+    pub allow_acme_by_pass: bool,
+    pub reuse_port: bool,
+    pub as_default: bool,
+    pub transport: EntryPointTransport,
+    pub proxy_protocol: Option<ProxyProtocolTrust>,
+    pub forwarded_headers: ForwardedHeaders,
+    pub http: EntryPointHttp,
+    pub http2: Http2,
+    pub http3: Option<Http3>,
+    pub udp: EntryPointUdp,
+    pub observability: Option<EntryPointObservability>,
+}
+
+impl EntryPoint {
+    fn on(address: EntryPointAddress) -> EntryPoint {
+        EntryPoint {
+            address,
+            ..EntryPoint::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointTransport {
+    pub life_cycle: LifeCycle,
+    pub responding_timeouts: RespondingTimeouts,
+    pub keep_alive_max_time: Duration,
+    pub keep_alive_max_requests: i64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LifeCycle {
+    pub request_accept_grace_timeout: Duration,
+    #[serde(rename = "graceTimeOut")]
+    pub grace_time_out: Duration,
+}
+
+impl Default for LifeCycle {
+    fn default() -> Self {
+        LifeCycle {
+            request_accept_grace_timeout: Duration::ZERO,
+            grace_time_out: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RespondingTimeouts {
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for RespondingTimeouts {
+    fn default() -> Self {
+        RespondingTimeouts {
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::ZERO,
+            idle_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// Trusted sources of PROXY protocol headers (IPs or CIDRs).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ProxyProtocolTrust {
+    pub insecure: bool,
+    #[serde(rename = "trustedIPs")]
+    pub trusted_ips: Vec<IpOrNet>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ForwardedHeaders {
+    pub insecure: bool,
+    #[serde(rename = "trustedIPs")]
+    pub trusted_ips: Vec<IpOrNet>,
+    pub connection: Vec<String>,
+    pub not_append_x_forwarded_for: bool,
+    pub add_x_forwarded_scheme_headers: bool,
+}
+
+/// An IP address or a CIDR network, as `trustedIPs` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpOrNet(pub ipnet::IpNet);
+
+impl IpOrNet {
+    pub fn parse(text: &str) -> Result<IpOrNet, String> {
+        let t = text.trim();
+        if let Ok(net) = t.parse::<ipnet::IpNet>() {
+            return Ok(IpOrNet(net.trunc()));
+        }
+        t.parse::<IpAddr>()
+            .map(|ip| IpOrNet(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("\"{text}\" is neither an IP address nor a CIDR network"))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpOrNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        IpOrNet::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointHttp {
+    pub redirections: Option<Redirections>,
+    pub middlewares: Vec<String>,
+    pub tls: Option<EntryPointTls>,
+    pub encoded_characters: Option<EncodedCharactersPolicy>,
+    pub encode_query_semicolons: bool,
+    /// Default true.
+    pub sanitize_path: Option<bool>,
+    pub max_header_bytes: i64,
+    /// `keep` (default), `delete` or `reject`.
+    pub underscore_headers_strategy: String,
+}
+
+impl Default for EntryPointHttp {
+    fn default() -> Self {
+        EntryPointHttp {
+            redirections: None,
+            middlewares: Vec::new(),
+            tls: None,
+            encoded_characters: None,
+            encode_query_semicolons: false,
+            sanitize_path: None,
+            max_header_bytes: 1 << 20,
+            underscore_headers_strategy: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Redirections {
+    pub entry_point: Option<RedirectEntryPoint>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RedirectEntryPoint {
+    /// An entrypoint name or `:port`.
+    pub to: String,
+    pub scheme: String,
+    pub permanent: bool,
+    pub priority: i64,
+}
+
+impl Default for RedirectEntryPoint {
+    fn default() -> Self {
+        RedirectEntryPoint {
+            to: String::new(),
+            scheme: "https".to_owned(),
+            permanent: true,
+            priority: i64::from(i32::MAX) - 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointTls {
+    pub options: String,
+    pub cert_resolver: String,
+    pub domains: Vec<Domain>,
+}
+
+/// Which encoded characters request paths may contain (all allowed by default).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EncodedCharactersPolicy {
+    pub allow_encoded_slash: bool,
+    pub allow_encoded_back_slash: bool,
+    pub allow_encoded_null_character: bool,
+    pub allow_encoded_semicolon: bool,
+    pub allow_encoded_percent: bool,
+    pub allow_encoded_question_mark: bool,
+    pub allow_encoded_hash: bool,
+}
+
+impl Default for EncodedCharactersPolicy {
+    fn default() -> Self {
+        EncodedCharactersPolicy {
+            allow_encoded_slash: true,
+            allow_encoded_back_slash: true,
+            allow_encoded_null_character: true,
+            allow_encoded_semicolon: true,
+            allow_encoded_percent: true,
+            allow_encoded_question_mark: true,
+            allow_encoded_hash: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Http2 {
+    pub max_concurrent_streams: i64,
+    pub max_decoder_header_table_size: i64,
+    pub max_encoder_header_table_size: i64,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            max_concurrent_streams: 250,
+            max_decoder_header_table_size: 4096,
+            max_encoder_header_table_size: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Http3 {
+    /// 0: the entrypoint's own port.
+    pub advertised_port: i64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointUdp {
+    /// Idle session timeout (must be > 0).
+    pub timeout: Duration,
+}
+
+impl Default for EntryPointUdp {
+    fn default() -> Self {
+        EntryPointUdp {
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointObservability {
+    pub access_logs: Option<bool>,
+    pub metrics: Option<bool>,
+    pub tracing: Option<bool>,
+    pub trace_verbosity: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Providers
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Providers {
+    pub providers_throttle_duration: Duration,
+    pub precedence: Vec<String>,
+    pub file: Option<FileProvider>,
+    // Providers the runtime does not implement: accepted as written.
+    pub docker: Option<serde_json::Value>,
+    pub swarm: Option<serde_json::Value>,
+    pub kubernetes_ingress: Option<serde_json::Value>,
+    #[serde(rename = "kubernetesIngressNGINX")]
+    pub kubernetes_ingress_nginx: Option<serde_json::Value>,
+    #[serde(rename = "kubernetesCRD")]
+    pub kubernetes_crd: Option<serde_json::Value>,
+    pub kubernetes_gateway: Option<serde_json::Value>,
+    pub knative: Option<serde_json::Value>,
+    pub rest: Option<serde_json::Value>,
+    pub consul_catalog: Option<serde_json::Value>,
+    pub nomad: Option<serde_json::Value>,
+    pub ecs: Option<serde_json::Value>,
+    pub consul: Option<serde_json::Value>,
+    pub etcd: Option<serde_json::Value>,
+    pub zoo_keeper: Option<serde_json::Value>,
+    pub redis: Option<serde_json::Value>,
+    pub http: Option<serde_json::Value>,
+    pub plugin: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers {
+            providers_throttle_duration: Duration::from_secs(2),
+            precedence: Vec::new(),
+            file: None,
+            docker: None,
+            swarm: None,
+            kubernetes_ingress: None,
+            kubernetes_ingress_nginx: None,
+            kubernetes_crd: None,
+            kubernetes_gateway: None,
+            knative: None,
+            rest: None,
+            consul_catalog: None,
+            nomad: None,
+            ecs: None,
+            consul: None,
+            etcd: None,
+            zoo_keeper: None,
+            redis: None,
+            http: None,
+            plugin: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct FileProvider {
+    pub directory: String,
+    pub watch: bool,
+    pub filename: String,
+    pub debug_log_generated_template: bool,
+}
+
+impl Default for FileProvider {
+    fn default() -> Self {
+        FileProvider {
+            directory: String::new(),
+            watch: true,
+            filename: String::new(),
+            debug_log_generated_template: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// API, ping, logs, metrics
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Api {
+    pub base_path: String,
+    pub insecure: bool,
+    pub dashboard: bool,
+    pub debug: bool,
+    pub disable_dashboard_ad: bool,
+    pub dashboard_name: String,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            base_path: "/".to_owned(),
+            insecure: false,
+            dashboard: true,
+            debug: false,
+            disable_dashboard_ad: false,
+            dashboard_name: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Ping {
+    pub entry_point: String,
+    pub manual_routing: bool,
+    pub terminating_status_code: i64,
+}
+
+impl Default for Ping {
+    fn default() -> Self {
+        Ping {
+            entry_point: INTERNAL_ENTRYPOINT.to_owned(),
+            manual_routing: false,
+            terminating_status_code: 503,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    #[default]
+    Error,
+    Fatal,
+    Panic,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Common,
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Log {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub no_color: bool,
+    pub file_path: String,
+    pub max_size: i64,
+    pub max_age: i64,
+    pub max_backups: i64,
+    pub compress: bool,
+    /// Not implemented by the runtime; accepted as written.
+    pub otlp: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AccessLog {
+    pub file_path: String,
+    /// `common` (default), `genericCLF` or `json`.
+    pub format: String,
+    pub filters: Option<AccessLogFilters>,
+    pub fields: Option<AccessLogFields>,
+    pub buffering_size: i64,
+    pub add_internals: bool,
+    /// Not implemented by the runtime; accepted as written.
+    pub otlp: Option<serde_json::Value>,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            file_path: String::new(),
+            format: "common".to_owned(),
+            filters: None,
+            fields: None,
+            buffering_size: 0,
+            add_internals: false,
+            otlp: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AccessLogFilters {
+    pub status_codes: Vec<String>,
+    pub retry_attempts: bool,
+    pub min_duration: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AccessLogFields {
+    /// `keep` (default), `drop` or `redact`.
+    pub default_mode: String,
+    pub names: BTreeMap<String, String>,
+    pub headers: Option<AccessLogHeaders>,
+}
+
+impl Default for AccessLogFields {
+    fn default() -> Self {
+        AccessLogFields {
+            default_mode: "keep".to_owned(),
+            names: BTreeMap::new(),
+            headers: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AccessLogHeaders {
+    /// `drop` (default), `keep` or `redact`.
+    pub default_mode: String,
+    pub names: BTreeMap<String, String>,
+}
+
+impl Default for AccessLogHeaders {
+    fn default() -> Self {
+        AccessLogHeaders {
+            default_mode: "drop".to_owned(),
+            names: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Metrics {
+    pub add_internals: bool,
+    pub prometheus: Option<Prometheus>,
+    // Backends the runtime does not implement: accepted as written.
+    pub datadog: Option<serde_json::Value>,
+    #[serde(rename = "statsD")]
+    pub statsd: Option<serde_json::Value>,
+    #[serde(rename = "influxDB2")]
+    pub influxdb2: Option<serde_json::Value>,
+    pub otlp: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Prometheus {
+    pub buckets: Vec<f64>,
+    pub add_entry_points_labels: bool,
+    pub add_routers_labels: bool,
+    pub add_services_labels: bool,
+    pub entry_point: String,
+    pub manual_routing: bool,
+    pub header_labels: BTreeMap<String, String>,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            buckets: vec![0.1, 0.3, 1.2, 5.0],
+            add_entry_points_labels: true,
+            add_routers_labels: false,
+            add_services_labels: true,
+            entry_point: INTERNAL_ENTRYPOINT.to_owned(),
+            manual_routing: false,
+            header_labels: BTreeMap::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transports, resolvers, global, core
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Global {
+    pub check_new_version: bool,
+    pub send_anonymous_usage: bool,
+    pub not_append_x_forwarded_for: bool,
+}
+
+/// The `default@internal` HTTP servers transport.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StaticServersTransport {
+    pub insecure_skip_verify: bool,
+    #[serde(rename = "rootCAs")]
+    pub root_cas: Vec<String>,
+    pub max_idle_conns_per_host: i64,
+    pub forwarding_timeouts: StaticForwardingTimeouts,
+    pub spiffe: Option<super::dynamic::Spiffe>,
+}
+
+impl Default for StaticServersTransport {
+    fn default() -> Self {
+        StaticServersTransport {
+            insecure_skip_verify: false,
+            root_cas: Vec::new(),
+            max_idle_conns_per_host: 200,
+            forwarding_timeouts: StaticForwardingTimeouts::default(),
+            spiffe: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StaticForwardingTimeouts {
+    pub dial_timeout: Duration,
+    pub response_header_timeout: Duration,
+    pub idle_conn_timeout: Duration,
+}
+
+impl Default for StaticForwardingTimeouts {
+    fn default() -> Self {
+        StaticForwardingTimeouts {
+            dial_timeout: Duration::from_secs(30),
+            response_header_timeout: Duration::ZERO,
+            idle_conn_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// The `default@internal` TCP servers transport.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StaticTcpServersTransport {
+    pub dial_keep_alive: Duration,
+    pub dial_timeout: Duration,
+    pub termination_delay: Duration,
+    pub tls: Option<StaticTcpClientTls>,
+}
+
+impl Default for StaticTcpServersTransport {
+    fn default() -> Self {
+        StaticTcpServersTransport {
+            dial_keep_alive: Duration::from_secs(15),
+            dial_timeout: Duration::from_secs(30),
+            termination_delay: Duration::from_millis(100),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StaticTcpClientTls {
+    pub insecure_skip_verify: bool,
+    #[serde(rename = "rootCAs")]
+    pub root_cas: Vec<String>,
+    pub spiffe: Option<super::dynamic::Spiffe>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CertificateResolver {
+    pub acme: Option<Acme>,
+    pub tailscale: Option<super::dynamic::EmptyHealthCheck>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Acme {
+    pub email: String,
+    pub ca_server: String,
+    pub preferred_chain: String,
+    pub profile: String,
+    pub email_addresses: Vec<String>,
+    pub disable_common_name: bool,
+    pub storage: String,
+    pub key_type: String,
+    pub eab: Option<Eab>,
+    pub certificates_duration: i64,
+    pub client_timeout: Option<Duration>,
+    pub client_response_header_timeout: Option<Duration>,
+    #[serde(rename = "caCertificates")]
+    pub ca_certificates: Vec<String>,
+    pub ca_system_cert_pool: bool,
+    pub ca_server_name: String,
+    pub dns_challenge: Option<serde_json::Value>,
+    pub http_challenge: Option<HttpChallenge>,
+    pub tls_challenge: Option<serde_json::Value>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            email: String::new(),
+            ca_server: "https://acme-v02.api.letsencrypt.org/directory".to_owned(),
+            preferred_chain: String::new(),
+            profile: String::new(),
+            email_addresses: Vec::new(),
+            disable_common_name: false,
+            storage: "acme.json".to_owned(),
+            key_type: "RSA4096".to_owned(),
+            eab: None,
+            certificates_duration: 2160,
+            client_timeout: None,
+            client_response_header_timeout: None,
+            ca_certificates: Vec::new(),
+            ca_system_cert_pool: false,
+            ca_server_name: String::new(),
+            dns_challenge: None,
+            http_challenge: None,
+            tls_challenge: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Eab {
+    pub kid: String,
+    pub hmac_encoded: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpChallenge {
+    pub entry_point: String,
+    pub delay: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HostResolver {
+    pub cname_flattening: bool,
+    pub resolv_config: String,
+    pub resolv_depth: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SpiffeClient {
+    #[serde(rename = "workloadAPIAddr")]
+    pub workload_api_addr: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Core {
+    /// `v3` (default) or `v2`.
+    pub default_rule_syntax: Located<String>,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core {
+            default_rule_syntax: Located::new("v3".to_owned()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+/// Names of the configuration files searched when `--configFile` is not given, in order,
+/// in each of [`SEARCH_DIRS`].
+pub const FILE_NAMES: &[&str] = &["sallyport.toml", "sallyport.yaml", "sallyport.yml"];
+pub const SEARCH_DIRS: &[&str] = &[".", "/etc/sallyport"];
+/// Prefix of the environment variables read as configuration.
+pub const ENV_PREFIX: &str = "SALLYPORT_";
+
+/// Loads the static configuration from a file, the environment and flags (later sources
+/// override earlier ones). `args` are the command-line arguments after the program name
+/// (and subcommand); `env` the process environment.
+pub fn load_static(
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<LoadedStatic, Vec<ConfigError>> {
+    let flags = parse_flags(args)?;
+    let env_file = env
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("SALLYPORT_CONFIGFILE"))
+        .map(|(_, v)| PathBuf::from(v));
+    let file = match flags.config_file.clone().or(env_file) {
+        Some(path) => Some(path),
+        None => find_config_file(SEARCH_DIRS),
+    };
+
+    let mut tree = match &file {
+        Some(path) => read_static_file(path)?,
+        None => empty_map(Location::whole("defaults")),
+    };
+    tree.merge(env_tree(env));
+    tree.merge(flags.tree);
+
+    let mut config: StaticConfig = from_node(&tree).map_err(|e| vec![e])?;
+    config.set_effective();
+    Ok(LoadedStatic { config, file })
+}
+
+fn find_config_file(dirs: &[&str]) -> Option<PathBuf> {
+    dirs.iter()
+        .flat_map(|dir| FILE_NAMES.iter().map(move |name| Path::new(dir).join(name)))
+        .find(|p| p.is_file())
+}
+
+fn read_static_file(path: &Path) -> Result<Node, Vec<ConfigError>> {
+    let name = path.display().to_string();
+    let format = Format::from_path(path).ok_or_else(|| {
+        vec![ConfigError::unlocated(format!(
+            "{name}: unsupported file extension (use .toml, .yaml or .yml)"
+        ))]
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::unlocated(format!("cannot read {name}: {e}"))])?;
+    let file: Arc<str> = Arc::from(name);
+    let node = source::parse(&text, format, &file).map_err(|e| vec![e])?;
+    Ok(match node.kind {
+        NodeKind::Null => empty_map(node.location),
+        _ => node,
+    })
+}
+
+fn empty_map(location: Location) -> Node {
+    Node::new(NodeKind::Map(Vec::new()), location)
+}
+
+struct Flags {
+    config_file: Option<PathBuf>,
+    tree: Node,
+}
+
+fn parse_flags(args: &[String]) -> Result<Flags, Vec<ConfigError>> {
+    let mut config_file = None;
+    let mut tree = empty_map(Location::whole("flags"));
+    let mut errors = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            errors.push(ConfigError::unlocated(format!(
+                "unexpected argument \"{arg}\" (flags look like --entryPoints.web.address=:80)"
+            )));
+            continue;
+        };
+        let (path, value) = match flag.split_once('=') {
+            Some((p, v)) => (p, Some(v.to_owned())),
+            None => (flag, None),
+        };
+        if path.eq_ignore_ascii_case("configFile") || path.eq_ignore_ascii_case("config") {
+            // The file flag alone may take its value as the next argument.
+            match value.or_else(|| iter.next().cloned()) {
+                Some(v) => config_file = Some(PathBuf::from(v)),
+                None => errors.push(ConfigError::unlocated(format!("--{path} needs a file"))),
+            }
+            continue;
+        }
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            errors.push(ConfigError::unlocated(format!("invalid flag \"{arg}\"")));
+            continue;
+        }
+        // A bare flag is `true`: a boolean option, or a section enabled with defaults.
+        let value = value.unwrap_or_else(|| "true".to_owned());
+        let location = Location::whole(format!("flag --{path}"));
+        insert_path(&mut tree, &segments, value, &location);
+    }
+    if errors.is_empty() {
+        Ok(Flags { config_file, tree })
+    } else {
+        Err(errors)
+    }
+}
+
+/// `SALLYPORT_ENTRYPOINTS_WEB_ADDRESS=:80` → `entrypoints.web.address`. Names are lower-cased:
+/// schema keys match case-insensitively anyway, user-chosen names come out lower-case.
+fn env_tree(env: &[(String, String)]) -> Node {
+    let mut tree = empty_map(Location::whole("environment"));
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if rest.eq_ignore_ascii_case("CONFIGFILE") || rest.is_empty() {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let segments: Vec<&str> = lower.split('_').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            continue;
+        }
+        let location = Location::whole(format!("env {name}"));
+        insert_path(&mut tree, &segments, value.clone(), &location);
+    }
+    tree
+}
+
+fn insert_path(tree: &mut Node, segments: &[&str], value: String, location: &Location) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    let leaf = if rest.is_empty() {
+        Node::new(
+            NodeKind::Scalar(value.clone(), ScalarKind::Plain),
+            location.clone(),
+        )
+    } else {
+        empty_map(location.clone())
+    };
+    if !matches!(tree.kind, NodeKind::Map(_)) {
+        // `--api --api.insecure`: the section given as a value becomes a map.
+        tree.kind = NodeKind::Map(Vec::new());
+    }
+    let NodeKind::Map(entries) = &mut tree.kind else {
+        return;
+    };
+    let index = match entries
+        .iter()
+        .position(|(k, _)| k.name.eq_ignore_ascii_case(first))
+    {
+        Some(i) => {
+            if rest.is_empty() {
+                entries[i].1 = leaf;
+            }
+            i
+        }
+        None => {
+            entries.push((
+                Key {
+                    name: (*first).to_owned(),
+                    location: location.clone(),
+                },
+                leaf,
+            ));
+            entries.len() - 1
+        }
+    };
+    if !rest.is_empty() {
+        insert_path(&mut entries[index].1, rest, value, location);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-static-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+
+    #[test]
+    fn addresses_parse_host_port_and_protocol() {
+        let a = EntryPointAddress::parse(":80").expect("valid");
+        assert_eq!(
+            (a.host.as_str(), a.port, a.protocol),
+            ("", 80, Protocol::Tcp)
+        );
+        let a = EntryPointAddress::parse("127.0.0.1:53/udp").expect("valid");
+        assert_eq!(a.ip(), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(a.protocol, Protocol::Udp);
+        let a = EntryPointAddress::parse("[::1]:443/tcp").expect("valid");
+        assert_eq!((a.host.as_str(), a.port), ("::1", 443));
+        assert_eq!(a.to_string(), "[::1]:443");
+        for bad in ["80", ":http", ":80/sctp", ":70000", "::1:80"] {
+            assert!(EntryPointAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_entrypoint_means_http_on_port_80() {
+        let loaded = load_static(&args(&["--log.level=DEBUG"]), &[]).expect("loads");
+        let ep = &loaded.config.entry_points["http"];
+        assert_eq!(ep.address, EntryPointAddress::any(80));
+        assert_eq!(loaded.config.log.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn flags_set_entrypoints_with_traefik_defaults() {
+        let loaded = load_static(
+            &args(&[
+                "--entryPoints.web.address=:8081",
+                "--entrypoints.web.asdefault",
+            ]),
+            &[],
+        )
+        .expect("loads");
+        let ep = &loaded.config.entry_points["web"];
+        assert_eq!(ep.address.port, 8081);
+        assert!(ep.as_default);
+        assert_eq!(
+            ep.transport.responding_timeouts.read_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            ep.transport.responding_timeouts.idle_timeout,
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            ep.transport.life_cycle.grace_time_out,
+            Duration::from_secs(10)
+        );
+        assert_eq!(ep.http2.max_concurrent_streams, 250);
+        assert_eq!(ep.udp.timeout, Duration::from_secs(3));
+        assert!(!loaded.config.entry_points.contains_key("http"));
+    }
+
+    #[test]
+    fn bare_api_flag_enables_the_api_and_the_traefik_entrypoint() {
+        let loaded = load_static(&args(&["--api", "--api.insecure=true"]), &[]).expect("loads");
+        let api = loaded.config.api.as_ref().expect("api enabled");
+        assert!(api.dashboard);
+        assert!(api.insecure);
+        assert_eq!(loaded.config.entry_points["traefik"].address.port, 8080);
+        assert_eq!(loaded.config.default_entry_points(), vec!["http"]);
+    }
+
+    #[test]
+    fn environment_variables_match_keys_case_insensitively() {
+        let env = vec![
+            (
+                "SALLYPORT_ENTRYPOINTS_WEB_ADDRESS".to_owned(),
+                ":8082".to_owned(),
+            ),
+            (
+                "SALLYPORT_ENTRYPOINTS_WEB_PROXYPROTOCOL_TRUSTEDIPS".to_owned(),
+                "10.0.0.0/8,127.0.0.1".to_owned(),
+            ),
+            (
+                "SALLYPORT_PROVIDERS_FILE_DIRECTORY".to_owned(),
+                "/etc/dyn".to_owned(),
+            ),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let loaded = load_static(&[], &env).expect("loads");
+        let ep = &loaded.config.entry_points["web"];
+        assert_eq!(ep.address.port, 8082);
+        let trusted = &ep
+            .proxy_protocol
+            .as_ref()
+            .expect("proxy protocol")
+            .trusted_ips;
+        assert!(trusted[0].contains(IpAddr::from([10, 1, 2, 3])));
+        assert!(trusted[1].contains(IpAddr::from([127, 0, 0, 1])));
+        let file = loaded
+            .config
+            .providers
+            .file
+            .as_ref()
+            .expect("file provider");
+        assert_eq!(file.directory, "/etc/dyn");
+        assert!(file.watch);
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = temp_dir("layers");
+        let path = dir.join("static.yaml");
+        std::fs::write(
+            &path,
+            "entryPoints:\n  web:\n    address: ':1000'\n  websecure:\n    address: ':1001'\nlog:\n  level: INFO\n",
+        )
+        .expect("write");
+        let env = vec![(
+            "SALLYPORT_ENTRYPOINTS_WEB_ADDRESS".to_owned(),
+            ":2000".to_owned(),
+        )];
+        let flag = format!("--configFile={}", path.display());
+        let loaded = load_static(
+            &args(&[&flag, "--entryPoints.websecure.address=:3001"]),
+            &env,
+        )
+        .expect("loads");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(loaded.file.as_deref(), Some(path.as_path()));
+        assert_eq!(loaded.config.entry_points["web"].address.port, 2000);
+        assert_eq!(loaded.config.entry_points["websecure"].address.port, 3001);
+        assert_eq!(loaded.config.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn config_flag_takes_the_next_argument() {
+        let dir = temp_dir("next");
+        let path = dir.join("s.toml");
+        std::fs::write(&path, "[entryPoints.dns]\naddress = \":53/udp\"\n").expect("write");
+        let loaded =
+            load_static(&args(&["--configfile", &path.display().to_string()]), &[]).expect("loads");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(
+            loaded.config.entry_points["dns"].address.protocol,
+            Protocol::Udp
+        );
+        assert!(loaded.config.default_entry_points().is_empty());
+    }
+
+    #[test]
+    fn unknown_static_keys_are_located_errors() {
+        let dir = temp_dir("unknown");
+        let path = dir.join("s.yml");
+        std::fs::write(
+            &path,
+            "entryPoints:\n  web:\n    address: ':80'\n    adress: ':81'\n",
+        )
+        .expect("write");
+        let errors = load_static(&args(&["--config", &path.display().to_string()]), &[])
+            .expect_err("unknown key");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(
+            errors[0].location.as_ref().map(|l| (l.line, l.column)),
+            Some((4, 5))
+        );
+        let errors =
+            load_static(&args(&["--entryPoints.web.bogus=1"]), &[]).expect_err("unknown flag");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("flag --entryPoints.web.bogus: "),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn as_default_entrypoints_are_the_defaults() {
+        let loaded = load_static(
+            &args(&[
+                "--entryPoints.a.address=:1",
+                "--entryPoints.b.address=:2",
+                "--entryPoints.b.asDefault=true",
+                "--entryPoints.u.address=:3/udp",
+            ]),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(loaded.config.default_entry_points(), vec!["b"]);
+    }
+}
