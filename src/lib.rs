@@ -1,3 +1,10 @@
-//! Sallyport
+//! Sallyport: an edge router configured with Traefik v3 files.
+//!
+//! The binary's pieces: [`config`] (the only place that knows Traefik's schema),
+//! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
+//! command) and [`logging`].
 
+pub mod check;
 pub mod config;
+pub mod logging;
+pub mod runtime;

@@ -1,1 +1,192 @@
-fn main() {}
+//! The `sallyport` command: run the router, or `check` a configuration.
+//!
+//! Traefik-style configuration flags (`--entryPoints.web.address=:80`) are passed
+//! through to the static configuration loader; clap handles the rest.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sallyport::config::{self, LoadedStatic};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sallyport",
+    version,
+    about = "An edge router configured with Traefik v3 files",
+    after_help = "Static configuration keys can also be given as flags in Traefik's style \
+                  (--entryPoints.web.address=:80) or environment variables \
+                  (SALLYPORT_ENTRYPOINTS_WEB_ADDRESS=:80)."
+)]
+struct Cli {
+    /// The static configuration file (Traefik's --configFile is accepted too).
+    /// Without it, sallyport.{toml,yaml,yml} is looked for in . then /etc/sallyport/.
+    #[arg(
+        long = "config",
+        visible_alias = "configFile",
+        global = true,
+        value_name = "FILE"
+    )]
+    config: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the static and dynamic configuration; print every error as
+    /// file:line:col and exit non-zero if there is any.
+    Check,
+}
+
+/// Splits the arguments into what clap parses and the Traefik-style configuration
+/// flags (any `--key` with a dot, or a bare section such as `--api`).
+fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut ours = Vec::new();
+    let mut config_flags = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let name = a.trim_start_matches('-').split('=').next().unwrap_or("");
+        let is_config_flag = a.starts_with("--")
+            && !matches!(
+                name.to_ascii_lowercase().as_str(),
+                "config" | "configfile" | "help" | "version"
+            );
+        if is_config_flag {
+            config_flags.push(a.clone());
+            // `--key value` form: the value follows unless it is another flag.
+            if !a.contains('=')
+                && let Some(next) = it.peek()
+                && !next.starts_with("--")
+                && name.contains('.')
+            {
+                config_flags.push((*next).clone());
+                it.next();
+            }
+        } else {
+            ours.push(a.clone());
+        }
+    }
+    (ours, config_flags)
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let (ours, config_flags) = split_args(raw.get(1..).unwrap_or(&[]));
+    let mut clap_args = vec![raw.first().cloned().unwrap_or_else(|| "sallyport".into())];
+    clap_args.extend(ours);
+    let cli = Cli::parse_from(clap_args);
+
+    let mut static_args = config_flags;
+    if let Some(path) = &cli.config {
+        static_args.insert(0, format!("--configFile={}", path.display()));
+    }
+    // Variables that tune the process, not the configuration.
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("SALLYPORT_WORKERS"))
+        .collect();
+    if let Some(path) = &cli.config
+        && !path.is_file()
+    {
+        eprintln!("sallyport: configuration file {} not found", path.display());
+        return ExitCode::from(2);
+    }
+    let loaded = match config::load_static(&static_args, &env) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "sallyport: invalid static configuration ({} error(s))",
+                errors.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match &loaded.file {
+        Some(f) => eprintln!("sallyport: using configuration file {}", f.display()),
+        None => eprintln!(
+            "sallyport: no configuration file found (looked for sallyport.toml, sallyport.yaml, sallyport.yml in . and /etc/sallyport); using flags, environment and defaults"
+        ),
+    }
+
+    let runtime = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sallyport: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => runtime.block_on(check(loaded)),
+        None => {
+            if let Err(e) = sallyport::logging::init(&loaded.config.log) {
+                eprintln!("sallyport: {e}");
+            }
+            let code = runtime.block_on(sallyport::runtime::run(loaded));
+            // Open connections past graceTimeOut are cut here, with the runtime.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+async fn check(loaded: LoadedStatic) -> ExitCode {
+    let problems = sallyport::check::check_dynamic(&loaded.config).await;
+    if problems.is_empty() {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    println!("{} error(s)", problems.len());
+    ExitCode::from(1)
+}
+
+/// Worker threads: `SALLYPORT_WORKERS`, else one per CPU.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = std::env::var("SALLYPORT_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_args;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn traefik_flags_are_set_aside() {
+        let (ours, flags) = split_args(&s(&[
+            "check",
+            "--config",
+            "a.yml",
+            "--entryPoints.web.address=:80",
+            "--log.level",
+            "DEBUG",
+            "--api",
+        ]));
+        assert_eq!(ours, s(&["check", "--config", "a.yml"]));
+        assert_eq!(
+            flags,
+            s(&[
+                "--entryPoints.web.address=:80",
+                "--log.level",
+                "DEBUG",
+                "--api"
+            ])
+        );
+    }
+}

@@ -17,6 +17,7 @@ pub mod dynamic;
 pub mod file_provider;
 pub mod source;
 pub mod static_cfg;
+pub mod validate;
 
 use std::fmt;
 

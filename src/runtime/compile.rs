@@ -1,0 +1,614 @@
+//! Compiles a validated dynamic configuration into a [`Snapshot`]: per-entrypoint TCP
+//! routing tables whose targets hold ready services, middlewares and TLS acceptors.
+//!
+//! Only routers that validation left enabled are compiled. Anything that can still fail
+//! here (a certificate file that cannot be read, a TLS option that cannot be built) is
+//! reported as a problem; a router whose TLS option is broken is compiled to refuse its
+//! handshakes (fail closed) rather than dropped silently.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use l4::tcp::dispatch::{EntrypointRoutes, TcpTarget, TlsMode};
+use l4::tcp::health::{self, HealthCheckSpec, HealthHandle};
+use l4::tcp::middleware::{InFlightConn, IpAllowList, TcpMiddleware};
+use l4::tcp::router::{Route, RouteTable};
+use l4::tcp::rule::TcpRule;
+use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
+use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
+use l4::tls::{CertStore, TlsVersion, TlsVersions};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::sign::CertifiedKey;
+
+use super::internal::{ECHO_SERVICE, Internal};
+use crate::config::dynamic::{
+    DEFAULT_TLS_NAME, DynamicConfig, TcpRouter, TcpServersTransport, TlsOptions,
+};
+use crate::config::static_cfg::{Protocol, StaticConfig};
+use crate::config::validate::Report;
+use crate::config::{ConfigError, Located};
+
+/// Weighted services may nest; a cycle or absurd depth stops here.
+const MAX_SERVICE_DEPTH: usize = 16;
+
+/// ALPN offered by terminating TCP routers when the TLS option names none
+/// (Traefik's default minus `acme-tls/1`, which needs ACME).
+const DEFAULT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// One compiled, immutable routing configuration.
+pub struct Snapshot {
+    entrypoints: HashMap<String, Arc<EntrypointRoutes>>,
+    empty: Arc<EntrypointRoutes>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            entrypoints: HashMap::new(),
+            empty: Arc::new(empty_routes()),
+        }
+    }
+
+    /// The routing of entrypoint `name` (empty when it has no routers).
+    pub fn entrypoint(&self, name: &str) -> Arc<EntrypointRoutes> {
+        self.entrypoints
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.empty.clone())
+    }
+}
+
+fn empty_routes() -> EntrypointRoutes {
+    EntrypointRoutes {
+        plain: RouteTable::new(Vec::new()),
+        tls: RouteTable::new(Vec::new()),
+    }
+}
+
+/// The result of compiling: the snapshot, the health checks that belong to it (they
+/// stop when this is dropped), and problems found while building.
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub health: Vec<HealthHandle>,
+    pub problems: Vec<ConfigError>,
+}
+
+pub fn compile(
+    st: &StaticConfig,
+    dy: &DynamicConfig,
+    report: &Report,
+    internal: &Internal,
+) -> Compiled {
+    let mut c = Compiler {
+        st,
+        dy,
+        internal,
+        services: HashMap::new(),
+        transports: HashMap::new(),
+        middlewares: HashMap::new(),
+        tls_modes: HashMap::new(),
+        health: Vec::new(),
+        problems: Vec::new(),
+        certs: None,
+    };
+    // entrypoint → (non-TLS routes, TLS routes)
+    type Tables = HashMap<String, (Vec<Route<TcpTarget>>, Vec<Route<TcpTarget>>)>;
+    let mut tables = Tables::new();
+    for (name, router) in &dy.tcp.routers {
+        if !report.tcp_router_enabled(name) {
+            continue;
+        }
+        let Some((route_eps, route)) = c.tcp_route(name, &router.value) else {
+            continue;
+        };
+        for ep in route_eps {
+            let entry = tables.entry(ep).or_default();
+            if route.target_is_tls() {
+                entry.1.push(route.clone_route());
+            } else {
+                entry.0.push(route.clone_route());
+            }
+        }
+    }
+    let entrypoints = tables
+        .into_iter()
+        .map(|(ep, (plain, tls))| {
+            (
+                ep,
+                Arc::new(EntrypointRoutes {
+                    plain: RouteTable::new(plain),
+                    tls: RouteTable::new(tls),
+                }),
+            )
+        })
+        .collect();
+    Compiled {
+        snapshot: Snapshot {
+            entrypoints,
+            empty: Arc::new(empty_routes()),
+        },
+        health: c.health,
+        problems: c.problems,
+    }
+}
+
+/// A route before it is copied into each of its entrypoints' tables.
+struct PendingRoute {
+    name: String,
+    priority: i64,
+    rule: TcpRule,
+    target: TcpTarget,
+}
+
+impl PendingRoute {
+    fn target_is_tls(&self) -> bool {
+        !matches!(self.target.tls, TlsMode::Plain)
+    }
+
+    fn clone_route(&self) -> Route<TcpTarget> {
+        Route {
+            name: self.name.clone(),
+            priority: self.priority,
+            rule: self.rule.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+struct Compiler<'a> {
+    st: &'a StaticConfig,
+    dy: &'a DynamicConfig,
+    internal: &'a Internal,
+    /// Services built so far: routers sharing a service share its state.
+    services: HashMap<String, Option<Service>>,
+    transports: HashMap<String, Option<Arc<Transport>>>,
+    middlewares: HashMap<String, Option<Arc<TcpMiddleware>>>,
+    tls_modes: HashMap<String, TlsMode>,
+    health: Vec<HealthHandle>,
+    problems: Vec<ConfigError>,
+    certs: Option<Vec<Arc<CertifiedKey>>>,
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, at: Option<&crate::config::Location>, message: String) {
+        tracing::error!("{}", located(at, &message));
+        self.problems.push(ConfigError {
+            location: at.cloned(),
+            message,
+        });
+    }
+
+    fn tcp_route(&mut self, name: &str, r: &TcpRouter) -> Option<(Vec<String>, PendingRoute)> {
+        let tls = r.tls.as_ref();
+        let rule = match TcpRule::compile(&r.rule.value, tls.is_some()) {
+            Ok(rule) => rule,
+            Err(e) => {
+                self.problem(
+                    r.rule.location.as_ref(),
+                    format!("tcp router {name}: invalid rule: {e}"),
+                );
+                return None;
+            }
+        };
+        let entrypoints: Vec<String> = if r.entry_points.is_empty() {
+            self.st.default_entry_points()
+        } else {
+            r.entry_points.clone()
+        }
+        .into_iter()
+        .filter(|ep| {
+            self.st
+                .entry_points
+                .get(ep)
+                .is_some_and(|e| e.address.protocol == Protocol::Tcp)
+        })
+        .collect();
+        let service = self.service(&r.service.value, r.service.location.as_ref(), 0)?;
+        let mut middlewares = Vec::new();
+        for m in &r.middlewares {
+            middlewares.push(self.middleware(&m.value, m.location.as_ref())?);
+        }
+        let tls_mode = match tls {
+            None => TlsMode::Plain,
+            Some(t) if t.passthrough => TlsMode::Passthrough,
+            Some(t) => {
+                let option = if t.options.value.is_empty() {
+                    DEFAULT_TLS_NAME.to_string()
+                } else {
+                    t.options.value.clone()
+                };
+                self.tls_mode(&option, t.options.location.as_ref())
+            }
+        };
+        let priority = if r.priority == 0 {
+            rule.default_priority()
+        } else {
+            r.priority
+        };
+        Some((
+            entrypoints,
+            PendingRoute {
+                name: name.to_string(),
+                priority,
+                rule,
+                target: TcpTarget {
+                    router: Arc::from(name),
+                    service_name: Arc::from(r.service.value.as_str()),
+                    service,
+                    tls: tls_mode,
+                    middlewares,
+                },
+            },
+        ))
+    }
+
+    fn service(
+        &mut self,
+        name: &str,
+        at: Option<&crate::config::Location>,
+        depth: usize,
+    ) -> Option<Service> {
+        if let Some(s) = self.services.get(name) {
+            return s.clone();
+        }
+        let built = self.build_service(name, at, depth);
+        self.services.insert(name.to_string(), built.clone());
+        built
+    }
+
+    fn build_service(
+        &mut self,
+        name: &str,
+        at: Option<&crate::config::Location>,
+        depth: usize,
+    ) -> Option<Service> {
+        if depth > MAX_SERVICE_DEPTH {
+            self.problem(
+                at,
+                format!("tcp service {name}: weighted services nest too deep (a cycle?)"),
+            );
+            return None;
+        }
+        if name == ECHO_SERVICE {
+            let server = Arc::new(Server::new(self.internal.echo_addr.to_string(), false));
+            let lb = LoadBalancer::new(vec![server], Arc::new(Transport::default()));
+            return Some(Service::LoadBalancer(Arc::new(lb)));
+        }
+        let Some(def) = self.dy.tcp.services.get(name) else {
+            self.problem(at, format!("the service \"{name}\" does not exist"));
+            return None;
+        };
+        let def_loc = def.location.clone();
+        if let Some(lb) = &def.value.load_balancer {
+            let mut transport = match lb.servers_transport.value.as_str() {
+                "" => self.default_transport(),
+                t => self.transport(t, lb.servers_transport.location.as_ref())?,
+            };
+            // Deprecated per-service settings override the transport, as in Traefik.
+            if lb.proxy_protocol.is_some() || lb.termination_delay.is_some() {
+                let mut t = (*transport).clone();
+                if let Some(pp) = &lb.proxy_protocol {
+                    t.proxy_protocol = Some(proxy_version(pp.version));
+                }
+                if let Some(ms) = lb.termination_delay {
+                    t.termination_delay = u64::try_from(ms).ok().map(Duration::from_millis);
+                }
+                transport = Arc::new(t);
+            }
+            let servers = lb
+                .servers
+                .iter()
+                .map(|s| Arc::new(Server::new(s.address.value.clone(), s.tls)))
+                .collect();
+            let lb_rt = Arc::new(LoadBalancer::new(servers, transport));
+            if let Some(hc) = &lb.health_check {
+                let spec = HealthCheckSpec {
+                    port: u16::try_from(hc.port).ok().filter(|p| *p != 0),
+                    send: Some(hc.send.clone()).filter(|s| !s.is_empty()),
+                    expect: Some(hc.expect.clone()).filter(|s| !s.is_empty()),
+                    interval: hc.interval.to_std().unwrap_or(Duration::from_secs(30)),
+                    unhealthy_interval: hc.unhealthy_interval.and_then(|d| d.to_std()),
+                    timeout: hc.timeout.to_std().unwrap_or(Duration::from_secs(5)),
+                };
+                self.health.push(health::spawn(lb_rt.clone(), spec));
+            }
+            return Some(Service::LoadBalancer(lb_rt));
+        }
+        if let Some(w) = &def.value.weighted {
+            let mut children = Vec::new();
+            for child in &w.services {
+                let svc =
+                    self.service(&child.name.value, child.name.location.as_ref(), depth + 1)?;
+                let weight = u32::try_from(child.weight.unwrap_or(1)).unwrap_or(0);
+                children.push((svc, weight));
+            }
+            return Some(Service::Weighted(Arc::new(Weighted::new(children))));
+        }
+        self.problem(
+            def_loc.as_ref(),
+            format!("the service \"{name}\" does not have any type defined"),
+        );
+        None
+    }
+
+    fn default_transport(&mut self) -> Arc<Transport> {
+        let d = &self.st.tcp_servers_transport;
+        let mut t = Transport::default();
+        if let Some(v) = d.dial_timeout.to_std() {
+            t.dial_timeout = v;
+        }
+        t.dial_keepalive = d.dial_keep_alive.to_std().filter(|v| !v.is_zero());
+        t.termination_delay = d.termination_delay.to_std();
+        Arc::new(t)
+    }
+
+    fn transport(
+        &mut self,
+        name: &str,
+        at: Option<&crate::config::Location>,
+    ) -> Option<Arc<Transport>> {
+        if let Some(t) = self.transports.get(name) {
+            return t.clone();
+        }
+        let built = match self.dy.tcp.servers_transports.get(name) {
+            None => {
+                self.problem(at, format!("tcp servers transport not found: {name}"));
+                None
+            }
+            Some(def) => self.build_transport(name, &def.value, def.location.as_ref()),
+        };
+        self.transports.insert(name.to_string(), built.clone());
+        built
+    }
+
+    fn build_transport(
+        &mut self,
+        name: &str,
+        def: &TcpServersTransport,
+        at: Option<&crate::config::Location>,
+    ) -> Option<Arc<Transport>> {
+        let mut t = Transport::default();
+        t.dial_timeout = def.dial_timeout.to_std().unwrap_or(Duration::from_secs(30));
+        t.dial_keepalive = def.dial_keep_alive.to_std().filter(|v| !v.is_zero());
+        t.termination_delay = def.termination_delay.to_std();
+        t.proxy_protocol = def
+            .proxy_protocol
+            .as_ref()
+            .map(|p| proxy_version(p.version));
+        if let Some(tls) = &def.tls {
+            let mut backend = BackendTls {
+                server_name: Some(tls.server_name.clone()).filter(|s| !s.is_empty()),
+                insecure_skip_verify: tls.insecure_skip_verify,
+                ..BackendTls::default()
+            };
+            for ca in &tls.root_cas {
+                match read_pem_or_path(ca).and_then(|pem| {
+                    CertificateDer::pem_slice_iter(&pem)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("rootCAs {ca}: {e}"))
+                }) {
+                    Ok(certs) => backend.root_cas.extend(certs),
+                    Err(e) => {
+                        self.problem(at, format!("tcp servers transport {name}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            if let Some(cert) = tls.certificates.first() {
+                let pair = read_pem_or_path(&cert.cert_file).and_then(|c| {
+                    let chain = CertificateDer::pem_slice_iter(&c)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("certFile: {e}"))?;
+                    let key_pem = read_pem_or_path(&cert.key_file)?;
+                    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                        .map_err(|e| format!("keyFile: {e}"))?;
+                    Ok((chain, key))
+                });
+                match pair {
+                    Ok(p) => backend.client_certificate = Some(p),
+                    Err(e) => {
+                        self.problem(at, format!("tcp servers transport {name}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            t = match t.with_tls(backend) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.problem(at, format!("tcp servers transport {name}: {e}"));
+                    return None;
+                }
+            };
+        }
+        Some(Arc::new(t))
+    }
+
+    fn middleware(
+        &mut self,
+        name: &str,
+        at: Option<&crate::config::Location>,
+    ) -> Option<Arc<TcpMiddleware>> {
+        if let Some(m) = self.middlewares.get(name) {
+            return m.clone();
+        }
+        let built = match self.dy.tcp.middlewares.get(name) {
+            None => {
+                self.problem(at, format!("middleware \"{name}\" does not exist"));
+                None
+            }
+            Some(def) => {
+                let m = &def.value;
+                if let Some(list) = m.ip_allow_list.as_ref().or(m.ip_white_list.as_ref()) {
+                    let mut ranges = Vec::new();
+                    let mut ok = true;
+                    for r in &list.source_range {
+                        match l4::rule::parse_client_ip(&r.value) {
+                            Ok(net) => ranges.push(net),
+                            Err(e) => {
+                                self.problem(
+                                    r.location.as_ref(),
+                                    format!("middleware {name}: {e}"),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                    ok.then(|| Arc::new(TcpMiddleware::IpAllowList(IpAllowList::new(ranges))))
+                } else if let Some(f) = &m.in_flight_conn {
+                    let amount = u64::try_from(f.amount).unwrap_or(0);
+                    Some(Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(
+                        amount,
+                    ))))
+                } else {
+                    self.problem(
+                        def.location.as_ref(),
+                        format!("middleware {name} has no type"),
+                    );
+                    None
+                }
+            }
+        };
+        self.middlewares.insert(name.to_string(), built.clone());
+        built
+    }
+
+    /// The TLS acceptor for a TLS option, or a fail-closed mode when it cannot be built.
+    fn tls_mode(&mut self, option: &str, at: Option<&crate::config::Location>) -> TlsMode {
+        if let Some(m) = self.tls_modes.get(option) {
+            return m.clone();
+        }
+        let default_opts = Located::new(TlsOptions::default());
+        let def = match self.dy.tls.options.get(option) {
+            Some(d) => d.clone(),
+            None if option == DEFAULT_TLS_NAME => default_opts,
+            None => {
+                let why = format!("unknown TLS options: {option}");
+                self.problem(at, why.clone());
+                let m = TlsMode::Broken(Arc::from(why));
+                self.tls_modes.insert(option.to_string(), m.clone());
+                return m;
+            }
+        };
+        let mode = match self.build_tls(&def.value) {
+            Ok(acceptor) => TlsMode::Terminate(acceptor),
+            Err(why) => {
+                let why = format!("TLS option {option}: {why}");
+                self.problem(def.location.as_ref().or(at), why.clone());
+                TlsMode::Broken(Arc::from(why))
+            }
+        };
+        self.tls_modes.insert(option.to_string(), mode.clone());
+        mode
+    }
+
+    fn build_tls(&mut self, o: &TlsOptions) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let auth = &o.client_auth;
+        let auth_type = auth.client_auth_type.value.as_str();
+        if !auth.ca_files.is_empty() || !(auth_type.is_empty() || auth_type == "NoClientCert") {
+            // Client authentication arrives with the TLS issue; until then a router that
+            // asks for it must not serve without it.
+            return Err(
+                "clientAuth is not supported yet; refusing handshakes (fail closed)".into(),
+            );
+        }
+        if !o.cipher_suites.is_empty() || !o.curve_preferences.is_empty() {
+            tracing::warn!(
+                "TLS option cipherSuites/curvePreferences are not applied yet; rustls' secure defaults are used"
+            );
+        }
+        let mut versions = TlsVersions::default();
+        if !o.min_version.value.is_empty() {
+            versions.min = o
+                .min_version
+                .value
+                .parse::<TlsVersion>()
+                .map_err(|e| e.to_string())?;
+        }
+        if !o.max_version.value.is_empty() {
+            versions.max = o
+                .max_version
+                .value
+                .parse::<TlsVersion>()
+                .map_err(|e| e.to_string())?;
+        }
+        let alpn: Vec<Vec<u8>> = if o.alpn_protocols.is_empty() {
+            DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect()
+        } else {
+            o.alpn_protocols
+                .iter()
+                .filter(|p| p.as_str() != "acme-tls/1")
+                .map(|p| p.as_bytes().to_vec())
+                .collect()
+        };
+        let (certs, default) = self.certificates();
+        let store = Arc::new(CertStore::new(certs, default).with_sni_strict(o.sni_strict));
+        let config = l4::tls::server_config(store, versions, alpn).map_err(|e| e.to_string())?;
+        Ok(tokio_rustls::TlsAcceptor::from(config))
+    }
+
+    /// The certificates of the default store (loaded once per snapshot) and the
+    /// default certificate.
+    fn certificates(&mut self) -> (Vec<Arc<CertifiedKey>>, Arc<CertifiedKey>) {
+        if self.certs.is_none() {
+            let mut loaded = Vec::new();
+            for c in &self.dy.tls.certificates {
+                let c_val = &c.value;
+                if !c_val.stores.is_empty() && !c_val.stores.iter().any(|s| s == DEFAULT_TLS_NAME) {
+                    continue;
+                }
+                match l4::tls::load_certified_key(&c_val.cert_file.value, &c_val.key_file.value) {
+                    Ok(k) => loaded.push(k),
+                    Err(e) => {
+                        let at = c_val.cert_file.location.clone().or(c.location.clone());
+                        self.problem(at.as_ref(), format!("unable to load certificate: {e}"));
+                    }
+                }
+            }
+            self.certs = Some(loaded);
+        }
+        let default = self.default_certificate();
+        (self.certs.clone().unwrap_or_default(), default)
+    }
+
+    fn default_certificate(&mut self) -> Arc<CertifiedKey> {
+        let configured = self
+            .dy
+            .tls
+            .stores
+            .get(DEFAULT_TLS_NAME)
+            .and_then(|s| s.value.default_certificate.clone());
+        if let Some(c) = configured {
+            match l4::tls::load_certified_key(&c.cert_file, &c.key_file) {
+                Ok(k) => return k,
+                Err(e) => {
+                    self.problem(None, format!("unable to load the default certificate: {e}"))
+                }
+            }
+        }
+        self.internal.default_cert.clone()
+    }
+}
+
+fn proxy_version(v: i64) -> ProxyVersion {
+    if v == 1 {
+        ProxyVersion::V1
+    } else {
+        ProxyVersion::V2
+    }
+}
+
+/// Traefik accepts either a path or the PEM content itself.
+fn read_pem_or_path(value: &str) -> Result<Vec<u8>, String> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    std::fs::read(value).map_err(|e| format!("{value}: {e}"))
+}
+
+fn located(at: Option<&crate::config::Location>, message: &str) -> String {
+    match at {
+        Some(l) => format!("{l}: {message}"),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,263 @@
+//! The file provider at run time: load, validate, compile and swap; watch the file's
+//! directory (not the file: editors and ConfigMaps replace files by rename); SIGHUP
+//! forces a re-read.
+//!
+//! Events are throttled by `providers.providersThrottleDuration`: after the first event
+//! the reloader waits that long, collapses everything that arrived meanwhile, and
+//! reloads once. A configuration that fails to load is rejected with located errors and
+//! the last good snapshot keeps serving; an unchanged one is skipped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use l4::tcp::health::HealthHandle;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use super::compile::{Snapshot, compile};
+use super::internal::Internal;
+use super::rules::Compilers;
+use crate::config::dynamic::DynamicConfig;
+use crate::config::{ConfigError, StaticConfig, load_dynamic_dir, load_dynamic_file, validate};
+
+/// What asked for a reload (for the log).
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    Startup,
+    FileChange,
+    Signal,
+}
+
+/// Where the file provider reads from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Directory(PathBuf),
+}
+
+impl Source {
+    pub fn from_static(st: &StaticConfig) -> Option<Source> {
+        let f = st.providers.file.as_ref()?;
+        if !f.filename.is_empty() {
+            Some(Source::File(PathBuf::from(&f.filename)))
+        } else if !f.directory.is_empty() {
+            Some(Source::Directory(PathBuf::from(&f.directory)))
+        } else {
+            None
+        }
+    }
+
+    pub fn load(&self) -> Result<DynamicConfig, Vec<ConfigError>> {
+        match self {
+            Source::File(p) => load_dynamic_file(p),
+            Source::Directory(d) => load_dynamic_dir(d),
+        }
+    }
+
+    /// The directory to watch.
+    fn watch_dir(&self) -> PathBuf {
+        match self {
+            Source::File(p) => match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            Source::Directory(d) => d.clone(),
+        }
+    }
+
+    /// Whether a change to `path` concerns this provider.
+    fn concerns(&self, path: &Path) -> bool {
+        match self {
+            Source::File(p) => path.file_name() == p.file_name(),
+            Source::Directory(_) => true,
+        }
+    }
+
+    /// A fingerprint of the provider's files, to skip reloads that change nothing.
+    fn fingerprint(&self) -> Vec<u8> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>, depth: usize) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() && depth < 16 {
+                    walk(&p, out, depth + 1);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    out.push((p, bytes));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        match self {
+            Source::File(p) => files.push((p.clone(), std::fs::read(p).unwrap_or_default())),
+            Source::Directory(d) => walk(d, &mut files, 0),
+        }
+        files.sort();
+        let mut out = Vec::new();
+        for (p, bytes) in files {
+            out.extend_from_slice(p.to_string_lossy().as_bytes());
+            out.push(0);
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+}
+
+/// Loads, validates and compiles configurations, and installs them.
+pub struct Reloader {
+    st: Arc<StaticConfig>,
+    internal: Arc<Internal>,
+    store: Arc<ArcSwap<Snapshot>>,
+    source: Option<Source>,
+    /// Health checks of the installed snapshot; replaced on every install.
+    health: Vec<HealthHandle>,
+    last_fingerprint: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    pub fn new(
+        st: Arc<StaticConfig>,
+        internal: Arc<Internal>,
+        store: Arc<ArcSwap<Snapshot>>,
+    ) -> Self {
+        let source = Source::from_static(&st);
+        Reloader {
+            st,
+            internal,
+            store,
+            source,
+            health: Vec::new(),
+            last_fingerprint: None,
+        }
+    }
+
+    /// One reload: returns true if a new snapshot was installed.
+    pub fn reload(&mut self, trigger: Trigger) -> bool {
+        let Some(source) = self.source.clone() else {
+            if matches!(trigger, Trigger::Startup) {
+                warn!("no file provider configured: no routers");
+            }
+            return false;
+        };
+        let fingerprint = source.fingerprint();
+        let forced = matches!(trigger, Trigger::Signal);
+        if !forced && self.last_fingerprint.as_ref() == Some(&fingerprint) {
+            debug!(?trigger, "dynamic configuration unchanged; nothing to do");
+            return false;
+        }
+        let dy = match source.load() {
+            Ok(dy) => dy,
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                error!(
+                    ?trigger,
+                    errors = errors.len(),
+                    "dynamic configuration rejected; keeping the last good configuration"
+                );
+                return false;
+            }
+        };
+        for w in &dy.warnings {
+            warn!("{w}");
+        }
+        let report = validate::validate(&self.st, &dy, &Compilers);
+        for e in report.errors() {
+            error!("{e}");
+        }
+        let compiled = compile(&self.st, &dy, &report, &self.internal);
+        self.store.store(Arc::new(compiled.snapshot));
+        // The old snapshot's health checks stop now; connections that still hold the
+        // old snapshot keep their servers, which simply stop being probed.
+        self.health = compiled.health;
+        self.last_fingerprint = Some(fingerprint);
+        info!(
+            ?trigger,
+            routers = dy.tcp.routers.len(),
+            "dynamic configuration applied"
+        );
+        true
+    }
+
+    /// Watches the provider and SIGHUP until `stop`.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::channel::<Trigger>(64);
+        let watch_enabled = self.st.providers.file.as_ref().is_some_and(|f| f.watch);
+        let _watcher = match (&self.source, watch_enabled) {
+            (Some(source), true) => start_watcher(source.clone(), tx.clone()),
+            _ => None,
+        };
+        spawn_sighup(tx);
+        let throttle = self
+            .st
+            .providers
+            .providers_throttle_duration
+            .to_std()
+            .unwrap_or(Duration::from_secs(2));
+        loop {
+            let trigger = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                t = rx.recv() => match t { Some(t) => t, None => return },
+            };
+            // Let a burst of events (an editor's write + rename) settle, then reload once.
+            tokio::time::sleep(throttle).await;
+            while rx.try_recv().is_ok() {}
+            self.reload(trigger);
+        }
+    }
+}
+
+fn start_watcher(source: Source, tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    let dir = source.watch_dir();
+    let watched = source.clone();
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(event) => {
+            if event.kind.is_access() {
+                return;
+            }
+            if event.paths.iter().any(|p| watched.concerns(p)) {
+                // A full channel already holds a pending reload: dropping is fine.
+                let _ = tx.try_send(Trigger::FileChange);
+            }
+        }
+        Err(e) => warn!(error = %e, "file watcher error"),
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            error!(error = %e, "cannot watch the file provider; use SIGHUP to reload");
+            return None;
+        }
+    };
+    let mode = match source {
+        Source::File(_) => RecursiveMode::NonRecursive,
+        Source::Directory(_) => RecursiveMode::Recursive,
+    };
+    if let Err(e) = watcher.watch(&dir, mode) {
+        error!(dir = %dir.display(), error = %e, "cannot watch the file provider; use SIGHUP to reload");
+        return None;
+    }
+    debug!(dir = %dir.display(), "watching the file provider");
+    Some(watcher)
+}
+
+fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: re-reading the dynamic configuration");
+                    let _ = tx.try_send(Trigger::Signal);
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot install the SIGHUP handler"),
+    }
+}
