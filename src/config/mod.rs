@@ -17,7 +17,6 @@ pub mod dynamic;
 pub mod file_provider;
 pub mod source;
 pub mod static_cfg;
-pub mod validate;
 
 use std::fmt;
 
