@@ -17,6 +17,7 @@ pub mod dynamic;
 pub mod file_provider;
 pub mod source;
 pub mod static_cfg;
+pub mod validate;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ pub use dynamic::DynamicConfig;
 pub use file_provider::{load_dynamic_dir, load_dynamic_file};
 pub use source::{Location, Node, NodeKind};
 pub use static_cfg::{LoadedStatic, StaticConfig, load_static};
+pub use validate::{Report, RuleChecker, Status, validate};
 
 /// A configuration problem, with where it was written when that is known.
 /// Displays as `file:line:col: message`.
