@@ -4,9 +4,9 @@
 //! things are compared: whether it parses, which routers/services/middlewares exist, and
 //! each object's status (enabled / warning / disabled) with the same causes.
 //!
-//! Rules are checked by [`PlaceholderRules`], a small stand-in for the real compilers of
-//! `l4`/`l7`; `check_corpus` takes the checker as a parameter so the real ones can be
-//! plugged in.
+//! Rules are checked by the real compilers of `l4` (TCP) and `l7` (HTTP).
+//! Skipped, with a message, when `../shared` is absent (the corpus files belong to other
+//! people's repositories and are not copied into this one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,84 +14,8 @@ use std::path::{Path, PathBuf};
 use sallyport::config::static_cfg::{Api, EntryPoint, EntryPointAddress, Protocol, StaticConfig};
 use sallyport::config::validate::ObjectStatus;
 use sallyport::config::{RuleChecker, Status, load_dynamic_file, validate};
+use sallyport::runtime::rules::Compilers;
 use serde_json::Value;
-
-/// Accepts rules made only of known matcher calls (`Name(...)` joined by operators); names
-/// the first unknown function like Traefik's parser does.
-struct PlaceholderRules;
-
-const HTTP_MATCHERS: &[&str] = &[
-    "Host",
-    "HostRegexp",
-    "HostHeader",
-    "Path",
-    "PathPrefix",
-    "PathRegexp",
-    "Method",
-    "Header",
-    "HeaderRegexp",
-    "Query",
-    "QueryRegexp",
-    "ClientIP",
-];
-const TCP_MATCHERS: &[&str] = &["HostSNI", "HostSNIRegexp", "ClientIP", "ALPN"];
-
-fn known_calls(rule: &str, known: &[&str]) -> Result<(), String> {
-    let mut calls = 0;
-    let mut depth = 0i32;
-    let mut in_string: Option<char> = None;
-    let mut ident = String::new();
-    for c in rule.chars() {
-        if let Some(q) = in_string {
-            if c == q {
-                in_string = None;
-            }
-            continue;
-        }
-        match c {
-            '`' | '"' => in_string = Some(c),
-            '(' => {
-                depth += 1;
-                if !ident.is_empty() {
-                    if !known.contains(&ident.as_str()) {
-                        return Err(format!("unsupported function: {ident}"));
-                    }
-                    calls += 1;
-                }
-            }
-            ')' => depth -= 1,
-            _ => {}
-        }
-        if c.is_ascii_alphanumeric() {
-            ident.push(c);
-        } else {
-            ident.clear();
-        }
-    }
-    if calls == 0 {
-        let word = rule.trim();
-        return Err(format!("{word} is not defined"));
-    }
-    if depth != 0 || in_string.is_some() {
-        return Err("unbalanced parentheses or quotes".to_owned());
-    }
-    Ok(())
-}
-
-impl RuleChecker for PlaceholderRules {
-    fn tcp(&self, rule: &str, tls: bool) -> Result<(), String> {
-        known_calls(rule, TCP_MATCHERS)?;
-        let catch_all = rule.trim() == "HostSNI(`*`)";
-        if !tls && rule.contains("HostSNI(") && !catch_all {
-            return Err("has HostSNI matcher, but no TLS on router".to_owned());
-        }
-        Ok(())
-    }
-
-    fn http(&self, rule: &str) -> Result<(), String> {
-        known_calls(rule, HTTP_MATCHERS)
-    }
-}
 
 /// `../shared/compat-corpus` next to the checkout, or `SALLYPORT_COMPAT_CORPUS` (for
 /// checkouts elsewhere, such as worktrees).
@@ -356,7 +280,7 @@ fn corpus_matches_traefik() {
         println!("compat corpus not found at {}: skipped", dir.display());
         return;
     }
-    let results = check_corpus(&dir, &PlaceholderRules);
+    let results = check_corpus(&dir, &Compilers);
     assert!(!results.is_empty(), "no corpus files found");
 
     println!(
@@ -388,24 +312,4 @@ fn corpus_matches_traefik() {
         count(|r| r.statuses_ok)
     );
     assert!(failures.is_empty(), "corpus mismatches in {failures:?}");
-}
-
-#[test]
-fn placeholder_rules_behave_like_traefik_on_corpus_cases() {
-    let rules = PlaceholderRules;
-    assert_eq!(
-        rules.http("foobar"),
-        Err("foobar is not defined".to_owned())
-    );
-    assert_eq!(
-        rules.tcp("Host(`mydomain.com`)", false),
-        Err("unsupported function: Host".to_owned())
-    );
-    assert!(rules.tcp("HostSNI(`*`)", false).is_ok());
-    assert!(rules.tcp("HostSNI(`a.test`)", false).is_err());
-    assert!(
-        rules
-            .http("Host(`a`) && (PathPrefix(`/x`) || Path(`/y`))")
-            .is_ok()
-    );
 }

@@ -124,6 +124,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether TCP router `name` is to be served (enabled, or enabled with warnings).
+    pub fn tcp_router_enabled(&self, name: &str) -> bool {
+        self.tcp_routers
+            .get(name)
+            .is_some_and(|o| !matches!(o.status, Status::Disabled(_)))
+    }
+
     /// Every disabled object's reasons, as located errors naming the object; what
     /// `sallyport check` prints.
     pub fn errors(&self) -> Vec<ConfigError> {

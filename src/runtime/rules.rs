@@ -17,4 +17,8 @@ impl RuleChecker for Compilers {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+
+    fn http_domains(&self, rule: &str) -> Option<Vec<String>> {
+        l7::rule::HttpRule::compile(rule).ok().map(|r| r.hosts())
+    }
 }
