@@ -104,3 +104,43 @@ fn missing_configuration_is_said_clearly() {
     assert_ne!(code, 0);
     assert!(out.contains("nope.yml"), "{out}");
 }
+
+/// Traefik-style flags and SALLYPORT_* variables configure the static side without a
+/// file; the dynamic side comes from a directory provider.
+#[test]
+fn flags_and_env_configure_entrypoints_without_a_file() {
+    use std::io::Read;
+    let dir = temp_dir("flags");
+    let dyn_dir = dir.join("dynamic");
+    std::fs::create_dir_all(dyn_dir.join("nested")).unwrap();
+    std::fs::write(
+        dyn_dir.join("nested/echo.toml"),
+        "[tcp.routers.r]\nrule = \"HostSNI(`*`)\"\nservice = \"echo@internal\"\nentryPoints = [\"tcp\"]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .arg(format!("--entryPoints.tcp.address=127.0.0.1:{port}"))
+        .env("SALLYPORT_PROVIDERS_FILE_DIRECTORY", &dyn_dir)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut stream = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        assert!(start.elapsed() < WAIT, "port never opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    use std::io::Write;
+    stream.write_all(b"echo me\n").unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 8];
+    stream.read_exact(&mut buf).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(&buf, b"echo me\n");
+}

@@ -685,3 +685,160 @@ tcp:
     assert_eq!(n, 0);
     r.wait_log("127.0.0.1:");
 }
+
+/// An IPv4 client on a dual-stack listener is plain IPv4 everywhere: here in the
+/// PROXY header sent to the backend (never `::ffff:127.0.0.1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_client_on_dual_stack_listener_is_plain_ipv4() {
+    let recorder = Backend::proxy_recorder().await;
+    let port = free_port();
+    let dir = temp_dir("dualstack");
+    let stat = format!(
+        "entryPoints:\n  any:\n    address: \":{port}\"\nproviders:\n  file: {{filename: \"{}\"}}\nlog: {{level: DEBUG}}\n",
+        dir.join("dynamic.yml").display()
+    );
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    r: {{rule: "HostSNI(`*`) && ClientIP(`127.0.0.0/8`)", service: rec}}
+  services:
+    rec: {{loadBalancer: {{servers: [{{address: "{}"}}], serversTransport: v1}}}}
+  serversTransports:
+    v1: {{proxyProtocol: {{version: 1}}}}
+"#,
+        recorder.addr
+    );
+    let _r = Router::start(&dir, &stat, &dynamic, &[port]);
+    let mut s = TcpStream::connect(ep(port)).await.unwrap();
+    s.write_all(b"x\n").await.unwrap();
+    let line = read_line(&mut s).await.unwrap();
+    assert!(line.starts_with("source=v1 127.0.0.1:"), "{line}");
+}
+
+/// A header that starts like PROXY but is broken, from a trusted peer, closes the
+/// connection with a log line; nothing reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_proxy_header_from_trusted_peer_is_closed() {
+    let echo = Backend::echo(None).await;
+    let port = free_port();
+    let dir = temp_dir("badproxy");
+    let stat = format!(
+        "entryPoints:\n  pp:\n    address: \"127.0.0.1:{port}\"\n    proxyProtocol:\n      insecure: true\nproviders:\n  file: {{filename: \"{}\"}}\nlog: {{level: DEBUG}}\n",
+        dir.join("dynamic.yml").display()
+    );
+    let dynamic = format!(
+        "tcp:\n  routers:\n    r: {{rule: \"HostSNI(`*`)\", service: e}}\n  services:\n    e: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\n",
+        echo.addr
+    );
+    let r = Router::start(&dir, &stat, &dynamic, &[port]);
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = StdStream::connect(ep(port)).unwrap();
+        s.write_all(b"PROXY TCP4 not-an-ip 127.0.0.1 1 2\r\nhello\n")
+            .unwrap();
+        std_closed_within(&mut s, WAIT)
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    r.wait_log("bad PROXY protocol header");
+    assert_eq!(echo.accepted(), 0);
+}
+
+/// TCP middlewares: `ipAllowList` closes connections from outside its ranges and
+/// `inFlightConn` caps simultaneous connections per client IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_middlewares_allow_list_and_in_flight_limit() {
+    let echo = Backend::echo(Some("in")).await;
+    let (open_port, closed_port) = (free_port(), free_port());
+    let dir = temp_dir("tcpmw");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    limited:
+      entryPoints: [open]
+      rule: "HostSNI(`*`)"
+      service: e
+      middlewares: [loopback-only, two-at-a-time]
+    denied:
+      entryPoints: [closed]
+      rule: "HostSNI(`*`)"
+      service: e
+      middlewares: [elsewhere-only]
+  middlewares:
+    loopback-only: {{ipAllowList: {{sourceRange: ["127.0.0.1/32", "::1"]}}}}
+    elsewhere-only: {{ipWhiteList: {{sourceRange: ["192.0.2.0/24"]}}}}
+    two-at-a-time: {{inFlightConn: {{amount: 2}}}}
+  services:
+    e: {{loadBalancer: {{servers: [{{address: "{}"}}]}}}}
+"#,
+        echo.addr
+    );
+    let stat = static_config(&dir, &[("open", open_port), ("closed", closed_port)], "");
+    let _r = Router::start(&dir, &stat, &dynamic, &[open_port, closed_port]);
+    let mut a = TcpStream::connect(ep(open_port)).await.unwrap();
+    assert_eq!(read_line(&mut a).await.unwrap(), "in");
+    let mut b = TcpStream::connect(ep(open_port)).await.unwrap();
+    assert_eq!(read_line(&mut b).await.unwrap(), "in");
+    // The third simultaneous connection from 127.0.0.1 is closed.
+    let mut c = TcpStream::connect(ep(open_port)).await.unwrap();
+    assert!(read_line(&mut c).await.unwrap().is_empty());
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = TcpStream::connect(ep(open_port)).await.unwrap();
+    assert_eq!(read_line(&mut d).await.unwrap(), "in");
+    // Outside the allow list: closed without reaching the backend.
+    let before = echo.accepted();
+    let mut e = TcpStream::connect(ep(closed_port)).await.unwrap();
+    assert!(read_line(&mut e).await.unwrap().is_empty());
+    assert_eq!(echo.accepted(), before);
+    drop(b);
+}
+
+/// Routers with `tls.options` naming a TLS option that asks for client certificates
+/// refuse the handshake (fail closed) until client authentication is supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_option_with_client_auth_fails_closed() {
+    let cert = TestCert::new(&["mtls.test"]);
+    let backend = Backend::echo(Some("should not see this")).await;
+    let port = free_port();
+    let dir = temp_dir("failclosed");
+    let (c, k) = cert.write(&dir, "mtls");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    mtls:
+      rule: "HostSNI(`mtls.test`)"
+      service: s
+      tls: {{options: strict}}
+  services:
+    s: {{loadBalancer: {{servers: [{{address: "{}"}}]}}}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+  options:
+    strict:
+      clientAuth:
+        caFiles: ["{}"]
+        clientAuthType: RequireAndVerifyClientCert
+"#,
+        backend.addr,
+        c.display(),
+        k.display(),
+        c.display()
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tls", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    assert!(
+        tls_connect(ep(port), "mtls.test", &[&cert], &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(backend.accepted(), 0);
+    r.wait_log("refusing TLS handshake");
+}

@@ -260,6 +260,9 @@ fn err(location: &Option<Location>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// TCP services built into Sallyport (see `runtime::internal`).
+pub const INTERNAL_TCP_SERVICES: &[&str] = &["echo@internal"];
+
 /// Internal services Traefik provides (`api@internal`…).
 const INTERNAL_SERVICES: &[&str] = &[
     "api@internal",
@@ -889,6 +892,9 @@ impl<'a> Validator<'a> {
         let name = reference.value.as_str();
         if let Some(done) = self.tcp_services.get(name) {
             return done.clone();
+        }
+        if INTERNAL_TCP_SERVICES.contains(&name) {
+            return Ok(());
         }
         let Some(service) = self.dy.tcp.services.get(name) else {
             return Err(err(

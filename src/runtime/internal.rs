@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// The name routers use to reach the echo service.
-pub const ECHO_SERVICE: &str = "echo@internal";
+pub const ECHO_SERVICE: &str = crate::config::validate::INTERNAL_TCP_SERVICES[0];
 
 /// State that outlives every snapshot.
 pub struct Internal {
