@@ -16,6 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod programs;
+
 /// How long a test waits for anything before it fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -356,14 +358,22 @@ impl Router {
     /// once every port in `ports` accepts connections.
     pub fn start(dir: &Path, static_yaml: &str, dynamic_yaml: &str, ports: &[u16]) -> Router {
         let static_path = dir.join("static.yml");
-        let dynamic_path = dir.join("dynamic.yml");
         std::fs::write(&static_path, static_yaml).expect("write static");
-        std::fs::write(&dynamic_path, dynamic_yaml).expect("write dynamic");
+        std::fs::write(dir.join("dynamic.yml"), dynamic_yaml).expect("write dynamic");
+        Router::start_on(Path::new("."), &static_path, dir, ports)
+    }
+
+    /// Starts the router on an existing static configuration `config`, from `cwd`
+    /// (relative paths in the file resolve there, as for a user), logging into
+    /// `dir/router.log`. `dynamic_path` is then `dir/dynamic.yml`, whatever `config`
+    /// names. Returns once every port in `ports` accepts connections.
+    pub fn start_on(cwd: &Path, config: &Path, dir: &Path, ports: &[u16]) -> Router {
         let log_path = dir.join("router.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sallyport"))
             .arg("--config")
-            .arg(&static_path)
+            .arg(config)
+            .current_dir(cwd)
             .env("SALLYPORT_WORKERS", "2")
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
@@ -371,7 +381,7 @@ impl Router {
             .expect("start sallyport");
         let mut router = Router {
             dir: dir.to_path_buf(),
-            dynamic_path,
+            dynamic_path: dir.join("dynamic.yml"),
             child: Some(child),
             log_path,
         };

@@ -1,0 +1,311 @@
+//! The router driven by real programs as a user would run them: psql against a real
+//! PostgreSQL, openssl s_client/s_server, curl, nc, and the README quick start. Each
+//! test skips (saying which program is missing) when its programs are not installed.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::programs::*;
+use support::*;
+
+/// Dynamic configuration with one router for `HostSNI(sni)` to the server at `addr`,
+/// in TLS passthrough (`tls: {passthrough: true}`) or terminated with `cert` (`tls: {}`).
+fn one_route(sni: &str, addr: &str, passthrough: bool, cert: Option<(&Path, &Path)>) -> String {
+    let tls = if passthrough {
+        "{passthrough: true}"
+    } else {
+        "{}"
+    };
+    let mut yaml = format!(
+        r#"
+tcp:
+  routers:
+    only:
+      rule: "HostSNI(`{sni}`)"
+      service: backend
+      tls: {tls}
+  services:
+    backend: {{loadBalancer: {{servers: [{{address: "{addr}"}}]}}}}
+"#
+    );
+    if let Some((c, k)) = cert {
+        yaml.push_str(&format!(
+            "tls:\n  certificates: [{{certFile: \"{}\", keyFile: \"{}\"}}]\n",
+            c.display(),
+            k.display()
+        ));
+    }
+    yaml
+}
+
+/// Starts the router with one TCP entrypoint carrying `dynamic`; returns it and its port.
+fn router(tag: &str, dir: &Path, dynamic: &str) -> (Router, u16) {
+    let port = free_port();
+    let r = Router::start(
+        dir,
+        &static_config(dir, &[(tag, port)], ""),
+        dynamic,
+        &[port],
+    );
+    (r, port)
+}
+
+/// psql to `localhost` (libpq sends it as SNI) at `127.0.0.1:port`, verifying the
+/// server certificate against `root`: `\conninfo`, then whether the server itself
+/// runs TLS (`SHOW ssl`) and whether this session is TLS on the server's side.
+fn psql(port: u16, root: &Path) -> Ran {
+    let conn = format!(
+        "host=localhost hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres \
+         sslmode=verify-full sslrootcert={} connect_timeout=5",
+        root.display()
+    );
+    run_bounded(
+        Command::new("psql")
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
+            .arg(conn)
+            .args(["-c", "\\conninfo"])
+            .args(["-c", "SELECT 1"])
+            .args(["-c", "SHOW ssl"])
+            .args([
+                "-c",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ]),
+        b"",
+        WAIT,
+    )
+}
+
+/// Passthrough: the SSLRequest and the TLS session reach PostgreSQL itself, so psql
+/// verifies PostgreSQL's own certificate and the server reports the session as TLS.
+#[test]
+fn psql_reaches_tls_postgres_through_sni_passthrough() {
+    if !installed(&["psql"]) {
+        return;
+    }
+    let pg_cert = TestCert::new(&["localhost"]);
+    let Some(pg) = PgServer::start("pg-pass", Some(&pg_cert)) else {
+        return;
+    };
+    let dir = temp_dir("e2e-psql-pass");
+    let (root, _) = pg_cert.write(&dir, "pg-root");
+    let dynamic = one_route("localhost", &format!("127.0.0.1:{}", pg.port), true, None);
+    let (_r, port) = router("pg", &dir, &dynamic);
+
+    let ran = psql(port, &root);
+    assert!(ran.success(), "psql failed: {ran:?}");
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert!(
+        lines.len() == 5 && lines[1].starts_with("SSL connection"),
+        "{ran:?}"
+    );
+    assert_eq!(lines[2..], ["1", "on", "t"], "{ran:?}");
+}
+
+/// Termination: the router answers the SSLRequest and the TLS handshake with its own
+/// certificate, and speaks plaintext to a PostgreSQL that has TLS off.
+#[test]
+fn psql_gets_tls_from_the_router_in_front_of_plaintext_postgres() {
+    if !installed(&["psql"]) {
+        return;
+    }
+    let Some(pg) = PgServer::start("pg-term", None) else {
+        return;
+    };
+    let dir = temp_dir("e2e-psql-term");
+    let front = TestCert::new(&["localhost"]);
+    let (c, k) = front.write(&dir, "front");
+    let dynamic = one_route(
+        "localhost",
+        &format!("127.0.0.1:{}", pg.port),
+        false,
+        Some((&c, &k)),
+    );
+    let (_r, port) = router("pg", &dir, &dynamic);
+
+    let ran = psql(port, &c);
+    assert!(ran.success(), "psql failed: {ran:?}");
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert!(
+        lines.len() == 5 && lines[1].starts_with("SSL connection"),
+        "{ran:?}"
+    );
+    assert_eq!(lines[2..], ["1", "off", "f"], "{ran:?}");
+}
+
+/// `openssl s_client` output with its input closed at once (it prints the handshake
+/// and leaves). OpenSSL 3.0 prints `CN = x`, later versions `CN=x`: normalised here.
+fn s_client(port: u16, sni: &str, alpn: &str, root: &Path) -> Ran {
+    let mut ran = run_bounded(
+        Command::new("openssl")
+            .arg("s_client")
+            .args(["-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", sni, "-alpn", alpn])
+            .arg("-CAfile")
+            .arg(root)
+            .args(["-verify_return_error", "-verify_hostname", sni]),
+        b"",
+        WAIT,
+    );
+    ran.stdout = ran.stdout.replace(" = ", "=");
+    ran
+}
+
+/// Passthrough to `openssl s_server`: the client verifies the backend's certificate
+/// and the backend picks the ALPN protocol the client offered.
+#[test]
+fn s_client_sees_the_backend_certificate_and_alpn_through_passthrough() {
+    if !installed(&["openssl"]) {
+        return;
+    }
+    let dir = temp_dir("e2e-sclient-pass");
+    let cert = TestCert::new(&["backend.test"]);
+    let (_server, backend_port) = openssl_www_server(&dir, &cert, "h2,http/1.1");
+    let dynamic = one_route(
+        "backend.test",
+        &format!("127.0.0.1:{backend_port}"),
+        true,
+        None,
+    );
+    let (_r, port) = router("tls", &dir, &dynamic);
+    let (root, _) = cert.write(&dir, "root");
+
+    let ran = s_client(port, "backend.test", "h2", &root);
+    assert!(ran.success(), "s_client failed: {ran:?}");
+    assert!(ran.stdout.contains("subject=CN=backend.test"), "{ran:?}");
+    assert!(ran.stdout.contains("ALPN protocol: h2"), "{ran:?}");
+    assert!(ran.stdout.contains("Verify return code: 0 (ok)"), "{ran:?}");
+}
+
+/// Termination: the router's certificate, and the router negotiates ALPN itself
+/// (its default `h2`, `http/1.1`).
+#[test]
+fn s_client_negotiates_alpn_with_the_terminating_router() {
+    if !installed(&["openssl"]) {
+        return;
+    }
+    let dir = temp_dir("e2e-sclient-term");
+    let front = TestCert::new(&["front.test"]);
+    let (c, k) = front.write(&dir, "front");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    term:
+      rule: "HostSNI(`front.test`)"
+      service: echo@internal
+      tls: {{}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        c.display(),
+        k.display()
+    );
+    let (_r, port) = router("tls", &dir, &dynamic);
+
+    for alpn in ["h2", "http/1.1"] {
+        let ran = s_client(port, "front.test", alpn, &c);
+        assert!(ran.success(), "s_client failed: {ran:?}");
+        assert!(ran.stdout.contains("subject=CN=front.test"), "{ran:?}");
+        assert!(
+            ran.stdout.contains(&format!("ALPN protocol: {alpn}")),
+            "{ran:?}"
+        );
+    }
+}
+
+/// curl over HTTPS through passthrough to `openssl s_server -www`, trusting only the
+/// backend's certificate.
+#[test]
+fn curl_gets_200_from_an_https_backend_through_passthrough() {
+    if !installed(&["openssl", "curl"]) {
+        return;
+    }
+    let dir = temp_dir("e2e-curl");
+    let cert = TestCert::new(&["www.test"]);
+    let (_server, backend_port) = openssl_www_server(&dir, &cert, "http/1.1");
+    let dynamic = one_route("www.test", &format!("127.0.0.1:{backend_port}"), true, None);
+    let (_r, port) = router("https", &dir, &dynamic);
+    let (root, _) = cert.write(&dir, "root");
+
+    let ran = run_bounded(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--http1.1"])
+            .args(["--resolve", &format!("www.test:{port}:127.0.0.1")])
+            .arg("--cacert")
+            .arg(&root)
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://www.test:{port}/")),
+        b"",
+        WAIT,
+    );
+    assert!(ran.success(), "curl failed: {ran:?}");
+    assert_eq!(ran.stdout, "200", "{ran:?}");
+}
+
+/// Plain TCP through `HostSNI(*)` to the built-in echo service; nc half-closes after
+/// its input (`-N`) and exits only once the router closes its side after the echo.
+#[test]
+fn nc_echoes_through_the_catch_all_router_to_echo_internal() {
+    if !installed(&["nc"]) {
+        return;
+    }
+    let dir = temp_dir("e2e-nc");
+    let dynamic = r#"
+tcp:
+  routers:
+    all:
+      rule: "HostSNI(`*`)"
+      service: echo@internal
+"#;
+    let (_r, port) = router("tcp", &dir, dynamic);
+
+    let ran = run_bounded(
+        Command::new("nc").args(["-N", "127.0.0.1", &port.to_string()]),
+        b"hello\nsallyport\n",
+        WAIT,
+    );
+    assert!(ran.success(), "nc failed: {ran:?}");
+    assert_eq!(ran.stdout, "hello\nsallyport\n");
+}
+
+/// The README quick start, run as a newcomer does: from the repository root, on
+/// `examples/quickstart/sallyport.yml`, with the commands its comments show.
+#[test]
+fn quickstart_echoes_plain_tcp_and_terminated_tls() {
+    if !installed(&["nc", "openssl"]) {
+        return;
+    }
+    if !port_is_free(7000) || !port_is_free(7443) {
+        eprintln!("skipped: quick start ports 127.0.0.1:7000/7443 are in use");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = temp_dir("e2e-quickstart");
+    let _r = Router::start_on(
+        repo,
+        Path::new("examples/quickstart/sallyport.yml"),
+        &dir,
+        &[7000, 7443],
+    );
+
+    let ran = run_bounded(
+        Command::new("nc").args(["-q1", "127.0.0.1", "7000"]),
+        b"hello\n",
+        WAIT,
+    );
+    assert!(ran.success(), "nc failed: {ran:?}");
+    assert_eq!(ran.stdout, "hello\n");
+
+    let mut client = Running::start(Command::new("openssl").args([
+        "s_client",
+        "-quiet",
+        "-connect",
+        "127.0.0.1:7443",
+        "-servername",
+        "echo.localhost",
+    ]));
+    client.send("hello over tls\n");
+    assert_eq!(client.next_line(), "hello over tls");
+}
