@@ -239,8 +239,10 @@ start_peer() {
     esac
     local pid=$LAST_PID
     if ! wait_ready "$peer" "$pid"; then
-        log "$peer: FAILED to start or to route a probe within ${READY_TIMEOUT_S}s; see $OUT/$peer.log"
-        set_status "$peer" failed "did not become ready; see bench/out/$peer.log"
+        local why="did not route a probe within ${READY_TIMEOUT_S}s"
+        kill -0 "$pid" 2>/dev/null || why="exited at start-up"
+        log "$peer: FAILED: $why; see $OUT/$peer.log"
+        set_status "$peer" failed "$why; see bench/out/$peer.log"
         stop_pid "$pid"
     elif probe "${TLS_PORT[$peer]}" "$UNROUTED_SNI"; then
         log "$peer: FAILED: it forwarded SNI $UNROUTED_SNI, which no route names; check its config"
