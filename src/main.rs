@@ -53,15 +53,13 @@ fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
                 "config" | "configfile" | "help" | "version"
             );
         if is_config_flag {
-            config_flags.push(a.clone());
-            // `--key value` form: the value follows unless it is another flag.
-            if !a.contains('=')
-                && let Some(next) = it.peek()
-                && !next.starts_with("--")
-                && name.contains('.')
-            {
-                config_flags.push((*next).clone());
-                it.next();
+            // `--key value` becomes `--key=value`; a bare section flag (`--api`) stays.
+            match it.peek() {
+                Some(next) if !a.contains('=') && !next.starts_with("--") && name.contains('.') => {
+                    config_flags.push(format!("{a}={next}"));
+                    it.next();
+                }
+                _ => config_flags.push(a.clone()),
             }
         } else {
             ours.push(a.clone());
@@ -121,10 +119,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => runtime.block_on(check(loaded)),
         None => {
-            if let Err(e) = sallyport::logging::init(&loaded.config.log) {
-                eprintln!("sallyport: {e}");
+            let (log_file, problem) = sallyport::logging::init(&loaded.config.log);
+            if let Some(p) = problem {
+                eprintln!("sallyport: {p}");
             }
-            let code = runtime.block_on(sallyport::runtime::run(loaded));
+            let code = runtime.block_on(sallyport::runtime::run(loaded, log_file));
             // Open connections past graceTimeOut are cut here, with the runtime.
             runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -183,8 +182,7 @@ mod tests {
             flags,
             s(&[
                 "--entryPoints.web.address=:80",
-                "--log.level",
-                "DEBUG",
+                "--log.level=DEBUG",
                 "--api"
             ])
         );

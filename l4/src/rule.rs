@@ -499,7 +499,11 @@ impl Parser {
 
 /// Whether `ip` is in `net`, seeing `::ffff:a.b.c.d` and `a.b.c.d` as the same client.
 pub fn ip_in(net: &IpNet, ip: IpAddr) -> bool {
-    net.contains(&ip) || net.contains(&ip.to_canonical())
+    let mapped = match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    net.contains(&ip) || net.contains(&ip.to_canonical()) || net.contains(&mapped)
 }
 
 /// Parses a `ClientIP` argument: an address or a CIDR network, v4 or v6.

@@ -1024,7 +1024,8 @@ pub struct TcpServersTransport {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Negative: never close the other side after a half-close.
     pub termination_delay: Duration,
-    /// Present (even empty) means TLS to the backend.
+    /// How to speak TLS to servers that have `tls: true` (the server's flag turns TLS
+    /// on, as in Traefik; this section only configures it).
     pub tls: Option<TcpClientTls>,
 }
 

@@ -95,10 +95,9 @@ impl StaticConfig {
             .and_then(|m| m.prometheus.as_ref())
             .is_some_and(|p| !p.manual_routing && p.entry_point == INTERNAL_ENTRYPOINT);
         if (api || ping || prometheus) && !self.entry_points.contains_key(INTERNAL_ENTRYPOINT) {
-            self.entry_points.insert(
-                INTERNAL_ENTRYPOINT.to_owned(),
-                EntryPoint::on(EntryPointAddress::any(8080)),
-            );
+            let mut ep = EntryPoint::on(EntryPointAddress::any(8080));
+            ep.implicit = true;
+            self.entry_points.insert(INTERNAL_ENTRYPOINT.to_owned(), ep);
         }
     }
 }
@@ -192,8 +191,9 @@ impl<'de> Deserialize<'de> for EntryPointAddress {
 }
 
 impl Default for EntryPointAddress {
+    /// Port 0: "not given" (an entrypoint must name its address, as in Traefik).
     fn default() -> Self {
-        EntryPointAddress::any(80)
+        EntryPointAddress::any(0)
     }
 }
 
@@ -213,6 +213,10 @@ pub struct EntryPoint {
     pub http3: Option<Http3>,
     pub udp: EntryPointUdp,
     pub observability: Option<EntryPointObservability>,
+    /// Created by Sallyport itself (the `traefik` entrypoint that `api.insecure`, `ping`
+    /// or `metrics` ask for), not written by the user.
+    #[serde(skip)]
+    pub implicit: bool,
 }
 
 impl EntryPoint {
@@ -945,6 +949,21 @@ pub fn load_static(
     tree.merge(flags.tree);
 
     let mut config: StaticConfig = from_node(&tree).map_err(|e| vec![e])?;
+    let missing: Vec<ConfigError> = config
+        .entry_points
+        .iter()
+        .filter(|(_, ep)| ep.address.port == 0)
+        .map(|(name, _)| {
+            let at = entrypoint_location(&tree, name);
+            ConfigError {
+                location: at,
+                message: format!("entryPoint \"{name}\": address is required (e.g. \":443\")"),
+            }
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
     config.set_effective();
     Ok(LoadedStatic { config, file })
 }
@@ -1089,8 +1108,37 @@ fn insert_path(tree: &mut Node, segments: &[&str], value: String, location: &Loc
     }
 }
 
+/// Where entrypoint `name` is defined in the merged static tree, for error messages.
+fn entrypoint_location(tree: &Node, name: &str) -> Option<Location> {
+    let eps = tree.get_ci("entryPoints")?;
+    let NodeKind::Map(entries) = &eps.kind else {
+        return Some(eps.location.clone());
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.name.eq_ignore_ascii_case(name))
+        .map(|(_, n)| n.location.clone())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_entrypoint_without_address_is_a_located_error() {
+        let dir = std::env::temp_dir().join(format!("sallyport-noaddr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.yml");
+        std::fs::write(&path, "entryPoints:\n  web:\n    reusePort: true\n").unwrap();
+        let args = vec![format!("--configFile={}", path.display())];
+        let errors = load_static(&args, &[]).expect_err("refused");
+        assert!(
+            errors[0].message.contains("address is required"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[0].location.as_ref().map(|l| l.line), Some(3));
+    }
+
     use super::*;
 
     fn args(list: &[&str]) -> Vec<String> {

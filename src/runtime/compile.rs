@@ -92,6 +92,9 @@ pub fn compile(
         problems: Vec::new(),
         certs: None,
     };
+    // Certificates are loaded even when no router terminates TLS, so that their
+    // problems are reported (and `check` sees them).
+    c.certificates();
     // entrypoint → (non-TLS routes, TLS routes)
     type Tables = HashMap<String, (Vec<Route<TcpTarget>>, Vec<Route<TcpTarget>>)>;
     let mut tables = Tables::new();
@@ -146,12 +149,15 @@ impl PendingRoute {
         !matches!(self.target.tls, TlsMode::Plain)
     }
 
+    /// The copy for one entrypoint, with its own per-router middleware state.
     fn clone_route(&self) -> Route<TcpTarget> {
+        let mut target = self.target.clone();
+        target.middlewares = target.middlewares.iter().map(|m| m.for_router()).collect();
         Route {
             name: self.name.clone(),
             priority: self.priority,
             rule: self.rule.clone(),
-            target: self.target.clone(),
+            target,
         }
     }
 }
@@ -281,21 +287,10 @@ impl Compiler<'_> {
         };
         let def_loc = def.location.clone();
         if let Some(lb) = &def.value.load_balancer {
-            let mut transport = match lb.servers_transport.value.as_str() {
-                "" => self.default_transport(),
+            let transport = match lb.servers_transport.value.as_str() {
+                "" => self.legacy_transport(name, lb, def_loc.as_ref())?,
                 t => self.transport(t, lb.servers_transport.location.as_ref())?,
             };
-            // Deprecated per-service settings override the transport, as in Traefik.
-            if lb.proxy_protocol.is_some() || lb.termination_delay.is_some() {
-                let mut t = (*transport).clone();
-                if let Some(pp) = &lb.proxy_protocol {
-                    t.proxy_protocol = Some(proxy_version(pp.version));
-                }
-                if let Some(ms) = lb.termination_delay {
-                    t.termination_delay = u64::try_from(ms).ok().map(Duration::from_millis);
-                }
-                transport = Arc::new(t);
-            }
             let servers = lb
                 .servers
                 .iter()
@@ -303,13 +298,15 @@ impl Compiler<'_> {
                 .collect();
             let lb_rt = Arc::new(LoadBalancer::new(servers, transport));
             if let Some(hc) = &lb.health_check {
+                let defaults = HealthCheckSpec::default();
                 let spec = HealthCheckSpec {
                     port: u16::try_from(hc.port).ok().filter(|p| *p != 0),
                     send: Some(hc.send.clone()).filter(|s| !s.is_empty()),
                     expect: Some(hc.expect.clone()).filter(|s| !s.is_empty()),
-                    interval: hc.interval.to_std().unwrap_or(Duration::from_secs(30)),
-                    unhealthy_interval: hc.unhealthy_interval.and_then(|d| d.to_std()),
-                    timeout: hc.timeout.to_std().unwrap_or(Duration::from_secs(5)),
+                    // Like Traefik, values <= 0 mean the defaults.
+                    interval: positive(hc.interval).unwrap_or(defaults.interval),
+                    unhealthy_interval: hc.unhealthy_interval.and_then(positive),
+                    timeout: positive(hc.timeout).unwrap_or(defaults.timeout),
                 };
                 self.health.push(health::spawn(lb_rt.clone(), spec));
             }
@@ -332,13 +329,48 @@ impl Compiler<'_> {
         None
     }
 
+    /// The static `tcpServersTransport`, with the deprecated per-service
+    /// `proxyProtocol` / `terminationDelay` applied when the service names no transport
+    /// (Traefik ignores them when it does).
+    fn legacy_transport(
+        &mut self,
+        service: &str,
+        lb: &crate::config::dynamic::TcpLoadBalancer,
+        at: Option<&crate::config::Location>,
+    ) -> Option<Arc<Transport>> {
+        let base = self.default_transport();
+        if lb.proxy_protocol.is_none() && lb.termination_delay.is_none() {
+            return Some(base);
+        }
+        let mut t = (*base).clone();
+        if let Some(pp) = &lb.proxy_protocol {
+            match proxy_version(pp.version) {
+                Some(v) => t.proxy_protocol = Some(v),
+                None => {
+                    self.problem(
+                        at,
+                        format!(
+                            "tcp service {service}: unsupported PROXY protocol version {}",
+                            pp.version
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if let Some(ms) = lb.termination_delay {
+            t.termination_delay = u64::try_from(ms).ok().map(Duration::from_millis);
+        }
+        Some(Arc::new(t))
+    }
+
     fn default_transport(&mut self) -> Arc<Transport> {
         let d = &self.st.tcp_servers_transport;
         let mut t = Transport::default();
-        if let Some(v) = d.dial_timeout.to_std() {
+        if let Some(v) = positive(d.dial_timeout) {
             t.dial_timeout = v;
         }
-        t.dial_keepalive = d.dial_keep_alive.to_std().filter(|v| !v.is_zero());
+        t.dial_keepalive = keepalive(d.dial_keep_alive, t.dial_keepalive);
         t.termination_delay = d.termination_delay.to_std();
         Arc::new(t)
     }
@@ -369,14 +401,41 @@ impl Compiler<'_> {
         at: Option<&crate::config::Location>,
     ) -> Option<Arc<Transport>> {
         let mut t = Transport::default();
-        t.dial_timeout = def.dial_timeout.to_std().unwrap_or(Duration::from_secs(30));
-        t.dial_keepalive = def.dial_keep_alive.to_std().filter(|v| !v.is_zero());
+        if let Some(v) = positive(def.dial_timeout) {
+            t.dial_timeout = v;
+        }
+        t.dial_keepalive = keepalive(def.dial_keep_alive, t.dial_keepalive);
         t.termination_delay = def.termination_delay.to_std();
-        t.proxy_protocol = def
-            .proxy_protocol
-            .as_ref()
-            .map(|p| proxy_version(p.version));
+        if let Some(pp) = &def.proxy_protocol {
+            match proxy_version(pp.version) {
+                Some(v) => t.proxy_protocol = Some(v),
+                None => {
+                    self.problem(
+                        at,
+                        format!(
+                            "tcp servers transport {name}: unsupported PROXY protocol version {}",
+                            pp.version
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
         if let Some(tls) = &def.tls {
+            if !tls.peer_cert_uri.is_empty()
+                || !tls.peer_cert_sans.is_empty()
+                || tls.spiffe.is_some()
+            {
+                // Checking the backend less strictly than asked would be silent; refuse.
+                self.problem(at, format!("tcp servers transport {name}: peerCertURI, peerCertSANs and spiffe are not supported yet; its services are not served"));
+                return None;
+            }
+            if tls.certificates.len() > 1 {
+                tracing::warn!(
+                    transport = name,
+                    "only the first client certificate of a servers transport is used"
+                );
+            }
             let mut backend = BackendTls {
                 server_name: Some(tls.server_name.clone()).filter(|s| !s.is_empty()),
                 insecure_skip_verify: tls.insecure_skip_verify,
@@ -590,11 +649,26 @@ impl Compiler<'_> {
     }
 }
 
-fn proxy_version(v: i64) -> ProxyVersion {
-    if v == 1 {
-        ProxyVersion::V1
+fn proxy_version(v: i64) -> Option<ProxyVersion> {
+    match v {
+        1 => Some(ProxyVersion::V1),
+        2 => Some(ProxyVersion::V2),
+        _ => None,
+    }
+}
+
+/// A duration that is > 0, or `None` (Traefik treats <= 0 as "use the default").
+fn positive(d: crate::config::Duration) -> Option<Duration> {
+    d.to_std().filter(|v| !v.is_zero())
+}
+
+/// `dialKeepAlive`: negative disables keep-alive probes, 0 keeps the default (as Go's
+/// net.Dialer does).
+fn keepalive(d: crate::config::Duration, default: Option<Duration>) -> Option<Duration> {
+    if d.is_negative() {
+        None
     } else {
-        ProxyVersion::V2
+        positive(d).or(default)
     }
 }
 

@@ -22,11 +22,13 @@ use tracing::{error, info, warn};
 
 use crate::config::LoadedStatic;
 use crate::config::static_cfg::Protocol;
+use crate::logging::LogFile;
 use compile::Snapshot;
 use listener::Entrypoint;
 
 /// Runs until SIGTERM/SIGINT, then drains. Returns the process exit code.
-pub async fn run(loaded: LoadedStatic) -> i32 {
+pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
+    spawn_log_reopener(log_file);
     let st = Arc::new(loaded.config);
     let internal = match internal::Internal::start().await {
         Ok(i) => Arc::new(i),
@@ -44,6 +46,10 @@ pub async fn run(loaded: LoadedStatic) -> i32 {
 
     let mut entrypoints = Vec::new();
     for (name, ep) in &st.entry_points {
+        if ep.implicit {
+            info!(entrypoint = %name, "the api/ping/metrics entrypoint is not served yet; not listening on it");
+            continue;
+        }
         if ep.address.protocol == Protocol::Udp {
             warn!(entrypoint = %name, address = %ep.address, "UDP entrypoints are not served yet; skipping");
             continue;
@@ -68,27 +74,42 @@ pub async fn run(loaded: LoadedStatic) -> i32 {
     wait_for_shutdown_signal().await;
     info!("shutting down: no new connections; draining open ones");
     let _ = stop_tx.send(true);
-    let drains = serving.into_iter().map(|s| async move {
-        let grace = s.grace;
-        let name = s.name.clone();
-        if !s.drain().await {
-            warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining connections");
-        }
-    });
-    futures_join_all(drains).await;
+    let mut drains = tokio::task::JoinSet::new();
+    for s in serving {
+        drains.spawn(async move {
+            let (name, grace) = (s.name.clone(), s.grace);
+            if !s.drain().await {
+                warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining connections");
+            }
+        });
+    }
+    drains.join_all().await;
     watcher.abort();
     info!("stopped");
     0
 }
 
-/// Awaits every future (a tiny join_all, to avoid a dependency for one call).
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futs: impl IntoIterator<Item = F>,
-) {
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    for h in handles {
-        let _ = h.await;
-    }
+/// SIGUSR1 reopens the log file (log rotation); without a file it is ignored rather
+/// than ending the process.
+fn spawn_log_reopener(log_file: Option<LogFile>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        warn!("cannot install the SIGUSR1 handler");
+        return;
+    };
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            match &log_file {
+                Some(f) => match f.reopen() {
+                    Ok(()) => info!(path = %f.path().display(), "SIGUSR1: log file reopened"),
+                    Err(e) => {
+                        error!(path = %f.path().display(), error = %e, "SIGUSR1: cannot reopen the log file")
+                    }
+                },
+                None => info!("SIGUSR1: no log file to reopen"),
+            }
+        }
+    });
 }
 
 async fn wait_for_shutdown_signal() {

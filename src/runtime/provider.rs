@@ -2,9 +2,10 @@
 //! directory (not the file: editors and ConfigMaps replace files by rename); SIGHUP
 //! forces a re-read.
 //!
-//! Events are throttled by `providers.providersThrottleDuration`: after the first event
-//! the reloader waits that long, collapses everything that arrived meanwhile, and
-//! reloads once. A configuration that fails to load is rejected with located errors and
+//! Events are throttled by `providers.providersThrottleDuration`: after the first file
+//! event the reloader waits that long, collapses everything that arrived meanwhile, and
+//! reloads once (Traefik applies first and then waits; waiting first means a file
+//! caught half-written is never applied). A configuration that fails to load is rejected with located errors and
 //! the last good snapshot keeps serving; an unchanged one is skipped.
 
 use std::path::{Path, PathBuf};
@@ -41,10 +42,11 @@ pub enum Source {
 impl Source {
     pub fn from_static(st: &StaticConfig) -> Option<Source> {
         let f = st.providers.file.as_ref()?;
-        if !f.filename.is_empty() {
-            Some(Source::File(PathBuf::from(&f.filename)))
-        } else if !f.directory.is_empty() {
+        // Traefik reads `directory` when both are set.
+        if !f.directory.is_empty() {
             Some(Source::Directory(PathBuf::from(&f.directory)))
+        } else if !f.filename.is_empty() {
+            Some(Source::File(PathBuf::from(&f.filename)))
         } else {
             None
         }
@@ -205,8 +207,13 @@ impl Reloader {
                 _ = stop.wait_for(|s| *s) => return,
                 t = rx.recv() => match t { Some(t) => t, None => return },
             };
-            // Let a burst of events (an editor's write + rename) settle, then reload once.
-            tokio::time::sleep(throttle).await;
+            // File events wait one throttle period before the files are read, so a
+            // file being written (truncated, then filled) is read once it is whole;
+            // everything that arrives meanwhile collapses into this reload. SIGHUP
+            // applies at once.
+            if !matches!(trigger, Trigger::Signal) {
+                tokio::time::sleep(throttle).await;
+            }
             while rx.try_recv().is_ok() {}
             self.reload(trigger);
         }

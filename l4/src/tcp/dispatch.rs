@@ -30,9 +30,9 @@ use crate::sniff::{self, Probe};
 /// the TLS record headers it may be split into.
 const MAX_SNIFF_BYTES: usize = sniff::MAX_CLIENT_HELLO + 1024;
 
-/// How long a TLS handshake we terminate may take when the entrypoint sets no
-/// read timeout (Traefik's Go default for TLS handshakes is 10 s).
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake we terminate may take once the ClientHello is in
+/// (Go's default TLS handshake timeout, which Traefik inherits, is 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a passthrough Postgres backend may take to answer the replayed SSLRequest.
 const PG_BACKEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -356,9 +356,8 @@ async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx
             warn!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, reason = %why, "refusing TLS handshake: the router's TLS option is broken");
         }
         TlsMode::Terminate(acceptor) => {
-            let timeout = DEFAULT_HANDSHAKE_TIMEOUT;
             let io = PrefixedIo::new(prefix, client);
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, error = %e, "TLS handshake failed");

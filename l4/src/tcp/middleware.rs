@@ -34,6 +34,17 @@ pub struct Admission {
 }
 
 impl TcpMiddleware {
+    /// The instance one router on one entrypoint uses: `inFlightConn` counts per
+    /// router and entrypoint (as Traefik builds it), so each gets its own counters.
+    pub fn for_router(self: &Arc<Self>) -> Arc<TcpMiddleware> {
+        match self.as_ref() {
+            TcpMiddleware::InFlightConn(limit) => {
+                Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(limit.amount)))
+            }
+            TcpMiddleware::IpAllowList(_) => self.clone(),
+        }
+    }
+
     /// Runs the chain in order; the returned [`Admission`] must live as long as the
     /// connection.
     pub fn admit_all(chain: &[Arc<TcpMiddleware>], ip: IpAddr) -> Result<Admission, Refused> {
@@ -63,9 +74,10 @@ impl IpAllowList {
         IpAllowList { ranges }
     }
 
+    /// Same comparison as `ClientIP`: IPv4-mapped addresses and ranges match their
+    /// IPv4 form.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.ranges.iter().any(|r| r.contains(&ip))
+        self.ranges.iter().any(|r| crate::rule::ip_in(r, ip))
     }
 }
 
@@ -166,6 +178,21 @@ mod tests {
             unreachable!()
         };
         assert_eq!(limit.in_flight(ip("1.1.1.1")), 1);
+    }
+
+    #[test]
+    fn each_router_gets_its_own_in_flight_counters() {
+        let shared = Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(1)));
+        let (a, b) = (vec![shared.for_router()], vec![shared.for_router()]);
+        let _held = TcpMiddleware::admit_all(&a, ip("1.1.1.1")).unwrap();
+        assert!(TcpMiddleware::admit_all(&a, ip("1.1.1.1")).is_err());
+        assert!(TcpMiddleware::admit_all(&b, ip("1.1.1.1")).is_ok());
+    }
+
+    #[test]
+    fn allow_list_matches_v4_mapped_ranges_like_client_ip() {
+        let list = IpAllowList::new(vec!["::ffff:10.0.0.0/104".parse().unwrap()]);
+        assert!(list.allows(ip("10.1.2.3")));
     }
 
     #[test]
