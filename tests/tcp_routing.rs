@@ -842,3 +842,56 @@ tls:
     assert_eq!(backend.accepted(), 0);
     r.wait_log("refusing TLS handshake");
 }
+
+/// Termination at the router, then TLS again to the backend through a
+/// serversTransport that trusts the backend's own CA and names it (`serverName`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_then_tls_to_backend_through_servers_transport() {
+    let front = TestCert::new(&["front.test"]);
+    let inner = TestCert::new(&["inner.internal"]);
+    let backend = Backend::tls("inner", &inner).await;
+    let port = free_port();
+    let dir = temp_dir("reencrypt");
+    let (fc, fk) = front.write(&dir, "front");
+    let (ic, _) = inner.write(&dir, "inner");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    r:
+      rule: "HostSNI(`front.test`)"
+      service: s
+      tls: {{}}
+  services:
+    s:
+      loadBalancer:
+        servers: [{{address: "{}", tls: true}}]
+        serversTransport: to-inner
+  serversTransports:
+    to-inner:
+      tls:
+        serverName: inner.internal
+        rootCAs: ["{}"]
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        backend.addr,
+        ic.display(),
+        fc.display(),
+        fk.display()
+    );
+    let _r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tls", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut s = tls_connect(ep(port), "front.test", &[&front], &[])
+        .await
+        .expect("front handshake");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from inner alpn=-");
+    assert_eq!(
+        echo_roundtrip(&mut s, "twice encrypted").await.unwrap(),
+        "twice encrypted"
+    );
+}
