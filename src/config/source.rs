@@ -154,6 +154,22 @@ impl Format {
     }
 }
 
+/// Deepest nesting of maps and lists accepted in a file. Traefik's schema needs about ten
+/// levels; the limit keeps a hostile `- - - - …` file from exhausting the stack in the
+/// recursive steps after parsing (deserializing, cloning, dropping the tree).
+pub const MAX_DEPTH: usize = 64;
+
+/// Most values that YAML aliases may copy into one document: a few anchors that alias each
+/// other several times would otherwise expand exponentially ("billion laughs").
+pub const MAX_ALIAS_VALUES: usize = 100_000;
+
+fn too_deep(location: Location) -> ConfigError {
+    ConfigError::at(
+        location,
+        format!("maps and lists nest more than {MAX_DEPTH} levels deep here"),
+    )
+}
+
 /// Parses `text` in the given format. `file` names the source in locations.
 pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, ConfigError> {
     match format {
@@ -168,11 +184,13 @@ pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, Config
 /// Parses the first YAML document of `text`. An empty stream is a `Null` node.
 /// Anchors and aliases are expanded, `<<` merge keys applied (explicit keys win, then
 /// earlier merge sources over later ones, as YAML 1.1 specifies), duplicate keys rejected.
+/// Nesting is limited to [`MAX_DEPTH`] and alias expansion to [`MAX_ALIAS_VALUES`].
 pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
     let mut builder = YamlBuilder {
         file: file.clone(),
         stack: Vec::new(),
         anchors: Vec::new(),
+        alias_values: 0,
         root: None,
     };
     let mut in_document = false;
@@ -233,11 +251,36 @@ enum Frame {
     },
 }
 
+/// An anchored node with its measurements, so that an alias can be checked against the
+/// limits before it is copied.
+struct Anchor {
+    id: usize,
+    node: Node,
+    depth: usize,
+    values: usize,
+}
+
 struct YamlBuilder {
     file: Arc<str>,
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    anchors: Vec<Anchor>,
+    /// Values copied by aliases so far.
+    alias_values: usize,
     root: Option<Node>,
+}
+
+/// How deep `node` nests maps and lists (0 for a scalar) and how many values it holds.
+/// Recursion is safe: every node was built under [`MAX_DEPTH`].
+fn measure(node: &Node) -> (usize, usize) {
+    let add = |(depth, values): (usize, usize), child: &Node| {
+        let (d, v) = measure(child);
+        (depth.max(d + 1), values + v)
+    };
+    match &node.kind {
+        NodeKind::Map(entries) => entries.iter().map(|(_, v)| v).fold((1, 1), add),
+        NodeKind::Seq(items) => items.iter().fold((1, 1), add),
+        NodeKind::Scalar(..) | NodeKind::Null => (0, 1),
+    }
 }
 
 impl YamlBuilder {
@@ -267,16 +310,29 @@ impl YamlBuilder {
                 self.complete(node, style == ScalarStyle::Plain)
             }
             Event::Alias(id) => {
-                let node = self
+                let anchor = self
                     .anchors
                     .iter()
                     .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone())
+                    .find(|a| a.id == id)
                     .ok_or_else(|| ConfigError::at(location.clone(), "unknown YAML alias"))?;
+                if self.stack.len() + anchor.depth > MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
+                self.alias_values = self.alias_values.saturating_add(anchor.values);
+                if self.alias_values > MAX_ALIAS_VALUES {
+                    return Err(ConfigError::at(
+                        location,
+                        format!("YAML aliases expand to more than {MAX_ALIAS_VALUES} values"),
+                    ));
+                }
+                let node = anchor.node.clone();
                 self.complete(node, false)
             }
             Event::SequenceStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     location,
@@ -285,6 +341,9 @@ impl YamlBuilder {
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
                 self.stack.push(Frame::Map {
                     entries: Vec::new(),
                     merges: Vec::new(),
@@ -327,7 +386,13 @@ impl YamlBuilder {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let (depth, values) = measure(node);
+            self.anchors.push(Anchor {
+                id: anchor,
+                node: node.clone(),
+                depth,
+                values,
+            });
         }
     }
 
@@ -427,7 +492,7 @@ fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(),
 // TOML
 
 /// Parses a TOML document. Byte offsets from the parser become 1-based line:column
-/// (columns counted in characters).
+/// (columns counted in characters). Nesting is limited to [`MAX_DEPTH`].
 pub fn parse_toml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
     let lines = LineIndex::new(text);
     let table = toml::de::DeTable::parse(text).map_err(|e| {
@@ -443,7 +508,7 @@ pub fn parse_toml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
         text,
         lines: &lines,
     };
-    conv.table(table.into_inner(), span.start)
+    conv.table(table.into_inner(), span.start, 1)
 }
 
 struct LineIndex {
@@ -483,7 +548,16 @@ impl TomlConverter<'_> {
         self.lines.location(self.file, self.text, offset)
     }
 
-    fn table(&self, table: toml::de::DeTable<'_>, offset: usize) -> Result<Node, ConfigError> {
+    /// Converts a table nested `depth` levels deep (the document is 1).
+    fn table(
+        &self,
+        table: toml::de::DeTable<'_>,
+        offset: usize,
+        depth: usize,
+    ) -> Result<Node, ConfigError> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep(self.at(offset)));
+        }
         let mut entries = Vec::with_capacity(table.len());
         for (key, value) in table {
             let key_location = self.at(key.span().start);
@@ -493,13 +567,18 @@ impl TomlConverter<'_> {
                     name,
                     location: key_location,
                 },
-                self.value(value)?,
+                self.value(value, depth)?,
             ));
         }
         Ok(Node::new(NodeKind::Map(entries), self.at(offset)))
     }
 
-    fn value(&self, value: toml::Spanned<toml::de::DeValue<'_>>) -> Result<Node, ConfigError> {
+    /// Converts a value held by a table or array nested `depth` levels deep.
+    fn value(
+        &self,
+        value: toml::Spanned<toml::de::DeValue<'_>>,
+        depth: usize,
+    ) -> Result<Node, ConfigError> {
         use toml::de::DeValue;
         let offset = value.span().start;
         let location = self.at(offset);
@@ -515,13 +594,18 @@ impl TomlConverter<'_> {
             DeValue::Float(f) => NodeKind::Scalar(f.as_str().replace('_', ""), ScalarKind::Float),
             DeValue::Boolean(b) => NodeKind::Scalar(b.to_string(), ScalarKind::Bool),
             DeValue::Datetime(d) => NodeKind::Scalar(d.to_string(), ScalarKind::Str),
-            DeValue::Array(items) => NodeKind::Seq(
-                items
-                    .into_iter()
-                    .map(|item| self.value(item))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DeValue::Table(table) => return self.table(table, offset),
+            DeValue::Array(items) => {
+                if depth >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
+                NodeKind::Seq(
+                    items
+                        .into_iter()
+                        .map(|item| self.value(item, depth + 1))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            DeValue::Table(table) => return self.table(table, offset, depth + 1),
         };
         Ok(Node::new(kind, location))
     }
@@ -643,6 +727,81 @@ mod tests {
     fn toml_syntax_error_is_located() {
         let err = parse_toml("a = 1\nb = = 2\n", &Arc::from("t.toml")).expect_err("syntax");
         assert_eq!(err.location.map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn yaml_nesting_past_the_limit_is_a_located_error() {
+        let text = format!("{}x\n", "- ".repeat(100_000));
+        let err = parse_yaml(&text, &file()).expect_err("too deep");
+        assert!(err.message.contains("more than 64 levels deep"), "{err}");
+        // The 65th `- ` opens the list that is one too many.
+        assert_eq!(
+            err.location.map(|l| (l.line, l.column)),
+            Some((1, 2 * MAX_DEPTH as u32 + 1))
+        );
+        let flow = format!("a: {}\n", "[".repeat(100_000));
+        let err = parse_yaml(&flow, &file()).expect_err("too deep");
+        assert_eq!(err.location.map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn yaml_nesting_at_the_limit_parses() {
+        let at_limit = format!("{}x{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let node = parse_yaml(&at_limit, &file()).expect("parses");
+        assert_eq!(measure(&node).0, MAX_DEPTH);
+        let err = parse_yaml(&format!("[{at_limit}]"), &file()).expect_err("one too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+    }
+
+    #[test]
+    fn yaml_alias_cannot_nest_past_the_limit() {
+        let nested = format!(
+            "{}x{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        parse_yaml(&format!("a: &a {nested}\nb: *a\n"), &file()).expect("at the limit");
+        let err = parse_yaml(&format!("a: &a {nested}\nb: [*a]\n"), &file())
+            .expect_err("alias one level too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 5)));
+    }
+
+    #[test]
+    fn yaml_alias_expansion_is_bounded() {
+        let mut text = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..5 {
+            let prev = format!("*l{}", level - 1);
+            let items = [prev.as_str(); 10].join(", ");
+            text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+        }
+        let err = parse_yaml(&text, &file()).expect_err("exponential expansion");
+        assert!(err.message.contains("aliases expand"), "{err}");
+        assert_eq!(err.location.map(|l| l.line), Some(5));
+    }
+
+    #[test]
+    fn toml_nesting_past_the_limit_is_a_located_error() {
+        let file: Arc<str> = Arc::from("t.toml");
+        let header = |n| vec!["a"; n].join(".");
+        let node = parse_toml(&format!("[{}]\nx = 1\n", header(MAX_DEPTH - 1)), &file)
+            .expect("the document and 63 tables are at the limit");
+        assert_eq!(measure(&node).0, MAX_DEPTH);
+        let err =
+            parse_toml(&format!("x = 1\n[{}]\n", header(MAX_DEPTH)), &file).expect_err("too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+        assert_eq!(err.location.map(|l| l.line), Some(2));
+        let arrays = format!(
+            "[{}]\nx = {}1{}\n",
+            header(40),
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        let err = parse_toml(&arrays, &file).expect_err("tables and arrays add up");
+        assert!(err.message.contains("levels deep"), "{err}");
+        let err = parse_toml(&format!("x = {}\n", "[".repeat(100_000)), &file)
+            .expect_err("the TOML parser's own limit");
+        assert_eq!(err.location.map(|l| l.line), Some(1));
     }
 
     #[test]
