@@ -184,10 +184,14 @@ pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, Config
 /// Parses the first YAML document of `text`. An empty stream is a `Null` node.
 /// Anchors and aliases are expanded, `<<` merge keys applied (explicit keys win, then
 /// earlier merge sources over later ones, as YAML 1.1 specifies), duplicate keys rejected.
-/// Nesting is limited to [`MAX_DEPTH`] and alias expansion to [`MAX_ALIAS_VALUES`].
+/// Nesting is limited to [`MAX_DEPTH`] and alias expansion to [`MAX_ALIAS_VALUES`];
+/// characters YAML does not allow (controls such as NUL) are errors.
 pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let text = without_bom(text);
+    let end = scan_yaml_text(text, file)?;
     let mut builder = YamlBuilder {
         file: file.clone(),
+        end,
         stack: Vec::new(),
         anchors: Vec::new(),
         alias_values: 0,
@@ -198,11 +202,7 @@ pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
         let (event, span) = event.map_err(|e| {
             let mark = e.marker();
             ConfigError::at(
-                Location {
-                    file: file.clone(),
-                    line: to_u32(mark.line()),
-                    column: to_u32(mark.col() + 1),
-                },
+                located_in_text(file, (mark.line(), mark.col()), end),
                 format!("YAML syntax error: {}", e.info()),
             )
         })?;
@@ -232,8 +232,64 @@ pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
     }))
 }
 
+/// Drops a leading byte-order mark, which editors on Windows write and do not show: it would
+/// otherwise become part of the first YAML key (and shift TOML columns on line 1).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Checks that `text` holds only characters YAML allows, as Traefik's YAML reader does (the
+/// parser would take a NUL for the end of the input and silently drop the rest), and
+/// returns the line and column just after the last character, counting CRLF, CR and LF as
+/// one line break each, as YAML does.
+fn scan_yaml_text(text: &str, file: &Arc<str>) -> Result<(u32, u32), ConfigError> {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' => (line, column) = (line + 1, 1),
+            '\t'
+            | ' '..='~'
+            | '\u{85}'
+            | '\u{a0}'..='\u{d7ff}'
+            | '\u{e000}'..='\u{fffd}'
+            | '\u{10000}'.. => column += 1,
+            _ => {
+                return Err(ConfigError::at(
+                    Location {
+                        file: file.clone(),
+                        line: to_u32(line),
+                        column: to_u32(column),
+                    },
+                    format!(
+                        "character U+{:04X} is not allowed in YAML (only printable characters are)",
+                        u32::from(c)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((to_u32(line), to_u32(column)))
+}
+
+/// The location of the parser's 1-based line and 0-based column. At the end of the input the
+/// parser can be on the line after the last one (when the text does not end with a line
+/// break); such places are pointed at the end of the text instead.
+fn located_in_text(file: &Arc<str>, (line, col): (usize, usize), end: (u32, u32)) -> Location {
+    let mut at = (to_u32(line), to_u32(col.saturating_add(1)));
+    if at.0 > end.0 {
+        at = end;
+    }
+    Location {
+        file: file.clone(),
+        line: at.0,
+        column: at.1,
+    }
 }
 
 enum Frame {
@@ -262,6 +318,8 @@ struct Anchor {
 
 struct YamlBuilder {
     file: Arc<str>,
+    /// Where the text ends (see [`located_in_text`]).
+    end: (u32, u32),
     stack: Vec<Frame>,
     anchors: Vec<Anchor>,
     /// Values copied by aliases so far.
@@ -285,11 +343,7 @@ fn measure(node: &Node) -> (usize, usize) {
 
 impl YamlBuilder {
     fn location(&self, span: Span) -> Location {
-        Location {
-            file: self.file.clone(),
-            line: to_u32(span.start.line()),
-            column: to_u32(span.start.col() + 1),
-        }
+        located_in_text(&self.file, (span.start.line(), span.start.col()), self.end)
     }
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), ConfigError> {
@@ -494,14 +548,19 @@ fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(),
 /// Parses a TOML document. Byte offsets from the parser become 1-based line:column
 /// (columns counted in characters). Nesting is limited to [`MAX_DEPTH`].
 pub fn parse_toml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let text = without_bom(text);
     let lines = LineIndex::new(text);
-    let table = toml::de::DeTable::parse(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).unwrap_or(0);
-        ConfigError::at(
-            lines.location(file, text, offset),
+    // The parser reports some mistakes (bad strings) in a later pass than others (bad
+    // structure), so its first error is not always the first one in the file: take the
+    // earliest.
+    let (table, errors) = toml::de::DeTable::parse_recoverable(text);
+    let offset = |e: &toml::de::Error| e.span().map(|s| s.start).unwrap_or(0);
+    if let Some(e) = errors.iter().min_by_key(|e| offset(e)) {
+        return Err(ConfigError::at(
+            lines.location(file, text, offset(e)),
             format!("TOML syntax error: {}", e.message().trim()),
-        )
-    })?;
+        ));
+    }
     let span = table.span();
     let conv = TomlConverter {
         file,
@@ -687,6 +746,55 @@ mod tests {
     }
 
     #[test]
+    fn yaml_error_at_the_end_of_input_points_at_the_last_line() {
+        let at = |text: &str| {
+            parse_yaml(text, &file())
+                .expect_err("unclosed list")
+                .location
+                .map(|l| (l.line, l.column))
+        };
+        assert_eq!(at("a: [1, 2"), Some((1, 9)));
+        assert_eq!(at("a: [1, 2\rb"), Some((2, 2)));
+        // After a final line break the end of the input is the empty last line.
+        assert_eq!(at("a: [1, 2\r\n"), Some((2, 1)));
+    }
+
+    #[test]
+    fn yaml_values_at_the_end_of_input_stay_on_the_last_line() {
+        let node = parse_yaml("a: &x", &file()).expect("parses");
+        let value = node.get_ci("a").expect("a");
+        assert_eq!((value.location.line, value.location.column), (1, 6));
+    }
+
+    #[test]
+    fn yaml_control_characters_are_located_errors() {
+        let err = parse_yaml("a: 1\nb: x\0y: 2\n", &file()).expect_err("NUL");
+        assert!(err.message.contains("U+0000"), "{err}");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 5)));
+        let err = parse_yaml("a: 1\r\nb: \u{7f}\n", &file()).expect_err("DEL");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 4)));
+        let node = parse_yaml("a:\t\"\u{e9}\u{feff}\u{1f600}\"\r\n", &file()).expect("printable");
+        assert_eq!(scalar(&node, &["a"]), "\u{e9}\u{feff}\u{1f600}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_first_key() {
+        let node = parse_yaml("\u{feff}http: {}\n", &file()).expect("parses");
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("map")
+        };
+        assert_eq!(entries[0].0.name, "http");
+        let node = parse_toml("\u{feff}a = 1\n", &Arc::from("t.toml")).expect("parses");
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("map")
+        };
+        assert_eq!(
+            (entries[0].0.name.as_str(), entries[0].0.location.column),
+            ("a", 1)
+        );
+    }
+
+    #[test]
     fn yaml_empty_document_is_null() {
         let node = parse_yaml("# only a comment\n", &file()).expect("parses");
         assert!(node.is_empty_document());
@@ -802,6 +910,14 @@ mod tests {
         let err = parse_toml(&format!("x = {}\n", "[".repeat(100_000)), &file)
             .expect_err("the TOML parser's own limit");
         assert_eq!(err.location.map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn toml_reports_the_first_syntax_error_in_the_file() {
+        let text = "rule = \"Host(`a.test`)\nservice = = \"x\"\n";
+        let err = parse_toml(text, &Arc::from("t.toml")).expect_err("syntax");
+        assert_eq!(err.location.map(|l| l.line), Some(1), "{}", err.message);
+        assert!(err.message.contains("string"), "{}", err.message);
     }
 
     #[test]
