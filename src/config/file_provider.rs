@@ -568,6 +568,25 @@ mod tests {
     }
 
     #[test]
+    fn plugin_settings_nested_to_the_depth_limit_load_on_a_tokio_sized_stack() {
+        // Plugin settings are free-form, so deserializing them recurses as deep as the file
+        // nests; at the limit this must fit the 2 MiB stack of a tokio worker.
+        let levels = source::MAX_DEPTH - 5;
+        let text = format!(
+            "http:\n  middlewares:\n    m:\n      plugin:\n        demo: {}x{}\n",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let loaded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || yaml(&text).map(|c| c.http.middlewares.len()))
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(loaded, Ok(1));
+    }
+
+    #[test]
     fn directory_loads_recursively_and_first_definition_wins() {
         let dir = std::env::temp_dir().join(format!("sallyport-dyn-{}", std::process::id()));
         let sub = dir.join("b");

@@ -154,6 +154,22 @@ impl Format {
     }
 }
 
+/// Deepest nesting of maps and lists accepted in a file. Traefik's schema needs about ten
+/// levels; the limit keeps a hostile `- - - - …` file from exhausting the stack in the
+/// recursive steps after parsing (deserializing, cloning, dropping the tree).
+pub const MAX_DEPTH: usize = 64;
+
+/// Most values that YAML aliases may copy into one document: a few anchors that alias each
+/// other several times would otherwise expand exponentially ("billion laughs").
+pub const MAX_ALIAS_VALUES: usize = 100_000;
+
+fn too_deep(location: Location) -> ConfigError {
+    ConfigError::at(
+        location,
+        format!("maps and lists nest more than {MAX_DEPTH} levels deep here"),
+    )
+}
+
 /// Parses `text` in the given format. `file` names the source in locations.
 pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, ConfigError> {
     match format {
@@ -168,11 +184,17 @@ pub fn parse(text: &str, format: Format, file: &Arc<str>) -> Result<Node, Config
 /// Parses the first YAML document of `text`. An empty stream is a `Null` node.
 /// Anchors and aliases are expanded, `<<` merge keys applied (explicit keys win, then
 /// earlier merge sources over later ones, as YAML 1.1 specifies), duplicate keys rejected.
+/// Nesting is limited to [`MAX_DEPTH`] and alias expansion to [`MAX_ALIAS_VALUES`];
+/// characters YAML does not allow (controls such as NUL) are errors.
 pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let text = without_bom(text);
+    let end = scan_yaml_text(text, file)?;
     let mut builder = YamlBuilder {
         file: file.clone(),
+        end,
         stack: Vec::new(),
         anchors: Vec::new(),
+        alias_values: 0,
         root: None,
     };
     let mut in_document = false;
@@ -180,11 +202,7 @@ pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
         let (event, span) = event.map_err(|e| {
             let mark = e.marker();
             ConfigError::at(
-                Location {
-                    file: file.clone(),
-                    line: to_u32(mark.line()),
-                    column: to_u32(mark.col() + 1),
-                },
+                located_in_text(file, (mark.line(), mark.col()), end),
                 format!("YAML syntax error: {}", e.info()),
             )
         })?;
@@ -214,8 +232,64 @@ pub fn parse_yaml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
     }))
 }
 
+/// Drops a leading byte-order mark, which editors on Windows write and do not show: it would
+/// otherwise become part of the first YAML key (and shift TOML columns on line 1).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Checks that `text` holds only characters YAML allows, as Traefik's YAML reader does (the
+/// parser would take a NUL for the end of the input and silently drop the rest), and
+/// returns the line and column just after the last character, counting CRLF, CR and LF as
+/// one line break each, as YAML does.
+fn scan_yaml_text(text: &str, file: &Arc<str>) -> Result<(u32, u32), ConfigError> {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' => (line, column) = (line + 1, 1),
+            '\t'
+            | ' '..='~'
+            | '\u{85}'
+            | '\u{a0}'..='\u{d7ff}'
+            | '\u{e000}'..='\u{fffd}'
+            | '\u{10000}'.. => column += 1,
+            _ => {
+                return Err(ConfigError::at(
+                    Location {
+                        file: file.clone(),
+                        line: to_u32(line),
+                        column: to_u32(column),
+                    },
+                    format!(
+                        "character U+{:04X} is not allowed in YAML (only printable characters are)",
+                        u32::from(c)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((to_u32(line), to_u32(column)))
+}
+
+/// The location of the parser's 1-based line and 0-based column. At the end of the input the
+/// parser can be on the line after the last one (when the text does not end with a line
+/// break); such places are pointed at the end of the text instead.
+fn located_in_text(file: &Arc<str>, (line, col): (usize, usize), end: (u32, u32)) -> Location {
+    let mut at = (to_u32(line), to_u32(col.saturating_add(1)));
+    if at.0 > end.0 {
+        at = end;
+    }
+    Location {
+        file: file.clone(),
+        line: at.0,
+        column: at.1,
+    }
 }
 
 enum Frame {
@@ -233,20 +307,43 @@ enum Frame {
     },
 }
 
+/// An anchored node with its measurements, so that an alias can be checked against the
+/// limits before it is copied.
+struct Anchor {
+    id: usize,
+    node: Node,
+    depth: usize,
+    values: usize,
+}
+
 struct YamlBuilder {
     file: Arc<str>,
+    /// Where the text ends (see [`located_in_text`]).
+    end: (u32, u32),
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    anchors: Vec<Anchor>,
+    /// Values copied by aliases so far.
+    alias_values: usize,
     root: Option<Node>,
+}
+
+/// How deep `node` nests maps and lists (0 for a scalar) and how many values it holds.
+/// Recursion is safe: every node was built under [`MAX_DEPTH`].
+fn measure(node: &Node) -> (usize, usize) {
+    let add = |(depth, values): (usize, usize), child: &Node| {
+        let (d, v) = measure(child);
+        (depth.max(d + 1), values + v)
+    };
+    match &node.kind {
+        NodeKind::Map(entries) => entries.iter().map(|(_, v)| v).fold((1, 1), add),
+        NodeKind::Seq(items) => items.iter().fold((1, 1), add),
+        NodeKind::Scalar(..) | NodeKind::Null => (0, 1),
+    }
 }
 
 impl YamlBuilder {
     fn location(&self, span: Span) -> Location {
-        Location {
-            file: self.file.clone(),
-            line: to_u32(span.start.line()),
-            column: to_u32(span.start.col() + 1),
-        }
+        located_in_text(&self.file, (span.start.line(), span.start.col()), self.end)
     }
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), ConfigError> {
@@ -267,16 +364,29 @@ impl YamlBuilder {
                 self.complete(node, style == ScalarStyle::Plain)
             }
             Event::Alias(id) => {
-                let node = self
+                let anchor = self
                     .anchors
                     .iter()
                     .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone())
+                    .find(|a| a.id == id)
                     .ok_or_else(|| ConfigError::at(location.clone(), "unknown YAML alias"))?;
+                if self.stack.len() + anchor.depth > MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
+                self.alias_values = self.alias_values.saturating_add(anchor.values);
+                if self.alias_values > MAX_ALIAS_VALUES {
+                    return Err(ConfigError::at(
+                        location,
+                        format!("YAML aliases expand to more than {MAX_ALIAS_VALUES} values"),
+                    ));
+                }
+                let node = anchor.node.clone();
                 self.complete(node, false)
             }
             Event::SequenceStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     location,
@@ -285,6 +395,9 @@ impl YamlBuilder {
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
                 self.stack.push(Frame::Map {
                     entries: Vec::new(),
                     merges: Vec::new(),
@@ -327,7 +440,13 @@ impl YamlBuilder {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let (depth, values) = measure(node);
+            self.anchors.push(Anchor {
+                id: anchor,
+                node: node.clone(),
+                depth,
+                values,
+            });
         }
     }
 
@@ -427,23 +546,28 @@ fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(),
 // TOML
 
 /// Parses a TOML document. Byte offsets from the parser become 1-based line:column
-/// (columns counted in characters).
+/// (columns counted in characters). Nesting is limited to [`MAX_DEPTH`].
 pub fn parse_toml(text: &str, file: &Arc<str>) -> Result<Node, ConfigError> {
+    let text = without_bom(text);
     let lines = LineIndex::new(text);
-    let table = toml::de::DeTable::parse(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).unwrap_or(0);
-        ConfigError::at(
-            lines.location(file, text, offset),
+    // The parser reports some mistakes (bad strings) in a later pass than others (bad
+    // structure), so its first error is not always the first one in the file: take the
+    // earliest.
+    let (table, errors) = toml::de::DeTable::parse_recoverable(text);
+    let offset = |e: &toml::de::Error| e.span().map(|s| s.start).unwrap_or(0);
+    if let Some(e) = errors.iter().min_by_key(|e| offset(e)) {
+        return Err(ConfigError::at(
+            lines.location(file, text, offset(e)),
             format!("TOML syntax error: {}", e.message().trim()),
-        )
-    })?;
+        ));
+    }
     let span = table.span();
     let conv = TomlConverter {
         file,
         text,
         lines: &lines,
     };
-    conv.table(table.into_inner(), span.start)
+    conv.table(table.into_inner(), span.start, 1)
 }
 
 struct LineIndex {
@@ -483,7 +607,16 @@ impl TomlConverter<'_> {
         self.lines.location(self.file, self.text, offset)
     }
 
-    fn table(&self, table: toml::de::DeTable<'_>, offset: usize) -> Result<Node, ConfigError> {
+    /// Converts a table nested `depth` levels deep (the document is 1).
+    fn table(
+        &self,
+        table: toml::de::DeTable<'_>,
+        offset: usize,
+        depth: usize,
+    ) -> Result<Node, ConfigError> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep(self.at(offset)));
+        }
         let mut entries = Vec::with_capacity(table.len());
         for (key, value) in table {
             let key_location = self.at(key.span().start);
@@ -493,13 +626,18 @@ impl TomlConverter<'_> {
                     name,
                     location: key_location,
                 },
-                self.value(value)?,
+                self.value(value, depth)?,
             ));
         }
         Ok(Node::new(NodeKind::Map(entries), self.at(offset)))
     }
 
-    fn value(&self, value: toml::Spanned<toml::de::DeValue<'_>>) -> Result<Node, ConfigError> {
+    /// Converts a value held by a table or array nested `depth` levels deep.
+    fn value(
+        &self,
+        value: toml::Spanned<toml::de::DeValue<'_>>,
+        depth: usize,
+    ) -> Result<Node, ConfigError> {
         use toml::de::DeValue;
         let offset = value.span().start;
         let location = self.at(offset);
@@ -515,13 +653,18 @@ impl TomlConverter<'_> {
             DeValue::Float(f) => NodeKind::Scalar(f.as_str().replace('_', ""), ScalarKind::Float),
             DeValue::Boolean(b) => NodeKind::Scalar(b.to_string(), ScalarKind::Bool),
             DeValue::Datetime(d) => NodeKind::Scalar(d.to_string(), ScalarKind::Str),
-            DeValue::Array(items) => NodeKind::Seq(
-                items
-                    .into_iter()
-                    .map(|item| self.value(item))
-                    .collect::<Result<_, _>>()?,
-            ),
-            DeValue::Table(table) => return self.table(table, offset),
+            DeValue::Array(items) => {
+                if depth >= MAX_DEPTH {
+                    return Err(too_deep(location));
+                }
+                NodeKind::Seq(
+                    items
+                        .into_iter()
+                        .map(|item| self.value(item, depth + 1))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            DeValue::Table(table) => return self.table(table, offset, depth + 1),
         };
         Ok(Node::new(kind, location))
     }
@@ -603,6 +746,55 @@ mod tests {
     }
 
     #[test]
+    fn yaml_error_at_the_end_of_input_points_at_the_last_line() {
+        let at = |text: &str| {
+            parse_yaml(text, &file())
+                .expect_err("unclosed list")
+                .location
+                .map(|l| (l.line, l.column))
+        };
+        assert_eq!(at("a: [1, 2"), Some((1, 9)));
+        assert_eq!(at("a: [1, 2\rb"), Some((2, 2)));
+        // After a final line break the end of the input is the empty last line.
+        assert_eq!(at("a: [1, 2\r\n"), Some((2, 1)));
+    }
+
+    #[test]
+    fn yaml_values_at_the_end_of_input_stay_on_the_last_line() {
+        let node = parse_yaml("a: &x", &file()).expect("parses");
+        let value = node.get_ci("a").expect("a");
+        assert_eq!((value.location.line, value.location.column), (1, 6));
+    }
+
+    #[test]
+    fn yaml_control_characters_are_located_errors() {
+        let err = parse_yaml("a: 1\nb: x\0y: 2\n", &file()).expect_err("NUL");
+        assert!(err.message.contains("U+0000"), "{err}");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 5)));
+        let err = parse_yaml("a: 1\r\nb: \u{7f}\n", &file()).expect_err("DEL");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 4)));
+        let node = parse_yaml("a:\t\"\u{e9}\u{feff}\u{1f600}\"\r\n", &file()).expect("printable");
+        assert_eq!(scalar(&node, &["a"]), "\u{e9}\u{feff}\u{1f600}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_first_key() {
+        let node = parse_yaml("\u{feff}http: {}\n", &file()).expect("parses");
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("map")
+        };
+        assert_eq!(entries[0].0.name, "http");
+        let node = parse_toml("\u{feff}a = 1\n", &Arc::from("t.toml")).expect("parses");
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("map")
+        };
+        assert_eq!(
+            (entries[0].0.name.as_str(), entries[0].0.location.column),
+            ("a", 1)
+        );
+    }
+
+    #[test]
     fn yaml_empty_document_is_null() {
         let node = parse_yaml("# only a comment\n", &file()).expect("parses");
         assert!(node.is_empty_document());
@@ -643,6 +835,89 @@ mod tests {
     fn toml_syntax_error_is_located() {
         let err = parse_toml("a = 1\nb = = 2\n", &Arc::from("t.toml")).expect_err("syntax");
         assert_eq!(err.location.map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn yaml_nesting_past_the_limit_is_a_located_error() {
+        let text = format!("{}x\n", "- ".repeat(100_000));
+        let err = parse_yaml(&text, &file()).expect_err("too deep");
+        assert!(err.message.contains("more than 64 levels deep"), "{err}");
+        // The 65th `- ` opens the list that is one too many.
+        assert_eq!(
+            err.location.map(|l| (l.line, l.column)),
+            Some((1, 2 * MAX_DEPTH as u32 + 1))
+        );
+        let flow = format!("a: {}\n", "[".repeat(100_000));
+        let err = parse_yaml(&flow, &file()).expect_err("too deep");
+        assert_eq!(err.location.map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn yaml_nesting_at_the_limit_parses() {
+        let at_limit = format!("{}x{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let node = parse_yaml(&at_limit, &file()).expect("parses");
+        assert_eq!(measure(&node).0, MAX_DEPTH);
+        let err = parse_yaml(&format!("[{at_limit}]"), &file()).expect_err("one too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+    }
+
+    #[test]
+    fn yaml_alias_cannot_nest_past_the_limit() {
+        let nested = format!(
+            "{}x{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        parse_yaml(&format!("a: &a {nested}\nb: *a\n"), &file()).expect("at the limit");
+        let err = parse_yaml(&format!("a: &a {nested}\nb: [*a]\n"), &file())
+            .expect_err("alias one level too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((2, 5)));
+    }
+
+    #[test]
+    fn yaml_alias_expansion_is_bounded() {
+        let mut text = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..5 {
+            let prev = format!("*l{}", level - 1);
+            let items = [prev.as_str(); 10].join(", ");
+            text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+        }
+        let err = parse_yaml(&text, &file()).expect_err("exponential expansion");
+        assert!(err.message.contains("aliases expand"), "{err}");
+        assert_eq!(err.location.map(|l| l.line), Some(5));
+    }
+
+    #[test]
+    fn toml_nesting_past_the_limit_is_a_located_error() {
+        let file: Arc<str> = Arc::from("t.toml");
+        let header = |n| vec!["a"; n].join(".");
+        let node = parse_toml(&format!("[{}]\nx = 1\n", header(MAX_DEPTH - 1)), &file)
+            .expect("the document and 63 tables are at the limit");
+        assert_eq!(measure(&node).0, MAX_DEPTH);
+        let err =
+            parse_toml(&format!("x = 1\n[{}]\n", header(MAX_DEPTH)), &file).expect_err("too deep");
+        assert!(err.message.contains("levels deep"), "{err}");
+        assert_eq!(err.location.map(|l| l.line), Some(2));
+        let arrays = format!(
+            "[{}]\nx = {}1{}\n",
+            header(40),
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        let err = parse_toml(&arrays, &file).expect_err("tables and arrays add up");
+        assert!(err.message.contains("levels deep"), "{err}");
+        let err = parse_toml(&format!("x = {}\n", "[".repeat(100_000)), &file)
+            .expect_err("the TOML parser's own limit");
+        assert_eq!(err.location.map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn toml_reports_the_first_syntax_error_in_the_file() {
+        let text = "rule = \"Host(`a.test`)\nservice = = \"x\"\n";
+        let err = parse_toml(text, &Arc::from("t.toml")).expect_err("syntax");
+        assert_eq!(err.location.map(|l| l.line), Some(1), "{}", err.message);
+        assert!(err.message.contains("string"), "{}", err.message);
     }
 
     #[test]
