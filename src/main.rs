@@ -81,7 +81,10 @@ fn main() -> ExitCode {
     }
     // Variables that tune the process, not the configuration.
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("SALLYPORT_WORKERS"))
+        .filter(|(k, _)| {
+            !k.eq_ignore_ascii_case("SALLYPORT_WORKERS")
+                && !k.eq_ignore_ascii_case("SALLYPORT_SPLICE")
+        })
         .collect();
     if let Some(path) = &cli.config
         && !path.is_file()
@@ -109,6 +112,11 @@ fn main() -> ExitCode {
         ),
     }
 
+    // `SALLYPORT_SPLICE=0` relays raw TCP through buffers instead of splice(2), to
+    // compare the two (bench/).
+    if std::env::var("SALLYPORT_SPLICE").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("off")) {
+        l4::tcp::proxy::set_splice(false);
+    }
     let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -86,6 +86,23 @@ where
 /// created (descriptor limit), or on other systems, it falls back to [`relay`].
 pub async fn relay_tcp(client: TcpStream, backend: TcpStream, opts: &RelayOptions) -> Transfer {
     #[cfg(target_os = "linux")]
+    if SPLICE.load(std::sync::atomic::Ordering::Relaxed) {
+        return relay_spliced(client, backend, opts).await;
+    }
+    relay(client, backend, opts).await
+}
+
+/// Whether [`relay_tcp`] uses `splice(2)` (the default) or buffered copies. A process-wide
+/// switch so that both can be measured side by side (`SALLYPORT_SPLICE=0`).
+static SPLICE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the `splice(2)` fast path of [`relay_tcp`] on or off for the whole process.
+pub fn set_splice(enabled: bool) {
+    SPLICE.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(target_os = "linux")]
+async fn relay_spliced(client: TcpStream, backend: TcpStream, opts: &RelayOptions) -> Transfer {
     match splice::Spliced::new(&client, &backend) {
         Ok(mut pump) => {
             let outcome = drive(&mut pump, opts).await;

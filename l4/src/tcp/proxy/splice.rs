@@ -20,11 +20,12 @@ use tokio::net::TcpStream;
 use super::{CopyError, Direction, Pump};
 
 /// Requested pipe capacity. The kernel may refuse it (per-user pipe limits); that only makes
-/// each splice move less, so the result of the request is ignored.
-const PIPE_SIZE: libc::c_int = 1 << 20;
+/// each splice move less, so the result of the request is ignored. 256 KiB measured best on
+/// loopback among 64 KiB, 256 KiB and 1 MiB (bench/RESULTS.md).
+const PIPE_SIZE: libc::c_int = 1 << 18;
 
 /// Most bytes asked of one splice into the pipe; the kernel caps it at what the pipe holds.
-const SPLICE_LEN: usize = 1 << 20;
+const SPLICE_LEN: usize = 1 << 18;
 
 /// Empty pipes kept for reuse. Creating, resizing and freeing two pipes per connection
 /// cost about an eighth of the proxy's CPU in a new-connections benchmark; a small pool
