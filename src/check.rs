@@ -1,9 +1,10 @@
 //! `sallyport check`: validate the static and dynamic configuration and print every
-//! problem as `file:line:col: message`, exiting non-zero if there is any.
+//! problem as `file:line:col: message`, exiting non-zero if there is any error.
 //!
 //! Router-level problems (an unknown service, a bad rule) only disable that router at
 //! run time, but `check` reports them as errors: a configuration that silently drops a
-//! route is what this command exists to catch.
+//! route is what this command exists to catch. Warnings (a problem Traefik only logs,
+//! such as a TLS-option conflict) are printed without failing the check.
 
 use crate::config::{ConfigError, StaticConfig, validate};
 use crate::runtime::compile::compile;
@@ -11,24 +12,39 @@ use crate::runtime::internal::Internal;
 use crate::runtime::provider::Source;
 use crate::runtime::rules::Compilers;
 
-/// Checks the dynamic configuration of `st`'s file provider. Returns every problem.
-pub async fn check_dynamic(st: &StaticConfig) -> Vec<ConfigError> {
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Checks the dynamic configuration of `st`'s file provider.
+pub async fn check_dynamic(st: &StaticConfig) -> Findings {
     let Some(source) = Source::from_static(st) else {
-        return Vec::new();
+        return Findings::default();
     };
     let dy = match source.load() {
         Ok(dy) => dy,
-        Err(errors) => return errors,
+        Err(errors) => {
+            return Findings {
+                errors,
+                warnings: Vec::new(),
+            };
+        }
     };
     let report = validate::validate(st, &dy, &Compilers);
-    let mut problems: Vec<ConfigError> = report.errors();
+    let mut errors: Vec<ConfigError> = report.errors();
     // Compiling also loads certificates and builds TLS options and transports.
     match Internal::start().await {
-        Ok(internal) => problems.extend(compile(st, &dy, &report, &internal).problems),
-        Err(e) => problems.push(ConfigError::unlocated(format!(
+        Ok(internal) => errors.extend(compile(st, &dy, &report, &internal).problems),
+        Err(e) => errors.push(ConfigError::unlocated(format!(
             "cannot start internal services: {e}"
         ))),
     }
-    problems.dedup_by(|a, b| a.to_string() == b.to_string());
-    problems
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert(e.to_string()));
+    let mut warnings = dy.warnings.clone();
+    warnings.extend(report.all_warnings());
+    Findings { errors, warnings }
 }

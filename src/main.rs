@@ -39,6 +39,9 @@ enum Command {
     Check,
 }
 
+/// Words that are subcommands, never the value of a preceding flag.
+const SUBCOMMANDS: &[&str] = &["check", "help"];
+
 /// Splits the arguments into what clap parses and the Traefik-style configuration
 /// flags (any `--key` with a dot, or a bare section such as `--api`).
 fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
@@ -55,7 +58,12 @@ fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
         if is_config_flag {
             // `--key value` becomes `--key=value`; a bare section flag (`--api`) stays.
             match it.peek() {
-                Some(next) if !a.contains('=') && !next.starts_with("--") && name.contains('.') => {
+                Some(next)
+                    if !a.contains('=')
+                        && !next.starts_with("--")
+                        && name.contains('.')
+                        && !SUBCOMMANDS.contains(&next.as_str()) =>
+                {
                     config_flags.push(format!("{a}={next}"));
                     it.next();
                 }
@@ -140,15 +148,18 @@ fn main() -> ExitCode {
 }
 
 async fn check(loaded: LoadedStatic) -> ExitCode {
-    let problems = sallyport::check::check_dynamic(&loaded.config).await;
-    if problems.is_empty() {
+    let found = sallyport::check::check_dynamic(&loaded.config).await;
+    for w in &found.warnings {
+        println!("warning: {w}");
+    }
+    if found.errors.is_empty() {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    for p in &problems {
-        println!("{p}");
+    for e in &found.errors {
+        println!("{e}");
     }
-    println!("{} error(s)", problems.len());
+    println!("{} error(s)", found.errors.len());
     ExitCode::from(1)
 }
 
@@ -194,5 +205,12 @@ mod tests {
                 "--api"
             ])
         );
+    }
+
+    #[test]
+    fn a_subcommand_is_never_a_flag_value() {
+        let (ours, flags) = split_args(&s(&["--entryPoints.web.reusePort", "check"]));
+        assert_eq!(ours, s(&["check"]));
+        assert_eq!(flags, s(&["--entryPoints.web.reusePort"]));
     }
 }

@@ -144,3 +144,35 @@ fn flags_and_env_configure_entrypoints_without_a_file() {
     let _ = child.wait();
     assert_eq!(&buf, b"echo me\n");
 }
+
+/// Problems Traefik only logs are printed as warnings and do not fail the check;
+/// `default@internal` names the static TCP transport.
+#[test]
+fn check_prints_warnings_without_failing() {
+    let dir = temp_dir("check-warn");
+    std::fs::write(
+        dir.join("dynamic.yml"),
+        r#"tcp:
+  routers:
+    r:
+      entryPoints: [tcp, nowhere]
+      rule: "HostSNI(`*`)"
+      service: s
+  services:
+    s:
+      loadBalancer:
+        servers: [{address: "127.0.0.1:9"}]
+        serversTransport: default@internal
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("static.yml"),
+        static_config(&dir, &[("tcp", 18003)], ""),
+    )
+    .unwrap();
+    let (code, out) = run_cli(&["check", "--config", "static.yml"], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning:") && out.contains("nowhere"), "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+}

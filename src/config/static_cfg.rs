@@ -191,7 +191,7 @@ impl<'de> Deserialize<'de> for EntryPointAddress {
 }
 
 impl Default for EntryPointAddress {
-    /// Port 0: "not given" (an entrypoint must name its address, as in Traefik).
+    /// Never used for a configured entrypoint: `load_static` requires `address`.
     fn default() -> Self {
         EntryPointAddress::any(0)
     }
@@ -951,14 +951,16 @@ pub fn load_static(
     let mut config: StaticConfig = from_node(&tree).map_err(|e| vec![e])?;
     let missing: Vec<ConfigError> = config
         .entry_points
-        .iter()
-        .filter(|(_, ep)| ep.address.port == 0)
-        .map(|(name, _)| {
-            let at = entrypoint_location(&tree, name);
-            ConfigError {
-                location: at,
-                message: format!("entryPoint \"{name}\": address is required (e.g. \":443\")"),
+        .keys()
+        .filter_map(|name| {
+            let node = entrypoint_node(&tree, name)?;
+            if node.get_ci("address").is_some() {
+                return None;
             }
+            Some(ConfigError {
+                location: Some(node.location.clone()),
+                message: format!("entryPoint \"{name}\": address is required (e.g. \":443\")"),
+            })
         })
         .collect();
     if !missing.is_empty() {
@@ -1108,16 +1110,16 @@ fn insert_path(tree: &mut Node, segments: &[&str], value: String, location: &Loc
     }
 }
 
-/// Where entrypoint `name` is defined in the merged static tree, for error messages.
-fn entrypoint_location(tree: &Node, name: &str) -> Option<Location> {
+/// The node that defines entrypoint `name` in the merged static tree.
+fn entrypoint_node<'a>(tree: &'a Node, name: &str) -> Option<&'a Node> {
     let eps = tree.get_ci("entryPoints")?;
     let NodeKind::Map(entries) = &eps.kind else {
-        return Some(eps.location.clone());
+        return None;
     };
     entries
         .iter()
         .find(|(k, _)| k.name.eq_ignore_ascii_case(name))
-        .map(|(_, n)| n.location.clone())
+        .map(|(_, n)| n)
 }
 
 #[cfg(test)]

@@ -132,8 +132,20 @@ impl Report {
     }
 
     /// Every disabled object's reasons, as located errors naming the object; what
-    /// `sallyport check` prints.
+    /// `sallyport check` prints as errors.
     pub fn errors(&self) -> Vec<ConfigError> {
+        self.located(|s| matches!(s, Status::Disabled(_)))
+    }
+
+    /// Problems that leave an object usable (status `warning`), then the problems
+    /// Traefik only logs; `sallyport check` prints them without failing.
+    pub fn all_warnings(&self) -> Vec<ConfigError> {
+        let mut out = self.located(|s| matches!(s, Status::Warning(_)));
+        out.extend(self.warnings.iter().cloned());
+        out
+    }
+
+    fn located(&self, wanted: impl Fn(&Status) -> bool) -> Vec<ConfigError> {
         let groups = [
             ("HTTP router", &self.http_routers),
             ("TCP router", &self.tcp_routers),
@@ -147,7 +159,7 @@ impl Report {
         let mut out = Vec::new();
         for (what, objects) in groups {
             for (name, object) in objects {
-                if !matches!(object.status, Status::Disabled(_)) {
+                if !wanted(&object.status) {
                     continue;
                 }
                 for error in &object.errors {

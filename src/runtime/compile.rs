@@ -29,6 +29,9 @@ use crate::config::static_cfg::{Protocol, StaticConfig};
 use crate::config::validate::Report;
 use crate::config::{ConfigError, Located};
 
+/// The static `tcpServersTransport`, as routers may name it.
+const DEFAULT_TRANSPORT: &str = "default@internal";
+
 /// Weighted services may nest; a cycle or absurd depth stops here.
 const MAX_SERVICE_DEPTH: usize = 16;
 
@@ -91,6 +94,7 @@ pub fn compile(
         health: Vec::new(),
         problems: Vec::new(),
         certs: None,
+        default_cert: None,
     };
     // Certificates are loaded even when no router terminates TLS, so that their
     // problems are reported (and `check` sees them).
@@ -174,6 +178,7 @@ struct Compiler<'a> {
     health: Vec<HealthHandle>,
     problems: Vec<ConfigError>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
+    default_cert: Option<Arc<CertifiedKey>>,
 }
 
 impl Compiler<'_> {
@@ -289,6 +294,7 @@ impl Compiler<'_> {
         if let Some(lb) = &def.value.load_balancer {
             let transport = match lb.servers_transport.value.as_str() {
                 "" => self.legacy_transport(name, lb, def_loc.as_ref())?,
+                DEFAULT_TRANSPORT => self.default_transport(),
                 t => self.transport(t, lb.servers_transport.location.as_ref())?,
             };
             let servers = lb
@@ -502,7 +508,7 @@ impl Compiler<'_> {
                     let mut ranges = Vec::new();
                     let mut ok = true;
                     for r in &list.source_range {
-                        match l4::rule::parse_client_ip(&r.value) {
+                        match l4::rule::parse_client_ip(r.value.trim()) {
                             Ok(net) => ranges.push(net),
                             Err(e) => {
                                 self.problem(
@@ -631,6 +637,15 @@ impl Compiler<'_> {
     }
 
     fn default_certificate(&mut self) -> Arc<CertifiedKey> {
+        if let Some(c) = &self.default_cert {
+            return c.clone();
+        }
+        let chosen = self.load_default_certificate();
+        self.default_cert = Some(chosen.clone());
+        chosen
+    }
+
+    fn load_default_certificate(&mut self) -> Arc<CertifiedKey> {
         let configured = self
             .dy
             .tls

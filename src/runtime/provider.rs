@@ -170,6 +170,9 @@ impl Reloader {
             warn!("{w}");
         }
         let report = validate::validate(&self.st, &dy, &Compilers);
+        for w in report.all_warnings() {
+            warn!("{w}");
+        }
         for e in report.errors() {
             error!("{e}");
         }
@@ -211,10 +214,16 @@ impl Reloader {
             // file being written (truncated, then filled) is read once it is whole;
             // everything that arrives meanwhile collapses into this reload. SIGHUP
             // applies at once.
+            let mut trigger = trigger;
             if !matches!(trigger, Trigger::Signal) {
                 tokio::time::sleep(throttle).await;
             }
-            while rx.try_recv().is_ok() {}
+            // A SIGHUP that arrived meanwhile still forces the re-read.
+            while let Ok(t) = rx.try_recv() {
+                if matches!(t, Trigger::Signal) {
+                    trigger = t;
+                }
+            }
             self.reload(trigger);
         }
     }
