@@ -350,24 +350,33 @@ impl Compiler<'_> {
         }
         let mut t = (*base).clone();
         if let Some(pp) = &lb.proxy_protocol {
-            match proxy_version(pp.version) {
-                Some(v) => t.proxy_protocol = Some(v),
-                None => {
-                    self.problem(
-                        at,
-                        format!(
-                            "tcp service {service}: unsupported PROXY protocol version {}",
-                            pp.version
-                        ),
-                    );
-                    return None;
-                }
-            }
+            t.proxy_protocol =
+                Some(self.proxy_version(&format!("tcp service {service}"), pp.version, at)?);
         }
         if let Some(ms) = lb.termination_delay {
             t.termination_delay = u64::try_from(ms).ok().map(Duration::from_millis);
         }
         Some(Arc::new(t))
+    }
+
+    /// PROXY protocol `version`: 1 or 2; anything else is reported against `what`.
+    fn proxy_version(
+        &mut self,
+        what: &str,
+        version: i64,
+        at: Option<&crate::config::Location>,
+    ) -> Option<ProxyVersion> {
+        match version {
+            1 => Some(ProxyVersion::V1),
+            2 => Some(ProxyVersion::V2),
+            v => {
+                self.problem(
+                    at,
+                    format!("{what}: unsupported PROXY protocol version {v}"),
+                );
+                None
+            }
+        }
     }
 
     fn default_transport(&mut self) -> Arc<Transport> {
@@ -413,19 +422,11 @@ impl Compiler<'_> {
         t.dial_keepalive = keepalive(def.dial_keep_alive, t.dial_keepalive);
         t.termination_delay = def.termination_delay.to_std();
         if let Some(pp) = &def.proxy_protocol {
-            match proxy_version(pp.version) {
-                Some(v) => t.proxy_protocol = Some(v),
-                None => {
-                    self.problem(
-                        at,
-                        format!(
-                            "tcp servers transport {name}: unsupported PROXY protocol version {}",
-                            pp.version
-                        ),
-                    );
-                    return None;
-                }
-            }
+            t.proxy_protocol = Some(self.proxy_version(
+                &format!("tcp servers transport {name}"),
+                pp.version,
+                at,
+            )?);
         }
         if let Some(tls) = &def.tls {
             if !tls.peer_cert_uri.is_empty()
@@ -661,14 +662,6 @@ impl Compiler<'_> {
             }
         }
         self.internal.default_cert.clone()
-    }
-}
-
-fn proxy_version(v: i64) -> Option<ProxyVersion> {
-    match v {
-        1 => Some(ProxyVersion::V1),
-        2 => Some(ProxyVersion::V2),
-        _ => None,
     }
 }
 

@@ -145,29 +145,17 @@ pub async fn serve(
     }
     let ip = client_addr.ip();
 
+    let plain_ctx = Ctx {
+        ep,
+        client_addr,
+        local,
+        sni: None,
+    };
+
     // Fast path: only non-TLS TCP routers here, so route before the client speaks.
     // This is what lets server-first protocols (SMTP, SSH, MySQL banners) work.
     if routes.tls.is_empty() {
-        let info = ConnInfo {
-            sni: None,
-            alpn: &[],
-            client_ip: ip,
-        };
-        match routes.plain.find(&info) {
-            Some(route) => {
-                let ctx = Ctx {
-                    ep,
-                    client_addr,
-                    local,
-                    sni: None,
-                };
-                return forward(client, buf.freeze(), route, &ctx).await;
-            }
-            None => {
-                debug!(entrypoint = %ep, client = %client_addr, "no TCP router matches; closing");
-                return;
-            }
-        }
+        return forward_plain(client, buf, &routes, &plain_ctx).await;
     }
 
     if let Err(e) = fill(&mut client, &mut buf, 1, deadline).await {
@@ -209,26 +197,7 @@ pub async fn serve(
             info!(entrypoint = %ep, client = %client_addr, "closing: SSLRequest not followed by TLS");
             return;
         }
-        let info = ConnInfo {
-            sni: None,
-            alpn: &[],
-            client_ip: ip,
-        };
-        match routes.plain.find(&info) {
-            Some(route) => {
-                let ctx = Ctx {
-                    ep,
-                    client_addr,
-                    local,
-                    sni: None,
-                };
-                forward(client, buf.freeze(), route, &ctx).await
-            }
-            None => {
-                debug!(entrypoint = %ep, client = %client_addr, "non-TLS connection and no non-TLS router; closing")
-            }
-        }
-        return;
+        return forward_plain(client, buf, &routes, &plain_ctx).await;
     }
 
     let hello = loop {
@@ -280,6 +249,22 @@ struct Ctx<'a> {
     client_addr: SocketAddr,
     local: SocketAddr,
     sni: Option<&'a str>,
+}
+
+/// Routes a connection that shows no TLS (or has not spoken yet) through the non-TLS
+/// routers, which only see the client address.
+async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRoutes, ctx: &Ctx<'_>) {
+    let info = ConnInfo {
+        sni: None,
+        alpn: &[],
+        client_ip: ctx.client_addr.ip(),
+    };
+    match routes.plain.find(&info) {
+        Some(route) => forward(client, buf.freeze(), route, ctx).await,
+        None => {
+            debug!(entrypoint = ctx.ep, client = %ctx.client_addr, "no non-TLS TCP router matches; closing")
+        }
+    }
 }
 
 /// Reads until `buf` holds at least `want` bytes, or fails on EOF, deadline or
