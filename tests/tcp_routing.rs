@@ -895,3 +895,44 @@ tls:
         "twice encrypted"
     );
 }
+
+/// The static `tcpServersTransport.tls.rootCAs` verifies backends of services that name
+/// no transport (the server name defaults to the address's host, an IP here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tcp_servers_transport_tls_verifies_backends() {
+    let front = TestCert::new(&["front.test"]);
+    let inner = TestCert::new(&["127.0.0.1"]);
+    let backend = Backend::tls("inner", &inner).await;
+    let port = free_port();
+    let dir = temp_dir("static-transport");
+    let (fc, fk) = front.write(&dir, "front");
+    let (ic, _) = inner.write(&dir, "inner");
+    let extra = format!(
+        "tcpServersTransport:\n  tls:\n    rootCAs: [\"{}\"]\n",
+        ic.display()
+    );
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    r: {{rule: "HostSNI(`front.test`)", service: s, tls: {{}}}}
+  services:
+    s: {{loadBalancer: {{servers: [{{address: "{}", tls: true}}]}}}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        backend.addr,
+        fc.display(),
+        fk.display()
+    );
+    let _r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tls", port)], &extra),
+        &dynamic,
+        &[port],
+    );
+    let mut s = tls_connect(ep(port), "front.test", &[&front], &[])
+        .await
+        .expect("front handshake");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from inner alpn=-");
+}

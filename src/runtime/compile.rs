@@ -95,6 +95,7 @@ pub fn compile(
         problems: Vec::new(),
         certs: None,
         default_cert: None,
+        default_transport: None,
     };
     // Certificates are loaded even when no router terminates TLS, so that their
     // problems are reported (and `check` sees them).
@@ -179,6 +180,7 @@ struct Compiler<'a> {
     problems: Vec<ConfigError>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
     default_cert: Option<Arc<CertifiedKey>>,
+    default_transport: Option<Option<Arc<Transport>>>,
 }
 
 impl Compiler<'_> {
@@ -294,7 +296,7 @@ impl Compiler<'_> {
         if let Some(lb) = &def.value.load_balancer {
             let transport = match lb.servers_transport.value.as_str() {
                 "" => self.legacy_transport(name, lb, def_loc.as_ref())?,
-                DEFAULT_TRANSPORT => self.default_transport(),
+                DEFAULT_TRANSPORT => self.default_transport()?,
                 t => self.transport(t, lb.servers_transport.location.as_ref())?,
             };
             let servers = lb
@@ -344,7 +346,7 @@ impl Compiler<'_> {
         lb: &crate::config::dynamic::TcpLoadBalancer,
         at: Option<&crate::config::Location>,
     ) -> Option<Arc<Transport>> {
-        let base = self.default_transport();
+        let base = self.default_transport()?;
         if lb.proxy_protocol.is_none() && lb.termination_delay.is_none() {
             return Some(base);
         }
@@ -379,7 +381,17 @@ impl Compiler<'_> {
         }
     }
 
-    fn default_transport(&mut self) -> Arc<Transport> {
+    /// The static `tcpServersTransport` (`default@internal`), built once per snapshot.
+    fn default_transport(&mut self) -> Option<Arc<Transport>> {
+        if let Some(t) = &self.default_transport {
+            return t.clone();
+        }
+        let built = self.build_default_transport();
+        self.default_transport = Some(built.clone());
+        built
+    }
+
+    fn build_default_transport(&mut self) -> Option<Arc<Transport>> {
         let d = &self.st.tcp_servers_transport;
         let mut t = Transport::default();
         if let Some(v) = positive(d.dial_timeout) {
@@ -387,7 +399,36 @@ impl Compiler<'_> {
         }
         t.dial_keepalive = keepalive(d.dial_keep_alive, t.dial_keepalive);
         t.termination_delay = d.termination_delay.to_std();
-        Arc::new(t)
+        let Some(tls) = d.tls.clone() else {
+            return Some(Arc::new(t));
+        };
+        let what = "static tcpServersTransport";
+        if tls.spiffe.is_some() {
+            self.problem(
+                None,
+                format!("{what}: spiffe is not supported yet; services using it are not served"),
+            );
+            return None;
+        }
+        let root_cas = match load_roots(&tls.root_cas) {
+            Ok(r) => r,
+            Err(e) => {
+                self.problem(None, format!("{what}: {e}"));
+                return None;
+            }
+        };
+        let backend = BackendTls {
+            insecure_skip_verify: tls.insecure_skip_verify,
+            root_cas,
+            ..BackendTls::default()
+        };
+        match t.with_tls(backend) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                self.problem(None, format!("{what}: {e}"));
+                None
+            }
+        }
     }
 
     fn transport(
@@ -448,17 +489,11 @@ impl Compiler<'_> {
                 insecure_skip_verify: tls.insecure_skip_verify,
                 ..BackendTls::default()
             };
-            for ca in &tls.root_cas {
-                match read_pem_or_path(ca).and_then(|pem| {
-                    CertificateDer::pem_slice_iter(&pem)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("rootCAs {ca}: {e}"))
-                }) {
-                    Ok(certs) => backend.root_cas.extend(certs),
-                    Err(e) => {
-                        self.problem(at, format!("tcp servers transport {name}: {e}"));
-                        return None;
-                    }
+            match load_roots(&tls.root_cas) {
+                Ok(roots) => backend.root_cas = roots,
+                Err(e) => {
+                    self.problem(at, format!("tcp servers transport {name}: {e}"));
+                    return None;
                 }
             }
             if let Some(cert) = tls.certificates.first() {
@@ -678,6 +713,22 @@ fn keepalive(d: crate::config::Duration, default: Option<Duration>) -> Option<Du
     } else {
         positive(d).or(default)
     }
+}
+
+/// The certificates of `rootCAs` entries (paths or inline PEM).
+fn load_roots(entries: &[String]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut roots = Vec::new();
+    for ca in entries {
+        let pem = read_pem_or_path(ca)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("rootCAs {ca}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("rootCAs {ca}: no certificate found"));
+        }
+        roots.extend(certs);
+    }
+    Ok(roots)
 }
 
 /// Traefik accepts either a path or the PEM content itself.
