@@ -224,7 +224,9 @@ impl Reloader {
                     trigger = t;
                 }
             }
-            self.reload(trigger);
+            // Reading files and building TLS configurations is blocking work: let the
+            // runtime move other tasks off this worker while it runs.
+            tokio::task::block_in_place(|| self.reload(trigger));
         }
     }
 }
