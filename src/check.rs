@@ -37,7 +37,9 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
     let mut errors: Vec<ConfigError> = report.errors();
     // Compiling also loads certificates and builds TLS options and transports.
     match Internal::start().await {
-        Ok(internal) => errors.extend(compile(st, &dy, &report, &internal).problems),
+        Ok(internal) => {
+            errors.extend(compile(st, &dy, &report, &internal, &Default::default()).problems)
+        }
         Err(e) => errors.push(ConfigError::unlocated(format!(
             "cannot start internal services: {e}"
         ))),

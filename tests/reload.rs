@@ -176,3 +176,55 @@ fn wait_until(cond: impl Fn() -> bool, r: &Router) {
     }
     panic!("condition never met; log:\n{}", r.log());
 }
+
+fn health_checked(
+    good: SocketAddr,
+    flaky: SocketAddr,
+    interval: &str,
+    extra_router: bool,
+) -> String {
+    let extra = if extra_router {
+        "    other: {rule: \"HostSNI(`*`)\", service: s, entryPoints: [nowhere]}\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+tcp:
+  routers:
+    r: {{rule: "HostSNI(`*`)", service: s, entryPoints: [tcp]}}
+{extra}  services:
+    s:
+      loadBalancer:
+        servers: [{{address: "{good}"}}, {{address: "{flaky}"}}]
+        healthCheck: {{interval: {interval}, timeout: 200ms}}
+"#
+    )
+}
+
+/// A reload that keeps a server in its service keeps the server's health: a server
+/// known to be down is not tried again until a probe says it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_server_health() {
+    let good = Backend::echo(Some("good")).await;
+    let flaky = Backend::echo(Some("flaky")).await;
+    let flaky_addr = flaky.addr;
+    let port = free_port();
+    let dir = temp_dir("reload-health");
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &health_checked(good.addr, flaky_addr, "200ms", false),
+        &[port],
+    );
+    drop(flaky);
+    r.wait_log("is down");
+    // Same service and servers, slower probes, and an extra router: a different file.
+    let before = r.count_log(APPLIED);
+    r.rewrite_dynamic(&health_checked(good.addr, flaky_addr, "30s", true));
+    wait_until(|| r.count_log(APPLIED) > before, &r);
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(ep(port)).await.unwrap();
+        assert_eq!(read_line(&mut s).await.unwrap(), "good");
+    }
+}

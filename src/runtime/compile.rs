@@ -70,23 +70,33 @@ fn empty_routes() -> EntrypointRoutes {
 }
 
 /// The result of compiling: the snapshot, the health checks that belong to it (they
-/// stop when this is dropped), and problems found while building.
+/// stop when this is dropped), the servers it uses (to carry their health into the next
+/// compile) and problems found while building.
 pub struct Compiled {
     pub snapshot: Snapshot,
     pub health: Vec<HealthHandle>,
+    pub servers: Servers,
     pub problems: Vec<ConfigError>,
 }
+
+/// Backend servers by (service, address, tls): a reload that keeps a server in the same
+/// service keeps its health, so a server known to be down is not tried again until a
+/// probe says it is back.
+pub type Servers = HashMap<(String, String, bool), Arc<Server>>;
 
 pub fn compile(
     st: &StaticConfig,
     dy: &DynamicConfig,
     report: &Report,
     internal: &Internal,
+    previous: &Servers,
 ) -> Compiled {
     let mut c = Compiler {
         st,
         dy,
         internal,
+        previous,
+        servers: Servers::new(),
         services: HashMap::new(),
         transports: HashMap::new(),
         middlewares: HashMap::new(),
@@ -137,6 +147,7 @@ pub fn compile(
             empty: Arc::new(empty_routes()),
         },
         health: c.health,
+        servers: c.servers,
         problems: c.problems,
     }
 }
@@ -171,6 +182,9 @@ struct Compiler<'a> {
     st: &'a StaticConfig,
     dy: &'a DynamicConfig,
     internal: &'a Internal,
+    /// The servers of the snapshot being replaced, and those of this one.
+    previous: &'a Servers,
+    servers: Servers,
     /// Services built so far: routers sharing a service share its state.
     services: HashMap<String, Option<Service>>,
     transports: HashMap<String, Option<Arc<Transport>>>,
@@ -302,7 +316,7 @@ impl Compiler<'_> {
             let servers = lb
                 .servers
                 .iter()
-                .map(|s| Arc::new(Server::new(s.address.value.clone(), s.tls)))
+                .map(|s| self.server(name, &s.address.value, s.tls, lb.health_check.is_some()))
                 .collect();
             let lb_rt = Arc::new(LoadBalancer::new(servers, transport));
             if let Some(hc) = &lb.health_check {
@@ -382,6 +396,24 @@ impl Compiler<'_> {
     }
 
     /// The static `tcpServersTransport` (`default@internal`), built once per snapshot.
+    /// The server of this snapshot for `(service, address, tls)`: the previous
+    /// snapshot's when it had one (keeping its health), else a new, healthy one.
+    fn server(&mut self, service: &str, address: &str, tls: bool, checked: bool) -> Arc<Server> {
+        let key = (service.to_string(), address.to_string(), tls);
+        let server = match self.previous.get(&key) {
+            Some(s) => {
+                // Without a health check nothing would ever mark it up again.
+                if !checked {
+                    s.set_healthy(true);
+                }
+                s.clone()
+            }
+            None => Arc::new(Server::new(address, tls)),
+        };
+        self.servers.insert(key, server.clone());
+        server
+    }
+
     fn default_transport(&mut self) -> Option<Arc<Transport>> {
         if let Some(t) = &self.default_transport {
             return t.clone();

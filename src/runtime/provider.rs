@@ -18,7 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::compile::{Snapshot, compile};
+use super::compile::{Servers, Snapshot, compile};
 use super::internal::Internal;
 use super::rules::Compilers;
 use crate::config::dynamic::DynamicConfig;
@@ -118,6 +118,8 @@ pub struct Reloader {
     source: Option<Source>,
     /// Health checks of the installed snapshot; replaced on every install.
     health: Vec<HealthHandle>,
+    /// Servers of the installed snapshot, whose health the next one inherits.
+    servers: Servers,
     last_fingerprint: Option<Vec<u8>>,
 }
 
@@ -134,6 +136,7 @@ impl Reloader {
             store,
             source,
             health: Vec::new(),
+            servers: Servers::new(),
             last_fingerprint: None,
         }
     }
@@ -176,15 +179,22 @@ impl Reloader {
         for e in report.errors() {
             error!("{e}");
         }
-        let compiled = compile(&self.st, &dy, &report, &self.internal);
+        let compiled = compile(&self.st, &dy, &report, &self.internal, &self.servers);
         self.store.store(Arc::new(compiled.snapshot));
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.
         self.health = compiled.health;
+        self.servers = compiled.servers;
         self.last_fingerprint = Some(fingerprint);
+        let served = dy
+            .tcp
+            .routers
+            .keys()
+            .filter(|name| report.tcp_router_enabled(name))
+            .count();
         info!(
             ?trigger,
-            routers = dy.tcp.routers.len(),
+            tcp_routers = served,
             "dynamic configuration applied"
         );
         true
