@@ -936,3 +936,38 @@ tls:
         .expect("front handshake");
     assert_eq!(read_line(&mut s).await.unwrap(), "hello from inner alpn=-");
 }
+
+/// With no healthy server left, a new connection is closed with a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_server_closes_with_a_log_line() {
+    let dead = free_port();
+    let port = free_port();
+    let dir = temp_dir("nohealthy");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    r: {{rule: "HostSNI(`*`)", service: s}}
+  services:
+    s:
+      loadBalancer:
+        servers: [{{address: "127.0.0.1:{dead}"}}]
+        healthCheck: {{interval: 100ms, timeout: 100ms}}
+"#
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    r.wait_log("is down");
+    let mut s = TcpStream::connect(ep(port)).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    r.wait_log("no healthy server");
+}
