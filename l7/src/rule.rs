@@ -1,14 +1,16 @@
 //! HTTP router rules: Traefik's `Host`, `HostRegexp`, `Path`, `PathPrefix`, `PathRegexp`,
 //! `Method`, `Header`, `HeaderRegexp`, `Query`, `QueryRegexp` and `ClientIP` matchers,
 //! compiled from the shared rule language ([`l4::rule`]) into the form the HTTP router
-//! evaluates. Extracting the host, routing path, headers and query from a request is not done
-//! here.
+//! evaluates, and their evaluation against a [`RequestView`]. Extracting the host, routing
+//! path, headers and query from a request is [`crate::request`]'s job.
 
 use std::fmt;
 
 use ipnet::IpNet;
 use l4::rule::{self, Call, Expr, RuleError};
 use regex::Regex;
+
+use crate::request::RequestView;
 
 /// The hosts one `Host` matcher accepts; compared with the request host once that is
 /// lower-cased and stripped of port and brackets.
@@ -90,6 +92,35 @@ pub enum HttpMatcher {
     ClientIP(IpNet),
 }
 
+impl HttpMatcher {
+    /// Whether this one matcher accepts the request, with Traefik's semantics.
+    pub fn matches(&self, r: &RequestView<'_>) -> bool {
+        match self {
+            HttpMatcher::Host(pattern) => pattern.matches(r.host()),
+            HttpMatcher::HostRegexp(re) => re.is_match(r.host()),
+            HttpMatcher::Path(path) => r.path() == path,
+            HttpMatcher::PathPrefix(prefix) => r.path().starts_with(prefix.as_str()),
+            HttpMatcher::PathRegexp(re) => re.is_match(r.path()),
+            HttpMatcher::Method(method) => r.method() == method,
+            HttpMatcher::Header(name, value) => r
+                .headers()
+                .get_all(name.as_str())
+                .iter()
+                .any(|v| v.as_bytes() == value.as_bytes()),
+            // Go matches header values as raw bytes; bytes that are not UTF-8 cannot matter to
+            // a pattern written in UTF-8 except through `.`, so a lossy view is close enough.
+            HttpMatcher::HeaderRegexp(name, re) => r
+                .headers()
+                .get_all(name.as_str())
+                .iter()
+                .any(|v| re.is_match(&String::from_utf8_lossy(v.as_bytes()))),
+            HttpMatcher::Query(key, value) => r.query_values(key).any(|v| v == value),
+            HttpMatcher::QueryRegexp(key, re) => r.query_values(key).any(|v| re.is_match(v)),
+            HttpMatcher::ClientIP(net) => rule::ip_in(net, r.client_ip()),
+        }
+    }
+}
+
 /// A compiled HTTP router rule.
 #[derive(Debug, Clone)]
 pub struct HttpRule {
@@ -120,6 +151,41 @@ impl HttpRule {
             }
         }
         out
+    }
+
+    /// Whether the request matches the whole rule; `&&` and `||` stop at the first side that
+    /// decides.
+    pub fn matches(&self, r: &RequestView<'_>) -> bool {
+        self.expr.eval(&mut |m| m.matches(r))
+    }
+
+    /// Names of which the request host must be one for the rule to match, when the rule says
+    /// so at its top: `Host(a)`, `Host(a) || Host(b)`, `Host(a) && X`, `X && (Host(a) ||
+    /// Host(*.b))`. `None` when some request without such a host could match (a negated
+    /// `Host`, `Host(`*`)`, an alternative without `Host`). The router indexes by these.
+    pub fn required_hosts(&self) -> Option<Vec<&HostPattern>> {
+        fn walk<'a>(e: &'a Expr<HttpMatcher>, out: &mut Vec<&'a HostPattern>) -> bool {
+            match e {
+                Expr::Leaf(HttpMatcher::Host(
+                    p @ (HostPattern::Exact(_) | HostPattern::Wildcard(_)),
+                )) => {
+                    out.push(p);
+                    true
+                }
+                Expr::Or(a, b) => walk(a, out) && walk(b, out),
+                // Either side alone is a necessary condition; take the first that is one.
+                Expr::And(a, b) => {
+                    let len = out.len();
+                    walk(a, out) || {
+                        out.truncate(len);
+                        walk(b, out)
+                    }
+                }
+                _ => false,
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.expr, &mut out).then_some(out)
     }
 
     /// The priority a router gets when its configuration says 0 or nothing: the length of the
@@ -468,5 +534,223 @@ mod tests {
         assert!(eval("GET", "/"));
         assert!(!eval("GET", "/admin/x"));
         assert!(!eval("POST", "/"));
+    }
+
+    fn matches_with(src: &str, req: http::Request<()>, client: &str) -> bool {
+        let (parts, ()) = req.into_parts();
+        let view = RequestView::from_parts(&parts, client.parse().unwrap());
+        HttpRule::compile(src).unwrap().matches(&view)
+    }
+
+    fn matches(src: &str, uri: &str) -> bool {
+        matches_with(src, http::Request::get(uri).body(()).unwrap(), "192.0.2.1")
+    }
+
+    fn with_host(src: &str, host: &str) -> bool {
+        matches_with(
+            src,
+            http::Request::get("/")
+                .header("host", host)
+                .body(())
+                .unwrap(),
+            "192.0.2.1",
+        )
+    }
+
+    #[test]
+    fn host_matches_case_insensitively_without_port() {
+        assert!(with_host("Host(`example.com`)", "EXAMPLE.com:8080"));
+        assert!(with_host("Host(`example.com`)", "example.com."));
+        assert!(!with_host("Host(`example.com`)", "www.example.com"));
+        assert!(matches("Host(`example.com`)", "http://Example.COM/x"));
+        assert!(with_host("Host(`::1`)", "[::1]:443"));
+    }
+
+    #[test]
+    fn host_wildcard_takes_one_label_and_star_takes_empty_hosts() {
+        assert!(with_host("Host(`*.example.com`)", "a.example.com"));
+        assert!(!with_host("Host(`*.example.com`)", "a.b.example.com"));
+        assert!(matches("Host(`*`)", "/"));
+        assert!(!matches("Host(`example.com`)", "/"));
+        assert!(!matches("Host(`*.example.com`)", "/"));
+    }
+
+    #[test]
+    fn host_regexp_sees_the_canonical_host() {
+        assert!(with_host("HostRegexp(`^api\\.`)", "API.example.com:80"));
+        assert!(!with_host("HostRegexp(`:80$`)", "example.com:80"));
+    }
+
+    #[test]
+    fn path_is_exact_on_the_routing_path() {
+        assert!(matches("Path(`/a/b`)", "/a/b"));
+        assert!(!matches("Path(`/a/b`)", "/a/b/"));
+        assert!(matches("Path(`/b`)", "/a/../b"));
+        assert!(matches("Path(`/A`)", "/%41"));
+        assert!(matches("Path(`/a%2Fb`)", "/a%2fb"));
+        assert!(!matches("Path(`/a/b`)", "/a%2Fb"));
+    }
+
+    #[test]
+    fn path_prefix_is_a_plain_string_prefix() {
+        assert!(matches("PathPrefix(`/products`)", "/products-for-sale"));
+        assert!(matches("PathPrefix(`/products`)", "/products/1"));
+        assert!(!matches("PathPrefix(`/products`)", "/product"));
+        assert!(!matches(
+            "PathPrefix(`/admin`)",
+            "/x/%2E%2E/%61dmin/../../public"
+        ));
+        assert!(matches("PathPrefix(`/admin`)", "/x/%2E%2E/%61dmin"));
+    }
+
+    #[test]
+    fn path_regexp_is_unanchored_on_the_routing_path() {
+        assert!(matches("PathRegexp(`\\.css$`)", "/s/site.css?v=1"));
+        assert!(matches("PathRegexp(`^/a%2Fb$`)", "/a%2Fb"));
+        assert!(!matches("PathRegexp(`^/x$`)", "/y/x"));
+    }
+
+    #[test]
+    fn method_compares_upper_cased() {
+        let post = || http::Request::post("/").body(()).unwrap();
+        assert!(matches_with("Method(`post`)", post(), "192.0.2.1"));
+        assert!(!matches_with("Method(`GET`)", post(), "192.0.2.1"));
+    }
+
+    fn with_headers(src: &str, headers: &[(&str, &[u8])]) -> bool {
+        let mut req = http::Request::get("/");
+        for (k, v) in headers {
+            req = req.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        matches_with(src, req.body(()).unwrap(), "192.0.2.1")
+    }
+
+    #[test]
+    fn header_needs_one_value_exactly_equal() {
+        let rule = "Header(`x-forwarded-proto`, `https`)";
+        assert!(with_headers(rule, &[("X-Forwarded-Proto", b"https")]));
+        assert!(with_headers(
+            rule,
+            &[
+                ("x-forwarded-proto", b"http"),
+                ("x-forwarded-proto", b"https")
+            ]
+        ));
+        assert!(!with_headers(rule, &[("x-forwarded-proto", b"HTTPS")]));
+        assert!(!with_headers(
+            rule,
+            &[("x-forwarded-proto", b"http, https")]
+        ));
+        assert!(!with_headers(rule, &[]));
+    }
+
+    #[test]
+    fn header_regexp_needs_one_matching_value() {
+        let rule = "HeaderRegexp(`Content-Type`, `^text/`)";
+        assert!(with_headers(
+            rule,
+            &[
+                ("content-type", b"application/json"),
+                ("content-type", b"text/html")
+            ]
+        ));
+        assert!(!with_headers(
+            rule,
+            &[("content-type", b"application/json")]
+        ));
+        assert!(with_headers(
+            "HeaderRegexp(`X-A`, `^caf`)",
+            &[("x-a", b"caf\xe9")]
+        ));
+    }
+
+    #[test]
+    fn query_needs_key_with_an_equal_value() {
+        assert!(matches("Query(`debug`)", "/?debug"));
+        assert!(matches("Query(`debug`)", "/?debug="));
+        assert!(!matches("Query(`debug`)", "/?debug=1"));
+        assert!(matches("Query(`a`, `2`)", "/?a=1&a=2"));
+        assert!(matches("Query(`q`, `a b`)", "/?q=a+b"));
+        assert!(matches("Query(`q`, `a/b`)", "/?q=a%2Fb"));
+        assert!(!matches("Query(`A`, `1`)", "/?a=1"));
+        assert!(!matches("Query(`a`, `1`)", "/?a=1;b=2"));
+        assert!(!matches("Query(`a`)", "/"));
+    }
+
+    #[test]
+    fn query_regexp_needs_one_matching_value() {
+        assert!(matches("QueryRegexp(`id`, `^[0-9]+$`)", "/?id=x&id=42"));
+        assert!(!matches("QueryRegexp(`id`, `^[0-9]+$`)", "/?id=x"));
+        assert!(!matches("QueryRegexp(`id`, `.*`)", "/?other=1"));
+    }
+
+    #[test]
+    fn client_ip_uses_the_connection_address_not_forwarded_headers() {
+        let req = || {
+            http::Request::get("/")
+                .header("x-forwarded-for", "10.0.0.1")
+                .header("x-real-ip", "10.0.0.1")
+                .body(())
+                .unwrap()
+        };
+        assert!(!matches_with("ClientIP(`10.0.0.0/8`)", req(), "192.0.2.1"));
+        assert!(matches_with("ClientIP(`10.0.0.0/8`)", req(), "10.9.8.7"));
+        assert!(matches_with(
+            "ClientIP(`10.9.8.7`)",
+            req(),
+            "::ffff:10.9.8.7"
+        ));
+        assert!(matches_with(
+            "ClientIP(`2001:db8::/32`)",
+            req(),
+            "2001:db8::5"
+        ));
+    }
+
+    #[test]
+    fn operators_combine_matchers() {
+        let rule = "Host(`a.com`) && (PathPrefix(`/api`) || Query(`x`)) && !Method(`DELETE`)";
+        let req = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "a.com")
+                .body(())
+                .unwrap()
+        };
+        assert!(matches_with(rule, req("GET", "/api/1"), "192.0.2.1"));
+        assert!(matches_with(rule, req("GET", "/?x"), "192.0.2.1"));
+        assert!(!matches_with(rule, req("GET", "/"), "192.0.2.1"));
+        assert!(!matches_with(rule, req("DELETE", "/api"), "192.0.2.1"));
+    }
+
+    fn required(src: &str) -> Option<Vec<String>> {
+        HttpRule::compile(src)
+            .unwrap()
+            .required_hosts()
+            .map(|hosts| hosts.iter().map(|h| h.domain()).collect())
+    }
+
+    #[test]
+    fn required_hosts_are_those_the_rule_cannot_do_without() {
+        assert_eq!(required("Host(`A.com`)").unwrap(), ["a.com"]);
+        assert_eq!(
+            required("Host(`a.com`) || Host(`*.b.com`)").unwrap(),
+            ["a.com", "*.b.com"]
+        );
+        assert_eq!(
+            required("PathPrefix(`/x`) && (Host(`a.com`) || Host(`c.com`))").unwrap(),
+            ["a.com", "c.com"]
+        );
+        assert_eq!(
+            required("Host(`a.com`) && (Host(`c.com`) || Path(`/`))").unwrap(),
+            ["a.com"]
+        );
+        assert_eq!(required("Host(`*`)"), None);
+        assert_eq!(required("!Host(`a.com`)"), None);
+        assert_eq!(required("Host(`a.com`) || PathPrefix(`/`)"), None);
+        assert_eq!(required("Host(`a.com`) || Host(`*`)"), None);
+        assert_eq!(required("HostRegexp(`a`)"), None);
+        assert_eq!(required("PathPrefix(`/`) && Method(`GET`)"), None);
     }
 }
