@@ -1,3 +1,4 @@
 //! Sallyport layer 7: HTTP routing, middlewares and services.
 
+pub mod balance;
 pub mod rule;
