@@ -1,0 +1,176 @@
+//! Highest random weight (rendezvous hashing) on the client IP, as Traefik's
+//! `highestRandomWeight` service: each healthy handler scores
+//! `weight / -ln(fnv1a64(client_ip + name) / 2^64)` and the highest score wins, so a
+//! client stays on its handler and only the clients of a removed handler move.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// FNV-1a, 64 bits (the hash Traefik uses here).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// The rendezvous score of handler `name` for `client_ip`.
+pub fn score(client_ip: &str, name: &str, weight: f64) -> f64 {
+    let mut key = Vec::with_capacity(client_ip.len() + name.len());
+    key.extend_from_slice(client_ip.as_bytes());
+    key.extend_from_slice(name.as_bytes());
+    let unit = fnv1a64(&key) as f64 / 2f64.powi(64);
+    weight / -unit.ln()
+}
+
+struct Entry<T> {
+    item: T,
+    name: String,
+    weight: f64,
+    up: AtomicBool,
+}
+
+/// The handlers of one `highestRandomWeight` service.
+pub struct Hrw<T> {
+    entries: Vec<Entry<T>>,
+}
+
+impl<T> Default for Hrw<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T> Hrw<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a handler, up, hashed by `name` (the child service name). A weight of zero or
+    /// less is ignored; returns whether the handler was added.
+    pub fn add(&mut self, item: T, name: impl Into<String>, weight: i64) -> bool {
+        if weight <= 0 {
+            return false;
+        }
+        self.entries.push(Entry {
+            item,
+            name: name.into(),
+            weight: weight as f64,
+            up: AtomicBool::new(true),
+        });
+        true
+    }
+
+    /// Marks the handler named `name` up or down; returns whether it was found.
+    pub fn set_up(&self, name: &str, up: bool) -> bool {
+        let mut found = false;
+        for entry in self.entries.iter().filter(|entry| entry.name == name) {
+            entry.up.store(up, Ordering::Relaxed);
+            found = true;
+        }
+        found
+    }
+
+    /// The healthy handler with the highest score for `client_ip` (the first on equal
+    /// scores), or `None` when none is up.
+    pub fn pick(&self, client_ip: &str) -> Option<&T> {
+        let mut best: Option<(f64, &T)> = None;
+        for entry in self.entries.iter().filter(|e| e.up.load(Ordering::Relaxed)) {
+            let s = score(client_ip, &entry.name, entry.weight);
+            if best.is_none_or(|(top, _)| s > top) {
+                best = Some((s, &entry.item));
+            }
+        }
+        best.map(|(_, item)| item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_matches_the_published_vectors() {
+        // From the FNV reference test suite (isthe.com/chongo/tech/comp/fnv).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    fn service(names: &[&'static str]) -> Hrw<&'static str> {
+        let mut hrw = Hrw::new();
+        for &name in names {
+            hrw.add(name, name, 1);
+        }
+        hrw
+    }
+
+    fn clients() -> Vec<String> {
+        (0..200)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect()
+    }
+
+    #[test]
+    fn removing_a_server_moves_only_its_clients() {
+        let before = service(&["a", "b", "c", "d"]);
+        let after = service(&["a", "b", "d"]);
+        for client in clients() {
+            let was = before.pick(&client);
+            if was != Some(&"c") {
+                assert_eq!(after.pick(&client), was, "client {client}");
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_server_moves_clients_only_to_it() {
+        let before = service(&["a", "b", "c"]);
+        let after = service(&["a", "b", "c", "e"]);
+        let mut moved = 0;
+        for client in clients() {
+            let now = after.pick(&client);
+            if now != before.pick(&client) {
+                assert_eq!(now, Some(&"e"), "client {client}");
+                moved += 1;
+            }
+        }
+        assert!(moved > 20, "the new server takes a share, moved {moved}");
+    }
+
+    #[test]
+    fn a_down_server_behaves_as_removed_and_none_when_all_down() {
+        let all = service(&["a", "b", "c"]);
+        let without_b = service(&["a", "c"]);
+        assert!(all.set_up("b", false));
+        for client in clients() {
+            assert_eq!(all.pick(&client), without_b.pick(&client));
+        }
+        all.set_up("a", false);
+        all.set_up("c", false);
+        assert_eq!(all.pick("10.0.0.1"), None);
+    }
+
+    #[test]
+    fn weight_scales_the_share_and_non_positive_weights_are_ignored() {
+        let mut hrw = Hrw::new();
+        assert!(hrw.add("heavy", "heavy", 3));
+        assert!(hrw.add("light", "light", 1));
+        assert!(!hrw.add("zero", "zero", 0));
+        assert!(!hrw.add("negative", "negative", -1));
+        let heavy = clients()
+            .iter()
+            .filter(|client| hrw.pick(client) == Some(&"heavy"))
+            .count();
+        // Expected share 3/4 of 200.
+        assert!((120..=180).contains(&heavy), "heavy got {heavy}");
+    }
+
+    #[test]
+    fn score_is_the_weighted_inverse_log_of_the_hash() {
+        let unit = fnv1a64(b"10.0.0.1a") as f64 / 2f64.powi(64);
+        assert_eq!(score("10.0.0.1", "a", 2.0), 2.0 / -unit.ln());
+    }
+}
