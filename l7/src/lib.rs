@@ -1,5 +1,7 @@
 //! Sallyport layer 7: HTTP routing, middlewares and services.
 
+pub mod error;
+pub mod forwarded;
 pub mod request;
 pub mod router;
 pub mod rule;
