@@ -2,12 +2,14 @@
 //!
 //! Today: the HTTP rule matchers over a request view ([`request`], [`rule`]), the
 //! host-indexed router table ([`router`]), the load-balancing cores ([`balance`]), the
-//! forwarding-header rewrite ([`forwarded`]) and the proxy error type ([`error`]); the
-//! HTTP server and proxy arrive with the rest of the L7 work.
+//! forwarding-header rewrite ([`forwarded`]), the proxy error type ([`error`]) and the
+//! reverse proxy serving one accepted connection ([`proxy`]); middlewares and the wiring into
+//! the binary arrive with the rest of the L7 work.
 
 pub mod balance;
 pub mod error;
 pub mod forwarded;
+pub mod proxy;
 pub mod request;
 pub mod router;
 pub mod rule;
