@@ -523,3 +523,32 @@ fn get_origin(host: &str, path: &str) -> Request<Full<Bytes>> {
         .body(Full::default())
         .unwrap()
 }
+
+#[tokio::test]
+async fn refuses_request_headers_over_the_configured_size() {
+    let (a, _a) = start_backend("a").await;
+    let table = Table::new(vec![route(
+        "all",
+        "PathPrefix(`/`)",
+        service(&[(a, 1)], true),
+    )]);
+    let config = ProxyConfig {
+        max_header_bytes: 16 << 10,
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(table, config).await;
+    let client = h1_client();
+
+    let mut small = get(proxy.addr, "site.test", "/");
+    small
+        .headers_mut()
+        .insert("x-big", "b".repeat(4 << 10).parse().unwrap());
+    assert_eq!(send(&client, small).await.status, StatusCode::OK);
+
+    let mut large = get(proxy.addr, "site.test", "/");
+    large
+        .headers_mut()
+        .insert("x-big", "b".repeat(32 << 10).parse().unwrap());
+    let answer = send(&client, large).await;
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
