@@ -325,12 +325,24 @@ impl Backend {
 pub const PG_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
 
 /// A free TCP port on 127.0.0.1 (bound then released: the router binds it next).
+///
+/// Ports come from 20000–31999, below the kernel's ephemeral range (32768+), so a
+/// backend that binds port 0 in a parallel test can never take the port between this
+/// check and the router's bind; a per-process counter keeps parallel tests apart.
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize * 7919) % 12_000;
+    for _ in 0..12_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::SeqCst)) % 12_000;
+        let port = port as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
-/// A free UDP and TCP port pair is not needed yet; TCP only.
+/// A fresh, empty temporary directory for one test.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
