@@ -94,12 +94,6 @@ pub struct EntrypointRoutes {
     pub tls: RouteTable<TcpTarget>,
 }
 
-impl EntrypointRoutes {
-    pub fn is_empty(&self) -> bool {
-        self.plain.is_empty() && self.tls.is_empty()
-    }
-}
-
 /// A connection as it arrived.
 pub struct Accepted {
     pub stream: TcpStream,
