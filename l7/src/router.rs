@@ -40,11 +40,7 @@ pub struct Table<T> {
 
 impl<T> Table<T> {
     pub fn new(mut routes: Vec<Route<T>>) -> Self {
-        routes.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        routes.sort_by(|a, b| l4::rule::match_order((a.priority, &a.name), (b.priority, &b.name)));
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
         let mut fallback = Vec::new();

@@ -14,10 +14,7 @@ pub struct Route<T> {
     pub target: T,
 }
 
-/// Routes in match order: priority descending, then name ascending.
-///
-/// Traefik leaves the order of equal priorities undefined (map iteration and an unstable
-/// sort); ordering them by name makes our choice repeatable across reloads and runs.
+/// Routes in match order ([`crate::rule::match_order`]).
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     routes: Vec<Route<T>>,
@@ -25,11 +22,8 @@ pub struct RouteTable<T> {
 
 impl<T> RouteTable<T> {
     pub fn new(mut routes: Vec<Route<T>>) -> Self {
-        routes.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        routes
+            .sort_by(|a, b| crate::rule::match_order((a.priority, &a.name), (b.priority, &b.name)));
         RouteTable { routes }
     }
 
