@@ -272,6 +272,22 @@ fn err(location: &Option<Location>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A service that refers back to itself through `stack` (weighted, mirroring…) is
+/// an error, as in Traefik.
+fn no_cycle(reference: &Located<String>, stack: &[String]) -> Built {
+    let name = reference.value.as_str();
+    if stack.iter().any(|s| s == name) {
+        return Err(err(
+            &reference.location,
+            format!(
+                "could not instantiate service {name}: recursion detected in {}->{name}",
+                stack.join("->")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// TCP services built into Sallyport (see `runtime::internal`).
 pub const INTERNAL_TCP_SERVICES: &[&str] = &["echo@internal"];
 
@@ -599,15 +615,7 @@ impl<'a> Validator<'a> {
                 format!("the service \"{name}\" does not exist"),
             ));
         };
-        if stack.iter().any(|s| s == name) {
-            return Err(err(
-                &reference.location,
-                format!(
-                    "could not instantiate service {name}: recursion detected in {}->{name}",
-                    stack.join("->")
-                ),
-            ));
-        }
+        no_cycle(reference, stack)?;
         stack.push(name.to_owned());
         let result = self.build_http_service(name, service, stack);
         stack.pop();
@@ -914,15 +922,7 @@ impl<'a> Validator<'a> {
                 format!("the service \"{name}\" does not exist"),
             ));
         };
-        if stack.iter().any(|s| s == name) {
-            return Err(err(
-                &reference.location,
-                format!(
-                    "could not instantiate service {name}: recursion detected in {}->{name}",
-                    stack.join("->")
-                ),
-            ));
-        }
+        no_cycle(reference, stack)?;
         stack.push(name.to_owned());
         let result = self.build_tcp_service(name, service, stack);
         stack.pop();
@@ -1057,15 +1057,7 @@ impl<'a> Validator<'a> {
                 format!("the UDP service \"{name}\" does not exist"),
             ));
         };
-        if stack.iter().any(|s| s == name) {
-            return Err(err(
-                &reference.location,
-                format!(
-                    "could not instantiate service {name}: recursion detected in {}->{name}",
-                    stack.join("->")
-                ),
-            ));
-        }
+        no_cycle(reference, stack)?;
         stack.push(name.to_owned());
         let result = self.build_udp_service(name, service, stack);
         stack.pop();
