@@ -9,6 +9,8 @@
 pub mod balance;
 pub mod error;
 pub mod forwarded;
+pub mod handler;
+pub mod middleware;
 pub mod proxy;
 pub mod request;
 pub mod router;

@@ -1,0 +1,125 @@
+//! The one interface of the HTTP path: a [`Handler`] takes a request and gives a response.
+//!
+//! Routers, middlewares, services (load balancers, weighted, mirroring, failover) and the
+//! leaf that forwards to one server are all handlers, composed once per configuration
+//! snapshot into a graph of [`SharedHandler`]s. A handler never fails: errors are already
+//! responses, marked with the [`ProxyErrorKind`] that produced them (see
+//! [`error_response`]) so that a parent (passive health checks, failover) can tell "the
+//! server answered 502" from "the server could not be reached".
+//!
+//! Per-connection facts a handler may need (client address, TLS, entrypoint) travel in the
+//! request's extensions as a [`ClientInfo`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+use crate::error::{ProxyErrorKind, error_response_body};
+
+/// The error type of bodies on the HTTP path.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body: streamed from a peer, buffered, or generated.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Anything that answers an HTTP request.
+pub trait Handler: Send + Sync + 'static {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>>;
+}
+
+/// A handler in the graph of one snapshot; parents hold their children this way.
+pub type SharedHandler = Arc<dyn Handler>;
+
+/// The connection a request arrived on. Set by the entrypoint in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client (after a trusted PROXY header); `ClientIP` rules and `X-Forwarded-For` use it.
+    pub peer: SocketAddr,
+    /// The entrypoint's local address.
+    pub local: SocketAddr,
+    /// The connection is TLS (HTTPS).
+    pub tls: bool,
+    /// The entrypoint's name.
+    pub entrypoint: Arc<str>,
+}
+
+/// Turns any body into a [`Body`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+pub fn empty_body() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The response Traefik gives for `kind`, with `kind` in its extensions.
+pub fn error_response(kind: ProxyErrorKind) -> Response<Body> {
+    let mut response = Response::new(full_body(error_response_body(kind)));
+    *response.status_mut() = kind.status();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response.extensions_mut().insert(kind);
+    response
+}
+
+/// The proxy error a response stands for, if it was made by [`error_response`].
+pub fn response_error(response: &Response<Body>) -> Option<ProxyErrorKind> {
+    response.extensions().get::<ProxyErrorKind>().copied()
+}
+
+/// `noop@internal`: answers 200 with an empty body, as Traefik's handler that writes nothing.
+/// Routers use it behind a middleware that answers by itself (redirections).
+#[derive(Debug, Clone, Copy)]
+pub struct Noop;
+
+impl Handler for Noop {
+    fn call(&self, _request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+        Box::pin(async { Response::new(empty_body()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn error_responses_carry_their_kind() {
+        let response = error_response(ProxyErrorKind::UpstreamConnect);
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            response_error(&response),
+            Some(ProxyErrorKind::UpstreamConnect)
+        );
+        assert_eq!(response_error(&Response::new(empty_body())), None);
+    }
+
+    #[tokio::test]
+    async fn noop_answers_200_with_no_body() {
+        let response = Noop.call(Request::new(empty_body())).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+    }
+}
