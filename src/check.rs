@@ -33,13 +33,23 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
             };
         }
     };
+    let mut dy = dy;
+    crate::config::models::apply(st, &mut dy);
     let report = validate::validate(st, &dy, &Compilers);
     let mut errors: Vec<ConfigError> = report.errors();
     // Compiling also loads certificates and builds TLS options and transports.
     match Internal::start().await {
-        Ok(internal) => {
-            errors.extend(compile(st, &dy, &report, &internal, &Default::default()).problems)
-        }
+        Ok(internal) => errors.extend(
+            compile(
+                st,
+                &dy,
+                &report,
+                &internal,
+                &Default::default(),
+                &Default::default(),
+            )
+            .problems,
+        ),
         Err(e) => errors.push(ConfigError::unlocated(format!(
             "cannot start internal services: {e}"
         ))),

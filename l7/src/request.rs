@@ -236,6 +236,12 @@ fn hex_upper(byte: u8) -> [u8; 2] {
     ]
 }
 
+/// The path sent on when `http.sanitizePath` is on: [`routing_path`]'s cleaning without its
+/// decoding (`/a/./b/../c//d` is `/a/c/d`; `/%2E%2E/` is left to the backend, as Traefik does).
+pub fn sanitize_path(raw: &str) -> Cow<'_, str> {
+    clean(raw)
+}
+
 /// Go's `path.Clean` for a rooted path, keeping a trailing slash. A path that is not rooted
 /// (`*` of `OPTIONS *`, empty for `CONNECT`) is left alone.
 fn clean(path: &str) -> Cow<'_, str> {

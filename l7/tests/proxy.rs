@@ -1,5 +1,6 @@
-//! The reverse proxy over loopback: a real hyper client talks to `l7::proxy::Proxy` on an
-//! accepted TCP connection, which forwards to real hyper backends.
+//! The HTTP path over loopback: a real hyper client talks to an `l7::server::HttpEntrypoint`
+//! serving an accepted TCP connection, whose routes forward through `l7::proxy` to real hyper
+//! backends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::channel::Channel;
@@ -20,10 +20,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use l4::tcp::dispatch::HttpConn;
 use l7::balance::Edf;
-use l7::proxy::{HttpService, Proxy, ProxyConfig, RoutingTable, Upstream};
+use l7::proxy::{ForwardConfig, Forwarder, HttpService, ServiceHandler, Upstream};
 use l7::router::{Route, Table};
 use l7::rule::HttpRule;
+use l7::server::{EntrypointConfig, HttpEntrypoint, HttpRoutes, RouteTarget};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -105,16 +107,24 @@ fn backend_response(name: &str, req: Request<Incoming>) -> Response<BoxBody<Byte
 /// The proxy on an ephemeral port, with a count of the connections it accepted.
 struct RunningProxy {
     addr: SocketAddr,
-    table: Arc<ArcSwap<RoutingTable>>,
+    entrypoint: HttpEntrypoint,
     accepted: Arc<AtomicUsize>,
     _task: Task,
 }
 
-async fn start_proxy(table: RoutingTable, config: ProxyConfig) -> RunningProxy {
+fn routes(table: Table<RouteTarget>) -> Arc<HttpRoutes> {
+    Arc::new(HttpRoutes {
+        plain: table,
+        tls: Table::new(Vec::new()),
+    })
+}
+
+async fn start_proxy(table: Table<RouteTarget>, config: EntrypointConfig) -> RunningProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let table = Arc::new(ArcSwap::from_pointee(table));
-    let proxy = Proxy::new(Arc::clone(&table), config);
+    let entrypoint = HttpEntrypoint::new(config);
+    entrypoint.set_routes(routes(table));
+    let proxy = entrypoint.clone();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
@@ -124,20 +134,24 @@ async fn start_proxy(table: RoutingTable, config: ProxyConfig) -> RunningProxy {
             };
             counter.fetch_add(1, Ordering::SeqCst);
             let proxy = proxy.clone();
-            tokio::spawn(async move {
-                let _ = proxy.serve_connection(stream, peer.ip()).await;
-            });
+            let conn = HttpConn {
+                client: peer,
+                local: addr,
+                sni: None,
+                tls_option: None,
+            };
+            tokio::spawn(async move { proxy.serve(stream, conn).await });
         }
     });
     RunningProxy {
         addr,
-        table,
+        entrypoint,
         accepted,
         _task: Task(task),
     }
 }
 
-fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> Arc<HttpService> {
+fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> Arc<ServiceHandler> {
     service_urls(
         &servers
             .iter()
@@ -147,21 +161,36 @@ fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> Arc<HttpSer
     )
 }
 
-fn service_urls(servers: &[(String, i64)], pass_host_header: bool) -> Arc<HttpService> {
+fn service_urls(servers: &[(String, i64)], pass_host_header: bool) -> Arc<ServiceHandler> {
+    service_with(servers, pass_host_header, ForwardConfig::default())
+}
+
+fn service_with(
+    servers: &[(String, i64)],
+    pass_host_header: bool,
+    config: ForwardConfig,
+) -> Arc<ServiceHandler> {
     let servers = servers
         .iter()
         .map(|(url, weight)| (Upstream::parse(url).unwrap(), *weight))
         .collect();
-    Arc::new(HttpService::new(servers, pass_host_header))
+    Arc::new(ServiceHandler::new(
+        HttpService::new(servers, pass_host_header),
+        Forwarder::new(config),
+    ))
 }
 
-fn route(name: &str, rule: &str, target: Arc<HttpService>) -> Route<Arc<HttpService>> {
+fn route(name: &str, rule: &str, target: Arc<ServiceHandler>) -> Route<RouteTarget> {
     let rule = HttpRule::compile(rule).unwrap();
     Route {
         name: name.to_owned(),
         priority: rule.default_priority(),
         rule,
-        target,
+        target: RouteTarget {
+            router: Arc::from(name),
+            handler: target,
+            tls_option: None,
+        },
     }
 }
 
@@ -237,7 +266,7 @@ async fn routes_by_host_and_path_prefix_and_answers_404_otherwise() {
             service(&[(b, 1)], true),
         ),
     ]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
     let client = h1_client();
 
     let home = send(&client, get(proxy.addr, "site.test", "/index")).await;
@@ -260,7 +289,7 @@ async fn forwards_path_query_and_forwarded_headers_with_client_host() {
         "Host(`site.test`)",
         service(&[(a, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     let answer = send(
         &h1_client(),
@@ -283,7 +312,7 @@ async fn sends_the_server_authority_as_host_without_pass_host_header() {
         "Host(`site.test`)",
         service(&[(a, 1)], false),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     let answer = send(&h1_client(), get(proxy.addr, "site.test", "/")).await;
     assert_eq!(answer.header("x-seen-host"), a.to_string());
@@ -298,7 +327,7 @@ async fn strips_hop_by_hop_headers_both_ways() {
         "PathPrefix(`/`)",
         service(&[(a, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     let request = Request::get(format!("http://{}/hop", proxy.addr))
         .header("connection", "x-client-private")
@@ -326,7 +355,7 @@ async fn serves_h2c_clients_and_h2c_upstreams() {
             service_urls(&[(format!("h2c://{b}"), 1)], true),
         ),
     ]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
     let mut client = h2c_connection(proxy.addr).await;
 
     // An HTTP/2 request carries its host as `:authority`.
@@ -365,7 +394,7 @@ async fn answers_502_when_the_upstream_refuses_connections() {
         "PathPrefix(`/`)",
         service(&[(dead, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     let answer = send(&h1_client(), get(proxy.addr, "site.test", "/")).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
@@ -383,16 +412,16 @@ async fn answers_504_when_the_upstream_sends_no_headers_in_time() {
             held.push(stream);
         }
     }));
+    let config = ForwardConfig {
+        response_header_timeout: Some(Duration::from_millis(200)),
+        ..ForwardConfig::default()
+    };
     let table = Table::new(vec![route(
         "all",
         "PathPrefix(`/`)",
-        service(&[(addr, 1)], true),
+        service_with(&[(format!("http://{addr}"), 1)], true, config),
     )]);
-    let config = ProxyConfig {
-        response_header_timeout: Some(Duration::from_millis(200)),
-        ..ProxyConfig::default()
-    };
-    let proxy = start_proxy(table, config).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     let answer = tokio::time::timeout(
         Duration::from_secs(5),
@@ -413,7 +442,7 @@ async fn balances_3_to_1_in_edf_order() {
         "PathPrefix(`/`)",
         service(&[(a, 3), (b, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
     let client = h1_client();
 
     let mut order = String::new();
@@ -437,7 +466,7 @@ async fn streams_request_and_response_bodies() {
         "PathPrefix(`/`)",
         service(&[(a, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
 
     // 1 MiB in one go comes back intact.
     let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -489,7 +518,7 @@ async fn a_keep_alive_connection_follows_a_table_swap() {
         "Host(`site.test`)",
         service(&[(a, 1)], true),
     )]);
-    let proxy = start_proxy(table, ProxyConfig::default()).await;
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
     let mut connection = h1_connection(proxy.addr).await;
 
     let before = read(
@@ -500,7 +529,7 @@ async fn a_keep_alive_connection_follows_a_table_swap() {
     )
     .await;
     assert_eq!(before.body, "a /");
-    proxy.table.store(Arc::new(Table::new(vec![route(
+    proxy.entrypoint.set_routes(routes(Table::new(vec![route(
         "site",
         "Host(`site.test`)",
         service(&[(b, 1)], true),
@@ -532,9 +561,9 @@ async fn refuses_request_headers_over_the_configured_size() {
         "PathPrefix(`/`)",
         service(&[(a, 1)], true),
     )]);
-    let config = ProxyConfig {
+    let config = EntrypointConfig {
         max_header_bytes: 16 << 10,
-        ..ProxyConfig::default()
+        ..EntrypointConfig::new("web")
     };
     let proxy = start_proxy(table, config).await;
     let client = h1_client();

@@ -15,6 +15,7 @@
 pub mod de;
 pub mod dynamic;
 pub mod file_provider;
+pub mod models;
 pub mod source;
 pub mod static_cfg;
 pub mod validate;

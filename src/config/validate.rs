@@ -124,6 +124,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether HTTP router `name` (as reported, after TLS-option conflicts) is to be served.
+    pub fn http_router_enabled(&self, name: &str) -> bool {
+        self.http_routers
+            .get(name)
+            .is_some_and(|o| !matches!(o.status, Status::Disabled(_)))
+    }
+
     /// Whether TCP router `name` is to be served (enabled, or enabled with warnings).
     pub fn tcp_router_enabled(&self, name: &str) -> bool {
         self.tcp_routers

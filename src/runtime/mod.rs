@@ -21,9 +21,11 @@ use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
 use crate::config::LoadedStatic;
-use crate::config::static_cfg::Protocol;
+use crate::config::static_cfg::{Protocol, StaticConfig};
 use crate::logging::LogFile;
-use compile::Snapshot;
+use compile::{HttpEntrypoints, Snapshot};
+use l7::forwarded::ForwardedPolicy;
+use l7::server::{EntrypointConfig, HttpEntrypoint};
 use listener::Entrypoint;
 
 /// Runs until SIGTERM/SIGINT, then drains. Returns the process exit code.
@@ -41,7 +43,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     // The first dynamic configuration is applied before any entrypoint accepts, so a
     // client that connects as soon as a port opens is routed.
     let store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
-    let mut reloader = provider::Reloader::new(st.clone(), internal.clone(), store.clone());
+    let http = Arc::new(http_entrypoints(&st));
+    let mut reloader =
+        provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone());
     reloader.reload(provider::Trigger::Startup);
 
     let mut entrypoints = Vec::new();
@@ -74,6 +78,10 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     wait_for_shutdown_signal().await;
     info!("shutting down: no new connections; draining open ones");
     let _ = stop_tx.send(true);
+    // Keep-alive HTTP connections finish their request in flight and close.
+    for server in http.values() {
+        server.shutdown();
+    }
     let mut drains = tokio::task::JoinSet::new();
     for s in serving {
         drains.spawn(async move {
@@ -87,6 +95,58 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     watcher.abort();
     info!("stopped");
     0
+}
+
+/// The HTTP server of every TCP entrypoint Sallyport listens on, set up from its static
+/// configuration.
+fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
+    let host = hostname();
+    st.entry_points
+        .iter()
+        .filter(|(_, ep)| !ep.implicit && ep.address.protocol == Protocol::Tcp)
+        .map(|(name, ep)| {
+            let timeouts = &ep.transport.responding_timeouts;
+            let positive = |d: crate::config::Duration| d.to_std().filter(|v| !v.is_zero());
+            let config = EntrypointConfig {
+                max_concurrent_streams: u32::try_from(ep.http2.max_concurrent_streams)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or(250),
+                max_header_bytes: usize::try_from(ep.http.max_header_bytes)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or(1 << 20),
+                read_timeout: positive(timeouts.read_timeout),
+                write_timeout: positive(timeouts.write_timeout),
+                idle_timeout: positive(timeouts.idle_timeout),
+                forwarded: ForwardedPolicy {
+                    trusted: ep
+                        .forwarded_headers
+                        .trusted_ips
+                        .iter()
+                        .map(|n| n.0)
+                        .collect(),
+                    insecure: ep.forwarded_headers.insecure,
+                },
+                sanitize_path: ep.http.sanitize_path.unwrap_or(true),
+                server_name: host.clone(),
+                ..EntrypointConfig::new(name)
+            };
+            (name.clone(), HttpEntrypoint::new(config))
+        })
+        .collect()
+}
+
+/// This machine's name, for `X-Forwarded-Server` (as Traefik sends `os.Hostname()`).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// SIGUSR1 reopens the log file (log rotation); without a file it is ignored rather

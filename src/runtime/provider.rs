@@ -18,7 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::compile::{Servers, Snapshot, compile};
+use super::compile::{HttpEntrypoints, Servers, Snapshot, compile};
 use super::internal::Internal;
 use super::rules::Compilers;
 use crate::config::dynamic::DynamicConfig;
@@ -115,6 +115,8 @@ pub struct Reloader {
     st: Arc<StaticConfig>,
     internal: Arc<Internal>,
     store: Arc<ArcSwap<Snapshot>>,
+    /// The entrypoints' HTTP servers, which get each new snapshot's HTTP routes.
+    http: Arc<HttpEntrypoints>,
     source: Option<Source>,
     /// Health checks of the installed snapshot; replaced on every install.
     health: Vec<HealthHandle>,
@@ -128,12 +130,14 @@ impl Reloader {
         st: Arc<StaticConfig>,
         internal: Arc<Internal>,
         store: Arc<ArcSwap<Snapshot>>,
+        http: Arc<HttpEntrypoints>,
     ) -> Self {
         let source = Source::from_static(&st);
         Reloader {
             st,
             internal,
             store,
+            http,
             source,
             health: Vec::new(),
             servers: Servers::new(),
@@ -172,6 +176,8 @@ impl Reloader {
         for w in &dy.warnings {
             warn!("{w}");
         }
+        let mut dy = dy;
+        crate::config::models::apply(&self.st, &mut dy);
         let report = validate::validate(&self.st, &dy, &Compilers);
         for w in report.all_warnings() {
             warn!("{w}");
@@ -179,7 +185,15 @@ impl Reloader {
         for e in report.errors() {
             error!("{e}");
         }
-        let compiled = compile(&self.st, &dy, &report, &self.internal, &self.servers);
+        let compiled = compile(
+            &self.st,
+            &dy,
+            &report,
+            &self.internal,
+            &self.servers,
+            &self.http,
+        );
+        compiled.snapshot.install_http(&self.http);
         self.store.store(Arc::new(compiled.snapshot));
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.
@@ -192,9 +206,15 @@ impl Reloader {
             .keys()
             .filter(|name| report.tcp_router_enabled(name))
             .count();
+        let http_served = report
+            .resolved_http_routers
+            .keys()
+            .filter(|name| report.http_router_enabled(name))
+            .count();
         info!(
             ?trigger,
             tcp_routers = served,
+            http_routers = http_served,
             "dynamic configuration applied"
         );
         true

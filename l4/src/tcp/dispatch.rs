@@ -3,11 +3,16 @@
 //! The order follows Traefik's shared-entrypoint dispatch (reference §4.1, §4.2):
 //! PROXY protocol header (trusted peers only), the server-first fast path, the
 //! Postgres SSLRequest, then the ClientHello (SNI, ALPN) and the router tables.
+//! Connections that belong to HTTP routers (plaintext ones no TCP router takes, TLS
+//! ones whose SNI leads to an HTTPS router) are terminated here if need be and handed
+//! to the entrypoint's [`HttpHandoff`]; this crate knows nothing of HTTP itself.
 //! Bytes are *read* into a bounded buffer and replayed to whoever gets the
 //! connection (never a peek loop: pitfall 1). This module owns no sockets of its
 //! own beyond the connection it is handed; the accept loop lives in the binary.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +27,7 @@ use super::proxy::{RelayOptions, Transfer, relay, relay_tcp};
 use super::router::{Route, RouteTable};
 use super::rule::ConnInfo;
 use super::service::Service;
+use super::sni::{SniMatch, SniTable};
 use super::transport::BackendStream;
 use crate::io::PrefixedIo;
 use crate::sniff::{self, Probe};
@@ -86,12 +92,74 @@ pub struct TcpTarget {
     pub middlewares: Vec<Arc<TcpMiddleware>>,
 }
 
-/// The compiled TCP routing of one entrypoint (one snapshot's view of it).
+/// The compiled routing of one entrypoint (one snapshot's view of it).
 pub struct EntrypointRoutes {
     /// Non-TLS TCP routers.
     pub plain: RouteTable<TcpTarget>,
     /// TLS TCP routers (passthrough or terminating).
     pub tls: RouteTable<TcpTarget>,
+    /// The entrypoint's HTTP server: plaintext connections no TCP router takes, and TLS
+    /// connections terminated for HTTPS routers. `None`: such connections are closed.
+    pub http: Option<Arc<dyn HttpHandoff>>,
+    /// Server names of the HTTPS routers, with the TLS option each asked for.
+    pub https: SniTable<HttpsTarget>,
+    /// The `default` TLS option, for TLS connections nothing else takes when the
+    /// entrypoint has HTTPS routers (they are then routed by Host, or get a 404).
+    pub https_default: Option<HttpsTarget>,
+}
+
+impl EntrypointRoutes {
+    /// No routers at all: plaintext connections still reach `http`, if any.
+    pub fn empty(http: Option<Arc<dyn HttpHandoff>>) -> Self {
+        EntrypointRoutes {
+            plain: RouteTable::new(Vec::new()),
+            tls: RouteTable::new(Vec::new()),
+            http,
+            https: SniTable::new(),
+            https_default: None,
+        }
+    }
+
+    /// Only non-TLS TCP routers: the entrypoint routes before the client speaks.
+    fn tcp_only_plain(&self) -> bool {
+        self.tls.is_empty()
+            && self.https.is_empty()
+            && self.https_default.is_none()
+            && !self.plain.is_empty()
+    }
+}
+
+/// How an HTTPS connection is terminated: the TLS option its server name maps to.
+#[derive(Clone)]
+pub struct HttpsTarget {
+    pub option: Arc<str>,
+    /// `Terminate` or `Broken` (never passthrough).
+    pub tls: TlsMode,
+}
+
+/// A connection handed to HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpConn {
+    /// The client (after a trusted PROXY header).
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub sni: Option<Arc<str>>,
+    /// The TLS option of the handshake; `None` for plaintext.
+    pub tls_option: Option<Arc<str>>,
+}
+
+pub type HandoffFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An entrypoint's HTTP server, as the dispatch sees it.
+pub trait HttpHandoff: Send + Sync + 'static {
+    /// Serves a plaintext connection whose first bytes are replayed by `io`.
+    fn serve_plain(&self, io: PrefixedIo<TcpStream>, conn: HttpConn) -> HandoffFuture;
+    /// Serves a TLS connection terminated with `conn.tls_option`.
+    fn serve_tls(
+        &self,
+        io: tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>,
+        conn: HttpConn,
+    ) -> HandoffFuture;
 }
 
 /// A connection as it arrived.
@@ -147,9 +215,17 @@ pub async fn serve(
     };
 
     // Fast path: only non-TLS TCP routers here, so route before the client speaks.
-    // This is what lets server-first protocols (SMTP, SSH, MySQL banners) work.
-    if routes.tls.is_empty() {
-        return forward_plain(client, buf, &routes, &plain_ctx).await;
+    // This is what lets server-first protocols (SMTP, SSH, MySQL banners) work. A
+    // connection none of them takes may still be HTTP: wait for its first bytes.
+    if routes.tcp_only_plain() {
+        let info = ConnInfo {
+            sni: None,
+            alpn: &[],
+            client_ip: ip,
+        };
+        if let Some(route) = routes.plain.find(&info) {
+            return forward(client, buf.freeze(), route, &plain_ctx).await;
+        }
     }
 
     if let Err(e) = fill(&mut client, &mut buf, 1, deadline).await {
@@ -218,23 +294,88 @@ pub async fn serve(
         alpn: &hello.alpn,
         client_ip: ip,
     };
-    let Some(route) = routes.tls.find(&info) else {
-        // Traefik would answer with its default certificate here; we close before
-        // sending any certificate (docs/compatibility.md).
-        info!(entrypoint = %ep, client = %client_addr, sni = hello.sni.as_deref().unwrap_or(""), "no TLS router matches; closing");
-        return;
-    };
     let ctx = Ctx {
         ep,
         client_addr,
         local,
         sni: hello.sni.as_deref(),
     };
-    if postgres && matches!(route.target.tls, TlsMode::Passthrough) {
-        forward_postgres_passthrough(client, buf.freeze(), route, &ctx).await
-    } else {
-        forward(client, buf.freeze(), route, &ctx).await
+    if postgres {
+        // A Postgres client only ever reaches TLS TCP routers.
+        return match routes.tls.find(&info) {
+            Some(route) if matches!(route.target.tls, TlsMode::Passthrough) => {
+                forward_postgres_passthrough(client, buf.freeze(), route, &ctx).await
+            }
+            Some(route) => forward(client, buf.freeze(), route, &ctx).await,
+            None => {
+                info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches the Postgres connection; closing")
+            }
+        };
     }
+
+    // Reference §4.1: an HTTPS router for this very name, then a TLS TCP router that is
+    // not a catch-all, then the HTTPS catch-all, the TCP catch-all, and last HTTPS with
+    // the default TLS option.
+    let https = routes.https.find(hello.sni.as_deref());
+    if let (Some((target, SniMatch::Specific)), Some(http)) = (https, &routes.http) {
+        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+    }
+    let tcp = routes.tls.find(&info);
+    if let Some(route) = tcp.filter(|r| !r.rule.is_catch_all()) {
+        return forward(client, buf.freeze(), route, &ctx).await;
+    }
+    if let (Some((target, SniMatch::CatchAll)), Some(http)) = (https, &routes.http) {
+        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+    }
+    if let Some(route) = tcp {
+        return forward(client, buf.freeze(), route, &ctx).await;
+    }
+    if let (Some(target), Some(http)) = (&routes.https_default, &routes.http) {
+        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+    }
+    // Traefik would answer with its default certificate here; an entrypoint without
+    // HTTPS routers closes before sending any certificate (docs/compatibility.md).
+    info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches; closing");
+}
+
+/// Terminates TLS with the HTTPS target's option and hands the connection to HTTP.
+async fn serve_https(
+    client: TcpStream,
+    prefix: Bytes,
+    target: &HttpsTarget,
+    http: &dyn HttpHandoff,
+    ctx: &Ctx<'_>,
+) {
+    let acceptor = match &target.tls {
+        TlsMode::Terminate(acceptor) => acceptor,
+        TlsMode::Broken(why) => {
+            warn!(entrypoint = ctx.ep, client = %ctx.client_addr, tls_option = %target.option, reason = %why, "refusing TLS handshake: the TLS option is broken");
+            return;
+        }
+        TlsMode::Plain | TlsMode::Passthrough => {
+            warn!(entrypoint = ctx.ep, client = %ctx.client_addr, tls_option = %target.option, "HTTPS target without a TLS acceptor; closing");
+            return;
+        }
+    };
+    let io = PrefixedIo::new(prefix, client);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            info!(entrypoint = ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(entrypoint = ctx.ep, client = %ctx.client_addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = HttpConn {
+        client: ctx.client_addr,
+        local: ctx.local,
+        sni: ctx.sni.map(Arc::from),
+        tls_option: Some(target.option.clone()),
+    };
+    http.serve_tls(tls, conn).await;
 }
 
 /// What the log lines of one connection share.
@@ -245,16 +386,28 @@ struct Ctx<'a> {
     sni: Option<&'a str>,
 }
 
-/// Routes a connection that shows no TLS (or has not spoken yet) through the non-TLS
-/// routers, which only see the client address.
+/// Routes a connection that shows no TLS through the non-TLS routers, which only see
+/// the client address, and then to the entrypoint's HTTP server.
 async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRoutes, ctx: &Ctx<'_>) {
     let info = ConnInfo {
         sni: None,
         alpn: &[],
         client_ip: ctx.client_addr.ip(),
     };
-    match routes.plain.find(&info) {
-        Some(route) => forward(client, buf.freeze(), route, ctx).await,
+    if let Some(route) = routes.plain.find(&info) {
+        return forward(client, buf.freeze(), route, ctx).await;
+    }
+    match &routes.http {
+        Some(http) => {
+            let conn = HttpConn {
+                client: ctx.client_addr,
+                local: ctx.local,
+                sni: None,
+                tls_option: None,
+            };
+            http.serve_plain(PrefixedIo::new(buf.freeze(), client), conn)
+                .await
+        }
         None => {
             debug!(entrypoint = ctx.ep, client = %ctx.client_addr, "no non-TLS TCP router matches; closing")
         }

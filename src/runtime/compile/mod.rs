@@ -1,16 +1,19 @@
 //! Compiles a validated dynamic configuration into a [`Snapshot`]: per-entrypoint TCP
-//! routing tables whose targets hold ready services, middlewares and TLS acceptors.
+//! routing tables whose targets hold ready services, middlewares and TLS acceptors, and
+//! per-entrypoint HTTP routes ([`http`]).
 //!
 //! Only routers that validation left enabled are compiled. Anything that can still fail
 //! here (a certificate file that cannot be read, a TLS option that cannot be built) is
 //! reported as a problem; a router whose TLS option is broken is compiled to refuse its
 //! handshakes (fail closed) rather than dropped silently.
 
-use std::collections::HashMap;
+mod http;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use l4::tcp::dispatch::{EntrypointRoutes, TcpTarget, TlsMode};
+use l4::tcp::dispatch::{EntrypointRoutes, HttpHandoff, TcpTarget, TlsMode};
 use l4::tcp::health::{self, HealthCheckSpec, HealthHandle};
 use l4::tcp::middleware::{InFlightConn, IpAllowList, TcpMiddleware};
 use l4::tcp::router::{Route, RouteTable};
@@ -18,6 +21,7 @@ use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
 use l4::tls::{CertStore, TlsVersion, TlsVersions};
+use l7::server::{HttpEntrypoint, HttpRoutes};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 
@@ -39,9 +43,14 @@ const MAX_SERVICE_DEPTH: usize = 16;
 /// (Traefik's default minus `acme-tls/1`, which needs ACME).
 const DEFAULT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
+/// The HTTP servers of the TCP entrypoints, by name; they live as long as the listeners.
+pub type HttpEntrypoints = BTreeMap<String, HttpEntrypoint>;
+
 /// One compiled, immutable routing configuration.
 pub struct Snapshot {
     entrypoints: HashMap<String, Arc<EntrypointRoutes>>,
+    /// The HTTP routes to install in each entrypoint's HTTP server.
+    http: HashMap<String, Arc<HttpRoutes>>,
     empty: Arc<EntrypointRoutes>,
 }
 
@@ -49,7 +58,20 @@ impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
             entrypoints: HashMap::new(),
-            empty: Arc::new(empty_routes()),
+            http: HashMap::new(),
+            empty: Arc::new(EntrypointRoutes::empty(None)),
+        }
+    }
+
+    /// Gives each entrypoint's HTTP server this snapshot's routes (none: 404 for all).
+    pub fn install_http(&self, servers: &HttpEntrypoints) {
+        for (name, server) in servers {
+            let routes = self
+                .http
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(HttpRoutes::empty()));
+            server.set_routes(routes);
         }
     }
 
@@ -59,13 +81,6 @@ impl Snapshot {
             .get(name)
             .cloned()
             .unwrap_or_else(|| self.empty.clone())
-    }
-}
-
-fn empty_routes() -> EntrypointRoutes {
-    EntrypointRoutes {
-        plain: RouteTable::new(Vec::new()),
-        tls: RouteTable::new(Vec::new()),
     }
 }
 
@@ -90,8 +105,10 @@ pub fn compile(
     report: &Report,
     internal: &Internal,
     previous: &Servers,
+    http_servers: &HttpEntrypoints,
 ) -> Compiled {
     let mut c = Compiler {
+        http: http::HttpParts::default(),
         st,
         dy,
         internal,
@@ -129,22 +146,39 @@ pub fn compile(
             }
         }
     }
-    let entrypoints = tables
+    c.http_routers(report);
+    let mut entrypoints = HashMap::new();
+    let mut http_routes = HashMap::new();
+    let names: Vec<String> = tables
+        .keys()
+        .chain(http_servers.keys())
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(|(ep, (plain, tls))| {
-            (
-                ep,
-                Arc::new(EntrypointRoutes {
-                    plain: RouteTable::new(plain),
-                    tls: RouteTable::new(tls),
-                }),
-            )
-        })
         .collect();
+    for ep in names {
+        let (plain, tls) = tables.remove(&ep).unwrap_or_default();
+        let http = c.take_http(&ep);
+        let server = http_servers
+            .get(&ep)
+            .map(|s| Arc::new(s.clone()) as Arc<dyn HttpHandoff>);
+        entrypoints.insert(
+            ep.clone(),
+            Arc::new(EntrypointRoutes {
+                plain: RouteTable::new(plain),
+                tls: RouteTable::new(tls),
+                http: server,
+                https: http.https,
+                https_default: http.https_default,
+            }),
+        );
+        http_routes.insert(ep, http.routes);
+    }
     Compiled {
         snapshot: Snapshot {
             entrypoints,
-            empty: Arc::new(empty_routes()),
+            http: http_routes,
+            empty: Arc::new(EntrypointRoutes::empty(None)),
         },
         health: c.health,
         servers: c.servers,
@@ -179,6 +213,7 @@ impl PendingRoute {
 }
 
 struct Compiler<'a> {
+    http: http::HttpParts,
     st: &'a StaticConfig,
     dy: &'a DynamicConfig,
     internal: &'a Internal,

@@ -1,0 +1,560 @@
+//! The HTTP server of one entrypoint: hyper serves HTTP/1.1 and HTTP/2 (h2c prior knowledge on
+//! plaintext, ALPN or preface on TLS) on the connections the layer-4 dispatch hands over, and
+//! every request goes through the entrypoint's front door before it reaches a router:
+//! path sanitization, the forwarded headers (trusted or regenerated), routing by the rule
+//! table current *at that request* (so a keep-alive connection follows reloads), the
+//! domain-fronting check (421), and the router's handler chain.
+//!
+//! Owns the server side only: the handlers behind a route (middlewares, services, the leaf
+//! that talks to a server) are built elsewhere, once per configuration snapshot.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use l4::io::PrefixedIo;
+use l4::tcp::dispatch::{HandoffFuture, HttpConn, HttpHandoff};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::ProxyErrorKind;
+use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
+use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
+use crate::request::{RequestView, sanitize_path};
+use crate::router::Table;
+
+/// hyper refuses an HTTP/1 read buffer smaller than this (it panics).
+const MIN_H1_BUFFER: usize = 8192;
+
+/// HTTP/2 streams a client may reset before we have answered them, per connection, before the
+/// connection is closed (the rapid-reset attack, CVE-2023-44487).
+const MAX_PENDING_RESETS: usize = 20;
+
+/// What a route leads to.
+#[derive(Clone)]
+pub struct RouteTarget {
+    pub router: Arc<str>,
+    /// Entrypoint and router middlewares, then the service.
+    pub handler: SharedHandler,
+    /// The TLS option of a TLS router (`None` for a plaintext one): a request whose
+    /// handshake used another option gets 421.
+    pub tls_option: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for RouteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTarget")
+            .field("router", &self.router)
+            .field("tls_option", &self.tls_option)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP routes of one entrypoint in one configuration snapshot.
+#[derive(Debug)]
+pub struct HttpRoutes {
+    /// Routers without `tls`: plaintext connections.
+    pub plain: Table<RouteTarget>,
+    /// Routers with `tls`: connections the dispatch terminated for HTTPS.
+    pub tls: Table<RouteTarget>,
+}
+
+impl HttpRoutes {
+    pub fn empty() -> Self {
+        HttpRoutes {
+            plain: Table::new(Vec::new()),
+            tls: Table::new(Vec::new()),
+        }
+    }
+}
+
+/// The TLS facts of an HTTPS request, in its extensions next to [`ClientInfo`].
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub sni: Option<Arc<str>>,
+    /// The TLS option the handshake was made with.
+    pub option: Arc<str>,
+}
+
+/// Entrypoint settings of the HTTP server (static configuration).
+#[derive(Debug, Clone)]
+pub struct EntrypointConfig {
+    pub name: Arc<str>,
+    /// `http2.maxConcurrentStreams`.
+    pub max_concurrent_streams: u32,
+    /// `http.maxHeaderBytes`.
+    pub max_header_bytes: usize,
+    /// `transport.respondingTimeouts.readTimeout`: time to send a request's headers.
+    pub read_timeout: Option<Duration>,
+    /// `transport.respondingTimeouts.writeTimeout`: time from a request to the end of its
+    /// response.
+    pub write_timeout: Option<Duration>,
+    /// `transport.respondingTimeouts.idleTimeout`: a keep-alive connection with no request
+    /// in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// `forwardedHeaders`.
+    pub forwarded: ForwardedPolicy,
+    /// `http.sanitizePath`: `/./`, `/../` and `//` are resolved before routing and forwarding.
+    pub sanitize_path: bool,
+    /// `X-Forwarded-Server`; empty leaves it out.
+    pub server_name: String,
+}
+
+impl EntrypointConfig {
+    /// Traefik's defaults for an entrypoint called `name`.
+    pub fn new(name: &str) -> Self {
+        EntrypointConfig {
+            name: Arc::from(name),
+            max_concurrent_streams: 250,
+            max_header_bytes: 1 << 20,
+            read_timeout: Some(Duration::from_secs(60)),
+            write_timeout: None,
+            idle_timeout: Some(Duration::from_secs(180)),
+            forwarded: ForwardedPolicy::default(),
+            sanitize_path: true,
+            server_name: String::new(),
+        }
+    }
+}
+
+/// The HTTP server of one entrypoint. Lives as long as the listener; the routes are swapped
+/// at every reload. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpEntrypoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EntrypointConfig,
+    routes: ArcSwap<HttpRoutes>,
+    server: auto::Builder<TokioExecutor>,
+    /// Flips to `true` when the process stops: connections finish their requests and close.
+    shutdown: watch::Sender<bool>,
+}
+
+impl HttpEntrypoint {
+    pub fn new(config: EntrypointConfig) -> Self {
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        {
+            let mut h1 = server.http1();
+            // Without a timer hyper panics when a timeout is due.
+            h1.timer(TokioTimer::new())
+                .max_buf_size(config.max_header_bytes.max(MIN_H1_BUFFER));
+            if let Some(limit) = config.read_timeout {
+                h1.header_read_timeout(limit);
+            }
+        }
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+            .adaptive_window(true);
+        HttpEntrypoint {
+            inner: Arc::new(Inner {
+                config,
+                routes: ArcSwap::from_pointee(HttpRoutes::empty()),
+                server,
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Installs the routes of a new snapshot; the next request on every connection uses them.
+    pub fn set_routes(&self, routes: Arc<HttpRoutes>) {
+        self.inner.routes.store(routes);
+    }
+
+    /// Asks every connection to finish the request in flight and close (HTTP/2 GOAWAY,
+    /// HTTP/1.1 `Connection: close`).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Serves HTTP on one connection until the client closes it, the idle timeout passes or
+    /// the process stops. Errors (protocol violations, resets, timeouts) end the connection
+    /// with a debug log line: they are the client's.
+    pub async fn serve<I>(&self, io: I, conn: HttpConn)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = &self.inner.config;
+        let tls = conn.tls_option.as_ref().map(|option| TlsInfo {
+            sni: conn.sni.clone(),
+            option: option.clone(),
+        });
+        let client = ClientInfo {
+            peer: conn.client,
+            local: conn.local,
+            tls: tls.is_some(),
+            entrypoint: config.name.clone(),
+        };
+        let activity = Arc::new(Activity::new());
+        let io = ActivityIo {
+            io,
+            activity: activity.clone(),
+        };
+        let service = {
+            let entrypoint = self.clone();
+            let activity = activity.clone();
+            service_fn(move |request| {
+                let entrypoint = entrypoint.clone();
+                let client = client.clone();
+                let tls = tls.clone();
+                let in_flight = InFlight::enter(&activity);
+                async move {
+                    let response = entrypoint.handle(request, client, tls).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let connection = self
+            .inner
+            .server
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut closing = *shutdown.borrow();
+        if closing {
+            connection.as_mut().graceful_shutdown();
+        }
+        let idle_limit = config.idle_timeout;
+        let result = loop {
+            let idle_check = async {
+                match idle_limit {
+                    Some(limit) => tokio::time::sleep(activity.time_left(limit)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                changed = shutdown.changed(), if !closing => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                () = idle_check, if !closing => {
+                    if let Some(limit) = idle_limit
+                        && activity.idle_for() >= limit
+                    {
+                        tracing::debug!(entrypoint = %config.name, client = %conn.client, "closing an idle HTTP connection");
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(entrypoint = %config.name, client = %conn.client, error = %error, "HTTP connection ended with an error");
+        }
+    }
+
+    /// One request through the front door: sanitize, forwarded headers, route, 421, handler.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: ClientInfo,
+        tls: Option<TlsInfo>,
+    ) -> Response<Body> {
+        let config = &self.inner.config;
+        let (mut parts, body) = request.into_parts();
+        if config.sanitize_path
+            && let Err(kind) = sanitize_request_path(&mut parts.uri)
+        {
+            return error_response(kind);
+        }
+        let upgrade = is_upgrade(&parts.headers);
+        let host = request_host(&parts);
+        rewrite_request_headers(
+            &mut parts.headers,
+            &ForwardContext {
+                peer: client.peer.ip(),
+                tls: client.tls,
+                host: host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
+                upgrade,
+                server_name: &config.server_name,
+                policy: &config.forwarded,
+            },
+        );
+        let target = {
+            let routes = self.inner.routes.load();
+            let table = if client.tls {
+                &routes.tls
+            } else {
+                &routes.plain
+            };
+            let view = RequestView::from_parts(&parts, client.peer.ip());
+            table.find(&view).map(|route| route.target.clone())
+        };
+        let Some(target) = target else {
+            return error_response(ProxyErrorKind::NoRoute);
+        };
+        if let Some(tls) = &tls
+            && target.tls_option.as_deref() != Some(&*tls.option)
+        {
+            tracing::debug!(
+                entrypoint = %config.name,
+                router = %target.router,
+                sni = tls.sni.as_deref().unwrap_or(""),
+                "421: the request's host is served with other TLS options than the handshake's"
+            );
+            return error_response(ProxyErrorKind::MisdirectedRequest);
+        }
+        // HTTP/2 requests name their host in `:authority`; give handlers a Host either way.
+        if !parts.headers.contains_key(HOST)
+            && let Some(host) = host
+        {
+            parts.headers.insert(HOST, host);
+        }
+        parts.extensions.insert(client);
+        if let Some(tls) = tls {
+            parts.extensions.insert(tls);
+        }
+        let request = Request::from_parts(parts, boxed(body));
+        let response = target.handler.call(request);
+        match config.write_timeout {
+            Some(limit) => match tokio::time::timeout(limit, response).await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!(entrypoint = %config.name, router = %target.router, timeout = ?limit, "no response within the entrypoint's writeTimeout");
+                    error_response(ProxyErrorKind::UpstreamTimeout)
+                }
+            },
+            None => response.await,
+        }
+    }
+}
+
+impl HttpHandoff for HttpEntrypoint {
+    fn serve_plain(&self, io: PrefixedIo<TcpStream>, conn: HttpConn) -> HandoffFuture {
+        let entrypoint = self.clone();
+        Box::pin(async move { entrypoint.serve(io, conn).await })
+    }
+
+    fn serve_tls(
+        &self,
+        io: tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>,
+        conn: HttpConn,
+    ) -> HandoffFuture {
+        let entrypoint = self.clone();
+        Box::pin(async move { entrypoint.serve(io, conn).await })
+    }
+}
+
+/// The request's authority: the absolute-form target's (or HTTP/2 `:authority`) over `Host`,
+/// as Go's `net/http` decides.
+fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    }
+}
+
+fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers.get_all(CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Rewrites the request path to its sanitized form when it differs.
+fn sanitize_request_path(uri: &mut Uri) -> Result<(), ProxyErrorKind> {
+    let Some(path_and_query) = uri.path_and_query() else {
+        return Ok(());
+    };
+    let clean = sanitize_path(path_and_query.path());
+    if clean == path_and_query.path() {
+        return Ok(());
+    }
+    let rebuilt = match path_and_query.query() {
+        Some(query) => format!("{clean}?{query}"),
+        None => clean.into_owned(),
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(rebuilt).map_err(|_| ProxyErrorKind::BadRequest)?);
+    *uri = Uri::from_parts(parts).map_err(|_| ProxyErrorKind::BadRequest)?;
+    Ok(())
+}
+
+/// When bytes last moved on a connection and how many requests are in flight, for the idle
+/// timeout.
+struct Activity {
+    started: Instant,
+    /// Milliseconds after `started`.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Idle time; zero while a request is in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// How long until the connection could be idle for `limit` (at least a little, so a
+    /// busy connection is not polled in a tight loop).
+    fn time_left(&self, limit: Duration) -> Duration {
+        limit
+            .saturating_sub(self.idle_for())
+            .max(Duration::from_millis(100))
+    }
+}
+
+/// Counts a request as in flight until dropped (also when the client goes away mid-request).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection that notes when bytes move.
+struct ActivityIo<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_sanitized_keeping_the_query() {
+        let mut uri: Uri = "/a/./b/../c//d?x=/../y".parse().unwrap();
+        sanitize_request_path(&mut uri).unwrap();
+        assert_eq!(uri, "/a/c/d?x=/../y");
+        let mut absolute: Uri = "http://h.test/../x".parse().unwrap();
+        sanitize_request_path(&mut absolute).unwrap();
+        assert_eq!(absolute, "http://h.test/x");
+        let mut star: Uri = "*".parse().unwrap();
+        sanitize_request_path(&mut star).unwrap();
+        assert_eq!(star, "*");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!is_upgrade(&headers));
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_upgrade(&headers));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_counts_only_without_requests_in_flight() {
+        let activity = Arc::new(Activity::new());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(activity.idle_for() >= Duration::from_secs(5));
+        assert_eq!(
+            activity.time_left(Duration::from_secs(8)),
+            Duration::from_secs(3)
+        );
+        let request = InFlight::enter(&activity);
+        assert_eq!(activity.idle_for(), Duration::ZERO);
+        drop(request);
+        assert!(activity.idle_for() < Duration::from_secs(1));
+    }
+}
