@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod programs;
+pub mod web;
 
 /// How long a test waits for anything before it fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
