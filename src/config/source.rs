@@ -5,6 +5,7 @@
 //! This module only reads syntax. What the keys mean is the business of the schema types,
 //! which are deserialized from the tree by [`crate::config::de`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -300,6 +301,9 @@ enum Frame {
     },
     Map {
         entries: Vec<(Key, Node)>,
+        /// The keys of `entries`, so that a duplicate is found without a scan (a
+        /// configuration may have a hundred thousand routers).
+        keys: HashSet<String>,
         merges: Vec<Node>,
         pending_key: Option<Key>,
         location: Location,
@@ -400,6 +404,7 @@ impl YamlBuilder {
                 }
                 self.stack.push(Frame::Map {
                     entries: Vec::new(),
+                    keys: HashSet::new(),
                     merges: Vec::new(),
                     pending_key: None,
                     location,
@@ -463,6 +468,7 @@ impl YamlBuilder {
             }
             Some(Frame::Map {
                 entries,
+                keys,
                 merges,
                 pending_key,
                 ..
@@ -495,7 +501,7 @@ impl YamlBuilder {
                         merges.push(node);
                         return Ok(());
                     }
-                    if entries.iter().any(|(k, _)| k.name == key.name) {
+                    if !keys.insert(key.name.clone()) {
                         return Err(ConfigError::at(
                             key.location,
                             format!("duplicate key \"{}\"", key.name),
