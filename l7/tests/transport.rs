@@ -256,6 +256,14 @@ async fn respond(mut req: Request<Incoming>, sni: &str) -> Response<BackendBody>
     Response::builder()
         .header("x-seen-path", path_and_query)
         .header("x-seen-host", host)
+        .header("x-seen-host-header", seen("host"))
+        .header(
+            "x-seen-authority",
+            req.uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".to_owned()),
+        )
         .header("x-seen-version", format!("{:?}", req.version()))
         .header("x-seen-te", seen("te"))
         .header("x-seen-connection", seen("connection"))
@@ -369,6 +377,49 @@ async fn h2c_servers_get_http2_with_prior_knowledge() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-seen-version"), "HTTP/2.0");
     assert_eq!(header(&response, "x-seen-host"), "app.example.com");
+}
+
+#[tokio::test]
+async fn http2_servers_see_the_passed_host_as_authority_over_one_connection() {
+    let backend = start_backend(None).await;
+    let transport = transport(TransportSettings::default());
+    let passing = server(&transport, &backend.url("h2c"));
+    let response = passing.call(get("/x")).await;
+    assert_eq!(header(&response, "x-seen-authority"), "app.example.com");
+    assert_eq!(header(&response, "x-seen-host-header"), "-");
+
+    let own = transport
+        .server(
+            &backend.url("h2c"),
+            ServerOptions {
+                pass_host_header: false,
+                preserve_path: false,
+            },
+        )
+        .unwrap();
+    let response = own.call(get("/x")).await;
+    assert_eq!(
+        header(&response, "x-seen-authority"),
+        backend.addr.to_string()
+    );
+    // Both handlers of the server share its pool, and HTTP/2 one connection per authority.
+    let again = server(&transport, &backend.url("h2c"));
+    let response = again.call(get("/x")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(backend.accepted(), 2);
+}
+
+#[tokio::test]
+async fn https_http2_servers_see_the_passed_host_as_authority() {
+    let ca = Ca::new("backend CA");
+    let backend = start_backend(Some(tls_server(ca.leaf(&["localhost"]), None))).await;
+    let url = format!("https://localhost:{}", backend.addr.port());
+    let handler = server(&transport(trusting(&ca)), &url);
+    let response = handler.call(get("/x")).await;
+    assert_eq!(header(&response, "x-seen-version"), "HTTP/2.0");
+    assert_eq!(header(&response, "x-seen-authority"), "app.example.com");
+    // The SNI stays the server's: the passed Host is not who we connect to.
+    assert_eq!(header(&response, "x-seen-sni"), "localhost");
 }
 
 #[tokio::test]
@@ -833,6 +884,25 @@ async fn send_takes_absolute_http_h2c_and_https_uris() {
         assert_eq!(response.status(), StatusCode::OK, "{url}");
         assert_eq!(header(&response, "x-seen-version"), version, "{url}");
         assert_eq!(header(&response, "x-seen-path"), "/health", "{url}");
+    }
+}
+
+#[tokio::test]
+async fn send_announces_a_host_header_as_the_http2_authority() {
+    let backend = start_backend(None).await;
+    let transport = transport(TransportSettings::default());
+    for scheme in ["h2c", "http"] {
+        let request = Request::builder()
+            .uri(format!("{}/health", backend.url(scheme)))
+            .header("host", "health.example.com")
+            .body(empty_body())
+            .unwrap();
+        let response = transport.send(request).await.unwrap();
+        assert_eq!(
+            header(&response, "x-seen-host"),
+            "health.example.com",
+            "{scheme}"
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use http::uri::Scheme;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -61,8 +61,11 @@ pub(super) struct Connector {
     tcp: HttpConnector,
     dial_timeout: Duration,
     tls: Arc<ClientConfig>,
-    /// `serverName`; `None` uses the URI's host.
+    /// `serverName`; `None` uses the host dialled.
     server_name: Option<ServerName<'static>>,
+    /// The one server this connector dials, whatever authority the URI names: HTTP/2 pools
+    /// put the Host to announce in the URI (`:authority`), not the server's address.
+    pinned: Option<Authority>,
 }
 
 impl Connector {
@@ -81,6 +84,15 @@ impl Connector {
             dial_timeout,
             tls,
             server_name,
+            pinned: None,
+        }
+    }
+
+    /// This connector, dialling `server` for every URI.
+    pub(super) fn pinned_to(self, server: Authority) -> Self {
+        Self {
+            pinned: Some(server),
+            ..self
         }
     }
 }
@@ -104,6 +116,16 @@ impl tower_service::Service<Uri> for Connector {
 impl Connector {
     async fn connect(mut self, dst: Uri) -> Result<Stream, ConnectError> {
         let tls = dst.scheme() == Some(&Scheme::HTTPS);
+        let dst = match self.pinned.clone() {
+            Some(server) => {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = dst.scheme().cloned();
+                parts.authority = Some(server);
+                parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                Uri::from_parts(parts).map_err(|error| ConnectError::Dial(Box::new(error)))?
+            }
+            None => dst,
+        };
         let server_name = if tls {
             Some(self.server_name_for(&dst)?)
         } else {

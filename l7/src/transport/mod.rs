@@ -13,11 +13,13 @@ mod server;
 mod settings;
 mod tls;
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use http::uri::{Parts as UriParts, Scheme};
+use http::header::HOST;
+use http::uri::{Authority, Parts as UriParts, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -34,7 +36,7 @@ pub use server::{ServerHandler, ServerOptions, ServerUrlError};
 pub use settings::{TransportError, TransportSettings};
 
 /// How a server is spoken to, from its URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// `http://`: HTTP/1.1 over TCP.
     Http,
@@ -78,13 +80,23 @@ impl Protocol {
 type Pool = Client<Connector, RequestBody>;
 
 /// The connection pools and timeouts of one servers transport.
+///
+/// hyper-util names the connection target and the HTTP/2 `:authority` with the same URI
+/// authority, but a proxy passing the client's Host must announce that Host to an HTTP/2
+/// server while connecting to the server's address. So servers that may speak HTTP/2 get a
+/// pool of their own whose connector always dials them ([`Transport::pinned_pool`]), and
+/// requests through it carry the Host to announce in their URI.
 pub struct Transport {
-    /// `http` and `https` (ALPN h2 + http/1.1, or http/1.1 with `disableHTTP2`).
+    /// `http`, `https` with `disableHTTP2`, and absolute URIs without a Host to announce.
     default: Pool,
     /// `https` with ALPN http/1.1 only: protocol upgrades cannot be made over HTTP/2.
     http1: Pool,
-    /// `h2c`.
+    /// `h2c` URIs sent as they are.
     h2c: Pool,
+    /// Per-server pools for servers that may speak HTTP/2, kept while a handler uses them.
+    pinned: Mutex<HashMap<(Protocol, Authority), Weak<Pool>>>,
+    configs: tls::ClientConfigs,
+    server_name: Option<ServerName<'static>>,
     settings: TransportSettings,
 }
 
@@ -108,16 +120,60 @@ impl Transport {
             ),
             None => None,
         };
-        let connector = |tls| Connector::new(settings.dial_timeout, tls, server_name.clone());
-        let default = pool(&settings, false).build(connector(Arc::clone(&configs.default)));
-        let http1 = pool(&settings, false).build(connector(configs.http1));
-        let h2c = pool(&settings, true).build(connector(configs.default));
+        let connector = |tls: &Arc<_>| {
+            Connector::new(settings.dial_timeout, Arc::clone(tls), server_name.clone())
+        };
+        let default = pool(&settings, false).build(connector(&configs.default));
+        let http1 = pool(&settings, false).build(connector(&configs.http1));
+        let h2c = pool(&settings, true).build(connector(&configs.default));
         Ok(Arc::new(Self {
             default,
             http1,
             h2c,
+            pinned: Mutex::new(HashMap::new()),
+            configs,
+            server_name,
             settings,
         }))
+    }
+
+    /// Whether requests to a server of `protocol` may go over HTTP/2.
+    fn may_use_http2(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Http => false,
+            Protocol::Https => !self.settings.disable_http2,
+            Protocol::H2c => true,
+        }
+    }
+
+    /// The shared pool for a request whose URI names its server.
+    fn shared_pool(&self, protocol: Protocol, upgrade: bool) -> &Pool {
+        match protocol {
+            Protocol::H2c => &self.h2c,
+            Protocol::Https if upgrade => &self.http1,
+            Protocol::Http | Protocol::Https => &self.default,
+        }
+    }
+
+    /// The pool dialling only `server`, shared by every handler of that server while one
+    /// holds it.
+    fn pinned_pool(&self, protocol: Protocol, server: &Authority) -> Arc<Pool> {
+        let key = (protocol, server.clone());
+        // Nothing can panic while the lock is held; a poisoned map is still consistent.
+        let mut pools = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
+            return pool;
+        }
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        let connector = Connector::new(
+            self.settings.dial_timeout,
+            Arc::clone(&self.configs.default),
+            self.server_name.clone(),
+        )
+        .pinned_to(server.clone());
+        let pool = Arc::new(pool(&self.settings, protocol == Protocol::H2c).build(connector));
+        pools.insert(key, Arc::downgrade(&pool));
+        pool
     }
 
     pub fn settings(&self) -> &TransportSettings {
@@ -126,46 +182,56 @@ impl Transport {
 
     /// Sends a request whose URI is absolute (`http://`, `https://` or `h2c://`) as it is,
     /// with this transport's timeouts. Health checks use it.
-    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let uri = request.uri().to_string();
-        let protocol = request
-            .uri()
-            .scheme_str()
-            .and_then(Protocol::from_scheme)
-            .filter(|_| request.uri().authority().is_some())
-            .ok_or_else(|| {
-                ProxyError::new(ProxyErrorKind::Internal)
-                    .with_context(uri.clone())
-                    .with_cause("the URI is not absolute with scheme http, https or h2c")
-            })?;
-        let mut parts = UriParts::from(std::mem::take(request.uri_mut()));
-        parts.scheme = Some(protocol.wire_scheme());
-        *request.uri_mut() = Uri::from_parts(parts).map_err(|error| {
+        let invalid = |cause: String| {
             ProxyError::new(ProxyErrorKind::Internal)
                 .with_context(uri.clone())
-                .with_cause(error)
-        })?;
-        *request.version_mut() = protocol.request_version();
+                .with_cause(cause)
+        };
+        let not_absolute =
+            || invalid("the URI is not absolute with scheme http, https or h2c".into());
+        let (mut parts, body) = request.into_parts();
+        let mut target = UriParts::from(std::mem::take(&mut parts.uri));
+        let protocol = target
+            .scheme
+            .as_ref()
+            .and_then(|scheme| Protocol::from_scheme(scheme.as_str()))
+            .ok_or_else(not_absolute)?;
+        let server = target.authority.clone().ok_or_else(not_absolute)?;
+        target.scheme = Some(protocol.wire_scheme());
+        // A Host for a server that may speak HTTP/2 (a health check's `hostname`) is announced
+        // as the URI's authority through the server's pinned pool, as handlers do.
+        let announced = parts
+            .headers
+            .get(HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .filter(|_| self.may_use_http2(protocol));
+        let pinned = announced.map(|host| {
+            parts.headers.remove(HOST);
+            target.authority = Some(host);
+            self.pinned_pool(protocol, &server)
+        });
+        parts.uri = Uri::from_parts(target).map_err(|error| invalid(error.to_string()))?;
+        parts.version = protocol.request_version();
+        let pool = match &pinned {
+            Some(pool) => pool,
+            None => self.shared_pool(protocol, false),
+        };
         let response = self
-            .dispatch(protocol, false, request)
+            .dispatch(pool, Request::from_parts(parts, body))
             .await
             .map_err(|error| error.with_context(uri))?;
         Ok(response.map(boxed))
     }
 
-    /// Sends a request already rewritten for its server through the pool of its protocol,
-    /// with the response-header timeout.
+    /// Sends a request already rewritten for its server through `pool`, with the
+    /// response-header timeout.
     async fn dispatch(
         &self,
-        protocol: Protocol,
-        upgrade: bool,
+        pool: &Pool,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let pool = match protocol {
-            Protocol::H2c => &self.h2c,
-            Protocol::Https if upgrade => &self.http1,
-            Protocol::Http | Protocol::Https => &self.default,
-        };
         let (parts, body) = request.into_parts();
         let (body, sent) = RequestBody::new(body);
         let response = pool.request(Request::from_parts(parts, body));

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::{Protocol, Transport, error_chain};
+use super::{Pool, Protocol, Transport, error_chain};
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{is_upgrade_request, strip_hop_by_hop_request, strip_hop_by_hop_response};
 use crate::handler::{Body, BoxFuture, Handler, boxed, error_response};
@@ -92,6 +92,8 @@ pub struct ServerHandler {
     url: String,
     target: Target,
     options: ServerOptions,
+    /// The server's own pool when it may speak HTTP/2 (see [`Transport`]).
+    pinned: Option<Arc<Pool>>,
 }
 
 impl std::fmt::Debug for ServerHandler {
@@ -110,11 +112,16 @@ impl Transport {
         url: &str,
         options: ServerOptions,
     ) -> Result<ServerHandler, ServerUrlError> {
+        let target = Target::parse(url)?;
+        let pinned = self
+            .may_use_http2(target.protocol)
+            .then(|| self.pinned_pool(target.protocol, &target.authority));
         Ok(ServerHandler {
             transport: Arc::clone(self),
             url: url.to_owned(),
-            target: Target::parse(url)?,
+            target,
             options,
+            pinned,
         })
     }
 }
@@ -127,20 +134,32 @@ impl ServerHandler {
 
     async fn forward(&self, mut request: Request<Body>) -> Response<Body> {
         let client_version = request.version();
-        let upgrade = ClientUpgrade::take(&mut request);
+        // HTTP/2 has no `Upgrade`: an h2c server gets the request without it.
+        let upgrade = match self.target.protocol {
+            Protocol::H2c => None,
+            Protocol::Http | Protocol::Https => ClientUpgrade::take(&mut request),
+        };
+        let pinned = self.pinned.as_deref().filter(|_| upgrade.is_none());
         let (mut parts, body) = request.into_parts();
-        if let Err(error) = rewrite_head(&mut parts, &self.target, self.options, upgrade.is_some())
-        {
+        let head = RequestHead {
+            target: &self.target,
+            options: self.options,
+            upgrade: upgrade.is_some(),
+            host_in_uri: pinned.is_some(),
+        };
+        if let Err(error) = head.rewrite(&mut parts) {
             tracing::warn!(server = self.url, %error, "cannot build the request for the server");
             return error_response(ProxyErrorKind::BadRequest);
         }
+        let pool = match pinned {
+            Some(pool) => pool,
+            None => self
+                .transport
+                .shared_pool(self.target.protocol, upgrade.is_some()),
+        };
         let sent = self
             .transport
-            .dispatch(
-                self.target.protocol,
-                upgrade.is_some(),
-                Request::from_parts(parts, body),
-            )
+            .dispatch(pool, Request::from_parts(parts, body))
             .await;
         let mut response = match sent {
             Ok(response) => response,
@@ -286,42 +305,64 @@ impl ClientUpgrade {
     }
 }
 
-/// Turns the client's request head into the server's: the server's scheme and authority,
-/// the request's path and query (after the URL's path with `preservePath`), the Host to
-/// send, the version of the server's protocol, and no hop-by-hop headers.
-fn rewrite_head(
-    parts: &mut Parts,
-    target: &Target,
+/// How a client's request head becomes the server's.
+struct RequestHead<'a> {
+    target: &'a Target,
     options: ServerOptions,
+    /// The request is a protocol upgrade: `Connection: Upgrade` and `Upgrade` are kept.
     upgrade: bool,
-) -> Result<(), http::Error> {
-    // HTTP/2 clients send `:authority`, which `http` keeps in the URI, not a Host header.
-    let client_host = match parts.headers.get(HOST) {
-        Some(host) => Some(host.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    strip_hop_by_hop_request(&mut parts.headers, upgrade);
+    /// The request goes through a pool pinned to the server, so its URI carries the Host to
+    /// announce (HTTP/2 `:authority`, HTTP/1.1 `Host`) instead of the server's address.
+    host_in_uri: bool,
+}
 
-    parts.uri = Uri::builder()
-        .scheme(target.protocol.wire_scheme())
-        .authority(target.authority.clone())
-        .path_and_query(upstream_path_and_query(
-            &parts.uri,
-            &target.path,
-            options.preserve_path,
-        )?)
-        .build()?;
-    parts.version = target.protocol.request_version();
+impl RequestHead<'_> {
+    /// The server's scheme and authority, the request's path and query (after the URL's
+    /// path with `preservePath`), the Host to send, the version of the server's protocol,
+    /// and no hop-by-hop headers.
+    fn rewrite(&self, parts: &mut Parts) -> Result<(), http::Error> {
+        // HTTP/2 clients send `:authority`, which `http` keeps in the URI, not a Host header.
+        let client_host = match parts.headers.get(HOST) {
+            Some(host) => Some(host.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let passed_host = client_host.filter(|_| self.options.pass_host_header);
+        strip_hop_by_hop_request(&mut parts.headers, self.upgrade);
 
-    let host = match client_host {
-        Some(host) if options.pass_host_header => host,
-        _ => HeaderValue::from_str(target.authority.as_str())?,
-    };
-    parts.headers.insert(HOST, host);
-    Ok(())
+        let announced_authority = passed_host
+            .as_ref()
+            .filter(|_| self.host_in_uri)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok());
+        let authority = match announced_authority {
+            Some(announced) => {
+                // hyper-util writes it as Host on HTTP/1.1 and `:authority` on HTTP/2.
+                parts.headers.remove(HOST);
+                announced
+            }
+            None => {
+                let host = match passed_host {
+                    Some(host) => host,
+                    None => HeaderValue::from_str(self.target.authority.as_str())?,
+                };
+                parts.headers.insert(HOST, host);
+                self.target.authority.clone()
+            }
+        };
+        parts.uri = Uri::builder()
+            .scheme(self.target.protocol.wire_scheme())
+            .authority(authority)
+            .path_and_query(upstream_path_and_query(
+                &parts.uri,
+                &self.target.path,
+                self.options.preserve_path,
+            )?)
+            .build()?;
+        parts.version = self.target.protocol.request_version();
+        Ok(())
+    }
 }
 
 /// The request's path (prefixed by the URL's with `preservePath`, joined by one slash as
@@ -365,8 +406,24 @@ mod tests {
     }
 
     fn rewritten(request: Request<Body>, url: &str, options: ServerOptions) -> Parts {
+        rewritten_with(request, url, options, false)
+    }
+
+    fn rewritten_with(
+        request: Request<Body>,
+        url: &str,
+        options: ServerOptions,
+        host_in_uri: bool,
+    ) -> Parts {
         let (mut parts, _) = request.into_parts();
-        rewrite_head(&mut parts, &target(url), options, false).unwrap();
+        let target = target(url);
+        let head = RequestHead {
+            target: &target,
+            options,
+            upgrade: false,
+            host_in_uri,
+        };
+        head.rewrite(&mut parts).unwrap();
         parts
     }
 
@@ -441,6 +498,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_pool_gets_the_host_to_announce_in_the_uri() {
+        let request = || {
+            Request::builder()
+                .uri("/x?y=1")
+                .header("host", "app.example.com")
+                .body(empty_body())
+                .unwrap()
+        };
+        let parts = rewritten_with(request(), "h2c://10.0.0.1:9000", pass_host(true), true);
+        assert_eq!(parts.uri, "http://app.example.com/x?y=1");
+        assert!(parts.headers.get("host").is_none());
+
+        let parts = rewritten_with(request(), "https://10.0.0.1:9443", pass_host(false), true);
+        assert_eq!(parts.uri, "https://10.0.0.1:9443/x?y=1");
+        assert_eq!(parts.headers["host"], "10.0.0.1:9443");
+    }
+
+    #[test]
     fn preserve_path_joins_url_and_request_paths_with_one_slash() {
         for (url, request, expected) in [
             ("http://a:1/base", "/items?x=1", "/base/items?x=1"),
@@ -496,13 +571,14 @@ mod tests {
             .body(empty_body())
             .unwrap()
             .into_parts();
-        rewrite_head(
-            &mut parts,
-            &target("http://a:1"),
-            ServerOptions::default(),
-            true,
-        )
-        .unwrap();
+        let target = target("http://a:1");
+        let head = RequestHead {
+            target: &target,
+            options: ServerOptions::default(),
+            upgrade: true,
+            host_in_uri: false,
+        };
+        head.rewrite(&mut parts).unwrap();
         assert_eq!(parts.headers["connection"], "Upgrade");
         assert_eq!(parts.headers["upgrade"], "websocket");
     }
