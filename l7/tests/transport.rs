@@ -945,15 +945,45 @@ impl std::io::Write for Logs {
     }
 }
 
+impl Logs {
+    /// Captures what this thread logs until the guard is dropped (tests run on a
+    /// current-thread runtime, so the handler logs on this thread).
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_failure_is_logged_once_with_the_server_and_the_cause() {
+    let (logs, _guard) = Logs::capture();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}");
+    let response = server(&transport(TransportSettings::default()), &url)
+        .call(get("/"))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let text = logs.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains(&url), "{text}");
+    assert!(lines[0].to_lowercase().contains("refused"), "{text}");
+}
+
 #[tokio::test]
 async fn a_client_leaving_before_the_response_is_logged_as_499() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
 
     let backend = start_backend(None).await;
     let handler = server(
@@ -966,7 +996,7 @@ async fn a_client_leaving_before_the_response_is_logged_as_499() {
             .await
             .is_err()
     );
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("499")).collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains(&backend.url("http")), "{text}");
@@ -975,13 +1005,7 @@ async fn a_client_leaving_before_the_response_is_logged_as_499() {
 
 #[tokio::test]
 async fn answered_requests_log_no_499() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
 
     let backend = start_backend(None).await;
     let handler = server(
@@ -990,7 +1014,7 @@ async fn answered_requests_log_no_499() {
     );
     let response = handler.call(get("/")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(!text.contains("499"), "{text}");
 }
 

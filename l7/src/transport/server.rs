@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::{Pool, Protocol, Transport, error_chain};
+use super::{Pool, Protocol, Transport};
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{is_upgrade_request, strip_hop_by_hop_request, strip_hop_by_hop_response};
 use crate::handler::{Body, BoxFuture, Handler, boxed, error_response};
@@ -164,12 +164,8 @@ impl ServerHandler {
         let mut response = match sent {
             Ok(response) => response,
             Err(error) => {
-                tracing::warn!(
-                    server = self.url,
-                    error = %error_chain(&error),
-                    "{}",
-                    error.kind()
-                );
+                // The cause is already the whole chain of the client's error.
+                tracing::warn!(server = self.url, %error, "the request to the server failed");
                 return error_response(error.kind());
             }
         };
