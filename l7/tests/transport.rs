@@ -622,6 +622,36 @@ async fn a_refused_connection_is_a_502() {
 }
 
 #[tokio::test]
+async fn a_server_that_does_not_accept_in_time_is_a_504() {
+    // A listener that never accepts: once its queue is full, connection attempts get no
+    // answer, as from a server that is down behind a firewall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await
+        {
+            queued.push(tcp);
+        }
+    }
+    let settings = TransportSettings {
+        dial_timeout: Duration::from_millis(300),
+        ..TransportSettings::default()
+    };
+    let response = server(&transport(settings), &format!("http://{addr}"))
+        .call(get("/"))
+        .await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        response_error(&response),
+        Some(ProxyErrorKind::UpstreamConnectTimeout)
+    );
+}
+
+#[tokio::test]
 async fn a_server_answering_garbage_is_a_502() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
