@@ -79,10 +79,18 @@ pub struct ForwardContext<'a> {
 /// `TE: trailers` and, for an upgrade, `Connection: Upgrade` + `Upgrade`), then the forwarded
 /// headers set according to the peer's trust.
 pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
+    strip_hop_by_hop_request(headers, ctx.upgrade);
+    set_forwarded_headers(headers, ctx);
+}
+
+/// Removes hop-by-hop headers from a request before it goes upstream, keeping `TE: trailers`
+/// and, when `upgrade` (the request will be proxied as a protocol upgrade),
+/// `Connection: Upgrade` + `Upgrade`.
+pub fn strip_hop_by_hop_request(headers: &mut HeaderMap, upgrade: bool) {
     // gRPC servers refuse requests without `TE: trailers`; it is the one TE value that is
     // about the message rather than the connection.
     let keep_te_trailers = headers.get_all(TE).iter().any(|v| has_token(v, "trailers"));
-    let upgrade = if ctx.upgrade {
+    let upgrade = if upgrade {
         headers.get(UPGRADE).cloned()
     } else {
         None
@@ -97,8 +105,16 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(UPGRADE, protocol);
     }
+}
 
-    set_forwarded_headers(headers, ctx);
+/// Whether a request asks for a protocol upgrade (WebSocket...): an `Upgrade` header and
+/// `upgrade` among the `Connection` tokens.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
 }
 
 /// Removes hop-by-hop headers from an upstream response before it goes to the client. A 101
@@ -413,6 +429,16 @@ mod tests {
                 "tls={tls} upgrade={upgrade}"
             );
         }
+    }
+
+    #[test]
+    fn upgrade_requests_need_both_connection_upgrade_and_upgrade() {
+        assert!(is_upgrade_request(&headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ])));
+        assert!(!is_upgrade_request(&headers(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade_request(&headers(&[("connection", "upgrade")])));
     }
 
     #[test]

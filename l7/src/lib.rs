@@ -16,3 +16,4 @@ pub mod request;
 pub mod router;
 pub mod rule;
 pub mod server;
+pub mod transport;
