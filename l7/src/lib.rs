@@ -15,3 +15,4 @@ pub mod proxy;
 pub mod request;
 pub mod router;
 pub mod rule;
+pub mod service;

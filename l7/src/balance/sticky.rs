@@ -265,7 +265,7 @@ mod tests {
         assert!(spec.set_cookie("v").ends_with("; SameSite=Strict"));
     }
 
-    fn pinned<'a>(sticky: &'a Sticky<i32>, value: &str) -> Option<(i32, bool)> {
+    fn pinned(sticky: &Sticky<i32>, value: &str) -> Option<(i32, bool)> {
         sticky
             .lookup(value, |_| true)
             .map(|found| (*found.item, found.rewrite))
