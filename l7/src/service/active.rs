@@ -32,9 +32,11 @@ const MAX_GRPC_RESPONSE: usize = 16 * 1024;
 
 /// Sends one probe request and returns the response head (and body, read only by gRPC probes).
 ///
-/// The request's URI is absolute (`<scheme>://host:port<path>`). HTTP probes carry a `Host`
-/// header only when `hostname` is configured. gRPC probes are `Version::HTTP_2` requests and
-/// their scheme is `h2c` in cleartext (HTTP/2 with prior knowledge) or `https`.
+/// The request's URI is absolute (`<scheme>://host:port<path>`); HTTP probes have the server's
+/// scheme (`http`, `https`, `h2c`) or `healthCheck.scheme`, and carry a `Host` header only
+/// when `hostname` is configured. gRPC probes are `Version::HTTP_2` requests and their scheme
+/// is `h2c` in cleartext (HTTP/2 with prior knowledge) or `https`. The probe's timeout is
+/// applied around the call; redirects are followed here, not by the prober.
 pub trait Prober: Send + Sync + 'static {
     fn probe(&self, request: Request<Body>) -> BoxFuture<'_, Result<Response<Body>, BoxError>>;
 }

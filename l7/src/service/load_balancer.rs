@@ -133,9 +133,11 @@ impl LbState {
                 Core::Hrw(hrw)
             }
         };
+        // Traefik's `hrw` balancer has no sticky cookie: the client IP already pins clients.
         let sticky = spec
             .sticky
             .as_ref()
+            .filter(|_| spec.strategy != Strategy::Hrw)
             .map(|cookie| {
                 StickyCookie::new(service, cookie, servers.iter().map(|s| s.url.as_str()))
             })
@@ -570,6 +572,27 @@ mod tests {
             send(&lb, with_cookie("_05410=b528746506c397e7")).await.1,
             "A"
         );
+    }
+
+    #[tokio::test]
+    async fn hrw_ignores_the_sticky_cookie_as_traefik_does() {
+        let (lb, _) = balancer(LoadBalancerSpec {
+            strategy: Strategy::Hrw,
+            sticky: Some(CookieSpec::for_service("lb@file")),
+            ..spec(&[("127.0.0.1:18081", 1), ("127.0.0.1:18082", 1)])
+        });
+        let (_, served, set) = send(&lb, from("10.9.0.1")).await;
+        assert_eq!(set, None);
+        let other = if served == "A" {
+            "238e99ca93e11d58"
+        } else {
+            "b528746506c397e7"
+        };
+        let mut pinned = from("10.9.0.1");
+        pinned
+            .headers_mut()
+            .insert(COOKIE, format!("_05410={other}").parse().unwrap());
+        assert_eq!(send(&lb, pinned).await.1, served);
     }
 
     #[tokio::test]

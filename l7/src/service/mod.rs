@@ -1,4 +1,4 @@
-//! Traefik's HTTP services as [`Handler`]s: `loadBalancer` over servers ([`LoadBalancer`]),
+//! Traefik's HTTP services as [`Handler`](crate::handler::Handler)s: `loadBalancer` over servers ([`LoadBalancer`]),
 //! and `weighted`, `mirroring`, `failover`, `highestRandomWeight` over other services
 //! ([`Weighted`], [`Mirroring`], [`Failover`], [`HighestRandomWeight`]), with the health of
 //! servers (active probes, passive observation) and its propagation to parent services.
@@ -16,7 +16,14 @@
 //!   prober)?, leaves)?`;
 //! - a parent takes its children as [`Child`]ren: the child's handler and, when the child
 //!   reports its health, the [`SharedHealth`] its `health()` method returned. A child's service
-//!   middlewares wrap its handler but do not change its health.
+//!   middlewares wrap its handler but do not change its health:
+//!   `Weighted::new(name, spec, vec![(child, weight)])`,
+//!   `HighestRandomWeight::new(name, health_check, vec![(child, weight)])`,
+//!   `Mirroring::new(name, spec, main, mirrors)`, `Failover::new(name, spec, main, fallback)`.
+//!
+//! Where this differs from Traefik on purpose: children and servers keep the order of the
+//! configuration (Traefik shuffles them at each build, which only changes the order of ties);
+//! a server of weight ≤ 0 is unused under every strategy (Traefik's `p2c` still uses it).
 //!
 //! # Health propagation
 //! A service reports its health to its parents only when it declares a `healthCheck` (a

@@ -71,7 +71,7 @@ impl Weighted {
     /// `children` are the services with their weights; those of weight ≤ 0 are not used.
     pub fn new(
         service: &str,
-        spec: &WeightedSpec,
+        spec: WeightedSpec,
         children: Vec<(Child, i64)>,
     ) -> Result<Self, BuildError> {
         let declared: Vec<&Child> = children.iter().map(|(child, _)| child).collect();
@@ -202,7 +202,7 @@ pub(crate) mod tests {
         let (a, b, z) = (leaf("a"), leaf("b"), leaf("z"));
         let weighted = Weighted::new(
             "wt@file",
-            &WeightedSpec::default(),
+            WeightedSpec::default(),
             vec![
                 (child(&a, false), 3),
                 (child(&b, false), 1),
@@ -217,12 +217,12 @@ pub(crate) mod tests {
     async fn children_health_is_followed_only_with_a_health_check() {
         let (a, b) = (leaf("a"), leaf("b"));
         let children = || vec![(child(&a, true), 1), (child(&b, true), 1)];
-        let blind = Weighted::new("wt@file", &WeightedSpec::default(), children()).unwrap();
+        let blind = Weighted::new("wt@file", WeightedSpec::default(), children()).unwrap();
         let following = WeightedSpec {
             health_check: true,
             ..WeightedSpec::default()
         };
-        let watching = Weighted::new("wt@file", &following, children()).unwrap();
+        let watching = Weighted::new("wt@file", following, children()).unwrap();
         assert!(blind.health().is_none());
         let health = watching.health().unwrap();
         a.up.store(false, Ordering::SeqCst);
@@ -249,7 +249,7 @@ pub(crate) mod tests {
         };
         let error = Weighted::new(
             "wt@file",
-            &spec,
+            spec,
             vec![(child(&a, true), 1), (child(&b, false), 1)],
         )
         .err()
@@ -270,7 +270,7 @@ pub(crate) mod tests {
         };
         let weighted = Weighted::new(
             "wt@file",
-            &spec,
+            spec,
             vec![(child(&a, true), 1), (child(&b, true), 1)],
         )
         .unwrap();
