@@ -24,7 +24,7 @@ use crate::error::ProxyErrorKind;
 use crate::handler::{Body, BoxError, BoxFuture, Handler, SharedHandler, boxed, error_response};
 
 /// Requests of one mirroring service being sent to its mirrors at once, at most.
-pub const MAX_MIRRORING: usize = 64;
+pub(crate) const MAX_MIRRORING: usize = 64;
 
 /// `http.services.<name>.mirroring`, without its services.
 #[derive(Debug, Clone, PartialEq, Eq)]
