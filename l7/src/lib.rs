@@ -16,4 +16,5 @@ pub mod request;
 pub mod router;
 pub mod rule;
 pub mod server;
+pub mod service;
 pub mod transport;

@@ -87,7 +87,27 @@ impl<T> Edf<T> {
     where
         T: Clone,
     {
+        Self::pick(&mut self.lock())
+    }
+
+    /// As [`Edf::next`], with each handler's health read from `is_up` (the flags set by
+    /// [`Edf::set_up`] are replaced), all under one lock so the pick sees one consistent view.
+    /// Used where health lives outside the balancer (health checks, child services).
+    pub fn next_with(&self, is_up: impl Fn(&T) -> bool) -> Option<T>
+    where
+        T: Clone,
+    {
         let mut state = self.lock();
+        for entry in &mut state.heap {
+            entry.up = is_up(&entry.item);
+        }
+        Self::pick(&mut state)
+    }
+
+    fn pick(state: &mut State<T>) -> Option<T>
+    where
+        T: Clone,
+    {
         if !state.heap.iter().any(|entry| entry.up) {
             return None;
         }
@@ -251,6 +271,20 @@ mod tests {
         edf.set_up(&"A", true);
         let picks = sequence(&edf, 10);
         assert_eq!(picks.matches('A').count(), 6, "{picks}");
+    }
+
+    #[test]
+    fn next_with_reads_health_from_outside_and_keeps_the_order() {
+        let edf = balancer(&[("A", 3), ("B", 1)]);
+        let picks: String = (0..12)
+            .map(|_| edf.next_with(|_| true).unwrap_or("-"))
+            .collect();
+        assert_eq!(picks, "AABAAAABAABA");
+        let picks: String = (0..4)
+            .map(|_| edf.next_with(|&item| item != "A").unwrap_or("-"))
+            .collect();
+        assert_eq!(picks, "BBBB");
+        assert_eq!(edf.next_with(|_| false), None);
     }
 
     #[test]

@@ -76,8 +76,17 @@ impl<T> Hrw<T> {
     /// The healthy handler with the highest score for `client_ip` (the first on equal
     /// scores), or `None` when none is up.
     pub fn pick(&self, client_ip: &str) -> Option<&T> {
+        self.pick_where(client_ip, |_| true)
+    }
+
+    /// As [`Hrw::pick`], among handlers that are up and pass `is_up` (health kept outside).
+    pub fn pick_where(&self, client_ip: &str, is_up: impl Fn(&T) -> bool) -> Option<&T> {
         let mut best: Option<(f64, &T)> = None;
-        for entry in self.entries.iter().filter(|e| e.up.load(Ordering::Relaxed)) {
+        let healthy = self
+            .entries
+            .iter()
+            .filter(|e| e.up.load(Ordering::Relaxed) && is_up(&e.item));
+        for entry in healthy {
             let s = score(client_ip, &entry.name, entry.weight);
             if best.is_none_or(|(top, _)| s > top) {
                 best = Some((s, &entry.item));
@@ -151,6 +160,19 @@ mod tests {
         all.set_up("a", false);
         all.set_up("c", false);
         assert_eq!(all.pick("10.0.0.1"), None);
+    }
+
+    #[test]
+    fn pick_where_behaves_as_if_the_rejected_were_down() {
+        let all = service(&["a", "b", "c"]);
+        let without_b = service(&["a", "c"]);
+        for client in clients() {
+            assert_eq!(
+                all.pick_where(&client, |&h| h != "b"),
+                without_b.pick(&client)
+            );
+        }
+        assert_eq!(all.pick_where("10.0.0.1", |_| false), None);
     }
 
     #[test]

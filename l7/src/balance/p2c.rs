@@ -103,10 +103,20 @@ impl<T> P2c<T> {
 
     /// The handler for the next request, or `None` when none is up.
     pub fn pick(&self, random: &mut impl Random) -> Option<InFlight<T>> {
+        self.pick_where(random, |_| true)
+    }
+
+    /// As [`P2c::pick`], drawing only among handlers that are up and pass `is_up` (health
+    /// kept outside the balancer).
+    pub fn pick_where(
+        &self,
+        random: &mut impl Random,
+        is_up: impl Fn(&T) -> bool,
+    ) -> Option<InFlight<T>> {
         let healthy: Vec<&Arc<Server<T>>> = self
             .servers
             .iter()
-            .filter(|server| server.up.load(Ordering::Relaxed))
+            .filter(|server| server.up.load(Ordering::Relaxed) && is_up(&server.item))
             .collect();
         let chosen = match healthy.len() {
             0 => return None,
@@ -127,10 +137,26 @@ impl<T> P2c<T> {
                 }
             }
         };
-        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(InFlight {
-            server: Arc::clone(chosen),
-        })
+        Some(Self::enter_server(chosen))
+    }
+
+    /// Counts a request in flight on the first handler equal to `item`, chosen by other means
+    /// (a sticky cookie); `None` if there is no such handler.
+    pub fn enter(&self, item: &T) -> Option<InFlight<T>>
+    where
+        T: PartialEq,
+    {
+        self.servers
+            .iter()
+            .find(|server| server.item == *item)
+            .map(Self::enter_server)
+    }
+
+    fn enter_server(server: &Arc<Server<T>>) -> InFlight<T> {
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            server: Arc::clone(server),
+        }
     }
 }
 
@@ -193,6 +219,21 @@ mod tests {
         assert_eq!(pick.as_ref().map(|h| *h.handler()), Some("C"));
         p2c.set_up(&"C", false);
         assert!(p2c.pick(&mut Script(vec![])).is_none());
+    }
+
+    #[test]
+    fn pick_where_skips_handlers_down_outside_and_enter_counts_in_flight() {
+        let p2c = P2c::new(["A", "B", "C"]);
+        // Only C passes: no draw at all.
+        let pick = p2c.pick_where(&mut Script(vec![]), |&h| h == "C");
+        assert_eq!(pick.as_ref().map(|h| *h.handler()), Some("C"));
+        assert!(p2c.pick_where(&mut Script(vec![]), |_| false).is_none());
+        // A request pinned to A (sticky) makes B win the A/B draw.
+        let pinned = p2c.enter(&"A");
+        assert!(pinned.is_some());
+        let pick = p2c.pick(&mut Script(vec![0, 0]));
+        assert_eq!(pick.as_ref().map(|h| *h.handler()), Some("B"));
+        assert!(p2c.enter(&"Z").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Traefik's sticky cookie: its default name, the value that names a handler, and the
-//! `Set-Cookie` header value. Reading the cookie from a request is the HTTP shell's job.
+//! `Set-Cookie` header value, and the legacy values older Traefik versions wrote (accepted, then
+//! rewritten). Reading the cookie from a request is the HTTP shell's job.
 //!
 //! Checked against Traefik 3.7.15: service `lb@file` gets cookie `_05410`; its server
 //! `http://127.0.0.1:18081` has value `b528746506c397e7`; the children of a `weighted`
@@ -104,9 +105,41 @@ pub fn cookie_value(handler_name: &str) -> String {
     hex(&digest[..8])
 }
 
+/// The values older Traefik versions wrote for a handler, still accepted (and then rewritten):
+/// the bare name, its FNV-1 64 hash in hex, and the hash of that hash (server URLs used to be
+/// hashed once before being hashed again).
+fn legacy_values(handler_name: &str) -> [String; 3] {
+    let once = format!("{:x}", fnv1_64(handler_name.as_bytes()));
+    let twice = format!("{:x}", fnv1_64(once.as_bytes()));
+    [handler_name.to_owned(), once, twice]
+}
+
+/// FNV-1 (multiply, then xor), 64 bits: Go's `hash/fnv.New64`, which legacy cookies used.
+fn fnv1_64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+        hash.wrapping_mul(PRIME) ^ u64::from(byte)
+    })
+}
+
+struct Pinned<T> {
+    value: String,
+    legacy: [String; 3],
+    item: T,
+}
+
+/// A handler a cookie pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a, T> {
+    pub item: &'a T,
+    /// The cookie had a legacy value: send the current one with the response.
+    pub rewrite: bool,
+}
+
 /// Maps cookie values back to handlers.
 pub struct Sticky<T> {
-    handlers: Vec<(String, T)>,
+    handlers: Vec<Pinned<T>>,
 }
 
 impl<T> Sticky<T> {
@@ -114,18 +147,44 @@ impl<T> Sticky<T> {
     pub fn new<'a>(handlers: impl IntoIterator<Item = (&'a str, T)>) -> Self {
         let handlers = handlers
             .into_iter()
-            .map(|(name, item)| (cookie_value(name), item))
+            .map(|(name, item)| Pinned {
+                value: cookie_value(name),
+                legacy: legacy_values(name),
+                item,
+            })
             .collect();
         Self { handlers }
     }
 
     /// The handler a cookie value pins, if it is known and `is_up` says it is healthy;
-    /// otherwise the caller picks normally and sends [`CookieSpec::set_cookie`].
-    pub fn lookup(&self, value: &str, is_up: impl Fn(&T) -> bool) -> Option<&T> {
+    /// otherwise the caller picks normally and sends [`CookieSpec::set_cookie`]. Current
+    /// values win over legacy ones, as in Traefik.
+    pub fn lookup(&self, value: &str, is_up: impl Fn(&T) -> bool) -> Option<Found<'_, T>> {
+        let current = self.handlers.iter().find(|pinned| pinned.value == value);
+        let (pinned, rewrite) = match current {
+            Some(pinned) => (pinned, false),
+            None => (
+                self.handlers
+                    .iter()
+                    .find(|pinned| pinned.legacy.iter().any(|legacy| legacy == value))?,
+                true,
+            ),
+        };
+        is_up(&pinned.item).then_some(Found {
+            item: &pinned.item,
+            rewrite,
+        })
+    }
+
+    /// The cookie value of the first handler equal to `item`.
+    pub fn value(&self, item: &T) -> Option<&str>
+    where
+        T: PartialEq,
+    {
         self.handlers
             .iter()
-            .find(|(known, item)| known == value && is_up(item))
-            .map(|(_, item)| item)
+            .find(|pinned| pinned.item == *item)
+            .map(|pinned| pinned.value.as_str())
     }
 }
 
@@ -206,11 +265,39 @@ mod tests {
         assert!(spec.set_cookie("v").ends_with("; SameSite=Strict"));
     }
 
+    fn pinned(sticky: &Sticky<i32>, value: &str) -> Option<(i32, bool)> {
+        sticky
+            .lookup(value, |_| true)
+            .map(|found| (*found.item, found.rewrite))
+    }
+
     #[test]
     fn lookup_finds_healthy_handlers_only() {
         let sticky = Sticky::new([("http://127.0.0.1:18081", 1), ("http://127.0.0.1:18082", 2)]);
-        assert_eq!(sticky.lookup("238e99ca93e11d58", |_| true), Some(&2));
-        assert_eq!(sticky.lookup("238e99ca93e11d58", |&h| h != 2), None);
-        assert_eq!(sticky.lookup("0000000000000000", |_| true), None);
+        assert_eq!(pinned(&sticky, "238e99ca93e11d58"), Some((2, false)));
+        assert!(sticky.lookup("238e99ca93e11d58", |&h| h != 2).is_none());
+        assert_eq!(pinned(&sticky, "0000000000000000"), None);
+        assert_eq!(sticky.value(&1), Some("b528746506c397e7"));
+        assert_eq!(sticky.value(&3), None);
+    }
+
+    #[test]
+    fn fnv1_64_matches_the_published_vectors() {
+        // FNV-1 (not 1a) reference values (isthe.com/chongo/tech/comp/fnv).
+        assert_eq!(fnv1_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1_64(b"a"), 0xaf63_bd4c_8601_b7be);
+        assert_eq!(fnv1_64(b"foobar"), 0x340d_8765_a4dd_a9c2);
+    }
+
+    #[test]
+    fn legacy_values_are_accepted_and_marked_for_rewrite() {
+        let sticky = Sticky::new([("a", 1), ("http://127.0.0.1:18081", 2)]);
+        let once = format!("{:x}", fnv1_64(b"http://127.0.0.1:18081"));
+        let twice = format!("{:x}", fnv1_64(once.as_bytes()));
+        assert_eq!(pinned(&sticky, "http://127.0.0.1:18081"), Some((2, true)));
+        assert_eq!(pinned(&sticky, &once), Some((2, true)));
+        assert_eq!(pinned(&sticky, &twice), Some((2, true)));
+        assert_eq!(pinned(&sticky, "a"), Some((1, true)));
+        assert_eq!(pinned(&sticky, "ca978112ca1bbdca"), Some((1, false)));
     }
 }
