@@ -47,6 +47,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                 &internal,
                 &Default::default(),
                 &Default::default(),
+                &l7::service::ServiceStates::new(),
             )
             .problems,
         ),

@@ -11,7 +11,6 @@ pub mod error;
 pub mod forwarded;
 pub mod handler;
 pub mod middleware;
-pub mod proxy;
 pub mod request;
 pub mod router;
 pub mod rule;

@@ -1,6 +1,6 @@
 //! The HTTP path over loopback: a real hyper client talks to an `l7::server::HttpEntrypoint`
-//! serving an accepted TCP connection, whose routes forward through `l7::proxy` to real hyper
-//! backends.
+//! serving an accepted TCP connection, whose routes forward through `l7::service` load
+//! balancers and `l7::transport` leaves to real hyper backends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,10 +22,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use l4::tcp::dispatch::HttpConn;
 use l7::balance::Edf;
-use l7::proxy::{ForwardConfig, Forwarder, HttpService, ServiceHandler, Upstream};
+use l7::handler::SharedHandler;
 use l7::router::{Route, Table};
 use l7::rule::HttpRule;
 use l7::server::{EntrypointConfig, HttpEntrypoint, HttpRoutes, RouteTarget};
+use l7::service::{LbState, LoadBalancer, LoadBalancerSpec, ServerSpec};
+use l7::transport::{ServerOptions, Transport, TransportSettings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -151,7 +153,7 @@ async fn start_proxy(table: Table<RouteTarget>, config: EntrypointConfig) -> Run
     }
 }
 
-fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> Arc<ServiceHandler> {
+fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> SharedHandler {
     service_urls(
         &servers
             .iter()
@@ -161,26 +163,39 @@ fn service(servers: &[(SocketAddr, i64)], pass_host_header: bool) -> Arc<Service
     )
 }
 
-fn service_urls(servers: &[(String, i64)], pass_host_header: bool) -> Arc<ServiceHandler> {
-    service_with(servers, pass_host_header, ForwardConfig::default())
+fn service_urls(servers: &[(String, i64)], pass_host_header: bool) -> SharedHandler {
+    service_with(servers, pass_host_header, TransportSettings::default())
 }
 
 fn service_with(
     servers: &[(String, i64)],
     pass_host_header: bool,
-    config: ForwardConfig,
-) -> Arc<ServiceHandler> {
-    let servers = servers
+    settings: TransportSettings,
+) -> SharedHandler {
+    let transport = Transport::new(settings).unwrap();
+    let options = ServerOptions {
+        pass_host_header,
+        preserve_path: false,
+    };
+    let leaves: Vec<SharedHandler> = servers
         .iter()
-        .map(|(url, weight)| (Upstream::parse(url).unwrap(), *weight))
+        .map(|(url, _)| Arc::new(transport.server(url, options.clone()).unwrap()) as SharedHandler)
         .collect();
-    Arc::new(ServiceHandler::new(
-        HttpService::new(servers, pass_host_header),
-        Forwarder::new(config),
-    ))
+    let spec = LoadBalancerSpec {
+        servers: servers
+            .iter()
+            .map(|(url, weight)| ServerSpec {
+                weight: *weight,
+                ..ServerSpec::new(url.clone())
+            })
+            .collect(),
+        ..LoadBalancerSpec::default()
+    };
+    let state = LbState::new("s", spec, None).unwrap();
+    Arc::new(LoadBalancer::new(state, leaves).unwrap())
 }
 
-fn route(name: &str, rule: &str, target: Arc<ServiceHandler>) -> Route<RouteTarget> {
+fn route(name: &str, rule: &str, target: SharedHandler) -> Route<RouteTarget> {
     let rule = HttpRule::compile(rule).unwrap();
     Route {
         name: name.to_owned(),
@@ -412,9 +427,9 @@ async fn answers_504_when_the_upstream_sends_no_headers_in_time() {
             held.push(stream);
         }
     }));
-    let config = ForwardConfig {
+    let config = TransportSettings {
         response_header_timeout: Some(Duration::from_millis(200)),
-        ..ForwardConfig::default()
+        ..TransportSettings::default()
     };
     let table = Table::new(vec![route(
         "all",

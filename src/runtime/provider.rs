@@ -23,6 +23,7 @@ use super::internal::Internal;
 use super::rules::Compilers;
 use crate::config::dynamic::DynamicConfig;
 use crate::config::{ConfigError, StaticConfig, load_dynamic_dir, load_dynamic_file, validate};
+use l7::service::ServiceStates;
 
 /// What asked for a reload (for the log).
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +118,8 @@ pub struct Reloader {
     store: Arc<ArcSwap<Snapshot>>,
     /// The entrypoints' HTTP servers, which get each new snapshot's HTTP routes.
     http: Arc<HttpEntrypoints>,
+    /// HTTP load-balancer states (health, positions), kept while a service is unchanged.
+    http_states: ServiceStates,
     source: Option<Source>,
     /// Health checks of the installed snapshot; replaced on every install.
     health: Vec<HealthHandle>,
@@ -138,6 +141,7 @@ impl Reloader {
             internal,
             store,
             http,
+            http_states: ServiceStates::new(),
             source,
             health: Vec::new(),
             servers: Servers::new(),
@@ -192,9 +196,11 @@ impl Reloader {
             &self.internal,
             &self.servers,
             &self.http,
+            &self.http_states,
         );
         compiled.snapshot.install_http(&self.http);
         self.store.store(Arc::new(compiled.snapshot));
+        self.http_states.retain_used();
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.
         self.health = compiled.health;

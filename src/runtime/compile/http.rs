@@ -12,17 +12,30 @@ use std::sync::Arc;
 
 use l4::tcp::dispatch::HttpsTarget;
 use l4::tcp::sni::SniTable;
-use l7::handler::{Noop, SharedHandler};
+use std::time::Duration;
+
+use ::http::{Request, Response};
+use l7::handler::{Body, BoxError, BoxFuture, Noop, SharedHandler};
 use l7::middleware::redirect_scheme::RedirectScheme;
 use l7::middleware::{Middleware, apply_chain};
-use l7::proxy::{ForwardConfig, Forwarder, HttpService, ServiceHandler, Upstream};
 use l7::router::{Route, Table};
 use l7::rule::HttpRule;
 use l7::server::{HttpRoutes, RouteTarget};
+use l7::service::{
+    Child, CookieSpec, Failover, FailoverErrors, FailoverSpec, HealthCheckMode, HealthCheckSpec,
+    HighestRandomWeight, LoadBalancer, LoadBalancerSpec, Mirror, Mirroring, MirroringSpec,
+    PassiveHealthCheckSpec, Prober, SameSite, ServerSpec, SharedHealth, StatusRanges, Strategy,
+    Weighted, WeightedSpec, cookie_name,
+};
+use l7::transport::{ServerOptions, Transport, TransportSettings};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{Compiler, MAX_SERVICE_DEPTH};
+use super::{
+    Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
+};
 use crate::config::Location;
-use crate::config::dynamic::DEFAULT_TLS_NAME;
+use crate::config::dynamic::{Cookie, DEFAULT_TLS_NAME, ServerHealthCheck, ServersLoadBalancer};
 use crate::config::validate::Report;
 
 /// An entrypoint's (plaintext routes, TLS routes).
@@ -32,8 +45,8 @@ type RouteLists = (Vec<Route<RouteTarget>>, Vec<Route<RouteTarget>>);
 #[derive(Default)]
 pub(super) struct HttpParts {
     middlewares: HashMap<String, Option<Arc<dyn Middleware>>>,
-    services: HashMap<String, Option<SharedHandler>>,
-    forwarder: Option<Arc<Forwarder>>,
+    services: HashMap<String, Option<Child>>,
+    transports: HashMap<String, Option<Arc<Transport>>>,
     /// entrypoint → (plaintext routes, TLS routes)
     routes: HashMap<String, RouteLists>,
     /// entrypoint → HTTPS server names
@@ -255,6 +268,12 @@ impl Compiler<'_> {
         at: Option<&Location>,
         depth: usize,
     ) -> Option<SharedHandler> {
+        self.http_child(name, at, depth).map(|child| child.handler)
+    }
+
+    /// A service as its parents see it: its handler (service middlewares included) and, if
+    /// it reports one, its health. Built once per snapshot.
+    fn http_child(&mut self, name: &str, at: Option<&Location>, depth: usize) -> Option<Child> {
         if let Some(built) = self.http.services.get(name) {
             return built.clone();
         }
@@ -268,9 +287,9 @@ impl Compiler<'_> {
         name: &str,
         at: Option<&Location>,
         depth: usize,
-    ) -> Option<SharedHandler> {
+    ) -> Option<Child> {
         if name == "noop@internal" {
-            return Some(Arc::new(Noop));
+            return Some(Child::new(name, Arc::new(Noop), None));
         }
         if depth > MAX_SERVICE_DEPTH {
             self.problem(
@@ -285,44 +304,401 @@ impl Compiler<'_> {
         };
         let at = def.location.as_ref().or(at);
         let s = &def.value;
-        let Some(lb) = &s.load_balancer else {
-            self.problem(
-                at,
-                format!(
-                    "service {name}: type {} is not supported yet",
-                    s.kinds().join(", ")
-                ),
-            );
-            return None;
-        };
-        let mut servers = Vec::new();
-        for server in &lb.servers {
-            match Upstream::parse(&server.url.value) {
-                Ok(upstream) => servers.push((upstream, server.weight())),
-                Err(e) => {
-                    self.problem(
-                        server.url.location.as_ref().or(at),
-                        format!("service {name}: {e}"),
-                    );
-                    return None;
+        let built: Result<(SharedHandler, Option<SharedHealth>), String> =
+            if let Some(lb) = &s.load_balancer {
+                self.load_balancer(name, lb, at)
+            } else if let Some(w) = &s.weighted {
+                let mut children = Vec::new();
+                for child in &w.services {
+                    let c = self.http_child(
+                        &child.name.value,
+                        child.name.location.as_ref().or(at),
+                        depth + 1,
+                    )?;
+                    children.push((c, child.weight()));
                 }
+                let spec = WeightedSpec {
+                    sticky: w
+                        .sticky
+                        .as_ref()
+                        .and_then(|st| st.cookie.as_ref())
+                        .map(|c| cookie_spec(name, c)),
+                    health_check: w.health_check.is_some(),
+                };
+                Weighted::new(name, spec, children)
+                    .map(|w| {
+                        let health = w.health();
+                        (Arc::new(w) as SharedHandler, health)
+                    })
+                    .map_err(|e| e.to_string())
+            } else if let Some(h) = &s.highest_random_weight {
+                let mut children = Vec::new();
+                for child in &h.services {
+                    let c = self.http_child(
+                        &child.name.value,
+                        child.name.location.as_ref().or(at),
+                        depth + 1,
+                    )?;
+                    children.push((c, child.weight()));
+                }
+                HighestRandomWeight::new(name, h.health_check.is_some(), children)
+                    .map(|h| {
+                        let health = h.health();
+                        (Arc::new(h) as SharedHandler, health)
+                    })
+                    .map_err(|e| e.to_string())
+            } else if let Some(m) = &s.mirroring {
+                let main = self.http_child(
+                    &m.service.value,
+                    m.service.location.as_ref().or(at),
+                    depth + 1,
+                )?;
+                let mut mirrors = Vec::new();
+                for mirror in &m.mirrors {
+                    let c = self.http_child(
+                        &mirror.name.value,
+                        mirror.name.location.as_ref().or(at),
+                        depth + 1,
+                    )?;
+                    mirrors.push(Mirror {
+                        name: c.name,
+                        handler: c.handler,
+                        percent: mirror.percent,
+                    });
+                }
+                let spec = MirroringSpec {
+                    mirror_body: m.mirror_body.unwrap_or(true),
+                    max_body_size: m.max_body_size.and_then(|n| u64::try_from(n).ok()),
+                    health_check: m.health_check.is_some(),
+                };
+                Mirroring::new(name, spec, main, mirrors)
+                    .map(|m| {
+                        let health = m.health();
+                        (Arc::new(m) as SharedHandler, health)
+                    })
+                    .map_err(|e| e.to_string())
+            } else if let Some(f) = &s.failover {
+                let main = self.http_child(
+                    &f.service.value,
+                    f.service.location.as_ref().or(at),
+                    depth + 1,
+                )?;
+                let fallback = self.http_child(
+                    &f.fallback.value,
+                    f.fallback.location.as_ref().or(at),
+                    depth + 1,
+                )?;
+                let errors = match &f.errors {
+                    Some(e) if !e.status.is_empty() => match StatusRanges::parse(&e.status) {
+                        Ok(status) => Some(FailoverErrors {
+                            status,
+                            max_request_body_bytes: e
+                                .max_request_body_bytes
+                                .and_then(|n| u64::try_from(n).ok()),
+                        }),
+                        Err(e) => {
+                            self.problem(at, format!("service {name}: {e}"));
+                            return None;
+                        }
+                    },
+                    _ => None,
+                };
+                let spec = FailoverSpec {
+                    health_check: f.health_check.is_some(),
+                    errors,
+                };
+                Failover::new(name, spec, main, fallback)
+                    .map(|f| {
+                        let health = f.health();
+                        (Arc::new(f) as SharedHandler, health)
+                    })
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(format!("type {} is not supported", s.kinds().join(", ")))
+            };
+        let (handler, health) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                self.problem(at, format!("service {name}: {e}"));
+                return None;
             }
-        }
-        let forwarder = self
-            .http
-            .forwarder
-            .get_or_insert_with(|| Forwarder::new(ForwardConfig::default()))
-            .clone();
-        let service: SharedHandler = Arc::new(ServiceHandler::new(
-            HttpService::new(servers, lb.pass_host_header.unwrap_or(true)),
-            forwarder,
-        ));
+        };
         let mut chain = Vec::new();
         for m in &s.middlewares {
             chain.push(self.http_middleware(&m.value, m.location.as_ref(), 0)?);
         }
-        Some(apply_chain(&chain, service))
+        Some(Child::new(name, apply_chain(&chain, handler), health))
     }
+
+    /// A `loadBalancer`: its state from the registry (kept across reloads while its
+    /// definition is unchanged) and one leaf per server through its serversTransport.
+    fn load_balancer(
+        &mut self,
+        name: &str,
+        lb: &ServersLoadBalancer,
+        at: Option<&Location>,
+    ) -> Result<(SharedHandler, Option<SharedHealth>), String> {
+        let transport_name = if lb.servers_transport.value.is_empty() {
+            DEFAULT_TRANSPORT.to_owned()
+        } else {
+            lb.servers_transport.value.clone()
+        };
+        let transport = self
+            .http_transport(&transport_name)
+            .ok_or_else(|| format!("serversTransport {transport_name} cannot be used"))?;
+        let options = |preserve_path| ServerOptions {
+            pass_host_header: lb.pass_host_header.unwrap_or(true),
+            preserve_path,
+        };
+        let mut leaves: Vec<SharedHandler> = Vec::new();
+        let mut servers = Vec::new();
+        for server in &lb.servers {
+            let leaf = transport
+                .server(&server.url.value, options(server.preserve_path))
+                .map_err(|e| located(server.url.location.as_ref().or(at), &e.to_string()))?;
+            leaves.push(Arc::new(leaf));
+            servers.push(ServerSpec {
+                url: server.url.value.clone(),
+                weight: server.weight(),
+                fenced: server.fenced,
+            });
+        }
+        let strategy = match lb.strategy.value.to_ascii_lowercase().as_str() {
+            "" | "wrr" => Strategy::Wrr,
+            "p2c" => Strategy::P2c,
+            "hrw" => Strategy::Hrw,
+            other => {
+                return Err(format!(
+                    "strategy {other:?} is not supported (wrr, p2c, hrw)"
+                ));
+            }
+        };
+        let health_check = match &lb.health_check {
+            Some(hc) => Some(health_check_spec(hc)?),
+            None => None,
+        };
+        let spec = LoadBalancerSpec {
+            servers,
+            strategy,
+            sticky: lb
+                .sticky
+                .as_ref()
+                .and_then(|st| st.cookie.as_ref())
+                .map(|c| cookie_spec(name, c)),
+            health_check,
+            passive_health_check: lb.passive_health_check.as_ref().map(|p| {
+                PassiveHealthCheckSpec {
+                    failure_window: p
+                        .failure_window
+                        .to_std()
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(Duration::from_secs(10)),
+                    max_failed_attempts: u32::try_from(p.max_failed_attempts.max(1)).unwrap_or(1),
+                }
+            }),
+        };
+        let prober: Option<Arc<dyn Prober>> = spec
+            .health_check
+            .as_ref()
+            .map(|_| Arc::new(TransportProber(transport.clone())) as Arc<dyn Prober>);
+        let state = self
+            .states
+            .reuse_or_create(name, &spec, prober)
+            .map_err(|e| e.to_string())?;
+        let lb = LoadBalancer::new(state, leaves).map_err(|e| e.to_string())?;
+        let health = lb.health();
+        Ok((Arc::new(lb), health))
+    }
+
+    /// An HTTP serversTransport by name; `default@internal` is the static `serversTransport`.
+    fn http_transport(&mut self, name: &str) -> Option<Arc<Transport>> {
+        if let Some(built) = self.http.transports.get(name) {
+            return built.clone();
+        }
+        let built = match self.http_transport_settings(name) {
+            Ok(settings) => match Transport::new(settings) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let at = self
+                        .dy
+                        .http
+                        .servers_transports
+                        .get(name)
+                        .and_then(|t| t.location.clone());
+                    self.problem(at.as_ref(), format!("serversTransport {name}: {e}"));
+                    None
+                }
+            },
+            Err(e) => {
+                let at = self
+                    .dy
+                    .http
+                    .servers_transports
+                    .get(name)
+                    .and_then(|t| t.location.clone());
+                self.problem(at.as_ref(), format!("serversTransport {name}: {e}"));
+                None
+            }
+        };
+        self.http.transports.insert(name.to_owned(), built.clone());
+        built
+    }
+
+    fn http_transport_settings(&mut self, name: &str) -> Result<TransportSettings, String> {
+        let mut settings = TransportSettings::default();
+        if name == DEFAULT_TRANSPORT {
+            let st = &self.st.servers_transport;
+            if st.spiffe.is_some() {
+                return Err("spiffe is not supported yet".into());
+            }
+            settings.insecure_skip_verify = st.insecure_skip_verify;
+            settings.root_cas = load_roots(&st.root_cas)?;
+            settings.max_idle_conns_per_host = st.max_idle_conns_per_host;
+            let t = &st.forwarding_timeouts;
+            settings.dial_timeout = positive(t.dial_timeout).unwrap_or(settings.dial_timeout);
+            settings.response_header_timeout = positive(t.response_header_timeout);
+            settings.idle_conn_timeout =
+                positive(t.idle_conn_timeout).unwrap_or(settings.idle_conn_timeout);
+            return Ok(settings);
+        }
+        let Some(def) = self.dy.http.servers_transports.get(name) else {
+            return Err("does not exist".into());
+        };
+        let t = &def.value;
+        if !t.peer_cert_uri.is_empty() || !t.peer_cert_sans.is_empty() || t.spiffe.is_some() {
+            return Err("peerCertURI, peerCertSANs and spiffe are not supported yet; its services are not served".into());
+        }
+        if !t.cipher_suites.is_empty() {
+            tracing::warn!(
+                transport = name,
+                "serversTransport cipherSuites are not applied; rustls' secure defaults are used"
+            );
+        }
+        settings.server_name = Some(t.server_name.clone()).filter(|n| !n.is_empty());
+        settings.insecure_skip_verify = t.insecure_skip_verify;
+        settings.root_cas = load_roots(&t.root_cas)?;
+        for c in &t.certificates {
+            let cert_pem = read_pem_or_path(&c.cert_file)?;
+            let key_pem = read_pem_or_path(&c.key_file)?;
+            let certs = CertificateDer::pem_slice_iter(&cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("certificate {}: {e}", c.cert_file))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| format!("key {}: {e}", c.key_file))?;
+            settings.client_certificates.push((certs, key));
+        }
+        settings.min_version = tls_version(&t.min_version)?;
+        settings.max_version = tls_version(&t.max_version)?;
+        // Go's default for a transport that sets none is 2 idle connections per host.
+        settings.max_idle_conns_per_host = if t.max_idle_conns_per_host == 0 {
+            2
+        } else {
+            t.max_idle_conns_per_host
+        };
+        settings.disable_http2 = t.disable_http2;
+        let ft = t.forwarding_timeouts.clone().unwrap_or_default();
+        settings.dial_timeout = positive(ft.dial_timeout).unwrap_or(settings.dial_timeout);
+        settings.response_header_timeout = positive(ft.response_header_timeout);
+        settings.idle_conn_timeout =
+            positive(ft.idle_conn_timeout).unwrap_or(settings.idle_conn_timeout);
+        settings.read_idle_timeout = positive(ft.read_idle_timeout);
+        settings.ping_timeout = positive(ft.ping_timeout).unwrap_or(settings.ping_timeout);
+        Ok(settings)
+    }
+}
+
+/// Health checks send their probes through the service's transport.
+struct TransportProber(Arc<Transport>);
+
+impl Prober for TransportProber {
+    fn probe(&self, request: Request<Body>) -> BoxFuture<'_, Result<Response<Body>, BoxError>> {
+        Box::pin(async move {
+            self.0
+                .send(request)
+                .await
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+    }
+}
+
+fn tls_version(name: &str) -> Result<Option<rustls::ProtocolVersion>, String> {
+    match name {
+        "" => Ok(None),
+        "VersionTLS12" => Ok(Some(rustls::ProtocolVersion::TLSv1_2)),
+        "VersionTLS13" => Ok(Some(rustls::ProtocolVersion::TLSv1_3)),
+        "VersionTLS10" | "VersionTLS11" => {
+            Err(format!("{name} is not supported (TLS 1.2 is the minimum)"))
+        }
+        other => Err(format!("unknown TLS version {other:?}")),
+    }
+}
+
+fn cookie_spec(service: &str, c: &Cookie) -> CookieSpec {
+    CookieSpec {
+        name: cookie_name(Some(&c.name), service),
+        secure: c.secure,
+        http_only: c.http_only,
+        same_site: match c.same_site.to_ascii_lowercase().as_str() {
+            "none" => Some(SameSite::None),
+            "lax" => Some(SameSite::Lax),
+            "strict" => Some(SameSite::Strict),
+            _ => None,
+        },
+        max_age: c.max_age,
+        path: c.path.clone().unwrap_or_else(|| "/".to_owned()),
+        domain: Some(c.domain.clone()).filter(|d| !d.is_empty()),
+    }
+}
+
+fn health_check_spec(hc: &ServerHealthCheck) -> Result<HealthCheckSpec, String> {
+    let mut spec = HealthCheckSpec {
+        mode: match hc.mode.to_ascii_lowercase().as_str() {
+            "" | "http" => HealthCheckMode::Http,
+            "grpc" => HealthCheckMode::Grpc,
+            other => {
+                return Err(format!(
+                    "healthCheck mode {other:?} is not supported (http, grpc)"
+                ));
+            }
+        },
+        scheme: Some(hc.scheme.clone()).filter(|s| !s.is_empty()),
+        path: hc.path.clone(),
+        interval: hc.interval.to_std().unwrap_or_default(),
+        unhealthy_interval: hc
+            .unhealthy_interval
+            .and_then(|d| d.to_std())
+            .filter(|d| !d.is_zero()),
+        timeout: hc.timeout.to_std().unwrap_or_default(),
+        hostname: Some(hc.hostname.clone()).filter(|h| !h.is_empty()),
+        follow_redirects: hc.follow_redirects.unwrap_or(true),
+        ..HealthCheckSpec::default()
+    };
+    if !hc.method.is_empty() {
+        spec.method = ::http::Method::from_bytes(hc.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("healthCheck method {:?} is invalid", hc.method))?;
+    }
+    if hc.status != 0 {
+        spec.status = Some(
+            u16::try_from(hc.status)
+                .ok()
+                .and_then(|s| ::http::StatusCode::from_u16(s).ok())
+                .ok_or_else(|| format!("healthCheck status {} is invalid", hc.status))?,
+        );
+    }
+    if hc.port != 0 {
+        spec.port = Some(
+            u16::try_from(hc.port)
+                .map_err(|_| format!("healthCheck port {} is invalid", hc.port))?,
+        );
+    }
+    for (k, v) in &hc.headers {
+        let name = ::http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("healthCheck header name {k:?} is invalid"))?;
+        let value = ::http::HeaderValue::from_str(v)
+            .map_err(|_| format!("healthCheck header {k} has an invalid value"))?;
+        spec.headers.insert(name, value);
+    }
+    Ok(spec)
 }
 
 /// `chain{middlewares}`: several middlewares as one.

@@ -22,6 +22,7 @@ use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
 use l4::tls::{CertStore, TlsVersion, TlsVersions};
 use l7::server::{HttpEntrypoint, HttpRoutes};
+use l7::service::ServiceStates;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 
@@ -106,9 +107,11 @@ pub fn compile(
     internal: &Internal,
     previous: &Servers,
     http_servers: &HttpEntrypoints,
+    states: &ServiceStates,
 ) -> Compiled {
     let mut c = Compiler {
         http: http::HttpParts::default(),
+        states,
         st,
         dy,
         internal,
@@ -214,6 +217,8 @@ impl PendingRoute {
 
 struct Compiler<'a> {
     http: http::HttpParts,
+    /// HTTP load-balancer states, kept across reloads while a service is unchanged.
+    states: &'a ServiceStates,
     st: &'a StaticConfig,
     dy: &'a DynamicConfig,
     internal: &'a Internal,
