@@ -309,3 +309,76 @@ fn quickstart_echoes_plain_tcp_and_terminated_tls() {
     client.send("hello over tls\n");
     assert_eq!(client.next_line(), "hello over tls");
 }
+
+/// `examples/http/`, run from the repository root with curl as the client: plain HTTP is
+/// redirected to HTTPS, and HTTPS (HTTP/2 by ALPN, and HTTP/1.1) reaches the backend.
+#[test]
+fn http_example_redirects_to_https_and_serves_the_backend_with_curl() {
+    if !installed(&["curl"]) {
+        return;
+    }
+    if ![8000, 8443, 9000].into_iter().all(port_is_free) {
+        eprintln!("skipped: example ports 127.0.0.1:8000/8443/9000 are in use");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _backend = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:9000")
+            .await
+            .expect("bind 9000");
+        web::HttpBackend::on(listener, "app")
+    });
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = temp_dir("e2e-http-example");
+    let _r = Router::start_on(
+        repo,
+        Path::new("examples/http/sallyport.yml"),
+        &dir,
+        &[8000, 8443],
+    );
+    let curl = |args: &[&str]| {
+        let ran = run_bounded(Command::new("curl").args(args), b"", WAIT);
+        assert!(ran.success(), "curl {args:?} failed: {ran:?}");
+        ran.stdout
+    };
+    let redirect = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "http://127.0.0.1:8000/docs?page=2",
+    ]);
+    assert_eq!(redirect, "301 https://127.0.0.1:8443/docs?page=2");
+    let resolve = "app.localhost:8443:127.0.0.1";
+    let h2 = curl(&[
+        "-sk",
+        "--resolve",
+        resolve,
+        "-w",
+        " %{http_version}",
+        "https://app.localhost:8443/hello",
+    ]);
+    assert_eq!(h2, "app /hello 2");
+    let h1 = curl(&[
+        "-sk",
+        "--http1.1",
+        "--resolve",
+        resolve,
+        "-w",
+        " %{http_version}",
+        "https://app.localhost:8443/hello",
+    ]);
+    assert_eq!(h1, "app /hello 1.1");
+    let unknown = curl(&[
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        "other.localhost:8443:127.0.0.1",
+        "https://other.localhost:8443/",
+    ]);
+    assert_eq!(unknown, "404");
+}
