@@ -18,7 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -278,6 +278,15 @@ impl HttpEntrypoint {
     ) -> Response<Body> {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
+        if let Err(kind) = check_host_header(&parts) {
+            tracing::debug!(entrypoint = %config.name, client = %client.peer, "400: missing, repeated or malformed Host header");
+            // As Go does: the rest of the connection is not trusted either.
+            let mut response = error_response(kind);
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         if config.sanitize_path
             && let Err(kind) = sanitize_request_path(&mut parts.uri)
         {
@@ -368,6 +377,33 @@ fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => parts.headers.get(HOST).cloned(),
     }
+}
+
+/// The Host header rules of Go's HTTP/1 server, which Traefik inherits: HTTP/1.1 needs one
+/// (CONNECT aside), no version may carry two, and the value holds only the characters of
+/// RFC 3986's `host [":" port]`. A request that two parsers could read as addressed to two
+/// different hosts is refused rather than routed. HTTP/2 names its host in `:authority`.
+fn check_host_header(parts: &http::request::Parts) -> Result<(), ProxyErrorKind> {
+    if parts.version >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyErrorKind::BadRequest),
+        (Some(host), None) if !host.as_bytes().iter().copied().all(is_host_byte) => {
+            Err(ProxyErrorKind::BadRequest)
+        }
+        (None, _) if parts.version == Version::HTTP_11 && parts.method != Method::CONNECT => {
+            Err(ProxyErrorKind::BadRequest)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A byte of RFC 3986 §3.2.2 `host` (unreserved, sub-delims, `%` escapes, IPv6 brackets)
+/// or of the `:port` after it.
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&byte)
 }
 
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
@@ -532,6 +568,57 @@ mod tests {
         let mut star: Uri = "*".parse().unwrap();
         sanitize_request_path(&mut star).unwrap();
         assert_eq!(star, "*");
+    }
+
+    fn head(version: Version, method: Method, hosts: &[&str]) -> http::request::Parts {
+        let mut builder = Request::builder().method(method).version(version).uri("/");
+        for host in hosts {
+            builder = builder.header(HOST, *host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn http1_host_header_must_be_single_and_well_formed() {
+        let ok = |version, hosts: &[&str]| check_host_header(&head(version, Method::GET, hosts));
+        assert_eq!(ok(Version::HTTP_11, &["a.test"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, &["[::1]:8080"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, &["xn--bcher-kva.test:80"]), Ok(()));
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test", "b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test", "a.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test/x"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a\"b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["bücher.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(ok(Version::HTTP_11, &[]), Err(ProxyErrorKind::BadRequest));
+        // HTTP/1.0 predates Host; CONNECT names its target in the request line.
+        assert_eq!(ok(Version::HTTP_10, &[]), Ok(()));
+        assert_eq!(
+            ok(Version::HTTP_10, &["a.test", "b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        let connect = head(Version::HTTP_11, Method::CONNECT, &[]);
+        assert_eq!(check_host_header(&connect), Ok(()));
+        // HTTP/2 routes by `:authority`.
+        assert_eq!(ok(Version::HTTP_2, &[]), Ok(()));
     }
 
     #[test]
