@@ -329,10 +329,9 @@ impl HttpEntrypoint {
             );
             return error_response(ProxyErrorKind::MisdirectedRequest);
         }
-        // HTTP/2 requests name their host in `:authority`; give handlers a Host either way.
-        if !parts.headers.contains_key(HOST)
-            && let Some(host) = host
-        {
+        // Handlers and servers see the host the request was routed by: HTTP/2's `:authority`,
+        // or an absolute-form target's host, which wins over the Host header as in Go.
+        if let Some(host) = host {
             parts.headers.insert(HOST, host);
         }
         parts.extensions.insert(client);
@@ -374,7 +373,14 @@ impl HttpHandoff for HttpEntrypoint {
 /// as Go's `net/http` decides.
 fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        Some(authority) => {
+            // `user@` is no part of a Host (RFC 9110 §7.2).
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            HeaderValue::from_str(host).ok()
+        }
         None => parts.headers.get(HOST).cloned(),
     }
 }
@@ -619,6 +625,27 @@ mod tests {
         assert_eq!(check_host_header(&connect), Ok(()));
         // HTTP/2 routes by `:authority`.
         assert_eq!(ok(Version::HTTP_2, &[]), Ok(()));
+    }
+
+    #[test]
+    fn absolute_form_host_wins_over_the_host_header_without_user_info() {
+        let parts = |uri: &str| {
+            Request::get(uri)
+                .header(HOST, "header.test")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert_eq!(request_host(&parts("/x")).unwrap(), "header.test");
+        assert_eq!(
+            request_host(&parts("http://url.test:8080/x")).unwrap(),
+            "url.test:8080"
+        );
+        assert_eq!(
+            request_host(&parts("http://user:pw@url.test/x")).unwrap(),
+            "url.test"
+        );
     }
 
     #[test]
