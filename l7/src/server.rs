@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l4::io::PrefixedIo;
 use l4::tcp::dispatch::{HandoffFuture, HttpConn, HttpHandoff};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -103,7 +103,7 @@ pub struct EntrypointConfig {
     /// response.
     pub write_timeout: Option<Duration>,
     /// `transport.respondingTimeouts.idleTimeout`: a keep-alive connection with no request
-    /// in flight and no bytes moving for this long is closed.
+    /// in flight (its response included) for this long is closed.
     pub idle_timeout: Option<Duration>,
     /// `forwardedHeaders`.
     pub forwarded: ForwardedPolicy,
@@ -208,10 +208,6 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let activity = Arc::new(Activity::new());
-        let io = ActivityIo {
-            io,
-            activity: activity.clone(),
-        };
         let service = {
             let entrypoint = self.clone();
             let activity = activity.clone();
@@ -222,8 +218,10 @@ impl HttpEntrypoint {
                 let in_flight = InFlight::enter(&activity);
                 async move {
                     let response = entrypoint.handle(request, client, tls).await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
                 }
             })
         };
@@ -442,8 +440,10 @@ fn sanitize_request_path(uri: &mut Uri) -> Result<(), ProxyErrorKind> {
     Ok(())
 }
 
-/// When bytes last moved on a connection and how many requests are in flight, for the idle
-/// timeout.
+/// How many requests are in flight on a connection and when the last one ended, for the idle
+/// timeout. Bytes alone are no activity: HTTP/2 PINGs, SETTINGS or a header block trickled
+/// in would otherwise keep a connection that serves nothing open forever (Go's HTTP/2 server
+/// also counts only open streams).
 struct Activity {
     started: Instant,
     /// Milliseconds after `started`.
@@ -484,6 +484,7 @@ impl Activity {
 }
 
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
+/// It travels with the response body, so a response still being sent keeps the connection busy.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
@@ -500,62 +501,29 @@ impl Drop for InFlight {
     }
 }
 
-/// A connection that notes when bytes move.
-struct ActivityIo<I> {
-    io: I,
-    activity: Arc<Activity>,
+/// A response body that keeps its request in flight until hyper has sent it or dropped it.
+struct InFlightBody {
+    body: Body,
+    _in_flight: InFlight,
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
-    fn poll_read(
+impl http_body::Body for InFlightBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -669,6 +637,19 @@ mod tests {
         let request = InFlight::enter(&activity);
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(request);
+        assert!(activity.idle_for() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_keeps_its_request_in_flight_until_its_body_is_gone() {
+        let activity = Arc::new(Activity::new());
+        let body = InFlightBody {
+            body: crate::handler::empty_body(),
+            _in_flight: InFlight::enter(&activity),
+        };
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(activity.idle_for(), Duration::ZERO);
+        drop(body);
         assert!(activity.idle_for() < Duration::from_secs(1));
     }
 }
