@@ -43,6 +43,11 @@ const MIN_H1_BUFFER: usize = 8192;
 /// connection is closed (the rapid-reset attack, CVE-2023-44487).
 const MAX_PENDING_RESETS: usize = 20;
 
+/// How long an idle connection told to close has to do so before it is dropped: HTTP/2's
+/// graceful close waits for the client to acknowledge a PING, which a hostile client never
+/// does (Go's HTTP/2 server gives a GOAWAY one second too).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// What a route leads to.
 #[derive(Clone)]
 pub struct RouteTarget {
@@ -236,10 +241,17 @@ impl HttpEntrypoint {
             connection.as_mut().graceful_shutdown();
         }
         let idle_limit = config.idle_timeout;
+        let mut idle_close_deadline = None;
         let result = loop {
             let idle_check = async {
                 match idle_limit {
                     Some(limit) => tokio::time::sleep(activity.time_left(limit)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let idle_close_overdue = async {
+                match idle_close_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
                     None => std::future::pending().await,
                 }
             };
@@ -257,7 +269,17 @@ impl HttpEntrypoint {
                     {
                         tracing::debug!(entrypoint = %config.name, client = %conn.client, "closing an idle HTTP connection");
                         closing = true;
+                        idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
                         connection.as_mut().graceful_shutdown();
+                    }
+                }
+                () = idle_close_overdue => {
+                    // A request the client slipped in before the GOAWAY still gets its answer.
+                    if activity.idle_for().is_zero() {
+                        idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    } else {
+                        tracing::debug!(entrypoint = %config.name, client = %conn.client, "dropping an idle HTTP connection that did not close");
+                        break Ok(());
                     }
                 }
             }
