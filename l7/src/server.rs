@@ -18,14 +18,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l4::io::PrefixedIo;
 use l4::tcp::dispatch::{HandoffFuture, HttpConn, HttpHandoff};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,6 +42,11 @@ const MIN_H1_BUFFER: usize = 8192;
 /// HTTP/2 streams a client may reset before we have answered them, per connection, before the
 /// connection is closed (the rapid-reset attack, CVE-2023-44487).
 const MAX_PENDING_RESETS: usize = 20;
+
+/// How long an idle connection told to close has to do so before it is dropped: HTTP/2's
+/// graceful close waits for the client to acknowledge a PING, which a hostile client never
+/// does (Go's HTTP/2 server gives a GOAWAY one second too).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What a route leads to.
 #[derive(Clone)]
@@ -103,7 +108,7 @@ pub struct EntrypointConfig {
     /// response.
     pub write_timeout: Option<Duration>,
     /// `transport.respondingTimeouts.idleTimeout`: a keep-alive connection with no request
-    /// in flight and no bytes moving for this long is closed.
+    /// in flight (its response included) for this long is closed.
     pub idle_timeout: Option<Duration>,
     /// `forwardedHeaders`.
     pub forwarded: ForwardedPolicy,
@@ -208,10 +213,6 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let activity = Arc::new(Activity::new());
-        let io = ActivityIo {
-            io,
-            activity: activity.clone(),
-        };
         let service = {
             let entrypoint = self.clone();
             let activity = activity.clone();
@@ -222,8 +223,10 @@ impl HttpEntrypoint {
                 let in_flight = InFlight::enter(&activity);
                 async move {
                     let response = entrypoint.handle(request, client, tls).await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
                 }
             })
         };
@@ -238,10 +241,17 @@ impl HttpEntrypoint {
             connection.as_mut().graceful_shutdown();
         }
         let idle_limit = config.idle_timeout;
+        let mut idle_close_deadline = None;
         let result = loop {
             let idle_check = async {
                 match idle_limit {
                     Some(limit) => tokio::time::sleep(activity.time_left(limit)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let idle_close_overdue = async {
+                match idle_close_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
                     None => std::future::pending().await,
                 }
             };
@@ -259,7 +269,17 @@ impl HttpEntrypoint {
                     {
                         tracing::debug!(entrypoint = %config.name, client = %conn.client, "closing an idle HTTP connection");
                         closing = true;
+                        idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
                         connection.as_mut().graceful_shutdown();
+                    }
+                }
+                () = idle_close_overdue => {
+                    // A request the client slipped in before the GOAWAY still gets its answer.
+                    if activity.idle_for().is_zero() {
+                        idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    } else {
+                        tracing::debug!(entrypoint = %config.name, client = %conn.client, "dropping an idle HTTP connection that did not close");
+                        break Ok(());
                     }
                 }
             }
@@ -278,6 +298,15 @@ impl HttpEntrypoint {
     ) -> Response<Body> {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
+        if let Err(kind) = check_host_header(&parts) {
+            tracing::debug!(entrypoint = %config.name, client = %client.peer, "400: missing, repeated or malformed Host header");
+            // As Go does: the rest of the connection is not trusted either.
+            let mut response = error_response(kind);
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         if config.sanitize_path
             && let Err(kind) = sanitize_request_path(&mut parts.uri)
         {
@@ -320,10 +349,9 @@ impl HttpEntrypoint {
             );
             return error_response(ProxyErrorKind::MisdirectedRequest);
         }
-        // HTTP/2 requests name their host in `:authority`; give handlers a Host either way.
-        if !parts.headers.contains_key(HOST)
-            && let Some(host) = host
-        {
+        // Handlers and servers see the host the request was routed by: HTTP/2's `:authority`,
+        // or an absolute-form target's host, which wins over the Host header as in Go.
+        if let Some(host) = host {
             parts.headers.insert(HOST, host);
         }
         parts.extensions.insert(client);
@@ -365,9 +393,43 @@ impl HttpHandoff for HttpEntrypoint {
 /// as Go's `net/http` decides.
 fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        Some(authority) => {
+            // `user@` is no part of a Host (RFC 9110 §7.2).
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            HeaderValue::from_str(host).ok()
+        }
         None => parts.headers.get(HOST).cloned(),
     }
+}
+
+/// The Host header rules of Go's HTTP/1 server, which Traefik inherits: HTTP/1.1 needs one
+/// (CONNECT aside), no version may carry two, and the value holds only the characters of
+/// RFC 3986's `host [":" port]`. A request that two parsers could read as addressed to two
+/// different hosts is refused rather than routed. HTTP/2 names its host in `:authority`.
+fn check_host_header(parts: &http::request::Parts) -> Result<(), ProxyErrorKind> {
+    if parts.version >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyErrorKind::BadRequest),
+        (Some(host), None) if !host.as_bytes().iter().copied().all(is_host_byte) => {
+            Err(ProxyErrorKind::BadRequest)
+        }
+        (None, _) if parts.version == Version::HTTP_11 && parts.method != Method::CONNECT => {
+            Err(ProxyErrorKind::BadRequest)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A byte of RFC 3986 §3.2.2 `host` (unreserved, sub-delims, `%` escapes, IPv6 brackets)
+/// or of the `:port` after it.
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&byte)
 }
 
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
@@ -400,8 +462,10 @@ fn sanitize_request_path(uri: &mut Uri) -> Result<(), ProxyErrorKind> {
     Ok(())
 }
 
-/// When bytes last moved on a connection and how many requests are in flight, for the idle
-/// timeout.
+/// How many requests are in flight on a connection and when the last one ended, for the idle
+/// timeout. Bytes alone are no activity: HTTP/2 PINGs, SETTINGS or a header block trickled
+/// in would otherwise keep a connection that serves nothing open forever (Go's HTTP/2 server
+/// also counts only open streams).
 struct Activity {
     started: Instant,
     /// Milliseconds after `started`.
@@ -442,6 +506,7 @@ impl Activity {
 }
 
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
+/// It travels with the response body, so a response still being sent keeps the connection busy.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
@@ -458,62 +523,29 @@ impl Drop for InFlight {
     }
 }
 
-/// A connection that notes when bytes move.
-struct ActivityIo<I> {
-    io: I,
-    activity: Arc<Activity>,
+/// A response body that keeps its request in flight until hyper has sent it or dropped it.
+struct InFlightBody {
+    body: Body,
+    _in_flight: InFlight,
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
-    fn poll_read(
+impl http_body::Body for InFlightBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -532,6 +564,78 @@ mod tests {
         let mut star: Uri = "*".parse().unwrap();
         sanitize_request_path(&mut star).unwrap();
         assert_eq!(star, "*");
+    }
+
+    fn head(version: Version, method: Method, hosts: &[&str]) -> http::request::Parts {
+        let mut builder = Request::builder().method(method).version(version).uri("/");
+        for host in hosts {
+            builder = builder.header(HOST, *host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn http1_host_header_must_be_single_and_well_formed() {
+        let ok = |version, hosts: &[&str]| check_host_header(&head(version, Method::GET, hosts));
+        assert_eq!(ok(Version::HTTP_11, &["a.test"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, &["[::1]:8080"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, &["xn--bcher-kva.test:80"]), Ok(()));
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test", "b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test", "a.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a.test/x"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["a\"b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(
+            ok(Version::HTTP_11, &["bücher.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        assert_eq!(ok(Version::HTTP_11, &[]), Err(ProxyErrorKind::BadRequest));
+        // HTTP/1.0 predates Host; CONNECT names its target in the request line.
+        assert_eq!(ok(Version::HTTP_10, &[]), Ok(()));
+        assert_eq!(
+            ok(Version::HTTP_10, &["a.test", "b.test"]),
+            Err(ProxyErrorKind::BadRequest)
+        );
+        let connect = head(Version::HTTP_11, Method::CONNECT, &[]);
+        assert_eq!(check_host_header(&connect), Ok(()));
+        // HTTP/2 routes by `:authority`.
+        assert_eq!(ok(Version::HTTP_2, &[]), Ok(()));
+    }
+
+    #[test]
+    fn absolute_form_host_wins_over_the_host_header_without_user_info() {
+        let parts = |uri: &str| {
+            Request::get(uri)
+                .header(HOST, "header.test")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert_eq!(request_host(&parts("/x")).unwrap(), "header.test");
+        assert_eq!(
+            request_host(&parts("http://url.test:8080/x")).unwrap(),
+            "url.test:8080"
+        );
+        assert_eq!(
+            request_host(&parts("http://user:pw@url.test/x")).unwrap(),
+            "url.test"
+        );
     }
 
     #[test]
@@ -555,6 +659,19 @@ mod tests {
         let request = InFlight::enter(&activity);
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(request);
+        assert!(activity.idle_for() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_keeps_its_request_in_flight_until_its_body_is_gone() {
+        let activity = Arc::new(Activity::new());
+        let body = InFlightBody {
+            body: crate::handler::empty_body(),
+            _in_flight: InFlight::enter(&activity),
+        };
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(activity.idle_for(), Duration::ZERO);
+        drop(body);
         assert!(activity.idle_for() < Duration::from_secs(1));
     }
 }
