@@ -2,31 +2,46 @@
 //! request, body included, has been written, so a slow upload is not cut short by it.
 //!
 //! [`RequestBody`] wraps the body sent upstream and lets go of a oneshot sender when the
-//! last frame has been taken (or the body is dropped); [`BodySent`] resolves then.
+//! last frame has been taken (or the body is dropped); [`BodySent`] resolves then. It also
+//! notes a client body that could not be read, so that the failed exchange is blamed on the
+//! client (400 or 499) rather than on the server (502).
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::oneshot;
 
+use crate::error::ProxyErrorKind;
 use crate::handler::{Body, BoxError};
 
-/// A request body that reports when it has been sent in full.
+/// A request body that reports when it has been sent in full, and whether reading it from
+/// the client failed (then the exchange failed because of the client, not the server).
 pub(super) struct RequestBody {
     inner: Body,
     /// Dropped when the body is done; the receiver then resolves.
     sent: Option<oneshot::Sender<()>>,
+    client_failed: Arc<OnceLock<ProxyErrorKind>>,
 }
 
 /// Resolves once the request body has been sent (or abandoned).
-pub(super) struct BodySent(oneshot::Receiver<()>);
+pub(super) struct BodySent {
+    done: oneshot::Receiver<()>,
+    client_failed: Arc<OnceLock<ProxyErrorKind>>,
+}
 
 impl BodySent {
-    pub(super) async fn wait(self) {
+    pub(super) async fn wait(&mut self) {
         // Either outcome means the sender is gone: nothing more will be written.
-        let _ = self.0.await;
+        let _ = (&mut self.done).await;
+    }
+
+    /// Why the client's body could not be read, if it could not: 400 for a malformed body
+    /// (an invalid chunk size...), 499 for a client that went away mid-body.
+    pub(super) fn client_failure(&self) -> Option<ProxyErrorKind> {
+        self.client_failed.get().copied()
     }
 }
 
@@ -35,7 +50,28 @@ impl RequestBody {
         let (tx, rx) = oneshot::channel();
         // hyper never polls a body that is already at its end (GET...).
         let sent = (!inner.is_end_stream()).then_some(tx);
-        (Self { inner, sent }, BodySent(rx))
+        let client_failed = Arc::new(OnceLock::new());
+        (
+            Self {
+                inner,
+                sent,
+                client_failed: client_failed.clone(),
+            },
+            BodySent {
+                done: rx,
+                client_failed,
+            },
+        )
+    }
+}
+
+/// A client body error: the client closed its connection, or sent a malformed body.
+fn client_body_failure(error: &BoxError) -> ProxyErrorKind {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_incomplete_message() || e.is_closed() || e.is_canceled() => {
+            ProxyErrorKind::ClientGone
+        }
+        _ => ProxyErrorKind::BadRequest,
     }
 }
 
@@ -51,7 +87,11 @@ impl HttpBody for RequestBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let done = match &polled {
             Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            Poll::Ready(_) => true,
+            Poll::Ready(Some(Err(error))) => {
+                let _ = this.client_failed.set(client_body_failure(error));
+                true
+            }
+            Poll::Ready(None) => true,
             Poll::Pending => false,
         };
         if done {
@@ -76,7 +116,7 @@ mod tests {
     use http_body_util::BodyExt;
     use std::time::Duration;
 
-    async fn resolved(sent: BodySent) -> bool {
+    async fn resolved(mut sent: BodySent) -> bool {
         tokio::time::timeout(Duration::from_millis(50), sent.wait())
             .await
             .is_ok()

@@ -233,7 +233,7 @@ impl Transport {
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let (body, sent) = RequestBody::new(body);
+        let (body, mut sent) = RequestBody::new(body);
         let response = pool.request(Request::from_parts(parts, body));
         let result = match self.settings.response_header_timeout {
             None => response.await,
@@ -253,7 +253,8 @@ impl Transport {
             }
         };
         result.map_err(|error| {
-            let kind = classify(&error);
+            // A body the client broke fails the exchange too; that is the client's doing.
+            let kind = sent.client_failure().unwrap_or_else(|| classify(&error));
             ProxyError::new(kind).with_cause(error_chain(&error))
         })
     }
