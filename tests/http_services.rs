@@ -604,59 +604,80 @@ fn hrw_score(client_ip: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_failures_answer_502_504_and_503() {
-    let (slow, sick) = tokio::join!(HttpBackend::start("slow"), HttpBackend::start("sick"));
+    let cert = TestCert::new(&["slow.internal"]);
+    let (slow, slow_tls, sick) = tokio::join!(
+        HttpBackend::start("slow"),
+        HttpBackend::tls("slow-tls", &cert, None),
+        HttpBackend::start("sick")
+    );
     sick.set_health(503);
-    let refused = format!("http://127.0.0.1:{}", free_port());
+    let nobody = free_port();
+    // HTTP/1.1, h2c and HTTPS (HTTP/2 by ALPN) servers: refused, and too slow to answer.
+    let protocols = [
+        ("http", slow.url()),
+        ("h2c", format!("h2c://{}", slow.addr)),
+        ("https", slow_tls.url()),
+    ];
+    let mut routers = String::new();
+    let mut services = String::new();
+    for (protocol, url) in &protocols {
+        let scheme = url.split("://").next().unwrap_or_default();
+        for (kind, url) in [
+            ("refused", format!("{scheme}://127.0.0.1:{nobody}")),
+            ("slow", url.clone()),
+        ] {
+            routers.push_str(&format!(
+                "    {kind}-{protocol}:\n      rule: \"Host(`{kind}.{protocol}.test`)\"\n      service: {kind}-{protocol}\n"
+            ));
+            services.push_str(&format!(
+                "    {kind}-{protocol}:\n      loadBalancer:\n        servers: [{{ url: \"{url}\" }}]\n        serversTransport: impatient\n"
+            ));
+        }
+    }
     let dynamic = format!(
         r#"
 http:
   routers:
-    refused:
-      rule: "Host(`refused.test`)"
-      service: refused
-    slow:
-      rule: "Host(`slow.test`)"
-      service: slow
-    down:
+{routers}    down:
       rule: "Host(`down.test`)"
       service: down
   services:
-    refused: {}
-    slow:
-      loadBalancer:
-        servers: [{{ url: "{}" }}]
-        serversTransport: impatient
-    down:
+{services}    down:
       loadBalancer:
         servers: [{{ url: "{}" }}]
         healthCheck: {HEALTH_CHECK}
   serversTransports:
     impatient:
+      insecureSkipVerify: true
       forwardingTimeouts: {{ responseHeaderTimeout: 300ms }}
 "#,
-        lb(&[&refused]),
-        slow.url(),
         sick.url(),
     );
     let (router, port) = start("svc-errors", &dynamic);
     let mut conn = Conn::h1(port).await;
-    let answer = conn.get("refused.test", "/").await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::BAD_GATEWAY, "Bad Gateway")
-    );
+    for (protocol, _) in &protocols {
+        let answer = conn.get(&format!("refused.{protocol}.test"), "/").await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::BAD_GATEWAY, "Bad Gateway"),
+            "{protocol}"
+        );
 
-    let asked = Instant::now();
-    let answer = conn.get("slow.test", "/slow/2000").await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
-    );
-    assert!(
-        asked.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        asked.elapsed()
-    );
+        let asked = Instant::now();
+        let answer = conn
+            .get(&format!("slow.{protocol}.test"), "/slow/2000")
+            .await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+            "{protocol}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(1500),
+            "{protocol}: {:?}",
+            asked.elapsed()
+        );
+    }
 
     logged(&router, "server is down", 1).await;
     let answer = conn.get("down.test", "/").await;
@@ -684,7 +705,11 @@ async fn https_backends_are_verified_by_root_cas_and_server_name_or_skipped() {
     let ca = TestCa::new("Backend CA");
     let other_ca = TestCa::new("Another CA");
     let cert = ca.issue(&["backend.internal"]);
-    let backend = HttpBackend::tls("secure", &cert, None).await;
+    let by_ip_cert = ca.issue(&["127.0.0.1"]);
+    let (backend, by_ip) = tokio::join!(
+        HttpBackend::tls("secure", &cert, None),
+        HttpBackend::tls("by-ip", &by_ip_cert, None)
+    );
     let dir = temp_dir("svc-https-files");
     let ca_file = write_pem(&dir, "ca.crt", &ca.cert.cert_pem);
     let other_file = write_pem(&dir, "other.crt", &other_ca.cert.cert_pem);
@@ -711,13 +736,18 @@ async fn https_backends_are_verified_by_root_cas_and_server_name_or_skipped() {
         transports.push_str(&transport(name, &body));
     }
     let mut routers = String::from(
-        "    checked:\n      rule: \"Host(`checked.test`)\"\n      service: checked\n",
+        "    checked:\n      rule: \"Host(`checked.test`)\"\n      service: checked\n    static:\n      rule: \"Host(`static.test`)\"\n      service: static\n",
     );
     // Probes go through the service's transport, with its CAs and server name.
     let mut services = format!(
         "    checked:\n      loadBalancer:\n        servers: [{{ url: \"{}\" }}]\n        serversTransport: trusted\n        healthCheck: {HEALTH_CHECK}\n",
         backend.url()
     );
+    // A service without serversTransport uses the static configuration's.
+    services.push_str(&format!(
+        "    static:\n      loadBalancer:\n        servers: [{{ url: \"{}\" }}]\n",
+        by_ip.url()
+    ));
     for name in ["trusted", "no-name", "wrong-ca", "skip"] {
         routers.push_str(&format!(
             "    {name}:\n      rule: \"Host(`{name}.test`)\"\n      service: {name}\n"
@@ -730,7 +760,14 @@ async fn https_backends_are_verified_by_root_cas_and_server_name_or_skipped() {
     let dynamic = format!(
         "http:\n  routers:\n{routers}  services:\n{services}  serversTransports:\n{transports}"
     );
-    let (router, port) = start("svc-https", &dynamic);
+    let dir = temp_dir("svc-https");
+    let port = free_port();
+    let static_yaml = static_config(
+        &dir,
+        &[("web", port)],
+        &format!("serversTransport:\n  rootCAs: [\"{ca_file}\"]\n"),
+    );
+    let router = Router::start(&dir, &static_yaml, &dynamic, &[port]);
     let mut conn = Conn::h1(port).await;
     let answer = conn.get("trusted.test", "/").await;
     assert_eq!(
@@ -749,6 +786,11 @@ async fn https_backends_are_verified_by_root_cas_and_server_name_or_skipped() {
         (StatusCode::OK, "secure /")
     );
     assert_eq!(backend.traffic().len(), 2);
+    let answer = conn.get("static.test", "/").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "by-ip /")
+    );
 
     eventually("two probes pass", || async {
         backend.seen().len() - backend.traffic().len() >= 2
@@ -956,7 +998,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_unary_and_server_streaming_with_trailers_through_h2c_and_tls() {
+async fn grpc_unary_and_streaming_calls_with_trailers_through_h2c_and_tls() {
     let backend_ca = TestCa::new("Backend CA");
     let backend_cert = backend_ca.issue(&["grpc.internal"]);
     let (h2c, tls) = tokio::join!(
@@ -1046,6 +1088,19 @@ tls:
             let counted: Vec<u32> = greetings.iter().map(|g| g.count).collect();
             assert_eq!(counted, [1, 2, 3], "{case}");
             assert_eq!(greetings[2].text, format!("{backend} counts 3 for bob"));
+
+            // Full duplex: each message goes out only after the answer to the one before.
+            let (answers, end) = client.chat(&["one", "two", "three"]).await;
+            assert_eq!(
+                end.map_err(|s| (s.code(), s.message().to_owned())),
+                Ok(()),
+                "{case}"
+            );
+            let expected: Vec<String> = ["one", "two", "three"]
+                .iter()
+                .map(|t| format!("{backend} answers {t}"))
+                .collect();
+            assert_eq!(answers, expected, "{case}");
 
             // The error comes after the messages, in the trailers.
             let (greetings, end) = client.count(FAIL, 2).await;
@@ -1149,4 +1204,261 @@ http:
         status.message().contains("503 Service Unavailable"),
         "{status:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_sticky_cookies_pin_both_the_child_service_and_its_server() {
+    let (a1, a2, b1) = tokio::join!(
+        HttpBackend::start("a1"),
+        HttpBackend::start("a2"),
+        HttpBackend::start("b1")
+    );
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    r:
+      rule: "Host(`site.test`)"
+      service: split
+  services:
+    split:
+      weighted:
+        services: [{{ name: a, weight: 1 }}, {{ name: b, weight: 1 }}]
+        sticky: {{ cookie: {{ name: outer }} }}
+    a:
+      loadBalancer:
+        servers: [{{ url: "{}" }}, {{ url: "{}" }}]
+        sticky: {{ cookie: {{ name: inner }} }}
+    b: {}
+"#,
+        a1.url(),
+        a2.url(),
+        lb(&[&b1.url()]),
+    );
+    let (_router, port) = start("svc-sticky-nested", &dynamic);
+    let mut conn = Conn::h1(port).await;
+    // The first request lands on a child of `a` and gets one cookie per level.
+    let first = conn.get("site.test", "/").await;
+    assert!(first.header("x-backend").starts_with('a'), "{first:?}");
+    let cookies: Vec<String> = first
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect();
+    let names: Vec<&str> = cookies.iter().filter_map(|c| c.split('=').next()).collect();
+    assert_eq!(names.len(), 2, "{cookies:?}");
+    assert!(
+        names.contains(&"outer") && names.contains(&"inner"),
+        "{cookies:?}"
+    );
+    for _ in 0..6 {
+        let mut req = support::web::get("site.test", "/", false);
+        req.headers_mut()
+            .insert("cookie", cookies.join("; ").parse().expect("cookie"));
+        let answer = conn.send(req).await;
+        assert_eq!(answer.header("x-backend"), first.header("x-backend"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_between_every_client_and_server_protocol() {
+    let cert = TestCert::new(&["big.internal"]);
+    let (plain, secure) = tokio::join!(
+        HttpBackend::start("plain"),
+        HttpBackend::tls("secure", &cert, None)
+    );
+    let front = TestCert::new(&["http.test", "h2c.test", "https.test"]);
+    let dir = temp_dir("svc-big");
+    let (crt, key) = front.write(&dir, "front");
+    let (web, websecure) = (free_port(), free_port());
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    http:
+      rule: "Host(`http.test`)"
+      service: http
+    h2c:
+      rule: "Host(`h2c.test`)"
+      service: h2c
+    https:
+      rule: "Host(`https.test`)"
+      service: https
+    http-tls:
+      rule: "Host(`http.test`)"
+      service: http
+      tls: {{}}
+    h2c-tls:
+      rule: "Host(`h2c.test`)"
+      service: h2c
+      tls: {{}}
+    https-tls:
+      rule: "Host(`https.test`)"
+      service: https
+      tls: {{}}
+  services:
+    http: {}
+    h2c: {}
+    https:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        serversTransport: skip
+  serversTransports:
+    skip:
+      insecureSkipVerify: true
+tls:
+  certificates:
+    - {{ certFile: "{}", keyFile: "{}" }}
+"#,
+        lb(&[&plain.url()]),
+        lb(&[&format!("h2c://{}", plain.addr)]),
+        secure.url(),
+        crt.display(),
+        key.display(),
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", web), ("websecure", websecure)], ""),
+        &dynamic,
+        &[web, websecure],
+    );
+    // Larger than every HTTP/2 window and hyper buffer on the way.
+    let body: String = (0..4 * 1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for host in ["http.test", "h2c.test", "https.test"] {
+        let clients = [
+            ("h1", Conn::h1(web).await),
+            ("h2c", Conn::h2c(web).await),
+            ("h2", Conn::tls(websecure, host, &front, &["h2"]).await),
+            (
+                "h1 over TLS",
+                Conn::tls(websecure, host, &front, &["http/1.1"]).await,
+            ),
+        ];
+        for (client, mut conn) in clients {
+            let mut req = post(host, "/echo", &body);
+            if conn.is_h2() {
+                *req.uri_mut() = format!("https://{host}/echo").parse().expect("uri");
+            }
+            let answer = conn.send(req).await;
+            assert_eq!(answer.status, StatusCode::OK, "{client} to {host}");
+            assert!(
+                answer.body == body,
+                "{client} to {host}: {} bytes back",
+                answer.body.len()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_servers_are_reused_unless_the_transport_says_not_to() {
+    let (pooled, unpooled) =
+        tokio::join!(HttpBackend::start("pooled"), HttpBackend::start("unpooled"));
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    pooled:
+      rule: "Host(`pooled.test`)"
+      service: pooled
+    unpooled:
+      rule: "Host(`unpooled.test`)"
+      service: unpooled
+  services:
+    pooled: {}
+    unpooled:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        serversTransport: no-reuse
+        passHostHeader: false
+  serversTransports:
+    no-reuse:
+      maxIdleConnsPerHost: -1
+"#,
+        lb(&[&pooled.url()]),
+        unpooled.url(),
+    );
+    let (_router, port) = start("svc-pool", &dynamic);
+    let mut conn = Conn::h1(port).await;
+    for _ in 0..5 {
+        let answer = conn.get("pooled.test", "/").await;
+        assert_eq!(answer.header("x-seen-host"), "pooled.test");
+        let answer = conn.get("unpooled.test", "/").await;
+        // passHostHeader: false sends the server's own address.
+        assert_eq!(answer.header("x-seen-host"), unpooled.addr.to_string());
+    }
+    assert_eq!(
+        pooled.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        unpooled
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_weighted_mirroring_and_failover() {
+    let (echo, shadow, spare) = tokio::join!(
+        websocket_echo("ws-backend", None),
+        HttpBackend::start("shadow"),
+        HttpBackend::start("spare")
+    );
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    weighted:
+      rule: "Host(`weighted.test`)"
+      service: weighted
+    mirrored:
+      rule: "Host(`mirrored.test`)"
+      service: mirrored
+    failover:
+      rule: "Host(`failover.test`)"
+      service: failover
+  services:
+    ws: {}
+    shadow: {}
+    spare: {}
+    weighted:
+      weighted:
+        services: [{{ name: ws, weight: 1 }}]
+        sticky: {{ cookie: {{}} }}
+    mirrored:
+      mirroring:
+        service: ws
+        mirrors: [{{ name: shadow, percent: 100 }}]
+    failover:
+      failover:
+        service: ws
+        fallback: spare
+        errors: {{ status: ["500-504"] }}
+"#,
+        lb(&[&format!("http://{}", echo.addr)]),
+        lb(&[&shadow.url()]),
+        lb(&[&spare.url()]),
+    );
+    let (_router, port) = start("svc-ws-composed", &dynamic);
+    for host in ["weighted.test", "mirrored.test", "failover.test"] {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let handshake = tokio_tungstenite::client_async(format!("ws://{host}/chat"), tcp);
+        let (mut ws, response) = tokio::time::timeout(WAIT, handshake)
+            .await
+            .expect("handshake in time")
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS, "{host}");
+        websocket_roundtrips(&mut ws, "ws-backend").await;
+    }
+    assert_eq!(echo.accepted(), 3);
+    assert_eq!(spare.requests(), 0);
 }

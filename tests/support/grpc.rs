@@ -22,19 +22,24 @@ use hyper::client::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tonic::Status;
-use tonic::server::{Grpc, ServerStreamingService, UnaryService};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::server::{Grpc, ServerStreamingService, StreamingService, UnaryService};
+use tonic::{Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::web::tls_server_config;
 use super::{TestCert, WAIT, client_config};
 
 /// `test.Greeter/Say` takes a `Greeting` and answers one; `test.Greeter/Count` answers
-/// `count` greetings in a stream; `grpc.health.v1.Health/Check` is the standard health
-/// service, answering what [`GrpcBackend::set_serving`] says.
+/// `count` greetings in a stream; `test.Greeter/Chat` answers each greeting of a stream as it
+/// arrives; `grpc.health.v1.Health/Check` is the standard health service, answering what
+/// [`GrpcBackend::set_serving`] says.
 const SAY: &str = "/test.Greeter/Say";
 const COUNT: &str = "/test.Greeter/Count";
+const CHAT: &str = "/test.Greeter/Chat";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 
 /// The text that makes the backend fail: `Say` answers NOT_FOUND at once (a trailers-only
@@ -159,6 +164,7 @@ async fn route(
     match req.uri().path() {
         SAY => grpc.unary(Say(name), req).await,
         COUNT => grpc.server_streaming(Count(name), req).await,
+        CHAT => grpc.streaming(Chat(name), req).await,
         HEALTH => {
             let mut grpc =
                 Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default());
@@ -237,6 +243,27 @@ impl ServerStreamingService<Greeting> for Count {
             ))));
         }
         ready(Ok(tonic::Response::new(tokio_stream::iter(items))))
+    }
+}
+
+struct Chat(&'static str);
+
+type Replies = Pin<Box<dyn Stream<Item = Result<Greeting, Status>> + Send>>;
+
+impl StreamingService<Greeting> for Chat {
+    type Response = Greeting;
+    type ResponseStream = Replies;
+    type Future = Ready<Result<tonic::Response<Replies>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<Greeting>>) -> Self::Future {
+        let name = self.0;
+        let replies = request.into_inner().map(move |greeting| {
+            greeting.map(|g| Greeting {
+                text: format!("{name} answers {}", g.text),
+                count: g.count,
+            })
+        });
+        ready(Ok(tonic::Response::new(Box::pin(replies) as Replies)))
     }
 }
 
@@ -321,6 +348,54 @@ impl GrpcClient {
         tokio::time::timeout(WAIT, call)
             .await
             .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")))
+    }
+
+    /// Calls `Chat` and sends `texts` one at a time, each only once the answer to the one
+    /// before has come back (so a proxy that holds the request stream back stalls it); then
+    /// ends the request stream. Returns the answers and how the response stream ended.
+    pub async fn chat(&mut self, texts: &[&str]) -> (Vec<String>, Result<(), Status>) {
+        let mut answers = Vec::new();
+        let call = async {
+            self.grpc
+                .ready()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let (tx, rx) = mpsc::channel(1);
+            let send = |text: &str| {
+                tx.try_send(Greeting {
+                    text: text.to_owned(),
+                    count: 0,
+                })
+                .map_err(|e| Status::internal(e.to_string()))
+            };
+            let mut texts = texts.iter();
+            if let Some(first) = texts.next() {
+                send(first)?;
+            }
+            let request = tonic::Request::new(ReceiverStream::new(rx));
+            let path = PathAndQuery::from_static(CHAT);
+            let mut replies: Streaming<Greeting> = self
+                .grpc
+                .streaming(request, path, ProstCodec::default())
+                .await?
+                .into_inner();
+            for text in texts {
+                match replies.message().await? {
+                    Some(reply) => answers.push(reply.text),
+                    None => return Ok(()),
+                }
+                send(text)?;
+            }
+            drop(tx);
+            while let Some(reply) = replies.message().await? {
+                answers.push(reply.text);
+            }
+            Ok(())
+        };
+        let end = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no end in time")));
+        (answers, end)
     }
 
     /// Calls `Count(text, count)`: the greetings streamed back, then how the stream ended.
