@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use support::grpc::{FAIL, GrpcBackend, GrpcClient};
 use support::web::{Answer, Conn, HttpBackend, websocket_echo};
 use support::*;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
@@ -1461,4 +1462,157 @@ http:
     }
     assert_eq!(echo.accepted(), 3);
     assert_eq!(spare.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_use_the_configured_scheme_port_method_host_and_headers() {
+    let cert = TestCert::new(&["health.internal"]);
+    let (server, prober_target) = tokio::join!(
+        HttpBackend::start("server"),
+        HttpBackend::tls("health-endpoint", &cert, None)
+    );
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    r:
+      rule: "Host(`site.test`)"
+      service: lb
+  services:
+    lb:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        serversTransport: skip
+        healthCheck:
+          scheme: https
+          port: {}
+          path: /health
+          method: HEAD
+          hostname: health.internal
+          headers: {{ X-Probe: sallyport }}
+          interval: 200ms
+          timeout: 150ms
+  serversTransports:
+    skip:
+      insecureSkipVerify: true
+"#,
+        server.url(),
+        prober_target.addr.port(),
+    );
+    let (router, port) = start("svc-probe-options", &dynamic);
+    eventually("a probe arrives", || async {
+        !prober_target.probes().is_empty()
+    })
+    .await;
+    let probe = &prober_target.probes()[0];
+    assert_eq!(probe.method, ::http::Method::HEAD);
+    assert_eq!(probe.uri.path(), "/health");
+    let header = |name: &str| {
+        probe
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = header("host").or_else(|| probe.uri.host().map(str::to_owned));
+    assert_eq!(host.as_deref(), Some("health.internal"));
+    assert_eq!(header("x-probe").as_deref(), Some("sallyport"));
+    assert!(
+        server.probes().is_empty(),
+        "the server's own port is not probed"
+    );
+
+    let mut conn = Conn::h1(port).await;
+    assert_eq!(
+        conn.get("site.test", "/").await.header("x-backend"),
+        "server"
+    );
+    prober_target.set_health(500);
+    logged(&router, "server is down", 1).await;
+    assert_eq!(
+        conn.get("site.test", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_propagates_up_through_failover_and_weighted_services() {
+    let (main, fallback, other) = tokio::join!(
+        HttpBackend::start("main"),
+        HttpBackend::start("fallback"),
+        HttpBackend::start("other")
+    );
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    r:
+      rule: "Host(`site.test`)"
+      service: top
+  services:
+    main:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        healthCheck: {HEALTH_CHECK}
+    fallback:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        healthCheck: {HEALTH_CHECK}
+    other:
+      loadBalancer:
+        servers: [{{ url: "{}" }}]
+        healthCheck: {HEALTH_CHECK}
+    pair:
+      failover: {{ service: main, fallback: fallback, healthCheck: {{}} }}
+    top:
+      weighted:
+        services: [{{ name: pair, weight: 1 }}, {{ name: other, weight: 1 }}]
+        healthCheck: {{}}
+"#,
+        main.url(),
+        fallback.url(),
+        other.url(),
+    );
+    let (router, port) = start("svc-propagation", &dynamic);
+    let mut conn = Conn::h1(port).await;
+    assert_eq!(sequence(&mut conn, "site.test", 2).await, "mainother");
+    main.set_health(503);
+    logged(&router, "server is down", 1).await;
+    assert_eq!(sequence(&mut conn, "site.test", 2).await, "fallbackother");
+    fallback.set_health(503);
+    logged(&router, "server is down", 2).await;
+    // The failover is down as a whole: the weighted service skips it.
+    assert_eq!(sequence(&mut conn, "site.test", 3).await, "otherotherother");
+    other.set_health(503);
+    logged(&router, "server is down", 3).await;
+    assert_eq!(
+        conn.get("site.test", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    main.set_health(200);
+    logged(&router, "server is up", 1).await;
+    assert_eq!(sequence(&mut conn, "site.test", 2).await, "mainmain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
+    let slow = HttpBackend::start("slow").await;
+    let dynamic = format!(
+        "http:\n  routers:\n    r:\n      rule: \"Host(`site.test`)\"\n      service: s\n  services:\n    s: {}\n",
+        lb(&[&slow.url()])
+    );
+    let (router, port) = start("svc-499", &dynamic);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /slow/3000 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("send");
+    eventually("the request reaches the server", || async {
+        slow.requests() == 1
+    })
+    .await;
+    drop(stream);
+    logged(&router, "499 the client closed the request", 1).await;
 }

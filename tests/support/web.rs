@@ -55,6 +55,8 @@ struct Controls {
     /// When not 0, the status of every answer (but `/health`).
     forced: AtomicU16,
     seen: Mutex<Vec<String>>,
+    /// The heads of the `/health` requests.
+    probes: Mutex<Vec<http::request::Parts>>,
 }
 
 /// What the backend knows of a connection.
@@ -96,6 +98,7 @@ impl HttpBackend {
             health: AtomicU16::new(200),
             forced: AtomicU16::new(0),
             seen: Mutex::new(Vec::new()),
+            probes: Mutex::new(Vec::new()),
         });
         let is_tls = tls.is_some();
         let (req_count, conn_count, shared) =
@@ -162,6 +165,15 @@ impl HttpBackend {
     pub fn seen(&self) -> Vec<String> {
         self.controls
             .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The heads of the `/health` requests received so far.
+    pub fn probes(&self) -> Vec<http::request::Parts> {
+        self.controls
+            .probes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -264,6 +276,13 @@ async fn answer(
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/health" {
+        controls
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(parts.clone());
     }
     let status = if path == "/health" {
         StatusCode::from_u16(controls.health.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK)
