@@ -1115,7 +1115,7 @@ tls:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_reach_http1_backends_through_the_same_services() {
-    // A service does not care how the client came: h2c in, HTTP/1.1 out, sticky and all.
+    // A service does not care how the client came: h2c in, HTTP/1.1 out, same EDF order.
     let (a, b) = tokio::join!(HttpBackend::start("A"), HttpBackend::start("B"));
     let dynamic = format!(
         r#"
