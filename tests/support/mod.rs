@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod grpc;
 pub mod programs;
 pub mod web;
 
@@ -71,6 +72,63 @@ impl TestCert {
             .expect("server config");
         cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Arc::new(cfg)
+    }
+}
+
+/// A private certificate authority for the test, issuing [`TestCert`]s that chain to it.
+pub struct TestCa {
+    /// The CA's own certificate: what a client or server trusts.
+    pub cert: TestCert,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("CA certificate");
+        let cert = TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        };
+        TestCa {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (the first is the common name) signed by this CA, usable
+    /// by servers and by clients.
+    pub fn issue(&self, names: &[&str]) -> TestCert {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let mut params = rcgen::CertificateParams::new(names.clone()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].clone());
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("issued certificate");
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
     }
 }
 

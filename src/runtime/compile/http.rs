@@ -310,11 +310,12 @@ impl Compiler<'_> {
             } else if let Some(w) = &s.weighted {
                 let mut children = Vec::new();
                 for child in &w.services {
-                    let c = self.http_child(
+                    let mut c = self.http_child(
                         &child.name.value,
                         child.name.location.as_ref().or(at),
                         depth + 1,
                     )?;
+                    c.name = as_written(&child.name.value, name);
                     children.push((c, child.weight()));
                 }
                 let spec = WeightedSpec {
@@ -334,11 +335,12 @@ impl Compiler<'_> {
             } else if let Some(h) = &s.highest_random_weight {
                 let mut children = Vec::new();
                 for child in &h.services {
-                    let c = self.http_child(
+                    let mut c = self.http_child(
                         &child.name.value,
                         child.name.location.as_ref().or(at),
                         depth + 1,
                     )?;
+                    c.name = as_written(&child.name.value, name);
                     children.push((c, child.weight()));
                 }
                 HighestRandomWeight::new(name, h.health_check.is_some(), children)
@@ -633,6 +635,19 @@ fn tls_version(name: &str) -> Result<Option<rustls::ProtocolVersion>, String> {
     }
 }
 
+/// A child service's name as its parent's configuration writes it, which Traefik uses for the
+/// sticky cookie value of a `weighted` service and hashes for `highestRandomWeight`: `a`, not
+/// `a@file`, for a child of a service of the same provider. The provider only qualifies bare
+/// names, so a reference written `a@file` inside a file reads as `a` here too.
+fn as_written(child: &str, parent: &str) -> String {
+    match (child.rsplit_once('@'), parent.rsplit_once('@')) {
+        (Some((bare, provider)), Some((_, parent_provider))) if provider == parent_provider => {
+            bare.to_owned()
+        }
+        _ => child.to_owned(),
+    }
+}
+
 fn cookie_spec(service: &str, c: &Cookie) -> CookieSpec {
     CookieSpec {
         name: cookie_name(Some(&c.name), service),
@@ -707,5 +722,17 @@ struct Chain(Vec<Arc<dyn Middleware>>);
 impl Middleware for Chain {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
         apply_chain(&self.0, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_written;
+
+    #[test]
+    fn children_of_the_same_provider_are_named_as_written() {
+        assert_eq!(as_written("a@file", "split@file"), "a");
+        assert_eq!(as_written("a@docker", "split@file"), "a@docker");
+        assert_eq!(as_written("noop@internal", "split@file"), "noop@internal");
     }
 }
