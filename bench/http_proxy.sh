@@ -292,16 +292,20 @@ configure() {
 
 # ---------------------------------------------------------------- peers
 STATUS=$OUT/status.tsv
+CELLS_FAILED=$OUT/cells-failed.tsv
 ACTIVE=() ACTIVE_SCALE=()
-declare -A PEER_PID STARTED_AT
+declare -A PEER_PID STARTED_AT CELL_BROKEN
 
 # set_status PEER ok|skipped|failed MESSAGE [READY_SECONDS]
 set_status() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STATUS"; }
 
 # http_probe PORT HOST BYTES [tls] : one request; succeeds on a 200 with a BYTES-long body
-# (over HTTP/2 for tls). PROBE_RESULT says what came back, for the report when it fails.
+# (over HTTP/2 for tls). PROBE_RESULT says what came back and PROBE_WANTED what was expected,
+# for the report when it fails.
 http_probe() {
     local port=$1 host=$2 bytes=$3 mode=${4:-} url got code size version
+    PROBE_WANTED="200 with $bytes bytes for Host $host on :$port"
+    [[ $mode = tls ]] && PROBE_WANTED+=" over HTTP/2"
     local args=(-sS -o /dev/null --max-time 2 -w '%{http_code} %{size_download} %{http_version}')
     if [[ $mode = tls ]]; then
         url=https://$host:$port/
@@ -315,22 +319,38 @@ http_probe() {
         return 1
     fi
     read -r code size version <<<"$got"
-    PROBE_RESULT="HTTP $code with $size bytes over HTTP/$version (wanted 200 with $bytes bytes)"
+    PROBE_RESULT="HTTP $code with $size bytes over HTTP/$version"
     [[ $code = 200 && $size = "$bytes" && ($mode != tls || $version = 2) ]]
 }
 
-# answers PEER : the proxy serves every request the cells will make.
+# answers PEER : the proxy serves the plain HTTP/1.1 request of the first cell: it is up.
 answers() {
-    local peer=$1
-    case $peer in
-    *@*) http_probe "${WEB_PORT[$peer]}" "$(scale_host "${peer#*@}")" "$SMALL_BODY" ;;
-    *)
-        http_probe "${WEB_PORT[$peer]}" "$SMALL_HOST" "$SMALL_BODY" &&
-            http_probe "${WEB_PORT[$peer]}" "$LARGE_HOST" "$LARGE_BODY" &&
-            http_probe "${TLS_PORT[$peer]}" "$SMALL_HOST" "$SMALL_BODY" tls &&
-            http_probe "${TLS_PORT[$peer]}" "$LARGE_HOST" "$LARGE_BODY" tls
-        ;;
+    case $1 in
+    *@*) http_probe "${WEB_PORT[$1]}" "$(scale_host "${1#*@}")" "$SMALL_BODY" ;;
+    *) http_probe "${WEB_PORT[$1]}" "$SMALL_HOST" "$SMALL_BODY" ;;
     esac
+}
+
+# check_cells PEER : probes what each cell will ask of a ready peer: the body for its Host, and
+# HTTP/2 over TLS for h2 cells. A cell whose probe fails is not run for that peer (so a proxy
+# without HTTP/2 is still measured on HTTP/1.1), and the report says why.
+check_cells() {
+    local peer=$1 cell host bytes port mode
+    for cell in $CELLS; do
+        cell_parts "$cell"
+        [[ $peer = direct && $PROTO = h2 ]] && continue
+        host=$SMALL_HOST bytes=$SMALL_BODY port=${WEB_PORT[$peer]:-${BACKEND_SMALL##*:}} mode=plain
+        if [[ $BODY = 64k ]]; then
+            host=$LARGE_HOST bytes=$LARGE_BODY port=${WEB_PORT[$peer]:-${BACKEND_LARGE##*:}}
+        fi
+        [[ $PROTO = h2 ]] && port=${TLS_PORT[$peer]} mode=tls
+        if ! http_probe "$port" "$host" "$bytes" "$mode"; then
+            CELL_BROKEN[$peer/$cell]=1
+            log "$peer: cell $cell not run: $PROBE_RESULT, wanted $PROBE_WANTED"
+            printf '%s\t%s\t%s\n' "$peer" "$cell" "probe got $PROBE_RESULT, wanted $PROBE_WANTED" \
+                >>"$CELLS_FAILED"
+        fi
+    done
 }
 
 # forwards_unrouted PEER : a request for a Host no route names got a 2xx on either entry point.
@@ -415,7 +435,7 @@ await_peers() {
                 still+=("$peer")
                 continue
             else
-                reason="no correct answer within ${limit}s; last probe: ${PROBE_RESULT}"
+                reason="no correct answer within ${limit}s; last probe: ${PROBE_RESULT}, wanted ${PROBE_WANTED}"
             fi
             if [[ -n $reason ]]; then
                 failed[$peer]=1
@@ -438,6 +458,7 @@ await_peers() {
             READY+=("$peer")
             set_status "$peer" ok "pid $pid" "$ready_s"
             log "$peer: ready after ${ready_s}s (pid $pid, HTTP :${WEB_PORT[$peer]}, TLS :${TLS_PORT[$peer]})"
+            [[ $peer = *@* ]] || check_cells "$peer"
         done
         pending=("${still[@]}")
         ((${#pending[@]})) && sleep 0.2
@@ -559,6 +580,7 @@ peers_for() {
     for peer in "${ACTIVE[@]}"; do
         # The backend speaks neither TLS nor HTTP/2: no direct figure for h2 cells.
         [[ $peer = direct && $cell = h2-* ]] && continue
+        [[ -n ${CELL_BROKEN[$peer/$cell]:-} ]] && continue
         echo "$peer"
     done
 }
@@ -567,7 +589,8 @@ peers_for() {
 main() {
     local began=$SECONDS
     mkdir -p "$OUT"
-    rm -f "$STATUS" "$OUT"/*.log
+    rm -f "$STATUS" "$CELLS_FAILED" "$OUT"/*.log
+    touch "$CELLS_FAILED"
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     if wants_traefik; then
@@ -603,6 +626,7 @@ main() {
     start_backends
     local peer
     for peer in $PEERS "${SCALE[@]}"; do launch "$peer"; done
+    has_peer direct && check_cells direct
     local proxies=()
     for peer in $PEERS; do [[ $peer = direct ]] || proxies+=("$peer"); done
     await_peers "${proxies[@]}" "${SCALE[@]}"
@@ -658,7 +682,7 @@ main() {
     } >"$header"
     echo
     python3 "$BENCH/http_report.py" table "$raw" "$STATUS" --header "$header" --peers "$PEERS" \
-        --cells "${cells[*]}" --small-body "$SMALL_BODY" --out "$OUT/results-http.md"
+        --cells "${cells[*]}" --cells-failed "$CELLS_FAILED" --small-body "$SMALL_BODY" --out "$OUT/results-http.md"
     log ""
     log "written to $OUT/results-http.md (raw runs: $raw) in $((SECONDS - began))s"
 }

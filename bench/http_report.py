@@ -10,6 +10,7 @@ for h2load) and errors (socket errors: connect, read, write and timeout for wrk;
 errors and timeouts for h2load).
 RAW has one line per run: `round<TAB>cell<TAB>peer<TAB>key=value ...`.
 STATUS has one line per peer: `peer<TAB>ok|skipped|failed<TAB>message<TAB>ready seconds`.
+CELLS_FAILED has one line per cell not run for a ready peer: `peer<TAB>cell<TAB>why`.
 """
 
 import argparse
@@ -32,7 +33,9 @@ def duration_us(text):
 def wrk_line(text):
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
     if not rps:
-        return "errors=1 reason=no-wrk-summary"
+        # wrk gives up before its first request when the address refuses connections.
+        reason = "wrk-could-not-connect" if "unable to connect" in text else "no-wrk-summary"
+        return f"errors=1 reason={reason}"
     fields = {"rps": rps[1], "requests": "0", "non2xx": "0", "errors": "0"}
     if requests := re.search(r"^\s*(\d+) requests in", text, re.M):
         fields["requests"] = requests[1]
@@ -70,11 +73,14 @@ def h2load_line(text, log_path, clients):
         "timeout": str(timeouts),
         "errors": str(errored + timeouts),
     }
-    if "Application protocol: h2" not in text:
-        # h2load counts no error for a client that never connected or never got HTTP/2:
-        # count each client once, and say why.
+    # h2load counts no error for a client that never connected, never got HTTP/2 or never got
+    # an answer: count each client once, and say why.
+    if not re.search(r"^Application protocol: h2$", text, re.M):
         fields["errors"] = str(errored + timeouts + clients)
         fields["reason"] = "no-h2-connection"
+    elif done == 0:
+        fields["errors"] = str(errored + timeouts + clients)
+        fields["reason"] = "no-response"
     latencies = []
     try:
         with open(log_path) as log:
@@ -132,6 +138,11 @@ def render(args):
         for line in lines:
             peer, state, message, ready = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
             status[peer] = (state, message, ready)
+    cells_failed = {}
+    with open(args.cells_failed) as lines:
+        for line in lines:
+            peer, cell, why = (line.rstrip("\n").split("\t") + ["", ""])[:3]
+            cells_failed[(cell, peer)] = why
     peers = args.peers.split()
     cells = args.cells.split()
 
@@ -165,7 +176,8 @@ def render(args):
 
     def row(cell, peer, label, baselines):
         if (cell, peer) not in runs:
-            return [label, missing(peer)] + ["—"] * (len(baselines) + 6)
+            state = "failed" if (cell, peer) in cells_failed else missing(peer)
+            return [label, state] + ["—"] * (len(baselines) + 6)
         rps = median(cell, peer, "rps")
         ratios = []
         for base in baselines:
@@ -233,8 +245,9 @@ def render(args):
     out += ["## Every round (round 1 / 2 / …)", "", table(spread, ["cell", "peer", "req/s", "p99 (ms)"]), ""]
 
     notes = [f"- {p}: {s[0]}: {s[1]}" for p, s in status.items() if s[0] != "ok"]
+    notes += [f"- {p}, cell {c}: not run: {why}" for (c, p), why in cells_failed.items()]
     if notes:
-        out += ["## Peers not measured", "", *notes, ""]
+        out += ["## Not measured", "", *notes, ""]
     text = "\n".join(out)
     with open(args.out, "w") as md:
         md.write(text + "\n")
@@ -254,6 +267,7 @@ def main():
     tab.add_argument("--header", required=True)
     tab.add_argument("--peers", required=True)
     tab.add_argument("--cells", required=True)
+    tab.add_argument("--cells-failed", required=True)
     tab.add_argument("--small-body", required=True)
     tab.add_argument("--out", required=True)
     args = parser.parse_args()
