@@ -648,7 +648,7 @@ main() {
 
     local runs=0
     for cell in "${cells[@]}"; do runs=$((runs + $(peers_for "$cell" | wc -w))); done
-    log "measuring: $runs runs × $ROUNDS rounds of ${RUN_SECONDS}s (~$((runs * ROUNDS * (RUN_SECONDS + 1)))s)"
+    log "measuring: $runs runs × $ROUNDS rounds of ${RUN_SECONDS}s (~$((runs * ROUNDS * RUN_SECONDS * 21 / 20))s)"
     local raw=$OUT/raw.tsv round line
     : >"$raw"
     for round in $(seq "$ROUNDS"); do
@@ -689,7 +689,7 @@ main() {
 
 versions() {
     local v=()
-    [[ -n ${SALLYPORT:-} ]] && v+=("sallyport $(timeout 5 "$SALLYPORT" --version 2>/dev/null | head -1 || echo '?')")
+    [[ -n ${SALLYPORT:-} ]] && v+=("$(timeout 5 "$SALLYPORT" --version 2>/dev/null | head -1 || echo "sallyport ?")")
     wants_traefik && v+=("Traefik $("$TRAEFIK" version 2>/dev/null | awk '/^Version/ {print $2}')")
     has_peer haproxy && v+=("$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)")
     has_peer nginx && v+=("$(nginx -v 2>&1 | cut -d' ' -f3)")
