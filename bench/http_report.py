@@ -201,7 +201,8 @@ def render(args):
     out = [open(args.header).read().rstrip(), ""]
     out += [
         "req/s and latency: median over rounds; non-2xx and errors: sum over rounds; peak RSS: "
-        "the largest per-run peak (VmHWM, nginx master + worker); proxy CPU: median, 100% = "
+        "the largest per-run peak (VmHWM reset before each run, so it includes what the process "
+        "kept from earlier runs; nginx master + worker); proxy CPU: median, 100% = "
         "one core. A proxy near 100% CPU was the bottleneck; direct is the ceiling of the "
         "load core (wrk and the backend share it).",
         "",
@@ -227,7 +228,7 @@ def render(args):
         out += [
             f"## Routers: req/s against the number of routers ({cell_title('routers', args.small_body)})",
             "",
-            "Every router has a `Host(`hNNNNNN.example`)` rule; requests name the last one. "
+            "Every router has a `` Host(`hNNNNNN.example`) `` rule; requests name the last one. "
             "× fewest: relative to the same proxy with the fewest routers. "
             "Ready: seconds from start to the first correct answer.",
             "",
