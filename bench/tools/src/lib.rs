@@ -1,13 +1,18 @@
-//! Tools for Sallyport's side-by-side TCP passthrough benchmark (`bench/tcp_passthrough.sh`).
+//! Tools for Sallyport's side-by-side benchmarks.
 //!
-//! `tls-backend` terminates TLS and greets every client as soon as the handshake completes;
-//! `tls-load` opens TLS connections by SNI (through a proxy, or straight to the backend for
-//! the baseline) and times connect-to-greeting. This library holds what both sides agree on
-//! (the greeting, the TLS settings, the throwaway certificates) and the result bookkeeping.
-//! It knows nothing about any proxy: the proxies only ever see opaque TLS bytes.
+//! For the TCP passthrough benchmark (`bench/tcp_passthrough.sh`): `tls-backend` terminates
+//! TLS and greets every client as soon as the handshake completes; `tls-load` opens TLS
+//! connections by SNI (through a proxy, or straight to the backend for the baseline) and times
+//! connect-to-greeting. This library holds what both sides agree on (the greeting, the TLS
+//! settings, the throwaway certificates) and the result bookkeeping. It knows nothing about any
+//! proxy: the proxies only ever see opaque TLS bytes.
+//!
+//! For the HTTP reverse-proxy benchmark (`bench/http_proxy.sh`): `http-backend`, the origin
+//! behind every proxy ([`http_backend`]); the load comes from wrk and h2load.
 
 pub mod backend;
 pub mod client;
+pub mod http_backend;
 pub mod pki;
 pub mod stats;
 pub mod tls;
