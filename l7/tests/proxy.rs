@@ -179,7 +179,7 @@ fn service_with(
     };
     let leaves: Vec<SharedHandler> = servers
         .iter()
-        .map(|(url, _)| Arc::new(transport.server(url, options.clone()).unwrap()) as SharedHandler)
+        .map(|(url, _)| Arc::new(transport.server(url, options).unwrap()) as SharedHandler)
         .collect();
     let spec = LoadBalancerSpec {
         servers: servers
