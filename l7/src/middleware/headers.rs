@@ -158,7 +158,7 @@ impl HeadersSpec {
         if self.sts_seconds < 0 {
             return Err(HeadersError::NegativeSts(self.sts_seconds));
         }
-        let sts = (self.sts_seconds != 0 && !self.is_development).then(|| {
+        let sts = if self.sts_seconds != 0 && !self.is_development {
             let mut sts = format!("max-age={}", self.sts_seconds);
             if self.sts_include_subdomains {
                 sts.push_str("; includeSubDomains");
@@ -166,17 +166,12 @@ impl HeadersSpec {
             if self.sts_preload {
                 sts.push_str("; preload");
             }
-            HeaderValue::try_from(sts)
-        });
-        let sts = match sts {
-            Some(Ok(value)) => Some(value),
-            Some(Err(_)) => {
-                return Err(HeadersError::Value {
-                    option: "stsSeconds",
-                    name: "Strict-Transport-Security".into(),
-                });
-            }
-            None => None,
+            Some(HeaderValue::try_from(sts).map_err(|_| HeadersError::Value {
+                option: "stsSeconds",
+                name: "Strict-Transport-Security".into(),
+            })?)
+        } else {
+            None
         };
         let frame_options = match (self.custom_frame_options_value.as_str(), self.frame_deny) {
             ("", true) => "DENY",
