@@ -31,6 +31,7 @@ use l7::transport::{ServerOptions, Transport, TransportSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::mw_path;
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
@@ -253,6 +254,15 @@ impl Compiler<'_> {
                 )?);
             }
             return Some(Arc::new(Chain(parts)));
+        }
+        if let Some(built) = mw_path::build(name, m) {
+            return match built {
+                Ok(mw) => Some(mw),
+                Err(e) => {
+                    self.problem(at, format!("middleware {name}: {e}"));
+                    None
+                }
+            };
         }
         let kinds = m.kinds().join(", ");
         self.problem(

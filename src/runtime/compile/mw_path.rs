@@ -1,0 +1,24 @@
+//! Builds the path and redirect middlewares (`stripPrefix`, `addPrefix`, `replacePath`,
+//! `stripPrefixRegex`, `replacePathRegex`, `redirectRegex`, `encodedCharacters`,
+//! `contentType`) from their validated configuration.
+
+use std::sync::Arc;
+
+use l7::middleware::Middleware;
+use l7::middleware::strip_prefix::StripPrefix;
+
+use crate::config::dynamic::HttpMiddleware;
+
+/// The middleware `m` defines if it is one of this module's types (`None` otherwise), or
+/// what is wrong with its options.
+pub(super) fn build(
+    _name: &str,
+    m: &HttpMiddleware,
+) -> Option<Result<Arc<dyn Middleware>, String>> {
+    if let Some(s) = &m.strip_prefix {
+        return Some(Ok(Arc::new(StripPrefix {
+            prefixes: s.prefixes.clone(),
+        })));
+    }
+    None
+}

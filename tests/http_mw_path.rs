@@ -1,0 +1,65 @@
+//! The path and redirect middlewares end to end: the real binary on loopback between a
+//! hyper client and a hyper backend that reports the path, query and `X-Forwarded-Prefix` /
+//! `X-Replaced-Path` it received.
+
+mod support;
+
+use ::http::StatusCode;
+use support::web::{Conn, HttpBackend};
+use support::*;
+
+/// A running router whose router `<host>` (rule ``Host(`<host>`)``) uses the middleware
+/// of the same name, defined by `middlewares` (YAML under `http.middlewares`), all in front
+/// of one backend `app`.
+struct Setup {
+    _backend: HttpBackend,
+    _router: Router,
+    port: u16,
+}
+
+async fn start(tag: &str, hosts: &[&str], middlewares: &str) -> Setup {
+    let backend = HttpBackend::start("app").await;
+    let dir = temp_dir(tag);
+    let port = free_port();
+    let mut routers = String::new();
+    for host in hosts {
+        routers.push_str(&format!(
+            "    {host}:\n      rule: \"Host(`{host}`)\"\n      service: app\n      middlewares: [\"{host}\"]\n"
+        ));
+    }
+    let dynamic = format!(
+        "http:\n  routers:\n{routers}  middlewares:\n{middlewares}  services:\n    app: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
+        backend.url()
+    );
+    let router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    Setup {
+        _backend: backend,
+        _router: router,
+        port,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_forwards_the_rest_of_the_path_and_the_prefix() {
+    let setup = start(
+        "mw-strip-prefix",
+        &["strip"],
+        "    strip: { stripPrefix: { prefixes: [\"/foo\", \"/api\"] } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("strip", "/api/users%2Fme?page=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /users%2Fme?page=2");
+    assert_eq!(answer.header("x-seen-prefix"), "/api");
+    let answer = conn.get("strip", "/api").await;
+    assert_eq!(answer.body, "app /");
+    let answer = conn.get("strip", "/other").await;
+    assert_eq!(answer.body, "app /other");
+    assert_eq!(answer.header("x-seen-prefix"), "");
+}
