@@ -63,3 +63,17 @@ async fn strip_prefix_forwards_the_rest_of_the_path_and_the_prefix() {
     assert_eq!(answer.body, "app /other");
     assert_eq!(answer.header("x-seen-prefix"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_prefix_puts_the_prefix_before_the_path() {
+    let setup = start(
+        "mw-add-prefix",
+        &["add"],
+        "    add: { addPrefix: { prefix: \"/v2\" } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("add", "/users?page=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /v2/users?page=2");
+}

@@ -5,6 +5,7 @@
 //! Entrypoint middlewares (`entryPoints.<n>.http.middlewares`) come before a router's own,
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
+pub mod add_prefix;
 pub mod path_rewrite;
 pub mod redirect_scheme;
 pub mod strip_prefix;

@@ -104,6 +104,20 @@ pub fn escape_path(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// A decoded path (as Go's `URL.Path`) in escaped form: every character a URI path cannot
+/// hold, `%` included, is percent-encoded.
+pub fn escape_decoded(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &byte in path.as_bytes() {
+        if is_path_char(byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// RFC 3986 `pchar` and `/`, the characters an escaped path keeps as they are.
 fn is_path_char(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte)
@@ -156,6 +170,11 @@ mod tests {
             escape_path("/100%"),
             Err(PathError::BadEscape("/100%".into()))
         );
+    }
+
+    #[test]
+    fn decoded_paths_have_their_percent_signs_escaped() {
+        assert_eq!(escape_decoded("/a b/100%?"), "/a%20b/100%25%3F");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use l7::middleware::Middleware;
+use l7::middleware::add_prefix::AddPrefix;
 use l7::middleware::strip_prefix::StripPrefix;
 
 use crate::config::dynamic::HttpMiddleware;
@@ -20,5 +21,16 @@ pub(super) fn build(
             prefixes: s.prefixes.clone(),
         })));
     }
+    if let Some(a) = &m.add_prefix {
+        return Some(boxed(AddPrefix::new(&a.prefix)));
+    }
     None
+}
+
+fn boxed<M: Middleware, E: std::fmt::Display>(
+    built: Result<M, E>,
+) -> Result<Arc<dyn Middleware>, String> {
+    built
+        .map(|mw| Arc::new(mw) as Arc<dyn Middleware>)
+        .map_err(|e| e.to_string())
 }
