@@ -77,3 +77,18 @@ async fn add_prefix_puts_the_prefix_before_the_path() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, "app /v2/users?page=2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_path_sends_the_new_path_and_the_original_in_a_header() {
+    let setup = start(
+        "mw-replace-path",
+        &["replace"],
+        "    replace: { replacePath: { path: \"/fixed\" } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("replace", "/any/thing?page=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /fixed?page=2");
+    assert_eq!(answer.header("x-seen-replaced"), "/any/thing");
+}

@@ -8,6 +8,7 @@
 pub mod add_prefix;
 pub mod path_rewrite;
 pub mod redirect_scheme;
+pub mod replace_path;
 pub mod strip_prefix;
 
 use crate::handler::SharedHandler;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
+use l7::middleware::replace_path::ReplacePath;
 use l7::middleware::strip_prefix::StripPrefix;
 
 use crate::config::dynamic::HttpMiddleware;
@@ -23,6 +24,9 @@ pub(super) fn build(
     }
     if let Some(a) = &m.add_prefix {
         return Some(boxed(AddPrefix::new(&a.prefix)));
+    }
+    if let Some(r) = &m.replace_path {
+        return Some(boxed(ReplacePath::new(&r.path)));
     }
     None
 }
