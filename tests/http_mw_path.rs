@@ -92,3 +92,21 @@ async fn replace_path_sends_the_new_path_and_the_original_in_a_header() {
     assert_eq!(answer.body, "app /fixed?page=2");
     assert_eq!(answer.header("x-seen-replaced"), "/any/thing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_regex_forwards_the_matched_prefix() {
+    let setup = start(
+        "mw-strip-prefix-regex",
+        &["strip", "broken", "fine"],
+        "    strip: { stripPrefixRegex: { regex: [\"/api/v[0-9]+\"] } }\n    broken: { stripPrefixRegex: { regex: [\"/(a\"] } }\n    fine: { addPrefix: { prefix: \"/x\" } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("strip", "/api/v3/users?page=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /users?page=2");
+    assert_eq!(answer.header("x-seen-prefix"), "/api/v3");
+    // A router whose middleware cannot be built is not served; the others are.
+    assert_eq!(conn.get("broken", "/a").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(conn.get("fine", "/a").await.body, "app /x/a");
+}

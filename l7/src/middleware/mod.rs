@@ -10,6 +10,7 @@ pub mod path_rewrite;
 pub mod redirect_scheme;
 pub mod replace_path;
 pub mod strip_prefix;
+pub mod strip_prefix_regex;
 
 use crate::handler::SharedHandler;
 

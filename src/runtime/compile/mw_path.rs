@@ -8,6 +8,7 @@ use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
 use l7::middleware::replace_path::ReplacePath;
 use l7::middleware::strip_prefix::StripPrefix;
+use l7::middleware::strip_prefix_regex::StripPrefixRegex;
 
 use crate::config::dynamic::HttpMiddleware;
 
@@ -27,6 +28,10 @@ pub(super) fn build(
     }
     if let Some(r) = &m.replace_path {
         return Some(boxed(ReplacePath::new(&r.path)));
+    }
+    if let Some(s) = &m.strip_prefix_regex {
+        let patterns: Vec<&str> = s.regex.iter().map(|r| r.value.as_str()).collect();
+        return Some(boxed(StripPrefixRegex::new(&patterns)));
     }
     None
 }
