@@ -110,3 +110,21 @@ async fn strip_prefix_regex_forwards_the_matched_prefix() {
     assert_eq!(conn.get("broken", "/a").await.status, StatusCode::NOT_FOUND);
     assert_eq!(conn.get("fine", "/a").await.body, "app /x/a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_path_regex_expands_groups_and_forwards_the_original() {
+    let setup = start(
+        "mw-replace-path-regex",
+        &["rewrite"],
+        "    rewrite: { replacePathRegex: { regex: \"^/foo/(?P<rest>.*)\", replacement: \"/bar/${rest}\" } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("rewrite", "/foo/a/b?page=2").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /bar/a/b?page=2");
+    assert_eq!(answer.header("x-seen-replaced"), "/foo/a/b");
+    let answer = conn.get("rewrite", "/other").await;
+    assert_eq!(answer.body, "app /other");
+    assert_eq!(answer.header("x-seen-replaced"), "");
+}

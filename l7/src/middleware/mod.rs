@@ -9,6 +9,7 @@ pub mod add_prefix;
 pub mod path_rewrite;
 pub mod redirect_scheme;
 pub mod replace_path;
+pub mod replace_path_regex;
 pub mod strip_prefix;
 pub mod strip_prefix_regex;
 

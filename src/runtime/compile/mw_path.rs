@@ -7,6 +7,7 @@ use std::sync::Arc;
 use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
 use l7::middleware::replace_path::ReplacePath;
+use l7::middleware::replace_path_regex::ReplacePathRegex;
 use l7::middleware::strip_prefix::StripPrefix;
 use l7::middleware::strip_prefix_regex::StripPrefixRegex;
 
@@ -32,6 +33,9 @@ pub(super) fn build(
     if let Some(s) = &m.strip_prefix_regex {
         let patterns: Vec<&str> = s.regex.iter().map(|r| r.value.as_str()).collect();
         return Some(boxed(StripPrefixRegex::new(&patterns)));
+    }
+    if let Some(r) = &m.replace_path_regex {
+        return Some(boxed(ReplacePathRegex::new(&r.regex.value, &r.replacement)));
     }
     None
 }
