@@ -128,3 +128,20 @@ async fn replace_path_regex_expands_groups_and_forwards_the_original() {
     assert_eq!(answer.body, "app /other");
     assert_eq!(answer.header("x-seen-replaced"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_regex_rewrites_the_full_url_into_the_location() {
+    let setup = start(
+        "mw-redirect-regex",
+        &["old.test"],
+        "    old.test: { redirectRegex: { regex: \"^http://old\\\\.test(:[0-9]+)?/(.*)\", replacement: \"https://new.test/${2}\", permanent: true } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn
+        .get(&format!("old.test:{}", setup.port), "/docs?page=2")
+        .await;
+    assert_eq!(answer.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(answer.header("location"), "https://new.test/docs?page=2");
+    assert_eq!(answer.header("x-backend"), "-");
+}

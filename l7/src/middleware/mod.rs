@@ -7,6 +7,7 @@
 
 pub mod add_prefix;
 pub mod path_rewrite;
+pub mod redirect_regex;
 pub mod redirect_scheme;
 pub mod replace_path;
 pub mod replace_path_regex;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
+use l7::middleware::redirect_regex::RedirectRegex;
 use l7::middleware::replace_path::ReplacePath;
 use l7::middleware::replace_path_regex::ReplacePathRegex;
 use l7::middleware::strip_prefix::StripPrefix;
@@ -36,6 +37,13 @@ pub(super) fn build(
     }
     if let Some(r) = &m.replace_path_regex {
         return Some(boxed(ReplacePathRegex::new(&r.regex.value, &r.replacement)));
+    }
+    if let Some(r) = &m.redirect_regex {
+        return Some(boxed(RedirectRegex::new(
+            &r.regex.value,
+            &r.replacement,
+            r.permanent,
+        )));
     }
     None
 }
