@@ -145,3 +145,20 @@ async fn redirect_regex_rewrites_the_full_url_into_the_location() {
     assert_eq!(answer.header("location"), "https://new.test/docs?page=2");
     assert_eq!(answer.header("x-backend"), "-");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_characters_refuses_what_is_not_allowed() {
+    let setup = start(
+        "mw-encoded-characters",
+        &["strict"],
+        "    strict: { encodedCharacters: { allowEncodedSlash: true } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    let answer = conn.get("strict", "/a%2Fb?q=%3B").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /a%2Fb?q=%3B");
+    let answer = conn.get("strict", "/a%3Bb").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.header("x-backend"), "-");
+}

@@ -6,6 +6,7 @@
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
 pub mod add_prefix;
+pub mod encoded_characters;
 pub mod path_rewrite;
 pub mod redirect_regex;
 pub mod redirect_scheme;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
+use l7::middleware::encoded_characters::EncodedCharacters;
 use l7::middleware::redirect_regex::RedirectRegex;
 use l7::middleware::replace_path::ReplacePath;
 use l7::middleware::replace_path_regex::ReplacePathRegex;
@@ -44,6 +45,17 @@ pub(super) fn build(
             &r.replacement,
             r.permanent,
         )));
+    }
+    if let Some(e) = &m.encoded_characters {
+        return Some(Ok(Arc::new(EncodedCharacters {
+            allow_encoded_slash: e.allow_encoded_slash,
+            allow_encoded_back_slash: e.allow_encoded_back_slash,
+            allow_encoded_null_character: e.allow_encoded_null_character,
+            allow_encoded_semicolon: e.allow_encoded_semicolon,
+            allow_encoded_percent: e.allow_encoded_percent,
+            allow_encoded_question_mark: e.allow_encoded_question_mark,
+            allow_encoded_hash: e.allow_encoded_hash,
+        })));
     }
     None
 }
