@@ -162,3 +162,22 @@ async fn encoded_characters_refuses_what_is_not_allowed() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.header("x-backend"), "-");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_type_is_detected_only_through_the_middleware() {
+    let setup = start(
+        "mw-content-type",
+        &["detect", "off"],
+        "    detect: { contentType: {} }\n    off: { contentType: { autoDetect: false } }\n",
+    )
+    .await;
+    let mut conn = Conn::h1(setup.port).await;
+    // The backend sends its plain-text answers without a Content-Type.
+    let answer = conn.get("detect", "/page").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "app /page");
+    assert_eq!(answer.header("content-type"), "text/plain; charset=utf-8");
+    let answer = conn.get("off", "/page").await;
+    assert_eq!(answer.body, "app /page");
+    assert_eq!(answer.header("content-type"), "-");
+}

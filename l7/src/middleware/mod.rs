@@ -6,6 +6,8 @@
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
 pub mod add_prefix;
+pub mod content_sniff;
+pub mod content_type;
 pub mod encoded_characters;
 pub mod path_rewrite;
 pub mod redirect_regex;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::add_prefix::AddPrefix;
+use l7::middleware::content_type::ContentType;
 use l7::middleware::encoded_characters::EncodedCharacters;
 use l7::middleware::redirect_regex::RedirectRegex;
 use l7::middleware::replace_path::ReplacePath;
@@ -55,6 +56,13 @@ pub(super) fn build(
             allow_encoded_percent: e.allow_encoded_percent,
             allow_encoded_question_mark: e.allow_encoded_question_mark,
             allow_encoded_hash: e.allow_encoded_hash,
+        })));
+    }
+    if let Some(c) = &m.content_type {
+        // Traefik v3: the middleware's presence enables detection; only an explicit
+        // (deprecated) `autoDetect: false` turns it off.
+        return Some(Ok(Arc::new(ContentType {
+            auto_detect: c.auto_detect.unwrap_or(true),
         })));
     }
     None
