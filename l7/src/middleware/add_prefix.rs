@@ -63,7 +63,7 @@ impl Handler for Add {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::strip_prefix::tests::through;
+    use crate::middleware::path_rewrite::test_support::through;
 
     #[tokio::test]
     async fn prefix_goes_before_the_path_and_the_query_stays() {

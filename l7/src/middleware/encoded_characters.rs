@@ -83,7 +83,7 @@ impl Handler for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::strip_prefix::tests::through;
+    use crate::middleware::path_rewrite::test_support::through;
     use http::StatusCode;
 
     #[tokio::test]

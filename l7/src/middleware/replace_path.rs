@@ -60,7 +60,7 @@ impl Handler for Replace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::strip_prefix::tests::through;
+    use crate::middleware::path_rewrite::test_support::through;
 
     #[tokio::test]
     async fn path_is_replaced_and_the_original_forwarded() {

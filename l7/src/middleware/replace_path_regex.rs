@@ -101,7 +101,7 @@ impl Handler for Replace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::strip_prefix::tests::through;
+    use crate::middleware::path_rewrite::test_support::through;
     use http::StatusCode;
 
     fn replace(pattern: &str, replacement: &str) -> ReplacePathRegex {

@@ -65,62 +65,10 @@ impl Handler for Strip {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::handler::empty_body;
+    use crate::middleware::path_rewrite::test_support::through;
     use http::StatusCode;
-
-    /// A handler that answers with the path and query it received and its
-    /// `X-Forwarded-Prefix` and `X-Replaced-Path` headers.
-    pub(crate) struct Seen;
-
-    impl Handler for Seen {
-        fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get_all(name)
-                    .iter()
-                    .map(|v| v.to_str().unwrap_or("?").to_owned())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let mut response = Response::new(empty_body());
-            let headers = response.headers_mut();
-            let uri = request
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("");
-            headers.insert("seen-uri", uri.parse().unwrap());
-            headers.insert("seen-prefix", header("x-forwarded-prefix").parse().unwrap());
-            headers.insert("seen-replaced", header("x-replaced-path").parse().unwrap());
-            Box::pin(async move { response })
-        }
-    }
-
-    /// Sends `uri` through `middleware` to [`Seen`]: (status, uri, prefix, replaced path).
-    pub(crate) async fn through(
-        middleware: &dyn Middleware,
-        uri: &str,
-    ) -> (StatusCode, String, String, String) {
-        let handler = middleware.wrap(Arc::new(Seen));
-        let request = Request::builder().uri(uri).body(empty_body()).unwrap();
-        let response = handler.call(request).await;
-        let get = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default()
-        };
-        (
-            response.status(),
-            get("seen-uri"),
-            get("seen-prefix"),
-            get("seen-replaced"),
-        )
-    }
 
     fn strip(prefixes: &[&str]) -> StripPrefix {
         StripPrefix {

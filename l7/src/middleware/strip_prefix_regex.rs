@@ -35,8 +35,10 @@ impl StripPrefixRegex {
         let regexes = patterns
             .iter()
             .map(|pattern| {
-                Regex::new(pattern.as_ref()).map_err(|source| StripPrefixRegexError {
-                    pattern: pattern.as_ref().to_owned(),
+                // Trimmed as Traefik does.
+                let pattern = pattern.as_ref().trim();
+                Regex::new(pattern).map_err(|source| StripPrefixRegexError {
+                    pattern: pattern.to_owned(),
                     source,
                 })
             })
@@ -96,7 +98,7 @@ impl Handler for Strip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::strip_prefix::tests::through;
+    use crate::middleware::path_rewrite::test_support::through;
 
     fn strip(patterns: &[&str]) -> StripPrefixRegex {
         StripPrefixRegex::new(patterns).unwrap()
