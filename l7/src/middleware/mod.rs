@@ -5,8 +5,18 @@
 //! Entrypoint middlewares (`entryPoints.<n>.http.middlewares`) come before a router's own,
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
+pub mod add_prefix;
+pub mod content_sniff;
+pub mod content_type;
+pub mod encoded_characters;
 pub mod headers;
+pub mod path_rewrite;
+pub mod redirect_regex;
 pub mod redirect_scheme;
+pub mod replace_path;
+pub mod replace_path_regex;
+pub mod strip_prefix;
+pub mod strip_prefix_regex;
 
 use crate::handler::SharedHandler;
 

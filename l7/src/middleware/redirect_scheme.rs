@@ -88,7 +88,7 @@ impl Redirect {
 }
 
 /// `https` for TLS connections and for requests a trusted proxy marked as HTTPS.
-fn request_scheme(request: &Request<Body>) -> &'static str {
+pub(super) fn request_scheme(request: &Request<Body>) -> &'static str {
     let tls = request
         .extensions()
         .get::<ClientInfo>()
@@ -117,7 +117,7 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn redirect_status(method: &Method, permanent: bool) -> StatusCode {
+pub(super) fn redirect_status(method: &Method, permanent: bool) -> StatusCode {
     match (method == Method::GET, permanent) {
         (true, false) => StatusCode::FOUND,
         (true, true) => StatusCode::MOVED_PERMANENTLY,

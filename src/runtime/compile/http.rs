@@ -34,8 +34,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
+use super::{mw_headers, mw_path};
 use crate::config::Location;
-use crate::config::dynamic::{Cookie, DEFAULT_TLS_NAME, ServerHealthCheck, ServersLoadBalancer};
+use crate::config::dynamic::{
+    Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
+};
 use crate::config::validate::Report;
 
 /// An entrypoint's (plaintext routes, TLS routes).
@@ -254,13 +257,15 @@ impl Compiler<'_> {
             }
             return Some(Arc::new(Chain(parts)));
         }
-        if let Some(built) = super::mw_headers::build(m) {
-            match built {
-                Ok(mw) => return Some(mw),
-                Err(e) => {
-                    self.problem(at, format!("middleware {name}: {e}"));
-                    return None;
-                }
+        for build in MIDDLEWARE_BUILDERS {
+            if let Some(built) = build(name, m) {
+                return match built {
+                    Ok(mw) => Some(mw),
+                    Err(e) => {
+                        self.problem(at, format!("middleware {name}: {e}"));
+                        None
+                    }
+                };
             }
         }
         let kinds = m.kinds().join(", ");
@@ -724,6 +729,12 @@ fn health_check_spec(hc: &ServerHealthCheck) -> Result<HealthCheckSpec, String> 
     }
     Ok(spec)
 }
+
+/// A middleware type's builder: `None` when the definition is not of its type.
+type MiddlewareBuilder = fn(&str, &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>>;
+
+/// The middleware types served besides `redirectScheme` and `chain`, one builder per group.
+const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[|_, m| mw_headers::build(m), mw_path::build];
 
 /// `chain{middlewares}`: several middlewares as one.
 struct Chain(Vec<Arc<dyn Middleware>>);
