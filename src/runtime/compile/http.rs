@@ -254,6 +254,15 @@ impl Compiler<'_> {
             }
             return Some(Arc::new(Chain(parts)));
         }
+        if let Some(built) = super::mw_access::build(m) {
+            match built {
+                Ok(mw) => return Some(mw),
+                Err(e) => {
+                    self.problem(at, format!("middleware {name}: {e}"));
+                    return None;
+                }
+            }
+        }
         let kinds = m.kinds().join(", ");
         self.problem(
             at,

@@ -8,6 +8,7 @@
 //! handshakes (fail closed) rather than dropped silently.
 
 mod http;
+mod mw_access;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

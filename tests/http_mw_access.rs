@@ -1,0 +1,108 @@
+//! Access-control middlewares end to end: the real binary on loopback, hyper clients and
+//! backends (`ipAllowList`/`ipWhiteList`).
+
+mod support;
+
+use ::http::StatusCode;
+use support::web::{Conn, HttpBackend, get};
+use support::*;
+
+/// Static configuration with an entrypoint `open` and one `trusting` loopback's
+/// forwarded headers.
+fn trusting_static(dir: &std::path::Path, open: u16, trusting: u16) -> String {
+    format!(
+        "entryPoints:\n  open:\n    address: \"127.0.0.1:{open}\"\n  trusting:\n    address: \"127.0.0.1:{trusting}\"\n    forwardedHeaders:\n      trustedIPs: [\"127.0.0.1/32\"]\nproviders:\n  file:\n    filename: \"{}\"\n",
+        dir.join("dynamic.yml").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_allow_list_checks_the_peer_or_a_trusted_forwarded_for_entry() {
+    let backend = HttpBackend::start("a").await;
+    let dir = temp_dir("mw-ip-allow");
+    let (open, trusting) = (free_port(), free_port());
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    peer:
+      rule: "PathPrefix(`/peer`)"
+      service: s
+      middlewares: [loopback-only]
+    depth:
+      rule: "PathPrefix(`/depth`)"
+      service: s
+      middlewares: [office]
+    legacy:
+      rule: "PathPrefix(`/legacy`)"
+      service: s
+      middlewares: [old]
+  middlewares:
+    loopback-only:
+      ipAllowList:
+        sourceRange: ["127.0.0.2/32"]
+        rejectStatusCode: 404
+    office:
+      ipAllowList:
+        sourceRange: ["10.0.0.0/8"]
+        ipStrategy: {{ depth: 2 }}
+    old:
+      ipWhiteList:
+        sourceRange: ["192.0.2.0/24"]
+        ipStrategy: {{ excludedIPs: ["203.0.113.0/24"] }}
+  services:
+    s: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        backend.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &trusting_static(&dir, open, trusting),
+        &dynamic,
+        &[open, trusting],
+    );
+
+    let allowed = Conn::h1_from([127, 0, 0, 2].into(), open)
+        .await
+        .get("site.test", "/peer")
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(allowed.body, "a /peer");
+    let denied = Conn::h1(open).await.get("site.test", "/peer").await;
+    assert_eq!(denied.status, StatusCode::NOT_FOUND);
+    assert_eq!(denied.body, "Not Found");
+
+    let with_xff = |path: &str, xff: &str| {
+        let mut req = get("site.test", path, false);
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        req
+    };
+    // Depth 2 counts from the right of what the trusted proxy sent.
+    let mut trusted = Conn::h1(trusting).await;
+    let answer = trusted
+        .send(with_xff("/depth", "10.1.1.1, 172.16.0.1"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = trusted
+        .send(with_xff("/depth", "172.16.0.1, 10.1.1.1"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.body, "Forbidden");
+    // An untrusted peer's header is dropped, so it cannot claim an allowed address.
+    let answer = Conn::h1(open)
+        .await
+        .send(with_xff("/depth", "10.1.1.1, 172.16.0.1"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+
+    // excludedIPs skip the listed proxies from the right.
+    let answer = trusted
+        .send(with_xff("/legacy", "192.0.2.5, 203.0.113.7"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = trusted
+        .send(with_xff("/legacy", "192.0.2.5, 198.51.100.1, 203.0.113.7"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+}
