@@ -106,3 +106,50 @@ http:
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_req_refuses_a_host_over_its_amount_until_a_response_ends() {
+    let backend = HttpBackend::start("a").await;
+    let dir = temp_dir("mw-in-flight");
+    let port = free_port();
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    r:
+      rule: "PathPrefix(`/`)"
+      service: s
+      middlewares: [one-per-host]
+  middlewares:
+    one-per-host:
+      inFlightReq: {{ amount: 1 }}
+  services:
+    s: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        backend.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut slow_conn = Conn::h1(port).await;
+    let slow = tokio::spawn(async move { slow_conn.get("a.test", "/slow/800").await });
+    // Until the slow request reaches the backend, it is not in flight for sure.
+    let started = std::time::Instant::now();
+    while backend.requests() == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut conn = Conn::h1(port).await;
+    let refused = conn.get("a.test", "/x").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body, "Too Many Requests");
+    // The default criterion is the request's host: another host has its own count.
+    assert_eq!(conn.get("b.test", "/x").await.status, StatusCode::OK);
+
+    let finished = slow.await.unwrap();
+    assert_eq!(finished.status, StatusCode::OK);
+    assert_eq!(conn.get("a.test", "/x").await.status, StatusCode::OK);
+}

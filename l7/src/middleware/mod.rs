@@ -5,9 +5,11 @@
 //! Entrypoint middlewares (`entryPoints.<n>.http.middlewares`) come before a router's own,
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
+pub mod in_flight_req;
 pub mod ip_allow_list;
 pub mod ip_strategy;
 pub mod redirect_scheme;
+pub mod source_criterion;
 
 use crate::handler::SharedHandler;
 

@@ -1,13 +1,16 @@
-//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList`, translated from
-//! their validated configuration into `l7::middleware` specs.
+//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList` and
+//! `inFlightReq`, translated from their validated configuration into `l7::middleware` specs.
 
 use std::sync::Arc;
 
 use ::http::StatusCode;
+use ::http::header::HeaderName;
 use ipnet::IpNet;
 use l7::middleware::Middleware;
+use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
+use l7::middleware::source_criterion::SourceCriterion;
 
 use crate::config::dynamic::{self, HttpMiddleware};
 use crate::config::static_cfg::IpOrNet;
@@ -28,7 +31,51 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
             0,
         ));
     }
+    if let Some(limit) = &m.in_flight_req {
+        return Some(in_flight_req(limit));
+    }
     None
+}
+
+fn in_flight_req(limit: &dynamic::InFlightReq) -> Result<Arc<dyn Middleware>, String> {
+    let amount = usize::try_from(limit.amount)
+        .ok()
+        .filter(|a| *a > 0)
+        .ok_or_else(|| format!("inFlightReq.amount {} must be positive", limit.amount))?;
+    Ok(Arc::new(InFlightReq {
+        amount,
+        source: source_criterion(
+            limit.source_criterion.as_ref(),
+            SourceCriterion::RequestHost,
+        )?,
+    }))
+}
+
+/// `sourceCriterion`, or `default` when it names nothing. As Traefik, an `ipStrategy`
+/// wins over `requestHeaderName`, which wins over `requestHost`.
+fn source_criterion(
+    criterion: Option<&dynamic::SourceCriterion>,
+    default: SourceCriterion,
+) -> Result<SourceCriterion, String> {
+    let Some(c) = criterion else {
+        return Ok(default);
+    };
+    if c.ip_strategy.is_some() {
+        return Ok(SourceCriterion::Ip(ip_strategy(c.ip_strategy.as_ref())?));
+    }
+    if !c.request_header_name.is_empty() {
+        let name = HeaderName::from_bytes(c.request_header_name.as_bytes()).map_err(|_| {
+            format!(
+                "sourceCriterion.requestHeaderName \"{}\" is not a header name",
+                c.request_header_name
+            )
+        })?;
+        return Ok(SourceCriterion::RequestHeader(name));
+    }
+    if c.request_host {
+        return Ok(SourceCriterion::RequestHost);
+    }
+    Ok(default)
 }
 
 fn ip_allow_list(
@@ -55,7 +102,7 @@ fn ip_allow_list(
 }
 
 /// `ipStrategy`; absent is the peer's address, as an empty one.
-pub(super) fn ip_strategy(strategy: Option<&dynamic::IpStrategy>) -> Result<IpStrategy, String> {
+fn ip_strategy(strategy: Option<&dynamic::IpStrategy>) -> Result<IpStrategy, String> {
     let Some(s) = strategy else {
         return Ok(IpStrategy::default());
     };
