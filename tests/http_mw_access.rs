@@ -153,3 +153,76 @@ http:
     assert_eq!(finished.status, StatusCode::OK);
     assert_eq!(conn.get("a.test", "/x").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_allows_the_burst_per_source_then_answers_429_with_retry_after() {
+    let backend = HttpBackend::start("a").await;
+    let dir = temp_dir("mw-rate-limit");
+    let port = free_port();
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    by-client:
+      rule: "PathPrefix(`/`)"
+      service: s
+      middlewares: [per-client]
+    by-ip:
+      rule: "PathPrefix(`/ip`)"
+      service: s
+      middlewares: [per-ip]
+    unlimited:
+      rule: "PathPrefix(`/free`)"
+      service: s
+      middlewares: [off]
+  middlewares:
+    per-client:
+      rateLimit:
+        average: 2
+        period: 1m
+        burst: 3
+        sourceCriterion: {{ requestHeaderName: X-Client }}
+    per-ip:
+      rateLimit: {{ average: 1, period: 10s }}
+    off:
+      rateLimit: {{ average: 0 }}
+  services:
+    s: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        backend.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    let as_client = |client: &str| {
+        let mut req = get("site.test", "/x", false);
+        req.headers_mut()
+            .insert("x-client", client.parse().unwrap());
+        req
+    };
+    for _ in 0..3 {
+        assert_eq!(conn.send(as_client("alice")).await.status, StatusCode::OK);
+    }
+    let refused = conn.send(as_client("alice")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body, "Too Many Requests");
+    // Two tokens a minute: the next one is 30 s away.
+    assert_eq!(refused.header("retry-after"), "30");
+    assert_eq!(conn.send(as_client("bob")).await.status, StatusCode::OK);
+
+    // By default the source is the client address; burst 1.
+    assert_eq!(conn.get("site.test", "/ip").await.status, StatusCode::OK);
+    let refused = conn.get("site.test", "/ip").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.header("retry-after"), "10");
+    let mut other = Conn::h1_from([127, 0, 0, 3].into(), port).await;
+    assert_eq!(other.get("site.test", "/ip").await.status, StatusCode::OK);
+
+    for _ in 0..20 {
+        assert_eq!(conn.get("site.test", "/free").await.status, StatusCode::OK);
+    }
+}

@@ -8,6 +8,7 @@
 pub mod in_flight_req;
 pub mod ip_allow_list;
 pub mod ip_strategy;
+pub mod rate_limit;
 pub mod redirect_scheme;
 pub mod source_criterion;
 

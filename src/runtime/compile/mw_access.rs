@@ -1,5 +1,5 @@
-//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList` and
-//! `inFlightReq`, translated from their validated configuration into `l7::middleware` specs.
+//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList`, `inFlightReq`
+//! and `rateLimit`, translated from their validated configuration into `l7::middleware` specs.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use l7::middleware::Middleware;
 use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
+use l7::middleware::rate_limit::RateLimit;
 use l7::middleware::source_criterion::SourceCriterion;
 
 use crate::config::dynamic::{self, HttpMiddleware};
@@ -34,7 +35,40 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
     if let Some(limit) = &m.in_flight_req {
         return Some(in_flight_req(limit));
     }
+    if let Some(limit) = &m.rate_limit {
+        return Some(rate_limit(limit));
+    }
     None
+}
+
+fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String> {
+    if limit.redis.is_some() {
+        return Err("rateLimit.redis (a shared limit) is not supported".to_owned());
+    }
+    if limit.average < 0 {
+        return Err(format!(
+            "rateLimit.average {} must not be negative",
+            limit.average
+        ));
+    }
+    if limit.period.is_negative() {
+        return Err("rateLimit.period must not be negative".to_owned());
+    }
+    // As Traefik: no period is one second.
+    let period_nanos = match limit.period.as_nanos() {
+        0 => 1_000_000_000,
+        nanos => nanos,
+    };
+    let burst = u32::try_from(limit.burst.max(1)).unwrap_or(u32::MAX);
+    Ok(Arc::new(RateLimit {
+        // `average` is exact in f64 up to 2^53, far above any sensible limit.
+        rate: limit.average as f64 * 1e9 / period_nanos as f64,
+        burst,
+        source: source_criterion(
+            limit.source_criterion.as_ref(),
+            SourceCriterion::Ip(IpStrategy::default()),
+        )?,
+    }))
 }
 
 fn in_flight_req(limit: &dynamic::InFlightReq) -> Result<Arc<dyn Middleware>, String> {
