@@ -226,3 +226,88 @@ http:
         assert_eq!(conn.get("site.test", "/free").await.status, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_checks_each_hash_kind_and_passes_the_user_on() {
+    let backend = HttpBackend::start("a").await;
+    let dir = temp_dir("mw-basic-auth");
+    let port = free_port();
+    // apr1 from `openssl passwd -apr1`, bcrypt from crypt(3), SHA-1 from `openssl dgst`.
+    let users_file = dir.join("users");
+    std::fs::write(
+        &users_file,
+        "# htpasswd\napr:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/\n\nbc:$2y$05$abcdefghijklmnopqrstuufhXdHJtkiUiNQ6n8/s9Kw6bfnPI6Ytq\n",
+    )
+    .unwrap();
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    guarded:
+      rule: "Host(`site.test`)"
+      service: s
+      middlewares: [auth]
+    broken:
+      rule: "Host(`broken.test`)"
+      service: s
+      middlewares: [no-file]
+  middlewares:
+    auth:
+      basicAuth:
+        usersFile: "{}"
+        users: ["sha:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ="]
+        realm: "staff only"
+        headerField: X-WebAuth-User
+        removeHeader: true
+    no-file:
+      basicAuth:
+        usersFile: "{}"
+  services:
+    s: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        users_file.display(),
+        dir.join("missing").display(),
+        backend.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    // `Basic` credentials, base64 written out (`printf user:password | base64`).
+    let with_basic = |host: &str, path: &str, encoded: &str| {
+        let mut req = get(host, path, false);
+        req.headers_mut()
+            .insert("authorization", format!("Basic {encoded}").parse().unwrap());
+        req
+    };
+
+    let denied = conn.get("site.test", "/x").await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        denied.header("www-authenticate"),
+        "Basic realm=\"staff only\""
+    );
+    assert_eq!(denied.body, "401 Unauthorized\n");
+    for (user, right, wrong) in [
+        ("apr", "YXByOnRlc3Q=", "YXByOndyb25n"),
+        ("bc", "YmM6YmNyeXB0LXB3", "YmM6d3Jvbmc="),
+        ("sha", "c2hhOnNlY3JldA==", "c2hhOndyb25n"),
+    ] {
+        let answer = conn.send(with_basic("site.test", "/health", right)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{user}");
+        let probes = backend.probes();
+        let seen = &probes.last().unwrap().headers;
+        assert_eq!(seen["x-webauth-user"], user);
+        assert!(seen.get("authorization").is_none());
+        let answer = conn.send(with_basic("site.test", "/x", wrong)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{user}:wrong");
+    }
+    // A users file that cannot be read leaves its router unserved; the others are served.
+    let answer = conn
+        .send(with_basic("broken.test", "/", "YXByOnRlc3Q="))
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}

@@ -5,6 +5,8 @@
 //! Entrypoint middlewares (`entryPoints.<n>.http.middlewares`) come before a router's own,
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
+pub mod basic_auth;
+pub mod htpasswd;
 pub mod in_flight_req;
 pub mod ip_allow_list;
 pub mod ip_strategy;

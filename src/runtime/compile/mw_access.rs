@@ -1,12 +1,15 @@
-//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList`, `inFlightReq`
-//! and `rateLimit`, translated from their validated configuration into `l7::middleware` specs.
+//! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList`, `inFlightReq`,
+//! `rateLimit` and `basicAuth`, translated from their validated configuration into `l7::middleware` specs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ::http::StatusCode;
 use ::http::header::HeaderName;
 use ipnet::IpNet;
 use l7::middleware::Middleware;
+use l7::middleware::basic_auth::BasicAuth;
+use l7::middleware::htpasswd;
 use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
@@ -38,7 +41,51 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
     if let Some(limit) = &m.rate_limit {
         return Some(rate_limit(limit));
     }
+    if let Some(auth) = &m.basic_auth {
+        return Some(basic_auth(auth));
+    }
     None
+}
+
+fn basic_auth(auth: &dynamic::BasicAuth) -> Result<Arc<dyn Middleware>, String> {
+    let mut lines = Vec::new();
+    let file = &auth.users_file.value;
+    if !file.is_empty() {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("basicAuth.usersFile {file}: {e}"))?;
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    // As Traefik: the configuration's users come after the file's, so they win.
+    lines.extend(auth.users.iter().cloned());
+    let mut users = HashMap::new();
+    for line in &lines {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = htpasswd::parse_line(line).map_err(|e| format!("basicAuth: {e}"))?;
+        users.insert(user, hash);
+    }
+    let realm = if auth.realm.is_empty() {
+        "traefik"
+    } else {
+        &auth.realm
+    };
+    let challenge = BasicAuth::challenge_for(realm)
+        .ok_or_else(|| format!("basicAuth.realm {realm:?} cannot be quoted in a header"))?;
+    let header_field = match auth.header_field.as_str() {
+        "" => None,
+        name => Some(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("basicAuth.headerField \"{name}\" is not a header name"))?,
+        ),
+    };
+    Ok(Arc::new(BasicAuth {
+        users: Arc::new(users),
+        challenge,
+        remove_header: auth.remove_header,
+        header_field,
+    }))
 }
 
 fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String> {
