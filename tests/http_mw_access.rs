@@ -311,3 +311,88 @@ http:
         .await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 }
+
+/// The hex MD5 of `text`, as Digest authentication computes it.
+fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of `key="..."` in a `WWW-Authenticate` header.
+fn quoted_param<'a>(header: &'a str, key: &str) -> &'a str {
+    let start = header.find(&format!("{key}=\"")).expect("param") + key.len() + 2;
+    let len = header[start..].find('"').expect("closing quote");
+    &header[start..start + len]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_auth_accepts_a_response_to_its_challenge_once() {
+    let backend = HttpBackend::start("a").await;
+    let dir = temp_dir("mw-digest-auth");
+    let port = free_port();
+    let ha1 = md5_hex("alice:traefik:wonderland");
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    r:
+      rule: "PathPrefix(`/`)"
+      service: s
+      middlewares: [digest]
+  middlewares:
+    digest:
+      digestAuth:
+        users: ["alice:traefik:{ha1}"]
+  services:
+    s: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        backend.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    let challenge = conn.get("site.test", "/private").await;
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge.body, "401 Unauthorized\n");
+    let header = challenge.header("www-authenticate").to_owned();
+    assert!(header.starts_with("Digest realm=\"traefik\""), "{header}");
+    let (nonce, opaque) = (
+        quoted_param(&header, "nonce"),
+        quoted_param(&header, "opaque"),
+    );
+    let authorized = |nc: &str, password: &str| {
+        let ha1 = md5_hex(&format!("alice:traefik:{password}"));
+        let ha2 = md5_hex("GET:/private");
+        let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
+        let mut req = get("site.test", "/private", false);
+        let value = format!(
+            "Digest username=\"alice\", realm=\"traefik\", nonce=\"{nonce}\", uri=\"/private\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c0ffee\", response=\"{response}\", opaque=\"{opaque}\""
+        );
+        req.headers_mut()
+            .insert("authorization", value.parse().unwrap());
+        req
+    };
+    let ok = conn.send(authorized("00000001", "wonderland")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body, "a /private");
+    // The same nonce count again is a replay.
+    let replay = conn.send(authorized("00000001", "wonderland")).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        conn.send(authorized("00000002", "wonderland")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        conn.send(authorized("00000003", "looking-glass"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

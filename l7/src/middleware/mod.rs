@@ -6,6 +6,7 @@
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
 pub mod basic_auth;
+pub mod digest_auth;
 pub mod htpasswd;
 pub mod in_flight_req;
 pub mod ip_allow_list;

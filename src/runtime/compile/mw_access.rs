@@ -1,5 +1,5 @@
 //! Access-control middlewares of a snapshot: `ipAllowList` / `ipWhiteList`, `inFlightReq`,
-//! `rateLimit` and `basicAuth`, translated from their validated configuration into `l7::middleware` specs.
+//! `rateLimit`, `basicAuth` and `digestAuth`, translated from their validated configuration into `l7::middleware` specs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use ::http::header::HeaderName;
 use ipnet::IpNet;
 use l7::middleware::Middleware;
 use l7::middleware::basic_auth::BasicAuth;
+use l7::middleware::digest_auth::DigestAuth;
 use l7::middleware::htpasswd;
 use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
@@ -44,26 +45,79 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
     if let Some(auth) = &m.basic_auth {
         return Some(basic_auth(auth));
     }
+    if let Some(auth) = &m.digest_auth {
+        return Some(digest_auth(auth));
+    }
     None
 }
 
-fn basic_auth(auth: &dynamic::BasicAuth) -> Result<Arc<dyn Middleware>, String> {
+/// The non-blank, non-comment lines of `users_file` (when set) then `users`: later lines
+/// win for the same user, as Traefik.
+fn user_lines(kind: &str, users_file: &str, users: &[String]) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
-    let file = &auth.users_file.value;
-    if !file.is_empty() {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("basicAuth.usersFile {file}: {e}"))?;
+    if !users_file.is_empty() {
+        let text = std::fs::read_to_string(users_file)
+            .map_err(|e| format!("{kind}.usersFile {users_file}: {e}"))?;
         lines.extend(text.lines().map(str::to_owned));
     }
-    // As Traefik: the configuration's users come after the file's, so they win.
-    lines.extend(auth.users.iter().cloned());
+    lines.extend(users.iter().cloned());
+    Ok(lines
+        .into_iter()
+        .map(|line| line.trim().to_owned())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect())
+}
+
+fn header_field(kind: &str, name: &str) -> Result<Option<HeaderName>, String> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| format!("{kind}.headerField \"{name}\" is not a header name"))
+}
+
+fn digest_auth(auth: &dynamic::DigestAuth) -> Result<Arc<dyn Middleware>, String> {
     let mut users = HashMap::new();
-    for line in &lines {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    for line in user_lines("digestAuth", &auth.users_file.value, &auth.users)? {
+        let mut parts = line.split(':');
+        let (Some(user), Some(realm), Some(ha1), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            let user = line.split(':').next().unwrap_or("");
+            return Err(format!(
+                "digestAuth: user \"{user}\" is not a user:realm:hash line"
+            ));
+        };
+        if ha1.len() != 32 || !ha1.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "digestAuth: user \"{user}\": the hash is not an MD5 digest in hex"
+            ));
         }
-        let (user, hash) = htpasswd::parse_line(line).map_err(|e| format!("basicAuth: {e}"))?;
+        users.insert(format!("{user}:{realm}"), ha1.to_ascii_lowercase());
+    }
+    let realm = if auth.realm.is_empty() {
+        "traefik"
+    } else {
+        &auth.realm
+    };
+    if !DigestAuth::valid_realm(realm) {
+        return Err(format!(
+            "digestAuth.realm {realm:?} cannot be quoted in a header"
+        ));
+    }
+    Ok(Arc::new(DigestAuth {
+        users: Arc::new(users),
+        realm: realm.to_owned(),
+        remove_header: auth.remove_header,
+        header_field: header_field("digestAuth", &auth.header_field)?,
+    }))
+}
+
+fn basic_auth(auth: &dynamic::BasicAuth) -> Result<Arc<dyn Middleware>, String> {
+    let mut users = HashMap::new();
+    for line in user_lines("basicAuth", &auth.users_file.value, &auth.users)? {
+        let (user, hash) = htpasswd::parse_line(&line).map_err(|e| format!("basicAuth: {e}"))?;
         users.insert(user, hash);
     }
     let realm = if auth.realm.is_empty() {
@@ -73,18 +127,11 @@ fn basic_auth(auth: &dynamic::BasicAuth) -> Result<Arc<dyn Middleware>, String> 
     };
     let challenge = BasicAuth::challenge_for(realm)
         .ok_or_else(|| format!("basicAuth.realm {realm:?} cannot be quoted in a header"))?;
-    let header_field = match auth.header_field.as_str() {
-        "" => None,
-        name => Some(
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("basicAuth.headerField \"{name}\" is not a header name"))?,
-        ),
-    };
     Ok(Arc::new(BasicAuth {
         users: Arc::new(users),
         challenge,
         remove_header: auth.remove_header,
-        header_field,
+        header_field: header_field("basicAuth", &auth.header_field)?,
     }))
 }
 
