@@ -145,7 +145,7 @@ http:
     let mut conn = Conn::h1(port).await;
     let refused = conn.get("a.test", "/x").await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.body, "Too Many Requests");
+    assert_eq!(refused.body, "max connections reached: 1");
     // The default criterion is the request's host: another host has its own count.
     assert_eq!(conn.get("b.test", "/x").await.status, StatusCode::OK);
 

@@ -1,6 +1,7 @@
 //! `inFlightReq{amount, sourceCriterion}`: at most `amount` requests of one source are
 //! being answered at once; more get 429. A request counts until its response body has been
-//! sent (or dropped, when the client goes away), not merely until its headers are.
+//! sent (or dropped, when the client goes away), not merely until its headers are, as
+//! Traefik's handler holds its slot until it has written the whole response.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -8,13 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use super::Middleware;
-use super::ip_allow_list::status_response;
 use super::source_criterion::SourceCriterion;
-use crate::handler::{Body, BoxError, BoxFuture, Handler, SharedHandler, boxed};
+use crate::handler::{Body, BoxError, BoxFuture, Handler, SharedHandler, boxed, full_body};
 
 /// A configured `inFlightReq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +83,9 @@ impl Drop for Permit {
 impl Handler for Limiter {
     fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
         let source = self.config.source.source(&request);
-        let Some(permit) = self.counts.try_acquire(source, self.config.amount) else {
-            return Box::pin(async { status_response(StatusCode::TOO_MANY_REQUESTS) });
+        let amount = self.config.amount;
+        let Some(permit) = self.counts.try_acquire(source, amount) else {
+            return Box::pin(async move { too_many_requests(amount) });
         };
         Box::pin(async move {
             let response = self.next.call(request).await;
@@ -95,6 +97,17 @@ impl Handler for Limiter {
             })
         })
     }
+}
+
+/// 429 with the message of Traefik's limiter (oxy `connlimit`).
+fn too_many_requests(amount: usize) -> Response<Body> {
+    let mut response = Response::new(full_body(format!("max connections reached: {amount}")));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// A response body that holds its request's permit until the last frame.
@@ -130,7 +143,7 @@ impl http_body::Body for PermitBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::{ClientInfo, empty_body, full_body};
+    use crate::handler::{ClientInfo, empty_body};
     use http_body_util::BodyExt;
 
     fn from(peer: &str) -> Request<Body> {
@@ -167,7 +180,7 @@ mod tests {
         let third = handler.call(from("192.0.2.1")).await;
         assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
         let body = third.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"Too Many Requests");
+        assert_eq!(&body[..], b"max connections reached: 2");
         // Another source has its own count.
         let other = handler.call(from("192.0.2.2")).await;
         assert_eq!(other.status(), StatusCode::OK);

@@ -194,11 +194,14 @@ impl Buckets {
         bucket.reserve(now, limit, max_delay)
     }
 
-    /// Drops the buckets that are full again, at most once per refill time.
+    /// Drops the buckets that are full again, at most once per refill time (or second).
     fn sweep(&mut self, now: Instant) {
+        // Fast rates refill in milliseconds; sweeping the table that often would cost more
+        // than the memory it frees.
+        let every = self.idle.max(Duration::from_secs(1));
         let due = self
             .last_sweep
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.idle);
+            .is_none_or(|last| now.saturating_duration_since(last) >= every);
         if !due {
             return;
         }

@@ -258,3 +258,119 @@ fn ip_strategy(strategy: Option<&dynamic::IpStrategy>) -> Result<IpStrategy, Str
 fn ip_or_net(text: &str) -> Result<IpNet, String> {
     IpOrNet::parse(text).map(|n| n.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Located;
+
+    fn error(m: HttpMiddleware) -> String {
+        match build(&m) {
+            Some(Err(e)) => e,
+            Some(Ok(_)) => panic!("built"),
+            None => panic!("not an access middleware"),
+        }
+    }
+
+    #[test]
+    fn other_types_are_left_to_others() {
+        assert!(build(&HttpMiddleware::default()).is_none());
+    }
+
+    #[test]
+    fn bad_options_are_errors_that_name_them() {
+        let allow = |strategy: dynamic::IpStrategy, status| HttpMiddleware {
+            ip_allow_list: Some(dynamic::IpAllowList {
+                source_range: vec![Located::new("10.0.0.0/8".to_owned())],
+                ip_strategy: Some(strategy),
+                reject_status_code: status,
+            }),
+            ..HttpMiddleware::default()
+        };
+        let negative = dynamic::IpStrategy {
+            depth: -1,
+            ..Default::default()
+        };
+        assert!(error(allow(negative, 0)).contains("ipStrategy.depth -1"));
+        assert!(error(allow(Default::default(), 1000)).contains("rejectStatusCode 1000"));
+        let subnet = dynamic::IpStrategy {
+            ipv6_subnet: Some(129),
+            ..Default::default()
+        };
+        assert!(error(allow(subnet, 0)).contains("ipv6Subnet 129"));
+
+        let in_flight = HttpMiddleware {
+            in_flight_req: Some(dynamic::InFlightReq::default()),
+            ..HttpMiddleware::default()
+        };
+        assert!(error(in_flight).contains("inFlightReq.amount 0"));
+
+        let redis = HttpMiddleware {
+            rate_limit: Some(dynamic::RateLimit {
+                average: 10,
+                redis: Some(Default::default()),
+                ..Default::default()
+            }),
+            ..HttpMiddleware::default()
+        };
+        assert!(error(redis).contains("redis"));
+
+        let plain = HttpMiddleware {
+            basic_auth: Some(dynamic::BasicAuth {
+                users: vec!["u:plaintext".to_owned()],
+                ..Default::default()
+            }),
+            ..HttpMiddleware::default()
+        };
+        assert!(error(plain).contains("user \"u\": unsupported password hash"));
+
+        let missing = HttpMiddleware {
+            basic_auth: Some(dynamic::BasicAuth {
+                users_file: Located::new("/nonexistent/sallyport-users".to_owned()),
+                ..Default::default()
+            }),
+            ..HttpMiddleware::default()
+        };
+        assert!(error(missing).contains("usersFile /nonexistent/sallyport-users"));
+
+        let digest = HttpMiddleware {
+            digest_auth: Some(dynamic::DigestAuth {
+                users: vec!["u:realm:nothex".to_owned()],
+                ..Default::default()
+            }),
+            ..HttpMiddleware::default()
+        };
+        assert!(error(digest).contains("not an MD5 digest"));
+    }
+
+    #[test]
+    fn source_criterion_prefers_ip_strategy_then_header_then_host() {
+        let both = dynamic::SourceCriterion {
+            ip_strategy: Some(Default::default()),
+            request_header_name: "X-Id".to_owned(),
+            request_host: true,
+        };
+        assert_eq!(
+            source_criterion(Some(&both), SourceCriterion::RequestHost),
+            Ok(SourceCriterion::Ip(IpStrategy::default()))
+        );
+        let header = dynamic::SourceCriterion {
+            request_header_name: "X-Id".to_owned(),
+            request_host: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            source_criterion(Some(&header), SourceCriterion::RequestHost),
+            Ok(SourceCriterion::RequestHeader(HeaderName::from_static(
+                "x-id"
+            )))
+        );
+        assert_eq!(
+            source_criterion(
+                Some(&Default::default()),
+                SourceCriterion::Ip(IpStrategy::default())
+            ),
+            Ok(SourceCriterion::Ip(IpStrategy::default()))
+        );
+    }
+}
