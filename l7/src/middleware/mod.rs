@@ -6,15 +6,23 @@
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
 pub mod add_prefix;
+pub mod basic_auth;
 pub mod content_sniff;
 pub mod content_type;
+pub mod digest_auth;
 pub mod encoded_characters;
 pub mod headers;
+pub mod htpasswd;
+pub mod in_flight_req;
+pub mod ip_allow_list;
+pub mod ip_strategy;
 pub mod path_rewrite;
+pub mod rate_limit;
 pub mod redirect_regex;
 pub mod redirect_scheme;
 pub mod replace_path;
 pub mod replace_path_regex;
+pub mod source_criterion;
 pub mod strip_prefix;
 pub mod strip_prefix_regex;
 

@@ -34,7 +34,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
-use super::{mw_headers, mw_path};
+use super::{mw_access, mw_headers, mw_path};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
@@ -734,7 +734,11 @@ fn health_check_spec(hc: &ServerHealthCheck) -> Result<HealthCheckSpec, String> 
 type MiddlewareBuilder = fn(&str, &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>>;
 
 /// The middleware types served besides `redirectScheme` and `chain`, one builder per group.
-const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[|_, m| mw_headers::build(m), mw_path::build];
+const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[
+    |_, m| mw_headers::build(m),
+    mw_path::build,
+    |_, m| mw_access::build(m),
+];
 
 /// `chain{middlewares}`: several middlewares as one.
 struct Chain(Vec<Arc<dyn Middleware>>);

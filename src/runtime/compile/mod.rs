@@ -8,6 +8,7 @@
 //! handshakes (fail closed) rather than dropped silently.
 
 mod http;
+mod mw_access;
 mod mw_headers;
 mod mw_path;
 

@@ -1,0 +1,364 @@
+//! `rateLimit{average, period, burst, sourceCriterion}`: a token bucket per source, as
+//! Traefik's (golang.org/x/time/rate reservations). A request that would have to wait at most
+//! `max_delay` for its token is held that long and forwarded; a longer wait is answered 429
+//! with `Retry-After` (whole seconds, rounded up).
+//!
+//! The buckets are a pure core ([`Bucket`], [`Buckets`]) with the time passed in; the handler
+//! reads tokio's clock, so tests pause it. The table is bounded: it keeps two generations of
+//! at most half of [`MAX_SOURCES`] each, so the sources not seen for a generation go first
+//! (an approximate least-recently-used), and buckets idle long enough to be full again are
+//! dropped, since a fresh bucket is the same.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+
+use super::Middleware;
+use super::ip_allow_list::status_response;
+use super::source_criterion::SourceCriterion;
+use crate::handler::{Body, BoxFuture, Handler, SharedHandler};
+
+/// Sources remembered at once; beyond, the least recently seen lose their bucket.
+pub const MAX_SOURCES: usize = 65_536;
+
+/// A configured `rateLimit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second (`average / period`); 0 (Traefik's `average: 0`) or anything
+    /// not positive and finite limits nothing.
+    pub rate: f64,
+    /// Bucket size (at least 1).
+    pub burst: u32,
+    pub source: SourceCriterion,
+}
+
+impl RateLimit {
+    /// The longest a request is held for its token, as Traefik: half a token's time, and
+    /// 500 ms under one token per second.
+    fn max_delay(&self) -> Duration {
+        if self.rate < 1.0 {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs_f64(1.0 / (self.rate.floor() * 2.0))
+        }
+    }
+
+    /// How long an untouched bucket takes to be full again.
+    fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64((f64::from(self.burst) / self.rate).min(86_400.0))
+    }
+}
+
+impl Middleware for RateLimit {
+    fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return next;
+        }
+        Arc::new(Limiter {
+            buckets: Mutex::new(Buckets::new(MAX_SOURCES, self.refill_time())),
+            max_delay: self.max_delay(),
+            config: self.clone(),
+            next,
+        })
+    }
+}
+
+struct Limiter {
+    config: RateLimit,
+    max_delay: Duration,
+    buckets: Mutex<Buckets>,
+    next: SharedHandler,
+}
+
+impl Handler for Limiter {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+        let source = self.config.source.source(&request);
+        let now = tokio::time::Instant::now().into_std();
+        let reserved = self
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reserve(source, now, &self.config, self.max_delay);
+        Box::pin(async move {
+            match reserved {
+                Ok(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    self.next.call(request).await
+                }
+                Err(wait) => too_many_requests(wait),
+            }
+        })
+    }
+}
+
+fn too_many_requests(wait: Duration) -> Response<Body> {
+    let mut response = status_response(StatusCode::TOO_MANY_REQUESTS);
+    let seconds = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// One source's tokens. May go negative: those are tokens promised to held requests.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(limit: &RateLimit, now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::from(limit.burst),
+            last: now,
+        }
+    }
+
+    /// Takes a token: `Ok(wait)` before the request may go, or `Err(wait)` when that wait
+    /// is over `max_delay` (then nothing is taken).
+    fn reserve(
+        &mut self,
+        now: Instant,
+        limit: &RateLimit,
+        max_delay: Duration,
+    ) -> Result<Duration, Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.rate).min(f64::from(limit.burst));
+        self.last = now;
+        let left = self.tokens - 1.0;
+        if left >= 0.0 {
+            self.tokens = left;
+            return Ok(Duration::ZERO);
+        }
+        // A period of centuries makes a wait too long for a Duration.
+        let wait = Duration::try_from_secs_f64(-left / limit.rate).unwrap_or(Duration::MAX);
+        if wait > max_delay {
+            return Err(wait);
+        }
+        self.tokens = left;
+        Ok(wait)
+    }
+}
+
+/// The buckets of the sources seen lately, in two generations (see the module docs).
+struct Buckets {
+    current: HashMap<String, Bucket>,
+    previous: HashMap<String, Bucket>,
+    /// Entries per generation.
+    generation: usize,
+    /// A bucket untouched this long is full again.
+    idle: Duration,
+    last_sweep: Option<Instant>,
+}
+
+impl Buckets {
+    fn new(max_sources: usize, idle: Duration) -> Buckets {
+        Buckets {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            generation: (max_sources / 2).max(1),
+            idle,
+            last_sweep: None,
+        }
+    }
+
+    fn reserve(
+        &mut self,
+        source: String,
+        now: Instant,
+        limit: &RateLimit,
+        max_delay: Duration,
+    ) -> Result<Duration, Duration> {
+        self.sweep(now);
+        let bucket = match self.current.get_mut(&source) {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = self
+                    .previous
+                    .remove(&source)
+                    .unwrap_or_else(|| Bucket::full(limit, now));
+                if self.current.len() >= self.generation {
+                    self.previous = std::mem::take(&mut self.current);
+                }
+                self.current.entry(source).or_insert(bucket)
+            }
+        };
+        bucket.reserve(now, limit, max_delay)
+    }
+
+    /// Drops the buckets that are full again, at most once per refill time (or second).
+    fn sweep(&mut self, now: Instant) {
+        // Fast rates refill in milliseconds; sweeping the table that often would cost more
+        // than the memory it frees.
+        let every = self.idle.max(Duration::from_secs(1));
+        let due = self
+            .last_sweep
+            .is_none_or(|last| now.saturating_duration_since(last) >= every);
+        if !due {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let idle = self.idle;
+        let active = |bucket: &mut Bucket| now.saturating_duration_since(bucket.last) < idle;
+        self.current.retain(|_, b| active(b));
+        self.previous.retain(|_, b| active(b));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{ClientInfo, Noop, empty_body};
+    use crate::middleware::ip_strategy::IpStrategy;
+
+    fn limit(average: f64, period: Duration, burst: u32) -> RateLimit {
+        RateLimit {
+            rate: average / period.as_secs_f64(),
+            burst,
+            source: SourceCriterion::Ip(IpStrategy::default()),
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_the_rate() {
+        let limit = limit(10.0, Duration::from_secs(1), 3);
+        let max_delay = limit.max_delay();
+        assert_eq!(max_delay, Duration::from_millis(50));
+        let start = Instant::now();
+        let mut bucket = Bucket::full(&limit, start);
+        for _ in 0..3 {
+            assert_eq!(bucket.reserve(start, &limit, max_delay), Ok(Duration::ZERO));
+        }
+        // The next token is 100 ms away: over the 50 ms a request may be held.
+        assert_eq!(
+            bucket.reserve(start, &limit, max_delay),
+            Err(Duration::from_millis(100))
+        );
+        // 60 ms later it is 40 ms away: held, not refused.
+        let later = start + Duration::from_millis(60);
+        let held = bucket.reserve(later, &limit, max_delay).unwrap();
+        assert!(held > Duration::from_millis(39) && held < Duration::from_millis(41));
+        // A second later the bucket is full again, never fuller.
+        let much_later = later + Duration::from_secs(5);
+        for _ in 0..3 {
+            assert_eq!(
+                bucket.reserve(much_later, &limit, max_delay),
+                Ok(Duration::ZERO)
+            );
+        }
+        assert!(bucket.reserve(much_later, &limit, max_delay).is_err());
+    }
+
+    #[test]
+    fn slow_rates_hold_at_most_half_a_second() {
+        let limit = limit(1.0, Duration::from_secs(60), 1);
+        assert_eq!(limit.max_delay(), Duration::from_millis(500));
+        let now = Instant::now();
+        let mut bucket = Bucket::full(&limit, now);
+        assert_eq!(
+            bucket.reserve(now, &limit, limit.max_delay()),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            bucket.reserve(now, &limit, limit.max_delay()),
+            Err(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_keeps_recent_sources() {
+        let limit = limit(1.0, Duration::from_secs(1), 1);
+        let now = Instant::now();
+        let mut buckets = Buckets::new(8, limit.refill_time());
+        assert!(
+            buckets
+                .reserve("keep".into(), now, &limit, Duration::ZERO)
+                .is_ok()
+        );
+        for i in 0..100 {
+            let _ = buckets.reserve(format!("s{i}"), now, &limit, Duration::ZERO);
+            // "keep" is seen often, so it stays with its bucket empty.
+            assert!(
+                buckets
+                    .reserve("keep".into(), now, &limit, Duration::ZERO)
+                    .is_err()
+            );
+            assert!(buckets.len() <= 8);
+        }
+    }
+
+    #[test]
+    fn idle_buckets_are_dropped() {
+        let limit = limit(1.0, Duration::from_secs(1), 1);
+        let now = Instant::now();
+        let mut buckets = Buckets::new(MAX_SOURCES, limit.refill_time());
+        for i in 0..10 {
+            let _ = buckets.reserve(format!("s{i}"), now, &limit, Duration::ZERO);
+        }
+        assert_eq!(buckets.len(), 10);
+        let later = now + Duration::from_secs(2);
+        let _ = buckets.reserve("new".into(), later, &limit, Duration::ZERO);
+        assert_eq!(buckets.len(), 1);
+    }
+
+    fn from(peer: &str) -> Request<Body> {
+        let mut request = Request::new(empty_body());
+        request.extensions_mut().insert(ClientInfo {
+            peer: format!("{peer}:1000").parse().unwrap(),
+            local: "127.0.0.1:80".parse().unwrap(),
+            tls: false,
+            entrypoint: "web".into(),
+        });
+        request
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn average_zero_limits_nothing() {
+        let handler = limit(0.0, Duration::from_secs(1), 1).wrap(Arc::new(Noop));
+        for _ in 0..100 {
+            assert_eq!(
+                handler.call(from("192.0.2.1")).await.status(),
+                StatusCode::OK
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_limit_is_429_with_retry_after_per_source() {
+        let handler = limit(1.0, Duration::from_secs(3), 2).wrap(Arc::new(Noop));
+        for _ in 0..2 {
+            assert_eq!(
+                handler.call(from("192.0.2.1")).await.status(),
+                StatusCode::OK
+            );
+        }
+        let refused = handler.call(from("192.0.2.1")).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[RETRY_AFTER], "3");
+        assert_eq!(
+            handler.call(from("192.0.2.2")).await.status(),
+            StatusCode::OK
+        );
+        tokio::time::advance(Duration::from_millis(2_600)).await;
+        // 400 ms from a token: under the 500 ms a slow rate may hold a request.
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            handler.call(from("192.0.2.1")).await.status(),
+            StatusCode::OK
+        );
+        assert!(started.elapsed() >= Duration::from_millis(399));
+    }
+}
