@@ -5,6 +5,7 @@
 //! Entrypoint middlewares (`entryPoints.<n>.http.middlewares`) come before a router's own,
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
+pub mod buffering;
 pub mod headers;
 pub mod redirect_scheme;
 

@@ -263,6 +263,15 @@ impl Compiler<'_> {
                 }
             }
         }
+        if let Some(built) = super::mw_traffic::build(name, m) {
+            match built {
+                Ok(mw) => return Some(mw),
+                Err(e) => {
+                    self.problem(at, format!("middleware {name}: {e}"));
+                    return None;
+                }
+            }
+        }
         let kinds = m.kinds().join(", ");
         self.problem(
             at,

@@ -9,6 +9,7 @@
 
 mod http;
 mod mw_headers;
+mod mw_traffic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
