@@ -1,5 +1,6 @@
 //! The traffic middlewares end to end: the real binary on loopback between a hyper client
-//! and real backends — `buffering` limits both ways.
+//! and real backends — `buffering` limits both ways, `retry` onto another server of the
+//! service (network errors, listed statuses, methods).
 
 mod support;
 
@@ -71,4 +72,128 @@ http:
     let long = conn.get("api.test", "/abcdefgh").await;
     assert_eq!(long.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(long.body, "Internal Server Error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_moves_idempotent_requests_off_a_dead_server_and_posts_only_when_asked() {
+    let live = HttpBackend::start("live").await;
+    let dead = free_port();
+    let dir = temp_dir("mw-traffic-retry");
+    let port = free_port();
+    let servers = format!(
+        r#"{{ loadBalancer: {{ servers: [{{ url: "http://127.0.0.1:{dead}" }}, {{ url: "{}" }}] }} }}"#,
+        live.url()
+    );
+    let dynamic = format!(
+        r#"
+http:
+  middlewares:
+    retry:
+      retry: {{ attempts: 2, initialInterval: 10ms }}
+    retry-all:
+      retry: {{ attempts: 2, retryNonIdempotentMethod: true }}
+  routers:
+    gets:
+      rule: "Host(`gets.test`)"
+      service: gets
+      middlewares: [retry]
+    posts:
+      rule: "Host(`posts.test`)"
+      service: posts
+      middlewares: [retry]
+    posts-all:
+      rule: "Host(`all.test`)"
+      service: all
+      middlewares: [retry-all]
+  services:
+    gets: {servers}
+    posts: {servers}
+    all: {servers}
+"#
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    for _ in 0..6 {
+        let answer = conn.get("gets.test", "/").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body, "live /");
+    }
+    assert_eq!(live.requests(), 6);
+
+    // Round robin over two servers: of two POSTs, one goes to the dead server.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(conn.send(post("posts.test", "/echo", "once")).await.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_GATEWAY]);
+
+    for _ in 0..2 {
+        let answer = conn.send(post("all.test", "/echo", "payload")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "payload", "the body is sent again whole");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_a_listed_status_reaches_the_healthy_server() {
+    let failing = HttpBackend::start("failing").await;
+    failing.force_status(Some(503));
+    let healthy = HttpBackend::start("healthy").await;
+    let dir = temp_dir("mw-traffic-retry-status");
+    let port = free_port();
+    let servers = format!(
+        r#"{{ loadBalancer: {{ servers: [{{ url: "{}" }}, {{ url: "{}" }}] }} }}"#,
+        failing.url(),
+        healthy.url()
+    );
+    let dynamic = format!(
+        r#"
+http:
+  middlewares:
+    on-5xx:
+      retry: {{ attempts: 3, status: ["500-599"] }}
+    network-only:
+      retry: {{ attempts: 3 }}
+  routers:
+    listed:
+      rule: "Host(`listed.test`)"
+      service: listed
+      middlewares: [on-5xx]
+    unlisted:
+      rule: "Host(`unlisted.test`)"
+      service: unlisted
+      middlewares: [network-only]
+  services:
+    listed: {servers}
+    unlisted: {servers}
+"#
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    for _ in 0..4 {
+        let answer = conn.get("listed.test", "/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "healthy /");
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(conn.get("unlisted.test", "/").await.status);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+        "a server's 503 is its answer unless listed"
+    );
 }

@@ -8,6 +8,7 @@
 pub mod buffering;
 pub mod headers;
 pub mod redirect_scheme;
+pub mod retry;
 
 use crate::handler::SharedHandler;
 

@@ -1,5 +1,5 @@
 //! Configuration → spec for the traffic-shaping middlewares: `buffering`
-//! ([`l7::middleware::buffering`]).
+//! ([`l7::middleware::buffering`]) and `retry` ([`l7::middleware::retry`]).
 //!
 //! `buffering.retryExpression` is accepted but not applied (a warning says so): a router
 //! asking for retries on some responses is still served, without them.
@@ -8,13 +8,17 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::buffering::Buffering as BufferingSpec;
+use l7::middleware::retry::{self, Retry as RetrySpec};
 
-use crate::config::dynamic::{Buffering, HttpMiddleware};
+use crate::config::dynamic::{Buffering, HttpMiddleware, Retry};
 
 /// The traffic middleware `m` defines, or `None` when `m` is of another type.
 pub(super) fn build(name: &str, m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
     if let Some(b) = &m.buffering {
         return Some(build_buffering(name, b));
+    }
+    if let Some(r) = &m.retry {
+        return Some(build_retry(r));
     }
     None
 }
@@ -47,6 +51,37 @@ fn build_buffering(name: &str, b: &Buffering) -> Result<Arc<dyn Middleware>, Str
     Ok(Arc::new(spec))
 }
 
+fn build_retry(r: &Retry) -> Result<Arc<dyn Middleware>, String> {
+    let attempts = u32::try_from(r.attempts)
+        .ok()
+        .filter(|&a| a >= 1)
+        .ok_or_else(|| format!("retry.attempts must be at least 1 (got {})", r.attempts))?;
+    let initial_interval = r.initial_interval.to_std().ok_or_else(|| {
+        format!(
+            "retry.initialInterval must not be negative (got {})",
+            r.initial_interval
+        )
+    })?;
+    let timeout = r
+        .timeout
+        .to_std()
+        .ok_or_else(|| format!("retry.timeout must not be negative (got {})", r.timeout))?;
+    let spec = RetrySpec {
+        attempts,
+        initial_interval,
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        // Negative: no limit, every body is held for replay.
+        max_request_body_bytes: match r.max_request_body_bytes {
+            None => Some(retry::DEFAULT_MAX_REQUEST_BODY_BYTES),
+            Some(max) => u64::try_from(max).ok(),
+        },
+        status: retry::parse_status_ranges(&r.status).map_err(|e| format!("retry.status: {e}"))?,
+        disable_retry_on_network_error: r.disable_retry_on_network_error,
+        retry_non_idempotent_method: r.retry_non_idempotent_method,
+    };
+    Ok(Arc::new(spec))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +104,47 @@ mod tests {
             build("x", &buffering(Buffering::default())),
             Some(Ok(_))
         ));
+    }
+
+    fn retry(r: Retry) -> HttpMiddleware {
+        HttpMiddleware {
+            retry: Some(r),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn retry_builds_with_attempts_and_statuses() {
+        let r = Retry {
+            attempts: 3,
+            status: vec!["500-599".into()],
+            ..Default::default()
+        };
+        assert!(matches!(build("x", &retry(r)), Some(Ok(_))));
+    }
+
+    #[test]
+    fn retry_without_attempts_is_refused() {
+        let Some(Err(message)) = build("x", &retry(Retry::default())) else {
+            panic!("attempts 0 must be refused");
+        };
+        assert!(message.contains("retry.attempts"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_retry_status_is_a_message_naming_it() {
+        let r = Retry {
+            attempts: 2,
+            status: vec!["5xx".into()],
+            ..Default::default()
+        };
+        let Some(Err(message)) = build("x", &retry(r)) else {
+            panic!("5xx must be refused");
+        };
+        assert!(
+            message.contains("retry.status") && message.contains("5xx"),
+            "{message}"
+        );
     }
 
     #[test]
