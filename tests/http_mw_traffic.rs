@@ -1,6 +1,7 @@
 //! The traffic middlewares end to end: the real binary on loopback between a hyper client
 //! and real backends — `buffering` limits both ways, `retry` onto another server of the
-//! service (network errors, listed statuses, methods).
+//! service (network errors, listed statuses, methods), `circuitBreaker` opening on network
+//! errors.
 
 mod support;
 
@@ -196,4 +197,55 @@ http:
         [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
         "a server's 503 is its answer unless listed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_answers_the_fallback_once_network_errors_dominate() {
+    let live = HttpBackend::start("live").await;
+    let dead = free_port();
+    let dir = temp_dir("mw-traffic-breaker");
+    let port = free_port();
+    let dynamic = format!(
+        r#"
+http:
+  middlewares:
+    breaker:
+      circuitBreaker:
+        expression: "NetworkErrorRatio() > 0.5 || ResponseCodeRatio(500, 600, 0, 600) > 0.5"
+        responseCode: 429
+  routers:
+    dead:
+      rule: "Host(`dead.test`)"
+      service: dead
+      middlewares: [breaker]
+    live:
+      rule: "Host(`live.test`)"
+      service: live
+      middlewares: [breaker]
+  services:
+    dead: {{ loadBalancer: {{ servers: [{{ url: "http://127.0.0.1:{dead}" }}] }} }}
+    live: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+"#,
+        live.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    let first = conn.get("dead.test", "/").await;
+    assert_eq!(first.status, StatusCode::BAD_GATEWAY);
+    for _ in 0..3 {
+        let open = conn.get("dead.test", "/").await;
+        assert_eq!(open.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(open.body, "Too Many Requests");
+    }
+    // Each router has its own breaker: the live one stays closed.
+    for _ in 0..3 {
+        let answer = conn.get("live.test", "/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(live.requests(), 3);
 }

@@ -6,6 +6,7 @@
 //! and a service's after the router's. The catalogue of middleware types lives in submodules.
 
 pub mod buffering;
+pub mod circuit_breaker;
 pub mod headers;
 pub mod redirect_scheme;
 pub mod retry;

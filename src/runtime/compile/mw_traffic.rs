@@ -1,5 +1,6 @@
 //! Configuration → spec for the traffic-shaping middlewares: `buffering`
-//! ([`l7::middleware::buffering`]) and `retry` ([`l7::middleware::retry`]).
+//! ([`l7::middleware::buffering`]), `retry` ([`l7::middleware::retry`]) and
+//! `circuitBreaker` ([`l7::middleware::circuit_breaker`]).
 //!
 //! `buffering.retryExpression` is accepted but not applied (a warning says so): a router
 //! asking for retries on some responses is still served, without them.
@@ -8,9 +9,11 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::buffering::Buffering as BufferingSpec;
+use l7::middleware::circuit_breaker::{CircuitBreaker as BreakerSpec, Expression};
 use l7::middleware::retry::{self, Retry as RetrySpec};
 
-use crate::config::dynamic::{Buffering, HttpMiddleware, Retry};
+use crate::config::Duration;
+use crate::config::dynamic::{Buffering, CircuitBreaker, HttpMiddleware, Retry};
 
 /// The traffic middleware `m` defines, or `None` when `m` is of another type.
 pub(super) fn build(name: &str, m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
@@ -19,6 +22,9 @@ pub(super) fn build(name: &str, m: &HttpMiddleware) -> Option<Result<Arc<dyn Mid
     }
     if let Some(r) = &m.retry {
         return Some(build_retry(r));
+    }
+    if let Some(c) = &m.circuit_breaker {
+        return Some(build_circuit_breaker(c));
     }
     None
 }
@@ -56,16 +62,8 @@ fn build_retry(r: &Retry) -> Result<Arc<dyn Middleware>, String> {
         .ok()
         .filter(|&a| a >= 1)
         .ok_or_else(|| format!("retry.attempts must be at least 1 (got {})", r.attempts))?;
-    let initial_interval = r.initial_interval.to_std().ok_or_else(|| {
-        format!(
-            "retry.initialInterval must not be negative (got {})",
-            r.initial_interval
-        )
-    })?;
-    let timeout = r
-        .timeout
-        .to_std()
-        .ok_or_else(|| format!("retry.timeout must not be negative (got {})", r.timeout))?;
+    let initial_interval = non_negative("retry.initialInterval", r.initial_interval)?;
+    let timeout = non_negative("retry.timeout", r.timeout)?;
     let spec = RetrySpec {
         attempts,
         initial_interval,
@@ -80,6 +78,34 @@ fn build_retry(r: &Retry) -> Result<Arc<dyn Middleware>, String> {
         retry_non_idempotent_method: r.retry_non_idempotent_method,
     };
     Ok(Arc::new(spec))
+}
+
+fn non_negative(option: &str, value: Duration) -> Result<std::time::Duration, String> {
+    value
+        .to_std()
+        .ok_or_else(|| format!("{option} must not be negative (got {value})"))
+}
+
+fn build_circuit_breaker(c: &CircuitBreaker) -> Result<Arc<dyn Middleware>, String> {
+    let expression = Expression::parse(&c.expression.value)
+        .map_err(|e| format!("circuitBreaker.expression {:?}: {e}", c.expression.value))?;
+    let response_code = u16::try_from(c.response_code)
+        .ok()
+        .filter(|code| (100..=599).contains(code))
+        .and_then(|code| http::StatusCode::from_u16(code).ok())
+        .ok_or_else(|| {
+            format!(
+                "circuitBreaker.responseCode must be a status 100-599 (got {})",
+                c.response_code
+            )
+        })?;
+    Ok(Arc::new(BreakerSpec {
+        expression,
+        check_period: non_negative("circuitBreaker.checkPeriod", c.check_period)?,
+        fallback_duration: non_negative("circuitBreaker.fallbackDuration", c.fallback_duration)?,
+        recovery_duration: non_negative("circuitBreaker.recoveryDuration", c.recovery_duration)?,
+        response_code,
+    }))
 }
 
 #[cfg(test)]
@@ -143,6 +169,32 @@ mod tests {
         };
         assert!(
             message.contains("retry.status") && message.contains("5xx"),
+            "{message}"
+        );
+    }
+
+    fn breaker(expression: &str) -> HttpMiddleware {
+        let mut c = CircuitBreaker::default();
+        c.expression.value = expression.to_owned();
+        HttpMiddleware {
+            circuit_breaker: Some(c),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn circuit_breaker_builds_from_traefiks_expressions() {
+        let m = breaker("NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100");
+        assert!(matches!(build("x", &m), Some(Ok(_))));
+    }
+
+    #[test]
+    fn a_bad_breaker_expression_is_a_message_quoting_it() {
+        let Some(Err(message)) = build("x", &breaker("Latency() > 1")) else {
+            panic!("an unknown function must be refused");
+        };
+        assert!(
+            message.contains("circuitBreaker.expression \"Latency() > 1\""),
             "{message}"
         );
     }
