@@ -1,5 +1,5 @@
 //! The traffic middlewares end to end: the real binary on loopback between a hyper client
-//! and real backends — `buffering` limits both ways, `retry` onto another server of the
+//! and real backends — `buffering` limits both ways and its `retryExpression`, `retry` onto another server of the
 //! service (network errors, listed statuses, methods), `circuitBreaker` opening on network
 //! errors.
 
@@ -73,6 +73,43 @@ http:
     let long = conn.get("api.test", "/abcdefgh").await;
     assert_eq!(long.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(long.body, "Internal Server Error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffering_retry_expression_sends_the_post_again_to_the_live_server() {
+    let live = HttpBackend::start("live").await;
+    let dead = free_port();
+    let dir = temp_dir("mw-traffic-buffering-retry");
+    let port = free_port();
+    let dynamic = format!(
+        r#"
+http:
+  middlewares:
+    buffer:
+      buffering:
+        retryExpression: "IsNetworkError() && Attempts() < 2"
+  routers:
+    api:
+      rule: "Host(`api.test`)"
+      service: api
+      middlewares: [buffer]
+  services:
+    api: {{ loadBalancer: {{ servers: [{{ url: "http://127.0.0.1:{dead}" }}, {{ url: "{}" }}] }} }}
+"#,
+        live.url()
+    );
+    let _router = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut conn = Conn::h1(port).await;
+    for _ in 0..4 {
+        let answer = conn.send(post("api.test", "/echo", "payload")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "payload");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,13 @@
 //! a body is held whole however large). Over the request limit the client gets 413 (from
 //! `Content-Length` before reading, else as soon as the body passes it); over the response
 //! limit, 500. A `101 Switching Protocols` response is passed through unbuffered.
+//!
+//! `retryExpression` (e.g. `IsNetworkError() && Attempts() < 2`) sends the buffered request
+//! again while it is true of the response: `IsNetworkError()` is a proxy error from the
+//! upstream side (could not connect, closed, timed out), `Attempts()` the tries so far (1
+//! after the first), `ResponseCode()` the status; comparisons `==`, `!=`, `<`, `<=`, `>`,
+//! `>=` combine with `&&`, `||`, `!` and parentheses. At most 10 tries, as Traefik's. A
+//! request whose body is not buffered (`disableRequestBuffer`) is never retried.
 
 use std::sync::Arc;
 
@@ -19,10 +26,16 @@ use http_body_util::BodyExt;
 
 use super::Middleware;
 use crate::error::ProxyErrorKind;
-use crate::handler::{Body, BoxFuture, Handler, SharedHandler, error_response, full_body};
+use crate::error::Source;
+use crate::handler::{
+    Body, BoxFuture, Handler, SharedHandler, empty_body, error_response, full_body, response_error,
+};
+
+/// Tries in all a `retryExpression` may ask for.
+const MAX_TRIES: u32 = 10;
 
 /// A configured `buffering`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Buffering {
     /// The largest request body accepted; 0: no limit.
     pub max_request_body_bytes: u64,
@@ -32,11 +45,16 @@ pub struct Buffering {
     pub disable_request_buffer: bool,
     /// Forward the response body as it streams in.
     pub disable_response_buffer: bool,
+    /// When to send the request again, see [`RetryExpression::parse`].
+    pub retry_expression: Option<RetryExpression>,
 }
 
 impl Middleware for Buffering {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
-        Arc::new(Buffer { spec: *self, next })
+        Arc::new(Buffer {
+            spec: self.clone(),
+            next,
+        })
     }
 }
 
@@ -48,15 +66,15 @@ struct Buffer {
 impl Handler for Buffer {
     fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
         Box::pin(async move {
-            let request = if self.spec.disable_request_buffer {
-                request
+            let response = if self.spec.disable_request_buffer {
+                self.next.call(request).await
             } else {
-                match self.buffer_request(request).await {
-                    Ok(request) => request,
+                let (parts, body) = match self.buffer_request(request).await {
+                    Ok(buffered) => buffered,
                     Err(kind) => return error_response(kind),
-                }
+                };
+                self.send(parts, body).await
             };
-            let response = self.next.call(request).await;
             if self.spec.disable_response_buffer
                 || response.status() == StatusCode::SWITCHING_PROTOCOLS
             {
@@ -71,17 +89,37 @@ impl Handler for Buffer {
 }
 
 impl Buffer {
+    /// Sends the buffered request, again while the retry expression asks for it.
+    async fn send(&self, parts: http::request::Parts, body: Option<Bytes>) -> Response<Body> {
+        let request = |parts: &http::request::Parts| {
+            let body = body.clone().map_or_else(empty_body, full_body);
+            Request::from_parts(parts.clone(), body)
+        };
+        let Some(retry) = &self.spec.retry_expression else {
+            return self.next.call(request(&parts)).await;
+        };
+        let mut tries = 1;
+        loop {
+            let response = self.next.call(request(&parts)).await;
+            if tries >= MAX_TRIES || !retry.eval(&response, tries) {
+                return response;
+            }
+            tries += 1;
+        }
+    }
+
+    /// The request head and its whole body (`None`: it had none).
     async fn buffer_request(
         &self,
         request: Request<Body>,
-    ) -> Result<Request<Body>, ProxyErrorKind> {
+    ) -> Result<(http::request::Parts, Option<Bytes>), ProxyErrorKind> {
         let max = self.spec.max_request_body_bytes;
         if max > 0 && declared_length(request.headers()).is_some_and(|length| length > max) {
             return Err(ProxyErrorKind::RequestBodyTooLarge);
         }
         let (mut parts, body) = request.into_parts();
         if body.is_end_stream() {
-            return Ok(Request::from_parts(parts, body));
+            return Ok((parts, None));
         }
         let bytes = read_limited(body, max).await.map_err(|e| match e {
             ReadError::TooLarge => ProxyErrorKind::RequestBodyTooLarge,
@@ -91,7 +129,7 @@ impl Buffer {
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        Ok(Request::from_parts(parts, full_body(bytes)))
+        Ok((parts, Some(bytes)))
     }
 
     async fn buffer_response(
@@ -146,6 +184,170 @@ async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, ReadError> {
         }
     }
     Ok(buffer.freeze())
+}
+
+/// A parsed `retryExpression`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryExpression {
+    IsNetworkError,
+    Compare(Value, Comparison, u32),
+    Not(Box<RetryExpression>),
+    And(Box<RetryExpression>, Box<RetryExpression>),
+    Or(Box<RetryExpression>, Box<RetryExpression>),
+}
+
+/// What a comparison in a `retryExpression` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// `Attempts()`: tries so far.
+    Attempts,
+    /// `ResponseCode()`: the response status.
+    ResponseCode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Equal,
+    NotEqual,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+/// Why a `retryExpression` does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid retryExpression at byte {at}: {what}")]
+pub struct InvalidRetryExpression {
+    pub at: usize,
+    pub what: &'static str,
+}
+
+impl RetryExpression {
+    /// Parses e.g. `IsNetworkError() && Attempts() < 2 || ResponseCode() == 503`.
+    pub fn parse(text: &str) -> Result<RetryExpression, InvalidRetryExpression> {
+        let mut parser = ExpressionParser { text, at: 0 };
+        let expression = parser.or()?;
+        parser.skip_spaces();
+        if parser.at < text.len() {
+            return Err(parser.error("unexpected text after the expression"));
+        }
+        Ok(expression)
+    }
+
+    fn eval(&self, response: &Response<Body>, tries: u32) -> bool {
+        match self {
+            RetryExpression::IsNetworkError => {
+                response_error(response).is_some_and(|kind| kind.origin() == Source::Upstream)
+            }
+            RetryExpression::Compare(value, comparison, operand) => {
+                let actual = match value {
+                    Value::Attempts => tries,
+                    Value::ResponseCode => u32::from(response.status().as_u16()),
+                };
+                match comparison {
+                    Comparison::Equal => actual == *operand,
+                    Comparison::NotEqual => actual != *operand,
+                    Comparison::Less => actual < *operand,
+                    Comparison::LessOrEqual => actual <= *operand,
+                    Comparison::Greater => actual > *operand,
+                    Comparison::GreaterOrEqual => actual >= *operand,
+                }
+            }
+            RetryExpression::Not(inner) => !inner.eval(response, tries),
+            RetryExpression::And(a, b) => a.eval(response, tries) && b.eval(response, tries),
+            RetryExpression::Or(a, b) => a.eval(response, tries) || b.eval(response, tries),
+        }
+    }
+}
+
+struct ExpressionParser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl ExpressionParser<'_> {
+    fn error(&self, what: &'static str) -> InvalidRetryExpression {
+        InvalidRetryExpression { at: self.at, what }
+    }
+
+    fn skip_spaces(&mut self) {
+        let rest = &self.text[self.at..];
+        self.at += rest.len() - rest.trim_start().len();
+    }
+
+    /// Consumes `token` (after spaces) if it comes next.
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_spaces();
+        if self.text[self.at..].starts_with(token) {
+            self.at += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn or(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
+        let mut left = self.and()?;
+        while self.eat("||") {
+            left = RetryExpression::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
+        let mut left = self.unary()?;
+        while self.eat("&&") {
+            left = RetryExpression::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
+        // `!=` never starts a term, so a leading `!` is a negation.
+        if self.eat("!") {
+            return Ok(RetryExpression::Not(Box::new(self.unary()?)));
+        }
+        if self.eat("(") {
+            let inner = self.or()?;
+            if !self.eat(")") {
+                return Err(self.error("expected )"));
+            }
+            return Ok(inner);
+        }
+        if self.eat("IsNetworkError()") {
+            return Ok(RetryExpression::IsNetworkError);
+        }
+        let value = if self.eat("Attempts()") {
+            Value::Attempts
+        } else if self.eat("ResponseCode()") {
+            Value::ResponseCode
+        } else {
+            return Err(self.error("expected IsNetworkError(), Attempts(), ResponseCode(), ! or ("));
+        };
+        let comparison = [
+            ("==", Comparison::Equal),
+            ("!=", Comparison::NotEqual),
+            ("<=", Comparison::LessOrEqual),
+            (">=", Comparison::GreaterOrEqual),
+            ("<", Comparison::Less),
+            (">", Comparison::Greater),
+        ]
+        .into_iter()
+        .find(|(token, _)| self.eat(token))
+        .map(|(_, comparison)| comparison)
+        .ok_or_else(|| self.error("expected a comparison (==, !=, <, <=, >, >=)"))?;
+        self.skip_spaces();
+        let rest = &self.text[self.at..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let operand = rest[..len]
+            .parse()
+            .map_err(|_| self.error("expected a whole number"))?;
+        self.at += len;
+        Ok(RetryExpression::Compare(value, comparison, operand))
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +473,85 @@ mod tests {
         assert_eq!(response.headers()[CONTENT_LENGTH], "4");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "fits");
+    }
+
+    /// Fails with a connection error `failures` times, then answers 200, counting calls.
+    struct Flaky {
+        failures: u32,
+        calls: std::sync::atomic::AtomicU32,
+        bodies: Mutex<Vec<Bytes>>,
+    }
+
+    impl Handler for Flaky {
+        fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+            Box::pin(async move {
+                let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                self.bodies.lock().unwrap().push(body);
+                if call < self.failures {
+                    error_response(ProxyErrorKind::UpstreamConnect)
+                } else {
+                    Response::new(full_body("ok"))
+                }
+            })
+        }
+    }
+
+    async fn flaky(expression: &str, failures: u32) -> (u16, Vec<Bytes>) {
+        let flaky = Arc::new(Flaky {
+            failures,
+            calls: Default::default(),
+            bodies: Mutex::new(Vec::new()),
+        });
+        let spec = Buffering {
+            retry_expression: Some(RetryExpression::parse(expression).unwrap()),
+            ..Default::default()
+        };
+        let handler = spec.wrap(flaky.clone());
+        let response = handler.call(Request::new(streamed("pay", "load"))).await;
+        let bodies = flaky.bodies.lock().unwrap().clone();
+        (response.status().as_u16(), bodies)
+    }
+
+    #[tokio::test]
+    async fn the_retry_expression_sends_the_body_again_while_true() {
+        let (status, bodies) = flaky("IsNetworkError() && Attempts() < 3", 1).await;
+        assert_eq!(status, 200);
+        assert_eq!(bodies, ["payload", "payload"]);
+
+        let (status, bodies) = flaky("IsNetworkError() && Attempts() < 3", 5).await;
+        assert_eq!(status, 502);
+        assert_eq!(bodies.len(), 3);
+
+        let (status, bodies) = flaky("!IsNetworkError()", 1).await;
+        assert_eq!(status, 502);
+        assert_eq!(bodies.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_always_true_expression_stops_at_ten_tries() {
+        let (status, bodies) = flaky("ResponseCode() >= 0", 100).await;
+        assert_eq!(status, 502);
+        assert_eq!(bodies.len(), 10);
+    }
+
+    #[test]
+    fn retry_expressions_parse_and_bad_ones_are_refused() {
+        assert!(
+            RetryExpression::parse(
+                "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2"
+            )
+            .is_ok()
+        );
+        for bad in [
+            "",
+            "Attempts()",
+            "Foo() > 1",
+            "IsNetworkError() &&",
+            "Attempts() < x",
+            "IsNetworkError() junk",
+        ] {
+            assert!(RetryExpression::parse(bad).is_err(), "{bad}");
+        }
     }
 }

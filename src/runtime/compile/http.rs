@@ -263,7 +263,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        if let Some(built) = super::mw_traffic::build(name, m) {
+        if let Some(built) = super::mw_traffic::build(m) {
             match built {
                 Ok(mw) => return Some(mw),
                 Err(e) => {

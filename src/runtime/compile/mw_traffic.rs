@@ -1,14 +1,11 @@
 //! Configuration → spec for the traffic-shaping middlewares: `buffering`
 //! ([`l7::middleware::buffering`]), `retry` ([`l7::middleware::retry`]) and
 //! `circuitBreaker` ([`l7::middleware::circuit_breaker`]).
-//!
-//! `buffering.retryExpression` is accepted but not applied (a warning says so): a router
-//! asking for retries on some responses is still served, without them.
 
 use std::sync::Arc;
 
 use l7::middleware::Middleware;
-use l7::middleware::buffering::Buffering as BufferingSpec;
+use l7::middleware::buffering::{Buffering as BufferingSpec, RetryExpression};
 use l7::middleware::circuit_breaker::{CircuitBreaker as BreakerSpec, Expression};
 use l7::middleware::retry::{self, Retry as RetrySpec};
 
@@ -16,9 +13,9 @@ use crate::config::Duration;
 use crate::config::dynamic::{Buffering, CircuitBreaker, HttpMiddleware, Retry};
 
 /// The traffic middleware `m` defines, or `None` when `m` is of another type.
-pub(super) fn build(name: &str, m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
+pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
     if let Some(b) = &m.buffering {
-        return Some(build_buffering(name, b));
+        return Some(build_buffering(b));
     }
     if let Some(r) = &m.retry {
         return Some(build_retry(r));
@@ -34,7 +31,17 @@ fn byte_count(option: &str, value: i64) -> Result<u64, String> {
     u64::try_from(value).map_err(|_| format!("{option} must not be negative (got {value})"))
 }
 
-fn build_buffering(name: &str, b: &Buffering) -> Result<Arc<dyn Middleware>, String> {
+fn build_buffering(b: &Buffering) -> Result<Arc<dyn Middleware>, String> {
+    byte_count("buffering.memRequestBodyBytes", b.mem_request_body_bytes)?;
+    byte_count("buffering.memResponseBodyBytes", b.mem_response_body_bytes)?;
+    let retry_expression = if b.retry_expression.is_empty() {
+        None
+    } else {
+        Some(
+            RetryExpression::parse(&b.retry_expression)
+                .map_err(|e| format!("buffering: {e} in {:?}", b.retry_expression))?,
+        )
+    };
     let spec = BufferingSpec {
         max_request_body_bytes: byte_count(
             "buffering.maxRequestBodyBytes",
@@ -46,14 +53,8 @@ fn build_buffering(name: &str, b: &Buffering) -> Result<Arc<dyn Middleware>, Str
         )?,
         disable_request_buffer: b.disable_request_buffer,
         disable_response_buffer: b.disable_response_buffer,
+        retry_expression,
     };
-    byte_count("buffering.memRequestBodyBytes", b.mem_request_body_bytes)?;
-    byte_count("buffering.memResponseBodyBytes", b.mem_response_body_bytes)?;
-    if !b.retry_expression.is_empty() {
-        tracing::warn!(
-            "middleware {name}: buffering.retryExpression is not applied; requests are not retried"
-        );
-    }
     Ok(Arc::new(spec))
 }
 
@@ -121,13 +122,13 @@ mod tests {
 
     #[test]
     fn other_types_are_not_ours() {
-        assert!(build("x", &HttpMiddleware::default()).is_none());
+        assert!(build(&HttpMiddleware::default()).is_none());
     }
 
     #[test]
     fn buffering_with_defaults_builds() {
         assert!(matches!(
-            build("x", &buffering(Buffering::default())),
+            build(&buffering(Buffering::default())),
             Some(Ok(_))
         ));
     }
@@ -146,12 +147,12 @@ mod tests {
             status: vec!["500-599".into()],
             ..Default::default()
         };
-        assert!(matches!(build("x", &retry(r)), Some(Ok(_))));
+        assert!(matches!(build(&retry(r)), Some(Ok(_))));
     }
 
     #[test]
     fn retry_without_attempts_is_refused() {
-        let Some(Err(message)) = build("x", &retry(Retry::default())) else {
+        let Some(Err(message)) = build(&retry(Retry::default())) else {
             panic!("attempts 0 must be refused");
         };
         assert!(message.contains("retry.attempts"), "{message}");
@@ -164,7 +165,7 @@ mod tests {
             status: vec!["5xx".into()],
             ..Default::default()
         };
-        let Some(Err(message)) = build("x", &retry(r)) else {
+        let Some(Err(message)) = build(&retry(r)) else {
             panic!("5xx must be refused");
         };
         assert!(
@@ -185,12 +186,12 @@ mod tests {
     #[test]
     fn circuit_breaker_builds_from_traefiks_expressions() {
         let m = breaker("NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100");
-        assert!(matches!(build("x", &m), Some(Ok(_))));
+        assert!(matches!(build(&m), Some(Ok(_))));
     }
 
     #[test]
     fn a_bad_breaker_expression_is_a_message_quoting_it() {
-        let Some(Err(message)) = build("x", &breaker("Latency() > 1")) else {
+        let Some(Err(message)) = build(&breaker("Latency() > 1")) else {
             panic!("an unknown function must be refused");
         };
         assert!(
@@ -200,12 +201,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_retry_expression_is_a_message_quoting_it() {
+        let b = Buffering {
+            retry_expression: "Attempts() <".into(),
+            ..Default::default()
+        };
+        let Some(Err(message)) = build(&buffering(b)) else {
+            panic!("an incomplete expression must be refused");
+        };
+        assert!(message.contains("\"Attempts() <\""), "{message}");
+    }
+
+    #[test]
     fn a_negative_limit_is_a_message_naming_the_option() {
         let b = Buffering {
             max_response_body_bytes: -1,
             ..Default::default()
         };
-        let Some(Err(message)) = build("x", &buffering(b)) else {
+        let Some(Err(message)) = build(&buffering(b)) else {
             panic!("a negative limit must be refused");
         };
         assert!(message.contains("maxResponseBodyBytes"), "{message}");
