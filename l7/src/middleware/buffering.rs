@@ -26,10 +26,12 @@ use http_body_util::BodyExt;
 
 use super::Middleware;
 use crate::error::ProxyErrorKind;
-use crate::error::Source;
 use crate::handler::{
-    Body, BoxFuture, Handler, SharedHandler, empty_body, error_response, full_body, response_error,
+    Body, BoxFuture, Handler, SharedHandler, empty_body, error_response, full_body,
 };
+
+mod retry_expression;
+pub use retry_expression::{Comparison, InvalidRetryExpression, RetryExpression, Value};
 
 /// Tries in all a `retryExpression` may ask for.
 const MAX_TRIES: u32 = 10;
@@ -184,170 +186,6 @@ async fn read_limited(mut body: Body, max: u64) -> Result<Bytes, ReadError> {
         }
     }
     Ok(buffer.freeze())
-}
-
-/// A parsed `retryExpression`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryExpression {
-    IsNetworkError,
-    Compare(Value, Comparison, u32),
-    Not(Box<RetryExpression>),
-    And(Box<RetryExpression>, Box<RetryExpression>),
-    Or(Box<RetryExpression>, Box<RetryExpression>),
-}
-
-/// What a comparison in a `retryExpression` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value {
-    /// `Attempts()`: tries so far.
-    Attempts,
-    /// `ResponseCode()`: the response status.
-    ResponseCode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Equal,
-    NotEqual,
-    Less,
-    LessOrEqual,
-    Greater,
-    GreaterOrEqual,
-}
-
-/// Why a `retryExpression` does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid retryExpression at byte {at}: {what}")]
-pub struct InvalidRetryExpression {
-    pub at: usize,
-    pub what: &'static str,
-}
-
-impl RetryExpression {
-    /// Parses e.g. `IsNetworkError() && Attempts() < 2 || ResponseCode() == 503`.
-    pub fn parse(text: &str) -> Result<RetryExpression, InvalidRetryExpression> {
-        let mut parser = ExpressionParser { text, at: 0 };
-        let expression = parser.or()?;
-        parser.skip_spaces();
-        if parser.at < text.len() {
-            return Err(parser.error("unexpected text after the expression"));
-        }
-        Ok(expression)
-    }
-
-    fn eval(&self, response: &Response<Body>, tries: u32) -> bool {
-        match self {
-            RetryExpression::IsNetworkError => {
-                response_error(response).is_some_and(|kind| kind.origin() == Source::Upstream)
-            }
-            RetryExpression::Compare(value, comparison, operand) => {
-                let actual = match value {
-                    Value::Attempts => tries,
-                    Value::ResponseCode => u32::from(response.status().as_u16()),
-                };
-                match comparison {
-                    Comparison::Equal => actual == *operand,
-                    Comparison::NotEqual => actual != *operand,
-                    Comparison::Less => actual < *operand,
-                    Comparison::LessOrEqual => actual <= *operand,
-                    Comparison::Greater => actual > *operand,
-                    Comparison::GreaterOrEqual => actual >= *operand,
-                }
-            }
-            RetryExpression::Not(inner) => !inner.eval(response, tries),
-            RetryExpression::And(a, b) => a.eval(response, tries) && b.eval(response, tries),
-            RetryExpression::Or(a, b) => a.eval(response, tries) || b.eval(response, tries),
-        }
-    }
-}
-
-struct ExpressionParser<'a> {
-    text: &'a str,
-    at: usize,
-}
-
-impl ExpressionParser<'_> {
-    fn error(&self, what: &'static str) -> InvalidRetryExpression {
-        InvalidRetryExpression { at: self.at, what }
-    }
-
-    fn skip_spaces(&mut self) {
-        let rest = &self.text[self.at..];
-        self.at += rest.len() - rest.trim_start().len();
-    }
-
-    /// Consumes `token` (after spaces) if it comes next.
-    fn eat(&mut self, token: &str) -> bool {
-        self.skip_spaces();
-        if self.text[self.at..].starts_with(token) {
-            self.at += token.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn or(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
-        let mut left = self.and()?;
-        while self.eat("||") {
-            left = RetryExpression::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
-        let mut left = self.unary()?;
-        while self.eat("&&") {
-            left = RetryExpression::And(Box::new(left), Box::new(self.unary()?));
-        }
-        Ok(left)
-    }
-
-    fn unary(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
-        // `!=` never starts a term, so a leading `!` is a negation.
-        if self.eat("!") {
-            return Ok(RetryExpression::Not(Box::new(self.unary()?)));
-        }
-        if self.eat("(") {
-            let inner = self.or()?;
-            if !self.eat(")") {
-                return Err(self.error("expected )"));
-            }
-            return Ok(inner);
-        }
-        if self.eat("IsNetworkError()") {
-            return Ok(RetryExpression::IsNetworkError);
-        }
-        let value = if self.eat("Attempts()") {
-            Value::Attempts
-        } else if self.eat("ResponseCode()") {
-            Value::ResponseCode
-        } else {
-            return Err(self.error("expected IsNetworkError(), Attempts(), ResponseCode(), ! or ("));
-        };
-        let comparison = [
-            ("==", Comparison::Equal),
-            ("!=", Comparison::NotEqual),
-            ("<=", Comparison::LessOrEqual),
-            (">=", Comparison::GreaterOrEqual),
-            ("<", Comparison::Less),
-            (">", Comparison::Greater),
-        ]
-        .into_iter()
-        .find(|(token, _)| self.eat(token))
-        .map(|(_, comparison)| comparison)
-        .ok_or_else(|| self.error("expected a comparison (==, !=, <, <=, >, >=)"))?;
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let operand = rest[..len]
-            .parse()
-            .map_err(|_| self.error("expected a whole number"))?;
-        self.at += len;
-        Ok(RetryExpression::Compare(value, comparison, operand))
-    }
 }
 
 #[cfg(test)]
@@ -533,25 +371,5 @@ mod tests {
         let (status, bodies) = flaky("ResponseCode() >= 0", 100).await;
         assert_eq!(status, 502);
         assert_eq!(bodies.len(), 10);
-    }
-
-    #[test]
-    fn retry_expressions_parse_and_bad_ones_are_refused() {
-        assert!(
-            RetryExpression::parse(
-                "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2"
-            )
-            .is_ok()
-        );
-        for bad in [
-            "",
-            "Attempts()",
-            "Foo() > 1",
-            "IsNetworkError() &&",
-            "Attempts() < x",
-            "IsNetworkError() junk",
-        ] {
-            assert!(RetryExpression::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -26,6 +26,9 @@ use super::Middleware;
 use crate::error::Source;
 use crate::handler::{Body, BoxFuture, Handler, SharedHandler, full_body, response_error};
 
+mod expression;
+pub use expression::{Comparison, Expression, InvalidExpression, Metric};
+
 /// How far back the metrics look, in one-second buckets (as Traefik's).
 const WINDOW_SECONDS: u64 = 10;
 
@@ -38,203 +41,6 @@ pub struct CircuitBreaker {
     pub recovery_duration: Duration,
     /// The status of the fallback answer (503).
     pub response_code: StatusCode,
-}
-
-/// A parsed breaker expression.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Expression {
-    Compare(Metric, Comparison, f64),
-    And(Box<Expression>, Box<Expression>),
-    Or(Box<Expression>, Box<Expression>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Metric {
-    NetworkErrorRatio,
-    /// Statuses in `[.0, .1)` over statuses in `[.2, .3)`.
-    ResponseCodeRatio(u16, u16, u16, u16),
-    LatencyAtQuantileMs(f64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Greater,
-    Less,
-    GreaterOrEqual,
-    LessOrEqual,
-    Equal,
-    NotEqual,
-}
-
-/// Why an expression does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid expression at byte {at}: {what}")]
-pub struct InvalidExpression {
-    pub at: usize,
-    pub what: String,
-}
-
-impl Expression {
-    /// Parses Traefik's syntax, e.g. `NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100`.
-    pub fn parse(text: &str) -> Result<Expression, InvalidExpression> {
-        let mut parser = Parser { text, at: 0 };
-        let expression = parser.or()?;
-        parser.skip_spaces();
-        if parser.at < text.len() {
-            return Err(parser.error("unexpected text after the expression"));
-        }
-        Ok(expression)
-    }
-
-    fn eval(&self, metrics: &Window) -> bool {
-        match self {
-            Expression::Compare(metric, comparison, value) => {
-                let actual = metrics.value(*metric);
-                match comparison {
-                    Comparison::Greater => actual > *value,
-                    Comparison::Less => actual < *value,
-                    Comparison::GreaterOrEqual => actual >= *value,
-                    Comparison::LessOrEqual => actual <= *value,
-                    Comparison::Equal => actual == *value,
-                    Comparison::NotEqual => actual != *value,
-                }
-            }
-            Expression::And(a, b) => a.eval(metrics) && b.eval(metrics),
-            Expression::Or(a, b) => a.eval(metrics) || b.eval(metrics),
-        }
-    }
-}
-
-struct Parser<'a> {
-    text: &'a str,
-    at: usize,
-}
-
-impl Parser<'_> {
-    fn error(&self, what: &str) -> InvalidExpression {
-        InvalidExpression {
-            at: self.at,
-            what: what.to_owned(),
-        }
-    }
-
-    fn skip_spaces(&mut self) {
-        let rest = &self.text[self.at..];
-        self.at += rest.len() - rest.trim_start().len();
-    }
-
-    /// Consumes `token` (after spaces) if it comes next.
-    fn eat(&mut self, token: &str) -> bool {
-        self.skip_spaces();
-        if self.text[self.at..].starts_with(token) {
-            self.at += token.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn or(&mut self) -> Result<Expression, InvalidExpression> {
-        let mut left = self.and()?;
-        while self.eat("||") {
-            left = Expression::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Expression, InvalidExpression> {
-        let mut left = self.primary()?;
-        while self.eat("&&") {
-            left = Expression::And(Box::new(left), Box::new(self.primary()?));
-        }
-        Ok(left)
-    }
-
-    fn primary(&mut self) -> Result<Expression, InvalidExpression> {
-        if self.eat("(") {
-            let inner = self.or()?;
-            if !self.eat(")") {
-                return Err(self.error("expected )"));
-            }
-            return Ok(inner);
-        }
-        let metric = self.metric()?;
-        let comparison = self.comparison()?;
-        let value = self.number()?;
-        Ok(Expression::Compare(metric, comparison, value))
-    }
-
-    fn metric(&mut self) -> Result<Metric, InvalidExpression> {
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let name_len = rest
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(rest.len());
-        let name = &rest[..name_len];
-        self.at += name_len;
-        if !self.eat("(") {
-            return Err(self.error("expected a function call such as NetworkErrorRatio()"));
-        }
-        let mut args = Vec::new();
-        if !self.eat(")") {
-            loop {
-                args.push(self.number()?);
-                if self.eat(")") {
-                    break;
-                }
-                if !self.eat(",") {
-                    return Err(self.error("expected , or )"));
-                }
-            }
-        }
-        let code = |value: f64| {
-            (value.fract() == 0.0 && (0.0..=999.0).contains(&value)).then_some(value as u16)
-        };
-        match (name, args.as_slice()) {
-            ("NetworkErrorRatio", []) => Ok(Metric::NetworkErrorRatio),
-            ("ResponseCodeRatio", &[a, b, c, d]) => match (code(a), code(b), code(c), code(d)) {
-                (Some(a), Some(b), Some(c), Some(d)) => Ok(Metric::ResponseCodeRatio(a, b, c, d)),
-                _ => Err(self.error("ResponseCodeRatio takes four status codes")),
-            },
-            ("LatencyAtQuantileMS", &[q]) if (0.0..=100.0).contains(&q) => {
-                Ok(Metric::LatencyAtQuantileMs(q))
-            }
-            _ => Err(self.error(&format!(
-                "unknown function {name} with {} arguments; expected NetworkErrorRatio(), ResponseCodeRatio(a, b, c, d) or LatencyAtQuantileMS(0-100)",
-                args.len()
-            ))),
-        }
-    }
-
-    fn comparison(&mut self) -> Result<Comparison, InvalidExpression> {
-        // Two-character operators first, so that `>=` is not read as `>`.
-        for (token, comparison) in [
-            (">=", Comparison::GreaterOrEqual),
-            ("<=", Comparison::LessOrEqual),
-            ("==", Comparison::Equal),
-            ("!=", Comparison::NotEqual),
-            (">", Comparison::Greater),
-            ("<", Comparison::Less),
-        ] {
-            if self.eat(token) {
-                return Ok(comparison);
-            }
-        }
-        Err(self.error("expected a comparison (>, <, >=, <=, ==, !=)"))
-    }
-
-    fn number(&mut self) -> Result<f64, InvalidExpression> {
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value = rest[..len]
-            .parse::<f64>()
-            .map_err(|_| self.error("expected a number"))?;
-        self.at += len;
-        Ok(value)
-    }
 }
 
 impl Middleware for CircuitBreaker {
@@ -336,7 +142,11 @@ impl Breaker {
             return;
         }
         state.next_check = now + self.spec.check_period;
-        if self.spec.expression.eval(&state.window) {
+        if self
+            .spec
+            .expression
+            .eval(&|metric| state.window.value(metric))
+        {
             state.phase = Phase::Open {
                 until: now + self.spec.fallback_duration,
             };
@@ -531,28 +341,6 @@ mod tests {
             .await
             .status()
             .as_u16()
-    }
-
-    #[test]
-    fn expressions_parse_with_precedence_and_parentheses() {
-        let parsed =
-            Expression::parse("NetworkErrorRatio() > 0.5 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 && LatencyAtQuantileMS(50.0) >= 100")
-                .unwrap();
-        let Expression::Or(_, right) = parsed else {
-            panic!("|| binds loosest: {parsed:?}");
-        };
-        assert!(matches!(*right, Expression::And(..)));
-        assert!(Expression::parse("(NetworkErrorRatio() > 0.5)").is_ok());
-        for bad in [
-            "",
-            "NetworkErrorRatio()",
-            "Foo() > 1",
-            "ResponseCodeRatio(500) > 0",
-            "NetworkErrorRatio() > 0.5 &&",
-            "NetworkErrorRatio() > 0.5 junk",
-        ] {
-            assert!(Expression::parse(bad).is_err(), "{bad}");
-        }
     }
 
     #[tokio::test(start_paused = true)]
