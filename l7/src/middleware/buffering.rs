@@ -93,12 +93,13 @@ impl Handler for Buffer {
 impl Buffer {
     /// Sends the buffered request, again while the retry expression asks for it.
     async fn send(&self, parts: http::request::Parts, body: Option<Bytes>) -> Response<Body> {
+        let Some(retry) = &self.spec.retry_expression else {
+            let body = body.map_or_else(empty_body, full_body);
+            return self.next.call(Request::from_parts(parts, body)).await;
+        };
         let request = |parts: &http::request::Parts| {
             let body = body.clone().map_or_else(empty_body, full_body);
             Request::from_parts(parts.clone(), body)
-        };
-        let Some(retry) = &self.spec.retry_expression else {
-            return self.next.call(request(&parts)).await;
         };
         let mut tries = 1;
         loop {

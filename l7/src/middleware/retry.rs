@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::Middleware;
@@ -183,8 +184,7 @@ async fn hold(mut body: Body, max: Option<u64>) -> Result<Held, BoxError> {
         if body.is_end_stream() {
             return Ok(Held::Whole(replay));
         }
-        let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        else {
+        let Some(frame) = body.frame().await else {
             return Ok(Held::Whole(replay));
         };
         match frame?.into_data() {
@@ -270,7 +270,6 @@ mod tests {
     use super::*;
     use crate::handler::{error_response, full_body};
     use http::StatusCode;
-    use http_body_util::BodyExt;
     use std::sync::Mutex;
 
     /// Answers from a script, one entry per call, and records the bodies it received.
