@@ -7,6 +7,8 @@
 
 pub mod add_prefix;
 pub mod basic_auth;
+pub mod buffering;
+pub mod circuit_breaker;
 pub mod content_sniff;
 pub mod content_type;
 pub mod digest_auth;
@@ -22,6 +24,7 @@ pub mod redirect_regex;
 pub mod redirect_scheme;
 pub mod replace_path;
 pub mod replace_path_regex;
+pub mod retry;
 pub mod source_criterion;
 pub mod strip_prefix;
 pub mod strip_prefix_regex;
