@@ -14,10 +14,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
@@ -69,6 +71,95 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// A body that holds `guard` (a permit, an in-flight count) until its last frame or an error
+/// has been read, or until it is dropped unread.
+pub struct HeldBody<G> {
+    body: Body,
+    guard: Option<G>,
+}
+
+impl<G> HeldBody<G> {
+    pub fn new(body: Body, guard: G) -> Self {
+        HeldBody {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for HeldBody<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `first` (a frame already read from `rest`, or its error), then the rest of the body.
+pub fn prefixed_body(first: Result<Frame<Bytes>, BoxError>, rest: Body) -> Body {
+    PrefixedBody {
+        first: Some(first),
+        rest,
+    }
+    .boxed_unsync()
+}
+
+struct PrefixedBody {
+    first: Option<Result<Frame<Bytes>, BoxError>>,
+    rest: Body,
+}
+
+impl http_body::Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let held = match &self.first {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        // Upper first: `SizeHint` refuses a lower bound above the current upper one.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(rest.lower().saturating_add(held));
+        hint
+    }
 }
 
 /// The response Traefik gives for `kind`, with `kind` in its extensions.

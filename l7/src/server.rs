@@ -9,10 +9,8 @@
 //! that talks to a server) are built elsewhere, once per configuration snapshot.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -32,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
+use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
@@ -223,10 +222,7 @@ impl HttpEntrypoint {
                 let in_flight = InFlight::enter(&activity);
                 async move {
                     let response = entrypoint.handle(request, client, tls).await;
-                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
-                        body,
-                        _in_flight: in_flight,
-                    }))
+                    Ok::<_, Infallible>(response.map(|body| HeldBody::new(body, in_flight)))
                 }
             })
         };
@@ -523,32 +519,6 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until hyper has sent it or dropped it.
-struct InFlightBody {
-    body: Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for InFlightBody {
-    type Data = <Body as http_body::Body>::Data;
-    type Error = <Body as http_body::Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,10 +635,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_response_keeps_its_request_in_flight_until_its_body_is_gone() {
         let activity = Arc::new(Activity::new());
-        let body = InFlightBody {
-            body: crate::handler::empty_body(),
-            _in_flight: InFlight::enter(&activity),
-        };
+        let body = HeldBody::new(crate::handler::empty_body(), InFlight::enter(&activity));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(body);

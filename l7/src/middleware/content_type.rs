@@ -8,19 +8,17 @@
 //! so a streamed response is never held back waiting for more; an empty body, and statuses
 //! that carry none (1xx, 204, 304), get no type.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body::{Frame, SizeHint};
+use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::Middleware;
 use super::content_sniff::detect;
-use crate::handler::{Body, BoxError, BoxFuture, Handler, SharedHandler, boxed};
+use crate::handler::prefixed_body;
+use crate::handler::{Body, BoxFuture, Handler, SharedHandler};
 
 /// A configured `contentType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +66,11 @@ impl Handler for Detect {
                     .headers
                     .insert(CONTENT_TYPE, HeaderValue::from_static(detect(data)));
             }
-            Response::from_parts(parts, boxed(Replayed { first, rest: body }))
+            let body = match first {
+                Some(first) => prefixed_body(first, body),
+                None => body,
+            };
+            Response::from_parts(parts, body)
         })
     }
 }
@@ -79,50 +81,11 @@ fn carries_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// A body whose first frame was already read, given back before the rest.
-struct Replayed {
-    first: Option<Result<Frame<Bytes>, BoxError>>,
-    rest: Body,
-}
-
-impl http_body::Body for Replayed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(first));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let rest = self.rest.size_hint();
-        let held = match &self.first {
-            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => 0,
-        };
-        // Upper first: `SizeHint` refuses a lower bound above the current upper one.
-        let mut hint = SizeHint::new();
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(held));
-        }
-        hint.set_lower(rest.lower().saturating_add(held));
-        hint
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::handler::{empty_body, full_body};
+    use bytes::Bytes;
 
     /// A backend answering `status` with `body` and, when given, a Content-Type.
     struct Backend {

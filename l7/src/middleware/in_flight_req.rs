@@ -4,18 +4,15 @@
 //! Traefik's handler holds its slot until it has written the whole response.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body::{Frame, SizeHint};
 
 use super::Middleware;
 use super::source_criterion::SourceCriterion;
-use crate::handler::{Body, BoxError, BoxFuture, Handler, SharedHandler, boxed, full_body};
+use crate::handler::HeldBody;
+use crate::handler::{Body, BoxFuture, Handler, SharedHandler, boxed, full_body};
 
 /// A configured `inFlightReq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +86,7 @@ impl Handler for Limiter {
         };
         Box::pin(async move {
             let response = self.next.call(request).await;
-            response.map(|body| {
-                boxed(PermitBody {
-                    inner: body,
-                    permit: Some(permit),
-                })
-            })
+            response.map(|body| boxed(HeldBody::new(body, permit)))
         })
     }
 }
@@ -108,36 +100,6 @@ fn too_many_requests(amount: usize) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// A response body that holds its request's permit until the last frame.
-struct PermitBody {
-    inner: Body,
-    permit: Option<Permit>,
-}
-
-impl http_body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.permit = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,15 @@
 //! Request bodies read whole so a request can be sent more than once (mirroring, failover on
 //! a status), within a size limit; and the body that replays what was read before giving up.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 
-use crate::handler::{Body, BoxError, boxed, empty_body, full_body};
+use crate::handler::prefixed_body;
+use crate::handler::{Body, BoxError, empty_body, full_body};
 
 /// A request body read as far as the limit allows.
 pub(crate) enum Buffered {
@@ -33,10 +31,10 @@ pub(crate) async fn buffer(mut body: Body, limit: Option<u64>) -> Result<Buffere
         };
         read.extend_from_slice(&data);
         if limit.is_some_and(|limit| read.len() as u64 > limit) {
-            return Ok(Buffered::TooLarge(boxed(Prefixed {
-                prefix: Some(read.freeze()),
-                rest: body,
-            })));
+            return Ok(Buffered::TooLarge(prefixed_body(
+                Ok(Frame::data(read.freeze())),
+                body,
+            )));
         }
     }
     Ok(Buffered::Complete(read.freeze()))
@@ -56,45 +54,10 @@ pub(crate) fn without_body(parts: &Parts) -> Request<Body> {
     Request::from_parts(parts, empty_body())
 }
 
-/// Bytes already read, then the rest of the body.
-struct Prefixed {
-    prefix: Option<Bytes>,
-    rest: Body,
-}
-
-impl HttpBody for Prefixed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(prefix) = self.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let rest = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower().saturating_add(prefix));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(prefix));
-        }
-        hint
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handler::boxed;
     use http_body_util::channel::Channel;
 
     async fn text(body: Body) -> String {
