@@ -38,6 +38,7 @@ use super::{mw_access, mw_headers, mw_path, mw_traffic};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
+    WeightedService,
 };
 use crate::config::validate::Report;
 
@@ -322,16 +323,7 @@ impl Compiler<'_> {
             if let Some(lb) = &s.load_balancer {
                 self.load_balancer(name, lb, at)
             } else if let Some(w) = &s.weighted {
-                let mut children = Vec::new();
-                for child in &w.services {
-                    let mut c = self.http_child(
-                        &child.name.value,
-                        child.name.location.as_ref().or(at),
-                        depth + 1,
-                    )?;
-                    c.name = as_written(&child.name.value, name);
-                    children.push((c, child.weight()));
-                }
+                let children = self.weighted_children(name, &w.services, at, depth)?;
                 let spec = WeightedSpec {
                     sticky: w
                         .sticky
@@ -347,16 +339,7 @@ impl Compiler<'_> {
                     })
                     .map_err(|e| e.to_string())
             } else if let Some(h) = &s.highest_random_weight {
-                let mut children = Vec::new();
-                for child in &h.services {
-                    let mut c = self.http_child(
-                        &child.name.value,
-                        child.name.location.as_ref().or(at),
-                        depth + 1,
-                    )?;
-                    c.name = as_written(&child.name.value, name);
-                    children.push((c, child.weight()));
-                }
+                let children = self.weighted_children(name, &h.services, at, depth)?;
                 HighestRandomWeight::new(name, h.health_check.is_some(), children)
                     .map(|h| {
                         let health = h.health();
@@ -444,6 +427,28 @@ impl Compiler<'_> {
             chain.push(self.http_middleware(&m.value, m.location.as_ref(), 0)?);
         }
         Some(Child::new(name, apply_chain(&chain, handler), health))
+    }
+
+    /// The children of a `weighted` or `highestRandomWeight` service, named as written in it
+    /// (Traefik hashes those names for sticky cookies and rendezvous hashing).
+    fn weighted_children(
+        &mut self,
+        parent: &str,
+        services: &[WeightedService],
+        at: Option<&Location>,
+        depth: usize,
+    ) -> Option<Vec<(Child, i64)>> {
+        let mut children = Vec::new();
+        for child in services {
+            let mut c = self.http_child(
+                &child.name.value,
+                child.name.location.as_ref().or(at),
+                depth + 1,
+            )?;
+            c.name = as_written(&child.name.value, parent);
+            children.push((c, child.weight()));
+        }
+        Some(children)
     }
 
     /// A `loadBalancer`: its state from the registry (kept across reloads while its
