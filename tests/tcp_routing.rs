@@ -776,7 +776,11 @@ tcp:
         echo.addr
     );
     let stat = static_config(&dir, &[("open", open_port), ("closed", closed_port)], "");
-    let _r = Router::start(&dir, &stat, &dynamic, &[open_port, closed_port]);
+    let r = Router::start(&dir, &stat, &dynamic, &[open_port, closed_port]);
+    // `Router::start` probes the ports with a connection of its own from 127.0.0.1, which
+    // holds an `inFlightConn` slot until its relay ends: wait for that before counting.
+    r.wait_log("connection closed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut a = TcpStream::connect(ep(open_port)).await.unwrap();
     assert_eq!(read_line(&mut a).await.unwrap(), "in");
     let mut b = TcpStream::connect(ep(open_port)).await.unwrap();
