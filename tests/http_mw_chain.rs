@@ -81,7 +81,11 @@ http:
     // earlier steps let the request through.
     let refused = conn.get("site.test", "/api/a%2Fb").await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert_eq!(refused.header("x-backend"), "-", "the backend was not reached");
+    assert_eq!(
+        refused.header("x-backend"),
+        "-",
+        "the backend was not reached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
