@@ -6,7 +6,7 @@
 mod support;
 
 use ::http::StatusCode;
-use support::web::{Conn, HttpBackend, get};
+use support::web::{Conn, HttpBackend, Site, get};
 use support::*;
 
 /// `sha:secret` in a `Basic` Authorization header (`printf sha:secret | base64`).
@@ -90,15 +90,11 @@ http:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_guard_in_a_chain_answers_before_the_next_one_runs() {
-    let backend = HttpBackend::start("app").await;
-    let dir = temp_dir("mw-chain-guards");
-    let port = free_port();
     // Two routers with the same two guards in opposite orders: authentication, then an
     // allow-list that refuses loopback.
-    let dynamic = format!(
-        r#"
-http:
-  routers:
+    let site = Site::start(
+        "mw-chain-guards",
+        r#"  routers:
     auth-first:
       rule: "Host(`auth-first.test`)"
       service: app
@@ -109,23 +105,15 @@ http:
       middlewares: [guarded]
   middlewares:
     guarded:
-      chain: {{ middlewares: [nobody, auth] }}
+      chain: { middlewares: [nobody, auth] }
     auth:
-      basicAuth: {{ users: ["sha:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ="] }}
+      basicAuth: { users: ["sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="] }
     nobody:
-      ipAllowList: {{ sourceRange: ["10.0.0.0/8"] }}
-  services:
-    app: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+      ipAllowList: { sourceRange: ["10.0.0.0/8"] }
 "#,
-        backend.url()
-    );
-    let _router = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", port)], ""),
-        &dynamic,
-        &[port],
-    );
-    let mut conn = Conn::h1(port).await;
+    )
+    .await;
+    let mut conn = Conn::h1(site.port).await;
     let with_password = |host: &str| {
         let mut req = get(host, "/", false);
         req.headers_mut()
@@ -153,13 +141,9 @@ http:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_naming_a_missing_middleware_disables_only_its_router() {
-    let backend = HttpBackend::start("app").await;
-    let dir = temp_dir("mw-chain-missing");
-    let port = free_port();
-    let dynamic = format!(
-        r#"
-http:
-  routers:
+    let site = Site::start(
+        "mw-chain-missing",
+        r#"  routers:
     broken:
       rule: "Host(`broken.test`)"
       service: app
@@ -170,21 +154,13 @@ http:
       middlewares: [v2]
   middlewares:
     with-hole:
-      chain: {{ middlewares: [v2, not-defined] }}
+      chain: { middlewares: [v2, not-defined] }
     v2:
-      addPrefix: {{ prefix: "/v2" }}
-  services:
-    app: {{ loadBalancer: {{ servers: [{{ url: "{}" }}] }} }}
+      addPrefix: { prefix: "/v2" }
 "#,
-        backend.url()
-    );
-    let router = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", port)], ""),
-        &dynamic,
-        &[port],
-    );
-    let mut conn = Conn::h1(port).await;
+    )
+    .await;
+    let mut conn = Conn::h1(site.port).await;
     let fine = conn.get("fine.test", "/x").await;
     assert_eq!(fine.status, StatusCode::OK);
     assert_eq!(fine.body, "app /v2/x");
@@ -192,7 +168,7 @@ http:
         conn.get("broken.test", "/x").await.status,
         StatusCode::NOT_FOUND
     );
-    let log = router.log();
+    let log = site.router.log();
     assert!(
         log.contains("not-defined") && log.contains("does not exist"),
         "the log names the missing middleware:\n{log}"

@@ -6,29 +6,11 @@
 mod support;
 
 use ::http::StatusCode;
-use support::web::{Conn, HttpBackend, get};
-use support::*;
-
-async fn start(tag: &str, routers_and_middlewares: &str) -> (HttpBackend, Router, u16) {
-    let backend = HttpBackend::start("app").await;
-    let dir = temp_dir(tag);
-    let port = free_port();
-    let dynamic = format!(
-        "http:\n{routers_and_middlewares}  services:\n    app: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
-        backend.url()
-    );
-    let router = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", port)], ""),
-        &dynamic,
-        &[port],
-    );
-    (backend, router, port)
-}
+use support::web::{Conn, Site, get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_or_huge_credentials_get_401_and_the_connection_goes_on() {
-    let (_backend, _router, port) = start(
+    let site = Site::start(
         "mw-hostile-auth",
         r#"  routers:
     basic:
@@ -47,7 +29,7 @@ async fn malformed_or_huge_credentials_get_401_and_the_connection_goes_on() {
 "#,
     )
     .await;
-    let mut conn = Conn::h1(port).await;
+    let mut conn = Conn::h1(site.port).await;
     let huge = format!("Basic {}", "QUFB".repeat(15_000));
     let attempts: [(&str, &str); 9] = [
         ("basic.test", "Basic"),
@@ -89,7 +71,7 @@ async fn regexes_that_backtracking_engines_choke_on_answer_at_once() {
     // `(a+)+$` and `(a|aa)+b` take exponential time in a backtracking engine on a long run
     // of `a` that fails at its end; the `regex` crate is linear. The tests' wait bounds the
     // answer (seconds), far below what a backtracking engine would need for 30,000 letters.
-    let (_backend, _router, port) = start(
+    let site = Site::start(
         "mw-hostile-regex",
         r#"  routers:
     replace:
@@ -114,7 +96,7 @@ async fn regexes_that_backtracking_engines_choke_on_answer_at_once() {
 "#,
     )
     .await;
-    let mut conn = Conn::h1(port).await;
+    let mut conn = Conn::h1(site.port).await;
     let long = format!("/{}!", "a".repeat(30_000));
     for host in ["replace.test", "redirect.test", "strip.test"] {
         let answer = conn.get(host, &long).await;
@@ -131,7 +113,7 @@ async fn regexes_that_backtracking_engines_choke_on_answer_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_line_breaks_in_a_rewritten_url_stay_encoded() {
-    let (_backend, _router, port) = start(
+    let site = Site::start(
         "mw-hostile-inject",
         r#"  routers:
     go:
@@ -150,7 +132,7 @@ async fn encoded_line_breaks_in_a_rewritten_url_stay_encoded() {
 "#,
     )
     .await;
-    let mut conn = Conn::h1(port).await;
+    let mut conn = Conn::h1(site.port).await;
     let answer = conn
         .get("go.test", "/go/x%0d%0aSet-Cookie:%20stolen=1")
         .await;

@@ -5,43 +5,23 @@
 mod support;
 
 use ::http::StatusCode;
-use support::web::{Conn, HttpBackend};
-use support::*;
+use support::web::{Conn, Site};
 
 /// A running router whose router `<host>` (rule ``Host(`<host>`)``) uses the middleware
 /// of the same name, defined by `middlewares` (YAML under `http.middlewares`), all in front
 /// of one backend `app`.
-struct Setup {
-    _backend: HttpBackend,
-    _router: Router,
-    port: u16,
-}
-
-async fn start(tag: &str, hosts: &[&str], middlewares: &str) -> Setup {
-    let backend = HttpBackend::start("app").await;
-    let dir = temp_dir(tag);
-    let port = free_port();
+async fn start(tag: &str, hosts: &[&str], middlewares: &str) -> Site {
     let mut routers = String::new();
     for host in hosts {
         routers.push_str(&format!(
             "    {host}:\n      rule: \"Host(`{host}`)\"\n      service: app\n      middlewares: [\"{host}\"]\n"
         ));
     }
-    let dynamic = format!(
-        "http:\n  routers:\n{routers}  middlewares:\n{middlewares}  services:\n    app: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
-        backend.url()
-    );
-    let router = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", port)], ""),
-        &dynamic,
-        &[port],
-    );
-    Setup {
-        _backend: backend,
-        _router: router,
-        port,
-    }
+    Site::start(
+        tag,
+        &format!("  routers:\n{routers}  middlewares:\n{middlewares}"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

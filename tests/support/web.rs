@@ -24,7 +24,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Backend, TestCert, WAIT, client_config, provider};
+use super::{
+    Backend, Router, TestCert, WAIT, client_config, free_port, provider, static_config, temp_dir,
+};
 
 /// A hyper backend (HTTP/1.1 and h2c, or HTTP/2 and HTTP/1.1 over TLS) that answers
 /// `<name> <path>` and reports the request in `x-seen-*` response headers (host,
@@ -339,6 +341,39 @@ async fn answer(
         .map_err(|never| match never {})
         .boxed();
     response.body(body).expect("response")
+}
+
+/// The router in front of one [`HttpBackend`] named `app`, for tests that vary only the HTTP
+/// routers and middlewares: `http_yaml` is the dynamic file's `http:` block without its
+/// `services` (indented by two spaces); a service `app` to the backend is added, and the
+/// router listens on one entry point `web`.
+pub struct Site {
+    pub backend: HttpBackend,
+    pub router: Router,
+    pub port: u16,
+}
+
+impl Site {
+    pub async fn start(tag: &str, http_yaml: &str) -> Site {
+        let backend = HttpBackend::start("app").await;
+        let dir = temp_dir(tag);
+        let port = free_port();
+        let dynamic = format!(
+            "http:\n{http_yaml}  services:\n    app: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
+            backend.url()
+        );
+        let router = Router::start(
+            &dir,
+            &static_config(&dir, &[("web", port)], ""),
+            &dynamic,
+            &[port],
+        );
+        Site {
+            backend,
+            router,
+            port,
+        }
+    }
 }
 
 /// A response, read whole.
