@@ -4,7 +4,6 @@
 //! backend servers, dialing backends (serversTransport) and active health checks, and the
 //! hand-off of connections that belong to HTTP routers.
 
-pub mod balance;
 pub mod dispatch;
 pub mod health;
 pub mod middleware;

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::balance::Wrr;
 use super::transport::Transport;
+use crate::balance::Wrr;
 
 /// One backend of a load balancer.
 #[derive(Debug)]

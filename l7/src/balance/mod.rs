@@ -7,8 +7,9 @@
 //! the affinity cookie that can sit in front of any of them.
 
 pub mod edf;
-pub mod hrw;
 pub mod p2c;
 pub mod sticky;
 
 pub use edf::Edf;
+/// Rendezvous hashing lives in l4, shared with the UDP services.
+pub use l4::balance::hrw;

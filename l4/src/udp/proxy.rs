@@ -1,0 +1,353 @@
+//! The datagram relay of one UDP entrypoint: one listening socket, a bounded
+//! [`SessionTable`] keyed by client address, and per session a connected socket to the
+//! backend chosen once (so the backend's answers find their client) with a small task
+//! relaying its answers back. Datagram boundaries are kept both ways.
+//!
+//! Nothing here waits on a full socket buffer: a datagram that cannot be sent at once is
+//! dropped and counted, as the network itself would. Buffers are one 64 KiB buffer for the
+//! listener and one per worker thread for the answers, not one per session.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, warn};
+
+use super::router::UdpRoutes;
+use super::session::SessionTable;
+
+/// The largest datagram carried: the UDP length field's limit.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// How long resolving a backend's host name may take before the datagram is dropped.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings of a UDP entrypoint.
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    pub name: Arc<str>,
+    /// `udp.timeout` (Traefik: 3 s).
+    pub idle_timeout: Duration,
+    /// Most sessions at once (extension `udp.maxSessions`).
+    pub max_sessions: usize,
+    /// How long sessions may go on after shutdown starts (`transport.lifeCycle.graceTimeOut`).
+    pub grace: Duration,
+}
+
+/// What a UDP entrypoint did, for logs, metrics and tests.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Sessions open now.
+    pub sessions: AtomicUsize,
+    pub sessions_opened: AtomicU64,
+    /// New clients refused because the session table was full.
+    pub sessions_refused: AtomicU64,
+    /// Datagrams dropped: no router or server for the client, a full send buffer, a
+    /// backend that could not be reached, or shutdown under way.
+    pub datagrams_dropped: AtomicU64,
+}
+
+/// One session's side of the table: the socket to its backend, and the sender whose drop
+/// stops the task relaying the backend's answers.
+struct Session {
+    upstream: Arc<UdpSocket>,
+    _stop_replies: oneshot::Sender<()>,
+}
+
+type Table = Arc<Mutex<SessionTable<Session>>>;
+
+fn lock(table: &Table) -> std::sync::MutexGuard<'_, SessionTable<Session>> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// The buffer answers are read into and sent from, one per worker thread: reading and
+    /// sending happen without an await in between.
+    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+/// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
+/// (refusing new ones) until they end or `grace` passes. `routes` gives the routers current
+/// at the moment a session starts; a session keeps its backend across reloads.
+pub async fn serve(
+    socket: Arc<UdpSocket>,
+    settings: UdpSettings,
+    routes: impl Fn() -> Arc<UdpRoutes>,
+    stats: Arc<UdpStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let table: Table = Arc::new(Mutex::new(SessionTable::new(
+        settings.max_sessions,
+        settings.idle_timeout,
+    )));
+    let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut stop_by: Option<Instant> = None;
+    let mut last_full_warning: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, client)) => {
+                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes };
+                    if !relay.forward(&buf[..len], client, stop_by.is_some()).await {
+                        continue;
+                    }
+                    // A new session was refused because the table is full.
+                    let now = Instant::now();
+                    if last_full_warning.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                        last_full_warning = Some(now);
+                        warn!(entrypoint = %settings.name, max_sessions = settings.max_sessions,
+                            refused = stats.sessions_refused.load(Ordering::Relaxed),
+                            "UDP session table full: new clients are refused until sessions expire");
+                    }
+                }
+                // ICMP errors from earlier sends surface here on some systems; the socket
+                // itself is fine.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
+                Err(e) => {
+                    warn!(entrypoint = %settings.name, error = %e, "UDP receive failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = sweep.tick() => {
+                let ended = lock(&table).expire(Instant::now());
+                stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+                drop(ended);
+            }
+            _ = stop_requested(&mut stop), if stop_by.is_none() => {
+                stop_by = Some(Instant::now() + settings.grace);
+            }
+            _ = sleep_until(stop_by), if stop_by.is_some() => {}
+        }
+        if let Some(deadline) = stop_by
+            && (lock(&table).is_empty() || Instant::now() >= deadline)
+        {
+            break;
+        }
+    }
+    let ended = lock(&table).drain();
+    stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+}
+
+/// Resolves at `deadline` (never when there is none).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone). The guard `wait_for` returns is
+/// dropped here, so the future stays `Send`.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// What forwarding one datagram needs.
+struct Relay<'a, R> {
+    socket: &'a Arc<UdpSocket>,
+    settings: &'a UdpSettings,
+    table: &'a Table,
+    stats: &'a Arc<UdpStats>,
+    routes: &'a R,
+}
+
+/// Why a datagram from a new client started no session.
+enum Refusal {
+    /// The session table is full of active sessions.
+    Full,
+    /// No router, no server, or no socket to the backend: dropped and counted.
+    Dropped,
+}
+
+impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
+    /// Sends a client's datagram to its session's backend, starting the session if needed.
+    /// Returns true when a new session was refused because the table is full.
+    async fn forward(&self, datagram: &[u8], client: SocketAddr, stopping: bool) -> bool {
+        let now = Instant::now();
+        let upstream = lock(self.table)
+            .touch(&client, now)
+            .map(|(session, _)| session.upstream.clone());
+        let upstream = match upstream {
+            Some(upstream) => upstream,
+            None if stopping => {
+                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            None => match self.open(client, now).await {
+                Ok(upstream) => upstream,
+                Err(Refusal::Full) => return true,
+                Err(Refusal::Dropped) => return false,
+            },
+        };
+        // A raw non-blocking send: a full buffer drops the datagram instead of stalling
+        // every other client behind it.
+        if let Err(e) = SockRef::from(&*upstream).send(datagram) {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(entrypoint = %self.settings.name, %client, error = %e, "datagram to the backend dropped");
+        }
+        false
+    }
+
+    /// Starts a session for `client`: router, backend, socket, and the answers' task.
+    async fn open(&self, client: SocketAddr, now: Instant) -> Result<Arc<UdpSocket>, Refusal> {
+        let dropped = |why: &dyn std::fmt::Display| {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(entrypoint = %self.settings.name, %client, "UDP datagram dropped: {why}");
+            Refusal::Dropped
+        };
+        let refused = || {
+            self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            Refusal::Full
+        };
+        {
+            // Checked before opening a socket in vain; the insert below checks again.
+            let mut table = lock(self.table);
+            if table.len() >= table.capacity() {
+                let ended = table.sweep_if_due(now);
+                self.stats
+                    .sessions
+                    .fetch_sub(ended.len(), Ordering::Relaxed);
+                if table.len() >= table.capacity() {
+                    return Err(refused());
+                }
+            }
+        }
+        let routes = (self.routes)();
+        let Some(route) = routes.select(client.ip()) else {
+            return Err(dropped(&"no UDP router takes this client"));
+        };
+        let Some(server) = route.service.pick(client.ip()) else {
+            return Err(dropped(&format_args!(
+                "service of router {} has no server",
+                route.name
+            )));
+        };
+        let backend = resolve(&server)
+            .await
+            .map_err(|e| dropped(&format_args!("cannot resolve {server}: {e}")))?;
+        let upstream = connect(backend)
+            .map_err(|e| dropped(&format_args!("cannot open a socket to {backend}: {e}")))?;
+        let (stop_replies, stopped) = oneshot::channel();
+        let session = Session {
+            upstream: upstream.clone(),
+            _stop_replies: stop_replies,
+        };
+        let id = lock(self.table)
+            .insert(client, session, now)
+            .map_err(|_| refused())?;
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, "UDP session opened");
+        tokio::spawn(relay_answers(
+            Answers {
+                upstream: upstream.clone(),
+                listener: self.socket.clone(),
+                client,
+                id,
+                table: self.table.clone(),
+                stats: self.stats.clone(),
+            },
+            stopped,
+        ));
+        Ok(upstream)
+    }
+}
+
+/// The backend address of a server as written: an IP address and port, or a host name
+/// resolved now (bounded by [`RESOLVE_TIMEOUT`]).
+async fn resolve(server: &str) -> io::Result<SocketAddr> {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(server))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resolution timed out"))??;
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+}
+
+/// A socket of its own for one session, connected to `backend`: the kernel then delivers
+/// only that backend's answers to it.
+fn connect(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+    let local = match backend.ip() {
+        IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(backend)?;
+    socket.set_nonblocking(true)?;
+    Ok(Arc::new(UdpSocket::from_std(socket)?))
+}
+
+/// What the task relaying one session's answers holds.
+struct Answers {
+    upstream: Arc<UdpSocket>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    id: u64,
+    table: Table,
+    stats: Arc<UdpStats>,
+}
+
+/// Sends the backend's datagrams to the client from the entrypoint's socket, until the
+/// session ends (its state dropped from the table: `stopped` resolves) or the backend's
+/// socket fails (an ICMP "port unreachable", say), which ends the session so that the
+/// client's next datagram starts a new one, possibly with another server.
+async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
+    let client = socket2::SockAddr::from(a.client);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            // ERROR too: an ICMP "port unreachable" raises only that, and must end the session.
+            ready = a.upstream.ready(Interest::READABLE | Interest::ERROR) => match ready {
+                // tokio's receive would see only "not readable" and never the error: read
+                // it from the socket, and end the session.
+                Ok(ready) if ready.is_error() => {
+                    let error = a.upstream.take_error().ok().flatten();
+                    debug!(client = %a.client, error = ?error, "UDP backend socket failed; the session ends");
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+        let received = REPLY_BUFFER.with_borrow_mut(|buf| {
+            let len = a.upstream.try_recv(buf)?;
+            Ok::<bool, io::Error>(
+                SockRef::from(&*a.listener)
+                    .send_to(&buf[..len], &client)
+                    .is_ok(),
+            )
+        });
+        match received {
+            Ok(sent) => {
+                if !sent {
+                    a.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                if !lock(&a.table).touch_id(&a.client, a.id, Instant::now()) {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                debug!(client = %a.client, error = %e, "UDP backend socket failed; the session ends");
+                break;
+            }
+        }
+    }
+    if lock(&a.table).remove(&a.client, a.id).is_some() {
+        a.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
