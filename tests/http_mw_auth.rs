@@ -94,6 +94,7 @@ http:
     filtered: {{ rule: "PathPrefix(`/filtered`)", service: app, middlewares: [filtered] }}
     body: {{ rule: "PathPrefix(`/body`)", service: app, middlewares: [with-body] }}
     down: {{ rule: "PathPrefix(`/down`)", service: app, middlewares: [down] }}
+    signin: {{ rule: "PathPrefix(`/signin`)", service: app, middlewares: [signin] }}
     tls: {{ rule: "PathPrefix(`/tls/ok`)", service: app, middlewares: [tls-ca] }}
     tls-insecure: {{ rule: "PathPrefix(`/tls/insecure`)", service: app, middlewares: [tls-insecure] }}
     tls-no-ca: {{ rule: "PathPrefix(`/tls/no-ca`)", service: app, middlewares: [tls-no-ca] }}
@@ -116,6 +117,10 @@ http:
         forwardBody: true
         maxBodySize: 16
         preserveRequestMethod: true
+    signin:
+      forwardAuth:
+        address: "{auth}"
+        authSigninURL: "https://login.example/start?rd=1"
     down:
       forwardAuth:
         address: "http://{down}/verify"

@@ -1,7 +1,7 @@
 //! `forwardAuth{address, tls, trustForwardHeader, authResponseHeaders,
 //! authResponseHeadersRegex, authRequestHeaders, addAuthCookiesToResponse, headerField,
 //! forwardBody, maxBodySize, maxResponseBodySize, preserveLocationHeader,
-//! preserveRequestMethod}`: asks an authentication server about every request before it
+//! preserveRequestMethod, authSigninURL}`: asks an authentication server about every request before it
 //! goes on, as Traefik does.
 //!
 //! The auth request is a GET (the client's method with `preserveRequestMethod`) to `address`
@@ -14,8 +14,9 @@
 //! A 2xx answer lets the request through with `authResponseHeaders` and the headers matching
 //! `authResponseHeadersRegex` replaced by the auth server's; the auth server's cookies named
 //! in `addAuthCookiesToResponse` replace the backend's of the same names in the response.
-//! Any other answer goes back to the client (status, headers, body), its relative `Location`
-//! made absolute against `address` unless `preserveLocationHeader`. An auth server that
+//! A 401 is a 302 to `authSigninURL` when it is set. Any other answer goes back to the
+//! client (status, headers, body), its relative `Location` made absolute against `address`
+//! unless `preserveLocationHeader`. An auth server that
 //! cannot be reached, fails, or does not answer within [`AUTH_TIMEOUT`] (Traefik's client
 //! timeout) gives an empty 500 and a log line; an answer body over `maxResponseBodySize`
 //! gives 401.
@@ -29,8 +30,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body as _;
@@ -123,6 +124,8 @@ pub struct ForwardAuthSpec {
     pub max_response_body_size: Option<u64>,
     pub preserve_location_header: bool,
     pub preserve_request_method: bool,
+    /// `authSigninURL`: where a 401 from the auth server redirects the client.
+    pub auth_signin_url: Option<HeaderValue>,
     /// The whole auth exchange; [`AUTH_TIMEOUT`] in configurations.
     pub timeout: Duration,
 }
@@ -212,6 +215,12 @@ impl Handler for Auth {
                 }
             };
 
+            if auth.status == StatusCode::UNAUTHORIZED
+                && let Some(url) = &self.spec.auth_signin_url
+            {
+                tracing::debug!(address = %self.spec.address, "forwardAuth: 401, redirecting to authSigninURL");
+                return signin_redirect(url, &parts);
+            }
             if !auth.status.is_success() {
                 tracing::debug!(address = %self.spec.address, status = auth.status.as_u16(), "forwardAuth: denied");
                 return self.denied(auth, auth_body);
@@ -300,6 +309,46 @@ impl Auth {
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// A 302 to `url` as Go's `http.Redirect` writes it: relative to the request's path when
+/// `url` is a relative path, with a small HTML body for GET.
+fn signin_redirect(url: &HeaderValue, client: &request::Parts) -> Response<Body> {
+    let text = url.to_str().unwrap_or_default();
+    let is_relative_path = !text.starts_with('/') && !text.contains("://");
+    let location = if is_relative_path {
+        let path = client.uri.path();
+        let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        HeaderValue::from_str(&remove_dot_segments(&format!("{directory}{text}")))
+            .unwrap_or_else(|_| url.clone())
+    } else {
+        url.clone()
+    };
+    let get = client.method == Method::GET;
+    let body = if get {
+        let escaped = location
+            .to_str()
+            .unwrap_or_default()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;");
+        full_body(format!("<a href=\"{escaped}\">Found</a>.\n\n"))
+    } else {
+        empty_body()
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    if get || client.method == Method::HEAD {
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    response
 }
 
 /// An empty answer with `status`, as Traefik writes its own forwardAuth errors.
@@ -455,9 +504,11 @@ fn is_managed_x_header(name: &HeaderName) -> bool {
     if !name.starts_with('x') {
         return false;
     }
+    if MANAGED_X_HEADERS.contains(&name) {
+        return true;
+    }
     // Go's server keeps `X_Forwarded_Proto` spellings; they are the same header to a backend.
-    let dashed = name.replace('_', "-");
-    MANAGED_X_HEADERS.contains(&dashed.as_str())
+    name.contains('_') && MANAGED_X_HEADERS.contains(&name.replace('_', "-").as_str())
 }
 
 fn remove_where(headers: &mut HeaderMap, mut remove: impl FnMut(&HeaderName) -> bool) {
@@ -692,6 +743,7 @@ mod tests {
             max_response_body_size: None,
             preserve_location_header: false,
             preserve_request_method: false,
+            auth_signin_url: None,
             timeout: AUTH_TIMEOUT,
         }
     }
@@ -966,6 +1018,11 @@ mod tests {
             Some("HTTP/1.1 200 OK\r\nx-user: alice\r\nset-cookie: session=auth\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned())
         } else if request.contains("x-token: hang") {
             None
+        } else if request.contains("x-token: none") {
+            Some(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            )
         } else {
             Some("HTTP/1.1 302 Found\r\nlocation: /login\r\nwww-authenticate: Bearer\r\ncontent-length: 6\r\nconnection: close\r\n\r\ndenied".to_owned())
         }
@@ -1098,6 +1155,42 @@ mod tests {
         let (status, _, _) = read(handler.call(request("hang", "")).await).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_401_redirects_to_the_signin_url_when_there_is_one() {
+        let auth = RawAuthServer::start(allow_or_deny).await;
+        let mut spec = spec(&auth.url());
+        spec.auth_signin_url = Some(HeaderValue::from_static("https://login.example/?rd=a&b"));
+        let handler = middleware(spec);
+        let mut denied = request("none", "");
+        *denied.method_mut() = Method::GET;
+        let (status, headers, body) = read(handler.call(denied).await).await;
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(
+            get(&headers, "location"),
+            Some("https://login.example/?rd=a&b")
+        );
+        assert_eq!(
+            body,
+            "<a href=\"https://login.example/?rd=a&amp;b\">Found</a>.\n\n"
+        );
+        // Other refusals are passed on as they are.
+        let (status, _, _) = read(handler.call(request("bad", "")).await).await;
+        assert_eq!(status, StatusCode::FOUND);
+        let (status, _, body) = read(handler.call(request("good", "")).await).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "user=forged body=")
+        );
+    }
+
+    #[test]
+    fn a_relative_signin_url_is_relative_to_the_request_path() {
+        let (parts, _) = Request::post("/app/items/1").body(()).unwrap().into_parts();
+        let response = signin_redirect(&HeaderValue::from_static("../login"), &parts);
+        assert_eq!(get(response.headers(), "location"), Some("/app/login"));
+        assert_eq!(get(response.headers(), "content-type"), None);
     }
 
     #[tokio::test]

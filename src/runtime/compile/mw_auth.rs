@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ::http::Uri;
-use ::http::header::HeaderName;
+use ::http::header::{HeaderName, HeaderValue};
 use l7::middleware::Middleware;
 use l7::middleware::forward_auth::{AUTH_TIMEOUT, ForwardAuth, ForwardAuthSpec, ForwardHeaders};
 use l7::transport::TransportSettings;
@@ -47,6 +47,12 @@ fn forward_auth(auth: &dynamic::ForwardAuth) -> Result<Arc<dyn Middleware>, Stri
             .and_then(|n| u64::try_from(n).ok()),
         preserve_location_header: auth.preserve_location_header,
         preserve_request_method: auth.preserve_request_method,
+        auth_signin_url: match auth.auth_signin_url.as_str() {
+            "" => None,
+            url => Some(HeaderValue::from_str(url).map_err(|_| {
+                format!("forwardAuth.authSigninURL {url:?} cannot be a Location header")
+            })?),
+        },
         timeout: AUTH_TIMEOUT,
     };
     let settings = match &auth.tls {
