@@ -1,8 +1,8 @@
 //! `forwardAuth{address, tls, trustForwardHeader, authResponseHeaders,
 //! authResponseHeadersRegex, authRequestHeaders, addAuthCookiesToResponse, headerField,
 //! forwardBody, maxBodySize, maxResponseBodySize, preserveLocationHeader,
-//! preserveRequestMethod, authSigninURL}`: asks an authentication server about every request before it
-//! goes on, as Traefik does.
+//! preserveRequestMethod, authSigninURL}`: asks an authentication server about every
+//! request before it goes on, as Traefik does.
 //!
 //! The auth request is a GET (the client's method with `preserveRequestMethod`) to `address`
 //! with the client's headers (only `authRequestHeaders` when listed; hop-by-hop, `Host` and
@@ -16,13 +16,13 @@
 //! in `addAuthCookiesToResponse` replace the backend's of the same names in the response.
 //! A 401 is a 302 to `authSigninURL` when it is set. Any other answer goes back to the
 //! client (status, headers, body), its relative `Location` made absolute against `address`
-//! unless `preserveLocationHeader`. An auth server that
-//! cannot be reached, fails, or does not answer within [`AUTH_TIMEOUT`] (Traefik's client
-//! timeout) gives an empty 500 and a log line; an answer body over `maxResponseBodySize`
-//! gives 401.
+//! unless `preserveLocationHeader`.
 //!
-//! Where Traefik leaves a body unlimited, it is bounded here: [`DEFAULT_MAX_BODY_BYTES`] and
-//! [`DEFAULT_MAX_RESPONSE_BODY_BYTES`], with the same 401 past them.
+//! An auth server that cannot be reached, fails, or has not answered in full within
+//! [`AUTH_TIMEOUT`] (Traefik's client timeout) gives an empty 500 and a log line; an answer
+//! body over `maxResponseBodySize` gives 401. Where Traefik leaves a body unlimited, it is
+//! bounded here: [`DEFAULT_MAX_BODY_BYTES`] and [`DEFAULT_MAX_RESPONSE_BODY_BYTES`], with the
+//! same 401 past them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -206,11 +206,13 @@ impl Handler for Auth {
             let (auth, auth_body) = match self.exchange(auth_request).await {
                 Ok(answer) => answer,
                 Err(AuthError::TooLarge(limit)) => {
-                    tracing::debug!(address = %self.spec.address, limit, "forwardAuth: auth answer body over maxResponseBodySize");
+                    let address = &self.spec.address;
+                    tracing::debug!(%address, limit, "forwardAuth: answer body over the limit");
                     return status_only(StatusCode::UNAUTHORIZED);
                 }
                 Err(error) => {
-                    tracing::warn!(address = %self.spec.address, %error, "forwardAuth: the auth server gave no answer; 500");
+                    let address = &self.spec.address;
+                    tracing::warn!(%address, %error, "forwardAuth: the auth server gave no answer; 500");
                     return status_only(StatusCode::INTERNAL_SERVER_ERROR);
                 }
             };
@@ -218,11 +220,12 @@ impl Handler for Auth {
             if auth.status == StatusCode::UNAUTHORIZED
                 && let Some(url) = &self.spec.auth_signin_url
             {
-                tracing::debug!(address = %self.spec.address, "forwardAuth: 401, redirecting to authSigninURL");
+                tracing::debug!("forwardAuth: 401, redirecting to authSigninURL");
                 return signin_redirect(url, &parts);
             }
             if !auth.status.is_success() {
-                tracing::debug!(address = %self.spec.address, status = auth.status.as_u16(), "forwardAuth: denied");
+                let status = auth.status.as_u16();
+                tracing::debug!(status, "forwardAuth: the auth server denied the request");
                 return self.denied(auth, auth_body);
             }
 
@@ -299,7 +302,10 @@ impl Auth {
                 .map(|location| resolve_reference(&self.spec.address, location))
                 .and_then(|resolved| HeaderValue::from_str(&resolved).ok());
             let Some(resolved) = resolved else {
-                tracing::debug!(address = %self.spec.address, "forwardAuth: the auth server's Location is not a URL");
+                tracing::debug!(
+                    ?location,
+                    "forwardAuth: the auth server's Location is not a URL"
+                );
                 return status_only(StatusCode::INTERNAL_SERVER_ERROR);
             };
             headers.insert(LOCATION, resolved);
@@ -311,18 +317,27 @@ impl Auth {
     }
 }
 
-/// A 302 to `url` as Go's `http.Redirect` writes it: relative to the request's path when
-/// `url` is a relative path, with a small HTML body for GET.
+/// A 302 to `url` as Go's `http.Redirect` writes it: a path is cleaned (a relative one taken
+/// from the request path's directory), and GET gets a small HTML body.
 fn signin_redirect(url: &HeaderValue, client: &request::Parts) -> Response<Body> {
     let text = url.to_str().unwrap_or_default();
-    let is_relative_path = !text.starts_with('/') && !text.contains("://");
-    let location = if is_relative_path {
-        let path = client.uri.path();
-        let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        HeaderValue::from_str(&remove_dot_segments(&format!("{directory}{text}")))
-            .unwrap_or_else(|_| url.clone())
-    } else {
+    let location = if has_scheme(text) || text.starts_with("//") {
         url.clone()
+    } else {
+        let (path, query) = split_query(text);
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            let request_path = client.uri.path();
+            let directory = &request_path[..request_path.rfind('/').map_or(0, |i| i + 1)];
+            format!("{directory}{path}")
+        };
+        let mut cleaned = remove_dot_segments(&path);
+        if let Some(query) = query {
+            cleaned.push('?');
+            cleaned.push_str(query);
+        }
+        HeaderValue::from_str(&cleaned).unwrap_or_else(|_| url.clone())
     };
     let get = client.method == Method::GET;
     let body = if get {
@@ -635,15 +650,9 @@ fn resolve_reference(base: &Uri, reference: &str) -> String {
         Some((rest, fragment)) => (rest, Some(fragment)),
         None => (reference, None),
     };
-    let has_scheme = reference.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
     let scheme = base.scheme_str().unwrap_or("http");
     let authority = base.authority().map_or("", |a| a.as_str());
-    let mut out = if has_scheme {
+    let mut out = if has_scheme(reference) {
         reference.to_owned()
     } else if let Some(rest) = reference.strip_prefix("//") {
         let (authority, path_and_query) = match rest.find(['/', '?']) {
@@ -656,10 +665,7 @@ fn resolve_reference(base: &Uri, reference: &str) -> String {
         } else {
             remove_dot_segments(path)
         };
-        format!(
-            "{scheme}://{authority}{path}{}",
-            query.map(|q| format!("?{q}")).unwrap_or_default()
-        )
+        join_url(scheme, authority, &path, query)
     } else {
         let (path, query) = split_query(reference);
         let path = if path.is_empty() {
@@ -677,16 +683,30 @@ fn resolve_reference(base: &Uri, reference: &str) -> String {
             None if reference.is_empty() => base.query(),
             None => None,
         };
-        format!(
-            "{scheme}://{authority}{path}{}",
-            query.map(|q| format!("?{q}")).unwrap_or_default()
-        )
+        join_url(scheme, authority, &path, query)
     };
     if let Some(fragment) = fragment {
         out.push('#');
         out.push_str(fragment);
     }
     out
+}
+
+fn join_url(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{scheme}://{authority}{path}?{query}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// Whether a URL reference starts with a scheme (`https:`, `mailto:`).
+fn has_scheme(reference: &str) -> bool {
+    reference.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
 }
 
 fn split_query(reference: &str) -> (&str, Option<&str>) {
@@ -701,6 +721,7 @@ fn split_query(reference: &str) -> (&str, Option<&str>) {
 fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // `split` yields at least one segment, even for an empty path.
     let last = segments.len() - 1;
     for (i, segment) in segments.iter().enumerate() {
         match *segment {
