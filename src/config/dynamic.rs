@@ -742,6 +742,9 @@ pub struct ForwardAuth {
     pub max_response_body_size: Option<i64>,
     pub preserve_location_header: bool,
     pub preserve_request_method: bool,
+    /// Where a 401 from the auth server sends the client instead.
+    #[serde(rename = "authSigninURL")]
+    pub auth_signin_url: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
