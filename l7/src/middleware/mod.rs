@@ -9,6 +9,7 @@ pub mod add_prefix;
 pub mod basic_auth;
 pub mod buffering;
 pub mod circuit_breaker;
+pub mod compress;
 pub mod content_sniff;
 pub mod content_type;
 pub mod digest_auth;
