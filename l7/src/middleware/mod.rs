@@ -14,6 +14,7 @@ pub mod content_sniff;
 pub mod content_type;
 pub mod digest_auth;
 pub mod encoded_characters;
+pub mod errors;
 pub mod headers;
 pub mod htpasswd;
 pub mod in_flight_req;
