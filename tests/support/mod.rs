@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod grpc;
 pub mod programs;
+pub mod responses;
 pub mod web;
 
 /// How long a test waits for anything before it fails instead of hanging.

@@ -11,6 +11,7 @@ mod http;
 mod mw_access;
 mod mw_headers;
 mod mw_path;
+mod mw_responses;
 mod mw_traffic;
 
 use std::collections::{BTreeMap, HashMap};
