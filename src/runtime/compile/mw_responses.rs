@@ -133,3 +133,74 @@ pub(super) fn build_errors(
     }
     Ok(Arc::new(spec))
 }
+
+#[cfg(test)]
+mod tests {
+    use l7::handler::Noop;
+
+    use super::*;
+
+    fn compress_error(edit: impl FnOnce(&mut Compress)) -> String {
+        let mut c = Compress::default();
+        edit(&mut c);
+        build_compress(&c).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn compress_options_are_checked() {
+        assert!(build_compress(&Compress::default()).is_ok());
+        assert!(compress_error(|c| c.encodings.clear()).contains("at least one"));
+        assert!(compress_error(|c| c.encodings = vec!["deflate".into()]).contains("\"deflate\""));
+        assert!(
+            compress_error(|c| {
+                c.encodings = vec!["gzip".into()];
+                c.default_encoding = "br".into();
+            })
+            .contains("defaultEncoding")
+        );
+        assert!(
+            compress_error(|c| {
+                c.excluded_content_types = vec!["text/html".into()];
+                c.included_content_types = vec!["text/css".into()];
+            })
+            .contains("mutually exclusive")
+        );
+        assert!(
+            compress_error(|c| c.included_content_types = vec!["html".into()])
+                .contains("not a media type")
+        );
+    }
+
+    fn errors_error(edit: impl FnOnce(&mut ErrorPage)) -> String {
+        let mut e = ErrorPage {
+            status: vec!["500-599".into()],
+            query: "/{status}.html".into(),
+            ..ErrorPage::default()
+        };
+        edit(&mut e);
+        build_errors(&e, Arc::new(Noop)).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn errors_options_are_checked() {
+        assert_eq!(errors_error(|_| {}), "");
+        assert!(errors_error(|e| e.status = vec!["5xx".into()]).starts_with("errors.status"));
+        assert!(
+            errors_error(|e| {
+                e.status_rewrites.insert("502-504".into(), 1000);
+            })
+            .contains("1000 is not an HTTP status")
+        );
+        assert!(
+            errors_error(|e| {
+                e.status_rewrites.insert("50x".into(), 500);
+            })
+            .starts_with("errors.statusRewrites")
+        );
+        assert!(
+            errors_error(|e| e.error_request_headers = vec!["bad header".into()])
+                .contains("not a header name")
+        );
+        assert!(errors_error(|e| e.query = "/a b".into()).contains("not a valid path"));
+    }
+}
