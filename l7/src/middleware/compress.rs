@@ -241,7 +241,7 @@ impl Compress {
             .and_then(|(_, _, coding)| coding)
     }
 
-    /// Whether `response` to a request getting `encoding` should be compressed at all.
+    /// Whether `response` may be compressed at all (its size aside).
     fn compressible(&self, response: &Response<Body>) -> bool {
         let status = response.status();
         if status.is_informational()
