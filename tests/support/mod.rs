@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod auth_server;
 pub mod grpc;
 pub mod programs;
+pub mod responses;
 pub mod web;
 
 /// How long a test waits for anything before it fails instead of hanging.

@@ -34,7 +34,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
-use super::{mw_access, mw_auth, mw_headers, mw_path, mw_traffic};
+use super::{mw_access, mw_auth, mw_headers, mw_path, mw_responses, mw_traffic};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
@@ -257,6 +257,21 @@ impl Compiler<'_> {
                 )?);
             }
             return Some(Arc::new(Chain(parts)));
+        }
+        if let Some(e) = &m.errors {
+            if e.service.value.is_empty() {
+                self.problem(at, format!("middleware {name}: errors.service is required"));
+                return None;
+            }
+            let service_at = e.service.location.as_ref().or(at);
+            let service = self.http_service(&e.service.value, service_at, depth + 1)?;
+            return match mw_responses::build_errors(e, service) {
+                Ok(mw) => Some(mw),
+                Err(err) => {
+                    self.problem(at, format!("middleware {name}: {err}"));
+                    None
+                }
+            };
         }
         for build in MIDDLEWARE_BUILDERS {
             if let Some(built) = build(name, m) {
@@ -745,6 +760,7 @@ const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[
     |_, m| mw_access::build(m),
     |_, m| mw_traffic::build(m),
     |_, m| mw_auth::build(m),
+    |_, m| mw_responses::build(m),
 ];
 
 /// `chain{middlewares}`: several middlewares as one.

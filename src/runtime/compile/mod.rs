@@ -12,6 +12,7 @@ mod mw_access;
 mod mw_auth;
 mod mw_headers;
 mod mw_path;
+mod mw_responses;
 mod mw_traffic;
 
 use std::collections::{BTreeMap, HashMap};
