@@ -13,6 +13,7 @@ pub mod content_sniff;
 pub mod content_type;
 pub mod digest_auth;
 pub mod encoded_characters;
+pub mod grpc_web;
 pub mod headers;
 pub mod htpasswd;
 pub mod in_flight_req;

@@ -34,7 +34,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
-use super::{mw_access, mw_headers, mw_path, mw_traffic};
+use super::{mw_access, mw_grpc, mw_headers, mw_path, mw_traffic};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
@@ -744,6 +744,7 @@ const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[
     mw_path::build,
     |_, m| mw_access::build(m),
     |_, m| mw_traffic::build(m),
+    |_, m| mw_grpc::build(m),
 ];
 
 /// `chain{middlewares}`: several middlewares as one.

@@ -9,6 +9,7 @@
 
 mod http;
 mod mw_access;
+mod mw_grpc;
 mod mw_headers;
 mod mw_path;
 mod mw_traffic;
