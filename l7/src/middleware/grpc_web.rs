@@ -32,7 +32,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 
 use super::Middleware;
-use crate::handler::{Body, BoxFuture, Handler, SharedHandler, empty_body};
+use crate::handler::{Body, BoxFuture, Handler, SharedHandler, boxed, empty_body};
 use body::{TextRequestBody, WebResponseBody};
 
 pub use body::TextBodyError;
@@ -235,7 +235,7 @@ fn grpc_request(request: Request<Body>, encoding: Encoding) -> Request<Body> {
         Encoding::Binary => body,
         Encoding::Text => {
             parts.headers.remove(CONTENT_LENGTH);
-            crate::handler::boxed(TextRequestBody::new(body))
+            boxed(TextRequestBody::new(body))
         }
     };
     Request::from_parts(parts, body)
@@ -260,7 +260,7 @@ fn grpc_web_response(
         // The trailer frame (and base64) changes the length; trailers go in the body.
         parts.headers.remove(CONTENT_LENGTH);
         parts.headers.remove(TRAILER);
-        body = crate::handler::boxed(WebResponseBody::new(body, encoding == Encoding::Text));
+        body = boxed(WebResponseBody::new(body, encoding == Encoding::Text));
     }
     let exposed = exposed_headers(&parts.headers);
     if let Ok(exposed) = HeaderValue::from_str(&exposed) {
