@@ -13,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{DecodeError, DecodeSliceError};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Frame, SizeHint};
@@ -114,15 +115,12 @@ impl TextDecoder {
         let decoded = DECODER
             .decode_slice(quanta, &mut out[start..])
             .map_err(|error| {
+                // Padding and length errors are about the last quantum.
                 let within = match error {
-                    base64::DecodeSliceError::DecodeError(base64::DecodeError::InvalidByte(
-                        at,
-                        _,
-                    ))
-                    | base64::DecodeSliceError::DecodeError(
-                        base64::DecodeError::InvalidLastSymbol(at, _),
+                    DecodeSliceError::DecodeError(
+                        DecodeError::InvalidByte(at, _) | DecodeError::InvalidLastSymbol(at, _),
                     ) => at,
-                    _ => 0,
+                    _ => quanta.len() - 4,
                 };
                 TextBodyError::InvalidBase64 {
                     at: self.consumed + (within - within % 4) as u64,
