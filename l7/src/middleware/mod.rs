@@ -16,6 +16,7 @@ pub mod digest_auth;
 pub mod encoded_characters;
 pub mod errors;
 pub mod forward_auth;
+pub mod grpc_web;
 pub mod headers;
 pub mod htpasswd;
 pub mod in_flight_req;

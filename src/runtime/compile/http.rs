@@ -34,7 +34,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
-use super::{mw_access, mw_auth, mw_headers, mw_path, mw_responses, mw_traffic};
+use super::{mw_access, mw_auth, mw_grpc, mw_headers, mw_path, mw_responses, mw_traffic};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
@@ -761,6 +761,7 @@ const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[
     |_, m| mw_traffic::build(m),
     |_, m| mw_auth::build(m),
     |_, m| mw_responses::build(m),
+    |_, m| mw_grpc::build(m),
 ];
 
 /// `chain{middlewares}`: several middlewares as one.

@@ -10,6 +10,7 @@
 mod http;
 mod mw_access;
 mod mw_auth;
+mod mw_grpc;
 mod mw_headers;
 mod mw_path;
 mod mw_responses;
