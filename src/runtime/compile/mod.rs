@@ -11,6 +11,7 @@ mod http;
 mod mw_access;
 mod mw_headers;
 mod mw_path;
+mod mw_tls;
 mod mw_traffic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +25,7 @@ use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
-use l4::tls::{CertStore, TlsVersion, TlsVersions};
+use l4::tls::{CertStore, ClientAuth, ClientAuthType, TlsVersion, TlsVersions};
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -680,15 +681,7 @@ impl Compiler<'_> {
     }
 
     fn build_tls(&mut self, o: &TlsOptions) -> Result<tokio_rustls::TlsAcceptor, String> {
-        let auth = &o.client_auth;
-        let auth_type = auth.client_auth_type.value.as_str();
-        if !auth.ca_files.is_empty() || !(auth_type.is_empty() || auth_type == "NoClientCert") {
-            // Client authentication arrives with the TLS issue; until then a router that
-            // asks for it must not serve without it.
-            return Err(
-                "clientAuth is not supported yet; refusing handshakes (fail closed)".into(),
-            );
-        }
+        let client_auth = client_auth(&o.client_auth)?;
         if !o.cipher_suites.is_empty() || !o.curve_preferences.is_empty() {
             tracing::warn!(
                 "TLS option cipherSuites/curvePreferences are not applied yet; rustls' secure defaults are used"
@@ -720,7 +713,8 @@ impl Compiler<'_> {
         };
         let (certs, default) = self.certificates();
         let store = Arc::new(CertStore::new(certs, default).with_sni_strict(o.sni_strict));
-        let config = l4::tls::server_config(store, versions, alpn).map_err(|e| e.to_string())?;
+        let config = l4::tls::server_config(store, versions, alpn, &client_auth)
+            .map_err(|e| e.to_string())?;
         Ok(tokio_rustls::TlsAcceptor::from(config))
     }
 
@@ -774,6 +768,23 @@ impl Compiler<'_> {
         }
         self.internal.default_cert.clone()
     }
+}
+
+/// `clientAuth` as Traefik reads it. Every CA file must load: an option that cannot
+/// authenticate clients as asked is broken, never lenient.
+fn client_auth(c: &crate::config::dynamic::ClientAuth) -> Result<ClientAuth, String> {
+    let kind = match c.client_auth_type.value.as_str() {
+        "" => None,
+        name => Some(name.parse::<ClientAuthType>().map_err(|e| e.to_string())?),
+    };
+    let mut cas = Vec::new();
+    for ca in &c.ca_files {
+        cas.extend(
+            l4::tls::load_ca_certificates(&ca.value).map_err(|e| format!("clientAuth: {e}"))?,
+        );
+    }
+    // A verifying type without CAs is refused when the verifier is built.
+    Ok(ClientAuth::new(kind, cas))
 }
 
 /// A duration that is > 0, or `None` (Traefik treats <= 0 as "use the default").
