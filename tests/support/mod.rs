@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod grpc;
+pub mod mtls;
 pub mod programs;
 pub mod web;
 

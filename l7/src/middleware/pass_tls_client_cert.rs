@@ -225,7 +225,7 @@ fn string_value<'a>(atv: &'a AttributeTypeAndValue<'_>) -> Option<Cow<'a, str>> 
         }
         Tag::T61String => Some(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
         Tag::BmpString => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             // Go drops one trailing NUL character.
