@@ -280,6 +280,62 @@ tls:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_router_with_a_missing_ca_file_refuses_what_a_catch_all_would_take() {
+    let guarded = Backend::echo(Some("guarded")).await;
+    let catch_all = Backend::echo(Some("catch-all")).await;
+    let pki = Pki::new();
+    let dir = temp_dir("mw-tls-tcp-missing-ca");
+    let port = free_port();
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    db:
+      rule: "HostSNI(`db.test`)"
+      service: db
+      tls: {{ options: mtls }}
+    rest:
+      rule: "HostSNI(`*`)"
+      service: rest
+      tls: {{}}
+  services:
+    db: {{ loadBalancer: {{ servers: [{{ address: "{guarded}" }}] }} }}
+    rest: {{ loadBalancer: {{ servers: [{{ address: "{catch_all}" }}] }} }}
+tls:
+{certificates}  options:
+    mtls:
+      clientAuth: {{ caFiles: ["{missing}"] }}
+"#,
+        guarded = guarded.addr,
+        catch_all = catch_all.addr,
+        certificates = pki.certificates(&dir, &["db.test", "other.test"]),
+        missing = dir.join("gone-ca.pem").display(),
+    );
+    let router = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &dynamic,
+        &[port],
+    );
+
+    let refused = async {
+        let mut tls = connect(port, "db.test", pki.client(Presented::GoodCa)).await?;
+        read_line(&mut tls).await
+    }
+    .await;
+    assert!(
+        refused.is_err() || refused.as_deref().is_ok_and(str::is_empty),
+        "{refused:?}"
+    );
+    assert_eq!((guarded.accepted(), catch_all.accepted()), (0, 0));
+    let mut other = connect(port, "other.test", pki.client(Presented::Nothing))
+        .await
+        .unwrap();
+    assert_eq!(read_line(&mut other).await.unwrap(), "catch-all");
+    router.wait_log("refusing TLS handshake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_tls_client_cert_forwards_the_handshake_certificate_and_drops_forged_values() {
     let backend = CertHeadersBackend::start().await;
     let pki = Pki::new();

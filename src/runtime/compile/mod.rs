@@ -139,7 +139,7 @@ pub fn compile(
     type Tables = HashMap<String, (Vec<Route<TcpTarget>>, Vec<Route<TcpTarget>>)>;
     let mut tables = Tables::new();
     for (name, router) in &dy.tcp.routers {
-        if !report.tcp_router_enabled(name) {
+        if !report.tcp_router_enabled(name) && !c.tls_option_broken(&router.value) {
             continue;
         }
         let Some((route_eps, route)) = c.tcp_route(name, &router.value) else {
@@ -649,6 +649,25 @@ impl Compiler<'_> {
         };
         self.middlewares.insert(name.to_string(), built.clone());
         built
+    }
+
+    /// Whether a TCP router terminates TLS with an option that cannot be built. Such a
+    /// router is compiled even when validation disabled it, so that the connections it
+    /// would match are refused rather than taken by another router without the client
+    /// authentication it asked for.
+    fn tls_option_broken(&mut self, r: &TcpRouter) -> bool {
+        let Some(tls) = r.tls.as_ref().filter(|t| !t.passthrough) else {
+            return false;
+        };
+        let option = if tls.options.value.is_empty() {
+            DEFAULT_TLS_NAME
+        } else {
+            tls.options.value.as_str()
+        };
+        matches!(
+            self.tls_mode(option, tls.options.location.as_ref()),
+            TlsMode::Broken(_)
+        )
     }
 
     /// The TLS acceptor for a TLS option, or a fail-closed mode when it cannot be built.
