@@ -800,15 +800,21 @@ tcp:
     drop(b);
 }
 
-/// Routers with `tls.options` naming a TLS option that asks for client certificates
-/// refuse the handshake (fail closed) until client authentication is supported.
+/// Routers with `tls.options` naming a TLS option that asks for client certificates from a
+/// CA file that cannot be read as certificates refuse the handshake (fail closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_option_with_client_auth_fails_closed() {
+async fn tls_option_with_unusable_client_ca_fails_closed() {
     let cert = TestCert::new(&["mtls.test"]);
     let backend = Backend::echo(Some("should not see this")).await;
     let port = free_port();
     let dir = temp_dir("failclosed");
     let (c, k) = cert.write(&dir, "mtls");
+    let ca = dir.join("corrupt-ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let dynamic = format!(
         r#"
 tcp:
@@ -830,7 +836,7 @@ tls:
         backend.addr,
         c.display(),
         k.display(),
-        c.display()
+        ca.display()
     );
     let r = Router::start(
         &dir,

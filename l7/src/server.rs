@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l4::io::PrefixedIo;
 use l4::tcp::dispatch::{HandoffFuture, HttpConn, HttpHandoff};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -91,6 +92,9 @@ pub struct TlsInfo {
     pub sni: Option<Arc<str>>,
     /// The TLS option the handshake was made with.
     pub option: Arc<str>,
+    /// The client's certificate chain (leaf first), as the option's client authentication
+    /// accepted it; `None` when the client presented none.
+    pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 /// Entrypoint settings of the HTTP server (static configuration).
@@ -204,6 +208,7 @@ impl HttpEntrypoint {
         let tls = conn.tls_option.as_ref().map(|option| TlsInfo {
             sni: conn.sni.clone(),
             option: option.clone(),
+            peer_certificates: conn.peer_certificates.clone(),
         });
         let client = ClientInfo {
             peer: conn.client,

@@ -141,6 +141,7 @@ async fn start_proxy(table: Table<RouteTarget>, config: EntrypointConfig) -> Run
                 local: addr,
                 sni: None,
                 tls_option: None,
+                peer_certificates: None,
             };
             tokio::spawn(async move { proxy.serve(stream, conn).await });
         }

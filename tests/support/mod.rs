@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod auth_server;
 pub mod grpc;
 pub mod grpc_web;
+pub mod mtls;
 pub mod programs;
 pub mod responses;
 pub mod web;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -146,6 +147,9 @@ pub struct HttpConn {
     pub sni: Option<Arc<str>>,
     /// The TLS option of the handshake; `None` for plaintext.
     pub tls_option: Option<Arc<str>>,
+    /// The certificate chain the client presented in the handshake (leaf first), as the TLS
+    /// option's client authentication accepted it; `None` when it presented none.
+    pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 pub type HandoffFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -374,6 +378,7 @@ async fn serve_https(
         local: ctx.local,
         sni: ctx.sni.map(Arc::from),
         tls_option: Some(target.option.clone()),
+        peer_certificates: tls.get_ref().1.peer_certificates().map(Arc::from),
     };
     http.serve_tls(tls, conn).await;
 }
@@ -404,6 +409,7 @@ async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRout
                 local: ctx.local,
                 sni: None,
                 tls_option: None,
+                peer_certificates: None,
             };
             http.serve_plain(PrefixedIo::new(buf.freeze(), client), conn)
                 .await

@@ -97,6 +97,24 @@ pub fn load_certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, Tl
     certified_key(chain, key, cert_origin, key_origin)
 }
 
+/// Loads the certificates of one `caFiles` entry (a path or inline PEM); an entry without
+/// any certificate is an error, as in Traefik.
+pub fn load_ca_certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let source = PemSource::new(value);
+    let origin = source.origin("CA file");
+    let pem = source.read("CA file")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            origin: origin.clone(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { origin });
+    }
+    Ok(certs)
+}
+
 fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -219,6 +237,20 @@ mod tests {
             matches!(&err, TlsError::Pem { origin, .. } if origin.starts_with("inline")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ca_certificates_load_from_a_file_or_inline_and_must_exist() {
+        assert_eq!(load_ca_certificates(&testdata("rsa.crt")).unwrap().len(), 1);
+        let (cert, _) = generated(&rcgen::PKCS_ED25519);
+        assert_eq!(load_ca_certificates(&cert).unwrap().len(), 1);
+        let err = load_ca_certificates("/nonexistent/ca.pem").unwrap_err();
+        assert!(
+            err.to_string().contains("CA file /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let err = load_ca_certificates(&testdata("rsa-pkcs1.key")).unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
     }
 
     #[test]

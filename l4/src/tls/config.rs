@@ -1,4 +1,5 @@
-//! rustls server configurations from Traefik TLS options (versions, ALPN).
+//! rustls server configurations from Traefik TLS options (versions, ALPN, client
+//! authentication).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use rustls::crypto::ring;
 use rustls::{ServerConfig, SupportedProtocolVersion, version};
 
-use super::{CertStore, TlsError};
+use super::{CertStore, ClientAuth, TlsError};
 
 static TLS12_ONLY: [&SupportedProtocolVersion; 1] = [&version::TLS12];
 static TLS12_AND_13: [&SupportedProtocolVersion; 2] = [&version::TLS13, &version::TLS12];
@@ -83,16 +84,20 @@ impl TlsVersions {
 }
 
 /// A server configuration serving certificates from `store`, offering `alpn` (in order of
-/// preference; empty means no ALPN) within `versions`.
+/// preference; empty means no ALPN) within `versions`, and authenticating clients as
+/// `client_auth` says.
 pub fn server_config(
     store: Arc<CertStore>,
     versions: TlsVersions,
     alpn: Vec<Vec<u8>>,
+    client_auth: &ClientAuth,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let provider = Arc::new(ring::default_provider());
+    let verifier = client_auth.verifier(&provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions.protocol_versions()?)
         .map_err(TlsError::Config)?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(store);
     config.alpn_protocols = alpn;
     Ok(Arc::new(config))

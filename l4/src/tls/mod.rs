@@ -1,17 +1,21 @@
 //! TLS termination building blocks on rustls (ring provider): loading certificates and keys
-//! from files or inline PEM, a certificate store that picks a certificate by SNI, and
-//! server configurations built from Traefik's TLS options.
+//! from files or inline PEM, a certificate store that picks a certificate by SNI, client
+//! certificate authentication, and server configurations built from Traefik's TLS options.
 //!
 //! Which routers use which option, and when to terminate at all, is decided elsewhere; this
 //! module only turns certificates and options into rustls objects.
 
 mod certificate;
+mod client_auth;
 mod config;
 mod store;
 
 use std::path::PathBuf;
 
-pub use certificate::{DEFAULT_CERT_COMMON_NAME, load_certified_key, self_signed_default};
+pub use certificate::{
+    DEFAULT_CERT_COMMON_NAME, load_ca_certificates, load_certified_key, self_signed_default,
+};
+pub use client_auth::{ClientAuth, ClientAuthType};
 pub use config::{TlsVersion, TlsVersions, server_config};
 pub use store::CertStore;
 
@@ -65,6 +69,16 @@ pub enum TlsError {
         "unknown TLS version {0:?} (expected VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13)"
     )]
     UnknownVersion(String),
+    #[error(
+        "unknown client auth type {0:?} (expected NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
+    )]
+    UnknownClientAuthType(String),
+    #[error("clientAuthType {0} verifies client certificates and needs caFiles")]
+    ClientAuthNeedsCa(ClientAuthType),
+    #[error("a caFiles certificate cannot be used as a trust anchor: {0}")]
+    ClientCa(#[source] rustls::Error),
+    #[error("cannot build the client certificate verifier: {0}")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
     #[error("cannot build the TLS server configuration: {0}")]
     Config(#[source] rustls::Error),
 }

@@ -22,6 +22,7 @@ pub mod htpasswd;
 pub mod in_flight_req;
 pub mod ip_allow_list;
 pub mod ip_strategy;
+pub mod pass_tls_client_cert;
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod redirect_regex;

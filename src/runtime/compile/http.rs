@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use l4::tcp::dispatch::HttpsTarget;
+use l4::tcp::dispatch::{HttpsTarget, TlsMode};
 use l4::tcp::sni::SniTable;
 use std::time::Duration;
 
@@ -34,13 +34,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::{
     Compiler, DEFAULT_TRANSPORT, MAX_SERVICE_DEPTH, load_roots, located, positive, read_pem_or_path,
 };
-use super::{mw_access, mw_auth, mw_grpc, mw_headers, mw_path, mw_responses, mw_traffic};
+use super::{mw_access, mw_auth, mw_grpc, mw_headers, mw_path, mw_responses, mw_tls, mw_traffic};
 use crate::config::Location;
 use crate::config::dynamic::{
     Cookie, DEFAULT_TLS_NAME, HttpMiddleware, ServerHealthCheck, ServersLoadBalancer,
     WeightedService,
 };
-use crate::config::validate::Report;
+use crate::config::validate::{Report, ResolvedRouter};
 
 /// An entrypoint's (plaintext routes, TLS routes).
 type RouteLists = (Vec<Route<RouteTarget>>, Vec<Route<RouteTarget>>);
@@ -70,6 +70,7 @@ impl Compiler<'_> {
     pub(super) fn http_routers(&mut self, report: &Report) {
         for (name, resolved) in &report.resolved_http_routers {
             if !report.http_router_enabled(name) {
+                self.close_broken_https_names(name, resolved);
                 continue;
             }
             let Some(router) = self.dy.http.routers.get(&resolved.origin) else {
@@ -144,6 +145,33 @@ impl Compiler<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// A disabled TLS router whose TLS option is broken still claims its domains, with
+    /// handshakes refused, as Traefik's closing route does: a client asking for that name
+    /// never gets TLS without the client authentication the option asked for.
+    fn close_broken_https_names(&mut self, name: &str, resolved: &ResolvedRouter) {
+        let Some(option) = resolved.tls_options.as_deref() else {
+            return;
+        };
+        let Some(router) = self.dy.http.routers.get(&resolved.origin) else {
+            return;
+        };
+        let Ok(rule) = HttpRule::compile(&router.value.rule.value) else {
+            return;
+        };
+        let domains = rule.hosts();
+        let option: Arc<str> = Arc::from(if option.is_empty() {
+            DEFAULT_TLS_NAME
+        } else {
+            option
+        });
+        if domains.is_empty() || !matches!(self.tls_mode(&option, None), TlsMode::Broken(_)) {
+            return;
+        }
+        for ep in &resolved.entry_points {
+            self.https_names(ep, name, &option, &domains);
         }
     }
 
@@ -762,6 +790,7 @@ const MIDDLEWARE_BUILDERS: &[MiddlewareBuilder] = &[
     |_, m| mw_auth::build(m),
     |_, m| mw_responses::build(m),
     |_, m| mw_grpc::build(m),
+    mw_tls::build,
 ];
 
 /// `chain{middlewares}`: several middlewares as one.

@@ -14,6 +14,7 @@ mod mw_grpc;
 mod mw_headers;
 mod mw_path;
 mod mw_responses;
+mod mw_tls;
 mod mw_traffic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +28,7 @@ use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
-use l4::tls::{CertStore, TlsVersion, TlsVersions};
+use l4::tls::{CertStore, ClientAuth, ClientAuthType, TlsVersion, TlsVersions};
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -141,7 +142,7 @@ pub fn compile(
     type Tables = HashMap<String, (Vec<Route<TcpTarget>>, Vec<Route<TcpTarget>>)>;
     let mut tables = Tables::new();
     for (name, router) in &dy.tcp.routers {
-        if !report.tcp_router_enabled(name) {
+        if !report.tcp_router_enabled(name) && !c.tls_option_broken(&router.value) {
             continue;
         }
         let Some((route_eps, route)) = c.tcp_route(name, &router.value) else {
@@ -653,6 +654,25 @@ impl Compiler<'_> {
         built
     }
 
+    /// Whether a TCP router terminates TLS with an option that cannot be built. Such a
+    /// router is compiled even when validation disabled it, so that the connections it
+    /// would match are refused rather than taken by another router without the client
+    /// authentication it asked for.
+    fn tls_option_broken(&mut self, r: &TcpRouter) -> bool {
+        let Some(tls) = r.tls.as_ref().filter(|t| !t.passthrough) else {
+            return false;
+        };
+        let option = if tls.options.value.is_empty() {
+            DEFAULT_TLS_NAME
+        } else {
+            tls.options.value.as_str()
+        };
+        matches!(
+            self.tls_mode(option, tls.options.location.as_ref()),
+            TlsMode::Broken(_)
+        )
+    }
+
     /// The TLS acceptor for a TLS option, or a fail-closed mode when it cannot be built.
     fn tls_mode(&mut self, option: &str, at: Option<&crate::config::Location>) -> TlsMode {
         if let Some(m) = self.tls_modes.get(option) {
@@ -683,15 +703,7 @@ impl Compiler<'_> {
     }
 
     fn build_tls(&mut self, o: &TlsOptions) -> Result<tokio_rustls::TlsAcceptor, String> {
-        let auth = &o.client_auth;
-        let auth_type = auth.client_auth_type.value.as_str();
-        if !auth.ca_files.is_empty() || !(auth_type.is_empty() || auth_type == "NoClientCert") {
-            // Client authentication arrives with the TLS issue; until then a router that
-            // asks for it must not serve without it.
-            return Err(
-                "clientAuth is not supported yet; refusing handshakes (fail closed)".into(),
-            );
-        }
+        let client_auth = client_auth(&o.client_auth)?;
         if !o.cipher_suites.is_empty() || !o.curve_preferences.is_empty() {
             tracing::warn!(
                 "TLS option cipherSuites/curvePreferences are not applied yet; rustls' secure defaults are used"
@@ -723,7 +735,8 @@ impl Compiler<'_> {
         };
         let (certs, default) = self.certificates();
         let store = Arc::new(CertStore::new(certs, default).with_sni_strict(o.sni_strict));
-        let config = l4::tls::server_config(store, versions, alpn).map_err(|e| e.to_string())?;
+        let config = l4::tls::server_config(store, versions, alpn, &client_auth)
+            .map_err(|e| e.to_string())?;
         Ok(tokio_rustls::TlsAcceptor::from(config))
     }
 
@@ -777,6 +790,23 @@ impl Compiler<'_> {
         }
         self.internal.default_cert.clone()
     }
+}
+
+/// `clientAuth` as Traefik reads it. Every CA file must load: an option that cannot
+/// authenticate clients as asked is broken, never lenient.
+fn client_auth(c: &crate::config::dynamic::ClientAuth) -> Result<ClientAuth, String> {
+    let kind = match c.client_auth_type.value.as_str() {
+        "" => None,
+        name => Some(name.parse::<ClientAuthType>().map_err(|e| e.to_string())?),
+    };
+    let mut cas = Vec::new();
+    for ca in &c.ca_files {
+        cas.extend(
+            l4::tls::load_ca_certificates(&ca.value).map_err(|e| format!("clientAuth: {e}"))?,
+        );
+    }
+    // A verifying type without CAs is refused when the verifier is built.
+    Ok(ClientAuth::new(kind, cas))
 }
 
 /// A duration that is > 0, or `None` (Traefik treats <= 0 as "use the default").

@@ -1,0 +1,174 @@
+//! Client certificates for the end-to-end tests: a rustls client that presents one (or
+//! none), one-shot HTTP/1.1 requests over it whose failure is a value rather than a panic
+//! (a refused client certificate shows up there with TLS 1.3), and a backend that answers
+//! with the `X-Forwarded-Tls-Client-Cert*` headers it received.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{TestCert, WAIT, provider};
+
+/// A TLS client configuration trusting `server_ca`, offering HTTP/1.1 and presenting
+/// `client` (its certificate, then `chain`) when the server asks.
+pub fn client_config(
+    server_ca: &TestCert,
+    client: Option<&TestCert>,
+    chain: &[&TestCert],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.cert_der.clone()).expect("root");
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(cert) => {
+            let mut certs = vec![cert.cert_der.clone()];
+            certs.extend(chain.iter().map(|c| c.cert_der.clone()));
+            builder
+                .with_client_auth_cert(certs, cert.key_der())
+                .expect("client certificate")
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Opens TLS to `127.0.0.1:port` for `sni`. With TLS 1.3 a server that refuses the client's
+/// certificate says so only after this returns: use the stream before concluding.
+pub async fn connect(
+    port: u16,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(("127.0.0.1", port))).await??;
+    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(WAIT, connector.connect(name, tcp)).await?
+}
+
+/// What one HTTPS request gave.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    }
+}
+
+/// One GET `path` for `sni` over a new TLS connection, with `headers` added; `Err` says why
+/// no answer came (handshake refused, connection closed).
+pub async fn fetch(
+    port: u16,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Fetched, String> {
+    let tls = connect(port, sni, config)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    let mut request = Request::get(path).header("host", sni);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| format!("request: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A plaintext HTTP backend answering every request with the `X-Forwarded-Tls-Client-Cert`
+/// and `-Info` values it received, in `x-seen-tls-client-cert(-info)` (`-` when absent).
+pub struct CertHeadersBackend {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CertHeadersBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CertHeadersBackend {
+    pub async fn start() -> CertHeadersBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let seen = |name: &str| {
+                        request
+                            .headers()
+                            .get_all(name)
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("?").to_owned())
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    };
+                    let (cert, info) = (
+                        seen("x-forwarded-tls-client-cert"),
+                        seen("x-forwarded-tls-client-cert-info"),
+                    );
+                    let or_dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
+                    let response = Response::builder()
+                        .header("x-seen-tls-client-cert", or_dash(cert))
+                        .header("x-seen-tls-client-cert-info", or_dash(info))
+                        .body(Full::new(Bytes::from_static(b"ok")))
+                        .expect("response");
+                    Ok::<_, Infallible>(response)
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        CertHeadersBackend { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
