@@ -10,7 +10,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use super::Middleware;
-use super::source_criterion::SourceCriterion;
+use super::source_criterion::{Source, SourceCriterion};
 use crate::handler::HeldBody;
 use crate::handler::{Body, BoxFuture, Handler, SharedHandler, boxed, full_body};
 
@@ -42,10 +42,10 @@ struct Limiter {
 /// Requests in flight per source; a source leaves the table when its count falls to 0,
 /// so the table is never larger than the number of requests being answered.
 #[derive(Default)]
-struct Counts(Mutex<HashMap<String, usize>>);
+struct Counts(Mutex<HashMap<Source, usize>>);
 
 impl Counts {
-    fn try_acquire(self: &Arc<Self>, source: String, limit: usize) -> Option<Permit> {
+    fn try_acquire(self: &Arc<Self>, source: Source, limit: usize) -> Option<Permit> {
         let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(source.clone()).or_insert(0);
         if *count >= limit {
@@ -62,7 +62,7 @@ impl Counts {
 /// One request's place in the count, given back when dropped.
 struct Permit {
     counts: Arc<Counts>,
-    source: String,
+    source: Source,
 }
 
 impl Drop for Permit {

@@ -18,7 +18,7 @@ use http::{Request, Response, StatusCode};
 
 use super::Middleware;
 use super::ip_allow_list::status_response;
-use super::source_criterion::SourceCriterion;
+use super::source_criterion::{Source, SourceCriterion};
 use crate::handler::{Body, BoxFuture, Handler, SharedHandler};
 
 /// Sources remembered at once; beyond, the least recently seen lose their bucket.
@@ -82,17 +82,15 @@ impl Handler for Limiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .reserve(source, now, &self.config, self.max_delay);
-        Box::pin(async move {
-            match reserved {
-                Ok(wait) => {
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    self.next.call(request).await
-                }
-                Err(wait) => too_many_requests(wait),
-            }
-        })
+        match reserved {
+            // The common case costs no future of its own.
+            Ok(wait) if wait.is_zero() => self.next.call(request),
+            Ok(wait) => Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                self.next.call(request).await
+            }),
+            Err(wait) => Box::pin(async move { too_many_requests(wait) }),
+        }
     }
 }
 
@@ -150,8 +148,8 @@ impl Bucket {
 
 /// The buckets of the sources seen lately, in two generations (see the module docs).
 struct Buckets {
-    current: HashMap<String, Bucket>,
-    previous: HashMap<String, Bucket>,
+    current: HashMap<Source, Bucket>,
+    previous: HashMap<Source, Bucket>,
     /// Entries per generation.
     generation: usize,
     /// A bucket untouched this long is full again.
@@ -172,7 +170,7 @@ impl Buckets {
 
     fn reserve(
         &mut self,
-        source: String,
+        source: Source,
         now: Instant,
         limit: &RateLimit,
         max_delay: Duration,
@@ -285,15 +283,15 @@ mod tests {
         let mut buckets = Buckets::new(8, limit.refill_time());
         assert!(
             buckets
-                .reserve("keep".into(), now, &limit, Duration::ZERO)
+                .reserve(Source::Text("keep".into()), now, &limit, Duration::ZERO)
                 .is_ok()
         );
         for i in 0..100 {
-            let _ = buckets.reserve(format!("s{i}"), now, &limit, Duration::ZERO);
+            let _ = buckets.reserve(Source::Text(format!("s{i}")), now, &limit, Duration::ZERO);
             // "keep" is seen often, so it stays with its bucket empty.
             assert!(
                 buckets
-                    .reserve("keep".into(), now, &limit, Duration::ZERO)
+                    .reserve(Source::Text("keep".into()), now, &limit, Duration::ZERO)
                     .is_err()
             );
             assert!(buckets.len() <= 8);
@@ -306,11 +304,11 @@ mod tests {
         let now = Instant::now();
         let mut buckets = Buckets::new(MAX_SOURCES, limit.refill_time());
         for i in 0..10 {
-            let _ = buckets.reserve(format!("s{i}"), now, &limit, Duration::ZERO);
+            let _ = buckets.reserve(Source::Text(format!("s{i}")), now, &limit, Duration::ZERO);
         }
         assert_eq!(buckets.len(), 10);
         let later = now + Duration::from_secs(2);
-        let _ = buckets.reserve("new".into(), later, &limit, Duration::ZERO);
+        let _ = buckets.reserve(Source::Text("new".into()), later, &limit, Duration::ZERO);
         assert_eq!(buckets.len(), 1);
     }
 

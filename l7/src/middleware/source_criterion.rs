@@ -4,6 +4,9 @@
 //! As Traefik, a request whose criterion yields nothing (no header, no usable address) is
 //! counted under the empty source rather than refused.
 
+use std::fmt;
+use std::net::IpAddr;
+
 use http::Request;
 use http::header::{HOST, HeaderName};
 
@@ -21,32 +24,51 @@ pub enum SourceCriterion {
     RequestHost,
 }
 
+/// The source a request is counted under: an address (kept as one, so counting by client
+/// address allocates nothing per request) or a text. No address is the empty text, the
+/// same source as an absent header.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Ip(IpAddr),
+    Text(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Ip(ip) => ip.fmt(f),
+            Source::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 impl SourceCriterion {
     /// The source `request` is counted under.
-    pub fn source(&self, request: &Request<Body>) -> String {
+    pub fn source(&self, request: &Request<Body>) -> Source {
         match self {
             SourceCriterion::Ip(strategy) => request
                 .extensions()
                 .get::<ClientInfo>()
                 .and_then(|info| strategy.client_ip(request.headers(), info.peer.ip()))
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
+                .map_or_else(|| Source::Text(String::new()), Source::Ip),
             SourceCriterion::RequestHeader(name) => header_text(request, name),
             // HTTP/2 carries the host in the URI; HTTP/1.1 in the Host header.
             SourceCriterion::RequestHost => match request.uri().authority() {
-                Some(authority) => authority.as_str().to_owned(),
+                Some(authority) => Source::Text(authority.as_str().to_owned()),
                 None => header_text(request, &HOST),
             },
         }
     }
 }
 
-fn header_text(request: &Request<Body>, name: &HeaderName) -> String {
-    request
-        .headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default()
+fn header_text(request: &Request<Body>, name: &HeaderName) -> Source {
+    Source::Text(
+        request
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -74,27 +96,44 @@ mod tests {
     fn each_criterion_names_its_source() {
         let req = request();
         assert_eq!(
-            SourceCriterion::Ip(IpStrategy::default()).source(&req),
+            SourceCriterion::Ip(IpStrategy::default())
+                .source(&req)
+                .to_string(),
             "192.0.2.1"
         );
         assert_eq!(
-            SourceCriterion::RequestHeader(HeaderName::from_static("x-user")).source(&req),
+            SourceCriterion::RequestHeader(HeaderName::from_static("x-user"))
+                .source(&req)
+                .to_string(),
             "alice"
         );
-        assert_eq!(SourceCriterion::RequestHost.source(&req), "site.test:8080");
+        assert_eq!(
+            SourceCriterion::RequestHost.source(&req).to_string(),
+            "site.test:8080"
+        );
         let h2 = Request::builder()
             .uri("https://h2.test/x")
             .body(empty_body())
             .unwrap();
-        assert_eq!(SourceCriterion::RequestHost.source(&h2), "h2.test");
+        assert_eq!(
+            SourceCriterion::RequestHost.source(&h2).to_string(),
+            "h2.test"
+        );
     }
 
     #[test]
     fn missing_sources_are_the_empty_source() {
         let bare = Request::new(empty_body());
-        assert_eq!(SourceCriterion::Ip(IpStrategy::default()).source(&bare), "");
         assert_eq!(
-            SourceCriterion::RequestHeader(HeaderName::from_static("x-user")).source(&bare),
+            SourceCriterion::Ip(IpStrategy::default())
+                .source(&bare)
+                .to_string(),
+            ""
+        );
+        assert_eq!(
+            SourceCriterion::RequestHeader(HeaderName::from_static("x-user"))
+                .source(&bare)
+                .to_string(),
             ""
         );
     }
