@@ -65,7 +65,7 @@ struct Relay {
     addr: SocketAddr,
     stats: Arc<UdpStats>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<usize>,
 }
 
 async fn relay(routes: UdpRoutes, idle: Duration, max_sessions: usize) -> Relay {

@@ -1067,6 +1067,11 @@ pub struct TcpClientTls {
 pub struct UdpRouter {
     pub entry_points: Vec<String>,
     pub service: Located<String>,
+    /// Extension: `ClientIP` matchers (Traefik's UDP routers have no rule). A router with
+    /// a rule is tried before the entrypoint's router without one.
+    pub rule: Located<String>,
+    /// Extension: the order among routers with a rule (0: the rule's length).
+    pub priority: i64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -1080,6 +1085,8 @@ pub struct UdpService {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpLoadBalancer {
     pub servers: Vec<UdpServer>,
+    /// Extension: `wrr` (the default, Traefik's behaviour) or `hrw` (client-IP affinity).
+    pub strategy: Located<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

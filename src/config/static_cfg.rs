@@ -441,12 +441,19 @@ pub struct Http3 {
 pub struct EntryPointUdp {
     /// Idle session timeout (must be > 0).
     pub timeout: Duration,
+    /// Extension: most UDP sessions at once; new clients are refused beyond it.
+    pub max_sessions: i64,
 }
+
+/// The default of `udp.maxSessions`: each session holds a socket, so this bounds file
+/// descriptors too.
+pub const DEFAULT_UDP_MAX_SESSIONS: i64 = 16_384;
 
 impl Default for EntryPointUdp {
     fn default() -> Self {
         EntryPointUdp {
             timeout: Duration::from_secs(3),
+            max_sessions: DEFAULT_UDP_MAX_SESSIONS,
         }
     }
 }
@@ -951,15 +958,21 @@ pub fn load_static(
     let mut config: StaticConfig = from_node(&tree).map_err(|e| vec![e])?;
     let missing: Vec<ConfigError> = config
         .entry_points
-        .keys()
-        .filter_map(|name| {
+        .iter()
+        .filter_map(|(name, ep)| {
             let node = entrypoint_node(&tree, name)?;
-            if node.get_ci("address").is_some() {
+            let message = if node.get_ci("address").is_none() {
+                format!("entryPoint \"{name}\": address is required (e.g. \":443\")")
+            } else if ep.udp.timeout.to_std().is_none_or(|t| t.is_zero()) {
+                format!("entryPoint \"{name}\": udp.timeout must be greater than zero")
+            } else if ep.udp.max_sessions < 1 {
+                format!("entryPoint \"{name}\": udp.maxSessions must be at least 1")
+            } else {
                 return None;
-            }
+            };
             Some(ConfigError {
                 location: Some(node.location.clone()),
-                message: format!("entryPoint \"{name}\": address is required (e.g. \":443\")"),
+                message,
             })
         })
         .collect();

@@ -131,6 +131,13 @@ impl Report {
             .is_some_and(|o| !matches!(o.status, Status::Disabled(_)))
     }
 
+    /// Whether UDP router `name` is to be served (enabled, or enabled with warnings).
+    pub fn udp_router_enabled(&self, name: &str) -> bool {
+        self.udp_routers
+            .get(name)
+            .is_some_and(|o| !matches!(o.status, Status::Disabled(_)))
+    }
+
     /// Whether TCP router `name` is to be served (enabled, or enabled with warnings).
     pub fn tcp_router_enabled(&self, name: &str) -> bool {
         self.tcp_routers
@@ -1025,21 +1032,26 @@ impl<'a> Validator<'a> {
                 p.add(err(at, "no valid entryPoint for this router"), true);
             } else if r.service.value.is_empty() {
                 p.add(err(at, "the service is missing on the udp router"), true);
+            } else if let Err(e) = self.udp_rule(r) {
+                p.add(e, true);
             } else {
                 match self.udp_service(&r.service, &mut Vec::new()) {
                     Err(e) => p.add(e, true),
-                    Ok(()) => {
+                    // Only routers without a rule compete for Traefik's one-per-entrypoint.
+                    Ok(()) if r.rule.value.is_empty() => {
                         for ep in valid {
                             usable.entry(ep).or_default().push(name.clone());
                         }
                     }
+                    Ok(()) => {}
                 }
             }
             self.report
                 .udp_routers
                 .insert(name.clone(), p.into_status(at.clone()));
         }
-        // Traefik sorts a UDP entrypoint's routers by name, descending, and uses the first.
+        // Traefik sorts a UDP entrypoint's routers by name, descending, and uses the first;
+        // here that is the choice among the routers without a rule.
         for (ep, mut names) in usable {
             if names.len() < 2 {
                 continue;
@@ -1051,6 +1063,30 @@ impl<'a> Validator<'a> {
                 names[1..].join(", ")
             )));
         }
+    }
+
+    /// A UDP router's rule (an extension): the TCP matchers a datagram can be judged by
+    /// without TLS, that is `ClientIP` (and ``HostSNI(`*`)``).
+    fn udp_rule(&mut self, r: &super::dynamic::UdpRouter) -> Built {
+        if r.rule.value.is_empty() {
+            return Ok(());
+        }
+        self.rules.tcp(&r.rule.value, false).map_err(|msg| {
+            err(
+                &r.rule.location,
+                format!("invalid rule: \"{}\" , {msg}", r.rule.value),
+            )
+        })?;
+        if r.priority > MAX_USER_PRIORITY {
+            return Err(err(
+                &r.rule.location,
+                format!(
+                    "the router priority {} exceeds the max user-defined priority {MAX_USER_PRIORITY}",
+                    r.priority
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn udp_service(&mut self, reference: &Located<String>, stack: &mut Vec<String>) -> Built {
@@ -1088,7 +1124,17 @@ impl<'a> Validator<'a> {
                 at,
                 "cannot create service: multi-types service not supported, consider declaring two different pieces of service instead",
             )),
-            (Some(_), None) => Ok(()),
+            (Some(lb), None) => match lb.strategy.value.as_str() {
+                "" | "wrr" | "hrw" => Ok(()),
+                other => Err(err(
+                    if lb.strategy.location.is_some() {
+                        &lb.strategy.location
+                    } else {
+                        at
+                    },
+                    format!("unknown UDP load-balancer strategy \"{other}\" (wrr or hrw)"),
+                )),
+            },
             (None, Some(w)) => {
                 for child in &w.services {
                     self.udp_service(&child.name, stack)?;

@@ -144,8 +144,21 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
 /// Binds like Go's listener: SO_REUSEADDR always, SO_REUSEPORT on request, and a
 /// dual-stack socket for a host-less address (`:443`).
 fn bind_tcp(cfg: &EntryPointConfig) -> std::io::Result<TcpListener> {
+    let mut last_err = std::io::Error::other("no address to bind");
+    for addr in bind_candidates(cfg)? {
+        match bind_one(addr, cfg.reuse_port) {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// The addresses an entrypoint may bind, in order: its IP, or for a host-less address
+/// (`:443`) the IPv6 wildcard (dual-stack) then the IPv4 one, or its host name's addresses.
+pub(super) fn bind_candidates(cfg: &EntryPointConfig) -> std::io::Result<Vec<SocketAddr>> {
     let port = cfg.address.port;
-    let candidates: Vec<SocketAddr> = match cfg.address.ip() {
+    Ok(match cfg.address.ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
         None if cfg.address.host.is_empty() => vec![
             SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
@@ -157,15 +170,7 @@ fn bind_tcp(cfg: &EntryPointConfig) -> std::io::Result<TcpListener> {
                 .to_socket_addrs()?
                 .collect()
         }
-    };
-    let mut last_err = std::io::Error::other("no address to bind");
-    for addr in candidates {
-        match bind_one(addr, cfg.reuse_port) {
-            Ok(l) => return Ok(l),
-            Err(e) => last_err = e,
-        }
-    }
-    Err(last_err)
+    })
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {

@@ -13,6 +13,7 @@ pub mod internal;
 pub mod listener;
 pub mod provider;
 pub mod rules;
+pub mod udp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,13 +50,20 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     reloader.reload(provider::Trigger::Startup);
 
     let mut entrypoints = Vec::new();
+    let mut udp_entrypoints = Vec::new();
     for (name, ep) in &st.entry_points {
         if ep.implicit {
             info!(entrypoint = %name, "the api/ping/metrics entrypoint is not served yet; not listening on it");
             continue;
         }
         if ep.address.protocol == Protocol::Udp {
-            warn!(entrypoint = %name, address = %ep.address, "UDP entrypoints are not served yet; skipping");
+            match udp::UdpEntrypoint::bind(name, ep) {
+                Ok(e) => udp_entrypoints.push(e),
+                Err(e) => {
+                    error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen");
+                    return 1;
+                }
+            }
             continue;
         }
         match Entrypoint::bind(name, ep).await {
@@ -73,6 +81,11 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening");
         serving.push(ep.serve(store.clone(), stop_rx.clone()));
     }
+    let mut udp_serving = Vec::new();
+    for ep in udp_entrypoints {
+        info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (UDP)");
+        udp_serving.push(ep.serve(store.clone(), stop_rx.clone()));
+    }
 
     let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
     wait_for_shutdown_signal().await;
@@ -88,6 +101,14 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             let (name, grace) = (s.name.clone(), s.grace);
             if !s.drain().await {
                 warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining connections");
+            }
+        });
+    }
+    for s in udp_serving {
+        drains.spawn(async move {
+            let (name, grace) = (s.name.clone(), s.grace);
+            if !s.drain().await {
+                warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining UDP sessions");
             }
         });
     }

@@ -22,6 +22,7 @@ pub mod grpc_web;
 pub mod mtls;
 pub mod programs;
 pub mod responses;
+pub mod udp;
 pub mod web;
 
 /// How long a test waits for anything before it fails instead of hanging.

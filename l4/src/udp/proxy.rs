@@ -76,13 +76,14 @@ thread_local! {
 /// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
 /// (refusing new ones) until they end or `grace` passes. `routes` gives the routers current
 /// at the moment a session starts; a session keeps its backend across reloads.
+/// Returns how many sessions were still open when the grace ran out (and were closed).
 pub async fn serve(
     socket: Arc<UdpSocket>,
     settings: UdpSettings,
     routes: impl Fn() -> Arc<UdpRoutes>,
     stats: Arc<UdpStats>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> usize {
     let table: Table = Arc::new(Mutex::new(SessionTable::new(
         settings.max_sessions,
         settings.idle_timeout,
@@ -135,6 +136,7 @@ pub async fn serve(
     }
     let ended = lock(&table).drain();
     stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+    ended.len()
 }
 
 /// Resolves at `deadline` (never when there is none).

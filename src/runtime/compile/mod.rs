@@ -16,6 +16,7 @@ mod mw_path;
 mod mw_responses;
 mod mw_tls;
 mod mw_traffic;
+mod udp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
 use l4::tls::{CertStore, ClientAuth, ClientAuthType, TlsVersion, TlsVersions};
+use l4::udp::UdpRoutes;
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -60,7 +62,10 @@ pub struct Snapshot {
     entrypoints: HashMap<String, Arc<EntrypointRoutes>>,
     /// The HTTP routes to install in each entrypoint's HTTP server.
     http: HashMap<String, Arc<HttpRoutes>>,
+    /// The UDP routes of each UDP entrypoint.
+    udp: HashMap<String, Arc<UdpRoutes>>,
     empty: Arc<EntrypointRoutes>,
+    empty_udp: Arc<UdpRoutes>,
 }
 
 impl Snapshot {
@@ -68,7 +73,9 @@ impl Snapshot {
         Snapshot {
             entrypoints: HashMap::new(),
             http: HashMap::new(),
+            udp: HashMap::new(),
             empty: Arc::new(EntrypointRoutes::empty(None)),
+            empty_udp: Arc::new(UdpRoutes::default()),
         }
     }
 
@@ -82,6 +89,14 @@ impl Snapshot {
                 .unwrap_or_else(|| Arc::new(HttpRoutes::empty()));
             server.set_routes(routes);
         }
+    }
+
+    /// The UDP routing of entrypoint `name` (empty when it has no UDP routers).
+    pub fn udp_entrypoint(&self, name: &str) -> Arc<UdpRoutes> {
+        self.udp
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.empty_udp.clone())
     }
 
     /// The routing of entrypoint `name` (empty when it has no routers).
@@ -189,7 +204,9 @@ pub fn compile(
         snapshot: Snapshot {
             entrypoints,
             http: http_routes,
+            udp: udp::udp_routes(st, dy, report),
             empty: Arc::new(EntrypointRoutes::empty(None)),
+            empty_udp: Arc::new(UdpRoutes::default()),
         },
         health: c.health,
         servers: c.servers,

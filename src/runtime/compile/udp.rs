@@ -1,0 +1,142 @@
+//! UDP routers and services of a snapshot, compiled into each UDP entrypoint's
+//! [`UdpRoutes`]: routers with a `ClientIP` rule (an extension) in priority order, then the
+//! entrypoint's router without a rule — Traefik's one router per entrypoint, the last by
+//! name when several are configured.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use l4::tcp::rule::TcpRule;
+use l4::udp::{LoadBalancer, Strategy, UdpRoute, UdpRoutes, UdpService, Weighted};
+
+use crate::config::dynamic::{DynamicConfig, UdpService as UdpServiceConfig};
+use crate::config::static_cfg::{Protocol, StaticConfig};
+use crate::config::validate::Report;
+
+/// Weighted services nest at most this deep (validation already refuses cycles).
+const MAX_DEPTH: usize = 32;
+
+/// The UDP routes of every UDP entrypoint that has a router.
+pub(super) fn udp_routes(
+    st: &StaticConfig,
+    dy: &DynamicConfig,
+    report: &Report,
+) -> HashMap<String, Arc<UdpRoutes>> {
+    let udp_eps: Vec<String> = st
+        .entry_points
+        .iter()
+        .filter(|(_, ep)| ep.address.protocol == Protocol::Udp)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut services = ServiceBuilder {
+        dy,
+        built: HashMap::new(),
+    };
+    // entrypoint → (routers with a rule, routers without one by name)
+    let mut tables: BTreeMap<String, (Vec<UdpRoute>, BTreeMap<String, UdpRoute>)> = BTreeMap::new();
+    for (name, router) in &dy.udp.routers {
+        if !report.udp_router_enabled(name) {
+            continue;
+        }
+        let r = &router.value;
+        let Some(service) = services.get(&r.service.value, 0) else {
+            continue;
+        };
+        let rule = if r.rule.value.is_empty() {
+            None
+        } else {
+            // Validation compiled it already; a failure here means it was disabled.
+            let Ok(rule) = TcpRule::compile(&r.rule.value, false) else {
+                continue;
+            };
+            Some(rule)
+        };
+        let eps = if r.entry_points.is_empty() {
+            udp_eps.clone()
+        } else {
+            r.entry_points
+                .iter()
+                .filter(|ep| udp_eps.contains(ep))
+                .cloned()
+                .collect()
+        };
+        for ep in eps {
+            let route = UdpRoute {
+                name: Arc::from(name.as_str()),
+                priority: match (&rule, r.priority) {
+                    (Some(rule), 0) => rule.default_priority(),
+                    (_, priority) => priority,
+                },
+                rule: rule.clone(),
+                service: service.clone(),
+            };
+            let table = tables.entry(ep).or_default();
+            if route.rule.is_some() {
+                table.0.push(route);
+            } else {
+                table.1.insert(name.clone(), route);
+            }
+        }
+    }
+    tables
+        .into_iter()
+        .map(|(ep, (with_rules, mut fallbacks))| {
+            // Traefik sorts by name, descending, and keeps the first.
+            let fallback = fallbacks.pop_last().map(|(_, route)| route);
+            (ep, Arc::new(UdpRoutes::new(with_rules, fallback)))
+        })
+        .collect()
+}
+
+/// UDP services by name, each built once per snapshot.
+struct ServiceBuilder<'a> {
+    dy: &'a DynamicConfig,
+    built: HashMap<String, Option<Arc<UdpService>>>,
+}
+
+impl ServiceBuilder<'_> {
+    fn get(&mut self, name: &str, depth: usize) -> Option<Arc<UdpService>> {
+        if let Some(done) = self.built.get(name) {
+            return done.clone();
+        }
+        let built = self
+            .dy
+            .udp
+            .services
+            .get(name)
+            .and_then(|s| self.build(&s.value, depth));
+        self.built.insert(name.to_owned(), built.clone());
+        built
+    }
+
+    fn build(&mut self, service: &UdpServiceConfig, depth: usize) -> Option<Arc<UdpService>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match (&service.load_balancer, &service.weighted) {
+            (Some(lb), None) => {
+                let strategy = match lb.strategy.value.as_str() {
+                    "hrw" => Strategy::Hrw,
+                    _ => Strategy::Wrr,
+                };
+                let servers = lb
+                    .servers
+                    .iter()
+                    .map(|s| Arc::from(s.address.value.as_str()))
+                    .collect();
+                Some(Arc::new(UdpService::LoadBalancer(LoadBalancer::new(
+                    servers, strategy,
+                ))))
+            }
+            (None, Some(w)) => {
+                let mut children = Vec::new();
+                for child in &w.services {
+                    let weight = u32::try_from(child.weight().max(0)).unwrap_or(u32::MAX);
+                    children.push((self.get(&child.name.value, depth + 1)?, weight));
+                }
+                Some(Arc::new(UdpService::Weighted(Weighted::new(children))))
+            }
+            _ => None,
+        }
+    }
+}
