@@ -252,3 +252,49 @@ fn udp_configuration_errors_are_located() {
     assert!(out.contains("dynamic.yml:4"), "the rule's line: {out}");
     assert!(out.contains("needs TLS"), "{out}");
 }
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_source_addresses_is_bounded_by_max_sessions() {
+    let a = UdpEcho::start("a").await;
+    let setup = start(
+        "udp-flood",
+        "    udp:\n      maxSessions: 50\n      timeout: 30s\n",
+        &format!(
+            "udp:\n  routers:\n    r:\n      service: s\n  services:\n    s:\n      loadBalancer:\n        servers: [{{ address: \"{}\" }}]\n",
+            a.addr
+        ),
+    );
+    let port = setup.udp_port;
+    let member = udp_client("127.0.0.1", port).await;
+    assert_eq!(udp_backend(&member).await, "a");
+    let before = open_fds(setup.router.pid());
+    // 2,000 sources: 250 loopback addresses × 8 ports, one datagram each.
+    let mut senders = Vec::new();
+    for n in 0..2000u32 {
+        let ip = format!("127.1.{}.{}", n / 250, n % 250 + 1);
+        let socket = udp_client(&ip, port).await;
+        socket.send(b"flood").await.unwrap();
+        senders.push(socket);
+        if senders.len() == 64 {
+            senders.clear();
+        }
+    }
+    setup.router.wait_log("UDP session table full");
+    let after = open_fds(setup.router.pid());
+    assert!(
+        after <= before + 50,
+        "one socket per session at most: {before} descriptors before, {after} after"
+    );
+    assert_eq!(
+        udp_backend(&member).await,
+        "a",
+        "the member keeps its session"
+    );
+}
