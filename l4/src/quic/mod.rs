@@ -5,7 +5,7 @@
 //! datagram by its first header (client Initial, other long header, maybe a short header,
 //! not QUIC); an [`InitialReader`] is then fed the datagrams of one flow (one client
 //! address and Destination Connection ID) until it answers with the ClientHello or an error.
-//! Inside, each Initial is cut at its Length field ([`packet`]), its keys derived from the
+//! Inside, each Initial is cut at its Length field (`packet`), its keys derived from the
 //! Destination Connection ID and its protection removed (`protection`, using rustls), its
 //! frames walked (`frames`) and the CRYPTO data put back in order (`reassembly`); the
 //! ClientHello itself is decoded by [`crate::sniff::client_hello_message`].
@@ -24,11 +24,10 @@
 //! ClientHellos split across a Retry or a Version Negotiation are out of scope: such flows
 //! are classified as [`Classification::OtherLong`] and left to the caller.
 
-pub mod packet;
-pub mod reader;
-
 mod frames;
+mod packet;
 mod protection;
+mod reader;
 mod reassembly;
 #[cfg(test)]
 mod test_support;

@@ -47,14 +47,14 @@ impl ClientInitialKeys {
         let mut bytes = packet.bytes.to_vec();
         let pn_offset = packet.pn_offset;
         let sample_at = pn_offset + MAX_PN_LEN;
-        let Some(sample) = bytes.get(sample_at..sample_at + SAMPLE_LEN) else {
+        let Some(sample) = bytes
+            .get(sample_at..sample_at + SAMPLE_LEN)
+            .and_then(|sample| <[u8; SAMPLE_LEN]>::try_from(sample).ok())
+        else {
             return Err(QuicError::Truncated(
                 "Initial too short for its header protection sample",
             ));
         };
-        let sample: [u8; SAMPLE_LEN] = sample
-            .try_into()
-            .map_err(|_| QuicError::Truncated("header protection sample"))?;
         let (header, rest) = bytes.split_at_mut(pn_offset);
         let (Some(first), Some(pn_field)) = (header.first_mut(), rest.get_mut(..MAX_PN_LEN)) else {
             return Err(QuicError::Truncated("packet number"));

@@ -7,6 +7,8 @@
 //! bytes. It has no clock: the caller drops flows that stay at [`Outcome::NeedMore`] past
 //! its own deadline.
 
+use std::fmt;
+
 use super::QuicError;
 use super::frames::for_each_crypto_frame;
 use super::packet::{ConnectionId, InitialPacket, Packet, Version, parse_long};
@@ -72,6 +74,19 @@ struct Flow {
     largest_pn: Option<u64>,
 }
 
+impl fmt::Debug for InitialReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitialReader")
+            .field("version", &self.flow.as_ref().map(|flow| flow.version))
+            .field("dcid", &self.flow.as_ref().map(|flow| flow.dcid))
+            .field("contiguous_crypto", &self.crypto.contiguous().len())
+            .field("datagrams", &self.datagrams)
+            .field("bytes", &self.bytes)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
 impl InitialReader {
     pub fn new() -> Self {
         Self::default()
@@ -103,8 +118,9 @@ impl InitialReader {
         }
         let mut rest = datagram;
         let mut first_dcid = None;
-        // Zeros after the last packet are padding, not a packet (RFC 9000 §12.2, §14.1).
-        while rest.iter().any(|&byte| byte != 0) {
+        // A zero byte cannot start a long header: from there on it is padding after the last
+        // packet (RFC 9000 §12.2, §14.1), or bytes that would not parse anyway.
+        while rest.first().is_some_and(|&byte| byte != 0) {
             let (packet, used) = match parse_long(rest) {
                 Ok(parsed) => parsed,
                 Err(error) if first_dcid.is_none() => return Err(error),
@@ -319,10 +335,12 @@ mod tests {
 
     #[test]
     fn zeros_after_the_packet_are_ignored() {
-        // aioquic padded its 515-byte packet to 1200 with zeros; any nonzero byte there
-        // starts a packet of its own, which is dropped without affecting the first.
+        // aioquic padded its 515-byte packet to 1200 with zeros. Junk after the packet is
+        // dropped without affecting it, whether it follows the zeros or replaces them.
         let mut with_junk = AIOQUIC_V1.to_vec();
         with_junk[600] = 0xff;
+        expect_hello(InitialReader::new().feed(&with_junk));
+        with_junk[515] = 0xff;
         expect_hello(InitialReader::new().feed(&with_junk));
     }
 
