@@ -380,6 +380,29 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_split_at_any_offset_completes_with_both_halves_in_either_order() {
+        let hello = hello_message();
+        for cut in 1..hello.len() {
+            let head = initial(
+                Version::V1,
+                DCID,
+                SCID,
+                0,
+                &crypto_frame(0, &hello[..cut]),
+                1200,
+            );
+            let tail_frame = crypto_frame(cut as u64, &hello[cut..]);
+            let tail = initial(Version::V1, DCID, SCID, 1, &tail_frame, 1200);
+            for order in [[&head, &tail], [&tail, &head]] {
+                let outcomes = read_all(&[order[0], order[1]]);
+                assert_eq!(outcomes[0], Outcome::NeedMore, "cut at {cut}");
+                let read = expect_hello(outcomes[1].clone());
+                assert_eq!(read.sni.as_deref(), Some("a.test"), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
     fn coalesced_initials_are_read_until_trailing_padding() {
         let hello = hello_message();
         let mut datagram = initial(
