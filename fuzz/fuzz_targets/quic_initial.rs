@@ -23,7 +23,14 @@ fn raw(data: &[u8]) {
         (Classification::NotQuic | Classification::MaybeShort, outcome) => {
             assert!(matches!(outcome, Outcome::Error(_)), "{outcome:?}");
         }
-        (Classification::Initial { version, dcid, scid }, Outcome::ClientHello(hello)) => {
+        (
+            Classification::Initial {
+                version,
+                dcid,
+                scid,
+            },
+            Outcome::ClientHello(hello),
+        ) => {
             assert_eq!((hello.version, hello.dcid.as_bytes()), (version, dcid));
             assert_eq!(hello.scid.as_bytes(), scid);
         }
@@ -32,8 +39,12 @@ fn raw(data: &[u8]) {
     if let Some(&cut) = data.first() {
         let cut = usize::from(cut).min(data.len());
         let mut reader = InitialReader::new();
-        reader.feed(&data[..cut]);
-        reader.feed(&data[cut..]);
+        let first = reader.feed(&data[..cut]);
+        let second = reader.feed(&data[cut..]);
+        // A final answer stays final.
+        if first != Outcome::NeedMore {
+            assert_eq!(first, second);
+        }
     }
 }
 
@@ -42,7 +53,11 @@ fn sealed(data: &[u8]) {
     let Some((&control, frames)) = data.split_first() else {
         return;
     };
-    let version = if control & 1 == 0 { Version::V1 } else { Version::V2 };
+    let version = if control & 1 == 0 {
+        Version::V1
+    } else {
+        Version::V2
+    };
     let packets = 1 + usize::from(control >> 1) % 4;
     let chunk = frames.len().div_ceil(packets).max(1);
     let mut reader = InitialReader::new();
@@ -94,7 +109,11 @@ fn seal_initial(version: Version, pn: u16, payload: &[u8]) -> Vec<u8> {
     let (first, rest) = packet.split_at_mut(1);
     keys.local
         .header
-        .encrypt_in_place(&sample, &mut first[0], &mut rest[pn_offset - 1..pn_offset + 1])
+        .encrypt_in_place(
+            &sample,
+            &mut first[0],
+            &mut rest[pn_offset - 1..pn_offset + 1],
+        )
         .expect("sample is 16 bytes");
     packet
 }

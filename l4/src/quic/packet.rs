@@ -151,7 +151,9 @@ pub fn looks_like_quic_short(first_byte: u8) -> bool {
     first_byte & (LONG_HEADER | FIXED_BIT) == FIXED_BIT
 }
 
-/// Classifies a datagram by its first packet's header, without decrypting anything.
+/// Classifies a datagram by its first packet's header, without decrypting anything. The
+/// datagram's size and the packet's protection are the reader's to check.
+#[must_use]
 pub fn classify(datagram: &[u8]) -> Classification<'_> {
     let Some(&first) = datagram.first() else {
         return Classification::NotQuic;

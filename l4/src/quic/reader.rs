@@ -94,6 +94,7 @@ impl InitialReader {
 
     /// Reads one datagram of the flow. Coalesced packets are all read, up to trailing zero
     /// padding; packets other than Initials (0-RTT) are skipped.
+    #[must_use = "the outcome says whether to route, wait or drop the flow"]
     pub fn feed(&mut self, datagram: &[u8]) -> Outcome {
         if let Some(done) = &self.done {
             return done.clone();
