@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod io;
 pub mod proxy_protocol;
+pub mod quic;
 pub mod rule;
 pub mod sniff;
 pub mod tcp;

@@ -84,6 +84,28 @@ pub fn client_hello(buf: &[u8]) -> Result<Option<ClientHello>, SniffError> {
     }
 }
 
+/// Reads a complete ClientHello handshake message (its 4-byte header included) that arrived
+/// outside TLS records, as QUIC carries it in CRYPTO frames (RFC 9001 §4.1.3).
+///
+/// The caller frames the message: `message` must hold exactly one handshake message whose
+/// length field matches the bytes given.
+pub fn client_hello_message(message: &[u8]) -> Result<ClientHello, SniffError> {
+    let [kind, a, b, c, body @ ..] = message else {
+        return Err(SniffError::Malformed("truncated handshake header"));
+    };
+    if *kind != HANDSHAKE_TYPE_CLIENT_HELLO {
+        return Err(SniffError::Malformed(
+            "first handshake message is not a ClientHello",
+        ));
+    }
+    if u32::from_be_bytes([0, *a, *b, *c]) as usize != body.len() {
+        return Err(SniffError::Malformed(
+            "handshake length does not match the message",
+        ));
+    }
+    parse_client_hello(message)
+}
+
 /// Gathers the first handshake message, which may span several handshake records
 /// (RFC 8446 §5.1). Borrows from `buf` when one record holds it all.
 fn first_handshake_message(buf: &[u8]) -> Result<Option<Cow<'_, [u8]>>, SniffError> {
@@ -503,6 +525,32 @@ mod tests {
             client_hello(&bytes[..MAX_CLIENT_HELLO]),
             Err(SniffError::TooLarge)
         );
+    }
+
+    #[test]
+    fn bare_handshake_message_reads_like_its_record() {
+        let message = &S_CLIENT[RECORD_HEADER_LEN..];
+        assert_eq!(client_hello_message(message), Ok(a_test()));
+        assert!(matches!(
+            client_hello_message(&message[..message.len() - 1]),
+            Err(SniffError::Malformed(_))
+        ));
+        let mut longer = message.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            client_hello_message(&longer),
+            Err(SniffError::Malformed(_))
+        ));
+        let mut server_hello = message.to_vec();
+        server_hello[0] = 2;
+        assert!(matches!(
+            client_hello_message(&server_hello),
+            Err(SniffError::Malformed(_))
+        ));
+        assert!(matches!(
+            client_hello_message(&message[..3]),
+            Err(SniffError::Malformed(_))
+        ));
     }
 
     #[test]
