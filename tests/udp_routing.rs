@@ -298,3 +298,75 @@ async fn a_flood_of_source_addresses_is_bounded_by_max_sessions() {
         "the member keeps its session"
     );
 }
+
+/// A captured QUIC Initial datagram (l4/testdata/quic, from the shared vectors).
+fn quic_initial(name: &str) -> Vec<u8> {
+    let path = format!("{}/l4/testdata/quic/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_is_passed_through_by_server_name_and_plain_udp_shares_the_port() {
+    let (a, b, plain) = (
+        UdpEcho::start("a").await,
+        UdpEcho::start("b").await,
+        UdpEcho::start("plain").await,
+    );
+    let setup = start(
+        "udp-quic-sni",
+        "",
+        &format!(
+            r#"
+udp:
+  routers:
+    quic-a:
+      rule: "HostSNI(`a.test`)"
+      tls: {{ passthrough: true }}
+      service: a
+    quic-b:
+      rule: "HostSNI(`b.test`) && ALPN(`h3`)"
+      tls: {{ passthrough: true }}
+      service: b
+    everything-else:
+      service: plain
+  services:
+    a: {{ loadBalancer: {{ servers: [{{ address: "{}" }}] }} }}
+    b: {{ loadBalancer: {{ servers: [{{ address: "{}" }}] }} }}
+    plain: {{ loadBalancer: {{ servers: [{{ address: "{}" }}] }} }}
+"#,
+            a.addr, b.addr, plain.addr
+        ),
+    );
+    let port = setup.udp_port;
+    // Plain UDP first: it also shows the router is up.
+    assert_eq!(
+        udp_backend(&udp_client("127.0.0.1", port).await).await,
+        "plain"
+    );
+    // Firefox splits even the host name across its two Initials.
+    for client_name in [
+        "chromium-156-quic-v1",
+        "firefox-esr-153-quic-v1",
+        "chromium-156-quic-v2",
+    ] {
+        let first = quic_initial(&format!("{client_name}-initial-1.bin"));
+        let second = quic_initial(&format!("{client_name}-initial-2.bin"));
+        let client = udp_client("127.0.0.1", port).await;
+        client.send(&first).await.unwrap();
+        client.send(&second).await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        for sent in [&first, &second] {
+            let len = tokio::time::timeout(WAIT, client.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{client_name}: no answer"))
+                .unwrap();
+            assert_eq!(&buf[..2], b"a:", "{client_name}: routed by SNI a.test");
+            assert_eq!(
+                &buf[2..len],
+                &sent[..],
+                "{client_name}: passed through untouched"
+            );
+        }
+    }
+    setup.router.wait_log("sni=\"a.test\"");
+}

@@ -57,7 +57,28 @@ fn route(name: &str, rule: Option<&str>, service: Arc<UdpService>) -> UdpRoute {
         rule: rule.map(|r| TcpRule::compile(r, false).unwrap()),
         priority: 0,
         service,
+        quic: false,
     }
+}
+
+/// A QUIC passthrough route: the rule is read on the flow's ClientHello.
+fn quic_route(name: &str, rule: &str, service: Arc<UdpService>) -> UdpRoute {
+    UdpRoute {
+        name: Arc::from(name),
+        rule: Some(TcpRule::compile(rule, true).unwrap()),
+        priority: 0,
+        service,
+        quic: true,
+    }
+}
+
+/// A captured QUIC Initial datagram (copied from the shared vectors into l4/testdata).
+fn initial(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/testdata/quic/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// A running relay on 127.0.0.1.
@@ -371,4 +392,66 @@ async fn shutdown_refuses_new_sessions_and_ends_after_the_grace() {
         .unwrap();
     assert_eq!(relay.stats.sessions.load(Ordering::Relaxed), 0);
     assert_eq!(relay.stats.sessions_opened.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn quic_flows_go_by_server_name_with_every_initial_replayed_untouched() {
+    let (a, b, plain) = (echo("a").await, echo("b").await, echo("plain").await);
+    let relay = relay(
+        UdpRoutes::new(
+            vec![
+                quic_route("a", "HostSNI(`a.test`)", lb(&[&a], Strategy::Wrr)),
+                quic_route("b", "HostSNI(`b.test`)", lb(&[&b], Strategy::Wrr)),
+            ],
+            Some(route("plain", None, lb(&[&plain], Strategy::Wrr))),
+        ),
+        Duration::from_secs(3),
+        100,
+    )
+    .await;
+    // Chromium's post-quantum ClientHello spans two Initials: nothing goes anywhere until
+    // the second arrives, then both go, in order and byte for byte, to a.test's backend.
+    for (v, client_ip) in [("v1", "127.0.5.1"), ("v2", "127.0.5.2")] {
+        let first = initial(&format!("chromium-156-quic-{v}-initial-1.bin"));
+        let second = initial(&format!("chromium-156-quic-{v}-initial-2.bin"));
+        let client = client_on(client_ip, &relay).await;
+        client.send(&first).await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), client.recv(&mut buf))
+                .await
+                .is_err(),
+            "{v}: held until the ClientHello is complete"
+        );
+        client.send(&second).await.unwrap();
+        for sent in [&first, &second] {
+            let len = tokio::time::timeout(WAIT, client.recv(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(&buf[..2], b"a:", "{v}");
+            assert_eq!(&buf[2..len], &sent[..], "{v}: replayed untouched");
+        }
+    }
+    // A datagram that is not QUIC goes to the router without a rule.
+    let other = client_on("127.0.5.9", &relay).await;
+    assert_eq!(backend_of(&other).await, "plain");
+    // An Initial that cannot be read is dropped and counted; nobody answers.
+    let forged = client_on("127.0.5.10", &relay).await;
+    // A v1 Initial header (8-byte DCID, no SCID, no token, 1,024 bytes of "packet") over
+    // bytes that are no ciphertext.
+    let mut garbage = vec![
+        0xc3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x44, 0x00,
+    ];
+    garbage.resize(1200, 0x5a);
+    forged.send(&garbage).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while relay.stats.quic_flows_dropped.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the forged Initial was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.stats.sessions_opened.load(Ordering::Relaxed), 3);
 }

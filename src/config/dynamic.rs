@@ -1072,6 +1072,16 @@ pub struct UdpRouter {
     pub rule: Located<String>,
     /// Extension: the order among routers with a rule (0: the rule's length).
     pub priority: i64,
+    /// Extension: `tls: {passthrough: true}` makes a QUIC passthrough router, whose rule
+    /// (`HostSNI`, `HostSNIRegexp`, `ALPN`, `ClientIP`) is read on the ClientHello of a
+    /// QUIC flow's Initial packets.
+    pub tls: Option<UdpRouterTls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UdpRouterTls {
+    pub passthrough: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -1066,12 +1066,29 @@ impl<'a> Validator<'a> {
     }
 
     /// A UDP router's rule (an extension): the TCP matchers a datagram can be judged by
-    /// without TLS, that is `ClientIP` (and ``HostSNI(`*`)``).
+    /// without TLS, that is `ClientIP` (and ``HostSNI(`*`)``), or for a QUIC passthrough
+    /// router every TCP TLS matcher, read on the flow's ClientHello.
     fn udp_rule(&mut self, r: &super::dynamic::UdpRouter) -> Built {
+        let quic = match &r.tls {
+            None => false,
+            Some(tls) if tls.passthrough => true,
+            Some(_) => {
+                return Err(err(
+                    &r.service.location,
+                    "a UDP router only passes QUIC through (tls: {passthrough: true}); HTTP/3 is terminated by the entrypoint's http3 option",
+                ));
+            }
+        };
         if r.rule.value.is_empty() {
+            if quic {
+                return Err(err(
+                    &r.service.location,
+                    "a QUIC passthrough router needs a rule (HostSNI, HostSNIRegexp or ALPN)",
+                ));
+            }
             return Ok(());
         }
-        self.rules.tcp(&r.rule.value, false).map_err(|msg| {
+        self.rules.tcp(&r.rule.value, quic).map_err(|msg| {
             err(
                 &r.rule.location,
                 format!("invalid rule: \"{}\" , {msg}", r.rule.value),

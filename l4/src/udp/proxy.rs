@@ -20,8 +20,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use super::router::UdpRoutes;
+use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
+use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
+use crate::quic::{Classification, InitialHello, classify};
 
 /// The largest datagram carried: the UDP length field's limit.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -52,6 +54,9 @@ pub struct UdpStats {
     /// Datagrams dropped: no router or server for the client, a full send buffer, a
     /// backend that could not be reached, or shutdown under way.
     pub datagrams_dropped: AtomicU64,
+    /// QUIC flows dropped before any backend saw them: unreadable Initials, a ClientHello
+    /// that never completed, or too many flows waiting for theirs.
+    pub quic_flows_dropped: AtomicU64,
 }
 
 /// One session's side of the table: the socket to its backend, and the sender whose drop
@@ -91,6 +96,7 @@ pub async fn serve(
     let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut pending = PendingFlows::new(DEFAULT_MAX_PENDING, DEFAULT_HELLO_DEADLINE);
     let mut stop_by: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
     loop {
@@ -98,7 +104,7 @@ pub async fn serve(
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, client)) => {
                     let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes };
-                    if !relay.forward(&buf[..len], client, stop_by.is_some()).await {
+                    if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
                         continue;
                     }
                     // A new session was refused because the table is full.
@@ -119,9 +125,15 @@ pub async fn serve(
                 }
             },
             _ = sweep.tick() => {
-                let ended = lock(&table).expire(Instant::now());
+                let now = Instant::now();
+                let ended = lock(&table).expire(now);
                 stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
                 drop(ended);
+                let late = pending.expire(now);
+                if late > 0 {
+                    stats.quic_flows_dropped.fetch_add(late as u64, Ordering::Relaxed);
+                    debug!(entrypoint = %settings.name, flows = late, "QUIC flows dropped: no complete ClientHello in time");
+                }
             }
             _ = stop_requested(&mut stop), if stop_by.is_none() => {
                 stop_by = Some(Instant::now() + settings.grace);
@@ -173,34 +185,91 @@ enum Refusal {
 impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
     /// Sends a client's datagram to its session's backend, starting the session if needed.
     /// Returns true when a new session was refused because the table is full.
-    async fn forward(&self, datagram: &[u8], client: SocketAddr, stopping: bool) -> bool {
+    async fn forward(
+        &self,
+        datagram: &[u8],
+        client: SocketAddr,
+        stopping: bool,
+        pending: &mut PendingFlows,
+    ) -> bool {
         let now = Instant::now();
         let upstream = lock(self.table)
             .touch(&client, now)
             .map(|(session, _)| session.upstream.clone());
-        let upstream = match upstream {
-            Some(upstream) => upstream,
-            None if stopping => {
-                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+        if let Some(upstream) = upstream {
+            self.send_up(&upstream, datagram, client);
+            return false;
+        }
+        if stopping {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let routes = (self.routes)();
+        // A QUIC flow waits for its ClientHello when some router passes QUIC through by name;
+        // anything else is routed at once.
+        let waiting = pending.contains(&client);
+        if waiting
+            || (routes.has_quic() && matches!(classify(datagram), Classification::Initial { .. }))
+        {
+            let (hello, datagrams) = match pending.feed(client, datagram, now) {
+                Feed::Wait => return false,
+                Feed::Hello(hello, datagrams) => (hello, datagrams),
+                Feed::Dropped(why) => {
+                    self.stats
+                        .quic_flows_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                    match why {
+                        DropReason::Unreadable(e) => {
+                            debug!(entrypoint = %self.settings.name, %client, error = %e, "QUIC flow dropped")
+                        }
+                        DropReason::TooManyWaiting => {
+                            debug!(entrypoint = %self.settings.name, %client, "QUIC flow dropped: too many flows wait for their ClientHello")
+                        }
+                    }
+                    return false;
+                }
+            };
+            let route = routes.select(client.ip(), Some(&hello));
+            return match self.open(client, now, route, Some(&hello)).await {
+                Ok(upstream) => {
+                    for datagram in &datagrams {
+                        self.send_up(&upstream, datagram, client);
+                    }
+                    false
+                }
+                Err(Refusal::Full) => true,
+                Err(Refusal::Dropped) => false,
+            };
+        }
+        let route = routes.select(client.ip(), None);
+        match self.open(client, now, route, None).await {
+            Ok(upstream) => {
+                self.send_up(&upstream, datagram, client);
+                false
             }
-            None => match self.open(client, now).await {
-                Ok(upstream) => upstream,
-                Err(Refusal::Full) => return true,
-                Err(Refusal::Dropped) => return false,
-            },
-        };
-        // A raw non-blocking send: a full buffer drops the datagram instead of stalling
-        // every other client behind it.
-        if let Err(e) = SockRef::from(&*upstream).send(datagram) {
+            Err(Refusal::Full) => true,
+            Err(Refusal::Dropped) => false,
+        }
+    }
+
+    /// A raw non-blocking send: a full buffer drops the datagram instead of stalling every
+    /// other client behind it.
+    fn send_up(&self, upstream: &UdpSocket, datagram: &[u8], client: SocketAddr) {
+        if let Err(e) = SockRef::from(upstream).send(datagram) {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             debug!(entrypoint = %self.settings.name, %client, error = %e, "datagram to the backend dropped");
         }
-        false
     }
 
     /// Starts a session for `client`: router, backend, socket, and the answers' task.
-    async fn open(&self, client: SocketAddr, now: Instant) -> Result<Arc<UdpSocket>, Refusal> {
+    async fn open(
+        &self,
+        client: SocketAddr,
+        now: Instant,
+        route: Option<&UdpRoute>,
+        hello: Option<&InitialHello>,
+    ) -> Result<Arc<UdpSocket>, Refusal> {
         let dropped = |why: &dyn std::fmt::Display| {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             debug!(entrypoint = %self.settings.name, %client, "UDP datagram dropped: {why}");
@@ -224,8 +293,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                 }
             }
         }
-        let routes = (self.routes)();
-        let Some(route) = routes.select(client.ip()) else {
+        let Some(route) = route else {
             return Err(dropped(&"no UDP router takes this client"));
         };
         let Some(server) = route.service.pick(client.ip()) else {
@@ -249,7 +317,8 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             .map_err(|_| refused())?;
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
-        debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, "UDP session opened");
+        let sni = hello.and_then(|h| h.sni.as_deref());
+        debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, sni, "UDP session opened");
         tokio::spawn(relay_answers(
             Answers {
                 upstream: upstream.clone(),

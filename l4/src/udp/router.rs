@@ -1,12 +1,14 @@
 //! Which UDP router takes a new session. Traefik has no rule on UDP routers and uses one
 //! router per entrypoint; Sallyport keeps that as the *fallback* (a router without a rule)
-//! and adds routers with a rule (`ClientIP` today), tried first in priority order, so that
-//! several UDP routers can share an entrypoint.
+//! and adds routers with a rule, tried first in priority order, so that several UDP routers
+//! can share an entrypoint: `ClientIP` for any datagram, and for QUIC passthrough routers
+//! `HostSNI`, `HostSNIRegexp` and `ALPN` on the ClientHello of the flow's Initials.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::service::UdpService;
+use crate::quic::InitialHello;
 use crate::rule::match_order;
 use crate::tcp::rule::{ConnInfo, TcpRule};
 
@@ -17,6 +19,8 @@ pub struct UdpRoute {
     pub rule: Option<TcpRule>,
     pub priority: i64,
     pub service: Arc<UdpService>,
+    /// A QUIC passthrough router: it only takes QUIC flows, by their ClientHello.
+    pub quic: bool,
 }
 
 /// The UDP routers of one entrypoint, in the order they are tried.
@@ -37,16 +41,24 @@ impl UdpRoutes {
         self.routes.is_empty()
     }
 
-    /// The router for a new session from `client`.
-    pub fn select(&self, client: IpAddr) -> Option<&UdpRoute> {
+    /// Whether some router passes QUIC through: only then are new flows' first datagrams
+    /// looked at as QUIC.
+    pub fn has_quic(&self) -> bool {
+        self.routes.iter().any(|route| route.quic)
+    }
+
+    /// The router for a new session from `client`; `hello` is the ClientHello of a QUIC
+    /// flow (QUIC passthrough routers take nothing else).
+    pub fn select(&self, client: IpAddr, hello: Option<&InitialHello>) -> Option<&UdpRoute> {
         let info = ConnInfo {
-            sni: None,
-            alpn: &[],
+            sni: hello.and_then(|h| h.sni.as_deref()),
+            alpn: hello.map_or(&[], |h| h.alpn.as_slice()),
             client_ip: client,
         };
-        self.routes
-            .iter()
-            .find(|route| route.rule.as_ref().is_none_or(|rule| rule.matches(&info)))
+        self.routes.iter().find(|route| {
+            (!route.quic || hello.is_some())
+                && route.rule.as_ref().is_none_or(|rule| rule.matches(&info))
+        })
     }
 }
 
@@ -64,12 +76,13 @@ mod tests {
                 vec![Arc::from(name)],
                 Strategy::Wrr,
             ))),
+            quic: false,
         }
     }
 
     fn chosen(routes: &UdpRoutes, ip: &str) -> Option<String> {
         routes
-            .select(ip.parse().unwrap())
+            .select(ip.parse().unwrap(), None)
             .map(|r| r.name.to_string())
     }
 

@@ -1,5 +1,6 @@
 //! UDP routers and services of a snapshot, compiled into each UDP entrypoint's
-//! [`UdpRoutes`]: routers with a `ClientIP` rule (an extension) in priority order, then the
+//! [`UdpRoutes`]: routers with a rule (extensions: `ClientIP`, and on QUIC passthrough
+//! routers the ClientHello's `HostSNI`/`ALPN`) in priority order, then the
 //! entrypoint's router without a rule — Traefik's one router per entrypoint, the last by
 //! name when several are configured.
 
@@ -39,6 +40,7 @@ pub(super) fn udp_routes(
             continue;
         }
         let r = &router.value;
+        let quic = r.tls.as_ref().is_some_and(|t| t.passthrough);
         let Some(service) = services.get(&r.service.value, 0) else {
             continue;
         };
@@ -46,7 +48,7 @@ pub(super) fn udp_routes(
             None
         } else {
             // Validation compiled it already; a failure here means it was disabled.
-            let Ok(rule) = TcpRule::compile(&r.rule.value, false) else {
+            let Ok(rule) = TcpRule::compile(&r.rule.value, quic) else {
                 continue;
             };
             Some(rule)
@@ -69,6 +71,7 @@ pub(super) fn udp_routes(
                 },
                 rule: rule.clone(),
                 service: service.clone(),
+                quic,
             };
             let table = tables.entry(ep).or_default();
             if route.rule.is_some() {
