@@ -9,6 +9,8 @@
 //!
 //! For the HTTP reverse-proxy benchmark (`bench/http_proxy.sh`): `http-backend`, the origin
 //! behind every proxy ([`http_backend`]); the load comes from wrk and h2load.
+//!
+//! For the UDP relay benchmark (`bench/udp_proxy.sh`): `udp-echo` and `udp-load` ([`udp`]).
 
 pub mod backend;
 pub mod client;
@@ -16,6 +18,7 @@ pub mod http_backend;
 pub mod pki;
 pub mod stats;
 pub mod tls;
+pub mod udp;
 
 use std::path::PathBuf;
 
