@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::header::{ALT_SVC, CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,6 +34,8 @@ use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
+
+mod h3;
 
 /// hyper refuses an HTTP/1 read buffer smaller than this (it panics).
 const MIN_H1_BUFFER: usize = 8192;
@@ -119,6 +120,9 @@ pub struct EntrypointConfig {
     pub sanitize_path: bool,
     /// `X-Forwarded-Server`; empty leaves it out.
     pub server_name: String,
+    /// The `Alt-Svc` value responses on TLS connections carry when the entrypoint also
+    /// serves HTTP/3 (`h3=":443"; ma=2592000`); `None` without `http3`.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 impl EntrypointConfig {
@@ -134,6 +138,7 @@ impl EntrypointConfig {
             forwarded: ForwardedPolicy::default(),
             sanitize_path: true,
             server_name: String::new(),
+            alt_svc: None,
         }
     }
 }
@@ -217,6 +222,7 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let activity = Arc::new(Activity::new());
+        let alt_svc = tls.as_ref().and(config.alt_svc.clone());
         let service = {
             let entrypoint = self.clone();
             let activity = activity.clone();
@@ -225,8 +231,13 @@ impl HttpEntrypoint {
                 let client = client.clone();
                 let tls = tls.clone();
                 let in_flight = InFlight::enter(&activity);
+                let alt_svc = alt_svc.clone();
                 async move {
-                    let response = entrypoint.handle(request, client, tls).await;
+                    let mut response = entrypoint.handle(request, client, tls).await;
+                    if let Some(alt_svc) = alt_svc {
+                        // A backend that advertises its own alternatives keeps them.
+                        response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+                    }
                     Ok::<_, Infallible>(response.map(|body| HeldBody::new(body, in_flight)))
                 }
             })
@@ -291,12 +302,16 @@ impl HttpEntrypoint {
     }
 
     /// One request through the front door: sanitize, forwarded headers, route, 421, handler.
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::handler::BoxError>,
+    {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
         if let Err(kind) = check_host_header(&parts) {
