@@ -17,6 +17,7 @@ use support::*;
 /// routing `Host(site.test)` to `backend`.
 struct H3Site {
     router: Router,
+    dir: std::path::PathBuf,
     backend: HttpBackend,
     cert: TestCert,
     websecure: u16,
@@ -31,19 +32,15 @@ impl H3Site {
         let (crt, key) = cert.write(&dir, "site");
         let (websecure, nohttp3) = (free_port(), free_port());
         let static_yaml = format!(
-            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\n  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
             dir.join("dynamic.yml").display()
         );
-        let dynamic = format!(
-            "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      entryPoints: [websecure, nohttp3]\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"{}\"\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
-            backend.url(),
-            crt.display(),
-            key.display()
-        );
+        let dynamic = dynamic_yaml(&backend, &crt, &key);
         let router = Router::start(&dir, &static_yaml, &dynamic, &[websecure, nohttp3]);
         router.wait_log("listening (HTTP/3)");
         H3Site {
             router,
+            dir,
             backend,
             cert,
             websecure,
@@ -61,6 +58,16 @@ impl H3Site {
     }
 }
 
+/// The router `site` on both entrypoints to `backend`, serving the certificate `crt`/`key`.
+fn dynamic_yaml(backend: &HttpBackend, crt: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      entryPoints: [websecure, nohttp3]\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"{}\"\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
+        backend.url(),
+        crt.display(),
+        key.display()
+    )
+}
+
 /// A quinn endpoint and one h3 connection on it.
 struct H3Client {
     _endpoint: quinn::Endpoint,
@@ -69,6 +76,13 @@ struct H3Client {
 
 impl H3Client {
     async fn connect(addr: SocketAddr, ca: &TestCert) -> H3Client {
+        H3Client::try_connect(addr, ca)
+            .await
+            .expect("QUIC handshake")
+    }
+
+    /// The handshake's error when it fails (a certificate the client does not trust).
+    async fn try_connect(addr: SocketAddr, ca: &TestCert) -> Result<H3Client, String> {
         let tls = client_config(&[ca], &["h3"]);
         let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
         let mut endpoint =
@@ -78,15 +92,15 @@ impl H3Client {
             tokio::time::timeout(WAIT, endpoint.connect(addr, "site.test").expect("connect"))
                 .await
                 .expect("handshake in time")
-                .expect("handshake");
+                .map_err(|e| e.to_string())?;
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
             .await
             .expect("h3 client");
         tokio::spawn(async move { driver.wait_idle().await });
-        H3Client {
+        Ok(H3Client {
             _endpoint: endpoint,
             send,
-        }
+        })
     }
 
     /// Sends `request` with `body` (in the chunks given), returns status, headers and the
@@ -260,4 +274,85 @@ fn a_udp_entrypoint_on_the_port_of_an_http3_entrypoint_is_refused_at_start() {
         output.contains("udp_entrypoint=dns") && output.contains("http3_entrypoint=websecure"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_without_dropping_open_connections() {
+    let site = H3Site::start("h3-reload").await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], site.websecure));
+    let mut open = site.h3().await;
+    let renewed = TestCert::new(&["site.test"]);
+    let (crt, key) = renewed.write(&site.dir, "renewed");
+    site.router
+        .rewrite_dynamic(&dynamic_yaml(&site.backend, &crt, &key));
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut fresh = loop {
+        match H3Client::try_connect(addr, &renewed).await {
+            Ok(client) => break client,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the renewed certificate was never served: {error}\n{}",
+                site.router.log()
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (status, _, _) = fresh
+        .send(request(Method::GET, "site.test", "/fresh"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The old certificate is no longer served to new clients...
+    assert!(H3Client::try_connect(addr, &site.cert).await.is_err());
+    // ...and the connection opened before the reload lives on (the socket was not rebound).
+    let (status, _, body) = open
+        .send(request(Method::GET, "site.test", "/old"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"app /old");
+}
+
+#[tokio::test]
+async fn on_shutdown_a_request_in_flight_finishes_then_the_connection_closes_before_the_grace() {
+    let mut site = H3Site::start("h3-shutdown").await;
+    let mut client = site.h3().await;
+    let mut stream = client
+        .send
+        .send_request(request(Method::GET, "site.test", "/slow/800"))
+        .await
+        .expect("send request");
+    stream.finish().await.expect("finish");
+    let deadline = std::time::Instant::now() + WAIT;
+    while site.backend.seen().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never saw the request"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    site.router.signal("TERM");
+    site.router.wait_log("shutting down");
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response in time")
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut chunk = tokio::time::timeout(WAIT, stream.recv_data())
+        .await
+        .expect("data in time")
+        .expect("data")
+        .expect("a chunk");
+    assert_eq!(
+        &chunk.copy_to_bytes(chunk.remaining())[..],
+        b"app /slow/800"
+    );
+    let status = site
+        .router
+        .wait_exit(std::time::Duration::from_secs(3))
+        .unwrap_or_else(|| {
+            panic!(
+                "the answered connection was not closed:\n{}",
+                site.router.log()
+            )
+        });
+    assert!(status.success(), "{status}");
 }

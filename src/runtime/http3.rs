@@ -25,6 +25,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a draining endpoint looks whether its connections are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// The HTTP/3 side of one entrypoint, bound and not yet serving.
 pub struct Http3Endpoint {
     name: Arc<str>,
@@ -176,10 +179,17 @@ impl Http3Serving {
     /// GOAWAY, then closes the endpoint; true if none had to be cut.
     pub async fn drain(self) -> bool {
         let _ = self.task.await;
-        let idle = tokio::time::timeout(self.grace, self.endpoint.wait_idle())
-            .await
-            .is_ok()
-            || self.endpoint.open_connections() == 0;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let idle = loop {
+            let open = self.endpoint.open_connections();
+            if open == 0 {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        };
         self.endpoint.close(VarInt::from_u32(0), b"shutdown");
         idle
     }

@@ -25,6 +25,9 @@ const H3_TLS_OPTION: &str = "default";
 /// Response headers that name the connection, which HTTP/3 forbids (RFC 9114 §4.2).
 const CONNECTION_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, UPGRADE];
 
+/// H3_NO_ERROR (RFC 9114 §8.1): the connection closes with nothing wrong.
+const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
+
 type Stream<S> = RequestStream<S, Bytes>;
 
 impl HttpEntrypoint {
@@ -54,6 +57,7 @@ impl HttpEntrypoint {
             tls: true,
             entrypoint: config.name.clone(),
         };
+        let quic = connection.clone();
         let built = h3::server::builder()
             .max_field_section_size(u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX))
             .build::<_, Bytes>(h3_quinn::Connection::new(connection))
@@ -65,32 +69,35 @@ impl HttpEntrypoint {
                 return;
             }
         };
+        let mut requests = tokio::task::JoinSet::new();
         let mut shutdown = self.inner.shutdown.subscribe();
-        let mut closing = *shutdown.borrow();
-        if closing && let Err(error) = h3.shutdown(0).await {
-            tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 GOAWAY failed");
-        }
+        let mut closing = false;
         loop {
+            if !closing && *shutdown.borrow_and_update() {
+                closing = true;
+                // Requests already accepted run on; the client opens no new ones.
+                if let Err(error) = h3.shutdown(0).await {
+                    tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 GOAWAY failed");
+                    break;
+                }
+            }
+            if closing && requests.is_empty() {
+                // A client may keep a connection after GOAWAY; it is closed once its
+                // requests are answered, so the endpoint drains.
+                quic.close(H3_NO_ERROR, b"");
+                break;
+            }
             let accepted = tokio::select! {
                 accepted = h3.accept() => accepted,
-                changed = shutdown.changed(), if !closing => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        closing = true;
-                        // Requests already accepted run on; the client opens no new ones.
-                        if let Err(error) = h3.shutdown(0).await {
-                            tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 GOAWAY failed");
-                            break;
-                        }
-                    }
-                    continue;
-                }
+                _ = shutdown.changed(), if !closing => continue,
+                Some(_) = requests.join_next(), if !requests.is_empty() => continue,
             };
             match accepted {
                 Ok(Some(resolver)) => {
                     let entrypoint = self.clone();
                     let client = client.clone();
                     let tls = tls.clone();
-                    tokio::spawn(async move {
+                    requests.spawn(async move {
                         let (request, stream) = match resolver.resolve_request().await {
                             Ok(resolved) => resolved,
                             Err(error) => {
@@ -116,6 +123,8 @@ impl HttpEntrypoint {
                 }
             }
         }
+        // Responses still being sent finish on their own.
+        requests.detach_all();
     }
 }
 
