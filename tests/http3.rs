@@ -26,13 +26,28 @@ struct H3Site {
 
 impl H3Site {
     async fn start(tag: &str) -> H3Site {
+        H3Site::start_with(tag, HttpBackend::start("app").await, "").await
+    }
+
+    /// With an HTTPS backend (spoken to in HTTP/2), its certificate not verified.
+    async fn start_tls_backend(tag: &str) -> H3Site {
+        let cert = TestCert::new(&["backend.test"]);
+        let backend = HttpBackend::tls("app", &cert, None).await;
+        H3Site::start_with(
+            tag,
+            backend,
+            "serversTransport:\n  insecureSkipVerify: true\n",
+        )
+        .await
+    }
+
+    async fn start_with(tag: &str, backend: HttpBackend, extra_static: &str) -> H3Site {
         let dir = temp_dir(tag);
-        let backend = HttpBackend::start("app").await;
         let cert = TestCert::new(&["site.test"]);
         let (crt, key) = cert.write(&dir, "site");
         let (websecure, nohttp3) = (free_port(), free_port());
         let static_yaml = format!(
-            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\n  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\n  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\n{extra_static}providers:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
             dir.join("dynamic.yml").display()
         );
         let dynamic = dynamic_yaml(&backend, &crt, &key);
@@ -355,4 +370,48 @@ async fn on_shutdown_a_request_in_flight_finishes_then_the_connection_closes_bef
             )
         });
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn request_trailers_reach_the_backend_and_response_trailers_come_back() {
+    // HTTP/1.1 to the backend would need chunked trailers on both hops; HTTP/2 carries them.
+    let site = H3Site::start_tls_backend("h3-trailers").await;
+    let mut client = site.h3().await;
+    let mut request = request(Method::POST, "site.test", "/echo");
+    request
+        .headers_mut()
+        .insert("te", http::HeaderValue::from_static("trailers"));
+    let mut stream = client
+        .send
+        .send_request(request)
+        .await
+        .expect("send request");
+    stream
+        .send_data(Bytes::from_static(b"body"))
+        .await
+        .expect("send data");
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    stream.send_trailers(trailers).await.expect("send trailers");
+    stream.finish().await.expect("finish");
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = BytesMut::new();
+    while let Some(mut chunk) = tokio::time::timeout(WAIT, stream.recv_data())
+        .await
+        .expect("data in time")
+        .expect("data")
+    {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    assert_eq!(&body[..], b"body");
+    let trailers = tokio::time::timeout(WAIT, stream.recv_trailers())
+        .await
+        .expect("trailers in time")
+        .expect("trailers")
+        .expect("the echoed trailers");
+    assert_eq!(header(&trailers, "x-checksum"), "abc");
 }

@@ -155,7 +155,7 @@ where
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     stream.send_trailers(trailers).await?;
-                    return Ok(());
+                    break;
                 }
             }
         }
