@@ -9,8 +9,8 @@
 //! that talks to a server) are built elsewhere, once per configuration snapshot.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -120,9 +120,6 @@ pub struct EntrypointConfig {
     pub sanitize_path: bool,
     /// `X-Forwarded-Server`; empty leaves it out.
     pub server_name: String,
-    /// The `Alt-Svc` value responses on TLS connections carry when the entrypoint also
-    /// serves HTTP/3 (`h3=":443"; ma=2592000`); `None` without `http3`.
-    pub alt_svc: Option<HeaderValue>,
 }
 
 impl EntrypointConfig {
@@ -138,7 +135,6 @@ impl EntrypointConfig {
             forwarded: ForwardedPolicy::default(),
             sanitize_path: true,
             server_name: String::new(),
-            alt_svc: None,
         }
     }
 }
@@ -156,6 +152,9 @@ struct Inner {
     server: auto::Builder<TokioExecutor>,
     /// Flips to `true` when the process stops: connections finish their requests and close.
     shutdown: watch::Sender<bool>,
+    /// The `Alt-Svc` value responses on TLS connections carry once the entrypoint also
+    /// serves HTTP/3 (set when its UDP side is bound, so the port is the real one).
+    alt_svc: OnceLock<HeaderValue>,
 }
 
 impl HttpEntrypoint {
@@ -183,6 +182,7 @@ impl HttpEntrypoint {
                 routes: ArcSwap::from_pointee(HttpRoutes::empty()),
                 server,
                 shutdown: watch::channel(false).0,
+                alt_svc: OnceLock::new(),
             }),
         }
     }
@@ -194,6 +194,16 @@ impl HttpEntrypoint {
     /// Installs the routes of a new snapshot; the next request on every connection uses them.
     pub fn set_routes(&self, routes: Arc<HttpRoutes>) {
         self.inner.routes.store(routes);
+    }
+
+    /// Advertises HTTP/3 on UDP `port` to clients of TLS connections:
+    /// `Alt-Svc: h3=":<port>"; ma=2592000` on every response from now on (the first call
+    /// wins; HTTP/3 is bound once).
+    pub fn advertise_http3(&self, port: u16) {
+        let value = format!("h3=\":{port}\"; ma=2592000");
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            let _ = self.inner.alt_svc.set(value);
+        }
     }
 
     /// Asks every connection to finish the request in flight and close (HTTP/2 GOAWAY,
@@ -222,7 +232,7 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let activity = Arc::new(Activity::new());
-        let alt_svc = tls.as_ref().and(config.alt_svc.clone());
+        let alt_svc = tls.as_ref().and(self.inner.alt_svc.get().cloned());
         let service = {
             let entrypoint = self.clone();
             let activity = activity.clone();

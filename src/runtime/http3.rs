@@ -74,6 +74,16 @@ impl Http3Endpoint {
         &self.name
     }
 
+    /// The port clients are told to use (`Alt-Svc`): `http3.advertisedPort`, or the bound one.
+    pub fn advertised_port(&self, cfg: &EntryPointConfig) -> u16 {
+        cfg.http3
+            .as_ref()
+            .and_then(|h3| u16::try_from(h3.advertised_port).ok())
+            .filter(|port| *port > 0)
+            .or_else(|| self.endpoint.local_addr().ok().map(|a| a.port()))
+            .unwrap_or(0)
+    }
+
     pub fn local_addr(&self) -> String {
         self.endpoint
             .local_addr()
@@ -101,11 +111,14 @@ impl Http3Endpoint {
         let accepting = endpoint.clone();
         let ep_name = name.clone();
         let task = tokio::spawn(async move {
+            // False once the reloader is gone: the last configuration stays.
+            let mut following = true;
             loop {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    changed = tls.changed() => {
+                    changed = tls.changed(), if following => {
                         if changed.is_err() {
+                            following = false;
                             continue;
                         }
                         let config = tls

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use tracing::{error, info, warn};
 
 use crate::config::LoadedStatic;
@@ -96,7 +95,10 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
                 )
             });
             match bound {
-                Ok(e) => http3_endpoints.push(e),
+                Ok(e) => {
+                    server.advertise_http3(e.advertised_port(ep));
+                    http3_endpoints.push(e);
+                }
                 Err(e) => {
                     error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen for HTTP/3 (UDP)");
                     return 1;
@@ -193,14 +195,6 @@ fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
                 },
                 sanitize_path: ep.http.sanitize_path.unwrap_or(true),
                 server_name: host.clone(),
-                alt_svc: ep.http3.as_ref().and_then(|h3| {
-                    let port = if h3.advertised_port > 0 {
-                        h3.advertised_port
-                    } else {
-                        i64::from(ep.address.port)
-                    };
-                    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=2592000")).ok()
-                }),
                 ..EntrypointConfig::new(name)
             };
             (name.clone(), HttpEntrypoint::new(config))
