@@ -9,15 +9,14 @@
 //! that talks to a server) are built elsewhere, once per configuration snapshot.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::header::{ALT_SVC, CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,6 +34,8 @@ use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
+
+mod h3;
 
 /// hyper refuses an HTTP/1 read buffer smaller than this (it panics).
 const MIN_H1_BUFFER: usize = 8192;
@@ -151,6 +152,9 @@ struct Inner {
     server: auto::Builder<TokioExecutor>,
     /// Flips to `true` when the process stops: connections finish their requests and close.
     shutdown: watch::Sender<bool>,
+    /// The `Alt-Svc` value responses on TLS connections carry once the entrypoint also
+    /// serves HTTP/3 (set when its UDP side is bound, so the port is the real one).
+    alt_svc: OnceLock<HeaderValue>,
 }
 
 impl HttpEntrypoint {
@@ -178,6 +182,7 @@ impl HttpEntrypoint {
                 routes: ArcSwap::from_pointee(HttpRoutes::empty()),
                 server,
                 shutdown: watch::channel(false).0,
+                alt_svc: OnceLock::new(),
             }),
         }
     }
@@ -189,6 +194,16 @@ impl HttpEntrypoint {
     /// Installs the routes of a new snapshot; the next request on every connection uses them.
     pub fn set_routes(&self, routes: Arc<HttpRoutes>) {
         self.inner.routes.store(routes);
+    }
+
+    /// Advertises HTTP/3 on UDP `port` to clients of TLS connections:
+    /// `Alt-Svc: h3=":<port>"; ma=2592000` on every response from now on (the first call
+    /// wins; HTTP/3 is bound once).
+    pub fn advertise_http3(&self, port: u16) {
+        let value = format!("h3=\":{port}\"; ma=2592000");
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            let _ = self.inner.alt_svc.set(value);
+        }
     }
 
     /// Asks every connection to finish the request in flight and close (HTTP/2 GOAWAY,
@@ -217,6 +232,7 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let activity = Arc::new(Activity::new());
+        let alt_svc = tls.as_ref().and(self.inner.alt_svc.get().cloned());
         let service = {
             let entrypoint = self.clone();
             let activity = activity.clone();
@@ -225,8 +241,13 @@ impl HttpEntrypoint {
                 let client = client.clone();
                 let tls = tls.clone();
                 let in_flight = InFlight::enter(&activity);
+                let alt_svc = alt_svc.clone();
                 async move {
-                    let response = entrypoint.handle(request, client, tls).await;
+                    let mut response = entrypoint.handle(request, client, tls).await;
+                    if let Some(alt_svc) = alt_svc {
+                        // A backend that advertises its own alternatives keeps them.
+                        response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
+                    }
                     Ok::<_, Infallible>(response.map(|body| HeldBody::new(body, in_flight)))
                 }
             })
@@ -291,12 +312,16 @@ impl HttpEntrypoint {
     }
 
     /// One request through the front door: sanitize, forwarded headers, route, 421, handler.
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::handler::BoxError>,
+    {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
         if let Err(kind) = check_host_header(&parts) {

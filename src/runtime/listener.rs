@@ -66,6 +66,11 @@ impl Entrypoint {
         &self.name
     }
 
+    /// The bound address (the HTTP/3 endpoint binds UDP on the same one).
+    pub fn socket_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
     pub fn local_addr(&self) -> String {
         self.listener
             .local_addr()

@@ -4,11 +4,13 @@
 //!
 //! - [`compile`] turns a validated configuration into `l4` routing tables and services;
 //! - [`listener`] owns the TCP listeners and their accept loops;
+//! - [`http3`] owns the QUIC endpoints of entrypoints with `http3`;
 //! - [`provider`] watches the file provider and drives reloads;
 //! - [`internal`] hosts the built-in services (`echo@internal`);
 //! - [`rules`] plugs the real rule compilers into configuration validation.
 
 pub mod compile;
+pub mod http3;
 pub mod internal;
 pub mod listener;
 pub mod provider;
@@ -48,9 +50,15 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let mut reloader =
         provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone());
     reloader.reload(provider::Trigger::Startup);
+    let quic_tls = reloader.quic_tls();
+    if let Some((udp, tcp)) = http3_port_clash(&st) {
+        error!(udp_entrypoint = %udp, http3_entrypoint = %tcp, "a UDP entrypoint has the port of an entrypoint with http3; both would receive its QUIC datagrams");
+        return 1;
+    }
 
     let mut entrypoints = Vec::new();
     let mut udp_entrypoints = Vec::new();
+    let mut http3_endpoints = Vec::new();
     for (name, ep) in &st.entry_points {
         if ep.implicit {
             info!(entrypoint = %name, "the api/ping/metrics entrypoint is not served yet; not listening on it");
@@ -66,13 +74,38 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             }
             continue;
         }
-        match Entrypoint::bind(name, ep).await {
-            Ok(e) => entrypoints.push(e),
+        let tcp = match Entrypoint::bind(name, ep).await {
+            Ok(e) => e,
             Err(e) => {
                 error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen");
                 return 1;
             }
+        };
+        if ep.http3.is_some()
+            && let Some(server) = http.get(name)
+        {
+            let bound = tcp.socket_addr().and_then(|addr| {
+                http3::Http3Endpoint::bind(
+                    name,
+                    ep,
+                    addr,
+                    server.clone(),
+                    max_concurrent_streams(ep),
+                    quic_tls.borrow().clone(),
+                )
+            });
+            match bound {
+                Ok(e) => {
+                    server.advertise_http3(e.advertised_port(ep));
+                    http3_endpoints.push(e);
+                }
+                Err(e) => {
+                    error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen for HTTP/3 (UDP)");
+                    return 1;
+                }
+            }
         }
+        entrypoints.push(tcp);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -85,6 +118,12 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     for ep in udp_entrypoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (UDP)");
         udp_serving.push(ep.serve(store.clone(), stop_rx.clone()));
+    }
+
+    let mut http3_serving = Vec::new();
+    for ep in http3_endpoints {
+        info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (HTTP/3)");
+        http3_serving.push(ep.serve(quic_tls.clone(), stop_rx.clone()));
     }
 
     let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
@@ -112,6 +151,14 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             }
         });
     }
+    for s in http3_serving {
+        drains.spawn(async move {
+            let (name, grace) = (s.name.clone(), s.grace);
+            if !s.drain().await {
+                warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining HTTP/3 connections");
+            }
+        });
+    }
     drains.join_all().await;
     watcher.abort();
     info!("stopped");
@@ -129,10 +176,7 @@ fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
             let timeouts = &ep.transport.responding_timeouts;
             let positive = |d: crate::config::Duration| d.to_std().filter(|v| !v.is_zero());
             let config = EntrypointConfig {
-                max_concurrent_streams: u32::try_from(ep.http2.max_concurrent_streams)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .unwrap_or(250),
+                max_concurrent_streams: max_concurrent_streams(ep),
                 max_header_bytes: usize::try_from(ep.http.max_header_bytes)
                     .ok()
                     .filter(|n| *n > 0)
@@ -156,6 +200,31 @@ fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
             (name.clone(), HttpEntrypoint::new(config))
         })
         .collect()
+}
+
+/// `http2.maxConcurrentStreams`, which also bounds the requests open at once on one HTTP/3
+/// connection.
+fn max_concurrent_streams(ep: &crate::config::static_cfg::EntryPoint) -> u32 {
+    u32::try_from(ep.http2.max_concurrent_streams)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or(250)
+}
+
+/// A UDP entrypoint on the port of a TCP entrypoint with `http3`: (UDP name, TCP name).
+fn http3_port_clash(st: &StaticConfig) -> Option<(&str, &str)> {
+    let http3 = st
+        .entry_points
+        .iter()
+        .filter(|(_, ep)| ep.http3.is_some() && ep.address.protocol == Protocol::Tcp);
+    for (tcp_name, tcp) in http3 {
+        for (udp_name, udp) in &st.entry_points {
+            if udp.address.protocol == Protocol::Udp && udp.address.port == tcp.address.port {
+                return Some((udp_name, tcp_name));
+            }
+        }
+    }
+    None
 }
 
 /// This machine's name, for `X-Forwarded-Server` (as Traefik sends `os.Hostname()`).

@@ -126,7 +126,13 @@ pub struct Reloader {
     /// Servers of the installed snapshot, whose health the next one inherits.
     servers: Servers,
     last_fingerprint: Option<Vec<u8>>,
+    /// The TLS configuration of the installed snapshot's HTTP/3 endpoints, which swap it
+    /// into their QUIC endpoints without rebinding.
+    quic_tls: QuicTls,
 }
+
+/// Where HTTP/3 endpoints watch for the TLS configuration of each new snapshot.
+pub type QuicTls = tokio::sync::watch::Sender<Option<Arc<rustls::ServerConfig>>>;
 
 impl Reloader {
     pub fn new(
@@ -146,7 +152,13 @@ impl Reloader {
             health: Vec::new(),
             servers: Servers::new(),
             last_fingerprint: None,
+            quic_tls: QuicTls::new(None),
         }
+    }
+
+    /// Follows the HTTP/3 TLS configuration of every snapshot this reloader installs.
+    pub fn quic_tls(&self) -> tokio::sync::watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.quic_tls.subscribe()
     }
 
     /// One reload: returns true if a new snapshot was installed.
@@ -199,6 +211,7 @@ impl Reloader {
             &self.http_states,
         );
         compiled.snapshot.install_http(&self.http);
+        self.quic_tls.send_replace(compiled.snapshot.quic_tls());
         self.store.store(Arc::new(compiled.snapshot));
         self.http_states.retain_used();
         // The old snapshot's health checks stop now; connections that still hold the

@@ -98,7 +98,7 @@ impl UdpEntrypoint {
     }
 }
 
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+pub(super) fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {

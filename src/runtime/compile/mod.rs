@@ -66,6 +66,9 @@ pub struct Snapshot {
     udp: HashMap<String, Arc<UdpRoutes>>,
     empty: Arc<EntrypointRoutes>,
     empty_udp: Arc<UdpRoutes>,
+    /// The TLS server configuration of HTTP/3 endpoints (`None` when no entrypoint has
+    /// `http3`, or the `default` TLS option is broken: then QUIC handshakes are refused).
+    quic_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
@@ -76,7 +79,13 @@ impl Snapshot {
             udp: HashMap::new(),
             empty: Arc::new(EntrypointRoutes::empty(None)),
             empty_udp: Arc::new(UdpRoutes::default()),
+            quic_tls: None,
         }
+    }
+
+    /// The TLS configuration HTTP/3 endpoints serve with in this snapshot.
+    pub fn quic_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.quic_tls.clone()
     }
 
     /// Gives each entrypoint's HTTP server this snapshot's routes (none: 404 for all).
@@ -200,8 +209,15 @@ pub fn compile(
         );
         http_routes.insert(ep, http.routes);
     }
+    let quic_tls = st
+        .entry_points
+        .values()
+        .any(|ep| ep.http3.is_some())
+        .then(|| c.quic_tls())
+        .flatten();
     Compiled {
         snapshot: Snapshot {
+            quic_tls,
             entrypoints,
             http: http_routes,
             udp: udp::udp_routes(st, dy, report),
@@ -755,6 +771,40 @@ impl Compiler<'_> {
         let config = l4::tls::server_config(store, versions, alpn, &client_auth)
             .map_err(|e| e.to_string())?;
         Ok(tokio_rustls::TlsAcceptor::from(config))
+    }
+
+    /// The TLS configuration of HTTP/3: the certificate store and client authentication of
+    /// the `default` TLS option, TLS 1.3 only (QUIC has no other), ALPN `h3`, and no
+    /// early data (0-RTT requests could be replayed).
+    fn quic_tls(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        let option = self
+            .dy
+            .tls
+            .options
+            .get(DEFAULT_TLS_NAME)
+            .map(|o| o.value.clone())
+            .unwrap_or_default();
+        let built = client_auth(&option.client_auth).and_then(|client_auth| {
+            let (certs, default) = self.certificates();
+            let store = Arc::new(CertStore::new(certs, default).with_sni_strict(option.sni_strict));
+            let versions = TlsVersions {
+                min: TlsVersion::Tls13,
+                max: TlsVersion::Tls13,
+            };
+            l4::tls::server_config(store, versions, vec![b"h3".to_vec()], &client_auth)
+                .map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(config) => {
+                let mut config = Arc::unwrap_or_clone(config);
+                config.max_early_data_size = 0;
+                Some(Arc::new(config))
+            }
+            Err(why) => {
+                self.problem(None, format!("HTTP/3 TLS (option default): {why}"));
+                None
+            }
+        }
     }
 
     /// The certificates of the default store (loaded once per snapshot) and the

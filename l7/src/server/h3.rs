@@ -1,0 +1,225 @@
+//! HTTP/3 on one QUIC connection: every request stream becomes an `http::Request` handed to
+//! the same [`HttpEntrypoint::handle`] as HTTP/1.1 and HTTP/2, and its response is streamed
+//! back (headers, data, trailers). The QUIC endpoint itself (socket, TLS, reloads) belongs to
+//! the runtime; this module owns what happens once a connection is established.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderName, Response, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use rustls_pki_types::CertificateDer;
+
+use super::{HttpEntrypoint, TlsInfo};
+use crate::handler::{Body, BoxError, ClientInfo};
+
+/// The TLS option HTTP/3 handshakes are made with (QUIC has one server configuration).
+const H3_TLS_OPTION: &str = "default";
+
+/// Response headers that name the connection, which HTTP/3 forbids (RFC 9114 §4.2).
+const CONNECTION_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, UPGRADE];
+
+/// H3_NO_ERROR (RFC 9114 §8.1): the connection closes with nothing wrong.
+const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
+
+type Stream<S> = RequestStream<S, Bytes>;
+
+impl HttpEntrypoint {
+    /// Serves HTTP/3 on an established QUIC connection until the client closes it or the
+    /// process stops (then a GOAWAY lets the requests in flight finish). `local` is the
+    /// entrypoint's address. Client errors end the stream or the connection with a debug
+    /// log line.
+    pub async fn serve_h3(&self, connection: quinn::Connection, local: SocketAddr) {
+        let config = &self.inner.config;
+        let peer = connection.remote_address();
+        let sni = connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.server_name.map(Arc::from));
+        let peer_certificates = connection
+            .peer_identity()
+            .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .map(|chain| Arc::from(chain.into_iter().collect::<Box<[_]>>()));
+        let tls = TlsInfo {
+            sni,
+            option: Arc::from(H3_TLS_OPTION),
+            peer_certificates,
+        };
+        let client = ClientInfo {
+            peer,
+            local,
+            tls: true,
+            entrypoint: config.name.clone(),
+        };
+        let quic = connection.clone();
+        let built = h3::server::builder()
+            .max_field_section_size(u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX))
+            .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+            .await;
+        let mut h3 = match built {
+            Ok(h3) => h3,
+            Err(error) => {
+                tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 connection setup failed");
+                return;
+            }
+        };
+        let mut requests = tokio::task::JoinSet::new();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut closing = false;
+        loop {
+            if !closing && *shutdown.borrow_and_update() {
+                closing = true;
+                // Requests already accepted run on; the client opens no new ones.
+                if let Err(error) = h3.shutdown(0).await {
+                    tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 GOAWAY failed");
+                    break;
+                }
+            }
+            if closing && requests.is_empty() {
+                // A client may keep a connection after GOAWAY; it is closed once its
+                // requests are answered, so the endpoint drains.
+                quic.close(H3_NO_ERROR, b"");
+                break;
+            }
+            let accepted = tokio::select! {
+                accepted = h3.accept() => accepted,
+                _ = shutdown.changed(), if !closing => continue,
+                Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+            };
+            match accepted {
+                Ok(Some(resolver)) => {
+                    let entrypoint = self.clone();
+                    let client = client.clone();
+                    let tls = tls.clone();
+                    requests.spawn(async move {
+                        let (request, stream) = match resolver.resolve_request().await {
+                            Ok(resolved) => resolved,
+                            Err(error) => {
+                                tracing::debug!(entrypoint = %entrypoint.name(), client = %client.peer, error = %error, "malformed HTTP/3 request");
+                                return;
+                            }
+                        };
+                        let (mut send, recv) = stream.split();
+                        let (mut parts, ()) = request.into_parts();
+                        parts.version = Version::HTTP_3;
+                        let request = http::Request::from_parts(parts, RequestBody::new(recv));
+                        let peer = client.peer;
+                        let response = entrypoint.handle(request, client, Some(tls)).await;
+                        if let Err(error) = send_response(&mut send, response).await {
+                            tracing::debug!(entrypoint = %entrypoint.name(), client = %peer, error = %error, "HTTP/3 response not delivered");
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(entrypoint = %config.name, client = %peer, error = %error, "HTTP/3 connection ended with an error");
+                    break;
+                }
+            }
+        }
+        // Responses still being sent finish on their own.
+        requests.detach_all();
+    }
+}
+
+/// Sends the head, streams the body frame by frame (so a large or endless body is never held
+/// whole), then the trailers if any, and finishes the stream.
+async fn send_response<S>(stream: &mut Stream<S>, response: Response<Body>) -> Result<(), BoxError>
+where
+    S: h3::quic::SendStream<Bytes>,
+{
+    let (mut parts, mut body) = response.into_parts();
+    for name in &CONNECTION_HEADERS {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("keep-alive");
+    parts.headers.remove("proxy-connection");
+    parts.version = Version::HTTP_3;
+    stream
+        .send_response(Response::from_parts(parts, ()))
+        .await?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                if !data.is_empty() {
+                    stream.send_data(data).await?;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    stream.send_trailers(trailers).await?;
+                    break;
+                }
+            }
+        }
+    }
+    stream.finish().await?;
+    Ok(())
+}
+
+/// A request body read from an HTTP/3 stream as the handler polls it: data frames, then the
+/// trailers if the client sent any.
+struct RequestBody<S> {
+    stream: Stream<S>,
+    data_done: bool,
+    done: bool,
+}
+
+impl<S> RequestBody<S> {
+    fn new(stream: Stream<S>) -> Self {
+        RequestBody {
+            stream,
+            data_done: false,
+            done: false,
+        }
+    }
+}
+
+impl<S> http_body::Body for RequestBody<S>
+where
+    S: h3::quic::RecvStream + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.stream.poll_recv_data(cx)) {
+                Ok(Some(mut buf)) => {
+                    let bytes = buf.copy_to_bytes(buf.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Ok(None) => this.data_done = true,
+                Err(error) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+        let trailers = ready!(this.stream.poll_recv_trailers(cx));
+        this.done = true;
+        match trailers {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
