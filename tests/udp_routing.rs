@@ -251,6 +251,19 @@ fn udp_configuration_errors_are_located() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("dynamic.yml:4"), "the rule's line: {out}");
     assert!(out.contains("needs TLS"), "{out}");
+
+    std::fs::write(
+        dir.join("dynamic.yml"),
+        "udp:\n  routers:\n    terminate:\n      rule: \"HostSNI(`a.test`)\"\n      tls: {}\n      service: s\n    no-rule:\n      tls: { passthrough: true }\n      service: s\n  services:\n    s:\n      loadBalancer:\n        servers: [{ address: \"127.0.0.1:9\" }]\n",
+    )
+    .unwrap();
+    let (code, out) = run_cli(&["check", "--config", "static.yml"], &dir);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("only passes QUIC through"), "{out}");
+    assert!(
+        out.contains("QUIC passthrough router needs a rule"),
+        "{out}"
+    );
 }
 
 /// Open file descriptors of process `pid`.
