@@ -15,6 +15,7 @@ pub mod content_type;
 pub mod digest_auth;
 pub mod encoded_characters;
 pub mod errors;
+pub mod expression_text;
 pub mod forward_auth;
 pub mod grpc_web;
 pub mod headers;

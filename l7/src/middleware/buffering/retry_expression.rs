@@ -26,15 +26,8 @@ pub enum Value {
     ResponseCode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Equal,
-    NotEqual,
-    Less,
-    LessOrEqual,
-    Greater,
-    GreaterOrEqual,
-}
+pub use crate::middleware::expression_text::Comparison;
+use crate::middleware::expression_text::Cursor;
 
 /// Why a `retryExpression` does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +40,11 @@ pub struct InvalidRetryExpression {
 impl RetryExpression {
     /// Parses e.g. `IsNetworkError() && Attempts() < 2 || ResponseCode() == 503`.
     pub fn parse(text: &str) -> Result<RetryExpression, InvalidRetryExpression> {
-        let mut parser = ExpressionParser { text, at: 0 };
+        let mut parser = ExpressionParser {
+            c: Cursor::new(text),
+        };
         let expression = parser.or()?;
-        parser.skip_spaces();
-        if parser.at < text.len() {
+        if !parser.c.at_end() {
             return Err(parser.error("unexpected text after the expression"));
         }
         Ok(expression)
@@ -66,14 +60,7 @@ impl RetryExpression {
                     Value::Attempts => tries,
                     Value::ResponseCode => u32::from(response.status().as_u16()),
                 };
-                match comparison {
-                    Comparison::Equal => actual == *operand,
-                    Comparison::NotEqual => actual != *operand,
-                    Comparison::Less => actual < *operand,
-                    Comparison::LessOrEqual => actual <= *operand,
-                    Comparison::Greater => actual > *operand,
-                    Comparison::GreaterOrEqual => actual >= *operand,
-                }
+                comparison.holds(actual, *operand)
             }
             RetryExpression::Not(inner) => !inner.eval(response, tries),
             RetryExpression::And(a, b) => a.eval(response, tries) && b.eval(response, tries),
@@ -83,34 +70,20 @@ impl RetryExpression {
 }
 
 struct ExpressionParser<'a> {
-    text: &'a str,
-    at: usize,
+    c: Cursor<'a>,
 }
 
 impl ExpressionParser<'_> {
     fn error(&self, what: &'static str) -> InvalidRetryExpression {
-        InvalidRetryExpression { at: self.at, what }
-    }
-
-    fn skip_spaces(&mut self) {
-        let rest = &self.text[self.at..];
-        self.at += rest.len() - rest.trim_start().len();
-    }
-
-    /// Consumes `token` (after spaces) if it comes next.
-    fn eat(&mut self, token: &str) -> bool {
-        self.skip_spaces();
-        if self.text[self.at..].starts_with(token) {
-            self.at += token.len();
-            true
-        } else {
-            false
+        InvalidRetryExpression {
+            at: self.c.at,
+            what,
         }
     }
 
     fn or(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
         let mut left = self.and()?;
-        while self.eat("||") {
+        while self.c.eat("||") {
             left = RetryExpression::Or(Box::new(left), Box::new(self.and()?));
         }
         Ok(left)
@@ -118,7 +91,7 @@ impl ExpressionParser<'_> {
 
     fn and(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
         let mut left = self.unary()?;
-        while self.eat("&&") {
+        while self.c.eat("&&") {
             left = RetryExpression::And(Box::new(left), Box::new(self.unary()?));
         }
         Ok(left)
@@ -126,47 +99,39 @@ impl ExpressionParser<'_> {
 
     fn unary(&mut self) -> Result<RetryExpression, InvalidRetryExpression> {
         // `!=` never starts a term, so a leading `!` is a negation.
-        if self.eat("!") {
+        if self.c.eat("!") {
             return Ok(RetryExpression::Not(Box::new(self.unary()?)));
         }
-        if self.eat("(") {
+        if self.c.eat("(") {
             let inner = self.or()?;
-            if !self.eat(")") {
+            if !self.c.eat(")") {
                 return Err(self.error("expected )"));
             }
             return Ok(inner);
         }
-        if self.eat("IsNetworkError()") {
+        if self.c.eat("IsNetworkError()") {
             return Ok(RetryExpression::IsNetworkError);
         }
-        let value = if self.eat("Attempts()") {
+        let value = if self.c.eat("Attempts()") {
             Value::Attempts
-        } else if self.eat("ResponseCode()") {
+        } else if self.c.eat("ResponseCode()") {
             Value::ResponseCode
         } else {
             return Err(self.error("expected IsNetworkError(), Attempts(), ResponseCode(), ! or ("));
         };
-        let comparison = [
-            ("==", Comparison::Equal),
-            ("!=", Comparison::NotEqual),
-            ("<=", Comparison::LessOrEqual),
-            (">=", Comparison::GreaterOrEqual),
-            ("<", Comparison::Less),
-            (">", Comparison::Greater),
-        ]
-        .into_iter()
-        .find(|(token, _)| self.eat(token))
-        .map(|(_, comparison)| comparison)
-        .ok_or_else(|| self.error("expected a comparison (==, !=, <, <=, >, >=)"))?;
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let operand = rest[..len]
+        let comparison = self
+            .c
+            .comparison()
+            .ok_or_else(|| self.error("expected a comparison (==, !=, <, <=, >, >=)"))?;
+        let at = self.c.at;
+        let operand = self
+            .c
+            .take_while(|c| c.is_ascii_digit())
             .parse()
-            .map_err(|_| self.error("expected a whole number"))?;
-        self.at += len;
+            .map_err(|_| InvalidRetryExpression {
+                at,
+                what: "expected a whole number",
+            })?;
         Ok(RetryExpression::Compare(value, comparison, operand))
     }
 }

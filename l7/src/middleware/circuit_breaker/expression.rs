@@ -18,15 +18,8 @@ pub enum Metric {
     LatencyAtQuantileMs(f64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Greater,
-    Less,
-    GreaterOrEqual,
-    LessOrEqual,
-    Equal,
-    NotEqual,
-}
+pub use crate::middleware::expression_text::Comparison;
+use crate::middleware::expression_text::Cursor;
 
 /// Why an expression does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +32,11 @@ pub struct InvalidExpression {
 impl Expression {
     /// Parses Traefik's syntax, e.g. `NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100`.
     pub fn parse(text: &str) -> Result<Expression, InvalidExpression> {
-        let mut parser = Parser { text, at: 0 };
+        let mut parser = Parser {
+            c: Cursor::new(text),
+        };
         let expression = parser.or()?;
-        parser.skip_spaces();
-        if parser.at < text.len() {
+        if !parser.c.at_end() {
             return Err(parser.error("unexpected text after the expression"));
         }
         Ok(expression)
@@ -52,15 +46,7 @@ impl Expression {
     pub(super) fn eval(&self, value: &impl Fn(Metric) -> f64) -> bool {
         match self {
             Expression::Compare(metric, comparison, threshold) => {
-                let actual = value(*metric);
-                match comparison {
-                    Comparison::Greater => actual > *threshold,
-                    Comparison::Less => actual < *threshold,
-                    Comparison::GreaterOrEqual => actual >= *threshold,
-                    Comparison::LessOrEqual => actual <= *threshold,
-                    Comparison::Equal => actual == *threshold,
-                    Comparison::NotEqual => actual != *threshold,
-                }
+                comparison.holds(value(*metric), *threshold)
             }
             Expression::And(a, b) => a.eval(value) && b.eval(value),
             Expression::Or(a, b) => a.eval(value) || b.eval(value),
@@ -69,37 +55,20 @@ impl Expression {
 }
 
 struct Parser<'a> {
-    text: &'a str,
-    at: usize,
+    c: Cursor<'a>,
 }
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> InvalidExpression {
         InvalidExpression {
-            at: self.at,
+            at: self.c.at,
             what: what.to_owned(),
-        }
-    }
-
-    fn skip_spaces(&mut self) {
-        let rest = &self.text[self.at..];
-        self.at += rest.len() - rest.trim_start().len();
-    }
-
-    /// Consumes `token` (after spaces) if it comes next.
-    fn eat(&mut self, token: &str) -> bool {
-        self.skip_spaces();
-        if self.text[self.at..].starts_with(token) {
-            self.at += token.len();
-            true
-        } else {
-            false
         }
     }
 
     fn or(&mut self) -> Result<Expression, InvalidExpression> {
         let mut left = self.and()?;
-        while self.eat("||") {
+        while self.c.eat("||") {
             left = Expression::Or(Box::new(left), Box::new(self.and()?));
         }
         Ok(left)
@@ -107,16 +76,16 @@ impl Parser<'_> {
 
     fn and(&mut self) -> Result<Expression, InvalidExpression> {
         let mut left = self.primary()?;
-        while self.eat("&&") {
+        while self.c.eat("&&") {
             left = Expression::And(Box::new(left), Box::new(self.primary()?));
         }
         Ok(left)
     }
 
     fn primary(&mut self) -> Result<Expression, InvalidExpression> {
-        if self.eat("(") {
+        if self.c.eat("(") {
             let inner = self.or()?;
-            if !self.eat(")") {
+            if !self.c.eat(")") {
                 return Err(self.error("expected )"));
             }
             return Ok(inner);
@@ -128,24 +97,18 @@ impl Parser<'_> {
     }
 
     fn metric(&mut self) -> Result<Metric, InvalidExpression> {
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let name_len = rest
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(rest.len());
-        let name = &rest[..name_len];
-        self.at += name_len;
-        if !self.eat("(") {
+        let name = self.c.take_while(|c| c.is_ascii_alphanumeric());
+        if !self.c.eat("(") {
             return Err(self.error("expected a function call such as NetworkErrorRatio()"));
         }
         let mut args = Vec::new();
-        if !self.eat(")") {
+        if !self.c.eat(")") {
             loop {
                 args.push(self.number()?);
-                if self.eat(")") {
+                if self.c.eat(")") {
                     break;
                 }
-                if !self.eat(",") {
+                if !self.c.eat(",") {
                     return Err(self.error("expected , or )"));
                 }
             }
@@ -170,33 +133,20 @@ impl Parser<'_> {
     }
 
     fn comparison(&mut self) -> Result<Comparison, InvalidExpression> {
-        // Two-character operators first, so that `>=` is not read as `>`.
-        for (token, comparison) in [
-            (">=", Comparison::GreaterOrEqual),
-            ("<=", Comparison::LessOrEqual),
-            ("==", Comparison::Equal),
-            ("!=", Comparison::NotEqual),
-            (">", Comparison::Greater),
-            ("<", Comparison::Less),
-        ] {
-            if self.eat(token) {
-                return Ok(comparison);
-            }
-        }
-        Err(self.error("expected a comparison (>, <, >=, <=, ==, !=)"))
+        self.c
+            .comparison()
+            .ok_or_else(|| self.error("expected a comparison (>, <, >=, <=, ==, !=)"))
     }
 
     fn number(&mut self) -> Result<f64, InvalidExpression> {
-        self.skip_spaces();
-        let rest = &self.text[self.at..];
-        let len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value = rest[..len]
+        let at = self.c.at;
+        self.c
+            .take_while(|c| c.is_ascii_digit() || c == '.')
             .parse::<f64>()
-            .map_err(|_| self.error("expected a number"))?;
-        self.at += len;
-        Ok(value)
+            .map_err(|_| InvalidExpression {
+                at,
+                what: "expected a number".to_owned(),
+            })
     }
 }
 
