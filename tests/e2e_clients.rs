@@ -382,3 +382,150 @@ fn http_example_redirects_to_https_and_serves_the_backend_with_curl() {
     ]);
     assert_eq!(unknown, "404");
 }
+
+/// The router with one entrypoint serving HTTPS and HTTP/3 (`http3: {}`) for `site.test`,
+/// routed to an HTTP/1.1 backend (`web::HttpBackend`), which runs on its own runtime.
+struct H3Front {
+    _runtime: tokio::runtime::Runtime,
+    _router: Router,
+    backend: web::HttpBackend,
+    dir: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    port: u16,
+}
+
+impl H3Front {
+    fn start(tag: &str) -> H3Front {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let backend = runtime.block_on(web::HttpBackend::start("app"));
+        let dir = temp_dir(tag);
+        let cert = TestCert::new(&["site.test"]);
+        let (crt, key) = cert.write(&dir, "site");
+        let port = free_port();
+        let static_yaml = format!(
+            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{port}\"\n    http3: {{}}\nproviders:\n  file:\n    filename: \"{}\"\nlog:\n  level: DEBUG\n",
+            dir.join("dynamic.yml").display()
+        );
+        let dynamic = format!(
+            "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers: [{{url: \"{}\"}}]\ntls:\n  certificates: [{{certFile: \"{}\", keyFile: \"{}\"}}]\n",
+            backend.url(),
+            crt.display(),
+            key.display()
+        );
+        let router = Router::start(&dir, &static_yaml, &dynamic, &[port]);
+        router.wait_log("listening (HTTP/3)");
+        H3Front {
+            _runtime: runtime,
+            _router: router,
+            backend,
+            dir,
+            ca: crt,
+            port,
+        }
+    }
+
+    /// `tests/e2e/h3_client.py` for `https://site.test<path>` (GET, or POST of `body`): its
+    /// JSON answer.
+    fn aioquic(&self, path: &str, body: Option<&[u8]>) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/h3_client.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(script)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .args(["--sni", "site.test", "--ca"])
+            .arg(&self.ca);
+        if let Some(body) = body {
+            let file = self.dir.join("request-body");
+            std::fs::write(&file, body).expect("write request body");
+            command.arg("--data-file").arg(file);
+        }
+        let ran = run_bounded(&mut command, b"", WAIT);
+        assert!(ran.success(), "h3_client.py failed: {ran:?}");
+        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"))
+    }
+}
+
+/// The value of response header `name` in the client's JSON answer, `-` when absent.
+fn json_header<'a>(answer: &'a serde_json::Value, name: &str) -> &'a str {
+    answer["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair[1].as_str())
+        .unwrap_or("-")
+}
+
+/// True if `python3` can import aioquic; otherwise says why the calling test is skipped.
+fn aioquic_installed() -> bool {
+    if !installed(&["python3"]) {
+        return false;
+    }
+    let ran = run_bounded(
+        Command::new("python3").args(["-c", "import aioquic"]),
+        b"",
+        WAIT,
+    );
+    if !ran.success() {
+        eprintln!(
+            "skipped: python3 cannot import aioquic (pip install aioquic): {}",
+            ran.stderr.trim()
+        );
+    }
+    ran.success()
+}
+
+/// aioquic, an HTTP/3 stack independent of the router's, gets the HTTP/1.1 backend's answer
+/// and the forwarded headers say the request came over HTTPS.
+#[test]
+fn aioquic_gets_an_http1_backend_over_http3() {
+    if !aioquic_installed() {
+        return;
+    }
+    let front = H3Front::start("e2e-aioquic-get");
+    let answer = front.aioquic("/hello?x=1", None);
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "app /hello?x=1", "{answer}");
+    assert_eq!(json_header(&answer, "x-seen-proto"), "https", "{answer}");
+    assert_eq!(json_header(&answer, "x-seen-host"), "site.test", "{answer}");
+    assert_eq!(
+        json_header(&answer, "x-seen-version"),
+        "HTTP/1.1",
+        "{answer}"
+    );
+    assert_eq!(front.backend.seen(), vec!["GET /hello?x=1 ".to_owned()]);
+}
+
+/// A POST body from aioquic (DATA frames, no content-length) reaches the backend and its
+/// echo comes back.
+#[test]
+fn aioquic_posts_a_body_that_the_backend_echoes() {
+    if !aioquic_installed() {
+        return;
+    }
+    let front = H3Front::start("e2e-aioquic-post");
+    let answer = front.aioquic("/echo", Some(b"hello from aioquic"));
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "hello from aioquic", "{answer}");
+    assert_eq!(front.backend.seen(), vec!["POST /echo".to_owned()]);
+}
+
+/// One mebibyte each way: aioquic's request body is echoed back whole, checked by length
+/// and SHA-256.
+#[test]
+fn aioquic_gets_a_one_mebibyte_response_whole() {
+    if !aioquic_installed() {
+        return;
+    }
+    use sha2::Digest;
+    let front = H3Front::start("e2e-aioquic-large");
+    let payload: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
+    let answer = front.aioquic("/echo", Some(&payload));
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body_length"], 1 << 20, "{answer}");
+    let expected: String = sha2::Sha256::digest(&payload)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(answer["body_sha256"], expected.as_str(), "{answer}");
+}
