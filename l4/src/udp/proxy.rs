@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use super::local::{LocalQuic, addressed_to};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
@@ -57,6 +58,8 @@ pub struct UdpStats {
     /// QUIC flows dropped before any backend saw them: unreadable Initials, a ClientHello
     /// that never completed, or too many flows waiting for theirs.
     pub quic_flows_dropped: AtomicU64,
+    /// Datagrams handed to the local QUIC endpoint (HTTP/3 on the same socket).
+    pub datagrams_local: AtomicU64,
 }
 
 /// One session's side of the table: the socket to its backend, and the sender whose drop
@@ -81,6 +84,11 @@ thread_local! {
 /// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
 /// (refusing new ones) until they end or `grace` passes. `routes` gives the routers current
 /// at the moment a session starts; a session keeps its backend across reloads.
+///
+/// With a `local` QUIC endpoint on the same socket, QUIC packets for its connections and
+/// new QUIC flows that no passthrough router takes are handed to it, and after stop the
+/// relay goes on reading for it until it is no longer busy (at most a second `grace`).
+///
 /// Returns how many sessions were still open when the grace ran out (and were closed).
 pub async fn serve(
     socket: Arc<UdpSocket>,
@@ -88,6 +96,7 @@ pub async fn serve(
     routes: impl Fn() -> Arc<UdpRoutes>,
     stats: Arc<UdpStats>,
     mut stop: watch::Receiver<bool>,
+    local: Option<Arc<dyn LocalQuic>>,
 ) -> usize {
     let table: Table = Arc::new(Mutex::new(SessionTable::new(
         settings.max_sessions,
@@ -98,12 +107,13 @@ pub async fn serve(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut pending = PendingFlows::new(DEFAULT_MAX_PENDING, DEFAULT_HELLO_DEADLINE);
     let mut stop_by: Option<Instant> = None;
+    let mut wake_at: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, client)) => {
-                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes };
+                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref() };
                     if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
                         continue;
                     }
@@ -137,13 +147,20 @@ pub async fn serve(
             }
             _ = stop_requested(&mut stop), if stop_by.is_none() => {
                 stop_by = Some(Instant::now() + settings.grace);
+                wake_at = stop_by;
             }
-            _ = sleep_until(stop_by), if stop_by.is_some() => {}
+            _ = sleep_until(wake_at), if wake_at.is_some() => {}
         }
-        if let Some(deadline) = stop_by
-            && (lock(&table).is_empty() || Instant::now() >= deadline)
-        {
-            break;
+        if let Some(deadline) = stop_by {
+            let now = Instant::now();
+            let sessions_done = now >= deadline || lock(&table).is_empty();
+            let local_deadline = deadline + settings.grace;
+            let local_done = local.as_ref().is_none_or(|l| !l.busy()) || now >= local_deadline;
+            if sessions_done && local_done {
+                break;
+            }
+            // Woken at each deadline still ahead; between them the sweep ticks look again.
+            wake_at = [deadline, local_deadline].into_iter().find(|at| *at > now);
         }
     }
     let ended = lock(&table).drain();
@@ -172,6 +189,7 @@ struct Relay<'a, R> {
     table: &'a Table,
     stats: &'a Arc<UdpStats>,
     routes: &'a R,
+    local: Option<&'a dyn LocalQuic>,
 }
 
 /// Why a datagram from a new client started no session.
@@ -200,17 +218,30 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             self.send_up(&upstream, datagram, client);
             return false;
         }
+        if let Some(local) = self.local
+            && addressed_to(local, datagram)
+        {
+            self.to_local(local, client, datagram);
+            return false;
+        }
         if stopping {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let routes = (self.routes)();
         // A QUIC flow waits for its ClientHello when some router passes QUIC through by name;
-        // anything else is routed at once.
+        // without such a router, a new flow goes straight to the local endpoint if there is
+        // one; anything else is routed at once.
         let waiting = pending.contains(&client);
-        if waiting
-            || (routes.has_quic() && matches!(classify(datagram), Classification::Initial { .. }))
+        let initial = !waiting && matches!(classify(datagram), Classification::Initial { .. });
+        if initial
+            && !routes.has_quic()
+            && let Some(local) = self.local
         {
+            self.to_local(local, client, datagram);
+            return false;
+        }
+        if waiting || (initial && routes.has_quic()) {
             let (hello, datagrams) = match pending.feed(client, datagram, now) {
                 Feed::Wait => return false,
                 Feed::Hello(hello, datagrams) => (hello, datagrams),
@@ -231,6 +262,15 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                 }
             };
             let route = routes.select(client.ip(), Some(&hello));
+            // QUIC that no passthrough router takes is the local endpoint's, when there is one.
+            if let Some(local) = self.local
+                && !route.is_some_and(|route| route.quic)
+            {
+                for datagram in &datagrams {
+                    self.to_local(local, client, datagram);
+                }
+                return false;
+            }
             return match self.open(client, now, route, Some(&hello)).await {
                 Ok(upstream) => {
                     for datagram in &datagrams {
@@ -251,6 +291,16 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Err(Refusal::Full) => true,
             Err(Refusal::Dropped) => false,
         }
+    }
+
+    /// Hands a datagram to the local QUIC endpoint, counting it or its drop.
+    fn to_local(&self, local: &dyn LocalQuic, client: SocketAddr, datagram: &[u8]) {
+        let counter = if local.deliver(client, datagram) {
+            &self.stats.datagrams_local
+        } else {
+            &self.stats.datagrams_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A raw non-blocking send: a full buffer drops the datagram instead of stalling every
