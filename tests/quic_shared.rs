@@ -218,3 +218,67 @@ async fn quic_for_an_unknown_name_with_no_http3_router_for_it_fails_its_handshak
     // The port still serves everyone else.
     shared.check_all().await;
 }
+
+#[tokio::test]
+async fn past_64_handshakes_in_progress_new_clients_must_answer_a_retry_first() {
+    let port = free_udp_port();
+    let shared = Shared::start(
+        "quic-shared-retry",
+        port,
+        &format!("    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n"),
+    )
+    .await;
+    // 80 clients send their first Initial (each a real quinn client's, with its own
+    // connection ID) and never go on: each leaves a handshake in progress on the router.
+    let mut clients = Vec::new();
+    for _ in 0..80 {
+        let initial = first_initial(&shared.site).await;
+        let client = udp_client("127.0.0.1", shared.port).await;
+        client.send(&initial).await.expect("send");
+        clients.push(client);
+        // In order, so the router sees the handshakes pile up one by one.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (mut handshakes, mut retries) = (0, 0);
+    for (i, client) in clients.iter().enumerate() {
+        let mut buf = vec![0u8; 2048];
+        let len = tokio::time::timeout(WAIT, client.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no answer for client {i} ({handshakes} handshakes, {retries} retries)\n{}",
+                    shared.router.log()
+                )
+            })
+            .expect("receive");
+        // Long header, version 1; the type bits tell Initial (0) from Retry (3).
+        assert!(len > 5 && buf[0] & 0x80 != 0 && buf[1..5] == [0, 0, 0, 1]);
+        match (buf[0] >> 4) & 0x3 {
+            0 => handshakes += 1,
+            3 => retries += 1,
+            other => panic!("unexpected packet type {other}"),
+        }
+    }
+    assert_eq!((handshakes, retries), (64, 16), "{}", shared.router.log());
+    // Clients that complete their handshakes are not affected: quinn answers the Retry.
+    shared.check_all().await;
+}
+
+/// The first datagram a quinn client (SNI `site.test`, ALPN h3) sends, caught on a plain
+/// socket; the client is dropped before it could go on.
+async fn first_initial(ca: &TestCert) -> Vec<u8> {
+    let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = quic_client(ca, &["h3"]);
+    let _connecting = client
+        .connect(catcher.local_addr().expect("address"), "site.test")
+        .expect("connect");
+    let mut buf = vec![0u8; 2048];
+    let len = tokio::time::timeout(WAIT, catcher.recv(&mut buf))
+        .await
+        .expect("the client's Initial")
+        .expect("receive");
+    buf.truncate(len);
+    buf
+}

@@ -302,3 +302,42 @@ impl Http3Serving {
         idle
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ip_holds_at_most_its_share_of_connections_and_gets_slots_back() {
+        let table = Arc::new(PerIp::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let mut slots: Vec<Slot> = (0..MAX_CONNECTIONS_PER_IP)
+            .map(|_| table.take(ip).expect("a slot under the cap"))
+            .collect();
+        assert!(table.take(ip).is_none(), "the cap holds");
+        assert!(
+            table.take(other).is_some(),
+            "other clients are not affected"
+        );
+        slots.pop();
+        assert!(
+            table.take(ip).is_some(),
+            "a closed connection frees its slot"
+        );
+        slots.clear();
+        // The other IP's slot was dropped at once, the last of `ip` just now: no entries stay.
+        assert!(table.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_handshake_count_follows_the_guards() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let a = Handshaking::start(&count);
+        let b = Handshaking::start(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
+}
