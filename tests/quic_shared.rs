@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use http::StatusCode;
 use support::quic::{H3Client, QuicNamed, padded_alpn, quic_ask, quic_client, quic_connect};
-use support::udp::{UdpEcho, free_udp_port, udp_ask, udp_backend, udp_client};
+use support::udp::{UdpEcho, UdpNat, free_udp_port, udp_ask, udp_backend, udp_client};
 use support::web::HttpBackend;
 use support::*;
 
@@ -127,6 +127,27 @@ tls:
             let answer = quic_ask(&connection, b"ping").await.expect("answer");
             assert_eq!(answer, format!("{name}:ping").into_bytes());
         }
+        // A passed-through connection follows its client through a NAT rebinding: the
+        // router recognizes the backend's connection ID from the new address.
+        let nat = UdpNat::start(self.addr()).await;
+        let client = quic_client(&self.alpha, &["sp-test"]);
+        let connection = quic_connect(&client, nat.addr, "alpha.test")
+            .await
+            .unwrap_or_else(|e| panic!("through the NAT: {e}\n{}", self.router.log()));
+        assert_eq!(
+            quic_ask(&connection, b"before").await.expect("answer"),
+            b"alpha:before"
+        );
+        nat.rebind().await;
+        let answer = quic_ask(&connection, b"after")
+            .await
+            .unwrap_or_else(|e| panic!("after the NAT rebinding: {e}\n{}", self.router.log()));
+        assert_eq!(answer, b"alpha:after");
+        assert!(
+            self.router
+                .log()
+                .contains("QUIC session follows its client to a new address")
+        );
         // A ClientHello spread over two Initial packets is read whole before the choice.
         let alpn = padded_alpn("sp-test");
         let alpn: Vec<&str> = alpn.iter().map(String::as_str).collect();

@@ -4,6 +4,7 @@
 //! carries datagrams both ways, boundaries kept.
 
 pub mod local;
+pub mod migration;
 pub mod pending;
 pub mod proxy;
 pub mod router;

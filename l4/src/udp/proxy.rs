@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
 use super::local::{LocalQuic, addressed_to};
+use super::migration::{ClientAddr, LearnedCids};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
@@ -75,6 +76,17 @@ fn lock(table: &Table) -> std::sync::MutexGuard<'_, SessionTable<Session>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+type Cids = Arc<Mutex<LearnedCids>>;
+
+fn lock_cids(cids: &Cids) -> std::sync::MutexGuard<'_, LearnedCids> {
+    cids.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Publishes the number of open sessions (read where the table is locked anyway).
+fn gauge(stats: &UdpStats, table: &SessionTable<Session>) {
+    stats.sessions.store(table.len(), Ordering::Relaxed);
+}
+
 thread_local! {
     /// The buffer answers are read into and sent from, one per worker thread: reading and
     /// sending happen without an await in between.
@@ -102,6 +114,7 @@ pub async fn serve(
         settings.max_sessions,
         settings.idle_timeout,
     )));
+    let cids: Cids = Arc::new(Mutex::new(LearnedCids::new(settings.max_sessions)));
     let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -113,7 +126,7 @@ pub async fn serve(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, client)) => {
-                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref() };
+                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref(), cids: &cids };
                     if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
                         continue;
                     }
@@ -136,9 +149,14 @@ pub async fn serve(
             },
             _ = sweep.tick() => {
                 let now = Instant::now();
-                let ended = lock(&table).expire(now);
-                stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+                let ended = {
+                    let mut table = lock(&table);
+                    let ended = table.expire(now);
+                    gauge(&stats, &table);
+                    ended
+                };
                 drop(ended);
+                lock_cids(&cids).forget_ended();
                 let late = pending.expire(now);
                 if late > 0 {
                     stats.quic_flows_dropped.fetch_add(late as u64, Ordering::Relaxed);
@@ -164,7 +182,7 @@ pub async fn serve(
         }
     }
     let ended = lock(&table).drain();
-    stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+    stats.sessions.store(0, Ordering::Relaxed);
     ended.len()
 }
 
@@ -190,6 +208,7 @@ struct Relay<'a, R> {
     stats: &'a Arc<UdpStats>,
     routes: &'a R,
     local: Option<&'a dyn LocalQuic>,
+    cids: &'a Cids,
 }
 
 /// Why a datagram from a new client started no session.
@@ -211,10 +230,18 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         pending: &mut PendingFlows,
     ) -> bool {
         let now = Instant::now();
-        let upstream = lock(self.table)
-            .touch(&client, now)
-            .map(|(session, _)| session.upstream.clone());
-        if let Some(upstream) = upstream {
+        let upstream = {
+            let mut table = lock(self.table);
+            let found = table
+                .touch(&client, now)
+                .map(|(session, _)| session.upstream.clone());
+            if found.is_none() {
+                // `touch` ends a session it finds expired.
+                gauge(self.stats, &table);
+            }
+            found
+        };
+        if let Some(upstream) = upstream.or_else(|| self.migrated(datagram, client, now)) {
             self.send_up(&upstream, datagram, client);
             return false;
         }
@@ -293,6 +320,23 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         }
     }
 
+    /// The session of a passed-through QUIC connection whose client now sends from `client`
+    /// (recognized by the backend's connection ID), moved to that address.
+    fn migrated(
+        &self,
+        datagram: &[u8],
+        client: SocketAddr,
+        now: Instant,
+    ) -> Option<Arc<UdpSocket>> {
+        let session = lock_cids(self.cids).find(datagram)?.clone();
+        let from = session.get();
+        let mut table = lock(self.table);
+        table.rekey(&from, client, now)?;
+        session.set(client);
+        debug!(entrypoint = %self.settings.name, %from, to = %client, "QUIC session follows its client to a new address");
+        table.touch(&client, now).map(|(s, _)| s.upstream.clone())
+    }
+
     /// Hands a datagram to the local QUIC endpoint, counting it or its drop.
     fn to_local(&self, local: &dyn LocalQuic, client: SocketAddr, datagram: &[u8]) {
         let counter = if local.deliver(client, datagram) {
@@ -334,10 +378,8 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             // Checked before opening a socket in vain; the insert below checks again.
             let mut table = lock(self.table);
             if table.len() >= table.capacity() {
-                let ended = table.sweep_if_due(now);
-                self.stats
-                    .sessions
-                    .fetch_sub(ended.len(), Ordering::Relaxed);
+                table.sweep_if_due(now);
+                gauge(self.stats, &table);
                 if table.len() >= table.capacity() {
                     return Err(refused());
                 }
@@ -362,10 +404,12 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             upstream: upstream.clone(),
             _stop_replies: stop_replies,
         };
-        let id = lock(self.table)
-            .insert(client, session, now)
-            .map_err(|_| refused())?;
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut table = lock(self.table);
+            let id = table.insert(client, session, now);
+            gauge(self.stats, &table);
+            id.map_err(|_| refused())?
+        };
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let sni = hello.and_then(|h| h.sni.as_deref());
         debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, sni, "UDP session opened");
@@ -373,10 +417,12 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Answers {
                 upstream: upstream.clone(),
                 listener: self.socket.clone(),
-                client,
+                client: ClientAddr::new(client),
                 id,
                 table: self.table.clone(),
                 stats: self.stats.clone(),
+                // A passed-through QUIC flow can be followed to a new client address.
+                cids: hello.map(|_| self.cids.clone()),
             },
             stopped,
         ));
@@ -416,18 +462,20 @@ fn connect(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
 struct Answers {
     upstream: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
-    client: SocketAddr,
+    /// Where answers go: the client's address, moved when a QUIC client migrates.
+    client: Arc<ClientAddr>,
     id: u64,
     table: Table,
     stats: Arc<UdpStats>,
+    /// Where a QUIC session teaches the backend's connection ID, until it is learned.
+    cids: Option<Cids>,
 }
 
 /// Sends the backend's datagrams to the client from the entrypoint's socket, until the
 /// session ends (its state dropped from the table: `stopped` resolves) or the backend's
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
-async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
-    let client = socket2::SockAddr::from(a.client);
+async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -437,18 +485,24 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
                 // it from the socket, and end the session.
                 Ok(ready) if ready.is_error() => {
                     let error = a.upstream.take_error().ok().flatten();
-                    debug!(client = %a.client, error = ?error, "UDP backend socket failed; the session ends");
+                    debug!(client = %a.client.get(), error = ?error, "UDP backend socket failed; the session ends");
                     break;
                 }
                 Ok(_) => {}
                 Err(_) => break,
             },
         }
+        let client = a.client.get();
         let received = REPLY_BUFFER.with_borrow_mut(|buf| {
             let len = a.upstream.try_recv(buf)?;
+            if let Some(cids) = &a.cids
+                && lock_cids(cids).learn(&buf[..len], &a.client)
+            {
+                a.cids = None;
+            }
             Ok::<bool, io::Error>(
                 SockRef::from(&*a.listener)
-                    .send_to(&buf[..len], &client)
+                    .send_to(&buf[..len], &client.into())
                     .is_ok(),
             )
         });
@@ -457,18 +511,19 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
                 if !sent {
                     a.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                if !lock(&a.table).touch_id(&a.client, a.id, Instant::now()) {
+                if !lock(&a.table).touch_id(&client, a.id, Instant::now()) {
                     return;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                debug!(client = %a.client, error = %e, "UDP backend socket failed; the session ends");
+                debug!(%client, error = %e, "UDP backend socket failed; the session ends");
                 break;
             }
         }
     }
-    if lock(&a.table).remove(&a.client, a.id).is_some() {
-        a.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    let mut table = lock(&a.table);
+    if table.remove(&a.client.get(), a.id).is_some() {
+        gauge(&a.stats, &table);
     }
 }
