@@ -108,6 +108,13 @@ tls:
         }
     }
 
+    /// On a TCP entrypoint with `http3` (and so its UDP side).
+    async fn on_tcp(tag: &str) -> Shared {
+        let port = free_udp_port();
+        let entrypoint = format!("    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n");
+        Shared::start(tag, port, &entrypoint).await
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -200,13 +207,7 @@ tls:
 
 #[tokio::test]
 async fn one_tcp_entrypoint_with_http3_shares_its_udp_port_with_passthrough_and_udp_routers() {
-    let port = free_udp_port();
-    let shared = Shared::start(
-        "quic-shared-tcp",
-        port,
-        &format!("    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n"),
-    )
-    .await;
+    let shared = Shared::on_tcp("quic-shared-tcp").await;
     shared.check_all().await;
 }
 
@@ -224,13 +225,7 @@ async fn a_udp_entrypoint_with_http3_terminates_it_beside_passthrough_and_udp_ro
 
 #[tokio::test]
 async fn quic_for_an_unknown_name_with_no_http3_router_for_it_fails_its_handshake_cleanly() {
-    let port = free_udp_port();
-    let shared = Shared::start(
-        "quic-shared-unknown",
-        port,
-        &format!("    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n"),
-    )
-    .await;
+    let shared = Shared::on_tcp("quic-shared-unknown").await;
     // No passthrough router takes `other.test`: the router's own endpoint answers with its
     // certificate, which this client (trusting only alpha's CA) refuses.
     let client = quic_client(&shared.alpha, &["sp-test"]);
@@ -242,13 +237,7 @@ async fn quic_for_an_unknown_name_with_no_http3_router_for_it_fails_its_handshak
 
 #[tokio::test]
 async fn past_64_handshakes_in_progress_new_clients_must_answer_a_retry_first() {
-    let port = free_udp_port();
-    let shared = Shared::start(
-        "quic-shared-retry",
-        port,
-        &format!("    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n"),
-    )
-    .await;
+    let shared = Shared::on_tcp("quic-shared-retry").await;
     // 80 clients send their first Initial (each a real quinn client's, with its own
     // connection ID) and never go on: each leaves a handshake in progress on the router.
     let mut clients = Vec::new();

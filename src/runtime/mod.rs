@@ -72,16 +72,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             let bound = udp::UdpEntrypoint::bind(name, ep).and_then(|udp_ep| match h3_server {
                 None => Ok(udp_ep),
                 Some(server) => {
-                    let (h3, local) = http3::Http3Endpoint::new(
-                        name,
-                        ep,
-                        udp_ep.socket(),
-                        server.clone(),
-                        max_concurrent_streams(ep),
-                        quic_tls.borrow().clone(),
-                    )?;
+                    let (h3, udp_ep) = with_http3(udp_ep, name, ep, server, &quic_tls)?;
                     http3_endpoints.push(h3);
-                    Ok(udp_ep.with_local(local))
+                    Ok(udp_ep)
                 }
             });
             match bound {
@@ -105,16 +98,13 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             // passthrough and UDP routers that name this entrypoint.
             let bound = tcp.socket_addr().and_then(|addr| {
                 let socket = Arc::new(udp::bind_one(addr, ep.reuse_port)?);
-                let udp_ep = udp::UdpEntrypoint::on_socket(name, ep, socket);
-                let (h3, local) = http3::Http3Endpoint::new(
+                with_http3(
+                    udp::UdpEntrypoint::on_socket(name, ep, socket),
                     name,
                     ep,
-                    udp_ep.socket(),
-                    server.clone(),
-                    max_concurrent_streams(ep),
-                    quic_tls.borrow().clone(),
-                )?;
-                Ok((h3, udp_ep.with_local(local)))
+                    server,
+                    &quic_tls,
+                )
             });
             match bound {
                 Ok((h3, udp_ep)) => {
@@ -186,6 +176,26 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     watcher.abort();
     info!("stopped");
     0
+}
+
+/// An HTTP/3 endpoint for `server` on the socket of `udp_ep`, which hands it the QUIC
+/// traffic that is not passed through.
+fn with_http3(
+    udp_ep: udp::UdpEntrypoint,
+    name: &str,
+    ep: &crate::config::static_cfg::EntryPoint,
+    server: &HttpEntrypoint,
+    quic_tls: &tokio::sync::watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
+) -> std::io::Result<(http3::Http3Endpoint, udp::UdpEntrypoint)> {
+    let (h3, local) = http3::Http3Endpoint::new(
+        name,
+        ep,
+        udp_ep.socket(),
+        server.clone(),
+        max_concurrent_streams(ep),
+        quic_tls.borrow().clone(),
+    )?;
+    Ok((h3, udp_ep.with_local(local)))
 }
 
 /// The HTTP server of every TCP entrypoint Sallyport listens on, and of every UDP
