@@ -107,6 +107,7 @@ async fn relay(routes: UdpRoutes, idle: Duration, max_sessions: usize) -> Relay 
         move || routes.clone(),
         stats.clone(),
         stopped,
+        None,
     ));
     Relay {
         addr,

@@ -74,6 +74,24 @@ impl StaticConfig {
             .collect()
     }
 
+    /// Entrypoints UDP routers may name: UDP entrypoints, and TCP entrypoints with `http3`,
+    /// whose UDP socket on the same port they share (an extension).
+    pub fn udp_capable_entry_points(&self) -> impl Iterator<Item = &str> {
+        self.entry_points
+            .iter()
+            .filter(|(_, ep)| ep.address.protocol == Protocol::Udp || ep.http3.is_some())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Entrypoints HTTP routers may name: TCP entrypoints, and UDP entrypoints with `http3`
+    /// (served over HTTP/3 only; an extension).
+    pub fn http_capable_entry_points(&self) -> impl Iterator<Item = &str> {
+        self.entry_points
+            .iter()
+            .filter(|(_, ep)| ep.address.protocol == Protocol::Tcp || ep.http3.is_some())
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Applies what Traefik derives after loading: the default `http` entrypoint on `:80`
     /// when none is configured, and the internal `traefik` entrypoint on `:8080` when the
     /// API (insecure), ping or Prometheus need it.

@@ -200,12 +200,8 @@ pub fn validate(st: &StaticConfig, dy: &DynamicConfig, rules: &dyn RuleChecker) 
             .filter(|(_, ep)| ep.address.protocol == Protocol::Tcp)
             .map(|(n, _)| n.clone())
             .collect(),
-        udp_eps: st
-            .entry_points
-            .iter()
-            .filter(|(_, ep)| ep.address.protocol == Protocol::Udp)
-            .map(|(n, _)| n.clone())
-            .collect(),
+        udp_eps: st.udp_capable_entry_points().map(str::to_owned).collect(),
+        http_eps: st.http_capable_entry_points().map(str::to_owned).collect(),
         http_services: HashMap::new(),
         tcp_services: HashMap::new(),
         udp_services: HashMap::new(),
@@ -269,7 +265,11 @@ struct Validator<'a> {
     dy: &'a DynamicConfig,
     rules: &'a dyn RuleChecker,
     tcp_eps: BTreeSet<String>,
+    /// UDP entrypoints, and TCP entrypoints with `http3` (whose UDP socket UDP routers
+    /// may share).
     udp_eps: BTreeSet<String>,
+    /// TCP entrypoints, and UDP entrypoints with `http3`: where HTTP routers can be served.
+    http_eps: BTreeSet<String>,
     http_services: HashMap<String, Built>,
     tcp_services: HashMap<String, Built>,
     udp_services: HashMap<String, Built>,
@@ -336,7 +336,7 @@ impl<'a> Validator<'a> {
             let valid_eps: Vec<String> = vr
                 .entry_points
                 .iter()
-                .filter(|ep| self.tcp_eps.contains(*ep))
+                .filter(|ep| self.http_eps.contains(*ep))
                 .cloned()
                 .collect();
             self.report.resolved_http_routers.insert(
@@ -509,7 +509,7 @@ impl<'a> Validator<'a> {
 
         let mut valid = 0;
         for ep in &vr.entry_points {
-            if self.tcp_eps.contains(ep) {
+            if self.http_eps.contains(ep) {
                 valid += 1;
             } else {
                 p.add(err(at, format!("entryPoint \"{ep}\" doesn't exist")), false);
@@ -1008,7 +1008,15 @@ impl<'a> Validator<'a> {
 
     fn udp_routers(&mut self) {
         let dy = self.dy;
-        let all_udp: Vec<String> = self.udp_eps.iter().cloned().collect();
+        // A router that names no entrypoint is on every UDP entrypoint (not on the UDP side
+        // of TCP entrypoints, which a router has to name).
+        let all_udp: Vec<String> = self
+            .st
+            .entry_points
+            .iter()
+            .filter(|(_, ep)| ep.address.protocol == Protocol::Udp)
+            .map(|(name, _)| name.clone())
+            .collect();
         // Per entrypoint, the routers whose handler could be built, by name.
         let mut usable: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, router) in &dy.udp.routers {
@@ -1656,6 +1664,42 @@ mod tests {
                 "router must have either a service or child routers"
             ]
         );
+    }
+
+    #[test]
+    fn udp_routers_may_name_tcp_entrypoints_with_http3_and_http_routers_udp_ones_with_it() {
+        let eps = [
+            "web.address=:80",
+            "websecure.address=:443",
+            "websecure.http3=true",
+            "game.address=:7777/udp",
+            "quic.address=:8443/udp",
+            "quic.http3=true",
+        ];
+        let yaml = "http:\n  routers:\n    onquic: {rule: 'Host(`a`)', service: s, entryPoints: [quic], tls: {}}\n    ongame: {rule: 'Host(`a`)', service: s, entryPoints: [game]}\n  services:\n    s:\n      loadBalancer:\n        servers: [{url: 'http://127.0.0.1:1'}]\nudp:\n  routers:\n    shared: {service: u, entryPoints: [websecure]}\n    plainweb: {service: u, entryPoints: [web]}\n    everywhere: {service: u}\n  services:\n    u:\n      loadBalancer:\n        servers: [{address: '127.0.0.1:9'}]\n";
+        let report = check(&eps, yaml);
+        assert!(report.udp_router_enabled("shared@file"));
+        assert_eq!(
+            disabled(&report.udp_routers["plainweb@file"]),
+            [
+                "entryPoint \"web\" doesn't exist",
+                "no valid entryPoint for this router"
+            ]
+        );
+        assert!(report.http_routers["onquic@file"].status == Status::Enabled);
+        assert_eq!(
+            report.resolved_http_routers["onquic@file"].entry_points,
+            ["quic"]
+        );
+        assert_eq!(
+            disabled(&report.http_routers["ongame@file"]),
+            [
+                "entryPoint \"game\" doesn't exist",
+                "no valid entryPoint for this router"
+            ]
+        );
+        // A router naming no entrypoint goes on the UDP entrypoints.
+        assert!(report.udp_router_enabled("everywhere@file"));
     }
 
     #[test]

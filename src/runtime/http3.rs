@@ -1,17 +1,28 @@
-//! HTTP/3 endpoints: the UDP side of a TCP entrypoint with `http3`. A quinn endpoint on a
-//! socket bound to the TCP listener's address, serving with the TLS configuration of the
-//! current snapshot (swapped in place at each reload, never rebound), hands each QUIC
-//! connection to the entrypoint's HTTP server ([`HttpEntrypoint::serve_h3`]).
+//! HTTP/3 endpoints: the UDP side of a TCP entrypoint with `http3` (on the TCP listener's
+//! port), or of a UDP entrypoint with `http3`. A quinn endpoint on the entrypoint's UDP
+//! socket, shared with the datagram relay ([`super::quic_socket`]), serves with the TLS
+//! configuration of the current snapshot (swapped in place at each reload, never rebound)
+//! and hands each QUIC connection to the entrypoint's HTTP server
+//! ([`HttpEntrypoint::serve_h3`]).
+//!
+//! Hostile clients are bounded: past [`RETRY_ABOVE`] handshakes in progress, new clients
+//! must prove their address with a Retry round trip first (so spoofed floods cost no
+//! handshake state), and one client IP holds at most [`MAX_CONNECTIONS_PER_IP`] connections.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use l7::server::HttpEntrypoint;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
+
+use super::quic_socket::{self, RelaySide};
 
 use crate::config::static_cfg::EntryPoint as EntryPointConfig;
 
@@ -28,6 +39,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a draining endpoint looks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// Handshakes in progress beyond which a client whose address is not validated yet gets a
+/// Retry instead of a handshake.
+pub const RETRY_ABOVE: usize = 64;
+
+/// Connections one client IP may hold at once (many users can share one NAT address, so
+/// this is generous: it stops one host from holding the endpoint's table, nothing more).
+pub const MAX_CONNECTIONS_PER_IP: usize = 1024;
+
 /// The HTTP/3 side of one entrypoint, bound and not yet serving.
 pub struct Http3Endpoint {
     name: Arc<str>,
@@ -38,25 +57,26 @@ pub struct Http3Endpoint {
 }
 
 impl Http3Endpoint {
-    /// Binds UDP on `addr` (the TCP listener's address, so the port is the same) with the
-    /// buffers UDP entrypoints use, serving with `tls` when there is one.
-    pub fn bind(
+    /// An endpoint on `socket` (the entrypoint's UDP socket), serving with `tls` when there
+    /// is one. The relay reading that socket feeds the endpoint through the returned side.
+    pub fn new(
         name: &str,
         cfg: &EntryPointConfig,
-        addr: SocketAddr,
+        socket: Arc<UdpSocket>,
         server: HttpEntrypoint,
         max_streams: u32,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> std::io::Result<Http3Endpoint> {
-        let socket = super::udp::bind_one(addr, cfg.reuse_port)?.into_std()?;
+    ) -> std::io::Result<(Http3Endpoint, Arc<RelaySide>)> {
+        let (quinn_side, relay_side, endpoint_config) = quic_socket::share(socket);
         let config = tls.and_then(|tls| server_config(name, tls, max_streams));
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
             config,
-            socket,
+            quinn_side,
             Arc::new(quinn::TokioRuntime),
         )?;
-        Ok(Http3Endpoint {
+        relay_side.attach(endpoint.clone());
+        let h3 = Http3Endpoint {
             name: Arc::from(name),
             endpoint,
             server,
@@ -67,7 +87,8 @@ impl Http3Endpoint {
                 .grace_time_out
                 .to_std()
                 .unwrap_or(Duration::ZERO),
-        })
+        };
+        Ok((h3, relay_side))
     }
 
     pub fn name(&self) -> &str {
@@ -110,6 +131,8 @@ impl Http3Endpoint {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let accepting = endpoint.clone();
         let ep_name = name.clone();
+        let handshaking = Arc::new(AtomicUsize::new(0));
+        let per_ip = Arc::new(PerIp::default());
         let task = tokio::spawn(async move {
             // False once the reloader is gone: the last configuration stays.
             let mut following = true;
@@ -129,11 +152,29 @@ impl Http3Endpoint {
                     }
                     incoming = accepting.accept() => {
                         let Some(incoming) = incoming else { break };
+                        let peer = incoming.remote_address();
+                        if !incoming.remote_address_validated()
+                            && handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE
+                        {
+                            // Stateless: the client comes back with a token proving its address.
+                            if incoming.retry().is_err() {
+                                debug!(entrypoint = %ep_name, client = %peer, "QUIC Retry not possible; handshake refused");
+                            }
+                            continue;
+                        }
+                        let Some(slot) = per_ip.take(peer.ip()) else {
+                            debug!(entrypoint = %ep_name, client = %peer, limit = MAX_CONNECTIONS_PER_IP, "QUIC connection refused: too many from this IP");
+                            incoming.refuse();
+                            continue;
+                        };
                         let server = server.clone();
                         let ep_name = ep_name.clone();
+                        let started = Handshaking::start(&handshaking);
                         tokio::spawn(async move {
-                            let peer = incoming.remote_address();
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                            let _slot = slot;
+                            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+                            drop(started);
+                            match handshake {
                                 Ok(Ok(connection)) => server.serve_h3(connection, local).await,
                                 Ok(Err(error)) => debug!(entrypoint = %ep_name, client = %peer, error = %error, "QUIC handshake failed"),
                                 Err(_) => debug!(entrypoint = %ep_name, client = %peer, "QUIC handshake timed out"),
@@ -150,6 +191,60 @@ impl Http3Endpoint {
             grace,
             endpoint,
             task,
+        }
+    }
+}
+
+/// Counts one handshake in progress until dropped.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn start(count: &Arc<AtomicUsize>) -> Handshaking {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshaking(count.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Connections per client IP; an IP leaves the map with its last connection, so the map
+/// holds at most one entry per open connection.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerIp`], given back when dropped.
+struct Slot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = map.entry(ip).or_default();
+        if *count >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -205,5 +300,44 @@ impl Http3Serving {
         };
         self.endpoint.close(VarInt::from_u32(0), b"shutdown");
         idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ip_holds_at_most_its_share_of_connections_and_gets_slots_back() {
+        let table = Arc::new(PerIp::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let mut slots: Vec<Slot> = (0..MAX_CONNECTIONS_PER_IP)
+            .map(|_| table.take(ip).expect("a slot under the cap"))
+            .collect();
+        assert!(table.take(ip).is_none(), "the cap holds");
+        assert!(
+            table.take(other).is_some(),
+            "other clients are not affected"
+        );
+        slots.pop();
+        assert!(
+            table.take(ip).is_some(),
+            "a closed connection frees its slot"
+        );
+        slots.clear();
+        // The other IP's slot was dropped at once, the last of `ip` just now: no entries stay.
+        assert!(table.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_handshake_count_follows_the_guards() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let a = Handshaking::start(&count);
+        let b = Handshaking::start(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 }

@@ -14,6 +14,7 @@ pub mod http3;
 pub mod internal;
 pub mod listener;
 pub mod provider;
+pub mod quic_socket;
 pub mod rules;
 pub mod udp;
 
@@ -64,8 +65,19 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             info!(entrypoint = %name, "the api/ping/metrics entrypoint is not served yet; not listening on it");
             continue;
         }
+        // The HTTP/3 side of this entrypoint, if it has one: its HTTP server, and the port
+        // Alt-Svc advertises (a TCP entrypoint's only).
+        let h3_server = ep.http3.as_ref().and_then(|_| http.get(name));
         if ep.address.protocol == Protocol::Udp {
-            match udp::UdpEntrypoint::bind(name, ep) {
+            let bound = udp::UdpEntrypoint::bind(name, ep).and_then(|udp_ep| match h3_server {
+                None => Ok(udp_ep),
+                Some(server) => {
+                    let (h3, udp_ep) = with_http3(udp_ep, name, ep, server, &quic_tls)?;
+                    http3_endpoints.push(h3);
+                    Ok(udp_ep)
+                }
+            });
+            match bound {
                 Ok(e) => udp_entrypoints.push(e),
                 Err(e) => {
                     error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen");
@@ -81,23 +93,24 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
                 return 1;
             }
         };
-        if ep.http3.is_some()
-            && let Some(server) = http.get(name)
-        {
+        if let Some(server) = h3_server {
+            // UDP on the TCP listener's address: the same port, shared by HTTP/3, QUIC
+            // passthrough and UDP routers that name this entrypoint.
             let bound = tcp.socket_addr().and_then(|addr| {
-                http3::Http3Endpoint::bind(
+                let socket = Arc::new(udp::bind_one(addr, ep.reuse_port)?);
+                with_http3(
+                    udp::UdpEntrypoint::on_socket(name, ep, socket),
                     name,
                     ep,
-                    addr,
-                    server.clone(),
-                    max_concurrent_streams(ep),
-                    quic_tls.borrow().clone(),
+                    server,
+                    &quic_tls,
                 )
             });
             match bound {
-                Ok(e) => {
-                    server.advertise_http3(e.advertised_port(ep));
-                    http3_endpoints.push(e);
+                Ok((h3, udp_ep)) => {
+                    server.advertise_http3(h3.advertised_port(ep));
+                    http3_endpoints.push(h3);
+                    udp_entrypoints.push(udp_ep);
                 }
                 Err(e) => {
                     error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen for HTTP/3 (UDP)");
@@ -165,13 +178,35 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     0
 }
 
-/// The HTTP server of every TCP entrypoint Sallyport listens on, set up from its static
-/// configuration.
+/// An HTTP/3 endpoint for `server` on the socket of `udp_ep`, which hands it the QUIC
+/// traffic that is not passed through.
+fn with_http3(
+    udp_ep: udp::UdpEntrypoint,
+    name: &str,
+    ep: &crate::config::static_cfg::EntryPoint,
+    server: &HttpEntrypoint,
+    quic_tls: &tokio::sync::watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
+) -> std::io::Result<(http3::Http3Endpoint, udp::UdpEntrypoint)> {
+    let (h3, local) = http3::Http3Endpoint::new(
+        name,
+        ep,
+        udp_ep.socket(),
+        server.clone(),
+        max_concurrent_streams(ep),
+        quic_tls.borrow().clone(),
+    )?;
+    Ok((h3, udp_ep.with_local(local)))
+}
+
+/// The HTTP server of every TCP entrypoint Sallyport listens on, and of every UDP
+/// entrypoint with `http3`, set up from its static configuration.
 fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
     let host = hostname();
     st.entry_points
         .iter()
-        .filter(|(_, ep)| !ep.implicit && ep.address.protocol == Protocol::Tcp)
+        .filter(|(_, ep)| {
+            !ep.implicit && (ep.address.protocol == Protocol::Tcp || ep.http3.is_some())
+        })
         .map(|(name, ep)| {
             let timeouts = &ep.transport.responding_timeouts;
             let positive = |d: crate::config::Duration| d.to_std().filter(|v| !v.is_zero());

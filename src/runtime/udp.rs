@@ -1,14 +1,15 @@
 //! UDP entrypoints: one socket each, bound like Go binds (`SO_REUSEADDR`, `SO_REUSEPORT` on
 //! request, dual-stack for a host-less address) with buffers sized for bursts, relaying
 //! through [`l4::udp::serve`] with the routes of the snapshot current when each session
-//! starts.
+//! starts. The UDP side of a TCP entrypoint with `http3` is one too, named like the TCP
+//! entrypoint, with the HTTP/3 endpoint as its local QUIC endpoint.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use l4::udp::{UdpSettings, UdpStats};
+use l4::udp::{LocalQuic, UdpSettings, UdpStats};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -27,9 +28,11 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 pub struct UdpEntrypoint {
     socket: Arc<UdpSocket>,
     settings: UdpSettings,
+    local: Option<Arc<dyn LocalQuic>>,
 }
 
 impl UdpEntrypoint {
+    /// Binds the entrypoint's address (a UDP entrypoint's).
     pub fn bind(name: &str, cfg: &EntryPointConfig) -> std::io::Result<UdpEntrypoint> {
         let mut last_err = std::io::Error::other("no address to bind");
         let mut bound = None;
@@ -43,8 +46,14 @@ impl UdpEntrypoint {
             }
         }
         let socket = bound.ok_or(last_err)?;
-        Ok(UdpEntrypoint {
-            socket: Arc::new(socket),
+        Ok(Self::on_socket(name, cfg, Arc::new(socket)))
+    }
+
+    /// The relay of entrypoint `name` on a socket bound already.
+    pub fn on_socket(name: &str, cfg: &EntryPointConfig, socket: Arc<UdpSocket>) -> UdpEntrypoint {
+        UdpEntrypoint {
+            socket,
+            local: None,
             settings: UdpSettings {
                 name: Arc::from(name),
                 idle_timeout: cfg
@@ -61,7 +70,18 @@ impl UdpEntrypoint {
                     .to_std()
                     .unwrap_or(Duration::ZERO),
             },
-        })
+        }
+    }
+
+    /// The socket, for an HTTP/3 endpoint to share.
+    pub fn socket(&self) -> Arc<UdpSocket> {
+        self.socket.clone()
+    }
+
+    /// Hands QUIC that is not passed through to `local` (HTTP/3 on the same socket).
+    pub fn with_local(mut self, local: Arc<dyn LocalQuic>) -> UdpEntrypoint {
+        self.local = Some(local);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -88,6 +108,7 @@ impl UdpEntrypoint {
             move || store.load().udp_entrypoint(&routes_of),
             stats.clone(),
             stop,
+            self.local,
         ));
         UdpServing {
             name,

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod grpc_web;
 pub mod mtls;
 pub mod programs;
+pub mod quic;
 pub mod responses;
 pub mod udp;
 pub mod web;

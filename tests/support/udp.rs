@@ -78,3 +78,86 @@ pub async fn udp_backend(client: &UdpSocket) -> String {
         assert!(tokio::time::Instant::now() < deadline, "no UDP answer");
     }
 }
+
+/// A one-client NAT in front of `target`: datagrams from the client leave from an outside
+/// socket, and [`UdpNat::rebind`] moves them to a new outside port, as a NAT that rebinds
+/// does, without the client knowing. Stopped when dropped.
+pub struct UdpNat {
+    /// Where the client sends.
+    pub addr: SocketAddr,
+    outside: std::sync::Arc<std::sync::Mutex<std::sync::Arc<UdpSocket>>>,
+    client: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    inside: std::sync::Arc<UdpSocket>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for UdpNat {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().expect("tasks").iter() {
+            task.abort();
+        }
+    }
+}
+
+impl UdpNat {
+    pub async fn start(target: SocketAddr) -> UdpNat {
+        use std::sync::{Arc, Mutex};
+        let inside = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind inside"));
+        let addr = inside.local_addr().expect("inside address");
+        let nat = UdpNat {
+            addr,
+            outside: Arc::new(Mutex::new(Arc::new(Self::outside(target).await))),
+            client: Arc::new(Mutex::new(None)),
+            inside,
+            tasks: Mutex::new(Vec::new()),
+        };
+        let (inside, outside, client) =
+            (nat.inside.clone(), nat.outside.clone(), nat.client.clone());
+        let out = tokio::spawn(async move {
+            let mut buf = vec![0u8; 70_000];
+            while let Ok((len, from)) = inside.recv_from(&mut buf).await {
+                *client.lock().expect("client") = Some(from);
+                let socket = outside.lock().expect("outside").clone();
+                let _ = socket.send(&buf[..len]).await;
+            }
+        });
+        nat.tasks.lock().expect("tasks").push(out);
+        nat.answer_from_current();
+        nat
+    }
+
+    async fn outside(target: SocketAddr) -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind outside");
+        socket.connect(target).await.expect("connect outside");
+        socket
+    }
+
+    /// Relays what arrives on the current outside socket back to the client.
+    fn answer_from_current(&self) {
+        let socket = self.outside.lock().expect("outside").clone();
+        let (inside, client) = (self.inside.clone(), self.client.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 70_000];
+            while let Ok(len) = socket.recv(&mut buf).await {
+                let to = *client.lock().expect("client");
+                if let Some(to) = to {
+                    let _ = inside.send_to(&buf[..len], to).await;
+                }
+            }
+        });
+        self.tasks.lock().expect("tasks").push(task);
+    }
+
+    /// From now on the client's datagrams leave from a new outside port.
+    pub async fn rebind(&self) {
+        let target = self
+            .outside
+            .lock()
+            .expect("outside")
+            .peer_addr()
+            .expect("target");
+        let fresh = std::sync::Arc::new(Self::outside(target).await);
+        *self.outside.lock().expect("outside") = fresh;
+        self.answer_from_current();
+    }
+}

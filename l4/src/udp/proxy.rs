@@ -20,6 +20,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use super::local::{LocalQuic, addressed_to};
+use super::migration::{ClientAddr, LearnedCids};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
@@ -57,6 +59,8 @@ pub struct UdpStats {
     /// QUIC flows dropped before any backend saw them: unreadable Initials, a ClientHello
     /// that never completed, or too many flows waiting for theirs.
     pub quic_flows_dropped: AtomicU64,
+    /// Datagrams handed to the local QUIC endpoint (HTTP/3 on the same socket).
+    pub datagrams_local: AtomicU64,
 }
 
 /// One session's side of the table: the socket to its backend, and the sender whose drop
@@ -72,6 +76,17 @@ fn lock(table: &Table) -> std::sync::MutexGuard<'_, SessionTable<Session>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+type Cids = Arc<Mutex<LearnedCids>>;
+
+fn lock_cids(cids: &Cids) -> std::sync::MutexGuard<'_, LearnedCids> {
+    cids.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Publishes the number of open sessions (read where the table is locked anyway).
+fn gauge(stats: &UdpStats, table: &SessionTable<Session>) {
+    stats.sessions.store(table.len(), Ordering::Relaxed);
+}
+
 thread_local! {
     /// The buffer answers are read into and sent from, one per worker thread: reading and
     /// sending happen without an await in between.
@@ -81,6 +96,11 @@ thread_local! {
 /// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
 /// (refusing new ones) until they end or `grace` passes. `routes` gives the routers current
 /// at the moment a session starts; a session keeps its backend across reloads.
+///
+/// With a `local` QUIC endpoint on the same socket, QUIC packets for its connections and
+/// new QUIC flows that no passthrough router takes are handed to it, and after stop the
+/// relay goes on reading for it until it is no longer busy (at most a second `grace`).
+///
 /// Returns how many sessions were still open when the grace ran out (and were closed).
 pub async fn serve(
     socket: Arc<UdpSocket>,
@@ -88,22 +108,25 @@ pub async fn serve(
     routes: impl Fn() -> Arc<UdpRoutes>,
     stats: Arc<UdpStats>,
     mut stop: watch::Receiver<bool>,
+    local: Option<Arc<dyn LocalQuic>>,
 ) -> usize {
     let table: Table = Arc::new(Mutex::new(SessionTable::new(
         settings.max_sessions,
         settings.idle_timeout,
     )));
+    let cids: Cids = Arc::new(Mutex::new(LearnedCids::new(settings.max_sessions)));
     let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut pending = PendingFlows::new(DEFAULT_MAX_PENDING, DEFAULT_HELLO_DEADLINE);
     let mut stop_by: Option<Instant> = None;
+    let mut wake_at: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, client)) => {
-                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes };
+                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref(), cids: &cids };
                     if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
                         continue;
                     }
@@ -126,9 +149,14 @@ pub async fn serve(
             },
             _ = sweep.tick() => {
                 let now = Instant::now();
-                let ended = lock(&table).expire(now);
-                stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+                let ended = {
+                    let mut table = lock(&table);
+                    let ended = table.expire(now);
+                    gauge(&stats, &table);
+                    ended
+                };
                 drop(ended);
+                lock_cids(&cids).forget_ended();
                 let late = pending.expire(now);
                 if late > 0 {
                     stats.quic_flows_dropped.fetch_add(late as u64, Ordering::Relaxed);
@@ -137,17 +165,24 @@ pub async fn serve(
             }
             _ = stop_requested(&mut stop), if stop_by.is_none() => {
                 stop_by = Some(Instant::now() + settings.grace);
+                wake_at = stop_by;
             }
-            _ = sleep_until(stop_by), if stop_by.is_some() => {}
+            _ = sleep_until(wake_at), if wake_at.is_some() => {}
         }
-        if let Some(deadline) = stop_by
-            && (lock(&table).is_empty() || Instant::now() >= deadline)
-        {
-            break;
+        if let Some(deadline) = stop_by {
+            let now = Instant::now();
+            let sessions_done = now >= deadline || lock(&table).is_empty();
+            let local_deadline = deadline + settings.grace;
+            let local_done = local.as_ref().is_none_or(|l| !l.busy()) || now >= local_deadline;
+            if sessions_done && local_done {
+                break;
+            }
+            // Woken at each deadline still ahead; between them the sweep ticks look again.
+            wake_at = [deadline, local_deadline].into_iter().find(|at| *at > now);
         }
     }
     let ended = lock(&table).drain();
-    stats.sessions.fetch_sub(ended.len(), Ordering::Relaxed);
+    stats.sessions.store(0, Ordering::Relaxed);
     ended.len()
 }
 
@@ -172,6 +207,8 @@ struct Relay<'a, R> {
     table: &'a Table,
     stats: &'a Arc<UdpStats>,
     routes: &'a R,
+    local: Option<&'a dyn LocalQuic>,
+    cids: &'a Cids,
 }
 
 /// Why a datagram from a new client started no session.
@@ -193,11 +230,25 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         pending: &mut PendingFlows,
     ) -> bool {
         let now = Instant::now();
-        let upstream = lock(self.table)
-            .touch(&client, now)
-            .map(|(session, _)| session.upstream.clone());
-        if let Some(upstream) = upstream {
+        let upstream = {
+            let mut table = lock(self.table);
+            let found = table
+                .touch(&client, now)
+                .map(|(session, _)| session.upstream.clone());
+            if found.is_none() {
+                // `touch` ends a session it finds expired.
+                gauge(self.stats, &table);
+            }
+            found
+        };
+        if let Some(upstream) = upstream.or_else(|| self.migrated(datagram, client, now)) {
             self.send_up(&upstream, datagram, client);
+            return false;
+        }
+        if let Some(local) = self.local
+            && addressed_to(local, datagram)
+        {
+            self.to_local(local, client, datagram);
             return false;
         }
         if stopping {
@@ -206,11 +257,18 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         }
         let routes = (self.routes)();
         // A QUIC flow waits for its ClientHello when some router passes QUIC through by name;
-        // anything else is routed at once.
+        // without such a router, a new flow goes straight to the local endpoint if there is
+        // one; anything else is routed at once.
         let waiting = pending.contains(&client);
-        if waiting
-            || (routes.has_quic() && matches!(classify(datagram), Classification::Initial { .. }))
+        let initial = !waiting && matches!(classify(datagram), Classification::Initial { .. });
+        if initial
+            && !routes.has_quic()
+            && let Some(local) = self.local
         {
+            self.to_local(local, client, datagram);
+            return false;
+        }
+        if waiting || (initial && routes.has_quic()) {
             let (hello, datagrams) = match pending.feed(client, datagram, now) {
                 Feed::Wait => return false,
                 Feed::Hello(hello, datagrams) => (hello, datagrams),
@@ -231,6 +289,15 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                 }
             };
             let route = routes.select(client.ip(), Some(&hello));
+            // QUIC that no passthrough router takes is the local endpoint's, when there is one.
+            if let Some(local) = self.local
+                && !route.is_some_and(|route| route.quic)
+            {
+                for datagram in &datagrams {
+                    self.to_local(local, client, datagram);
+                }
+                return false;
+            }
             return match self.open(client, now, route, Some(&hello)).await {
                 Ok(upstream) => {
                     for datagram in &datagrams {
@@ -251,6 +318,33 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Err(Refusal::Full) => true,
             Err(Refusal::Dropped) => false,
         }
+    }
+
+    /// The session of a passed-through QUIC connection whose client now sends from `client`
+    /// (recognized by the backend's connection ID), moved to that address.
+    fn migrated(
+        &self,
+        datagram: &[u8],
+        client: SocketAddr,
+        now: Instant,
+    ) -> Option<Arc<UdpSocket>> {
+        let session = lock_cids(self.cids).find(datagram)?.clone();
+        let from = session.get();
+        let mut table = lock(self.table);
+        table.rekey(&from, client, now)?;
+        session.set(client);
+        debug!(entrypoint = %self.settings.name, %from, to = %client, "QUIC session follows its client to a new address");
+        table.touch(&client, now).map(|(s, _)| s.upstream.clone())
+    }
+
+    /// Hands a datagram to the local QUIC endpoint, counting it or its drop.
+    fn to_local(&self, local: &dyn LocalQuic, client: SocketAddr, datagram: &[u8]) {
+        let counter = if local.deliver(client, datagram) {
+            &self.stats.datagrams_local
+        } else {
+            &self.stats.datagrams_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A raw non-blocking send: a full buffer drops the datagram instead of stalling every
@@ -284,10 +378,8 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             // Checked before opening a socket in vain; the insert below checks again.
             let mut table = lock(self.table);
             if table.len() >= table.capacity() {
-                let ended = table.sweep_if_due(now);
-                self.stats
-                    .sessions
-                    .fetch_sub(ended.len(), Ordering::Relaxed);
+                table.sweep_if_due(now);
+                gauge(self.stats, &table);
                 if table.len() >= table.capacity() {
                     return Err(refused());
                 }
@@ -312,10 +404,12 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             upstream: upstream.clone(),
             _stop_replies: stop_replies,
         };
-        let id = lock(self.table)
-            .insert(client, session, now)
-            .map_err(|_| refused())?;
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut table = lock(self.table);
+            let id = table.insert(client, session, now);
+            gauge(self.stats, &table);
+            id.map_err(|_| refused())?
+        };
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let sni = hello.and_then(|h| h.sni.as_deref());
         debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, sni, "UDP session opened");
@@ -323,10 +417,12 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Answers {
                 upstream: upstream.clone(),
                 listener: self.socket.clone(),
-                client,
+                client: ClientAddr::new(client),
                 id,
                 table: self.table.clone(),
                 stats: self.stats.clone(),
+                // A passed-through QUIC flow can be followed to a new client address.
+                cids: hello.map(|_| self.cids.clone()),
             },
             stopped,
         ));
@@ -366,18 +462,20 @@ fn connect(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
 struct Answers {
     upstream: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
-    client: SocketAddr,
+    /// Where answers go: the client's address, moved when a QUIC client migrates.
+    client: Arc<ClientAddr>,
     id: u64,
     table: Table,
     stats: Arc<UdpStats>,
+    /// Where a QUIC session teaches the backend's connection ID, until it is learned.
+    cids: Option<Cids>,
 }
 
 /// Sends the backend's datagrams to the client from the entrypoint's socket, until the
 /// session ends (its state dropped from the table: `stopped` resolves) or the backend's
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
-async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
-    let client = socket2::SockAddr::from(a.client);
+async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -387,18 +485,24 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
                 // it from the socket, and end the session.
                 Ok(ready) if ready.is_error() => {
                     let error = a.upstream.take_error().ok().flatten();
-                    debug!(client = %a.client, error = ?error, "UDP backend socket failed; the session ends");
+                    debug!(client = %a.client.get(), error = ?error, "UDP backend socket failed; the session ends");
                     break;
                 }
                 Ok(_) => {}
                 Err(_) => break,
             },
         }
+        let client = a.client.get();
         let received = REPLY_BUFFER.with_borrow_mut(|buf| {
             let len = a.upstream.try_recv(buf)?;
+            if let Some(cids) = &a.cids
+                && lock_cids(cids).learn(&buf[..len], &a.client)
+            {
+                a.cids = None;
+            }
             Ok::<bool, io::Error>(
                 SockRef::from(&*a.listener)
-                    .send_to(&buf[..len], &client)
+                    .send_to(&buf[..len], &client.into())
                     .is_ok(),
             )
         });
@@ -407,18 +511,19 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
                 if !sent {
                     a.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                if !lock(&a.table).touch_id(&a.client, a.id, Instant::now()) {
+                if !lock(&a.table).touch_id(&client, a.id, Instant::now()) {
                     return;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                debug!(client = %a.client, error = %e, "UDP backend socket failed; the session ends");
+                debug!(%client, error = %e, "UDP backend socket failed; the session ends");
                 break;
             }
         }
     }
-    if lock(&a.table).remove(&a.client, a.id).is_some() {
-        a.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    let mut table = lock(&a.table);
+    if table.remove(&a.client.get(), a.id).is_some() {
+        gauge(&a.stats, &table);
     }
 }

@@ -122,6 +122,23 @@ impl<S> SessionTable<S> {
         Ok(id)
     }
 
+    /// Moves the live session of `from` to the address `to` (a client whose NAT rebound it),
+    /// marking it active at `now`; returns its id. Nothing moves when `from` has no live
+    /// session or `to` has one already.
+    pub fn rekey(&mut self, from: &SocketAddr, to: SocketAddr, now: Instant) -> Option<u64> {
+        if self.sessions.contains_key(&to) {
+            return None;
+        }
+        let mut entry = self.sessions.remove(from)?;
+        if self.is_expired(&entry, now) {
+            return None;
+        }
+        entry.last_active = now;
+        let id = entry.id;
+        self.sessions.insert(to, entry);
+        Some(id)
+    }
+
     /// Ends session `id` of `client` (its backend failed), returning its state; a newer
     /// session of the same client is left alone.
     pub fn remove(&mut self, client: &SocketAddr, id: u64) -> Option<S> {
@@ -212,6 +229,26 @@ mod tests {
         assert_eq!(table.remove(&client(1), old), None);
         assert_eq!(table.len(), 1);
         assert_eq!(table.remove(&client(1), new), Some("new"));
+    }
+
+    #[test]
+    fn a_session_moves_to_a_new_address_with_its_id_unless_that_address_has_one() {
+        let t0 = Instant::now();
+        let mut table = SessionTable::new(10, SECOND);
+        let id = table.insert(client(1), "quic", t0).unwrap();
+        table.insert(client(3), "other", t0).unwrap();
+        assert_eq!(table.rekey(&client(1), client(2), t0), Some(id));
+        assert_eq!(table.touch(&client(2), t0), Some((&"quic", id)));
+        assert_eq!(table.touch(&client(1), t0), None);
+        assert!(table.touch_id(&client(2), id, t0));
+        // An address with a session of its own is never taken over.
+        assert_eq!(table.rekey(&client(2), client(3), t0), None);
+        assert_eq!(table.touch(&client(3), t0).map(|(s, _)| *s), Some("other"));
+        // Nothing to move.
+        assert_eq!(table.rekey(&client(7), client(8), t0), None);
+        // An expired session does not come back to life elsewhere.
+        assert_eq!(table.rekey(&client(2), client(9), t0 + SECOND), None);
+        assert_eq!(table.len(), 1);
     }
 
     #[test]

@@ -28,6 +28,11 @@ const CONNECTION_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, UPGR
 /// H3_NO_ERROR (RFC 9114 §8.1): the connection closes with nothing wrong.
 const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 
+/// After GOAWAY, once its last response is written, a connection is given this long for
+/// the client to acknowledge the data and close it itself: closing at once would discard
+/// response bytes still in flight (a QUIC close abandons unacknowledged stream data).
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 type Stream<S> = RequestStream<S, Bytes>;
 
 impl HttpEntrypoint {
@@ -83,7 +88,9 @@ impl HttpEntrypoint {
             }
             if closing && requests.is_empty() {
                 // A client may keep a connection after GOAWAY; it is closed once its
-                // requests are answered, so the endpoint drains.
+                // requests are answered and the client has had time to receive them, so
+                // the endpoint drains.
+                let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
                 quic.close(H3_NO_ERROR, b"");
                 break;
             }

@@ -23,12 +23,15 @@ pub(super) fn udp_routes(
     dy: &DynamicConfig,
     report: &Report,
 ) -> HashMap<String, Arc<UdpRoutes>> {
+    // Routers without entrypoints are on every UDP entrypoint; the UDP side of a TCP
+    // entrypoint with `http3` takes only the routers that name it.
     let udp_eps: Vec<String> = st
         .entry_points
         .iter()
         .filter(|(_, ep)| ep.address.protocol == Protocol::Udp)
         .map(|(name, _)| name.clone())
         .collect();
+    let named_eps: Vec<&str> = st.udp_capable_entry_points().collect();
     let mut services = ServiceBuilder {
         dy,
         built: HashMap::new(),
@@ -58,7 +61,7 @@ pub(super) fn udp_routes(
         } else {
             r.entry_points
                 .iter()
-                .filter(|ep| udp_eps.contains(ep))
+                .filter(|ep| named_eps.contains(&ep.as_str()))
                 .cloned()
                 .collect()
         };
