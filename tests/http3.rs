@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use h3::client::SendRequest;
 use http::{Method, Request, StatusCode};
 use quinn::crypto::rustls::QuicClientConfig;
+use support::mtls;
 use support::web::{Conn, HttpBackend};
 use support::*;
 
@@ -24,35 +25,45 @@ struct H3Site {
     nohttp3: u16,
 }
 
+/// What a test adds to the common site: lines under `entryPoints.websecure` (4-space
+/// indent), at the top of the static configuration, under `http.routers` (4-space indent)
+/// and under `tls` (2-space indent); and the names of the router's certificate.
+#[derive(Default)]
+struct Extra<'a> {
+    websecure: &'a str,
+    top: &'a str,
+    routers: &'a str,
+    tls: &'a str,
+    names: &'a [&'a str],
+}
+
 impl H3Site {
     async fn start(tag: &str) -> H3Site {
-        H3Site::start_with(tag, HttpBackend::start("app").await, "").await
+        H3Site::start_with(tag, HttpBackend::start("app").await, Extra::default()).await
     }
 
     /// With an HTTPS backend (spoken to in HTTP/2), its certificate not verified.
     async fn start_tls_backend(tag: &str) -> H3Site {
         let cert = TestCert::new(&["backend.test"]);
         let backend = HttpBackend::tls("app", &cert, None).await;
-        H3Site::start_with(
-            tag,
-            backend,
-            "serversTransport:\n  insecureSkipVerify: true\n",
-        )
-        .await
+        let extra = Extra {
+            top: "serversTransport:\n  insecureSkipVerify: true\n",
+            ..Extra::default()
+        };
+        H3Site::start_with(tag, backend, extra).await
     }
 
-    async fn start_with(tag: &str, backend: HttpBackend, extra_static: &str) -> H3Site {
+    async fn start_with(tag: &str, backend: HttpBackend, extra: Extra<'_>) -> H3Site {
         let dir = temp_dir(tag);
-        let cert = TestCert::new(&["site.test"]);
+        let names = if extra.names.is_empty() {
+            &["site.test"][..]
+        } else {
+            extra.names
+        };
+        let cert = TestCert::new(names);
         let (crt, key) = cert.write(&dir, "site");
-        let (websecure, nohttp3) = (free_port(), free_port());
-        let static_yaml = format!(
-            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\n  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\n{extra_static}providers:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
-            dir.join("dynamic.yml").display()
-        );
-        let dynamic = dynamic_yaml(&backend, &crt, &key);
-        let router = Router::start(&dir, &static_yaml, &dynamic, &[websecure, nohttp3]);
-        router.wait_log("listening (HTTP/3)");
+        let dynamic = dynamic_yaml_with(&backend, &crt, &key, extra.routers, extra.tls);
+        let (router, websecure, nohttp3) = start_router(&dir, extra.websecure, extra.top, &dynamic);
         H3Site {
             router,
             dir,
@@ -65,18 +76,48 @@ impl H3Site {
 
     /// An HTTP/3 connection to `websecure` with SNI `site.test`.
     async fn h3(&self) -> H3Client {
-        H3Client::connect(
-            SocketAddr::from(([127, 0, 0, 1], self.websecure)),
-            &self.cert,
-        )
-        .await
+        H3Client::connect(self.addr(), &self.cert).await
     }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.websecure))
+    }
+}
+
+/// The router with `websecure` (TLS, `http3: {}`, then `websecure_extra`) and `nohttp3`
+/// (TLS, no `http3`), `top` added to the static configuration and `dynamic` as the file
+/// provider's; returns once HTTP/3 listens, with both ports.
+fn start_router(
+    dir: &std::path::Path,
+    websecure_extra: &str,
+    top: &str,
+    dynamic: &str,
+) -> (Router, u16, u16) {
+    let (websecure, nohttp3) = (free_port(), free_port());
+    let static_yaml = format!(
+        "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{websecure}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\n{websecure_extra}  nohttp3:\n    address: \"127.0.0.1:{nohttp3}\"\n{top}providers:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let router = Router::start(dir, &static_yaml, dynamic, &[websecure, nohttp3]);
+    router.wait_log("listening (HTTP/3)");
+    (router, websecure, nohttp3)
 }
 
 /// The router `site` on both entrypoints to `backend`, serving the certificate `crt`/`key`.
 fn dynamic_yaml(backend: &HttpBackend, crt: &std::path::Path, key: &std::path::Path) -> String {
+    dynamic_yaml_with(backend, crt, key, "", "")
+}
+
+/// [`dynamic_yaml`] with `routers` added under `http.routers` and `tls` under `tls`.
+fn dynamic_yaml_with(
+    backend: &HttpBackend,
+    crt: &std::path::Path,
+    key: &std::path::Path,
+    routers: &str,
+    tls: &str,
+) -> String {
     format!(
-        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      entryPoints: [websecure, nohttp3]\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"{}\"\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
+        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      entryPoints: [websecure, nohttp3]\n      service: app\n      tls: {{}}\n{routers}  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"{}\"\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n{tls}",
         backend.url(),
         crt.display(),
         key.display()
@@ -89,6 +130,13 @@ struct H3Client {
     send: SendRequest<h3_quinn::OpenStreams, Bytes>,
 }
 
+/// The h3 client's connection driver: until it is polled, the client has not read the
+/// server's SETTINGS.
+type H3Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
+
+/// What one request gave: status, headers and the whole body.
+type Answered = (StatusCode, http::HeaderMap, Bytes);
+
 impl H3Client {
     async fn connect(addr: SocketAddr, ca: &TestCert) -> H3Client {
         H3Client::try_connect(addr, ca)
@@ -98,52 +146,83 @@ impl H3Client {
 
     /// The handshake's error when it fails (a certificate the client does not trust).
     async fn try_connect(addr: SocketAddr, ca: &TestCert) -> Result<H3Client, String> {
-        let tls = client_config(&[ca], &["h3"]);
+        H3Client::try_connect_with(addr, "site.test", client_config(&[ca], &["h3"])).await
+    }
+
+    /// With SNI `sni` and a TLS configuration of the test's own (a client certificate).
+    async fn try_connect_with(
+        addr: SocketAddr,
+        sni: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<H3Client, String> {
+        let (client, mut driver) = H3Client::undriven(addr, sni, tls).await?;
+        tokio::spawn(async move { driver.wait_idle().await });
+        Ok(client)
+    }
+
+    /// The client with its driver not yet polled: its requests are not held to the limits
+    /// the server's SETTINGS announce, so the server's own enforcement can be seen.
+    async fn undriven(
+        addr: SocketAddr,
+        sni: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<(H3Client, H3Driver), String> {
         let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
         let mut endpoint =
             quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection =
-            tokio::time::timeout(WAIT, endpoint.connect(addr, "site.test").expect("connect"))
-                .await
-                .expect("handshake in time")
-                .map_err(|e| e.to_string())?;
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+        let connection = tokio::time::timeout(WAIT, endpoint.connect(addr, sni).expect("connect"))
             .await
-            .expect("h3 client");
-        tokio::spawn(async move { driver.wait_idle().await });
-        Ok(H3Client {
+            .expect("handshake in time")
+            .map_err(|e| e.to_string())?;
+        let (driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = H3Client {
             _endpoint: endpoint,
             send,
-        })
+        };
+        Ok((client, driver))
     }
 
     /// Sends `request` with `body` (in the chunks given), returns status, headers and the
     /// whole response body.
-    async fn send(
-        &mut self,
-        request: Request<()>,
-        body: &[Bytes],
-    ) -> (StatusCode, http::HeaderMap, Bytes) {
-        let mut stream = self.send.send_request(request).await.expect("send request");
+    async fn send(&mut self, request: Request<()>, body: &[Bytes]) -> Answered {
+        self.try_send(request, body).await.expect("an answer")
+    }
+
+    /// [`H3Client::send`], with the failure (connection closed, stream reset) as a value.
+    async fn try_send(&mut self, request: Request<()>, body: &[Bytes]) -> Result<Answered, String> {
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |e: h3::error::StreamError| format!("{what}: {e}")
+        };
+        let mut stream = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(failed("send request"))?;
         for chunk in body {
-            stream.send_data(chunk.clone()).await.expect("send data");
+            stream
+                .send_data(chunk.clone())
+                .await
+                .map_err(failed("send data"))?;
         }
-        stream.finish().await.expect("finish");
+        stream.finish().await.map_err(failed("finish"))?;
         let response = tokio::time::timeout(WAIT, stream.recv_response())
             .await
-            .expect("response in time")
-            .expect("response");
+            .map_err(|_| "no response in time".to_owned())?
+            .map_err(failed("response"))?;
         let mut received = BytesMut::new();
         while let Some(mut chunk) = tokio::time::timeout(WAIT, stream.recv_data())
             .await
-            .expect("data in time")
-            .expect("data")
+            .map_err(|_| "no data in time".to_owned())?
+            .map_err(failed("data"))?
         {
             received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
         }
         let (parts, ()) = response.into_parts();
-        (parts.status, parts.headers, received.freeze())
+        Ok((parts.status, parts.headers, received.freeze()))
     }
 }
 
@@ -414,4 +493,174 @@ async fn request_trailers_reach_the_backend_and_response_trailers_come_back() {
         .expect("trailers")
         .expect("the echoed trailers");
     assert_eq!(header(&trailers, "x-checksum"), "abc");
+}
+
+#[tokio::test]
+async fn a_header_section_over_max_header_bytes_gets_431_and_the_connection_serves_on() {
+    let extra = Extra {
+        websecure: "    http:\n      maxHeaderBytes: 4096\n",
+        ..Extra::default()
+    };
+    let site = H3Site::start_with("h3-431", HttpBackend::start("app").await, extra).await;
+    let tls = client_config(&[&site.cert], &["h3"]);
+    let (mut client, mut driver) = H3Client::undriven(site.addr(), "site.test", tls)
+        .await
+        .expect("QUIC handshake");
+    let mut oversized = request(Method::GET, "site.test", "/big");
+    oversized.headers_mut().insert(
+        "x-big",
+        http::HeaderValue::from_str(&"a".repeat(8192)).expect("header value"),
+    );
+    let (status, _, _) = client.send(oversized, &[]).await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // The refusal ends that stream only: the connection takes the next request.
+    tokio::spawn(async move { driver.wait_idle().await });
+    let (status, _, body) = client
+        .send(request(Method::GET, "site.test", "/after"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"app /after");
+    assert_eq!(site.backend.seen(), vec!["GET /after ".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_router_with_another_tls_option_answers_421_over_http3_but_serves_over_tcp() {
+    // HTTP/3 handshakes all use the `default` option, so `strict.test` cannot get the
+    // handshake its router asks for.
+    let extra = Extra {
+        names: &["site.test", "strict.test"],
+        routers: "    strict:\n      rule: \"Host(`strict.test`)\"\n      service: app\n      tls: {options: strict}\n",
+        tls: "  options:\n    strict:\n      minVersion: VersionTLS13\n",
+        ..Extra::default()
+    };
+    let site = H3Site::start_with("h3-421", HttpBackend::start("app").await, extra).await;
+    let tls = client_config(&[&site.cert], &["h3"]);
+    let mut client = H3Client::try_connect_with(site.addr(), "strict.test", tls)
+        .await
+        .expect("QUIC handshake");
+    let (status, _, _) = client
+        .send(request(Method::GET, "strict.test", "/"), &[])
+        .await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    // A router on the default option is served on the same connection.
+    let (status, _, body) = client
+        .send(request(Method::GET, "site.test", "/default"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"app /default");
+    // Over TCP the handshake for `strict.test` uses its option, and the router serves.
+    let mut tcp = Conn::tls(site.websecure, "strict.test", &site.cert, &["h2"]).await;
+    let answer = tcp.get("strict.test", "/tcp").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(site.backend.seen(), vec!["GET /default ", "GET /tcp "]);
+}
+
+/// A client TLS configuration for HTTP/3 trusting `server` and presenting `client`.
+fn client_cert_config(server: &TestCert, client: Option<&TestCert>) -> Arc<rustls::ClientConfig> {
+    let mut config = (*mtls::client_config(server, client, &[])).clone();
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    Arc::new(config)
+}
+
+/// GET `/` for `site.test` on a new HTTP/3 connection with `tls`: the status and the
+/// certificate the backend was told about, or why there was no answer.
+async fn get_with_client_cert(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(StatusCode, String), String> {
+    let mut client = H3Client::try_connect_with(addr, "site.test", tls).await?;
+    let (status, headers, _) = client
+        .try_send(request(Method::GET, "site.test", "/"), &[])
+        .await?;
+    Ok((
+        status,
+        header(&headers, "x-seen-tls-client-cert").to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_default_option_client_auth_is_required_over_quic_and_the_cert_is_forwarded() {
+    let backend = mtls::CertHeadersBackend::start().await;
+    let dir = temp_dir("h3-mtls");
+    let server = TestCert::new(&["site.test"]);
+    let (crt, key) = server.write(&dir, "site");
+    let client_ca = TestCa::new("Client CA");
+    let (ca_file, _) = client_ca.cert.write(&dir, "client-ca");
+    let good = client_ca.issue(&["client.test"]);
+    let wrong = TestCa::new("Other CA").issue(&["client.test"]);
+    let dynamic = format!(
+        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      service: certs\n      middlewares: [pem]\n      tls: {{}}\n  middlewares:\n    pem:\n      passTLSClientCert: {{pem: true}}\n  services:\n    certs:\n      loadBalancer:\n        servers: [{{url: \"{}\"}}]\ntls:\n  certificates: [{{certFile: \"{}\", keyFile: \"{}\"}}]\n  options:\n    default:\n      clientAuth:\n        caFiles: [\"{}\"]\n        clientAuthType: RequireAndVerifyClientCert\n",
+        backend.url(),
+        crt.display(),
+        key.display(),
+        ca_file.display()
+    );
+    let (router, websecure, _) = start_router(&dir, "", "", &dynamic);
+    let addr = SocketAddr::from(([127, 0, 0, 1], websecure));
+
+    let (status, forwarded) = get_with_client_cert(addr, client_cert_config(&server, Some(&good)))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a trusted client certificate was refused: {e}\n{}",
+                router.log()
+            )
+        });
+    assert_eq!(status, StatusCode::OK);
+    let good_pem: String = good
+        .cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert_eq!(forwarded, good_pem);
+    for (what, presented) in [("no certificate", None), ("another CA's", Some(&wrong))] {
+        let refused = get_with_client_cert(addr, client_cert_config(&server, presented)).await;
+        assert!(refused.is_err(), "{what} was served: {refused:?}");
+    }
+}
+
+/// An HTTP/1.1 backend that announces 100 bytes, sends 5, and closes.
+async fn truncating_backend() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
+                .await;
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_response_body_cut_by_the_backend_resets_the_stream_instead_of_ending_it() {
+    let (url, backend) = truncating_backend().await;
+    let dir = temp_dir("h3-truncated");
+    let cert = TestCert::new(&["site.test"]);
+    let (crt, key) = cert.write(&dir, "site");
+    let dynamic = format!(
+        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      service: cut\n      tls: {{}}\n  services:\n    cut:\n      loadBalancer:\n        servers: [{{url: \"{url}\"}}]\ntls:\n  certificates: [{{certFile: \"{}\", keyFile: \"{}\"}}]\n",
+        crt.display(),
+        key.display()
+    );
+    let (_router, websecure, _) = start_router(&dir, "", "", &dynamic);
+    let mut client = H3Client::connect(SocketAddr::from(([127, 0, 0, 1], websecure)), &cert).await;
+    let answered = client
+        .try_send(request(Method::GET, "site.test", "/"), &[])
+        .await;
+    // A clean end would pass 5 bytes off as the whole body.
+    assert!(answered.is_err(), "the cut body looked whole: {answered:?}");
+    backend.abort();
 }

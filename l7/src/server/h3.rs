@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use h3::error::Code;
 use h3::server::RequestStream;
 use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, Response, Version};
@@ -105,10 +106,12 @@ impl HttpEntrypoint {
                     let client = client.clone();
                     let tls = tls.clone();
                     requests.spawn(async move {
+                        // h3 has already answered what it refuses: 431 for a header
+                        // section over `maxHeaderBytes`, a stream error for a malformed one.
                         let (request, stream) = match resolver.resolve_request().await {
                             Ok(resolved) => resolved,
                             Err(error) => {
-                                tracing::debug!(entrypoint = %entrypoint.name(), client = %client.peer, error = %error, "malformed HTTP/3 request");
+                                tracing::debug!(entrypoint = %entrypoint.name(), client = %client.peer, error = %error, "HTTP/3 request refused");
                                 return;
                             }
                         };
@@ -119,6 +122,9 @@ impl HttpEntrypoint {
                         let peer = client.peer;
                         let response = entrypoint.handle(request, client, Some(tls)).await;
                         if let Err(error) = send_response(&mut send, response).await {
+                            // Dropped as it is, the stream would be finished and a truncated
+                            // body would look whole to the client: reset it instead.
+                            send.stop_stream(Code::H3_INTERNAL_ERROR);
                             tracing::debug!(entrypoint = %entrypoint.name(), client = %peer, error = %error, "HTTP/3 response not delivered");
                         }
                     });
@@ -173,13 +179,13 @@ where
 
 /// A request body read from an HTTP/3 stream as the handler polls it: data frames, then the
 /// trailers if the client sent any.
-struct RequestBody<S> {
+struct RequestBody<S: h3::quic::RecvStream> {
     stream: Stream<S>,
     data_done: bool,
     done: bool,
 }
 
-impl<S> RequestBody<S> {
+impl<S: h3::quic::RecvStream> RequestBody<S> {
     fn new(stream: Stream<S>) -> Self {
         RequestBody {
             stream,
@@ -228,5 +234,15 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+impl<S: h3::quic::RecvStream> Drop for RequestBody<S> {
+    /// A body left unread (the response did not need it) is refused with H3_NO_ERROR, the
+    /// code RFC 9114 §4.1.1 asks for; quinn's own default would be the undefined code 0.
+    fn drop(&mut self) {
+        if !self.done {
+            self.stream.stop_sending(Code::H3_NO_ERROR);
+        }
     }
 }
