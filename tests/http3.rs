@@ -167,14 +167,7 @@ impl H3Client {
         sni: &str,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<(H3Client, H3Driver), String> {
-        let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
-        let mut endpoint =
-            quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection = tokio::time::timeout(WAIT, endpoint.connect(addr, sni).expect("connect"))
-            .await
-            .expect("handshake in time")
-            .map_err(|e| e.to_string())?;
+        let (endpoint, connection) = quic_connect(addr, sni, tls).await?;
         let (driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
             .await
             .map_err(|e| e.to_string())?;
@@ -224,6 +217,23 @@ impl H3Client {
         let (parts, ()) = response.into_parts();
         Ok((parts.status, parts.headers, received.freeze()))
     }
+}
+
+/// A QUIC connection (ALPN from `tls`) on an endpoint of its own, which must outlive it.
+async fn quic_connect(
+    addr: SocketAddr,
+    sni: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+    let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = tokio::time::timeout(WAIT, endpoint.connect(addr, sni).expect("connect"))
+        .await
+        .expect("handshake in time")
+        .map_err(|e| e.to_string())?;
+    Ok((endpoint, connection))
 }
 
 fn request(method: Method, host: &str, path: &str) -> Request<()> {
@@ -282,6 +292,9 @@ async fn a_post_body_streams_to_the_backend_and_back() {
         .expect("response before the body ends")
         .expect("response");
     assert_eq!(response.status(), StatusCode::OK);
+    // Neither side knew the length: the request went without Content-Length (chunked to the
+    // HTTP/1.1 backend) and the response comes without one, ended by the stream's end.
+    assert!(response.headers().get("content-length").is_none());
     let mut chunk = tokio::time::timeout(WAIT, stream.recv_data())
         .await
         .expect("echo before the body ends")
@@ -663,4 +676,48 @@ async fn a_response_body_cut_by_the_backend_resets_the_stream_instead_of_ending_
     // A clean end would pass 5 bytes off as the whole body.
     assert!(answered.is_err(), "the cut body looked whole: {answered:?}");
     backend.abort();
+}
+
+#[tokio::test]
+async fn a_frame_announcing_more_than_the_header_bound_is_refused_unread() {
+    let extra = Extra {
+        websecure: "    http:\n      maxHeaderBytes: 4096\n",
+        ..Extra::default()
+    };
+    let site = H3Site::start_with("h3-frame-bound", HttpBackend::start("app").await, extra).await;
+    let tls = client_config(&[&site.cert], &["h3"]);
+    let (_endpoint, connection) = quic_connect(site.addr(), "site.test", tls)
+        .await
+        .expect("QUIC handshake");
+    // A HEADERS frame (type 0x01) announcing 1 GiB (an 8-byte QUIC integer), then a little
+    // of it: the router would otherwise buffer until the whole frame has come.
+    let (mut send, mut recv) = connection.open_bi().await.expect("open a request stream");
+    let mut frame = vec![0x01];
+    frame.extend((0xc000_0000_4000_0000_u64).to_be_bytes());
+    frame.extend([b'a'; 1000]);
+    send.write_all(&frame).await.expect("write");
+    let ended = tokio::time::timeout(WAIT, recv.read_to_end(1 << 20))
+        .await
+        .expect("the stream is ended in time");
+    let excessive_load = quinn::VarInt::from_u32(0x107);
+    assert!(
+        matches!(ended, Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) if code == excessive_load),
+        "{ended:?}"
+    );
+    // Only that stream: h3 runs on over the same connection.
+    let (mut driver, mut h3) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .expect("h3 client");
+    tokio::spawn(async move { driver.wait_idle().await });
+    let mut stream = h3
+        .send_request(request(Method::GET, "site.test", "/after"))
+        .await
+        .expect("send request");
+    stream.finish().await.expect("finish");
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(site.backend.seen(), vec!["GET /after ".to_owned()]);
 }

@@ -19,6 +19,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::{HttpEntrypoint, TlsInfo};
 use crate::handler::{Body, BoxError, ClientInfo};
+use frames::BoundedConnection;
 
 /// The TLS option HTTP/3 handshakes are made with (QUIC has one server configuration).
 const H3_TLS_OPTION: &str = "default";
@@ -34,7 +35,19 @@ const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 /// response bytes still in flight (a QUIC close abandons unacknowledged stream data).
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The longest frame other than DATA, as a multiple of `maxHeaderBytes`: Huffman codes are
+/// at most 30 bits a byte, so a header section h3 would accept is never encoded in more than
+/// 3.75 times its decoded size (whose 32 bytes a field cover the QPACK prefixes). A longer
+/// frame is refused unread (see [`frames`]); a shorter one is decoded, and answered 431 if
+/// it is over the limit.
+const FRAME_BOUND_FACTOR: u64 = 4;
+
+/// Room past that bound for the small frames a tiny `maxHeaderBytes` would otherwise refuse.
+const FRAME_SLACK: u64 = 16 * 1024;
+
 type Stream<S> = RequestStream<S, Bytes>;
+
+mod frames;
 
 impl HttpEntrypoint {
     /// Serves HTTP/3 on an established QUIC connection until the client closes it or the
@@ -64,9 +77,16 @@ impl HttpEntrypoint {
             entrypoint: config.name.clone(),
         };
         let quic = connection.clone();
+        let max_header_bytes = u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX);
+        let bounded = BoundedConnection::new(
+            h3_quinn::Connection::new(connection),
+            max_header_bytes
+                .saturating_mul(FRAME_BOUND_FACTOR)
+                .saturating_add(FRAME_SLACK),
+        );
         let built = h3::server::builder()
-            .max_field_section_size(u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX))
-            .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+            .max_field_section_size(max_header_bytes)
+            .build::<_, Bytes>(bounded)
             .await;
         let mut h3 = match built {
             Ok(h3) => h3,
