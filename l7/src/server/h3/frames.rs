@@ -235,10 +235,9 @@ impl<B: Buf> quic::RecvStream for BoundedBidi<B> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
+        let was_refused = self.recv.refused;
         let polled = self.recv.poll_checked(cx);
-        if let Poll::Ready(Err(_)) = &polled
-            && self.recv.refused
-        {
+        if self.recv.refused && !was_refused {
             quic::SendStream::reset(&mut self.recv.inner, excessive_load());
         }
         polled
