@@ -721,3 +721,29 @@ async fn a_frame_announcing_more_than_the_header_bound_is_refused_unread() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(site.backend.seen(), vec!["GET /after ".to_owned()]);
 }
+
+#[tokio::test]
+async fn a_frame_over_the_bound_on_the_control_stream_closes_the_connection() {
+    let site = H3Site::start("h3-control-bound").await;
+    let tls = client_config(&[&site.cert], &["h3"]);
+    let (_endpoint, connection) = quic_connect(site.addr(), "site.test", tls)
+        .await
+        .expect("QUIC handshake");
+    // The control stream (type 0x00), its SETTINGS (0x04, empty), then a reserved frame type
+    // (0x21) announcing 1 GiB: with the default 1 MiB `maxHeaderBytes`, over the bound.
+    let mut control = connection
+        .open_uni()
+        .await
+        .expect("open the control stream");
+    let mut bytes = vec![0x00, 0x04, 0x00, 0x21];
+    bytes.extend((0xc000_0000_4000_0000_u64).to_be_bytes());
+    bytes.extend([0u8; 1000]);
+    control.write_all(&bytes).await.expect("write");
+    let closed = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .expect("the connection is closed in time");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+}

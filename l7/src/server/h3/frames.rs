@@ -169,8 +169,11 @@ impl<S: quic::RecvStream<Buf = Bytes>> BoundedRecv<S> {
         }
     }
 
-    /// The next data, checked; on a too long frame the peer is told to stop (the caller
-    /// resets its sending side too, if it has one).
+    /// The next data, checked. On a too long frame the peer is told to stop at once (the
+    /// caller resets its sending side too, if it has one); the chunk that announced it is
+    /// still handed over and the next poll fails, so h3 has seen the stream's type and ends
+    /// it as an error of that stream (or of the connection, for the control stream), holding
+    /// no more than that chunk.
     fn poll_checked(
         &mut self,
         cx: &mut Context<'_>,
@@ -191,7 +194,6 @@ impl<S: quic::RecvStream<Buf = Bytes>> BoundedRecv<S> {
             );
             self.refused = true;
             self.inner.stop_sending(excessive_load());
-            return Poll::Ready(Err(refused()));
         }
         Poll::Ready(Ok(data))
     }
