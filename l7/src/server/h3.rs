@@ -3,6 +3,8 @@
 //! back (headers, data, trailers). The QUIC endpoint itself (socket, TLS, reloads) belongs to
 //! the runtime; this module owns what happens once a connection is established.
 
+mod frames;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,8 +48,6 @@ const FRAME_BOUND_FACTOR: u64 = 4;
 const FRAME_SLACK: u64 = 16 * 1024;
 
 type Stream<S> = RequestStream<S, Bytes>;
-
-mod frames;
 
 impl HttpEntrypoint {
     /// Serves HTTP/3 on an established QUIC connection until the client closes it or the
