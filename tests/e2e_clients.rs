@@ -1,6 +1,7 @@
 //! The router driven by real programs as a user would run them: psql against a real
-//! PostgreSQL, openssl s_client/s_server, curl, nc, and the README quick start. Each
-//! test skips (saying which program is missing) when its programs are not installed.
+//! PostgreSQL, openssl s_client/s_server, curl, nc, Python's aioquic as an HTTP/3 client
+//! (`tests/e2e/h3_client.py`), and the README quick start. Each test skips (saying which
+//! program is missing) when its programs are not installed.
 
 mod support;
 

@@ -4,7 +4,8 @@
 //! frame of gigabytes would be buffered without end. Every stream handed to h3 is wrapped
 //! here: its bytes pass through unchanged while [`FrameBounds`] follows the frame headers,
 //! and a frame other than DATA longer than the bound stops the stream (H3_EXCESSIVE_LOAD)
-//! before its payload is read. DATA payloads stream through h3 and are not bounded here.
+//! once the chunk announcing it has been handed over: no more of it is read. DATA payloads
+//! stream through h3 and are not bounded here.
 
 use std::task::{Context, Poll, ready};
 
