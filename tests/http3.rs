@@ -787,3 +787,35 @@ async fn a_request_body_the_response_did_not_need_is_stopped_with_h3_no_error() 
     };
     assert!(stopped.contains("H3_NO_ERROR"), "{stopped}");
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_add_up_to_its_content_length_gets_400() {
+    let site = H3Site::start("h3-content-length").await;
+    let mut client = site.h3().await;
+    // DATA frames adding up to another length than declared make the request malformed
+    // (RFC 9114 §4.1.2): neither a short body (the backend would wait for the rest) nor a
+    // long one (cut at the declared length) is passed off as the request.
+    for (declared, body) in [("10", "abc"), ("2", "abcdef"), ("x1", "a")] {
+        let mut post = request(Method::POST, "site.test", "/echo");
+        post.headers_mut()
+            .insert("content-length", http::HeaderValue::from_static(declared));
+        let answered = client.try_send(post, &[Bytes::from(body)]).await;
+        match answered {
+            Ok((status, _, _)) => assert_eq!(status, StatusCode::BAD_REQUEST, "{declared}"),
+            // The client may see the stop for its body before the answer.
+            Err(error) => assert!(error.contains("H3_MESSAGE_ERROR"), "{declared}: {error}"),
+        }
+    }
+    // A body that matches goes through, on the same connection.
+    let mut post = request(Method::POST, "site.test", "/echo");
+    post.headers_mut()
+        .insert("content-length", http::HeaderValue::from_static("5"));
+    let (status, _, body) = client
+        .send(
+            post,
+            &[Bytes::from_static(b"ab"), Bytes::from_static(b"cde")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"abcde");
+}

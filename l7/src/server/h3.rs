@@ -13,14 +13,15 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use h3::error::Code;
 use h3::server::RequestStream;
-use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, Response, Version};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use rustls_pki_types::CertificateDer;
 
 use super::{HttpEntrypoint, TlsInfo};
-use crate::handler::{Body, BoxError, ClientInfo};
+use crate::error::ProxyErrorKind;
+use crate::handler::{Body, BoxError, ClientInfo, error_response};
 use frames::BoundedConnection;
 
 /// The TLS option HTTP/3 handshakes are made with (QUIC has one server configuration).
@@ -135,12 +136,22 @@ impl HttpEntrypoint {
                                 return;
                             }
                         };
-                        let (mut send, recv) = stream.split();
+                        let (mut send, mut recv) = stream.split();
                         let (mut parts, ()) = request.into_parts();
                         parts.version = Version::HTTP_3;
-                        let request = http::Request::from_parts(parts, RequestBody::new(recv));
                         let peer = client.peer;
-                        let response = entrypoint.handle(request, client, Some(tls)).await;
+                        let response = match declared_length(&parts.headers) {
+                            Ok(declared) => {
+                                let body = RequestBody::new(recv, declared);
+                                let request = http::Request::from_parts(parts, body);
+                                entrypoint.handle(request, client, Some(tls)).await
+                            }
+                            Err(error) => {
+                                tracing::debug!(entrypoint = %entrypoint.name(), client = %peer, error = %error, "malformed HTTP/3 request");
+                                recv.stop_sending(Code::H3_MESSAGE_ERROR);
+                                error_response(ProxyErrorKind::BadRequest)
+                            }
+                        };
                         if let Err(error) = send_response(&mut send, response).await {
                             // Dropped as it is, the stream would be finished and a truncated
                             // body would look whole to the client: reset it instead.
@@ -197,21 +208,66 @@ where
     Ok(())
 }
 
+/// A request whose body length is wrong: malformed by RFC 9114 §4.1.2 (HTTP/2 and HTTP/1.1
+/// have their own framing checked by hyper; HTTP/3's DATA frames are counted here).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum BodyLengthError {
+    #[error("invalid Content-Length")]
+    Invalid,
+    #[error("the body is longer than its Content-Length of {declared} bytes")]
+    Over { declared: u64 },
+    #[error("the body ended after {received} of its Content-Length of {declared} bytes")]
+    Under { declared: u64, received: u64 },
+}
+
+/// The request's Content-Length, if it has one: every value a decimal number, all equal.
+fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, BodyLengthError> {
+    let mut declared = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| BodyLengthError::Invalid)?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BodyLengthError::Invalid);
+        }
+        let length = text.parse::<u64>().map_err(|_| BodyLengthError::Invalid)?;
+        if declared.is_some_and(|d| d != length) {
+            return Err(BodyLengthError::Invalid);
+        }
+        declared = Some(length);
+    }
+    Ok(declared)
+}
+
 /// A request body read from an HTTP/3 stream as the handler polls it: data frames, then the
-/// trailers if the client sent any.
+/// trailers if the client sent any. With a Content-Length, the DATA frames must add up to
+/// it: otherwise the body fails (the exchange is then blamed on the client: 400), and a
+/// client sending too much is told to stop.
 struct RequestBody<S: h3::quic::RecvStream> {
     stream: Stream<S>,
+    declared: Option<u64>,
+    received: u64,
     data_done: bool,
     done: bool,
 }
 
 impl<S: h3::quic::RecvStream> RequestBody<S> {
-    fn new(stream: Stream<S>) -> Self {
+    fn new(stream: Stream<S>, declared: Option<u64>) -> Self {
         RequestBody {
             stream,
+            declared,
+            received: 0,
             data_done: false,
             done: false,
         }
+    }
+
+    /// Ends the body with `error`, telling the client to stop sending.
+    fn malformed(
+        &mut self,
+        error: BodyLengthError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.stream.stop_sending(Code::H3_MESSAGE_ERROR);
+        Poll::Ready(Some(Err(error.into())))
     }
 }
 
@@ -234,9 +290,23 @@ where
             match ready!(this.stream.poll_recv_data(cx)) {
                 Ok(Some(mut buf)) => {
                     let bytes = buf.copy_to_bytes(buf.remaining());
+                    this.received = this.received.saturating_add(bytes.len() as u64);
+                    if let Some(declared) = this.declared
+                        && this.received > declared
+                    {
+                        return this.malformed(BodyLengthError::Over { declared });
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
-                Ok(None) => this.data_done = true,
+                Ok(None) => {
+                    if let Some(declared) = this.declared
+                        && this.received < declared
+                    {
+                        let received = this.received;
+                        return this.malformed(BodyLengthError::Under { declared, received });
+                    }
+                    this.data_done = true;
+                }
                 Err(error) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(error.into())));
@@ -264,5 +334,39 @@ impl<S: h3::quic::RecvStream> Drop for RequestBody<S> {
         if !self.done {
             self.stream.stop_sending(Code::H3_NO_ERROR);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append(
+                CONTENT_LENGTH,
+                http::HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn a_content_length_is_one_decimal_number_repeated_at_most_identically() {
+        assert_eq!(declared_length(&headers(&[])), Ok(None));
+        assert_eq!(declared_length(&headers(&["42"])), Ok(Some(42)));
+        assert_eq!(declared_length(&headers(&["7", "7"])), Ok(Some(7)));
+        for invalid in [&["7", "8"][..], &["+7"], &["-1"], &[" 7"], &["0x10"], &[""]] {
+            assert_eq!(
+                declared_length(&headers(invalid)),
+                Err(BodyLengthError::Invalid),
+                "{invalid:?}"
+            );
+        }
+        assert_eq!(
+            declared_length(&headers(&["99999999999999999999999"])),
+            Err(BodyLengthError::Invalid)
+        );
     }
 }
