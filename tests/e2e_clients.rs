@@ -470,7 +470,7 @@ fn aioquic_installed() -> bool {
     if !ran.success() {
         eprintln!(
             "skipped: python3 cannot import aioquic (pip install aioquic): {}",
-            ran.stderr.trim()
+            ran.stderr.trim().lines().last().unwrap_or("")
         );
     }
     ran.success()
