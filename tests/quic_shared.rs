@@ -292,3 +292,35 @@ async fn first_initial(ca: &TestCert) -> Vec<u8> {
     buf.truncate(len);
     buf
 }
+
+#[tokio::test]
+async fn a_quiet_passed_through_connection_outlives_the_udp_timeout() {
+    let port = free_udp_port();
+    let shared = Shared::start(
+        "quic-shared-quiet",
+        port,
+        &format!(
+            "    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n    udp:\n      timeout: 200ms\n"
+        ),
+    )
+    .await;
+    let client = quic_client(&shared.alpha, &["sp-test"]);
+    let connection = quic_connect(&client, shared.addr(), "alpha.test")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        quic_ask(&connection, b"one").await.expect("answer"),
+        b"alpha:one"
+    );
+    // Quiet for three udp.timeouts: a plain session would be gone, a QUIC one is kept.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let answer = quic_ask(&connection, b"two")
+        .await
+        .unwrap_or_else(|e| panic!("after a quiet spell: {e}\n{}", shared.router.log()));
+    assert_eq!(answer, b"alpha:two");
+    assert_eq!(
+        shared.router.count_log("UDP session opened"),
+        1,
+        "the first session carried both exchanges"
+    );
+}
