@@ -21,6 +21,8 @@ struct Shared {
     alpha: TestCert,
     beta: TestCert,
     backend: HttpBackend,
+    /// The dynamic configuration written at start.
+    dynamic: String,
     _quic: (QuicNamed, QuicNamed),
     _echo: UdpEcho,
 }
@@ -94,6 +96,7 @@ tls:
             key = key.display(),
         );
         let router = Router::start(&dir, &static_yaml, &dynamic, &[]);
+        let dynamic = dynamic.clone();
         router.wait_log("listening (HTTP/3)");
         router.wait_log("listening (UDP)");
         Shared {
@@ -103,6 +106,7 @@ tls:
             alpha,
             beta,
             backend,
+            dynamic,
             _quic: quic,
             _echo: echo,
         }
@@ -291,4 +295,72 @@ async fn first_initial(ca: &TestCert) -> Vec<u8> {
         .expect("receive");
     buf.truncate(len);
     buf
+}
+
+#[tokio::test]
+async fn a_quiet_passed_through_connection_outlives_the_udp_timeout() {
+    let port = free_udp_port();
+    let shared = Shared::start(
+        "quic-shared-quiet",
+        port,
+        &format!(
+            "    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n    udp:\n      timeout: 200ms\n"
+        ),
+    )
+    .await;
+    let client = quic_client(&shared.alpha, &["sp-test"]);
+    let connection = quic_connect(&client, shared.addr(), "alpha.test")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        quic_ask(&connection, b"one").await.expect("answer"),
+        b"alpha:one"
+    );
+    // Quiet for three udp.timeouts: a plain session would be gone, a QUIC one is kept.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let answer = quic_ask(&connection, b"two")
+        .await
+        .unwrap_or_else(|e| panic!("after a quiet spell: {e}\n{}", shared.router.log()));
+    assert_eq!(answer, b"alpha:two");
+    assert_eq!(
+        shared.router.count_log("UDP session opened"),
+        1,
+        "the first session carried both exchanges"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_changes_where_new_quic_flows_go_and_leaves_open_ones_alone() {
+    let shared = Shared::on_tcp("quic-shared-reload").await;
+    let to_alpha = quic_client(&shared.alpha, &["sp-test"]);
+    let open = quic_connect(&to_alpha, shared.addr(), "alpha.test")
+        .await
+        .expect("handshake");
+    assert_eq!(quic_ask(&open, b"one").await.expect("answer"), b"alpha:one");
+    // alpha.test is no longer passed through: new flows for it reach the router's own
+    // HTTP/3 endpoint, which refuses the client's ALPN.
+    shared.router.rewrite_dynamic(
+        &shared
+            .dynamic
+            .replace("HostSNI(`alpha.test`)", "HostSNI(`gone.test`)"),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let fresh = quic_client(&shared.alpha, &["sp-test"]);
+        if let Err(e) = quic_connect(&fresh, shared.addr(), "alpha.test").await {
+            assert!(
+                e.contains("known protocol"),
+                "refused by the HTTP/3 endpoint: {e}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never applied:\n{}",
+            shared.router.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The session opened before the reload keeps its backend.
+    assert_eq!(quic_ask(&open, b"two").await.expect("answer"), b"alpha:two");
 }

@@ -30,6 +30,12 @@ use crate::quic::{Classification, InitialHello, classify};
 /// The largest datagram carried: the UDP length field's limit.
 pub const MAX_DATAGRAM: usize = 65_535;
 
+/// Passed-through QUIC sessions end after at least this long without traffic (or
+/// `udp.timeout` if longer): QUIC endpoints commonly agree on a 30 s idle timeout, and a
+/// connection quiet for a few seconds must not lose its session (its packets would then go
+/// to another router).
+pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long resolving a backend's host name may take before the datagram is dropped.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -406,7 +412,11 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         };
         let id = {
             let mut table = lock(self.table);
-            let id = table.insert(client, session, now);
+            let idle = match hello {
+                Some(_) => QUIC_IDLE_TIMEOUT,
+                None => table.idle_timeout(),
+            };
+            let id = table.insert_idle(client, session, now, idle);
             gauge(self.stats, &table);
             id.map_err(|_| refused())?
         };

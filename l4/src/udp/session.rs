@@ -30,6 +30,8 @@ struct Entry<S> {
     state: S,
     id: u64,
     last_active: Instant,
+    /// This session's idle timeout: the table's, or longer for QUIC flows.
+    idle: Duration,
 }
 
 /// The table is full of active sessions: the new client was refused.
@@ -103,6 +105,18 @@ impl<S> SessionTable<S> {
     /// table is full, idle sessions are swept (unless a sweep ran less than a sweep interval
     /// ago); if it is still full, the client is refused.
     pub fn insert(&mut self, client: SocketAddr, state: S, now: Instant) -> Result<u64, TableFull> {
+        self.insert_idle(client, state, now, self.idle_timeout)
+    }
+
+    /// As [`SessionTable::insert`], for a session that ends after `idle` without traffic
+    /// (at least the table's timeout).
+    pub fn insert_idle(
+        &mut self,
+        client: SocketAddr,
+        state: S,
+        now: Instant,
+        idle: Duration,
+    ) -> Result<u64, TableFull> {
         if !self.sessions.contains_key(&client) && self.sessions.len() >= self.capacity {
             self.sweep_if_due(now);
             if self.sessions.len() >= self.capacity {
@@ -117,6 +131,7 @@ impl<S> SessionTable<S> {
                 state,
                 id,
                 last_active: now,
+                idle: idle.max(self.idle_timeout),
             },
         );
         Ok(id)
@@ -160,11 +175,10 @@ impl<S> SessionTable<S> {
     /// Ends every session idle for the whole timeout at `now`, returning them.
     pub fn expire(&mut self, now: Instant) -> Vec<(SocketAddr, S)> {
         self.last_sweep = Some(now);
-        let timeout = self.idle_timeout;
         let ended: Vec<SocketAddr> = self
             .sessions
             .iter()
-            .filter(|(_, e)| now.saturating_duration_since(e.last_active) >= timeout)
+            .filter(|(_, e)| self.is_expired(e, now))
             .map(|(client, _)| *client)
             .collect();
         ended
@@ -179,7 +193,7 @@ impl<S> SessionTable<S> {
     }
 
     fn is_expired(&self, entry: &Entry<S>, now: Instant) -> bool {
-        now.saturating_duration_since(entry.last_active) >= self.idle_timeout
+        now.saturating_duration_since(entry.last_active) >= entry.idle
     }
 }
 
@@ -206,6 +220,25 @@ mod tests {
         let ended = table.expire(t0 + 7 * SECOND);
         assert_eq!(ended, vec![(client(1), "a")]);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_session_with_a_longer_idle_timeout_outlives_the_others() {
+        let t0 = Instant::now();
+        let mut table = SessionTable::new(10, SECOND);
+        table.insert(client(1), "plain", t0).unwrap();
+        let quic = table
+            .insert_idle(client(2), "quic", t0, 30 * SECOND)
+            .unwrap();
+        // Never shorter than the table's.
+        table
+            .insert_idle(client(3), "short", t0, SECOND / 10)
+            .unwrap();
+        let ended = table.expire(t0 + 2 * SECOND);
+        assert_eq!(ended.len(), 2);
+        assert!(table.touch_id(&client(2), quic, t0 + 29 * SECOND));
+        assert_eq!(table.expire(t0 + 58 * SECOND).len(), 0);
+        assert_eq!(table.expire(t0 + 59 * SECOND).len(), 1);
     }
 
     #[test]
