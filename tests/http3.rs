@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use h3::client::SendRequest;
 use http::{Method, Request, StatusCode};
-use quinn::crypto::rustls::QuicClientConfig;
 use support::mtls;
+use support::quic::{H3Client, quic_client_with, quic_connect};
 use support::web::{Conn, HttpBackend};
 use support::*;
 
@@ -76,7 +75,9 @@ impl H3Site {
 
     /// An HTTP/3 connection to `websecure` with SNI `site.test`.
     async fn h3(&self) -> H3Client {
-        H3Client::connect(self.addr(), &self.cert).await
+        H3Client::connect(self.addr(), "site.test", &self.cert, &[])
+            .await
+            .expect("QUIC handshake")
     }
 
     fn addr(&self) -> SocketAddr {
@@ -124,118 +125,7 @@ fn dynamic_yaml_with(
     )
 }
 
-/// A quinn endpoint and one h3 connection on it.
-struct H3Client {
-    _endpoint: quinn::Endpoint,
-    send: SendRequest<h3_quinn::OpenStreams, Bytes>,
-}
-
-/// The h3 client's connection driver: until it is polled, the client has not read the
-/// server's SETTINGS.
-type H3Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
-
-/// What one request gave: status, headers and the whole body.
-type Answered = (StatusCode, http::HeaderMap, Bytes);
-
-impl H3Client {
-    async fn connect(addr: SocketAddr, ca: &TestCert) -> H3Client {
-        H3Client::try_connect(addr, ca)
-            .await
-            .expect("QUIC handshake")
-    }
-
-    /// The handshake's error when it fails (a certificate the client does not trust).
-    async fn try_connect(addr: SocketAddr, ca: &TestCert) -> Result<H3Client, String> {
-        H3Client::try_connect_with(addr, "site.test", client_config(&[ca], &["h3"])).await
-    }
-
-    /// With SNI `sni` and a TLS configuration of the test's own (a client certificate).
-    async fn try_connect_with(
-        addr: SocketAddr,
-        sni: &str,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<H3Client, String> {
-        let (client, mut driver) = H3Client::undriven(addr, sni, tls).await?;
-        tokio::spawn(async move { driver.wait_idle().await });
-        Ok(client)
-    }
-
-    /// The client with its driver not yet polled: its requests are not held to the limits
-    /// the server's SETTINGS announce, so the server's own enforcement can be seen.
-    async fn undriven(
-        addr: SocketAddr,
-        sni: &str,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<(H3Client, H3Driver), String> {
-        let (endpoint, connection) = quic_connect(addr, sni, tls).await?;
-        let (driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = H3Client {
-            _endpoint: endpoint,
-            send,
-        };
-        Ok((client, driver))
-    }
-
-    /// Sends `request` with `body` (in the chunks given), returns status, headers and the
-    /// whole response body.
-    async fn send(&mut self, request: Request<()>, body: &[Bytes]) -> Answered {
-        self.try_send(request, body).await.expect("an answer")
-    }
-
-    /// [`H3Client::send`], with the failure (connection closed, stream reset) as a value.
-    async fn try_send(&mut self, request: Request<()>, body: &[Bytes]) -> Result<Answered, String> {
-        let failed = |what: &str| {
-            let what = what.to_owned();
-            move |e: h3::error::StreamError| format!("{what}: {e}")
-        };
-        let mut stream = self
-            .send
-            .send_request(request)
-            .await
-            .map_err(failed("send request"))?;
-        for chunk in body {
-            stream
-                .send_data(chunk.clone())
-                .await
-                .map_err(failed("send data"))?;
-        }
-        stream.finish().await.map_err(failed("finish"))?;
-        let response = tokio::time::timeout(WAIT, stream.recv_response())
-            .await
-            .map_err(|_| "no response in time".to_owned())?
-            .map_err(failed("response"))?;
-        let mut received = BytesMut::new();
-        while let Some(mut chunk) = tokio::time::timeout(WAIT, stream.recv_data())
-            .await
-            .map_err(|_| "no data in time".to_owned())?
-            .map_err(failed("data"))?
-        {
-            received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        let (parts, ()) = response.into_parts();
-        Ok((parts.status, parts.headers, received.freeze()))
-    }
-}
-
-/// A QUIC connection (ALPN from `tls`) on an endpoint of its own, which must outlive it.
-async fn quic_connect(
-    addr: SocketAddr,
-    sni: &str,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
-    let mut endpoint =
-        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let connection = tokio::time::timeout(WAIT, endpoint.connect(addr, sni).expect("connect"))
-        .await
-        .expect("handshake in time")
-        .map_err(|e| e.to_string())?;
-    Ok((endpoint, connection))
-}
-
+/// A request without a body for `https://<host><path>`.
 fn request(method: Method, host: &str, path: &str) -> Request<()> {
     Request::builder()
         .method(method)
@@ -394,7 +284,7 @@ async fn a_reload_swaps_the_certificate_without_dropping_open_connections() {
         .rewrite_dynamic(&dynamic_yaml(&site.backend, &crt, &key));
     let deadline = std::time::Instant::now() + WAIT;
     let mut fresh = loop {
-        match H3Client::try_connect(addr, &renewed).await {
+        match H3Client::connect(addr, "site.test", &renewed, &[]).await {
             Ok(client) => break client,
             Err(error) => assert!(
                 std::time::Instant::now() < deadline,
@@ -409,7 +299,11 @@ async fn a_reload_swaps_the_certificate_without_dropping_open_connections() {
         .await;
     assert_eq!(status, StatusCode::OK);
     // The old certificate is no longer served to new clients...
-    assert!(H3Client::try_connect(addr, &site.cert).await.is_err());
+    assert!(
+        H3Client::connect(addr, "site.test", &site.cert, &[])
+            .await
+            .is_err()
+    );
     // ...and the connection opened before the reload lives on (the socket was not rebound).
     let (status, _, body) = open
         .send(request(Method::GET, "site.test", "/old"), &[])
@@ -548,7 +442,7 @@ async fn a_router_with_another_tls_option_answers_421_over_http3_but_serves_over
     };
     let site = H3Site::start_with("h3-421", HttpBackend::start("app").await, extra).await;
     let tls = client_config(&[&site.cert], &["h3"]);
-    let mut client = H3Client::try_connect_with(site.addr(), "strict.test", tls)
+    let mut client = H3Client::connect_with(site.addr(), "strict.test", tls)
         .await
         .expect("QUIC handshake");
     let (status, _, _) = client
@@ -581,7 +475,7 @@ async fn get_with_client_cert(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(StatusCode, String), String> {
-    let mut client = H3Client::try_connect_with(addr, "site.test", tls).await?;
+    let mut client = H3Client::connect_with(addr, "site.test", tls).await?;
     let (status, headers, _) = client
         .try_send(request(Method::GET, "site.test", "/"), &[])
         .await?;
@@ -676,7 +570,14 @@ async fn a_response_body_cut_by_the_backend_resets_the_stream_instead_of_ending_
         key.display()
     );
     let (_router, websecure, _) = start_router(&dir, "", "", &dynamic);
-    let mut client = H3Client::connect(SocketAddr::from(([127, 0, 0, 1], websecure)), &cert).await;
+    let mut client = H3Client::connect(
+        SocketAddr::from(([127, 0, 0, 1], websecure)),
+        "site.test",
+        &cert,
+        &[],
+    )
+    .await
+    .expect("QUIC handshake");
     let answered = client
         .try_send(request(Method::GET, "site.test", "/"), &[])
         .await;
@@ -693,7 +594,8 @@ async fn a_frame_announcing_more_than_the_header_bound_is_refused_unread() {
     };
     let site = H3Site::start_with("h3-frame-bound", HttpBackend::start("app").await, extra).await;
     let tls = client_config(&[&site.cert], &["h3"]);
-    let (_endpoint, connection) = quic_connect(site.addr(), "site.test", tls)
+    let endpoint = quic_client_with(tls);
+    let connection = quic_connect(&endpoint, site.addr(), "site.test")
         .await
         .expect("QUIC handshake");
     // A HEADERS frame (type 0x01) announcing 1 GiB (an 8-byte QUIC integer), then a little
@@ -733,7 +635,8 @@ async fn a_frame_announcing_more_than_the_header_bound_is_refused_unread() {
 async fn a_frame_over_the_bound_on_the_control_stream_closes_the_connection() {
     let site = H3Site::start("h3-control-bound").await;
     let tls = client_config(&[&site.cert], &["h3"]);
-    let (_endpoint, connection) = quic_connect(site.addr(), "site.test", tls)
+    let endpoint = quic_client_with(tls);
+    let connection = quic_connect(&endpoint, site.addr(), "site.test")
         .await
         .expect("QUIC handshake");
     // The control stream (type 0x00), its SETTINGS (0x04, empty), then a reserved frame type

@@ -14,7 +14,12 @@ use super::{TestCert, WAIT, client_config};
 
 /// A quinn client endpoint on a port of its own, trusting `ca`, offering `alpn`.
 pub fn quic_client(ca: &TestCert, alpn: &[&str]) -> quinn::Endpoint {
-    let tls = client_config(&[ca], alpn);
+    quic_client_with(client_config(&[ca], alpn))
+}
+
+/// A quinn client endpoint with a TLS configuration of the test's own (a client
+/// certificate, say).
+pub fn quic_client_with(tls: Arc<rustls::ClientConfig>) -> quinn::Endpoint {
     let crypto = QuicClientConfig::try_from(tls).expect("QUIC client TLS");
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
@@ -102,11 +107,18 @@ impl QuicNamed {
     }
 }
 
-/// An HTTP/3 connection.
+/// An HTTP/3 connection, on an endpoint of its own.
 pub struct H3Client {
     pub endpoint: quinn::Endpoint,
     pub send: SendRequest<h3_quinn::OpenStreams, Bytes>,
 }
+
+/// The h3 client's connection driver: until it is polled, the client has not read the
+/// server's SETTINGS.
+pub type H3Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
+
+/// What one request gave: status, headers and the whole body.
+pub type Answered = (StatusCode, http::HeaderMap, Bytes);
 
 impl H3Client {
     /// Connects with SNI `sni` and ALPN `h3` (or the `alpn` given), trusting `ca`.
@@ -116,13 +128,78 @@ impl H3Client {
         ca: &TestCert,
         alpn: &[&str],
     ) -> Result<H3Client, String> {
-        let endpoint = quic_client(ca, if alpn.is_empty() { &["h3"] } else { alpn });
+        let alpn = if alpn.is_empty() { &["h3"] } else { alpn };
+        H3Client::connect_with(addr, sni, client_config(&[ca], alpn)).await
+    }
+
+    /// With a TLS configuration of the test's own (a client certificate, say).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        sni: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<H3Client, String> {
+        let (client, mut driver) = H3Client::undriven(addr, sni, tls).await?;
+        tokio::spawn(async move { driver.wait_idle().await });
+        Ok(client)
+    }
+
+    /// The client with its driver not yet polled: its requests are not held to the limits
+    /// the server's SETTINGS announce, so the server's own enforcement can be seen.
+    pub async fn undriven(
+        addr: SocketAddr,
+        sni: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<(H3Client, H3Driver), String> {
+        let endpoint = quic_client_with(tls);
         let connection = quic_connect(&endpoint, addr, sni).await?;
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+        let (driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(async move { driver.wait_idle().await });
-        Ok(H3Client { endpoint, send })
+        Ok((H3Client { endpoint, send }, driver))
+    }
+
+    /// Sends `request` with `body` (in the chunks given), returns status, headers and the
+    /// whole response body.
+    pub async fn send(&mut self, request: Request<()>, body: &[Bytes]) -> Answered {
+        self.try_send(request, body).await.expect("an answer")
+    }
+
+    /// [`H3Client::send`], with the failure (connection closed, stream reset) as a value.
+    pub async fn try_send(
+        &mut self,
+        request: Request<()>,
+        body: &[Bytes],
+    ) -> Result<Answered, String> {
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |e: h3::error::StreamError| format!("{what}: {e}")
+        };
+        let mut stream = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(failed("send request"))?;
+        for chunk in body {
+            stream
+                .send_data(chunk.clone())
+                .await
+                .map_err(failed("send data"))?;
+        }
+        stream.finish().await.map_err(failed("finish"))?;
+        let response = tokio::time::timeout(WAIT, stream.recv_response())
+            .await
+            .map_err(|_| "no response in time".to_owned())?
+            .map_err(failed("response"))?;
+        let mut received = BytesMut::new();
+        while let Some(mut chunk) = tokio::time::timeout(WAIT, stream.recv_data())
+            .await
+            .map_err(|_| "no data in time".to_owned())?
+            .map_err(failed("data"))?
+        {
+            received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let (parts, ()) = response.into_parts();
+        Ok((parts.status, parts.headers, received.freeze()))
     }
 
     /// A GET of `https://<host><path>`: status and whole body.
@@ -130,23 +207,8 @@ impl H3Client {
         let request = Request::get(format!("https://{host}{path}"))
             .body(())
             .map_err(|e| e.to_string())?;
-        let exchange = async {
-            let mut stream = self
-                .send
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            stream.finish().await.map_err(|e| e.to_string())?;
-            let response = stream.recv_response().await.map_err(|e| e.to_string())?;
-            let mut body = BytesMut::new();
-            while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
-                body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-            }
-            Ok::<_, String>((response.status(), body.freeze()))
-        };
-        tokio::time::timeout(WAIT, exchange)
-            .await
-            .map_err(|_| "no response in time".to_owned())?
+        let (status, _, body) = self.try_send(request, &[]).await?;
+        Ok((status, body))
     }
 
     /// Moves the client to a new local port, as a NAT rebinding does: the connection goes
