@@ -125,6 +125,32 @@ fn dynamic_yaml_with(
     )
 }
 
+/// A request stream of the test client.
+type ClientStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Opens `request`, sends `first` as the start of its body (the stream stays open for more)
+/// and waits for the response head.
+async fn started(
+    client: &mut H3Client,
+    request: Request<()>,
+    first: &'static [u8],
+) -> (ClientStream, http::Response<()>) {
+    let mut stream = client
+        .send
+        .send_request(request)
+        .await
+        .expect("send request");
+    stream
+        .send_data(Bytes::from_static(first))
+        .await
+        .expect("send data");
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response before the body ends")
+        .expect("response");
+    (stream, response)
+}
+
 /// A request without a body for `https://<host><path>`.
 fn request(method: Method, host: &str, path: &str) -> Request<()> {
     Request::builder()
@@ -166,21 +192,14 @@ async fn a_get_over_http3_reaches_the_http1_backend_as_https() {
 async fn a_post_body_streams_to_the_backend_and_back() {
     let site = H3Site::start("h3-echo").await;
     let mut client = site.h3().await;
-    let mut stream = client
-        .send
-        .send_request(request(Method::POST, "site.test", "/echo"))
-        .await
-        .expect("send request");
     // The first chunk comes back before the request body is finished: nothing waits for
     // the whole body on either side.
-    stream
-        .send_data(Bytes::from_static(b"first "))
-        .await
-        .expect("send data");
-    let response = tokio::time::timeout(WAIT, stream.recv_response())
-        .await
-        .expect("response before the body ends")
-        .expect("response");
+    let (mut stream, response) = started(
+        &mut client,
+        request(Method::POST, "site.test", "/echo"),
+        b"first ",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     // Neither side knew the length: the request went without Content-Length (chunked to the
     // HTTP/1.1 backend) and the response comes without one, ended by the stream's end.
@@ -663,19 +682,12 @@ async fn a_request_body_the_response_did_not_need_is_stopped_with_h3_no_error() 
     let site = H3Site::start("h3-stop-sending").await;
     let mut client = site.h3().await;
     // No router for `other.test`: the 404 is answered without reading the body.
-    let mut stream = client
-        .send
-        .send_request(request(Method::POST, "other.test", "/upload"))
-        .await
-        .expect("send request");
-    stream
-        .send_data(Bytes::from_static(b"first"))
-        .await
-        .expect("send data");
-    let response = tokio::time::timeout(WAIT, stream.recv_response())
-        .await
-        .expect("response in time")
-        .expect("response");
+    let (mut stream, response) = started(
+        &mut client,
+        request(Method::POST, "other.test", "/upload"),
+        b"first",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let deadline = std::time::Instant::now() + WAIT;
     let stopped = loop {

@@ -297,22 +297,25 @@ impl<B: Buf> quic::BidiStream<B> for BoundedBidi<B> {
     }
 }
 
-/// h3-quinn's connection, handing h3 only bounded streams.
-pub struct BoundedConnection {
-    inner: h3_quinn::Connection,
+/// h3-quinn's connection (or its stream opener), handing h3 only bounded streams.
+pub struct Bounded<T> {
+    inner: T,
     limit: u64,
 }
+
+/// The connection h3 is given.
+pub type BoundedConnection = Bounded<h3_quinn::Connection>;
 
 impl BoundedConnection {
     /// Frames other than DATA longer than `limit` bytes are refused.
     pub fn new(inner: h3_quinn::Connection, limit: u64) -> Self {
-        BoundedConnection { inner, limit }
+        Bounded { inner, limit }
     }
 }
 
 impl<B: Buf> quic::Connection<B> for BoundedConnection {
     type RecvStream = BoundedRecv<h3_quinn::RecvStream>;
-    type OpenStreams = BoundedOpener;
+    type OpenStreams = Bounded<h3_quinn::OpenStreams>;
 
     fn poll_accept_recv(
         &mut self,
@@ -336,14 +339,24 @@ impl<B: Buf> quic::Connection<B> for BoundedConnection {
     }
 
     fn opener(&self) -> Self::OpenStreams {
-        BoundedOpener {
+        Bounded {
             inner: quic::Connection::<B>::opener(&self.inner),
             limit: self.limit,
         }
     }
 }
 
-impl<B: Buf> quic::OpenStreams<B> for BoundedConnection {
+/// Streams opened by h3 (its control and QPACK streams) through the connection or its
+/// opener: bidirectional ones are bounded as requests.
+impl<B, T> quic::OpenStreams<B> for Bounded<T>
+where
+    B: Buf,
+    T: quic::OpenStreams<
+            B,
+            BidiStream = h3_quinn::BidiStream<B>,
+            SendStream = h3_quinn::SendStream<B>,
+        >,
+{
     type BidiStream = BoundedBidi<B>;
     type SendStream = h3_quinn::SendStream<B>;
 
@@ -351,7 +364,7 @@ impl<B: Buf> quic::OpenStreams<B> for BoundedConnection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
+        let stream = ready!(self.inner.poll_open_bidi(cx))?;
         Poll::Ready(Ok(BoundedBidi {
             recv: BoundedRecv::new(stream, FrameBounds::request(self.limit)),
         }))
@@ -361,43 +374,11 @@ impl<B: Buf> quic::OpenStreams<B> for BoundedConnection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+        self.inner.poll_open_send(cx)
     }
 
     fn close(&mut self, code: Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason);
-    }
-}
-
-/// [`BoundedConnection`]'s opener (h3 opens its control and QPACK streams with it).
-pub struct BoundedOpener {
-    inner: h3_quinn::OpenStreams,
-    limit: u64,
-}
-
-impl<B: Buf> quic::OpenStreams<B> for BoundedOpener {
-    type BidiStream = BoundedBidi<B>;
-    type SendStream = h3_quinn::SendStream<B>;
-
-    fn poll_open_bidi(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
-        Poll::Ready(Ok(BoundedBidi {
-            recv: BoundedRecv::new(stream, FrameBounds::request(self.limit)),
-        }))
-    }
-
-    fn poll_open_send(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
-    }
-
-    fn close(&mut self, code: Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason);
+        self.inner.close(code, reason);
     }
 }
 
