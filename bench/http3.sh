@@ -124,7 +124,7 @@ configure() {
 # ---------------------------------------------------------------- peers
 STATUS=$OUT/status.tsv
 CELLS_FAILED=$OUT/cells-failed.tsv
-ACTIVE=()
+ACTIVE=() BACKEND_PIDS=()
 declare -A PEER_PID STARTED_AT CELL_BROKEN
 
 # set_status PEER ok|skipped|failed MESSAGE [READY_SECONDS]
@@ -238,7 +238,9 @@ await_peers() {
 
 start_backends() {
     start backend-small "$LOAD_CPU" "$TOOLS/http-backend" --listen "$BACKEND_SMALL" --body-size "$SMALL_BODY"
+    BACKEND_PIDS=("$LAST_PID")
     start backend-large "$LOAD_CPU" "$TOOLS/http-backend" --listen "$BACKEND_LARGE" --body-size "$LARGE_BODY"
+    BACKEND_PIDS+=("$LAST_PID")
     local deadline=$((SECONDS + 10))
     until listening "${BACKEND_SMALL##*:}" && listening "${BACKEND_LARGE##*:}"; do
         ((SECONDS < deadline)) || die "http-backend did not start; see $OUT/backend-*.log"
@@ -263,14 +265,23 @@ run_load() {
     echo "$line client_cpu_s=$(awk '{ print $1 + $2 }' <<<"$times")"
 }
 
-# measure CELL PEER : sets MEASURED to one key=value line: h3-load's figures plus the proxy's
-# CPU time over the run.
+# backend_ticks : CPU clock ticks both backends have used so far.
+backend_ticks() {
+    local total=0 pid
+    for pid in "${BACKEND_PIDS[@]}"; do total=$((total + $(cpu_ticks "$pid"))); done
+    echo "$total"
+}
+
+# measure CELL PEER : sets MEASURED to one key=value line: h3-load's figures plus the CPU time
+# the proxy and the backends used over the run.
 measure() {
-    local cell=$1 peer=$2 line pid=${PEER_PID[$2]} ticks_before started
+    local cell=$1 peer=$2 line pid=${PEER_PID[$2]} ticks_before backend_before started
     ticks_before=$(cpu_ticks "$pid")
+    backend_before=$(backend_ticks)
     started=$(date +%s%N)
     line=$(run_load "$cell" "$peer" "$RUN_SECONDS")
     line+=" wall_s=$(awk "BEGIN { print ($(date +%s%N) - $started) / 1e9 }")"
+    line+=" backend_cpu_s=$(awk "BEGIN { print ($(backend_ticks) - $backend_before) / $CLK_TCK }")"
     if kill -0 "$pid" 2>/dev/null; then
         line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks_before) / $CLK_TCK }")"
     else

@@ -5,7 +5,7 @@
 
 RAW has one line per run: `round<TAB>cell<TAB>peer<TAB>key=value ...`, where the keys are
 h3-load's (responses, non2xx, errors, connect, stream, body, timeout, rps, mbit_s, p50_us,
-p99_us) plus wall_s, proxy_cpu_s and client_cpu_s from the harness. A cell is
+p99_us) plus wall_s, proxy_cpu_s, client_cpu_s (h3-load) and backend_cpu_s from the harness. A cell is
 BODY-CONNECTIONSxSTREAMS. STATUS has one line per peer: `peer<TAB>ok|skipped|failed<TAB>message`;
 CELLS_FAILED one per cell a peer was not measured on: `peer<TAB>cell<TAB>reason`.
 """
@@ -22,10 +22,14 @@ ERROR_KINDS = ("connect", "stream", "body", "timeout")
 def parse_fields(text):
     fields = dict(item.partition("=")[::2] for item in text.split())
     wall = number(fields, "wall_s")
-    for who in ("proxy", "client"):
+    for who in ("proxy", "client", "backend"):
         cpu = number(fields, f"{who}_cpu_s")
         if cpu is not None and wall:
             fields[f"{who}_cpu_pct"] = str(100 * cpu / wall)
+    # The load core runs h3-load and the backends.
+    client, backend = number(fields, "client_cpu_pct"), number(fields, "backend_cpu_pct")
+    if client is not None and backend is not None:
+        fields["load_cpu_pct"] = str(client + backend)
     cpu, responses = number(fields, "proxy_cpu_s"), number(fields, "responses")
     if cpu is not None and responses:
         fields["cpu_us_per_req"] = str(1e6 * cpu / responses)
@@ -92,7 +96,7 @@ def render(args):
 
     def row(cell, peer):
         if (cell, peer) not in runs:
-            return [peer, missing(cell, peer)] + ["—"] * 10
+            return [peer, missing(cell, peer)] + ["—"] * 11
         p50, p99 = median(cell, peer, "p50_us"), median(cell, peer, "p99_us")
         return [
             peer,
@@ -107,16 +111,19 @@ def render(args):
             show(median(cell, peer, "proxy_cpu_pct"), suffix="%"),
             show(median(cell, peer, "cpu_us_per_req"), 1),
             show(median(cell, peer, "client_cpu_pct"), suffix="%"),
+            show(median(cell, peer, "load_cpu_pct"), suffix="%"),
         ]
 
     head = ["peer", "req/s", "body Mbit/s", "× Caddy", "× Traefik", "p50 (ms)", "p99 (ms)",
-            "non-2xx", "errors", "proxy CPU", "proxy CPU µs/req", "h3-load CPU"]
+            "non-2xx", "errors", "proxy CPU", "proxy CPU µs/req", "h3-load CPU",
+            "load core CPU"]
     out = [open(args.header).read().rstrip(), ""]
     out += [
         "req/s (responses received per second), body Mbit/s and latency: median over rounds; "
         "non-2xx and errors: sums over rounds; CPU: median, 100% = one core, and the proxy's "
-        "CPU time per response. A proxy near 100% CPU was the bottleneck; h3-load near 100% "
-        "(it shares its core with the backend) means the load side was.",
+        "CPU time per response; load core CPU is h3-load plus the backends, which share a core. "
+        "A proxy near 100% CPU was the bottleneck; a load core near 100% means the load side "
+        "was.",
         "",
     ]
     for cell in cells:
