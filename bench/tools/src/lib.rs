@@ -11,9 +11,13 @@
 //! behind every proxy ([`http_backend`]); the load comes from wrk and h2load.
 //!
 //! For the UDP relay benchmark (`bench/udp_proxy.sh`): `udp-echo` and `udp-load` ([`udp`]).
+//!
+//! For the HTTP/3 benchmark (`bench/http3.sh`): `h3-load` ([`h3`]), behind the same
+//! `http-backend`.
 
 pub mod backend;
 pub mod client;
+pub mod h3;
 pub mod http_backend;
 pub mod pki;
 pub mod stats;
@@ -44,6 +48,10 @@ pub enum Error {
     },
     #[error("{}: no certificate in the file", path.display())]
     NoCertificate { path: PathBuf },
+    #[error("{0}")]
+    Usage(String),
+    #[error("the TLS configuration cannot carry QUIC: {0}")]
+    Quic(String),
     #[error("{0:?} is not a valid TLS server name (SNI)")]
     ServerName(String),
 }
