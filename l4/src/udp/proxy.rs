@@ -4,8 +4,11 @@
 //! relaying its answers back. Datagram boundaries are kept both ways.
 //!
 //! Nothing here waits on a full socket buffer: a datagram that cannot be sent at once is
-//! dropped and counted, as the network itself would. Buffers are one 64 KiB buffer for the
-//! listener and one per worker thread for the answers, not one per session.
+//! dropped and counted, as the network itself would. Datagrams move in batches both ways
+//! ([`super::batch`]): every datagram waiting on the listener is read in one call, and a
+//! backend's answers are read in one call and sent to their client in as few as GSO allows.
+//! Buffers are a batch of 64 KiB buffers for the listener and one per worker thread for the
+//! answers, not one per session.
 
 use std::cell::RefCell;
 use std::io;
@@ -20,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use super::batch::{Batching, RecvBuffers};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
@@ -72,10 +76,28 @@ fn lock(table: &Table) -> std::sync::MutexGuard<'_, SessionTable<Session>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Datagrams read per call on the listener: quinn-udp's batch, 32 on Linux. 32 × 64 KiB of
+/// buffers per entrypoint, committed only as large datagrams fill them.
+const LISTENER_BATCH: usize = super::batch::MAX_BATCH;
+
+/// Answers read per call on a session's socket. Fewer than the listener's: the buffers are
+/// per worker thread, and one backend's answers to one client rarely queue deeper between
+/// two wake-ups (with GRO, a burst of them shares a buffer anyway).
+const ANSWER_BATCH: usize = 8;
+
+/// The buffers answers are read into and sent from, one set per worker thread: reading and
+/// sending happen without an await in between.
+struct ReplyBuffers {
+    received: RecvBuffers,
+    /// Where a run of answers is laid out for one GSO send.
+    gso: Vec<u8>,
+}
+
 thread_local! {
-    /// The buffer answers are read into and sent from, one per worker thread: reading and
-    /// sending happen without an await in between.
-    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+    static REPLY_BUFFERS: RefCell<ReplyBuffers> = RefCell::new(ReplyBuffers {
+        received: RecvBuffers::new(ANSWER_BATCH),
+        gso: Vec::new(),
+    });
 }
 
 /// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
@@ -95,25 +117,31 @@ pub async fn serve(
     )));
     let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let batching = Arc::new(Batching::new(&socket).unwrap_or_else(|e| {
+        warn!(entrypoint = %settings.name, error = %e, "UDP batching unavailable: one datagram per system call");
+        Batching::single()
+    }));
+    let mut received = RecvBuffers::new(LISTENER_BATCH);
     let mut pending = PendingFlows::new(DEFAULT_MAX_PENDING, DEFAULT_HELLO_DEADLINE);
     let mut stop_by: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
     loop {
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, client)) => {
-                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes };
-                    if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
-                        continue;
-                    }
-                    // A new session was refused because the table is full.
-                    let now = Instant::now();
-                    if last_full_warning.is_none_or(|at| now - at >= Duration::from_secs(1)) {
-                        last_full_warning = Some(now);
-                        warn!(entrypoint = %settings.name, max_sessions = settings.max_sessions,
-                            refused = stats.sessions_refused.load(Ordering::Relaxed),
-                            "UDP session table full: new clients are refused until sessions expire");
+            datagrams = batching.recv(&socket, &mut received) => match datagrams {
+                Ok(datagrams) => {
+                    let relay = Relay { socket: &socket, batching: &batching, settings: &settings, table: &table, stats: &stats, routes: &routes };
+                    for (client, datagram) in datagrams {
+                        if !relay.forward(datagram, client, stop_by.is_some(), &mut pending).await {
+                            continue;
+                        }
+                        // A new session was refused because the table is full.
+                        let now = Instant::now();
+                        if last_full_warning.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                            last_full_warning = Some(now);
+                            warn!(entrypoint = %settings.name, max_sessions = settings.max_sessions,
+                                refused = stats.sessions_refused.load(Ordering::Relaxed),
+                                "UDP session table full: new clients are refused until sessions expire");
+                        }
                     }
                 }
                 // ICMP errors from earlier sends surface here on some systems; the socket
@@ -168,6 +196,8 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 /// What forwarding one datagram needs.
 struct Relay<'a, R> {
     socket: &'a Arc<UdpSocket>,
+    /// How `socket` sends: shared with every session's answers.
+    batching: &'a Arc<Batching>,
     settings: &'a UdpSettings,
     table: &'a Table,
     stats: &'a Arc<UdpStats>,
@@ -323,6 +353,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Answers {
                 upstream: upstream.clone(),
                 listener: self.socket.clone(),
+                batching: self.batching.clone(),
                 client,
                 id,
                 table: self.table.clone(),
@@ -366,6 +397,7 @@ fn connect(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
 struct Answers {
     upstream: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
+    batching: Arc<Batching>,
     client: SocketAddr,
     id: u64,
     table: Table,
@@ -377,7 +409,11 @@ struct Answers {
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
 async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
-    let client = socket2::SockAddr::from(a.client);
+    // The session's own socket: GRO lets a burst of answers share one buffer.
+    let from_backend = Batching::new(&a.upstream).unwrap_or_else(|e| {
+        debug!(client = %a.client, error = %e, "UDP batching unavailable for the backend's answers");
+        Batching::single()
+    });
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -394,18 +430,21 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
                 Err(_) => break,
             },
         }
-        let received = REPLY_BUFFER.with_borrow_mut(|buf| {
-            let len = a.upstream.try_recv(buf)?;
-            Ok::<bool, io::Error>(
-                SockRef::from(&*a.listener)
-                    .send_to(&buf[..len], &client)
-                    .is_ok(),
+        let relayed = REPLY_BUFFERS.with_borrow_mut(|buffers| {
+            // A connected socket: every datagram is from the backend.
+            let answers = from_backend.try_recv(&a.upstream, &mut buffers.received)?;
+            let answers = answers.map(|(_, answer)| answer);
+            Ok::<_, io::Error>(
+                a.batching
+                    .send_to(&a.listener, a.client, answers, &mut buffers.gso),
             )
         });
-        match received {
+        match relayed {
             Ok(sent) => {
-                if !sent {
-                    a.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                if sent.dropped > 0 {
+                    a.stats
+                        .datagrams_dropped
+                        .fetch_add(sent.dropped as u64, Ordering::Relaxed);
                 }
                 if !lock(&a.table).touch_id(&a.client, a.id, Instant::now()) {
                     return;
