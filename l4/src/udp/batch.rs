@@ -1,4 +1,4 @@
-//! Batched datagram I/O on one UDP socket, for the relay: what waits on a readable socket is
+//! Batched datagram I/O for the relay's UDP sockets: what waits on a readable socket is
 //! read in one system call (`recvmmsg`; with GRO, several datagrams of one sender share one
 //! buffer), and a run of datagrams for one destination leaves in one call (GSO). Built on
 //! `quinn-udp`, which knows what each platform offers and falls back to one datagram per call
@@ -12,8 +12,8 @@
 //! This module owns the socket options batching needs and nothing else: it turns GRO on and
 //! puts back the options quinn-udp sets for QUIC, "do not fragment" above all, so that a
 //! relayed datagram larger than the path MTU is fragmented by the kernel as before instead of
-//! refused. Once a socket is wrapped, read it only through [`Batching`]: with GRO on, a plain
-//! `recv_from` would return several datagrams glued together.
+//! refused. Once a socket is set up or adopted, read it only through [`Batching`]: with GRO
+//! on, a plain `recv_from` would return several datagrams glued together.
 
 use std::io::{self, IoSliceMut};
 use std::iter::Peekable;
@@ -37,7 +37,7 @@ pub const MAX_BATCH: usize = quinn_udp::BATCH_SIZE;
 /// The largest datagram sent as a GSO segment. The kernel refuses a segment that does not fit
 /// the path MTU, and one refusal ends GSO on the socket; 1,232 bytes (the IPv6 minimum MTU,
 /// 1,280, less 48 bytes of headers) fit every IPv6 path and every ordinary IPv4 one.
-/// Larger datagrams are few per byte carried and go one per call.
+/// Larger datagrams go one per call: per byte carried, the cost of a call matters less.
 pub const MAX_GSO_SEGMENT: usize = 1_232;
 
 /// The most payload bytes of one GSO send: all segments travel as one UDP datagram inside
@@ -45,9 +45,9 @@ pub const MAX_GSO_SEGMENT: usize = 1_232;
 const MAX_GSO_BYTES: usize = 65_507;
 
 /// The receive buffers of one reader: `count` buffers of [`BUFFER_BYTES`], and what the last
-/// receive put in them. The memory is allocated zeroed, which the allocator maps lazily: a
-/// page is committed only once a datagram has been written to it, so buffers that only ever
-/// see small datagrams cost a page or two each, not 64 KiB.
+/// receive put in them. The memory is allocated zeroed, which for allocations this large
+/// means fresh pages from the kernel, committed only once a datagram is written to them: a
+/// buffer that only ever sees small datagrams costs a page, not 64 KiB.
 pub struct RecvBuffers {
     bytes: Box<[u8]>,
     meta: Box<[RecvMeta]>,
@@ -124,9 +124,10 @@ pub struct Sent {
     pub dropped: usize,
 }
 
-/// How one socket is read and written: in batches with what the kernel offers, or one
-/// datagram per call ([`Batching::single`]) where the socket could not be set up for it.
-/// One per socket, shared by its readers and writers.
+/// How sockets are read and written: in batches with what the kernel offers, or one datagram
+/// per call ([`Batching::single`]) where the socket could not be set up for it. One per
+/// listening socket, shared by its readers and writers; other sockets (the relay's session
+/// sockets) are [adopted](Batching::adopt) rather than set up on their own.
 #[derive(Debug)]
 pub struct Batching {
     state: Option<UdpSocketState>,
@@ -142,6 +143,16 @@ impl Batching {
         Ok(Self {
             state: Some(state?),
         })
+    }
+
+    /// Sets `socket`, another socket, up to be read through this batching: GRO on where the
+    /// kernel has it (best effort), nothing else. One system call, where [`Batching::new`]
+    /// runs quinn-udp's kernel probe, two throwaway sockets and some 150 µs: too much for
+    /// every session of the relay.
+    pub fn adopt(&self, socket: &UdpSocket) {
+        if self.state.is_some() {
+            options::enable_gro(socket);
+        }
     }
 
     /// One datagram per system call, socket options untouched: the fallback when
@@ -402,6 +413,26 @@ mod options {
         Ok(())
     }
 
+    /// Best effort: without GRO, datagrams are still read in batches, one per buffer.
+    pub(super) fn enable_gro(socket: &UdpSocket) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let on: c_int = 1;
+            // SAFETY: an open socket borrowed for the call, and one c_int.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_fd().as_raw_fd(),
+                    libc::SOL_UDP,
+                    libc::UDP_GRO,
+                    (&raw const on).cast(),
+                    size_of::<c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = socket;
+    }
+
     pub(super) fn get(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
         let mut value: c_int = 0;
         let mut len = size_of::<c_int>() as libc::socklen_t;
@@ -428,6 +459,8 @@ mod options {
     pub(super) fn restore(_: &UdpSocket, _: &Saved) -> io::Result<()> {
         Ok(())
     }
+
+    pub(super) fn enable_gro(_: &UdpSocket) {}
 }
 
 #[cfg(test)]
@@ -589,6 +622,34 @@ mod tests {
             .is_some_and(|state| state.gro_segments() > 1);
         if gro && sending.gso_segments() > 1 {
             assert_eq!(counts.buffers, 2, "the run shares one buffer");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_adopted_socket_is_read_in_batches_with_gro() {
+        let (listener, sender) = pair().await;
+        let session = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let batching = Batching::new(&listener).unwrap();
+        batching.adopt(&session);
+        let sent: Vec<Vec<u8>> = (0..6).map(|i| payload(300, i)).collect();
+        let mut gso = Vec::new();
+        let outcome = batching.send_to(
+            &sender,
+            session.local_addr().unwrap(),
+            sent.iter().map(Vec::as_slice),
+            &mut gso,
+        );
+        assert_eq!(outcome.sent, 6);
+        readable(&session).await;
+        let mut buffers = RecvBuffers::new(MAX_BATCH);
+        let (got, counts) = receive(&batching, &session, &mut buffers, sent.len()).await;
+        assert_eq!(got.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), sent);
+        let gro = batching
+            .state
+            .as_ref()
+            .is_some_and(|state| state.gro_segments() > 1);
+        if gro && batching.gso_segments() > 1 {
+            assert_eq!(counts.buffers, 1, "the run shares one buffer");
         }
     }
 

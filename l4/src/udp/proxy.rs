@@ -196,7 +196,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 /// What forwarding one datagram needs.
 struct Relay<'a, R> {
     socket: &'a Arc<UdpSocket>,
-    /// How `socket` sends: shared with every session's answers.
+    /// How `socket`, and every session's socket, is read and written.
     batching: &'a Arc<Batching>,
     settings: &'a UdpSettings,
     table: &'a Table,
@@ -409,11 +409,8 @@ struct Answers {
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
 async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
-    // The session's own socket: GRO lets a burst of answers share one buffer.
-    let from_backend = Batching::new(&a.upstream).unwrap_or_else(|e| {
-        debug!(client = %a.client, error = %e, "UDP batching unavailable for the backend's answers");
-        Batching::single()
-    });
+    // Read through the listener's batching (GRO lets a burst of answers share one buffer).
+    a.batching.adopt(&a.upstream);
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -432,7 +429,7 @@ async fn relay_answers(a: Answers, mut stopped: oneshot::Receiver<()>) {
         }
         let relayed = REPLY_BUFFERS.with_borrow_mut(|buffers| {
             // A connected socket: every datagram is from the backend.
-            let answers = from_backend.try_recv(&a.upstream, &mut buffers.received)?;
+            let answers = a.batching.try_recv(&a.upstream, &mut buffers.received)?;
             let answers = answers.map(|(_, answer)| answer);
             Ok::<_, io::Error>(
                 a.batching
