@@ -176,11 +176,14 @@ impl Batching {
         buffers: &'b mut RecvBuffers,
     ) -> io::Result<Datagrams<'b>> {
         match &self.state {
-            Some(state) => {
-                socket
-                    .async_io(Interest::READABLE, || fill(state, socket, buffers))
-                    .await?;
-            }
+            Some(state) => loop {
+                socket.readable().await?;
+                match drain(state, socket, buffers) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => result?,
+                }
+                break;
+            },
             None => {
                 let (len, from) = socket.recv_from(&mut buffers.bytes[..BUFFER_BYTES]).await?;
                 buffers.meta[0] = one_datagram(from, len);
@@ -198,9 +201,7 @@ impl Batching {
         buffers: &'b mut RecvBuffers,
     ) -> io::Result<Datagrams<'b>> {
         match &self.state {
-            Some(state) => {
-                socket.try_io(Interest::READABLE, || fill(state, socket, buffers))?;
-            }
+            Some(state) => drain(state, socket, buffers)?,
             None => {
                 let (len, from) = socket.try_recv_from(&mut buffers.bytes[..BUFFER_BYTES])?;
                 buffers.meta[0] = one_datagram(from, len);
@@ -252,6 +253,27 @@ impl Batching {
             }
         }
         sent
+    }
+}
+
+/// One `recvmmsg` (or what the platform has) into `buffers`, telling tokio when it emptied the
+/// socket: fewer datagrams than buffers means the kernel's next read found none. That clears
+/// the socket's readiness without the extra call that would only return `WouldBlock`; a
+/// datagram that arrived meanwhile raised a new readiness event, which the clearing leaves.
+/// An error the kernel met after the first datagram is kept by it for the next read, and an
+/// ICMP error raises error readiness, which a read does not clear either.
+fn drain(state: &UdpSocketState, socket: &UdpSocket, buffers: &mut RecvBuffers) -> io::Result<()> {
+    buffers.filled = 0;
+    let emptied = socket.try_io(Interest::READABLE, || {
+        fill(state, socket, buffers)?;
+        if buffers.filled < buffers.meta.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match emptied {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && buffers.filled > 0 => Ok(()),
+        result => result,
     }
 }
 
@@ -563,6 +585,23 @@ mod tests {
             .chain(rest.into_iter().map(|(_, d)| d))
             .collect();
         assert_eq!(all, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+        let drained = batching.try_recv(&receiver, &mut buffers).err();
+        assert_eq!(drained.map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
+    }
+
+    #[tokio::test]
+    async fn a_datagram_after_a_read_that_emptied_the_socket_still_wakes_the_reader() {
+        let (receiver, sender) = pair().await;
+        let batching = Batching::new(&receiver).unwrap();
+        let mut buffers = RecvBuffers::new(MAX_BATCH);
+        for round in 0..3u8 {
+            sender
+                .send_to(&[round], receiver.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (got, _) = receive(&batching, &receiver, &mut buffers, 1).await;
+            assert_eq!(got[0].1, [round]);
+        }
         let drained = batching.try_recv(&receiver, &mut buffers).err();
         assert_eq!(drained.map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
     }
