@@ -3,6 +3,7 @@
 //! that pick a backend by weighted round robin or client-IP affinity, and the relay that
 //! carries datagrams both ways, boundaries kept.
 
+pub mod batch;
 pub mod local;
 pub mod migration;
 pub mod pending;

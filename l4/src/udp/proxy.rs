@@ -4,8 +4,11 @@
 //! relaying its answers back. Datagram boundaries are kept both ways.
 //!
 //! Nothing here waits on a full socket buffer: a datagram that cannot be sent at once is
-//! dropped and counted, as the network itself would. Buffers are one 64 KiB buffer for the
-//! listener and one per worker thread for the answers, not one per session.
+//! dropped and counted, as the network itself would. Datagrams move in batches both ways
+//! ([`super::batch`]): every datagram waiting on the listener is read in one call, and a
+//! backend's answers are read in one call and sent to their client in as few as GSO allows.
+//! Buffers are a batch of 64 KiB buffers for the listener and one per worker thread for the
+//! answers, not one per session.
 
 use std::cell::RefCell;
 use std::io;
@@ -20,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use super::batch::{Batching, RecvBuffers};
 use super::local::{LocalQuic, addressed_to};
 use super::migration::{ClientAddr, LearnedCids};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
@@ -93,10 +97,28 @@ fn gauge(stats: &UdpStats, table: &SessionTable<Session>) {
     stats.sessions.store(table.len(), Ordering::Relaxed);
 }
 
+/// Datagrams read per call on the listener: quinn-udp's batch, 32 on Linux. 32 × 64 KiB of
+/// buffers per entrypoint, committed only as large datagrams fill them.
+const LISTENER_BATCH: usize = super::batch::MAX_BATCH;
+
+/// Answers read per call on a session's socket. Fewer than the listener's: the buffers are
+/// per worker thread, and one backend's answers to one client rarely queue deeper between
+/// two wake-ups (with GRO, a burst of them shares a buffer anyway).
+const ANSWER_BATCH: usize = 8;
+
+/// The buffers answers are read into and sent from, one set per worker thread: reading and
+/// sending happen without an await in between.
+struct ReplyBuffers {
+    received: RecvBuffers,
+    /// Where a run of answers is laid out for one GSO send.
+    gso: Vec<u8>,
+}
+
 thread_local! {
-    /// The buffer answers are read into and sent from, one per worker thread: reading and
-    /// sending happen without an await in between.
-    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+    static REPLY_BUFFERS: RefCell<ReplyBuffers> = RefCell::new(ReplyBuffers {
+        received: RecvBuffers::new(ANSWER_BATCH),
+        gso: Vec::new(),
+    });
 }
 
 /// Relays datagrams on `socket` until `stop` turns true, then lets the open sessions go on
@@ -123,26 +145,32 @@ pub async fn serve(
     let cids: Cids = Arc::new(Mutex::new(LearnedCids::new(settings.max_sessions)));
     let mut sweep = tokio::time::interval(lock(&table).sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let batching = Arc::new(Batching::new(&socket).unwrap_or_else(|e| {
+        warn!(entrypoint = %settings.name, error = %e, "UDP batching unavailable: one datagram per system call");
+        Batching::single()
+    }));
+    let mut received = RecvBuffers::new(LISTENER_BATCH);
     let mut pending = PendingFlows::new(DEFAULT_MAX_PENDING, DEFAULT_HELLO_DEADLINE);
     let mut stop_by: Option<Instant> = None;
     let mut wake_at: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
     loop {
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, client)) => {
-                    let relay = Relay { socket: &socket, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref(), cids: &cids };
-                    if !relay.forward(&buf[..len], client, stop_by.is_some(), &mut pending).await {
-                        continue;
-                    }
-                    // A new session was refused because the table is full.
-                    let now = Instant::now();
-                    if last_full_warning.is_none_or(|at| now - at >= Duration::from_secs(1)) {
-                        last_full_warning = Some(now);
-                        warn!(entrypoint = %settings.name, max_sessions = settings.max_sessions,
-                            refused = stats.sessions_refused.load(Ordering::Relaxed),
-                            "UDP session table full: new clients are refused until sessions expire");
+            datagrams = batching.recv(&socket, &mut received) => match datagrams {
+                Ok(datagrams) => {
+                    let relay = Relay { socket: &socket, batching: &batching, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref(), cids: &cids };
+                    for (client, datagram) in datagrams {
+                        if !relay.forward(datagram, client, stop_by.is_some(), &mut pending).await {
+                            continue;
+                        }
+                        // A new session was refused because the table is full.
+                        let now = Instant::now();
+                        if last_full_warning.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                            last_full_warning = Some(now);
+                            warn!(entrypoint = %settings.name, max_sessions = settings.max_sessions,
+                                refused = stats.sessions_refused.load(Ordering::Relaxed),
+                                "UDP session table full: new clients are refused until sessions expire");
+                        }
                     }
                 }
                 // ICMP errors from earlier sends surface here on some systems; the socket
@@ -209,6 +237,8 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 /// What forwarding one datagram needs.
 struct Relay<'a, R> {
     socket: &'a Arc<UdpSocket>,
+    /// How `socket`, and every session's socket, is read and written.
+    batching: &'a Arc<Batching>,
     settings: &'a UdpSettings,
     table: &'a Table,
     stats: &'a Arc<UdpStats>,
@@ -427,6 +457,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             Answers {
                 upstream: upstream.clone(),
                 listener: self.socket.clone(),
+                batching: self.batching.clone(),
                 client: ClientAddr::new(client),
                 id,
                 table: self.table.clone(),
@@ -472,6 +503,7 @@ fn connect(backend: SocketAddr) -> io::Result<Arc<UdpSocket>> {
 struct Answers {
     upstream: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
+    batching: Arc<Batching>,
     /// Where answers go: the client's address, moved when a QUIC client migrates.
     client: Arc<ClientAddr>,
     id: u64,
@@ -486,6 +518,8 @@ struct Answers {
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
 async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
+    // Read through the listener's batching (GRO lets a burst of answers share one buffer).
+    a.batching.adopt(&a.upstream);
     loop {
         tokio::select! {
             _ = &mut stopped => return,
@@ -503,23 +537,31 @@ async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
             },
         }
         let client = a.client.get();
-        let received = REPLY_BUFFER.with_borrow_mut(|buf| {
-            let len = a.upstream.try_recv(buf)?;
-            if let Some(cids) = &a.cids
-                && lock_cids(cids).learn(&buf[..len], &a.client)
-            {
-                a.cids = None;
-            }
-            Ok::<bool, io::Error>(
-                SockRef::from(&*a.listener)
-                    .send_to(&buf[..len], &client.into())
-                    .is_ok(),
-            )
+        let relayed = REPLY_BUFFERS.with_borrow_mut(|buffers| {
+            // A connected socket: every datagram is from the backend.
+            let answers = a.batching.try_recv(&a.upstream, &mut buffers.received)?;
+            let mut cids = a.cids.take();
+            let answers = answers.map(|(_, answer)| {
+                // A QUIC session learns the backend's connection ID from its first long header.
+                if let Some(learning) = &cids
+                    && lock_cids(learning).learn(answer, &a.client)
+                {
+                    cids = None;
+                }
+                answer
+            });
+            let sent = a
+                .batching
+                .send_to(&a.listener, client, answers, &mut buffers.gso);
+            a.cids = cids;
+            Ok::<_, io::Error>(sent)
         });
-        match received {
+        match relayed {
             Ok(sent) => {
-                if !sent {
-                    a.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                if sent.dropped > 0 {
+                    a.stats
+                        .datagrams_dropped
+                        .fetch_add(sent.dropped as u64, Ordering::Relaxed);
                 }
                 if !lock(&a.table).touch_id(&client, a.id, Instant::now()) {
                     return;
