@@ -9,9 +9,10 @@
 //! relay can tell the packets of local connections from anything else by their connection
 //! ID alone, even after a client's address changes.
 //!
-//! The socket keeps the kernel's default of fragmenting what exceeds the path MTU, because
-//! plain UDP routers relay datagrams of any size on it. quinn is told so (`may_fragment`),
-//! and therefore keeps to QUIC's 1,200-byte packets instead of probing for a larger MTU.
+//! quinn's packets leave in GSO runs where the kernel offers it ([`Batching`]). The socket
+//! keeps the kernel's default of fragmenting what exceeds the path MTU, because plain UDP
+//! routers relay datagrams of any size on it. quinn is told so (`may_fragment`), and
+//! therefore keeps to QUIC's 1,200-byte packets instead of probing for a larger MTU.
 
 use std::fmt;
 use std::future::Future;
@@ -25,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use l4::udp::LocalQuic;
+use l4::udp::batch::Batching;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, ConnectionId, ConnectionIdGenerator, UdpPoller};
 use tokio::net::UdpSocket;
@@ -100,8 +102,13 @@ pub fn share(socket: Arc<UdpSocket>) -> (Arc<QuinnSide>, Arc<RelaySide>, quinn::
     let mut config = quinn::EndpointConfig::default();
     let generator_key = key.clone();
     config.cid_generator(move || Box::new(KeyedCids(generator_key.clone())));
+    let batching = Batching::new(&socket).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "HTTP/3 sends without GSO: one packet per system call");
+        Batching::single()
+    });
     let quinn_side = Arc::new(QuinnSide {
         socket,
+        batching,
         inbox: Mutex::new(receiver),
         queued: queued.clone(),
     });
@@ -161,6 +168,7 @@ impl LocalQuic for RelaySide {
 /// What quinn calls: datagrams from the relay's queue; sends straight on the socket.
 pub struct QuinnSide {
     socket: Arc<UdpSocket>,
+    batching: Batching,
     inbox: Mutex<mpsc::Receiver<Datagram>>,
     queued: Arc<AtomicUsize>,
 }
@@ -182,16 +190,7 @@ impl AsyncUdpSocket for QuinnSide {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        // One datagram per transmit (`max_transmit_segments` is 1); a segmented transmit is
-        // still sent correctly, one datagram at a time.
-        let size = transmit
-            .segment_size
-            .unwrap_or(transmit.contents.len())
-            .max(1);
-        for datagram in transmit.contents.chunks(size) {
-            self.socket.try_send_to(datagram, transmit.destination)?;
-        }
-        Ok(())
+        self.batching.send_transmit(&self.socket, transmit)
     }
 
     fn poll_recv(
@@ -245,6 +244,10 @@ impl AsyncUdpSocket for QuinnSide {
 
     fn may_fragment(&self) -> bool {
         true
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.batching.gso_segments()
     }
 }
 

@@ -211,6 +211,29 @@ impl Batching {
         Ok(buffers.datagrams())
     }
 
+    /// Sends a QUIC stack's `transmit` (one datagram, or a GSO run of them) from `socket`,
+    /// for a QUIC endpoint sharing the socket. Unlike [`Batching::send_to`], a full send
+    /// buffer is reported as `WouldBlock` (clearing tokio's write readiness), so that the
+    /// stack waits for room instead of losing its packets; other refusals are logged and the
+    /// packets left to QUIC's loss recovery.
+    pub fn send_transmit(&self, socket: &UdpSocket, transmit: &Transmit<'_>) -> io::Result<()> {
+        match &self.state {
+            Some(state) => socket.try_io(Interest::WRITABLE, || {
+                state.send(UdpSockRef::from(socket), transmit)
+            }),
+            None => {
+                let size = transmit
+                    .segment_size
+                    .unwrap_or(transmit.contents.len())
+                    .max(1);
+                for datagram in transmit.contents.chunks(size) {
+                    socket.try_send_to(datagram, transmit.destination)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Sends `datagrams` to `to` from `socket` without ever waiting: runs of equal-sized
     /// datagrams (the last may be shorter) in one GSO send laid out in `gso`, the others one
     /// per call. A datagram the kernel does not take at once is dropped and counted.
