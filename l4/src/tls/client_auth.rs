@@ -191,7 +191,7 @@ mod tests {
     use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
     use super::*;
-    use crate::tls::{CertStore, TlsVersions, self_signed_default, server_config};
+    use crate::tls::{CertStore, self_signed_default};
 
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
@@ -263,7 +263,7 @@ mod tests {
         presented: Option<Arc<CertifiedKey>>,
     ) -> Result<Vec<CertificateDer<'static>>, rustls::Error> {
         let store = Arc::new(CertStore::new(Vec::new(), self_signed_default().unwrap()));
-        let server_cfg = server_config(store, TlsVersions::default(), Vec::new(), auth).unwrap();
+        let server_cfg = crate::tls::config::default_server_config(store, Vec::new(), auth);
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -1,14 +1,13 @@
-//! rustls server configurations from Traefik TLS options (versions, ALPN, client
-//! authentication).
+//! rustls server configurations from Traefik TLS options (versions, cipher suites and
+//! curves, ALPN, client authentication, session tickets).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use rustls::crypto::ring;
 use rustls::{ServerConfig, SupportedProtocolVersion, version};
 
-use super::{CertStore, ClientAuth, TlsError};
+use super::{CertStore, ClientAuth, Crypto, TlsError};
 
 static TLS12_ONLY: [&SupportedProtocolVersion; 1] = [&version::TLS12];
 static TLS12_AND_13: [&SupportedProtocolVersion; 2] = [&version::TLS13, &version::TLS12];
@@ -83,24 +82,69 @@ impl TlsVersions {
     }
 }
 
-/// A server configuration serving certificates from `store`, offering `alpn` (in order of
-/// preference; empty means no ALPN) within `versions`, and authenticating clients as
-/// `client_auth` says.
+/// What a server configuration is built from, besides its certificates.
+#[derive(Debug)]
+pub struct ServerOptions<'a> {
+    pub versions: TlsVersions,
+    /// ALPN protocols in order of preference; empty means no ALPN.
+    pub alpn: Vec<Vec<u8>>,
+    pub client_auth: &'a ClientAuth,
+    /// Cipher suites and key-exchange groups ([`super::crypto`]).
+    pub crypto: &'a Crypto,
+    /// `disableSessionTickets`: no resumption at all (Go resumes only with tickets).
+    pub disable_session_tickets: bool,
+}
+
+/// A server configuration serving certificates from `store` as `options` say. Session
+/// tickets come from the process's one ticket key set, so that they resume across reloads.
 pub fn server_config(
     store: Arc<CertStore>,
-    versions: TlsVersions,
-    alpn: Vec<Vec<u8>>,
-    client_auth: &ClientAuth,
+    options: ServerOptions<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(ring::default_provider());
-    let verifier = client_auth.verifier(&provider)?;
+    let provider = options.crypto.provider.clone();
+    let verifier = options.client_auth.verifier(&provider)?;
+    let mut versions = options.versions;
+    if !options.crypto.has_tls12 && versions.min == TlsVersion::Tls12 {
+        // The configured TLS 1.2 suites are all unavailable: TLS 1.3 only, as long as the
+        // option allows it.
+        if versions.max == TlsVersion::Tls12 {
+            return Err(TlsError::NoTls12Suite(
+                options.crypto.unavailable.join(", "),
+            ));
+        }
+        versions.min = TlsVersion::Tls13;
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions.protocol_versions()?)
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(store);
-    config.alpn_protocols = alpn;
+    config.alpn_protocols = options.alpn;
+    if options.disable_session_tickets {
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    } else if let Some(ticketer) = super::ticketer() {
+        config.ticketer = ticketer;
+    }
     Ok(Arc::new(config))
+}
+
+/// A server configuration with the `default` option's settings, for tests.
+#[cfg(test)]
+pub(crate) fn default_server_config(
+    store: Arc<CertStore>,
+    alpn: Vec<Vec<u8>>,
+    client_auth: &ClientAuth,
+) -> Arc<ServerConfig> {
+    let crypto = super::crypto(&[], &[]).expect("the default crypto");
+    let options = ServerOptions {
+        versions: TlsVersions::default(),
+        alpn,
+        client_auth,
+        crypto: &crypto,
+        disable_session_tickets: false,
+    };
+    server_config(store, options).expect("a default server configuration")
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 mod certificate;
 mod client_auth;
 mod config;
+mod crypto;
 mod store;
 
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ pub use certificate::{
     DEFAULT_CERT_COMMON_NAME, load_ca_certificates, load_certified_key, self_signed_default,
 };
 pub use client_auth::{ClientAuth, ClientAuthType};
-pub use config::{TlsVersion, TlsVersions, server_config};
+pub use config::{ServerOptions, TlsVersion, TlsVersions, server_config};
+pub use crypto::{Crypto, crypto, ticketer};
 pub use store::CertStore;
 
 /// Why a certificate, key or TLS configuration cannot be used. `origin` is a file path or
@@ -79,6 +81,16 @@ pub enum TlsError {
     ClientCa(#[source] rustls::Error),
     #[error("cannot build the client certificate verifier: {0}")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("invalid CurveID in curvePreferences: {0}")]
+    UnknownCurve(String),
+    #[error(
+        "none of the curvePreferences is available in this build ({0}); X25519, CurveP256 and CurveP384 are"
+    )]
+    NoCurve(String),
+    #[error(
+        "maxVersion is TLS 1.2 but none of the cipherSuites is available for it ({0}); the ECDHE suites with AES-GCM or ChaCha20-Poly1305 are"
+    )]
+    NoTls12Suite(String),
     #[error("cannot build the TLS server configuration: {0}")]
     Config(#[source] rustls::Error),
 }

@@ -139,9 +139,7 @@ mod tests {
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
-    use crate::tls::{
-        ClientAuth, TlsVersions, load_certified_key, self_signed_default, server_config,
-    };
+    use crate::tls::{ClientAuth, load_certified_key, self_signed_default};
 
     fn cert_for(names: &[&str]) -> Arc<CertifiedKey> {
         let key_pair = rcgen::KeyPair::generate().unwrap();
@@ -316,13 +314,11 @@ mod tests {
         alpn: Vec<Vec<u8>>,
     ) -> Outcome {
         let provider = Arc::new(ring::default_provider());
-        let server = server_config(
+        let server = crate::tls::config::default_server_config(
             Arc::new(store),
-            TlsVersions::default(),
             alpn.clone(),
             &ClientAuth::default(),
-        )
-        .unwrap();
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server_task = tokio::spawn(async move {

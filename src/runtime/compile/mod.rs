@@ -29,7 +29,7 @@ use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
-use l4::tls::{CertStore, ClientAuth, ClientAuthType, TlsVersion, TlsVersions};
+use l4::tls::{CertStore, ClientAuth, ClientAuthType, ServerOptions, TlsVersion, TlsVersions};
 use l4::udp::UdpRoutes;
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
@@ -737,11 +737,7 @@ impl Compiler<'_> {
 
     fn build_tls(&mut self, o: &TlsOptions) -> Result<tokio_rustls::TlsAcceptor, String> {
         let client_auth = client_auth(&o.client_auth)?;
-        if !o.cipher_suites.is_empty() || !o.curve_preferences.is_empty() {
-            tracing::warn!(
-                "TLS option cipherSuites/curvePreferences are not applied yet; rustls' secure defaults are used"
-            );
-        }
+        let crypto = option_crypto(o)?;
         let mut versions = TlsVersions::default();
         if !o.min_version.value.is_empty() {
             versions.min = o
@@ -768,8 +764,14 @@ impl Compiler<'_> {
         };
         let (certs, default) = self.certificates();
         let store = Arc::new(CertStore::new(certs, default).with_sni_strict(o.sni_strict));
-        let config = l4::tls::server_config(store, versions, alpn, &client_auth)
-            .map_err(|e| e.to_string())?;
+        let options = ServerOptions {
+            versions,
+            alpn,
+            client_auth: &client_auth,
+            crypto: &crypto,
+            disable_session_tickets: o.disable_session_tickets,
+        };
+        let config = l4::tls::server_config(store, options).map_err(|e| e.to_string())?;
         Ok(tokio_rustls::TlsAcceptor::from(config))
     }
 
@@ -785,14 +787,21 @@ impl Compiler<'_> {
             .map(|o| o.value.clone())
             .unwrap_or_default();
         let built = client_auth(&option.client_auth).and_then(|client_auth| {
+            let crypto = option_crypto(&option)?;
             let (certs, default) = self.certificates();
             let store = Arc::new(CertStore::new(certs, default).with_sni_strict(option.sni_strict));
             let versions = TlsVersions {
                 min: TlsVersion::Tls13,
                 max: TlsVersion::Tls13,
             };
-            l4::tls::server_config(store, versions, vec![b"h3".to_vec()], &client_auth)
-                .map_err(|e| e.to_string())
+            let options = ServerOptions {
+                versions,
+                alpn: vec![b"h3".to_vec()],
+                client_auth: &client_auth,
+                crypto: &crypto,
+                disable_session_tickets: option.disable_session_tickets,
+            };
+            l4::tls::server_config(store, options).map_err(|e| e.to_string())
         });
         match built {
             Ok(config) => {
@@ -861,6 +870,26 @@ impl Compiler<'_> {
 
 /// `clientAuth` as Traefik reads it. Every CA file must load: an option that cannot
 /// authenticate clients as asked is broken, never lenient.
+/// The cipher suites and curves of a TLS option. Names Go knows but this build cannot
+/// provide are left out with a warning (Traefik serves such options, so they are served
+/// here with what remains); an option left with nothing to negotiate is an error.
+fn option_crypto(o: &TlsOptions) -> Result<l4::tls::Crypto, String> {
+    let suites: Vec<String> = o.cipher_suites.iter().map(|s| s.value.clone()).collect();
+    let curves: Vec<String> = o
+        .curve_preferences
+        .iter()
+        .map(|c| c.value.clone())
+        .collect();
+    let crypto = l4::tls::crypto(&suites, &curves).map_err(|e| e.to_string())?;
+    if !crypto.unavailable.is_empty() {
+        tracing::warn!(
+            unavailable = %crypto.unavailable.join(", "),
+            "TLS option names cipher suites or curves this build cannot provide; they are left out"
+        );
+    }
+    Ok(crypto)
+}
+
 fn client_auth(c: &crate::config::dynamic::ClientAuth) -> Result<ClientAuth, String> {
     let kind = match c.client_auth_type.value.as_str() {
         "" => None,

@@ -1,0 +1,282 @@
+//! TLS options that shape the handshake, through the real binary with rustls clients that
+//! offer exactly what each test needs: `cipherSuites` (TLS 1.2), `curvePreferences`,
+//! `disableSessionTickets`, and session resumption across a configuration reload.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::crypto::{CryptoProvider, ring};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, HandshakeKind, NamedGroup, ProtocolVersion};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Routers `<name>.test` for each TLS option of `options` (YAML under `tls.options`, 4-space
+/// indent), all to an echo backend; the router answers on one TLS entrypoint.
+struct Site {
+    router: Router,
+    port: u16,
+    cert: TestCert,
+    _echo: Backend,
+    dynamic: String,
+}
+
+impl Site {
+    async fn start(tag: &str, options: &[(&str, &str)]) -> Site {
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("{n}.test")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cert = TestCert::new(&names);
+        let echo = Backend::echo(None).await;
+        let port = free_port();
+        let dir = temp_dir(tag);
+        let (c, k) = cert.write(&dir, "site");
+        let mut routers = String::new();
+        let mut option_yaml = String::new();
+        for (name, yaml) in options {
+            routers.push_str(&format!(
+                "    {name}:\n      rule: \"HostSNI(`{name}.test`)\"\n      service: echo\n      tls: {{options: {name}}}\n"
+            ));
+            option_yaml.push_str(&format!("    {name}:\n{yaml}"));
+        }
+        let dynamic = format!(
+            "tcp:\n  routers:\n{routers}  services:\n    echo: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\ntls:\n  certificates: [{{certFile: \"{}\", keyFile: \"{}\"}}]\n  options:\n{option_yaml}",
+            echo.addr,
+            c.display(),
+            k.display()
+        );
+        let router = Router::start(
+            &dir,
+            &static_config(&dir, &[("tls", port)], ""),
+            &dynamic,
+            &[port],
+        );
+        Site {
+            router,
+            port,
+            cert,
+            _echo: echo,
+            dynamic,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// A client trusting the site's certificate, with `provider`'s suites and groups, TLS 1.2
+/// and 1.3 (or `versions`).
+fn client(
+    site: &Site,
+    provider: CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(site.cert.cert_der.clone()).expect("root");
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// What a handshake agreed on.
+struct Agreed {
+    version: Option<ProtocolVersion>,
+    suite: Option<&'static str>,
+    group: Option<NamedGroup>,
+    kind: Option<HandshakeKind>,
+}
+
+/// Handshakes with `sni`, proves the connection carries data, and says what was agreed.
+async fn handshake(site: &Site, sni: &str, config: Arc<ClientConfig>) -> Result<Agreed, String> {
+    let tcp = TcpStream::connect(site.addr())
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let connecting = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let mut tls = tokio::time::timeout(WAIT, connecting)
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"ping\n").await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 5];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut answer))
+        .await
+        .map_err(|_| "no echo in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (_, connection) = tls.get_ref();
+    Ok(Agreed {
+        version: connection.protocol_version(),
+        suite: connection
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str()),
+        group: connection.negotiated_key_exchange_group().map(|g| g.name()),
+        kind: connection.handshake_kind(),
+    })
+}
+
+fn suites(list: &[rustls::SupportedCipherSuite]) -> CryptoProvider {
+    CryptoProvider {
+        cipher_suites: list.to_vec(),
+        ..ring::default_provider()
+    }
+}
+
+fn groups(list: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> CryptoProvider {
+    CryptoProvider {
+        kx_groups: list.to_vec(),
+        ..ring::default_provider()
+    }
+}
+
+const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+#[tokio::test]
+async fn cipher_suites_limit_tls12_and_leave_tls13_alone() {
+    let site = Site::start(
+        "tls-ciphers",
+        &[(
+            "chacha",
+            "      cipherSuites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA]\n",
+        )],
+    )
+    .await;
+    use ring::cipher_suite as cs;
+    // A TLS 1.2 client with only AES-GCM finds no common suite.
+    let aes_only = client(
+        &site,
+        suites(&[cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]),
+        TLS12,
+    );
+    assert!(handshake(&site, "chacha.test", aes_only).await.is_err());
+    // With ChaCha20 it agrees on the configured suite.
+    let chacha = client(
+        &site,
+        suites(&[
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]),
+        TLS12,
+    );
+    let agreed = handshake(&site, "chacha.test", chacha)
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.version, Some(ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        agreed.suite,
+        Some("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256")
+    );
+    // TLS 1.3 keeps all its suites, as in Go.
+    let tls13 = client(
+        &site,
+        suites(&[cs::TLS13_AES_256_GCM_SHA384]),
+        &[&rustls::version::TLS13],
+    );
+    let agreed = handshake(&site, "chacha.test", tls13)
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.suite, Some("TLS13_AES_256_GCM_SHA384"));
+    // The CBC suite this build cannot provide is reported, not fatal.
+    site.router.wait_log("TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA");
+}
+
+#[tokio::test]
+async fn curve_preferences_choose_the_key_exchange_and_unavailable_curves_are_skipped() {
+    let site = Site::start(
+        "tls-curves",
+        &[
+            ("p384", "      curvePreferences: [CurveP521, CurveP384]\n"),
+            ("onlypq", "      curvePreferences: [X25519MLKEM768]\n"),
+        ],
+    )
+    .await;
+    use ring::kx_group;
+    // Traefik serves [CurveP521, CurveP384] (a common configuration): so does Sallyport,
+    // with P-384, even for a client that would rather use X25519.
+    let both = client(
+        &site,
+        groups(&[kx_group::X25519, kx_group::SECP384R1]),
+        &[&rustls::version::TLS13],
+    );
+    let agreed = handshake(&site, "p384.test", both)
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.group, Some(NamedGroup::secp384r1));
+    // A client without P-384 finds no common group.
+    let x25519 = client(
+        &site,
+        groups(&[kx_group::X25519]),
+        &[&rustls::version::TLS13],
+    );
+    assert!(handshake(&site, "p384.test", x25519).await.is_err());
+    // An option left with no curve it can offer fails closed.
+    let any = client(&site, ring::default_provider(), &[&rustls::version::TLS13]);
+    assert!(handshake(&site, "onlypq.test", any).await.is_err());
+    site.router
+        .wait_log("none of the curvePreferences is available");
+}
+
+#[tokio::test]
+async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
+    let site = Site::start(
+        "tls-resume",
+        &[
+            ("resume", "      minVersion: VersionTLS12\n"),
+            ("noticket", "      disableSessionTickets: true\n"),
+        ],
+    )
+    .await;
+    // One client configuration keeps its session cache from one connection to the next.
+    let config = {
+        let mut config = Arc::unwrap_or_clone(client(
+            &site,
+            ring::default_provider(),
+            &[&rustls::version::TLS13],
+        ));
+        config.resumption = Resumption::in_memory_sessions(64);
+        Arc::new(config)
+    };
+    let first = handshake(&site, "resume.test", config.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(first.kind, Some(HandshakeKind::Full));
+    let second = handshake(&site, "resume.test", config.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(second.kind, Some(HandshakeKind::Resumed));
+    // A reload builds new server configurations; tickets issued before it still resume.
+    site.router.rewrite_dynamic(&site.dynamic.replace(
+        "minVersion: VersionTLS12",
+        "minVersion: VersionTLS12\n      sniStrict: false",
+    ));
+    let deadline = std::time::Instant::now() + WAIT;
+    while site.router.count_log("dynamic configuration applied") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let after = handshake(&site, "resume.test", config.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(
+        after.kind,
+        Some(HandshakeKind::Resumed),
+        "{}",
+        site.router.log()
+    );
+    // With disableSessionTickets, every handshake is a full one.
+    for _ in 0..2 {
+        let agreed = handshake(&site, "noticket.test", config.clone())
+            .await
+            .expect("handshake");
+        assert_eq!(agreed.kind, Some(HandshakeKind::Full));
+    }
+}
