@@ -48,6 +48,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                 &Default::default(),
                 &Default::default(),
                 &l7::service::ServiceStates::new(),
+                &mut Default::default(),
             )
             .problems,
         ),

@@ -23,6 +23,7 @@ struct Site {
     cert: TestCert,
     _echo: Backend,
     dynamic: String,
+    dir: std::path::PathBuf,
 }
 
 impl Site {
@@ -33,7 +34,10 @@ impl Site {
         let echo = Backend::echo(None).await;
         let port = free_port();
         let dir = temp_dir(tag);
-        let (c, k) = cert.write(&dir, "site");
+        // Certificates in a directory of their own, which only the TLS file watch covers.
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("certs dir");
+        let (c, k) = cert.write(&certs, "site");
         let mut routers = String::new();
         let mut option_yaml = String::new();
         for (name, yaml) in options {
@@ -60,6 +64,7 @@ impl Site {
             cert,
             _echo: echo,
             dynamic,
+            dir,
         }
     }
 
@@ -87,6 +92,8 @@ fn client(
 
 /// What a handshake agreed on.
 struct Agreed {
+    /// The certificate the server presented.
+    served: Option<rustls::pki_types::CertificateDer<'static>>,
     version: Option<ProtocolVersion>,
     suite: Option<&'static str>,
     group: Option<NamedGroup>,
@@ -112,6 +119,9 @@ async fn handshake(site: &Site, sni: &str, config: Arc<ClientConfig>) -> Result<
         .map_err(|e| e.to_string())?;
     let (_, connection) = tls.get_ref();
     Ok(Agreed {
+        served: connection
+            .peer_certificates()
+            .and_then(|chain| chain.first().cloned()),
         version: connection.protocol_version(),
         suite: connection
             .negotiated_cipher_suite()
@@ -279,4 +289,85 @@ async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
             .expect("handshake");
         assert_eq!(agreed.kind, Some(HandshakeKind::Full));
     }
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_served_next_and_a_broken_one_keeps_the_last_good() {
+    let site = Site::start(
+        "tls-cert-watch",
+        &[("site", "      minVersion: VersionTLS12\n")],
+    )
+    .await;
+    let renewed = TestCert::new(&["site.test"]);
+    let trusting_both = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(site.cert.cert_der.clone()).expect("root");
+        roots.add(renewed.cert_der.clone()).expect("root");
+        let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // Full handshakes only: a resumed one shows the certificate of the first session.
+        config.resumption = Resumption::disabled();
+        Arc::new(config)
+    };
+    let first = handshake(&site, "site.test", trusting_both.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(first.served.as_ref(), Some(&site.cert.cert_der));
+    // A connection open across the change.
+    let tcp = TcpStream::connect(site.addr()).await.expect("connect");
+    let mut open = tokio_rustls::TlsConnector::from(trusting_both.clone())
+        .connect(ServerName::try_from("site.test").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    // The files are replaced in place (a renewal): nothing in the configuration changes.
+    renewed.write(&site.dir.join("certs"), "site");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let agreed = handshake(&site, "site.test", trusting_both.clone())
+            .await
+            .expect("handshake");
+        if agreed.served.as_ref() == Some(&renewed.cert_der) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was never served:\n{}",
+            site.router.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    open.write_all(b"still\n").await.expect("write");
+    let mut echoed = [0u8; 6];
+    tokio::time::timeout(WAIT, open.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("the open connection lives on");
+    assert_eq!(&echoed, b"still\n");
+    // A broken file: an error names it, and the last good certificate keeps serving
+    // (not the default one).
+    std::fs::write(
+        site.dir.join("certs/site.crt"),
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+    )
+    .expect("write");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !site
+        .router
+        .log()
+        .contains("the previous certificate keeps serving")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error for the broken file:\n{}",
+            site.router.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let agreed = handshake(&site, "site.test", trusting_both)
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.served.as_ref(), Some(&renewed.cert_der));
 }

@@ -8,6 +8,7 @@
 //! caught half-written is never applied). A configuration that fails to load is rejected with located errors and
 //! the last good snapshot keeps serving; an unchanged one is skipped.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::compile::{HttpEntrypoints, Servers, Snapshot, compile};
+use super::compile::{HttpEntrypoints, LastGoodCerts, Servers, Snapshot, compile};
 use super::internal::Internal;
 use super::rules::Compilers;
 use crate::config::dynamic::DynamicConfig;
@@ -126,6 +127,11 @@ pub struct Reloader {
     /// Servers of the installed snapshot, whose health the next one inherits.
     servers: Servers,
     last_fingerprint: Option<Vec<u8>>,
+    /// Certificates as last loaded successfully, served on when their files break.
+    good_certs: LastGoodCerts,
+    /// The certificate, key and CA files the installed configuration names: watched, and
+    /// part of the fingerprint, so that replacing one on disk reloads.
+    tls_files: Vec<PathBuf>,
     /// The TLS configuration of the installed snapshot's HTTP/3 endpoints, which swap it
     /// into their QUIC endpoints without rebinding.
     quic_tls: QuicTls,
@@ -152,6 +158,8 @@ impl Reloader {
             health: Vec::new(),
             servers: Servers::new(),
             last_fingerprint: None,
+            good_certs: LastGoodCerts::default(),
+            tls_files: Vec::new(),
             quic_tls: QuicTls::new(None),
         }
     }
@@ -169,7 +177,7 @@ impl Reloader {
             }
             return false;
         };
-        let fingerprint = source.fingerprint();
+        let fingerprint = self.fingerprint(&source);
         let forced = matches!(trigger, Trigger::Signal);
         if !forced && self.last_fingerprint.as_ref() == Some(&fingerprint) {
             debug!(?trigger, "dynamic configuration unchanged; nothing to do");
@@ -209,7 +217,9 @@ impl Reloader {
             &self.servers,
             &self.http,
             &self.http_states,
+            &mut self.good_certs,
         );
+        self.good_certs.retain_used();
         compiled.snapshot.install_http(&self.http);
         self.quic_tls.send_replace(compiled.snapshot.quic_tls());
         self.store.store(Arc::new(compiled.snapshot));
@@ -218,7 +228,8 @@ impl Reloader {
         // old snapshot keep their servers, which simply stop being probed.
         self.health = compiled.health;
         self.servers = compiled.servers;
-        self.last_fingerprint = Some(fingerprint);
+        self.tls_files = tls_files(&dy);
+        self.last_fingerprint = Some(self.fingerprint(&source));
         let served = dy
             .tcp
             .routers
@@ -239,14 +250,32 @@ impl Reloader {
         true
     }
 
-    /// Watches the provider and SIGHUP until `stop`.
+    /// The provider's files and the TLS files the installed configuration names.
+    fn fingerprint(&self, source: &Source) -> Vec<u8> {
+        let mut out = source.fingerprint();
+        for path in &self.tls_files {
+            out.extend_from_slice(path.to_string_lossy().as_bytes());
+            out.push(0);
+            let bytes = std::fs::read(path).unwrap_or_default();
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Watches the provider, the TLS files its configuration names, and SIGHUP until `stop`.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let (tx, mut rx) = mpsc::channel::<Trigger>(64);
         let watch_enabled = self.st.providers.file.as_ref().is_some_and(|f| f.watch);
-        let _watcher = match (&self.source, watch_enabled) {
-            (Some(source), true) => start_watcher(source.clone(), tx.clone()),
+        let tls_watched: TlsWatch = Arc::default();
+        let mut watcher = match (&self.source, watch_enabled) {
+            (Some(source), true) => start_watcher(source.clone(), tx.clone(), tls_watched.clone()),
             _ => None,
         };
+        let mut watched_dirs = HashSet::new();
+        if let Some(watcher) = watcher.as_mut() {
+            watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
+        }
         spawn_sighup(tx);
         let throttle = self
             .st
@@ -276,11 +305,91 @@ impl Reloader {
             // Reading files and building TLS configurations is blocking work: let the
             // runtime move other tasks off this worker while it runs.
             tokio::task::block_in_place(|| self.reload(trigger));
+            if let Some(watcher) = watcher.as_mut() {
+                watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
+            }
         }
     }
 }
 
-fn start_watcher(source: Source, tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+/// The TLS files whose changes reload, shared with the watcher's event handler.
+type TlsWatch = Arc<std::sync::Mutex<HashSet<PathBuf>>>;
+
+/// The certificate, key and CA files `dy` names (not inline PEM), as absolute paths whose
+/// directory is resolved, the way file events name them.
+fn tls_files(dy: &DynamicConfig) -> Vec<PathBuf> {
+    let mut named: Vec<&str> = Vec::new();
+    for c in &dy.tls.certificates {
+        named.extend([
+            c.value.cert_file.value.as_str(),
+            c.value.key_file.value.as_str(),
+        ]);
+    }
+    for store in dy.tls.stores.values() {
+        if let Some(c) = &store.value.default_certificate {
+            named.extend([c.cert_file.as_str(), c.key_file.as_str()]);
+        }
+    }
+    for option in dy.tls.options.values() {
+        named.extend(
+            option
+                .value
+                .client_auth
+                .ca_files
+                .iter()
+                .map(|f| f.value.as_str()),
+        );
+    }
+    let mut files: Vec<PathBuf> = named
+        .into_iter()
+        .filter(|f| !f.is_empty() && !f.contains("-----BEGIN"))
+        .filter_map(|f| {
+            let path = Path::new(f);
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(dir.canonicalize().ok()?.join(path.file_name()?))
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Watches the directories of `files` not in `dirs` yet, and makes `files` the set whose
+/// changes reload. The handler's lock is not held while the watcher is called: the watcher
+/// may wait for its event thread, which may be waiting for that lock.
+fn watch_tls_files(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &TlsWatch,
+    dirs: &mut HashSet<PathBuf>,
+    files: &[PathBuf],
+) {
+    *watched
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = files.iter().cloned().collect();
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        if dirs.contains(dir) {
+            continue;
+        }
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                debug!(dir = %dir.display(), "watching TLS files");
+                dirs.insert(dir.to_path_buf());
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot watch TLS files; use SIGHUP after replacing them")
+            }
+        }
+    }
+}
+
+fn start_watcher(
+    source: Source,
+    tx: mpsc::Sender<Trigger>,
+    tls: TlsWatch,
+) -> Option<notify::RecommendedWatcher> {
     let dir = source.watch_dir();
     let watched = source.clone();
     let handler = move |res: notify::Result<notify::Event>| match res {
@@ -288,7 +397,16 @@ fn start_watcher(source: Source, tx: mpsc::Sender<Trigger>) -> Option<notify::Re
             if event.kind.is_access() {
                 return;
             }
-            if event.paths.iter().any(|p| watched.concerns(p)) {
+            let tls_file = |p: &PathBuf| {
+                tls.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(p)
+            };
+            if event
+                .paths
+                .iter()
+                .any(|p| watched.concerns(p) || tls_file(p))
+            {
                 // A full channel already holds a pending reload: dropping is fine.
                 let _ = tx.try_send(Trigger::FileChange);
             }

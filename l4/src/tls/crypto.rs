@@ -82,11 +82,8 @@ pub fn crypto(cipher_suites: &[String], curves: &[String]) -> Result<Crypto, Tls
         for name in cipher_suites {
             match tls12_suite(name) {
                 None => {}
-                Some(Some(suite)) => {
-                    if !tls12.contains(&suite) {
-                        tls12.push(suite);
-                    }
-                }
+                Some(Some(suite)) if !tls12.contains(&suite) => tls12.push(suite),
+                Some(Some(_)) => {}
                 Some(None) => unavailable.push(name.clone()),
             }
         }
@@ -104,11 +101,10 @@ pub fn crypto(cipher_suites: &[String], curves: &[String]) -> Result<Crypto, Tls
         for name in curves {
             match kx(name) {
                 None => return Err(TlsError::UnknownCurve(name.clone())),
-                Some(Some(group)) => {
-                    if !groups.iter().any(|g| g.name() == group.name()) {
-                        groups.push(group);
-                    }
+                Some(Some(group)) if !groups.iter().any(|g| g.name() == group.name()) => {
+                    groups.push(group)
                 }
+                Some(Some(_)) => {}
                 Some(None) => unavailable.push(name.clone()),
             }
         }

@@ -132,6 +132,40 @@ pub struct Compiled {
 /// probe says it is back.
 pub type Servers = HashMap<(String, String, bool), Arc<Server>>;
 
+/// Certificates as last loaded successfully, by `(certFile, keyFile)` as written: when a
+/// file breaks (a half-written renewal, a key that no longer matches), its previous
+/// certificate keeps serving, with an error, instead of the default certificate.
+#[derive(Default)]
+pub struct LastGoodCerts {
+    keys: HashMap<(String, String), Arc<CertifiedKey>>,
+    used: std::collections::HashSet<(String, String)>,
+}
+
+impl LastGoodCerts {
+    /// Loads a certificate, or gives the error with the last good one if there is one.
+    fn load(
+        &mut self,
+        cert: &str,
+        key: &str,
+    ) -> Result<Arc<CertifiedKey>, (String, Option<Arc<CertifiedKey>>)> {
+        let id = (cert.to_owned(), key.to_owned());
+        self.used.insert(id.clone());
+        match l4::tls::load_certified_key(cert, key) {
+            Ok(loaded) => {
+                self.keys.insert(id, loaded.clone());
+                Ok(loaded)
+            }
+            Err(e) => Err((e.to_string(), self.keys.get(&id).cloned())),
+        }
+    }
+
+    /// Forgets the certificates the last compilation did not ask for.
+    pub fn retain_used(&mut self) {
+        let used = std::mem::take(&mut self.used);
+        self.keys.retain(|id, _| used.contains(id));
+    }
+}
+
 pub fn compile(
     st: &StaticConfig,
     dy: &DynamicConfig,
@@ -140,8 +174,10 @@ pub fn compile(
     previous: &Servers,
     http_servers: &HttpEntrypoints,
     states: &ServiceStates,
+    good_certs: &mut LastGoodCerts,
 ) -> Compiled {
     let mut c = Compiler {
+        good_certs,
         http: http::HttpParts::default(),
         states,
         st,
@@ -275,6 +311,8 @@ struct Compiler<'a> {
     problems: Vec<ConfigError>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
     default_cert: Option<Arc<CertifiedKey>>,
+    /// Certificates of earlier snapshots, served on when their files break.
+    good_certs: &'a mut LastGoodCerts,
     default_transport: Option<Option<Arc<Transport>>>,
 }
 
@@ -826,11 +864,23 @@ impl Compiler<'_> {
                 if !c_val.stores.is_empty() && !c_val.stores.iter().any(|s| s == DEFAULT_TLS_NAME) {
                     continue;
                 }
-                match l4::tls::load_certified_key(&c_val.cert_file.value, &c_val.key_file.value) {
+                match self
+                    .good_certs
+                    .load(&c_val.cert_file.value, &c_val.key_file.value)
+                {
                     Ok(k) => loaded.push(k),
-                    Err(e) => {
+                    Err((e, previous)) => {
                         let at = c_val.cert_file.location.clone().or(c.location.clone());
-                        self.problem(at.as_ref(), format!("unable to load certificate: {e}"));
+                        let kept = if previous.is_some() {
+                            "; the previous certificate keeps serving"
+                        } else {
+                            ""
+                        };
+                        self.problem(
+                            at.as_ref(),
+                            format!("unable to load certificate: {e}{kept}"),
+                        );
+                        loaded.extend(previous);
                     }
                 }
             }
@@ -857,9 +907,16 @@ impl Compiler<'_> {
             .get(DEFAULT_TLS_NAME)
             .and_then(|s| s.value.default_certificate.clone());
         if let Some(c) = configured {
-            match l4::tls::load_certified_key(&c.cert_file, &c.key_file) {
+            match self.good_certs.load(&c.cert_file, &c.key_file) {
                 Ok(k) => return k,
-                Err(e) => {
+                Err((e, Some(previous))) => {
+                    self.problem(
+                        None,
+                        format!("unable to load the default certificate: {e}; the previous one keeps serving"),
+                    );
+                    return previous;
+                }
+                Err((e, None)) => {
                     self.problem(None, format!("unable to load the default certificate: {e}"))
                 }
             }
