@@ -46,9 +46,11 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                 &report,
                 &internal,
                 &Default::default(),
-                &Default::default(),
-                &l7::service::ServiceStates::new(),
-                &mut Default::default(),
+                crate::runtime::compile::Carried {
+                    servers: &Default::default(),
+                    states: &l7::service::ServiceStates::new(),
+                    certs: &mut Default::default(),
+                },
             )
             .problems,
         ),

@@ -19,7 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::compile::{HttpEntrypoints, LastGoodCerts, Servers, Snapshot, compile};
+use super::compile::{Carried, HttpEntrypoints, LastGoodCerts, Servers, Snapshot, compile};
 use super::internal::Internal;
 use super::rules::Compilers;
 use crate::config::dynamic::DynamicConfig;
@@ -214,10 +214,12 @@ impl Reloader {
             &dy,
             &report,
             &self.internal,
-            &self.servers,
             &self.http,
-            &self.http_states,
-            &mut self.good_certs,
+            Carried {
+                servers: &self.servers,
+                states: &self.http_states,
+                certs: &mut self.good_certs,
+            },
         );
         self.good_certs.retain_used();
         compiled.snapshot.install_http(&self.http);

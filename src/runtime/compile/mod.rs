@@ -166,16 +166,29 @@ impl LastGoodCerts {
     }
 }
 
+/// What a new snapshot takes over from the ones before it.
+pub struct Carried<'a> {
+    /// The servers of the snapshot being replaced (their health).
+    pub servers: &'a Servers,
+    /// HTTP load-balancer states, kept while a service is unchanged.
+    pub states: &'a ServiceStates,
+    /// Certificates as last loaded successfully.
+    pub certs: &'a mut LastGoodCerts,
+}
+
 pub fn compile(
     st: &StaticConfig,
     dy: &DynamicConfig,
     report: &Report,
     internal: &Internal,
-    previous: &Servers,
     http_servers: &HttpEntrypoints,
-    states: &ServiceStates,
-    good_certs: &mut LastGoodCerts,
+    carried: Carried<'_>,
 ) -> Compiled {
+    let Carried {
+        servers: previous,
+        states,
+        certs: good_certs,
+    } = carried;
     let mut c = Compiler {
         good_certs,
         http: http::HttpParts::default(),
