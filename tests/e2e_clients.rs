@@ -530,3 +530,68 @@ fn aioquic_gets_a_one_mebibyte_response_whole() {
         .collect();
     assert_eq!(answer["body_sha256"], expected.as_str(), "{answer}");
 }
+
+/// `openssl s_client` against TLS options: a TLS 1.2 cipher the option leaves out is
+/// refused, the one it names is agreed, and `curvePreferences` picks the group.
+#[test]
+fn s_client_meets_the_cipher_suites_and_curves_of_a_tls_option() {
+    if !installed(&["openssl"]) {
+        return;
+    }
+    let dir = temp_dir("e2e-sclient-ciphers");
+    let cert = TestCert::new(&["strict.test"]);
+    let (c, k) = cert.write(&dir, "strict");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    strict:
+      rule: "HostSNI(`strict.test`)"
+      service: echo@internal
+      tls: {{options: strict}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+  options:
+    strict:
+      cipherSuites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
+      curvePreferences: [CurveP384]
+"#,
+        c.display(),
+        k.display()
+    );
+    let (_r, port) = router("tls", &dir, &dynamic);
+    let connect = |args: &[&str]| {
+        run_bounded(
+            Command::new("openssl")
+                .arg("s_client")
+                .args(["-connect", &format!("127.0.0.1:{port}")])
+                .args(["-servername", "strict.test"])
+                .args(args),
+            b"",
+            WAIT,
+        )
+    };
+    let refused = connect(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    assert!(
+        !refused.success(),
+        "a cipher left out was agreed: {refused:?}"
+    );
+    let agreed = connect(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
+    assert!(agreed.success(), "{agreed:?}");
+    assert!(
+        agreed.stdout.contains("ECDHE-ECDSA-AES256-GCM-SHA384"),
+        "{agreed:?}"
+    );
+    let tls13 = connect(&["-tls1_3", "-groups", "X25519:P-384"]);
+    assert!(tls13.success(), "{tls13:?}");
+    let all = format!("{}{}", tls13.stdout, tls13.stderr);
+    assert!(
+        all.contains("P-384") || all.contains("secp384r1"),
+        "{tls13:?}"
+    );
+    let no_group = connect(&["-tls1_3", "-groups", "X25519"]);
+    assert!(
+        !no_group.success(),
+        "a group left out was agreed: {no_group:?}"
+    );
+}
