@@ -11,10 +11,8 @@ CELLS_FAILED one per cell a peer was not measured on: `peer<TAB>cell<TAB>reason`
 """
 
 import argparse
-import statistics
-from collections import defaultdict
 
-from report import number, table
+from report import Runs, number, read_tsv, table, write_report
 
 ERROR_KINDS = ("connect", "stream", "body", "timeout")
 
@@ -45,34 +43,12 @@ def cell_title(cell):
 
 
 def render(args):
-    runs = defaultdict(list)  # (cell, peer) -> [(round, fields)]
-    with open(args.raw) as raw:
-        for line in raw:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) == 4:
-                runs[(parts[1], parts[2])].append((int(parts[0]), parse_fields(parts[3])))
-    status = {}
-    with open(args.status) as lines:
-        for line in lines:
-            peer, state, message = (line.rstrip("\n").split("\t") + ["", ""])[:3]
-            status[peer] = (state, message)
-    broken = {}
-    with open(args.cells_failed) as lines:
-        for line in lines:
-            peer, cell, reason = (line.rstrip("\n").split("\t") + ["", ""])[:3]
-            broken[(cell, peer)] = reason
+    runs = Runs(args.raw, parse_fields)  # (cell, peer) -> [(round, fields)]
+    status = {row[0]: tuple(row[1:]) for row in read_tsv(args.status, 3)}
+    broken = {(row[1], row[0]): row[2] for row in read_tsv(args.cells_failed, 3)}
     peers = args.peers.split()
     cells = args.cells.split()
-
-    def values(cell, peer, key):
-        return [number(f, key) for _, f in sorted(runs.get((cell, peer), []))]
-
-    def median(cell, peer, key):
-        got = [v for v in values(cell, peer, key) if v is not None]
-        return statistics.median(got) if got else None
-
-    def total(cell, peer, key):
-        return sum(int(v or 0) for v in values(cell, peer, key))
+    values, median, total = runs.values, runs.median, runs.total
 
     def missing(cell, peer):
         state = status.get(peer, ("missing",))[0]
@@ -144,10 +120,7 @@ def render(args):
     notes += [f"- {p}, cell {c}: {reason}" for (c, p), reason in broken.items()]
     if notes:
         out += ["## Not measured", "", *notes, ""]
-    text = "\n".join(out)
-    with open(args.out, "w") as md:
-        md.write(text + "\n")
-    print(text)
+    write_report(args.out, out)
 
 
 def main():

@@ -15,11 +15,10 @@ CELLS_FAILED has one line per cell not run for a ready peer: `peer<TAB>cell<TAB>
 
 import argparse
 import re
-import statistics
 import sys
 from collections import defaultdict
 
-from report import number, table
+from report import Runs, number, read_tsv, table, write_report
 
 UNIT_US = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 CELL = re.compile(r"^(h[12])-(small|64k)-(\d+)$")
@@ -127,34 +126,12 @@ def ms(us):
 
 
 def render(args):
-    runs = defaultdict(list)  # (cell, peer) -> [(round, fields)]
-    with open(args.raw) as raw:
-        for line in raw:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) == 4:
-                runs[(parts[1], parts[2])].append((int(parts[0]), parse_fields(parts[3])))
-    status = {}
-    with open(args.status) as lines:
-        for line in lines:
-            peer, state, message, ready = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
-            status[peer] = (state, message, ready)
-    cells_failed = {}
-    with open(args.cells_failed) as lines:
-        for line in lines:
-            peer, cell, why = (line.rstrip("\n").split("\t") + ["", ""])[:3]
-            cells_failed[(cell, peer)] = why
+    runs = Runs(args.raw, parse_fields)  # (cell, peer) -> [(round, fields)]
+    status = {row[0]: tuple(row[1:]) for row in read_tsv(args.status, 4)}
+    cells_failed = {(row[1], row[0]): row[2] for row in read_tsv(args.cells_failed, 3)}
     peers = args.peers.split()
     cells = args.cells.split()
-
-    def values(cell, peer, key):
-        return [number(f, key) for _, f in sorted(runs.get((cell, peer), []))]
-
-    def median(cell, peer, key):
-        got = [v for v in values(cell, peer, key) if v is not None]
-        return statistics.median(got) if got else None
-
-    def total(cell, peer, key):
-        return sum(int(v or 0) for v in values(cell, peer, key))
+    values, median, total = runs.values, runs.median, runs.total
 
     def missing(peer):
         state = status.get(peer, ("missing",))[0]
@@ -264,10 +241,7 @@ def render(args):
     notes += [f"- {p}, cell {c}: not run: {why}" for (c, p), why in cells_failed.items()]
     if notes:
         out += ["## Not measured", "", *notes, ""]
-    text = "\n".join(out)
-    with open(args.out, "w") as md:
-        md.write(text + "\n")
-    print(text)
+    write_report(args.out, out)
 
 
 def main():

@@ -50,6 +50,33 @@ start() {
 
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
 
+# common_knobs PORT_BASE READY_TIMEOUT : reads the knobs every side-by-side benchmark shares
+# (BENCH_QUICK, BENCH_DURATION, BENCH_ROUNDS, BENCH_WORKERS, BENCH_PIN, BENCH_PROXY_CPU,
+# BENCH_LOAD_CPU, BENCH_READY_TIMEOUT, BENCH_PORT_BASE, BENCH_INSTALL and the peers' binaries),
+# with the caller's default port base and readiness wait.
+# shellcheck disable=SC2034 # the callers read these
+common_knobs() {
+    QUICK=${BENCH_QUICK:-0}
+    if [[ $QUICK = 1 ]]; then
+        RUN_SECONDS=${BENCH_DURATION:-1}
+        ROUNDS=${BENCH_ROUNDS:-1}
+    else
+        RUN_SECONDS=${BENCH_DURATION:-5}
+        ROUNDS=${BENCH_ROUNDS:-3}
+    fi
+    WARMUP_SECONDS=1
+    WORKERS=${BENCH_WORKERS:-1}
+    PIN=${BENCH_PIN:-1}
+    PROXY_CPU=${BENCH_PROXY_CPU:-0}
+    LOAD_CPU=${BENCH_LOAD_CPU:-1}
+    READY_TIMEOUT_S=${BENCH_READY_TIMEOUT:-$2}
+    PORT_BASE=${BENCH_PORT_BASE:-$1}
+    INSTALL=${BENCH_INSTALL:-1}
+    SALLYPORT_BIN=${SALLYPORT_BIN:-}
+    TRAEFIK_BIN=${TRAEFIK_BIN:-}
+    CADDY_BIN=${CADDY_BIN:-}
+}
+
 # ---------------------------------------------------------------- packages and tools
 as_root() {
     if [[ $(id -u) = 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -63,6 +63,44 @@ def fmt(value, key):
     return f"{value:.0f}"
 
 
+class Runs(defaultdict):
+    """The runs of a benchmark by (cell, peer): `[(round, fields)]`, read from its RAW file
+    (`round<TAB>cell<TAB>peer<TAB>key=value ...`), each line's fields given by `parse`."""
+
+    def __init__(self, path, parse):
+        super().__init__(list)
+        with open(path) as raw:
+            for line in raw:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 4:
+                    self[(parts[1], parts[2])].append((int(parts[0]), parse(parts[3])))
+
+    def values(self, cell, peer, key):
+        """`key` in every round, in round order (None where absent)."""
+        return [number(f, key) for _, f in sorted(self.get((cell, peer), []))]
+
+    def median(self, cell, peer, key):
+        got = [v for v in self.values(cell, peer, key) if v is not None]
+        return statistics.median(got) if got else None
+
+    def total(self, cell, peer, key):
+        return sum(int(v or 0) for v in self.values(cell, peer, key))
+
+
+def read_tsv(path, width):
+    """The rows of a tab-separated file, each padded or cut to `width` fields."""
+    with open(path) as lines:
+        return [(line.rstrip("\n").split("\t") + [""] * width)[:width] for line in lines]
+
+
+def write_report(path, lines):
+    """Writes the markdown `lines` to `path` and prints them."""
+    text = "\n".join(lines)
+    with open(path, "w") as md:
+        md.write(text + "\n")
+    print(text)
+
+
 def table(rows, header):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

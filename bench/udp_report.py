@@ -10,10 +10,8 @@ STATUS has one line per peer: `peer<TAB>ok|skipped|failed<TAB>message`.
 """
 
 import argparse
-import statistics
-from collections import defaultdict
 
-from report import number, table
+from report import Runs, number, read_tsv, table, write_report
 
 
 def parse_fields(text):
@@ -32,29 +30,11 @@ def cell_title(cell):
 
 
 def render(args):
-    runs = defaultdict(list)  # (cell, peer) -> [(round, fields)]
-    with open(args.raw) as raw:
-        for line in raw:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) == 4:
-                runs[(parts[1], parts[2])].append((int(parts[0]), parse_fields(parts[3])))
-    status = {}
-    with open(args.status) as lines:
-        for line in lines:
-            peer, state, message = (line.rstrip("\n").split("\t") + ["", ""])[:3]
-            status[peer] = (state, message)
+    runs = Runs(args.raw, parse_fields)  # (cell, peer) -> [(round, fields)]
+    status = {row[0]: tuple(row[1:]) for row in read_tsv(args.status, 3)}
     peers = args.peers.split()
     cells = args.cells.split()
-
-    def values(cell, peer, key):
-        return [number(f, key) for _, f in sorted(runs.get((cell, peer), []))]
-
-    def median(cell, peer, key):
-        got = [v for v in values(cell, peer, key) if v is not None]
-        return statistics.median(got) if got else None
-
-    def total(cell, peer, key):
-        return sum(int(v or 0) for v in values(cell, peer, key))
+    values, median, total = runs.values, runs.median, runs.total
 
     def missing(peer):
         state = status.get(peer, ("missing",))[0]
@@ -123,10 +103,7 @@ def render(args):
     notes = [f"- {p}: {s[0]}: {s[1]}" for p, s in status.items() if s[0] != "ok"]
     if notes:
         out += ["## Not measured", "", *notes, ""]
-    text = "\n".join(out)
-    with open(args.out, "w") as md:
-        md.write(text + "\n")
-    print(text)
+    write_report(args.out, out)
 
 
 def main():
