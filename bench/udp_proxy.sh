@@ -120,14 +120,9 @@ start_peer() {
             set_status sallyport skipped "$SALLYPORT_SKIP"
             return
         fi
-        # sallyport reads SALLYPORT_* variables as static configuration, as Traefik reads
-        # TRAEFIK_*: the script's own knob must not reach it.
-        start sallyport "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
-            "$SALLYPORT" --config "$OUT/sallyport/static.yml"
+        start_sallyport sallyport "$SALLYPORT" "$OUT/sallyport/static.yml"
         ;;
-    traefik)
-        start traefik "$PROXY_CPU" env GOMAXPROCS="$WORKERS" "$TRAEFIK" --configFile="$OUT/traefik/static.yml"
-        ;;
+    traefik) start_traefik traefik "$OUT/traefik/static.yml" ;;
     nginx)
         start nginx "$PROXY_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log"
         ;;
