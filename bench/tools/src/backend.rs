@@ -1,10 +1,11 @@
 //! The TLS backend: completes the handshake, writes [`GREETING`] at once, then waits for the
-//! client to hang up. It counts nothing; the load generator does the counting.
+//! client to hang up. [`serve_plain`] does the same without TLS, for proxies that terminate
+//! it. It counts nothing; the load generator does the counting.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep, timeout};
 use tokio_rustls::TlsAcceptor;
@@ -35,6 +36,28 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor) {
     }
 }
 
+/// Accepts plain TCP connections and greets them at once: the origin behind proxies that
+/// terminate TLS themselves, so that only their handshakes are measured.
+pub async fn serve_plain(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                tokio::spawn(async move { greet_plain(tcp).await.ok() });
+            }
+            Err(e) => {
+                eprintln!("tls-backend: accept: {e}");
+                sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn greet_plain(mut tcp: TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    tcp.write_all(GREETING).await?;
+    linger(&mut tcp).await
+}
+
 async fn greet(acceptor: TlsAcceptor, tcp: TcpStream) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let mut tls = timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -42,11 +65,15 @@ async fn greet(acceptor: TlsAcceptor, tcp: TcpStream) -> io::Result<()> {
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     tls.write_all(GREETING).await?;
     tls.flush().await?;
-    // Let the client close first, as a client that got what it came for does; the backend
-    // then holds no TIME_WAIT entries and its teardown is the same through every proxy.
+    linger(&mut tls).await
+}
+
+/// Lets the client close first, as a client that got what it came for does; the backend then
+/// holds no TIME_WAIT entries and its teardown is the same through every proxy.
+async fn linger(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<()> {
     let mut sink = [0u8; 256];
     timeout(LINGER, async {
-        while tls.read(&mut sink).await? != 0 {}
+        while stream.read(&mut sink).await? != 0 {}
         Ok::<_, io::Error>(())
     })
     .await

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rustls::HandshakeKind;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,6 +52,15 @@ impl Failure {
     }
 }
 
+/// A connection that delivered the greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Greeted {
+    /// From just before `connect()` to the first greeting byte.
+    pub first_byte: Duration,
+    /// Whether the TLS handshake resumed an earlier session rather than running in full.
+    pub resumed: bool,
+}
+
 /// Where and how to connect; cheap to share between tasks.
 #[derive(Clone)]
 pub struct Target {
@@ -77,15 +87,15 @@ impl Target {
         })
     }
 
-    /// Runs one connection and returns its connect-to-first-byte time.
-    pub async fn connect_to_greeting(&self) -> Result<Duration, Failure> {
+    /// Runs one connection and returns its connect-to-first-byte time and handshake kind.
+    pub async fn connect_to_greeting(&self) -> Result<Greeted, Failure> {
         let start = Instant::now();
         timeout(self.timeout, self.exchange(start))
             .await
             .unwrap_or(Err(Failure::Timeout))
     }
 
-    async fn exchange(&self, start: Instant) -> Result<Duration, Failure> {
+    async fn exchange(&self, start: Instant) -> Result<Greeted, Failure> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|_| Failure::Connect)?;
@@ -95,6 +105,7 @@ impl Target {
             .connect(self.sni.clone(), tcp)
             .await
             .map_err(|_| Failure::Handshake)?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
 
         let mut greeting = [0u8; GREETING.len()];
         let first = tls.read(&mut greeting).await.map_err(|_| Failure::Read)?;
@@ -111,6 +122,9 @@ impl Target {
         // close_notify then FIN: the clean close every proxy should pass through. A failure
         // here is not counted; the greeting, which is what was measured, has arrived.
         tls.shutdown().await.ok();
-        Ok(first_byte)
+        Ok(Greeted {
+            first_byte,
+            resumed,
+        })
     }
 }

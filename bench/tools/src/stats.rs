@@ -1,28 +1,30 @@
 //! Bookkeeping for a load run: failures counted by kind, latencies kept in full (a few
 //! hundred thousand samples at most) and summarised by nearest-rank percentiles.
 
-use std::time::Duration;
-
-use crate::client::Failure;
+use crate::client::{Failure, Greeted};
 
 #[derive(Debug, Default)]
 pub struct Tally {
     latencies_us: Vec<u64>,
+    resumed: u64,
     failures: [u64; Failure::ALL.len()],
 }
 
 impl Tally {
-    pub fn record(&mut self, outcome: Result<Duration, Failure>) {
+    pub fn record(&mut self, outcome: Result<Greeted, Failure>) {
         match outcome {
-            Ok(latency) => self
-                .latencies_us
-                .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
+            Ok(greeted) => {
+                self.latencies_us
+                    .push(u64::try_from(greeted.first_byte.as_micros()).unwrap_or(u64::MAX));
+                self.resumed += u64::from(greeted.resumed);
+            }
             Err(failure) => self.failures[failure as usize] += 1,
         }
     }
 
     pub fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
+        self.resumed += other.resumed;
         for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
             *mine += theirs;
         }
@@ -30,6 +32,11 @@ impl Tally {
 
     pub fn successes(&self) -> u64 {
         self.latencies_us.len() as u64
+    }
+
+    /// Successful connections whose TLS handshake resumed a session.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
     }
 
     pub fn errors(&self) -> u64 {
@@ -55,7 +62,16 @@ pub fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn greeted(us: u64, resumed: bool) -> Result<Greeted, Failure> {
+        Ok(Greeted {
+            first_byte: Duration::from_micros(us),
+            resumed,
+        })
+    }
 
     #[test]
     fn nearest_rank_picks_the_sample_covering_the_percentile() {
@@ -74,17 +90,19 @@ mod tests {
     }
 
     #[test]
-    fn tally_counts_failures_by_kind_and_merges() {
+    fn tally_counts_failures_by_kind_and_resumptions_and_merges() {
         let mut a = Tally::default();
-        a.record(Ok(Duration::from_micros(30)));
+        a.record(greeted(30, true));
         a.record(Err(Failure::Handshake));
         let mut b = Tally::default();
-        b.record(Ok(Duration::from_micros(10)));
+        b.record(greeted(10, false));
+        b.record(greeted(20, true));
         b.record(Err(Failure::Handshake));
         b.record(Err(Failure::Timeout));
         a.merge(b);
 
-        assert_eq!(a.successes(), 2);
+        assert_eq!(a.successes(), 3);
+        assert_eq!(a.resumed(), 2);
         assert_eq!(a.errors(), 3);
         let counts: Vec<_> = a.failures().filter(|(_, n)| *n > 0).collect();
         assert_eq!(counts, [(Failure::Handshake, 2), (Failure::Timeout, 1)]);

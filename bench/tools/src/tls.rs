@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, Tls12Resumption};
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::CertificateDer;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::Error;
 use crate::pki::Identity;
@@ -42,8 +43,54 @@ pub fn server_config(identity: Identity) -> Result<ServerConfig, Error> {
     Ok(config)
 }
 
-/// A client trusting only the CA certificate(s) in `ca_pem`.
-pub fn client_config(ca_pem: &Path, handshake: Handshake) -> Result<ClientConfig, Error> {
+/// Server names the client keeps sessions for. rustls keeps a few TLS 1.3 tickets per name,
+/// each used once; servers send one or more with every connection, so the store refills as
+/// fast as it drains.
+const RESUMPTION_CACHE: usize = 16;
+
+/// Which server certificates a client accepts.
+pub enum Trust<'a> {
+    /// Those issued by a CA certificate in this PEM file.
+    Ca(&'a Path),
+    /// Anything, unchecked, and no handshake signature verified either: the load generator
+    /// then spends only the key exchange on a full handshake, so the server (which signs)
+    /// stays the side that limits the rate, whatever its key type.
+    Nothing,
+}
+
+/// A client trusting what `trust` says. With `resume`, a `Full` client resumes TLS 1.3
+/// sessions from tickets, kept in one in-memory store shared by every connection made with
+/// this configuration.
+pub fn client_config(
+    trust: Trust<'_>,
+    handshake: Handshake,
+    resume: bool,
+) -> Result<ClientConfig, Error> {
+    let builder = ClientConfig::builder_with_provider(provider());
+    let builder = match handshake {
+        Handshake::Full => builder.with_protocol_versions(&[&rustls::version::TLS13]),
+        Handshake::Resumed => builder.with_protocol_versions(&[&rustls::version::TLS12]),
+    }?;
+    let mut config = match trust {
+        Trust::Ca(ca_pem) => builder
+            .with_root_certificates(roots(ca_pem)?)
+            .with_no_client_auth(),
+        Trust::Nothing => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+    };
+    config.resumption = match handshake {
+        Handshake::Full if resume => Resumption::in_memory_sessions(RESUMPTION_CACHE),
+        Handshake::Full => Resumption::disabled(),
+        Handshake::Resumed => {
+            Resumption::in_memory_sessions(64).tls12_resumption(Tls12Resumption::SessionIdOnly)
+        }
+    };
+    Ok(config)
+}
+
+fn roots(ca_pem: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     let pem_error = |source| Error::Pem {
         path: ca_pem.to_owned(),
@@ -57,18 +104,45 @@ pub fn client_config(ca_pem: &Path, handshake: Handshake) -> Result<ClientConfig
             path: ca_pem.to_owned(),
         });
     }
-    let builder = ClientConfig::builder_with_provider(provider());
-    let mut config = match handshake {
-        Handshake::Full => builder.with_protocol_versions(&[&rustls::version::TLS13]),
-        Handshake::Resumed => builder.with_protocol_versions(&[&rustls::version::TLS12]),
-    }?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = match handshake {
-        Handshake::Full => Resumption::disabled(),
-        Handshake::Resumed => {
-            Resumption::in_memory_sessions(64).tls12_resumption(Tls12Resumption::SessionIdOnly)
-        }
-    };
-    Ok(config)
+    Ok(roots)
+}
+
+/// Accepts every certificate and every handshake signature without looking at them.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    /// Offered to the server so it can pick any of its key types.
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

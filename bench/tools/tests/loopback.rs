@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::HandshakeKind;
 use rustls_pki_types::ServerName;
 use sallyport_bench_tools::client::{Failure, Target};
-use sallyport_bench_tools::tls::{self, Handshake};
+use sallyport_bench_tools::tls::{self, Handshake, Trust};
 use sallyport_bench_tools::{backend, pki};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -36,7 +36,9 @@ impl Backend {
     }
 
     fn connector(&self, handshake: Handshake) -> TlsConnector {
-        TlsConnector::from(Arc::new(tls::client_config(&self.ca, handshake).unwrap()))
+        TlsConnector::from(Arc::new(
+            tls::client_config(Trust::Ca(&self.ca), handshake, false).unwrap(),
+        ))
     }
 
     fn target(&self, addr: SocketAddr, sni: &str, handshake: Handshake) -> Target {
@@ -59,6 +61,30 @@ async fn both_handshake_kinds_deliver_the_greeting() {
             assert!(target.connect_to_greeting().await.is_ok(), "{handshake:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_greeted_connection_says_whether_it_resumed() {
+    let backend = Backend::start("greeted-kind").await;
+    let target = backend.target(backend.addr, NAME, Handshake::Resumed);
+    let first = target.connect_to_greeting().await.unwrap();
+    let second = target.connect_to_greeting().await.unwrap();
+    assert!(!first.resumed);
+    assert!(second.resumed);
+}
+
+#[tokio::test]
+async fn a_client_that_verifies_nothing_still_gets_the_greeting() {
+    let backend = Backend::start("insecure").await;
+    let config = tls::client_config(Trust::Nothing, Handshake::Full, false).unwrap();
+    let target = Target::new(
+        backend.addr,
+        NAME,
+        TlsConnector::from(Arc::new(config)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(!target.connect_to_greeting().await.unwrap().resumed);
 }
 
 #[tokio::test]

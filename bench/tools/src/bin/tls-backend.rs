@@ -23,6 +23,9 @@ struct Args {
     /// DNS name the certificate covers, i.e. the SNI clients send (repeatable).
     #[arg(long = "name", required = true)]
     names: Vec<String>,
+    /// Also greet plain TCP clients here: the origin behind proxies that terminate TLS.
+    #[arg(long)]
+    plain_listen: Option<SocketAddr>,
     /// Where to write the CA certificate (PEM) that clients must trust.
     #[arg(long)]
     ca_out: PathBuf,
@@ -58,6 +61,13 @@ fn run(args: Args) -> Result<(), Error> {
                 context: format!("listening on {}", args.listen),
                 source,
             })?;
+        if let Some(addr) = args.plain_listen {
+            let plain = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+                context: format!("listening on {addr}"),
+                source,
+            })?;
+            tokio::spawn(backend::serve_plain(plain));
+        }
         write_whole(&args.ca_out, &ca_pem)?;
         backend::serve(listener, acceptor).await;
         Ok(())

@@ -16,7 +16,7 @@ use clap::Parser;
 use sallyport_bench_tools::Error;
 use sallyport_bench_tools::client::{Failure, Target};
 use sallyport_bench_tools::stats::Tally;
-use sallyport_bench_tools::tls::{self, Handshake};
+use sallyport_bench_tools::tls::{self, Handshake, Trust};
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_rustls::TlsConnector;
@@ -30,9 +30,13 @@ struct Args {
     /// SNI to send; the backend certificate must cover it.
     #[arg(long)]
     sni: String,
-    /// CA certificate (PEM) written by tls-backend.
-    #[arg(long)]
-    ca: PathBuf,
+    /// CA certificate (PEM) written by tls-backend, or any that issued the server's.
+    #[arg(long, required_unless_present = "insecure")]
+    ca: Option<PathBuf>,
+    /// Verify neither the certificate nor the handshake signature: a full handshake then costs
+    /// this client only its key exchange, and the server stays the side being measured.
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
     /// How long to run, in seconds.
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
     duration: Duration,
@@ -45,6 +49,11 @@ struct Args {
     /// Full TLS 1.3 handshakes, or TLS 1.2 resumed ones that leave the proxy as the bottleneck.
     #[arg(long, value_enum, default_value = "resumed")]
     handshake: Handshake,
+    /// With `--handshake full`: resume TLS 1.3 sessions from the tickets servers send; in the
+    /// closed loop each of the --concurrency workers keeps its own session store. `resumed=` in the output counts the handshakes
+    /// that actually resumed.
+    #[arg(long)]
+    resume: bool,
     /// Per-connection limit in milliseconds, from connect() to the whole greeting.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
@@ -74,13 +83,28 @@ fn main() -> ExitCode {
 
 /// Returns whether the run went as asked: for `--once`, whether the greeting arrived.
 fn run(args: Args) -> Result<bool, Error> {
-    let connector = TlsConnector::from(Arc::new(tls::client_config(&args.ca, args.handshake)?));
-    let target = Target::new(
-        args.connect,
-        &args.sni,
-        connector,
-        Duration::from_millis(args.timeout_ms),
-    )?;
+    if args.resume && args.handshake != Handshake::Full {
+        return Err(Error::Usage(
+            "--resume goes with --handshake full (TLS 1.3 tickets)".into(),
+        ));
+    }
+    let make_target = || {
+        let config = tls::client_config(
+            match &args.ca {
+                Some(ca) => Trust::Ca(ca),
+                None => Trust::Nothing,
+            },
+            args.handshake,
+            args.resume,
+        )?;
+        Target::new(
+            args.connect,
+            &args.sni,
+            TlsConnector::from(Arc::new(config)),
+            Duration::from_millis(args.timeout_ms),
+        )
+    };
+    let target = make_target()?;
     // One thread: the generator shares its pinned core with the backend.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -93,28 +117,41 @@ fn run(args: Args) -> Result<bool, Error> {
     if args.once {
         let outcome = runtime.block_on(target.connect_to_greeting());
         match outcome {
-            Ok(latency) => println!("ok first_byte_us={}", latency.as_micros()),
+            Ok(greeted) => println!(
+                "ok first_byte_us={} resumed={}",
+                greeted.first_byte.as_micros(),
+                u8::from(greeted.resumed)
+            ),
             Err(failure) => println!("failed: {}", failure.label()),
         }
         return Ok(outcome.is_ok());
     }
 
+    // Closed loop: every worker is a client of its own, with its own session store. A store
+    // shared by many connections in flight runs dry (rustls keeps a few single-use tickets per
+    // server name), and resumed runs would then mix in full handshakes.
+    let workers = if args.rate.is_none() {
+        (0..args.concurrency)
+            .map(|_| make_target())
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut tally = runtime.block_on(async {
         match args.rate {
             Some(rate) => open_loop(target, args.duration, rate, args.concurrency).await,
-            None => closed_loop(target, args.duration, args.concurrency).await,
+            None => closed_loop(workers, args.duration).await,
         }
     });
     report(&mut tally, started.elapsed());
     Ok(true)
 }
 
-async fn closed_loop(target: Target, duration: Duration, concurrency: usize) -> Tally {
+async fn closed_loop(targets: Vec<Target>, duration: Duration) -> Tally {
     let deadline = Instant::now() + duration;
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency {
-        let target = target.clone();
+    for target in targets {
         workers.spawn(async move {
             let mut tally = Tally::default();
             while Instant::now() < deadline {
@@ -166,7 +203,12 @@ async fn open_loop(
 }
 
 fn report(tally: &mut Tally, elapsed: Duration) {
-    let mut line = format!("ok={} errors={}", tally.successes(), tally.errors());
+    let mut line = format!(
+        "ok={} errors={} resumed={}",
+        tally.successes(),
+        tally.errors(),
+        tally.resumed()
+    );
     for (failure, count) in tally.failures() {
         line += &format!(" {}={count}", failure.label());
     }
