@@ -15,15 +15,14 @@ use bytes::{Buf, Bytes};
 use h3::client::SendRequest;
 use http::{Request, Uri};
 use quinn::crypto::rustls::QuicClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::time::timeout;
 
 use crate::Error;
 use crate::stats::nearest_rank;
+use crate::tls::AnyCertificate;
 
 /// Which server certificates the client accepts.
 pub enum Trust<'a> {
@@ -58,62 +57,15 @@ pub fn client_config(trust: Trust<'_>) -> Result<quinn::ClientConfig, Error> {
         }
         Trust::AnyCertificate => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate {
+                provider,
+                check_signatures: true,
+            }))
             .with_no_client_auth(),
     };
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
-}
-
-/// Accepts whatever certificate the server sends, and checks the handshake signature made
-/// with its key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Why a request, or the connection it needed, did not complete.
