@@ -10,9 +10,8 @@ BODY-CONNECTIONSxSTREAMS. STATUS has one line per peer: `peer<TAB>ok|skipped|fai
 CELLS_FAILED one per cell a peer was not measured on: `peer<TAB>cell<TAB>reason`.
 """
 
-import argparse
 
-from report import Runs, number, read_tsv, table, write_report
+from report import Runs, not_measured, number, read_tsv, table, table_arguments, write_report
 
 ERROR_KINDS = ("connect", "stream", "body", "timeout")
 
@@ -116,23 +115,12 @@ def render(args):
                            " / ".join(show(None if v is None else v / 1000, 2) for v in p99)])
     out += ["## Every round (round 1 / 2 / …)", "",
             table(spread, ["cell", "peer", "req/s", "p99 (ms)"]), ""]
-    notes = [f"- {p}: {s[0]}: {s[1]}" for p, s in status.items() if s[0] != "ok"]
-    notes += [f"- {p}, cell {c}: {reason}" for (c, p), reason in broken.items()]
-    if notes:
-        out += ["## Not measured", "", *notes, ""]
+    out += not_measured(status, broken)
     write_report(args.out, out)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("raw")
-    parser.add_argument("status")
-    parser.add_argument("--header", required=True)
-    parser.add_argument("--peers", required=True)
-    parser.add_argument("--cells", required=True)
-    parser.add_argument("--cells-failed", required=True)
-    parser.add_argument("--out", required=True)
-    render(parser.parse_args())
+    render(table_arguments(__doc__, "--cells-failed"))
 
 
 if __name__ == "__main__":

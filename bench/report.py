@@ -101,6 +101,25 @@ def write_report(path, lines):
     print(text)
 
 
+def table_arguments(doc, *required):
+    """The arguments of a report script's table: RAW STATUS, then --header, --peers, --cells,
+    the script's own `required` options, and --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("raw")
+    parser.add_argument("status")
+    for name in ("--header", "--peers", "--cells", *required, "--out"):
+        parser.add_argument(name, required=True)
+    return parser.parse_args()
+
+
+def not_measured(status, broken=None):
+    """The "Not measured" section: peers whose status is not ok, and (cell, peer) pairs that
+    failed; empty when everything was measured."""
+    notes = [f"- {p}: {s[0]}: {s[1]}" for p, s in status.items() if s[0] != "ok"]
+    notes += [f"- {p}, cell {c}: {reason}" for (c, p), reason in (broken or {}).items()]
+    return ["## Not measured", "", *notes, ""] if notes else []
+
+
 def table(rows, header):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

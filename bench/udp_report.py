@@ -9,9 +9,8 @@ p99_us) plus wall_s and proxy_cpu_s from the harness. A cell is FLOWS-BYTES.
 STATUS has one line per peer: `peer<TAB>ok|skipped|failed<TAB>message`.
 """
 
-import argparse
 
-from report import Runs, number, read_tsv, table, write_report
+from report import Runs, not_measured, number, read_tsv, table, table_arguments, write_report
 
 
 def parse_fields(text):
@@ -100,21 +99,12 @@ def render(args):
                            " / ".join("—" if v is None else f"{v:.0f}" for v in p99)])
     out += ["## Every round (round 1 / 2 / …)", "",
             table(spread, ["cell", "peer", "datagrams/s", "RTT p99 (µs)"]), ""]
-    notes = [f"- {p}: {s[0]}: {s[1]}" for p, s in status.items() if s[0] != "ok"]
-    if notes:
-        out += ["## Not measured", "", *notes, ""]
+    out += not_measured(status)
     write_report(args.out, out)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("raw")
-    parser.add_argument("status")
-    parser.add_argument("--header", required=True)
-    parser.add_argument("--peers", required=True)
-    parser.add_argument("--cells", required=True)
-    parser.add_argument("--out", required=True)
-    render(parser.parse_args())
+    render(table_arguments(__doc__))
 
 
 if __name__ == "__main__":

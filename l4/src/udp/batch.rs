@@ -678,13 +678,18 @@ mod tests {
         let (got, counts) = receive(&receiving, &receiver, &mut buffers, sent.len()).await;
         let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
         assert_eq!(got, sent);
-        let gro = receiving
-            .state
-            .as_ref()
-            .is_some_and(|state| state.gro_segments() > 1);
+        let gro = gro_on(&receiving);
         if gro && sending.gso_segments() > 1 {
             assert_eq!(counts.buffers, 2, "the run shares one buffer");
         }
+    }
+
+    /// Whether the kernel gave `batching`'s socket GRO.
+    fn gro_on(batching: &Batching) -> bool {
+        batching
+            .state
+            .as_ref()
+            .is_some_and(|state| state.gro_segments() > 1)
     }
 
     #[tokio::test]
@@ -706,10 +711,7 @@ mod tests {
         let mut buffers = RecvBuffers::new(MAX_BATCH);
         let (got, counts) = receive(&batching, &session, &mut buffers, sent.len()).await;
         assert_eq!(got.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), sent);
-        let gro = batching
-            .state
-            .as_ref()
-            .is_some_and(|state| state.gro_segments() > 1);
+        let gro = gro_on(&batching);
         if gro && batching.gso_segments() > 1 {
             assert_eq!(counts.buffers, 1, "the run shares one buffer");
         }
