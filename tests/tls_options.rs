@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
-use rustls::crypto::{CryptoProvider, ring};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, HandshakeKind, NamedGroup, ProtocolVersion};
 use support::*;
@@ -134,14 +134,14 @@ async fn handshake(site: &Site, sni: &str, config: Arc<ClientConfig>) -> Result<
 fn suites(list: &[rustls::SupportedCipherSuite]) -> CryptoProvider {
     CryptoProvider {
         cipher_suites: list.to_vec(),
-        ..ring::default_provider()
+        ..aws_lc_rs::default_provider()
     }
 }
 
 fn groups(list: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> CryptoProvider {
     CryptoProvider {
         kx_groups: list.to_vec(),
-        ..ring::default_provider()
+        ..aws_lc_rs::default_provider()
     }
 }
 
@@ -157,7 +157,7 @@ async fn cipher_suites_limit_tls12_and_leave_tls13_alone() {
         )],
     )
     .await;
-    use ring::cipher_suite as cs;
+    use aws_lc_rs::cipher_suite as cs;
     // A TLS 1.2 client with only AES-GCM finds no common suite.
     let aes_only = client(
         &site,
@@ -202,11 +202,12 @@ async fn curve_preferences_choose_the_key_exchange_and_unavailable_curves_are_sk
         "tls-curves",
         &[
             ("p384", "      curvePreferences: [CurveP521, CurveP384]\n"),
-            ("onlypq", "      curvePreferences: [X25519MLKEM768]\n"),
+            ("onlyp521", "      curvePreferences: [CurveP521]\n"),
+            ("pq", "      curvePreferences: [X25519MLKEM768, X25519]\n"),
         ],
     )
     .await;
-    use ring::kx_group;
+    use aws_lc_rs::kx_group;
     // Traefik serves [CurveP521, CurveP384] (a common configuration): so does Sallyport,
     // with P-384, even for a client that would rather use X25519.
     let both = client(
@@ -225,9 +226,30 @@ async fn curve_preferences_choose_the_key_exchange_and_unavailable_curves_are_sk
         &[&rustls::version::TLS13],
     );
     assert!(handshake(&site, "p384.test", x25519).await.is_err());
+    // The post-quantum hybrid is agreed when both sides prefer it, as browsers do.
+    let pq = client(
+        &site,
+        aws_lc_rs::default_provider(),
+        &[&rustls::version::TLS13],
+    );
+    let agreed = handshake(&site, "pq.test", pq).await.expect("handshake");
+    assert_eq!(agreed.group, Some(NamedGroup::X25519MLKEM768));
+    let classic = client(
+        &site,
+        groups(&[kx_group::X25519]),
+        &[&rustls::version::TLS13],
+    );
+    let agreed = handshake(&site, "pq.test", classic)
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.group, Some(NamedGroup::X25519));
     // An option left with no curve it can offer fails closed.
-    let any = client(&site, ring::default_provider(), &[&rustls::version::TLS13]);
-    assert!(handshake(&site, "onlypq.test", any).await.is_err());
+    let any = client(
+        &site,
+        aws_lc_rs::default_provider(),
+        &[&rustls::version::TLS13],
+    );
+    assert!(handshake(&site, "onlyp521.test", any).await.is_err());
     site.router
         .wait_log("none of the curvePreferences is available");
 }
@@ -246,7 +268,7 @@ async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
     let config = {
         let mut config = Arc::unwrap_or_clone(client(
             &site,
-            ring::default_provider(),
+            aws_lc_rs::default_provider(),
             &[&rustls::version::TLS13],
         ));
         config.resumption = Resumption::in_memory_sessions(64);
@@ -303,11 +325,12 @@ async fn a_certificate_replaced_on_disk_is_served_next_and_a_broken_one_keeps_th
         let mut roots = rustls::RootCertStore::empty();
         roots.add(site.cert.cert_der.clone()).expect("root");
         roots.add(renewed.cert_der.clone()).expect("root");
-        let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         // Full handshakes only: a resumed one shows the certificate of the first session.
         config.resumption = Resumption::disabled();
         Arc::new(config)

@@ -89,7 +89,7 @@ fn self_signed(names: &[&str]) -> Identity {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A TLS backend's configuration: h2 and http/1.1 by ALPN, a client certificate signed by

@@ -251,7 +251,7 @@ impl Drop for Slot {
 
 /// The quinn configuration around a snapshot's TLS configuration; `None` (handshakes
 /// refused) when rustls' configuration cannot carry QUIC, which a TLS 1.3 configuration
-/// with the ring provider always can.
+/// with the aws-lc-rs provider always can.
 fn server_config(
     name: &str,
     tls: Arc<rustls::ServerConfig>,

@@ -26,10 +26,10 @@ pub enum Handshake {
     Resumed,
 }
 
-/// `ring` explicitly, so the tools never depend on which provider features the workspace
+/// `aws-lc-rs` explicitly, as the router uses, so the tools never depend on which provider features the workspace
 /// happens to unify.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 pub fn server_config(identity: Identity) -> Result<ServerConfig, Error> {

@@ -1,7 +1,7 @@
 //! Initial packet protection (RFC 9001 §5): derives the client's Initial keys from the
 //! Destination Connection ID, removes header protection and opens the AEAD.
 //!
-//! The cryptography is rustls' (`rustls::quic::Keys::initial` with the ring provider's
+//! The cryptography is rustls' (`rustls::quic::Keys::initial` with the aws-lc-rs provider's
 //! TLS_AES_128_GCM_SHA256, which RFC 9001 §5.2 fixes for Initials); this module only finds
 //! the sample, the packet number and the associated data in the packet.
 
@@ -27,7 +27,7 @@ pub(crate) struct ClientInitialKeys {
 impl ClientInitialKeys {
     /// Derives the client Initial keys for `dcid` (RFC 9001 §5.2, RFC 9369 §3.3).
     pub(crate) fn new(version: Version, dcid: &[u8]) -> Result<Self, QuicError> {
-        let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
             .tls13()
             .and_then(|suite| suite.quic_suite())
             .ok_or(QuicError::CryptoUnavailable)?;

@@ -23,10 +23,10 @@ pub(crate) fn hex(text: &str) -> Vec<u8> {
 }
 
 fn client_keys(version: Version, dcid: &[u8]) -> Keys {
-    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+    rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
         .tls13()
         .and_then(|suite| suite.quic_suite())
-        .expect("ring has QUIC support for AES-128-GCM")
+        .expect("aws-lc-rs has QUIC support for AES-128-GCM")
         .keys(dcid, Side::Client, version.rustls())
 }
 

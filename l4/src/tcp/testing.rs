@@ -30,13 +30,14 @@ pub(crate) fn self_signed(names: &[&str]) -> TestCert {
 }
 
 pub(crate) fn server_config(cert: &TestCert) -> Arc<ServerConfig> {
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.clone()], cert.key.clone_key())
-            .unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.clone()], cert.key.clone_key())
+    .unwrap();
     Arc::new(config)
 }
 

@@ -285,7 +285,7 @@ fn same_family(client: SocketAddr, local: SocketAddr) -> (SocketAddr, SocketAddr
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 impl ClientTls {

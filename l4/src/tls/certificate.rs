@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::crypto::ring;
+use rustls::crypto::aws_lc_rs;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -121,7 +121,7 @@ fn certified_key(
     cert_origin: String,
     key_origin: String,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let signing_key = ring::default_provider()
+    let signing_key = aws_lc_rs::default_provider()
         .key_provider
         .load_private_key(key)
         .map_err(|source| TlsError::UnsupportedKey {

@@ -194,7 +194,7 @@ mod tests {
     use crate::tls::{CertStore, self_signed_default};
 
     fn provider() -> Arc<CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
     }
 
     /// The client side of these tests is about the client's certificate: it takes any

@@ -5,15 +5,15 @@
 //! Go semantics are kept: `cipherSuites` choose among the TLS 1.2 suites only (TLS 1.3's
 //! suites are always all enabled, as Go does not let them be configured; TLS 1.3 names in
 //! the list are accepted and change nothing), and `curvePreferences` orders the key-exchange
-//! groups. Names Go knows but this build cannot provide (CBC and RC4 suites, P-521,
-//! X25519MLKEM768 — the ring provider has none of them) are left out and reported, so that a
+//! groups. Names Go knows but this build cannot provide (CBC, RC4 and 3DES suites, P-521 —
+//! rustls implements none of them) are left out and reported, so that a
 //! configuration Traefik serves is served here too with what remains; when nothing remains,
 //! the option cannot be built and fails closed.
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::SupportedCipherSuite;
-use rustls::crypto::ring::{self, cipher_suite, kx_group};
+use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::server::ProducesTickets;
 
@@ -29,7 +29,7 @@ pub struct Crypto {
     pub has_tls12: bool,
 }
 
-/// The TLS 1.2 suite Go calls `name`: `Some(None)` when Go knows it but ring has it not.
+/// The TLS 1.2 suite Go calls `name`: `Some(None)` when Go knows it but rustls has it not.
 fn tls12_suite(name: &str) -> Option<Option<SupportedCipherSuite>> {
     Some(Some(match name {
         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
@@ -59,15 +59,16 @@ fn tls12_suite(name: &str) -> Option<Option<SupportedCipherSuite>> {
     }))
 }
 
-/// The key-exchange group Go calls `name`: `Some(None)` when ring has it not; `None` for a
+/// The key-exchange group Go calls `name`: `Some(None)` when rustls has it not; `None` for a
 /// name Go does not know.
 fn kx(name: &str) -> Option<Option<&'static dyn SupportedKxGroup>> {
     match name {
         "X25519" => Some(Some(kx_group::X25519)),
         "CurveP256" | "secp256r1" => Some(Some(kx_group::SECP256R1)),
         "CurveP384" | "secp384r1" => Some(Some(kx_group::SECP384R1)),
-        "CurveP521" | "secp521r1" | "X25519MLKEM768" | "SecP256r1MLKEM768"
-        | "SecP384r1MLKEM1024" => Some(None),
+        "X25519MLKEM768" => Some(Some(kx_group::X25519MLKEM768)),
+        "SecP256r1MLKEM768" => Some(Some(kx_group::SECP256R1MLKEM768)),
+        "CurveP521" | "secp521r1" | "SecP384r1MLKEM1024" => Some(None),
         _ => None,
     }
 }
@@ -75,7 +76,7 @@ fn kx(name: &str) -> Option<Option<&'static dyn SupportedKxGroup>> {
 /// The provider for `cipher_suites` and `curves` (Go names; empty lists keep the defaults).
 /// Names must have been validated as Go names; an unknown one is an error here too.
 pub fn crypto(cipher_suites: &[String], curves: &[String]) -> Result<Crypto, TlsError> {
-    let mut provider = ring::default_provider();
+    let mut provider = aws_lc_rs::default_provider();
     let mut unavailable = Vec::new();
     if !cipher_suites.is_empty() {
         let mut tls12 = Vec::new();
@@ -130,7 +131,9 @@ pub fn crypto(cipher_suites: &[String], curves: &[String]) -> Result<Crypto, Tls
 /// configuration's session cache only).
 pub fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
     static TICKETER: OnceLock<Option<Arc<dyn ProducesTickets>>> = OnceLock::new();
-    TICKETER.get_or_init(|| ring::Ticketer::new().ok()).clone()
+    TICKETER
+        .get_or_init(|| aws_lc_rs::Ticketer::new().ok())
+        .clone()
 }
 
 #[cfg(test)]
@@ -155,7 +158,7 @@ mod tests {
         let c = crypto(&[], &[]).unwrap();
         assert_eq!(
             c.provider.cipher_suites.len(),
-            ring::ALL_CIPHER_SUITES.len()
+            aws_lc_rs::ALL_CIPHER_SUITES.len()
         );
         assert!(c.unavailable.is_empty() && c.has_tls12);
     }
@@ -203,13 +206,38 @@ mod tests {
         );
         assert_eq!(c.unavailable, ["CurveP521"]);
         assert!(matches!(
-            crypto(&[], &names(&["X25519MLKEM768"])),
+            crypto(&[], &names(&["CurveP521"])),
             Err(TlsError::NoCurve(_))
         ));
         assert!(matches!(
             crypto(&[], &names(&["foobar"])),
             Err(TlsError::UnknownCurve(_))
         ));
+    }
+
+    #[test]
+    fn post_quantum_hybrids_are_provided() {
+        let c = crypto(
+            &[],
+            &names(&["X25519MLKEM768", "SecP256r1MLKEM768", "X25519"]),
+        )
+        .unwrap();
+        let groups: Vec<_> = c.provider.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups,
+            [
+                rustls::NamedGroup::X25519MLKEM768,
+                rustls::NamedGroup::secp256r1MLKEM768,
+                rustls::NamedGroup::X25519
+            ]
+        );
+        assert!(c.unavailable.is_empty());
+        let defaults = crypto(&[], &[]).unwrap();
+        assert_eq!(
+            defaults.provider.kx_groups[0].name(),
+            rustls::NamedGroup::X25519MLKEM768,
+            "post-quantum first by default, as Go offers it"
+        );
     }
 
     #[test]

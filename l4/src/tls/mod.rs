@@ -1,4 +1,4 @@
-//! TLS termination building blocks on rustls (ring provider): loading certificates and keys
+//! TLS termination building blocks on rustls (aws-lc-rs provider): loading certificates and keys
 //! from files or inline PEM, a certificate store that picks a certificate by SNI, client
 //! certificate authentication, and server configurations built from Traefik's TLS options.
 //!

@@ -131,7 +131,7 @@ mod tests {
 
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::ring;
+    use rustls::crypto::aws_lc_rs;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -313,7 +313,7 @@ mod tests {
         server_name: ServerName<'static>,
         alpn: Vec<Vec<u8>>,
     ) -> Outcome {
-        let provider = Arc::new(ring::default_provider());
+        let provider = Arc::new(aws_lc_rs::default_provider());
         let server = crate::tls::config::default_server_config(
             Arc::new(store),
             alpn.clone(),

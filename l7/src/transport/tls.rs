@@ -43,7 +43,7 @@ pub(super) fn client_configs(
 }
 
 fn base_config(settings: &TransportSettings) -> Result<ClientConfig, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions = protocol_versions(settings)?;
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions)?;
