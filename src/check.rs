@@ -38,7 +38,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
     let report = validate::validate(st, &dy, &Compilers);
     let mut errors: Vec<ConfigError> = report.errors();
     // Compiling also loads certificates and builds TLS options and transports.
-    match Internal::start().await {
+    match Internal::start(crate::acme::Acme::new(st)).await {
         Ok(internal) => errors.extend(
             compile(
                 st,

@@ -1,10 +1,11 @@
 //! Built-in services that routers can target without any backend: `echo@internal`
 //! (a TCP service that sends back every byte it receives), so that a fresh machine
-//! can try the router with nothing else running.
+//! can try the router with nothing else running; and the state every snapshot shares.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::acme::Acme;
 use l4::tls::self_signed_default;
 use rustls::sign::CertifiedKey;
 use tokio::io::AsyncWriteExt;
@@ -20,10 +21,12 @@ pub struct Internal {
     /// The generated self-signed certificate served when no default is configured;
     /// generated once so reloads keep serving the same one.
     pub default_cert: Arc<CertifiedKey>,
+    /// The ACME certificate resolvers, whose certificates every snapshot serves.
+    pub acme: Arc<Acme>,
 }
 
 impl Internal {
-    pub async fn start() -> std::io::Result<Internal> {
+    pub async fn start(acme: Acme) -> std::io::Result<Internal> {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let echo_addr = listener.local_addr()?;
         tokio::spawn(async move {
@@ -39,6 +42,7 @@ impl Internal {
         Ok(Internal {
             echo_addr,
             default_cert,
+            acme: Arc::new(acme),
         })
     }
 }

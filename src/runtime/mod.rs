@@ -36,7 +36,7 @@ use listener::Entrypoint;
 pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     spawn_log_reopener(log_file);
     let st = Arc::new(loaded.config);
-    let internal = match internal::Internal::start().await {
+    let internal = match internal::Internal::start(crate::acme::Acme::new(&st)).await {
         Ok(i) => Arc::new(i),
         Err(e) => {
             error!(error = %e, "cannot start the internal services");
@@ -139,6 +139,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         http3_serving.push(ep.serve(quic_tls.clone(), stop_rx.clone()));
     }
 
+    // Orders start once the entrypoints that answer their challenges listen.
+    internal.acme.start(stop_rx.clone());
     let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
     wait_for_shutdown_signal().await;
     info!("shutting down: no new connections; draining open ones");

@@ -32,6 +32,8 @@ pub enum Trigger {
     Startup,
     FileChange,
     Signal,
+    /// An ACME resolver obtained or renewed a certificate.
+    Certificates,
 }
 
 /// Where the file provider reads from.
@@ -178,7 +180,7 @@ impl Reloader {
             return false;
         };
         let fingerprint = self.fingerprint(&source);
-        let forced = matches!(trigger, Trigger::Signal);
+        let forced = matches!(trigger, Trigger::Signal | Trigger::Certificates);
         if !forced && self.last_fingerprint.as_ref() == Some(&fingerprint) {
             debug!(?trigger, "dynamic configuration unchanged; nothing to do");
             return false;
@@ -231,6 +233,7 @@ impl Reloader {
         self.health = compiled.health;
         self.servers = compiled.servers;
         self.tls_files = tls_files(&dy);
+        self.internal.acme.want(&crate::acme::wanted(&dy, &report));
         self.last_fingerprint = Some(self.fingerprint(&source));
         let served = dy
             .tcp
@@ -279,6 +282,7 @@ impl Reloader {
             watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
         }
         spawn_sighup(tx);
+        let mut certificates = self.internal.acme.subscribe();
         let throttle = self
             .st
             .providers
@@ -289,18 +293,19 @@ impl Reloader {
             let trigger = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 t = rx.recv() => match t { Some(t) => t, None => return },
+                Ok(()) = certificates.changed() => Trigger::Certificates,
             };
             // File events wait one throttle period before the files are read, so a
             // file being written (truncated, then filled) is read once it is whole;
             // everything that arrives meanwhile collapses into this reload. SIGHUP
             // applies at once.
             let mut trigger = trigger;
-            if !matches!(trigger, Trigger::Signal) {
+            if matches!(trigger, Trigger::FileChange) {
                 tokio::time::sleep(throttle).await;
             }
             // A SIGHUP that arrived meanwhile still forces the re-read.
             while let Ok(t) = rx.try_recv() {
-                if matches!(t, Trigger::Signal) {
+                if !matches!(t, Trigger::FileChange) {
                     trigger = t;
                 }
             }

@@ -20,6 +20,7 @@ pub mod auth_server;
 pub mod grpc;
 pub mod grpc_web;
 pub mod mtls;
+pub mod pebble;
 pub mod programs;
 pub mod quic;
 pub mod responses;

@@ -41,6 +41,9 @@ const MAX_SNIFF_BYTES: usize = sniff::MAX_CLIENT_HELLO + 1024;
 /// (Go's default TLS handshake timeout, which Traefik inherits, is 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737).
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// How long a passthrough Postgres backend may take to answer the replayed SSLRequest.
 const PG_BACKEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +110,10 @@ pub struct EntrypointRoutes {
     /// The `default` TLS option, for TLS connections nothing else takes when the
     /// entrypoint has HTTPS routers (they are then routed by Host, or get a 404).
     pub https_default: Option<HttpsTarget>,
+    /// Answers ACME TLS-ALPN-01 challenges: handshakes offering ALPN `acme-tls/1` are
+    /// completed with the challenge certificate of their server name and closed, ahead of
+    /// every router (`None`: no resolver uses that challenge, or `allowACMEByPass`).
+    pub acme_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl EntrypointRoutes {
@@ -118,6 +125,7 @@ impl EntrypointRoutes {
             http,
             https: SniTable::new(),
             https_default: None,
+            acme_tls: None,
         }
     }
 
@@ -317,6 +325,13 @@ pub async fn serve(
         };
     }
 
+    // Reference §4.1 step 6: an ACME TLS-ALPN-01 validation, answered here.
+    if let Some(acceptor) = &routes.acme_tls
+        && hello.alpn.iter().any(|p| p.as_slice() == ACME_TLS_ALPN)
+    {
+        return answer_acme_tls(client, buf.freeze(), acceptor, &ctx).await;
+    }
+
     // Reference §4.1: an HTTPS router for this very name, then a TLS TCP router that is
     // not a catch-all, then the HTTPS catch-all, the TCP catch-all, and last HTTPS with
     // the default TLS option.
@@ -340,6 +355,27 @@ pub async fn serve(
     // Traefik would answer with its default certificate here; an entrypoint without
     // HTTPS routers closes before sending any certificate (docs/compatibility.md).
     info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches; closing");
+}
+
+/// Completes a TLS-ALPN-01 validation handshake (the certificate is the answer) and closes.
+async fn answer_acme_tls(
+    client: TcpStream,
+    prefix: Bytes,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    ctx: &Ctx<'_>,
+) {
+    let io = PrefixedIo::new(prefix, client);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(mut tls)) => {
+            let _ = tls.shutdown().await;
+        }
+        Ok(Err(e)) => {
+            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "ACME TLS-ALPN-01 handshake failed (no challenge in progress for this name?)")
+        }
+        Err(_) => {
+            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, "ACME TLS-ALPN-01 handshake timed out")
+        }
+    }
 }
 
 /// Terminates TLS with the HTTPS target's option and hands the connection to HTTP.

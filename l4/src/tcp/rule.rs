@@ -122,6 +122,23 @@ impl TcpRule {
         &self.source
     }
 
+    /// The names of every `HostSNI` matcher (wildcards as `*.example.com`), lower-case, in
+    /// rule order and without duplicates: the domains a certificate for this router needs.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in self.expr.leaves() {
+            let name = match m {
+                TcpMatcher::HostSni(SniPattern::Exact(name)) => name.clone(),
+                TcpMatcher::HostSni(SniPattern::Wildcard(suffix)) => format!("*{suffix}"),
+                _ => continue,
+            };
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     /// The compiled expression, for callers that inspect matchers (e.g. the SNIs in use).
     pub fn expr(&self) -> &Expr<TcpMatcher> {
         &self.expr
@@ -242,6 +259,15 @@ mod tests {
         assert!(!r.matches(&sni("bar.foo.example.com")));
         assert!(!r.matches(&sni("example.com")));
         assert!(!r.matches(&conn(None, &[], "192.0.2.1")));
+    }
+
+    #[test]
+    fn server_names_are_the_host_sni_names_in_order() {
+        let r = tls(
+            "HostSNI(`B.test`) || (HostSNI(`*.w.test`) && ClientIP(`10.0.0.0/8`)) || HostSNI(`b.test`, `*`)",
+        );
+        assert_eq!(r.server_names(), ["b.test", "*.w.test"]);
+        assert!(tls("HostSNI(`*`)").server_names().is_empty());
     }
 
     #[test]

@@ -211,7 +211,16 @@ impl Compiler<'_> {
 
     /// The HTTP parts of entrypoint `ep`.
     pub(super) fn take_http(&mut self, ep: &str) -> EntrypointHttp {
-        let (plain, tls) = self.http.routes.remove(ep).unwrap_or_default();
+        let (mut plain, tls) = self.http.routes.remove(ep).unwrap_or_default();
+        if self
+            .internal
+            .acme
+            .http01_entrypoints()
+            .iter()
+            .any(|e| e == ep)
+        {
+            plain.extend(self.acme_http_route());
+        }
         let https = self.http.https.remove(ep).unwrap_or_default();
         let https_default = if tls.is_empty() {
             None
@@ -229,6 +238,23 @@ impl Compiler<'_> {
             https,
             https_default,
         }
+    }
+
+    /// `acme-http@internal`: HTTP-01 answers on the challenge entrypoint, ahead of every user
+    /// router (Traefik gives it the highest priority).
+    fn acme_http_route(&self) -> Option<Route<RouteTarget>> {
+        let rule = format!("PathPrefix(`{}`)", crate::acme::HTTP01_PREFIX);
+        let name = "acme-http@internal";
+        Some(Route {
+            name: name.to_owned(),
+            priority: i64::MAX,
+            rule: HttpRule::compile(&rule).ok()?,
+            target: RouteTarget {
+                router: Arc::from(name),
+                handler: Arc::new(self.internal.acme.http01_handler()),
+                tls_option: None,
+            },
+        })
     }
 
     fn http_middleware(

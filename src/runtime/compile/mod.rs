@@ -240,6 +240,7 @@ pub fn compile(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let acme_tls = c.internal.acme.tls_alpn_acceptor();
     for ep in names {
         let (plain, tls) = tables.remove(&ep).unwrap_or_default();
         let http = c.take_http(&ep);
@@ -254,6 +255,11 @@ pub fn compile(
                 http: server,
                 https: http.https,
                 https_default: http.https_default,
+                acme_tls: acme_tls.clone().filter(|_| {
+                    st.entry_points
+                        .get(&ep)
+                        .is_some_and(|e| !e.allow_acme_by_pass)
+                }),
             }),
         );
         http_routes.insert(ep, http.routes);
@@ -897,6 +903,8 @@ impl Compiler<'_> {
                     }
                 }
             }
+            // ACME certificates come after the configured ones, which keep their names.
+            loaded.extend(self.internal.acme.certificates());
             self.certs = Some(loaded);
         }
         let default = self.default_certificate();
