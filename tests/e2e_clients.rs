@@ -41,18 +41,6 @@ tcp:
     yaml
 }
 
-/// Starts the router with one TCP entrypoint carrying `dynamic`; returns it and its port.
-fn router(tag: &str, dir: &Path, dynamic: &str) -> (Router, u16) {
-    let port = free_port();
-    let r = Router::start(
-        dir,
-        &static_config(dir, &[(tag, port)], ""),
-        dynamic,
-        &[port],
-    );
-    (r, port)
-}
-
 /// psql to `localhost` (libpq sends it as SNI) at `127.0.0.1:port`, verifying the
 /// server certificate against `root`: `\conninfo`, then whether the server itself
 /// runs TLS (`SHOW ssl`) and whether this session is TLS on the server's side.

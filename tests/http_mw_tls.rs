@@ -5,69 +5,8 @@
 mod support;
 
 use ::http::StatusCode;
-use support::mtls::{CertHeadersBackend, client_config, connect, fetch};
+use support::mtls::{CertHeadersBackend, PRESENTED, Pki, Presented, connect, fetch};
 use support::*;
-
-/// The PKI of a test: a CA for the router's certificate, a CA the router trusts for client
-/// certificates and one it does not, and a client certificate from each.
-struct Pki {
-    server_ca: TestCa,
-    good_ca: TestCa,
-    good: TestCert,
-    wrong: TestCert,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let good_ca = TestCa::new("Client CA");
-        let wrong_ca = TestCa::new("Other CA");
-        Pki {
-            server_ca: TestCa::new("Server CA"),
-            good: good_ca.issue(&["client.test"]),
-            wrong: wrong_ca.issue(&["client.test"]),
-            good_ca,
-        }
-    }
-
-    /// `tls.certificates` with one certificate for `names`, written into `dir`.
-    fn certificates(&self, dir: &std::path::Path, names: &[&str]) -> String {
-        let (crt, key) = self.server_ca.issue(names).write(dir, "server");
-        format!(
-            "  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
-            crt.display(),
-            key.display()
-        )
-    }
-
-    /// The trusted client CA written into `dir`: its path.
-    fn good_ca_file(&self, dir: &std::path::Path) -> String {
-        let (crt, _) = self.good_ca.cert.write(dir, "client-ca");
-        crt.display().to_string()
-    }
-
-    /// The trusted client CA as an inline PEM YAML block, indented for a list item at
-    /// `indent` spaces.
-    fn good_ca_inline(&self, indent: usize) -> String {
-        let pad = " ".repeat(indent + 2);
-        let body: String = self
-            .good_ca
-            .cert
-            .cert_pem
-            .lines()
-            .map(|l| format!("{pad}{l}\n"))
-            .collect();
-        format!("{}- |\n{body}", " ".repeat(indent))
-    }
-
-    fn client(&self, which: Presented) -> std::sync::Arc<rustls::ClientConfig> {
-        let cert = match which {
-            Presented::Nothing => None,
-            Presented::WrongCa => Some(&self.wrong),
-            Presented::GoodCa => Some(&self.good),
-        };
-        client_config(&self.server_ca.cert, cert, &[])
-    }
-}
 
 /// A certificate's PEM body on one line: what `pem: true` forwards.
 fn pem_body(cert: &TestCert) -> String {
@@ -76,15 +15,6 @@ fn pem_body(cert: &TestCert) -> String {
         .filter(|l| !l.starts_with("-----"))
         .collect()
 }
-
-#[derive(Debug, Clone, Copy)]
-enum Presented {
-    Nothing,
-    WrongCa,
-    GoodCa,
-}
-
-const PRESENTED: [Presented; 3] = [Presented::Nothing, Presented::WrongCa, Presented::GoodCa];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_auth_type_admits_the_clients_traefik_admits() {

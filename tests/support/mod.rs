@@ -571,6 +571,19 @@ pub fn static_config(dir: &Path, entrypoints: &[(&str, u16)], extra: &str) -> St
     s
 }
 
+/// Starts the router with one entrypoint named `tag` on a free port, carrying `dynamic`;
+/// returns it and its port.
+pub fn router(tag: &str, dir: &Path, dynamic: &str) -> (Router, u16) {
+    let port = free_port();
+    let r = Router::start(
+        dir,
+        &static_config(dir, &[(tag, port)], ""),
+        dynamic,
+        &[port],
+    );
+    (r, port)
+}
+
 /// Runs `sallyport` with `args` to completion, returning (exit code, stdout+stderr).
 pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))

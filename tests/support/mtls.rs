@@ -1,4 +1,5 @@
-//! Client certificates for the end-to-end tests: a rustls client that presents one (or
+//! Client certificates for the end-to-end tests: the PKI of a client-authentication test
+//! (server CA, trusted and untrusted client CAs), a rustls client that presents one (or
 //! none), one-shot HTTP/1.1 requests over it whose failure is a value rather than a panic
 //! (a refused client certificate shows up there with TLS 1.3), and a backend that answers
 //! with the `X-Forwarded-Tls-Client-Cert*` headers it received.
@@ -6,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,7 +20,83 @@ use hyper_util::server::conn::auto;
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{TestCert, WAIT, provider};
+use super::{TestCa, TestCert, WAIT, provider};
+
+/// The PKI of a test: a CA for the router's certificate, a CA the router trusts for client
+/// certificates and one it does not, and a client certificate from each.
+pub struct Pki {
+    pub server_ca: TestCa,
+    pub good_ca: TestCa,
+    pub good: TestCert,
+    pub wrong: TestCert,
+}
+
+/// Which client certificate a client presents when the server asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Presented {
+    Nothing,
+    WrongCa,
+    GoodCa,
+}
+
+pub const PRESENTED: [Presented; 3] = [Presented::Nothing, Presented::WrongCa, Presented::GoodCa];
+
+impl Pki {
+    pub fn new() -> Pki {
+        let good_ca = TestCa::new("Client CA");
+        let wrong_ca = TestCa::new("Other CA");
+        Pki {
+            server_ca: TestCa::new("Server CA"),
+            good: good_ca.issue(&["client.test"]),
+            wrong: wrong_ca.issue(&["client.test"]),
+            good_ca,
+        }
+    }
+
+    /// `tls.certificates` with one certificate for `names`, written into `dir`.
+    pub fn certificates(&self, dir: &Path, names: &[&str]) -> String {
+        let (crt, key) = self.server_ca.issue(names).write(dir, "server");
+        format!(
+            "  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
+            crt.display(),
+            key.display()
+        )
+    }
+
+    /// The trusted client CA written into `dir`: its path.
+    pub fn good_ca_file(&self, dir: &Path) -> String {
+        let (crt, _) = self.good_ca.cert.write(dir, "client-ca");
+        crt.display().to_string()
+    }
+
+    /// The trusted client CA as an inline PEM YAML block, indented for a list item at
+    /// `indent` spaces.
+    pub fn good_ca_inline(&self, indent: usize) -> String {
+        let pad = " ".repeat(indent + 2);
+        let body: String = self
+            .good_ca
+            .cert
+            .cert_pem
+            .lines()
+            .map(|l| format!("{pad}{l}\n"))
+            .collect();
+        format!("{}- |\n{body}", " ".repeat(indent))
+    }
+
+    /// The certificate a client presenting `which` sends.
+    pub fn presented(&self, which: Presented) -> Option<&TestCert> {
+        match which {
+            Presented::Nothing => None,
+            Presented::WrongCa => Some(&self.wrong),
+            Presented::GoodCa => Some(&self.good),
+        }
+    }
+
+    /// A rustls client trusting the server CA and presenting `which`.
+    pub fn client(&self, which: Presented) -> Arc<rustls::ClientConfig> {
+        client_config(&self.server_ca.cert, self.presented(which), &[])
+    }
+}
 
 /// A TLS client configuration trusting `server_ca`, offering HTTP/1.1 and presenting
 /// `client` (its certificate, then `chain`) when the server asks.
