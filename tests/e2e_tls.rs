@@ -532,9 +532,6 @@ fn a_missing_client_ca_file_refuses_curl_and_s_client_while_a_good_host_serves()
 }
 
 #[test]
-#[ignore = "bug: an option naming a cipher suite Go does not know is built anyway (the name \
-            is taken as one this build cannot provide), so its router is disabled but its \
-            host is not closed: the handshake succeeds and the catch-all router answers"]
 fn an_unknown_cipher_suite_refuses_curl_and_s_client_while_a_good_host_serves() {
     if !installed(&["curl", "openssl"]) {
         return;

@@ -29,9 +29,18 @@ pub struct Crypto {
     pub has_tls12: bool,
 }
 
-/// The TLS 1.2 suite Go calls `name`: `Some(None)` when Go knows it but rustls has it not.
-fn tls12_suite(name: &str) -> Option<Option<SupportedCipherSuite>> {
-    Some(Some(match name {
+/// What a Go cipher-suite name is here.
+enum GoSuite {
+    Tls12(SupportedCipherSuite),
+    /// A TLS 1.3 suite: always on, as in Go.
+    Tls13,
+    /// Go knows it; rustls does not implement it (CBC, RC4, 3DES, RSA key exchange).
+    Unavailable,
+    Unknown,
+}
+
+fn go_suite(name: &str) -> GoSuite {
+    GoSuite::Tls12(match name {
         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
             cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
         }
@@ -51,12 +60,28 @@ fn tls12_suite(name: &str) -> Option<Option<SupportedCipherSuite>> {
         "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
             cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
         }
-        // TLS 1.3 suites: always on, as in Go.
         "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
-            return None;
+            return GoSuite::Tls13;
         }
-        _ => return Some(None),
-    }))
+        "TLS_RSA_WITH_RC4_128_SHA"
+        | "TLS_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_RSA_WITH_AES_128_GCM_SHA256"
+        | "TLS_RSA_WITH_AES_256_GCM_SHA384"
+        | "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_FALLBACK_SCSV" => return GoSuite::Unavailable,
+        _ => return GoSuite::Unknown,
+    })
 }
 
 /// The key-exchange group Go calls `name`: `Some(None)` when rustls has it not; `None` for a
@@ -81,15 +106,18 @@ pub fn crypto(cipher_suites: &[String], curves: &[String]) -> Result<Crypto, Tls
     if !cipher_suites.is_empty() {
         let mut tls12 = Vec::new();
         for name in cipher_suites {
-            match tls12_suite(name) {
-                None => {}
-                Some(Some(suite)) if !tls12.contains(&suite) => tls12.push(suite),
-                Some(Some(_)) => {}
-                Some(None) => unavailable.push(name.clone()),
+            match go_suite(name) {
+                GoSuite::Tls13 => {}
+                GoSuite::Tls12(suite) if !tls12.contains(&suite) => tls12.push(suite),
+                GoSuite::Tls12(_) => {}
+                GoSuite::Unavailable => unavailable.push(name.clone()),
+                GoSuite::Unknown => return Err(TlsError::UnknownCipherSuite(name.clone())),
             }
         }
         // Go's list does not touch TLS 1.3; it does replace the TLS 1.2 suites, even by none.
-        let only_tls13 = cipher_suites.iter().all(|name| tls12_suite(name).is_none());
+        let only_tls13 = cipher_suites
+            .iter()
+            .all(|name| matches!(go_suite(name), GoSuite::Tls13));
         if !only_tls13 {
             provider
                 .cipher_suites
@@ -213,6 +241,27 @@ mod tests {
             crypto(&[], &names(&["foobar"])),
             Err(TlsError::UnknownCurve(_))
         ));
+    }
+
+    #[test]
+    fn a_name_go_does_not_know_breaks_the_option() {
+        let err = crypto(
+            &names(&["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_NOT_A_SUITE"]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsError::UnknownCipherSuite(ref n) if n == "TLS_NOT_A_SUITE"));
+        // Known to Go but not implemented: left out, not fatal.
+        assert!(
+            crypto(
+                &names(&[
+                    "TLS_RSA_WITH_AES_128_CBC_SHA",
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+                ]),
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -83,8 +83,10 @@ pub enum TlsError {
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
     #[error("invalid CurveID in curvePreferences: {0}")]
     UnknownCurve(String),
+    #[error("invalid CipherSuite: {0}")]
+    UnknownCipherSuite(String),
     #[error(
-        "none of the curvePreferences is available in this build ({0}); X25519, CurveP256 and CurveP384 are"
+        "none of the curvePreferences is available in this build ({0}); X25519MLKEM768, SecP256r1MLKEM768, X25519, CurveP256 and CurveP384 are"
     )]
     NoCurve(String),
     #[error(
