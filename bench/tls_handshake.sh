@@ -370,7 +370,7 @@ main() {
         echo "- pinning: $pinning"
         echo "- workers per proxy: $WORKERS (HAProxy nbthread, nginx worker_processes, Traefik GOMAXPROCS, sallyport SALLYPORT_WORKERS)"
         echo "- method: $ROUNDS interleaved rounds × ${RUN_SECONDS}s per run, closed loop with $CONCURRENCY connections in flight; medians"
-        echo "- each connection: TCP connect, TLS 1.3 handshake (client offers X25519 first, verifies nothing), greeting from a plain TCP backend, close"
+        echo "- each connection: TCP connect, TLS 1.3 handshake (client offers X25519 and P-256 only, so no peer does a post-quantum exchange; verifies nothing), greeting from a plain TCP backend, close"
         echo "- full: no resumption; resumed: TLS 1.3 tickets (PSK with ECDHE), each of the $CONCURRENCY client workers with its own session store"
         echo "- versions: $(versions)"
     } >"$header"

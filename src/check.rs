@@ -38,7 +38,9 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
     let report = validate::validate(st, &dy, &Compilers);
     let mut errors: Vec<ConfigError> = report.errors();
     // Compiling also loads certificates and builds TLS options and transports.
-    match Internal::start(crate::acme::Acme::new(st)).await {
+    let acme = crate::acme::Acme::new(st);
+    errors.extend(acme.problems().iter().cloned().map(ConfigError::unlocated));
+    match Internal::start(acme).await {
         Ok(internal) => errors.extend(
             compile(
                 st,

@@ -501,3 +501,76 @@ fn insecure_client() -> Arc<rustls::ClientConfig> {
             .with_no_client_auth(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_tls_alpn_handshakes_are_answered_before_routing_unless_the_entrypoint_allows_bypass()
+{
+    let dir = temp_dir("acme-bypass");
+    let (guarded, bypass) = (free_port(), free_port());
+    let backend_cert = TestCert::new(&["x.test"]);
+    let backend = Backend::tls("backend", &backend_cert).await;
+    // The resolver's CA is never reached (nothing asks it for a certificate): the resolver is
+    // there for its tlsChallenge, which makes entrypoints answer `acme-tls/1` themselves.
+    let mut static_yaml = static_config(
+        &dir,
+        &[("guarded", guarded), ("bypass", bypass)],
+        r#"certificatesResolvers:
+  r:
+    acme:
+      caServer: "http://127.0.0.1:9/dir"
+      storage: "STORAGE"
+      tlsChallenge: {}
+"#,
+    )
+    .replace("STORAGE", &dir.join("acme.json").display().to_string());
+    static_yaml = static_yaml.replace(
+        &format!("    address: \"127.0.0.1:{bypass}\"\n"),
+        &format!("    address: \"127.0.0.1:{bypass}\"\n    allowACMEByPass: true\n"),
+    );
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    pass:
+      rule: "HostSNI(`x.test`)"
+      service: pass
+      tls: {{passthrough: true}}
+  services:
+    pass:
+      loadBalancer:
+        servers: [{{address: "{}"}}]
+"#,
+        backend.addr
+    );
+    let router = Router::start(&dir, &static_yaml, &dynamic, &[guarded, bypass]);
+    let acme_client = {
+        let mut config = Arc::unwrap_or_clone(insecure_client());
+        config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+        Arc::new(config)
+    };
+    // Guarded: the router answers, and with no challenge in progress for x.test the
+    // handshake fails; the backend never sees the connection.
+    assert!(
+        handshake(guarded, "x.test", acme_client.clone())
+            .await
+            .is_err()
+    );
+    router.wait_log("ACME TLS-ALPN-01 handshake failed");
+    assert_eq!(backend.accepted(), 0);
+    // Bypass: the connection is routed to the passthrough backend like any other (which
+    // then refuses the ALPN it does not speak).
+    let _ = handshake(bypass, "x.test", acme_client).await;
+    let start = Instant::now();
+    while backend.accepted() == 0 {
+        assert!(
+            start.elapsed() < WAIT,
+            "the backend never got the bypassed connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Other ALPNs on the guarded entrypoint are routed as usual.
+    let (leaf, _) = handshake(guarded, "x.test", client_config(&[&backend_cert], &["h2"]))
+        .await
+        .expect("routed to the backend");
+    assert_eq!(leaf, backend_cert.cert_der);
+}

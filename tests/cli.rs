@@ -28,6 +28,44 @@ fn check_accepts_a_valid_configuration() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// ACME resolvers that cannot start are errors of `check`: an unreadable storage file (left
+/// untouched) and an HTTP-01 entrypoint that does not exist.
+#[test]
+fn check_reports_acme_resolvers_that_cannot_start() {
+    let dir = temp_dir("check-acme");
+    std::fs::write(dir.join("dynamic.yml"), "").unwrap();
+    std::fs::write(dir.join("acme.json"), "{not json").unwrap();
+    let resolvers = r#"certificatesResolvers:
+  garbled:
+    acme:
+      storage: acme.json
+      tlsChallenge: {}
+  lost:
+    acme:
+      storage: other.json
+      httpChallenge: {entryPoint: nowhere}
+"#;
+    std::fs::write(
+        dir.join("static.yml"),
+        static_config(&dir, &[("web", 18000)], resolvers),
+    )
+    .unwrap();
+    let (code, out) = run_cli(&["check", "--config", "static.yml"], &dir);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("certificate resolver garbled not started") && out.contains("acme.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("certificate resolver lost not started") && out.contains("nowhere"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("acme.json")).unwrap(),
+        "{not json"
+    );
+}
+
 /// Every error at once, each as file:line:col, and a non-zero exit: syntax-level
 /// (unknown key) errors and router-level ones (unknown service, bad rule).
 #[test]

@@ -48,6 +48,8 @@ const LAST_RETRY: Duration = Duration::from_secs(3600);
 pub struct Acme {
     resolvers: BTreeMap<String, Arc<Resolver>>,
     shared: Arc<Shared>,
+    /// Why resolvers did not start (for `sallyport check`).
+    problems: Vec<String>,
 }
 
 /// What resolvers share with the rest of the process.
@@ -67,6 +69,11 @@ impl Acme {
         });
         let mut storages: HashMap<PathBuf, Arc<Storage>> = HashMap::new();
         let mut resolvers = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut not_started = |name: &str, why: String| {
+            error!(resolver = %name, "certificate resolver not started: {why}");
+            problems.push(format!("certificate resolver {name} not started: {why}"));
+        };
         for (name, resolver) in &st.certificates_resolvers {
             let Some(cfg) = &resolver.acme else {
                 if resolver.tailscale.is_some() {
@@ -74,14 +81,38 @@ impl Acme {
                 }
                 continue;
             };
+            if let Some(ep) = cfg.http_challenge.as_ref().map(|h| &h.entry_point)
+                && !ep.is_empty()
+                && !st
+                    .entry_points
+                    .get(ep)
+                    .is_some_and(|e| e.address.protocol == crate::config::static_cfg::Protocol::Tcp)
+            {
+                not_started(
+                    name,
+                    format!(
+                        "httpChallenge.entryPoint {ep} is not a TCP entrypoint of this configuration"
+                    ),
+                );
+                continue;
+            }
             match Resolver::new(name, cfg, &mut storages, shared.clone()) {
                 Ok(r) => {
                     resolvers.insert(name.clone(), Arc::new(r));
                 }
-                Err(why) => error!(resolver = %name, "certificate resolver not started: {why}"),
+                Err(why) => not_started(name, why),
             }
         }
-        Acme { resolvers, shared }
+        Acme {
+            resolvers,
+            shared,
+            problems,
+        }
+    }
+
+    /// Why resolvers did not start.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// No resolver at all.

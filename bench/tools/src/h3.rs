@@ -33,9 +33,9 @@ pub enum Trust<'a> {
     AnyCertificate,
 }
 
-/// A QUIC client configuration offering ALPN `h3`, TLS 1.3 with the aws-lc-rs provider.
+/// A QUIC client configuration offering ALPN `h3`, TLS 1.3 with the tools' provider (X25519).
 pub fn client_config(trust: Trust<'_>) -> Result<quinn::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let mut tls = match trust {

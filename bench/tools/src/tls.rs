@@ -26,10 +26,15 @@ pub enum Handshake {
     Resumed,
 }
 
-/// `aws-lc-rs` explicitly, as the router uses, so the tools never depend on which provider features the workspace
-/// happens to unify.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// `aws-lc-rs` explicitly, as the router uses, so the tools never depend on which provider
+/// features the workspace happens to unify; key exchange X25519 (then P-256) only, which every
+/// peer has, so that no peer is measured doing a post-quantum exchange the others skip.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::{self, kx_group};
+    Arc::new(CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        ..aws_lc_rs::default_provider()
+    })
 }
 
 pub fn server_config(identity: Identity) -> Result<ServerConfig, Error> {

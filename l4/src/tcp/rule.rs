@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn server_names_are_the_host_sni_names_in_order() {
         let r = tls(
-            "HostSNI(`B.test`) || (HostSNI(`*.w.test`) && ClientIP(`10.0.0.0/8`)) || HostSNI(`b.test`, `*`)",
+            "HostSNI(`B.test`) || (HostSNI(`*.w.test`) && ClientIP(`10.0.0.0/8`)) || HostSNI(`b.test`)",
         );
         assert_eq!(r.server_names(), ["b.test", "*.w.test"]);
         assert!(tls("HostSNI(`*`)").server_names().is_empty());
