@@ -389,8 +389,55 @@ async fn a_certificate_replaced_on_disk_is_served_next_and_a_broken_one_keeps_th
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let agreed = handshake(&site, "site.test", trusting_both.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(agreed.served.as_ref(), Some(&renewed.cert_der));
+
+    // A key that does not belong to the certificate: the same, with the reason.
+    let stranger = TestCert::new(&["site.test"]);
+    std::fs::write(site.dir.join("certs/site.crt"), &renewed.cert_pem).expect("write");
+    std::fs::write(site.dir.join("certs/site.key"), &stranger.key_pem).expect("write");
+    site.router.wait_log("does not belong to certificate");
     let agreed = handshake(&site, "site.test", trusting_both)
         .await
         .expect("handshake");
     assert_eq!(agreed.served.as_ref(), Some(&renewed.cert_der));
+
+    // An expired certificate loads and is served (as Traefik does), with a warning that
+    // clients will refuse it; a client that trusts it indeed refuses it for its date.
+    let expired = {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["site.test".to_owned()]).expect("params");
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(3 * 86400)).into();
+        params.not_after = (now - std::time::Duration::from_secs(86400)).into();
+        let cert = params.self_signed(&key).expect("certificate");
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    };
+    std::fs::write(site.dir.join("certs/site.key"), &expired.1).expect("write");
+    std::fs::write(site.dir.join("certs/site.crt"), &expired.0).expect("write");
+    site.router.wait_log("clients will refuse it");
+    assert!(
+        site.router.log().contains("expired on"),
+        "{}",
+        site.router.log()
+    );
+    let trusting_expired = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(expired.2).expect("root");
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.resumption = Resumption::disabled();
+        Arc::new(config)
+    };
+    let Err(refused) = handshake(&site, "site.test", trusting_expired).await else {
+        panic!("an expired certificate must be refused by the client");
+    };
+    assert!(refused.to_lowercase().contains("expired"), "{refused}");
 }

@@ -139,6 +139,23 @@ fn certified_key(
     Ok(Arc::new(certified))
 }
 
+/// Why a loaded certificate would be refused by clients for its dates: `Some("expired on
+/// …")` or `Some("not valid before …")`; `None` when it is valid now (or its dates cannot be
+/// read, which loading already reported).
+pub fn validity_problem(key: &CertifiedKey) -> Option<String> {
+    let leaf = key.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let validity = parsed.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        Some(format!("expired on {}", validity.not_after))
+    } else if validity.not_before > now {
+        Some(format!("not valid before {}", validity.not_before))
+    } else {
+        None
+    }
+}
+
 /// A fresh self-signed ECDSA P-256 certificate with CN [`DEFAULT_CERT_COMMON_NAME`] and no
 /// DNS names, served when no configured certificate matches (and SNI is not strict).
 pub fn self_signed_default() -> Result<Arc<CertifiedKey>, TlsError> {

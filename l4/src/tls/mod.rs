@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 pub use certificate::{
     DEFAULT_CERT_COMMON_NAME, load_ca_certificates, load_certified_key, self_signed_default,
+    validity_problem,
 };
 pub use client_auth::{ClientAuth, ClientAuthType};
 pub use config::{ServerOptions, TlsVersion, TlsVersions, server_config};

@@ -887,7 +887,24 @@ impl Compiler<'_> {
                     .good_certs
                     .load(&c_val.cert_file.value, &c_val.key_file.value)
                 {
-                    Ok(k) => loaded.push(k),
+                    Ok(k) => {
+                        // Served anyway, as Traefik does (a client may not check dates), but
+                        // said out loud: most clients will refuse it.
+                        if let Some(why) = l4::tls::validity_problem(&k) {
+                            let at = c_val.cert_file.location.as_ref().or(c.location.as_ref());
+                            tracing::warn!(
+                                "{}",
+                                located(
+                                    at,
+                                    &format!(
+                                        "certificate {}: {why}; clients will refuse it",
+                                        short_pem(&c_val.cert_file.value)
+                                    )
+                                )
+                            );
+                        }
+                        loaded.push(k)
+                    }
                     Err((e, previous)) => {
                         let at = c_val.cert_file.location.clone().or(c.location.clone());
                         let kept = if previous.is_some() {
@@ -943,6 +960,15 @@ impl Compiler<'_> {
             }
         }
         self.internal.default_cert.clone()
+    }
+}
+
+/// A certificate value for messages: the path, or `inline PEM`.
+fn short_pem(value: &str) -> &str {
+    if value.trim_start().starts_with("-----BEGIN") {
+        "inline PEM"
+    } else {
+        value
     }
 }
 
