@@ -31,8 +31,24 @@ fn wait_log_within(router: &Router, needle: &str, within: Duration) {
 }
 
 /// The static configuration: `web` (HTTP-01) and `websecure` (TLS-ALPN-01) entrypoints and
-/// one resolver `pebble` with the challenges in `challenges`.
-fn static_yaml(dir: &Path, web: u16, websecure: u16, pebble: &Pebble, challenges: &str) -> String {
+/// one resolver `pebble` with the challenges and keys in `settings` (YAML under `acme`),
+/// trusting pebble's HTTPS certificate through `caCertificates`.
+fn static_yaml(dir: &Path, web: u16, websecure: u16, pebble: &Pebble, settings: &str) -> String {
+    let trust = format!(
+        "      caCertificates: [\"{}\"]\n",
+        pebble.tls_ca_file.display()
+    );
+    static_without_trust(dir, web, websecure, pebble, &format!("{trust}{settings}"))
+}
+
+/// [`static_yaml`] without `caCertificates` (for `LEGO_CA_CERTIFICATES`).
+fn static_without_trust(
+    dir: &Path,
+    web: u16,
+    websecure: u16,
+    pebble: &Pebble,
+    settings: &str,
+) -> String {
     static_config(
         dir,
         &[("web", web), ("websecure", websecure)],
@@ -43,12 +59,9 @@ fn static_yaml(dir: &Path, web: u16, websecure: u16, pebble: &Pebble, challenges
       email: ops@sallyport.test
       caServer: "{}"
       storage: "{}"
-      keyType: EC256
-      caCertificates: ["{}"]
-{challenges}"#,
+{settings}"#,
             pebble.directory,
             dir.join("acme.json").display(),
-            pebble.tls_ca_file.display(),
         ),
     )
 }
@@ -109,7 +122,7 @@ async fn http01_certificate_is_obtained_served_stored_and_reused_after_a_restart
         web,
         websecure,
         &pebble,
-        "      httpChallenge:\n        entryPoint: web\n",
+        "      keyType: EC256\n      httpChallenge:\n        entryPoint: web\n",
     );
     // A catch-all plaintext router with the highest user priority: the challenge answer
     // must still come first.
@@ -193,7 +206,14 @@ async fn tls_alpn01_serves_tcp_and_http_routers_and_a_new_router_gets_its_certif
     let dir = temp_dir("acme-tlsalpn");
     let (web, websecure) = (free_port(), free_port());
     let pebble = Pebble::start(&dir, web, websecure);
-    let static_yaml = static_yaml(&dir, web, websecure, &pebble, "      tlsChallenge: {}\n");
+    // Pebble's HTTPS certificate is trusted the way lego users do it, by environment.
+    let static_yaml = static_without_trust(
+        &dir,
+        web,
+        websecure,
+        &pebble,
+        "      keyType: EC384\n      tlsChallenge: {}\n",
+    );
     let dynamic = r#"
 tcp:
   routers:
@@ -203,7 +223,16 @@ tcp:
       service: echo@internal
       tls: {certResolver: pebble}
 "#;
-    let router = Router::start(&dir, &static_yaml, dynamic, &[web, websecure]);
+    std::fs::write(dir.join("static.yml"), &static_yaml).unwrap();
+    std::fs::write(dir.join("dynamic.yml"), dynamic).unwrap();
+    let ca = pebble.tls_ca_file.display().to_string();
+    let router = Router::start_with_env(
+        Path::new("."),
+        &dir.join("static.yml"),
+        &dir,
+        &[web, websecure],
+        &[("LEGO_CA_CERTIFICATES", &ca)],
+    );
     wait_log_within(&router, "ACME certificate obtained", ISSUE_WAIT);
     assert!(
         router.log().contains("challenge=TlsAlpn01"),
@@ -283,7 +312,13 @@ async fn a_stored_certificate_due_for_renewal_is_renewed_and_swapped_live() {
         )
         .unwrap();
     }
-    let static_yaml = static_yaml(&dir, web, websecure, &pebble, "      tlsChallenge: {}\n");
+    let static_yaml = static_yaml(
+        &dir,
+        web,
+        websecure,
+        &pebble,
+        "      keyType: RSA2048\n      tlsChallenge: {}\n",
+    );
     let dynamic = r#"
 tcp:
   routers:
@@ -302,6 +337,12 @@ tcp:
         .await
         .expect("the renewed certificate verifies against pebble's root");
     assert_ne!(leaf, old.2);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).expect("leaf");
+    assert_eq!(
+        parsed.public_key().algorithm.algorithm.to_id_string(),
+        "1.2.840.113549.1.1.1",
+        "keyType RSA2048 gives an RSA key"
+    );
     // The storage file keeps one certificate for the domain: the new one.
     let stored: serde_json::Value = serde_json::from_str(&storage_text(&dir)).unwrap();
     let certs = stored["pebble"]["Certificates"].as_array().unwrap();

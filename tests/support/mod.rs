@@ -446,12 +446,24 @@ impl Router {
     /// `dir/router.log`. `dynamic_path` is then `dir/dynamic.yml`, whatever `config`
     /// names. Returns once every port in `ports` accepts connections.
     pub fn start_on(cwd: &Path, config: &Path, dir: &Path, ports: &[u16]) -> Router {
+        Router::start_with_env(cwd, config, dir, ports, &[])
+    }
+
+    /// [`Router::start_on`] with extra environment variables.
+    pub fn start_with_env(
+        cwd: &Path,
+        config: &Path,
+        dir: &Path,
+        ports: &[u16],
+        env: &[(&str, &str)],
+    ) -> Router {
         let log_path = dir.join("router.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sallyport"))
             .arg("--config")
             .arg(config)
             .current_dir(cwd)
+            .envs(env.iter().copied())
             .env("SALLYPORT_WORKERS", "2")
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
