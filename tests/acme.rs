@@ -438,6 +438,11 @@ tcp:
       entryPoints: [websecure]
       service: echo@internal
       tls: {{certResolver: nowhere}}
+    wild:
+      rule: "HostSNI(`*.wild.acme.test`)"
+      entryPoints: [websecure]
+      service: echo@internal
+      tls: {{certResolver: silent}}
     file:
       rule: "HostSNI(`file.test`)"
       entryPoints: [websecure]
@@ -452,6 +457,7 @@ tls:
     let router = Router::start(&dir, &static_yaml, &dynamic, &[web, websecure]);
     router.wait_log("certificate resolver not started");
     router.wait_log("router uses a nonexistent certificate resolver");
+    router.wait_log("wildcard certificates need the DNS-01 challenge");
     wait_log_within(&router, "did not answer within 1s", Duration::from_secs(15));
     wait_log_within(
         &router,
