@@ -314,6 +314,54 @@ async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
 }
 
 #[tokio::test]
+async fn a_session_from_before_client_auth_was_required_cannot_resume_past_it() {
+    let site = Site::start(
+        "tls-resume-mtls",
+        &[("gate", "      minVersion: VersionTLS12\n")],
+    )
+    .await;
+    let config = {
+        let mut config = Arc::unwrap_or_clone(client(
+            &site,
+            aws_lc_rs::default_provider(),
+            &[&rustls::version::TLS13],
+        ));
+        config.resumption = Resumption::in_memory_sessions(64);
+        Arc::new(config)
+    };
+    let first = handshake(&site, "gate.test", config.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(first.kind, Some(HandshakeKind::Full));
+    // The option now requires a client certificate from a CA this client has no
+    // certificate of.
+    let ca = TestCa::new("gate CA");
+    let ca_file = site.dir.join("gate-ca.pem");
+    std::fs::write(&ca_file, &ca.cert.cert_pem).expect("write CA");
+    site.router.rewrite_dynamic(&site.dynamic.replace(
+        "minVersion: VersionTLS12",
+        &format!(
+            "minVersion: VersionTLS12\n      clientAuth: {{caFiles: [\"{}\"], clientAuthType: RequireAndVerifyClientCert}}",
+            ca_file.display()
+        ),
+    ));
+    let deadline = std::time::Instant::now() + WAIT;
+    while site.router.count_log("dynamic configuration applied") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The client still holds a ticket from before: it must not get in with it.
+    let refused = handshake(&site, "gate.test", config).await;
+    assert!(
+        refused.is_err(),
+        "a session from before the reload resumed past RequireAndVerifyClientCert"
+    );
+}
+
+#[tokio::test]
 async fn a_certificate_replaced_on_disk_is_served_next_and_a_broken_one_keeps_the_last_good() {
     let site = Site::start(
         "tls-cert-watch",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::{ServerConfig, SupportedProtocolVersion, version};
 
-use super::{CertStore, ClientAuth, Crypto, TlsError};
+use super::{CertStore, ClientAuth, ClientAuthType, Crypto, TlsError};
 
 static TLS12_ONLY: [&SupportedProtocolVersion; 1] = [&version::TLS12];
 static TLS12_AND_13: [&SupportedProtocolVersion; 2] = [&version::TLS13, &version::TLS12];
@@ -123,6 +123,12 @@ pub fn server_config(
     if options.disable_session_tickets {
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    } else if options.client_auth.kind != ClientAuthType::NoClientCert {
+        // rustls does not check client authentication when a session resumes. With the
+        // process-wide tickets, a session from before a reload (no clientAuth then, or other
+        // CAs) would resume past the client authentication configured now. Such options keep
+        // rustls' per-configuration session cache: sessions resume until the next reload,
+        // then the client is verified again by a full handshake.
     } else if let Some(ticketer) = super::ticketer() {
         config.ticketer = ticketer;
     }
