@@ -337,50 +337,14 @@ fn curl_is_admitted_by_each_client_auth_type_as_traefik_admits_it() {
     let (_runtime, app) = app();
     let pki = Pki::new();
     let dir = temp_dir("e2e-tls-client-auth");
-    let ca_file = pki.good_ca_file(&dir);
     let (server_ca, _) = pki.server_ca.cert.write(&dir, "server-ca");
-    let kinds = [
-        "none",
-        "request",
-        "requireany",
-        "ifgiven",
-        "verify",
-        "cafilesonly",
-    ];
-    let mut routers = String::new();
-    for kind in kinds {
-        routers.push_str(&format!(
-            "    {kind}:\n      rule: \"Host(`{kind}.test`)\"\n      service: app\n      tls: {{ options: {kind} }}\n"
-        ));
-    }
-    let names: Vec<String> = kinds.iter().map(|k| format!("{k}.test")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let dynamic = format!(
-        r#"
-http:
-  routers:
-{routers}  services:
-    app: {{ loadBalancer: {{ servers: [{{ url: "{url}" }}] }} }}
-tls:
-{certificates}  options:
-    none:
-      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: NoClientCert }}
-    request:
-      clientAuth: {{ clientAuthType: RequestClientCert }}
-    requireany:
-      clientAuth: {{ clientAuthType: RequireAnyClientCert }}
-    ifgiven:
-      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: VerifyClientCertIfGiven }}
-    verify:
-      clientAuth:
-        clientAuthType: RequireAndVerifyClientCert
-        caFiles:
-{inline}    cafilesonly:
-      clientAuth: {{ caFiles: ["{ca_file}"] }}
-"#,
-        url = app.url(),
-        certificates = pki.certificates(&dir, &names),
-        inline = pki.good_ca_inline(10),
+    let dynamic = pki.client_auth_site(
+        &dir,
+        "",
+        &format!(
+            "  services:\n    s: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
+            app.url()
+        ),
     );
     let (_router, port) = router("websecure", &dir, &dynamic);
     let files = |which: Presented| {

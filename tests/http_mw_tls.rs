@@ -22,52 +22,13 @@ async fn each_client_auth_type_admits_the_clients_traefik_admits() {
     let pki = Pki::new();
     let dir = temp_dir("mw-tls-client-auth");
     let port = free_port();
-    let ca_file = pki.good_ca_file(&dir);
-    let kinds = [
-        "none",
-        "request",
-        "requireany",
-        "ifgiven",
-        "verify",
-        "cafilesonly",
-    ];
-    let mut routers = String::new();
-    for kind in kinds {
-        routers.push_str(&format!(
-            "    {kind}:\n      rule: \"Host(`{kind}.test`)\"\n      service: s\n      middlewares: [pem]\n      tls: {{ options: {kind} }}\n"
-        ));
-    }
-    let names: Vec<String> = kinds.iter().map(|k| format!("{k}.test")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let dynamic = format!(
-        r#"
-http:
-  routers:
-{routers}  middlewares:
-    pem:
-      passTLSClientCert: {{ pem: true }}
-  services:
-    s: {{ loadBalancer: {{ servers: [{{ url: "{url}" }}] }} }}
-tls:
-{certificates}  options:
-    none:
-      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: NoClientCert }}
-    request:
-      clientAuth: {{ clientAuthType: RequestClientCert }}
-    requireany:
-      clientAuth: {{ clientAuthType: RequireAnyClientCert }}
-    ifgiven:
-      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: VerifyClientCertIfGiven }}
-    verify:
-      clientAuth:
-        clientAuthType: RequireAndVerifyClientCert
-        caFiles:
-{inline}    cafilesonly:
-      clientAuth: {{ caFiles: ["{ca_file}"] }}
-"#,
-        url = backend.url(),
-        certificates = pki.certificates(&dir, &names),
-        inline = pki.good_ca_inline(10),
+    let dynamic = pki.client_auth_site(
+        &dir,
+        "      middlewares: [pem]\n",
+        &format!(
+            "  middlewares:\n    pem:\n      passTLSClientCert: {{ pem: true }}\n  services:\n    s: {{ loadBalancer: {{ servers: [{{ url: \"{}\" }}] }} }}\n",
+            backend.url()
+        ),
     );
     let _router = Router::start(
         &dir,

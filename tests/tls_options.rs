@@ -71,6 +71,30 @@ impl Site {
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
+
+    /// Waits until `count` configurations have been applied (the start counts as one).
+    async fn wait_reloads(&self, count: usize) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.router.count_log("dynamic configuration applied") < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reload never applied"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A TLS 1.3 client trusting the site that keeps its sessions from one connection to the
+/// next, to resume.
+fn resuming_client(site: &Site) -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(client(
+        site,
+        aws_lc_rs::default_provider(),
+        &[&rustls::version::TLS13],
+    ));
+    config.resumption = Resumption::in_memory_sessions(64);
+    Arc::new(config)
 }
 
 /// A client trusting the site's certificate, with `provider`'s suites and groups, TLS 1.2
@@ -265,15 +289,7 @@ async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
     )
     .await;
     // One client configuration keeps its session cache from one connection to the next.
-    let config = {
-        let mut config = Arc::unwrap_or_clone(client(
-            &site,
-            aws_lc_rs::default_provider(),
-            &[&rustls::version::TLS13],
-        ));
-        config.resumption = Resumption::in_memory_sessions(64);
-        Arc::new(config)
-    };
+    let config = resuming_client(&site);
     let first = handshake(&site, "resume.test", config.clone())
         .await
         .expect("handshake");
@@ -287,14 +303,7 @@ async fn sessions_resume_across_a_reload_unless_tickets_are_disabled() {
         "minVersion: VersionTLS12",
         "minVersion: VersionTLS12\n      sniStrict: false",
     ));
-    let deadline = std::time::Instant::now() + WAIT;
-    while site.router.count_log("dynamic configuration applied") < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reload never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    site.wait_reloads(2).await;
     let after = handshake(&site, "resume.test", config.clone())
         .await
         .expect("handshake");
@@ -320,15 +329,7 @@ async fn a_session_from_before_client_auth_was_required_cannot_resume_past_it() 
         &[("gate", "      minVersion: VersionTLS12\n")],
     )
     .await;
-    let config = {
-        let mut config = Arc::unwrap_or_clone(client(
-            &site,
-            aws_lc_rs::default_provider(),
-            &[&rustls::version::TLS13],
-        ));
-        config.resumption = Resumption::in_memory_sessions(64);
-        Arc::new(config)
-    };
+    let config = resuming_client(&site);
     let first = handshake(&site, "gate.test", config.clone())
         .await
         .expect("handshake");
@@ -345,14 +346,7 @@ async fn a_session_from_before_client_auth_was_required_cannot_resume_past_it() 
             ca_file.display()
         ),
     ));
-    let deadline = std::time::Instant::now() + WAIT;
-    while site.router.count_log("dynamic configuration applied") < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reload never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    site.wait_reloads(2).await;
     // The client still holds a ticket from before: it must not get in with it.
     let refused = handshake(&site, "gate.test", config).await;
     assert!(

@@ -39,6 +39,16 @@ pub enum Presented {
     GoodCa,
 }
 
+/// The TLS options of [`Pki::client_auth_site`], by name.
+pub const CLIENT_AUTH_KINDS: [&str; 6] = [
+    "none",
+    "request",
+    "requireany",
+    "ifgiven",
+    "verify",
+    "cafilesonly",
+];
+
 pub const PRESENTED: [Presented; 3] = [Presented::Nothing, Presented::WrongCa, Presented::GoodCa];
 
 impl Pki {
@@ -81,6 +91,50 @@ impl Pki {
             .map(|l| format!("{pad}{l}\n"))
             .collect();
         format!("{}- |\n{body}", " ".repeat(indent))
+    }
+
+    /// The dynamic configuration of a site with one HTTP router `<kind>.test` (service `s`,
+    /// plus `router_extra` lines) for each of [`CLIENT_AUTH_KINDS`], each with the TLS option
+    /// of that name: the five `clientAuthType`s and `caFiles` alone, trusting the good CA (by
+    /// file, or inline for `verify`). `sections` holds the `http` sections after `routers`
+    /// (at least `services: s`).
+    pub fn client_auth_site(&self, dir: &Path, router_extra: &str, sections: &str) -> String {
+        let mut routers = String::new();
+        for kind in CLIENT_AUTH_KINDS {
+            routers.push_str(&format!(
+                "    {kind}:\n      rule: \"Host(`{kind}.test`)\"\n      service: s\n{router_extra}      tls: {{ options: {kind} }}\n"
+            ));
+        }
+        let names: Vec<String> = CLIENT_AUTH_KINDS
+            .iter()
+            .map(|k| format!("{k}.test"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        format!(
+            r#"
+http:
+  routers:
+{routers}{sections}tls:
+{certificates}  options:
+    none:
+      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: NoClientCert }}
+    request:
+      clientAuth: {{ clientAuthType: RequestClientCert }}
+    requireany:
+      clientAuth: {{ clientAuthType: RequireAnyClientCert }}
+    ifgiven:
+      clientAuth: {{ caFiles: ["{ca_file}"], clientAuthType: VerifyClientCertIfGiven }}
+    verify:
+      clientAuth:
+        clientAuthType: RequireAndVerifyClientCert
+        caFiles:
+{inline}    cafilesonly:
+      clientAuth: {{ caFiles: ["{ca_file}"] }}
+"#,
+            ca_file = self.good_ca_file(dir),
+            certificates = self.certificates(dir, &names),
+            inline = self.good_ca_inline(10),
+        )
     }
 
     /// The certificate a client presenting `which` sends.
