@@ -40,7 +40,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
     // Compiling also loads certificates and builds TLS options and transports.
     let acme = crate::acme::Acme::new(st);
     errors.extend(acme.problems().iter().cloned().map(ConfigError::unlocated));
-    match Internal::start(acme).await {
+    match Internal::start(st, acme, Default::default()).await {
         Ok(internal) => errors.extend(
             compile(
                 st,

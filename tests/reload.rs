@@ -149,6 +149,36 @@ async fn graceful_shutdown_drains_then_closes() {
     assert_eq!(n, 0);
 }
 
+/// `requestAcceptGraceTimeout`: after SIGTERM, new connections are still accepted and
+/// served for that long, then refused, and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_accept_grace_timeout_keeps_accepting_after_sigterm() {
+    let a = Backend::echo(Some("a")).await;
+    let port = free_port();
+    let dir = temp_dir("shutdown-accept-grace");
+    let stat = format!(
+        "entryPoints:\n  tcp:\n    address: \"127.0.0.1:{port}\"\n    transport:\n      lifeCycle:\n        requestAcceptGraceTimeout: 1500ms\n        graceTimeOut: 1s\nproviders:\n  file:\n    filename: \"{}\"\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let mut r = Router::start(&dir, &stat, &route_to(a.addr), &[port]);
+    r.signal("TERM");
+    r.wait_log("still accepting for requestAcceptGraceTimeout");
+    let signalled = std::time::Instant::now();
+    // Within the grace period a new client is still served.
+    let mut late = TcpStream::connect(ep(port)).await.unwrap();
+    assert_eq!(read_line(&mut late).await.unwrap(), "a");
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    drop(late);
+    // Then the port closes and the process exits.
+    wait_until(|| std::net::TcpStream::connect(ep(port)).is_err(), &r);
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1000),
+        "closed before the grace period"
+    );
+    let status = r.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success(), "{status}");
+}
+
 /// SIGTERM with nothing open exits at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_without_connections_is_immediate() {

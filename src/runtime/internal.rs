@@ -1,9 +1,14 @@
 //! Built-in services that routers can target without any backend: `echo@internal`
 //! (a TCP service that sends back every byte it receives), so that a fresh machine
-//! can try the router with nothing else running; and the state every snapshot shares.
+//! can try the router with nothing else running; the internal HTTP services (`ping@internal`,
+//! `api@internal`, …) and the routers Traefik adds for them; and the state every snapshot
+//! shares.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use l7::handler::SharedHandler;
 
 use crate::acme::Acme;
 use l4::tls::self_signed_default;
@@ -23,10 +28,99 @@ pub struct Internal {
     pub default_cert: Arc<CertifiedKey>,
     /// The ACME certificate resolvers, whose certificates every snapshot serves.
     pub acme: Arc<Acme>,
+    /// The internal HTTP services by name (`ping@internal`…), for routers that name them.
+    pub http_services: HashMap<&'static str, SharedHandler>,
+    /// The routers Traefik adds for them (unless `manualRouting`).
+    pub http_routes: Vec<InternalRoute>,
+}
+
+/// A router Traefik adds on its own: `ping@internal` on the ping entrypoint, and so on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalRoute {
+    pub entrypoint: String,
+    pub name: &'static str,
+    pub rule: String,
+    pub priority: i64,
+    pub service: &'static str,
+}
+
+/// The internal routers of `st` whose service is in `services`, as Traefik adds them:
+/// `/ping` and `/metrics` at the highest priority on their entrypoints (unless
+/// `manualRouting`), and with `api.insecure` the API (`<basePath>api`, one below) and the
+/// dashboard (`<basePath>`, two below) on the `traefik` entrypoint.
+pub fn internal_routes(
+    st: &crate::config::StaticConfig,
+    services: &HashMap<&'static str, SharedHandler>,
+) -> Vec<InternalRoute> {
+    const TRAEFIK: &str = "traefik";
+    let entrypoint = |configured: &str| {
+        if configured.is_empty() {
+            TRAEFIK.to_owned()
+        } else {
+            configured.to_owned()
+        }
+    };
+    let mut routes = Vec::new();
+    if let Some(ping) = st.ping.as_ref().filter(|p| !p.manual_routing) {
+        routes.push(InternalRoute {
+            entrypoint: entrypoint(&ping.entry_point),
+            name: "ping@internal",
+            rule: "PathPrefix(`/ping`)".to_owned(),
+            priority: i64::MAX,
+            service: "ping@internal",
+        });
+    }
+    if let Some(prometheus) = st
+        .metrics
+        .as_ref()
+        .and_then(|m| m.prometheus.as_ref())
+        .filter(|p| !p.manual_routing)
+    {
+        routes.push(InternalRoute {
+            entrypoint: entrypoint(&prometheus.entry_point),
+            name: "prometheus@internal",
+            rule: "PathPrefix(`/metrics`)".to_owned(),
+            priority: i64::MAX,
+            service: "prometheus@internal",
+        });
+    }
+    if let Some(api) = st.api.as_ref().filter(|a| a.insecure) {
+        let base = if api.base_path.is_empty() {
+            "/".to_owned()
+        } else if api.base_path.ends_with('/') {
+            api.base_path.clone()
+        } else {
+            format!("{}/", api.base_path)
+        };
+        routes.push(InternalRoute {
+            entrypoint: TRAEFIK.to_owned(),
+            name: "api@internal",
+            rule: format!("PathPrefix(`{base}api`)"),
+            priority: i64::MAX - 1,
+            service: "api@internal",
+        });
+        if api.dashboard {
+            routes.push(InternalRoute {
+                entrypoint: TRAEFIK.to_owned(),
+                name: "dashboard@internal",
+                rule: format!("PathPrefix(`{base}`)"),
+                priority: i64::MAX - 2,
+                service: "dashboard@internal",
+            });
+        }
+    }
+    routes.retain(|r| services.contains_key(r.service));
+    routes
 }
 
 impl Internal {
-    pub async fn start(acme: Acme) -> std::io::Result<Internal> {
+    /// Starts the echo service; `http_services` are the internal HTTP services this process
+    /// serves, routed on their entrypoints as `st` says.
+    pub async fn start(
+        st: &crate::config::StaticConfig,
+        acme: Acme,
+        http_services: HashMap<&'static str, SharedHandler>,
+    ) -> std::io::Result<Internal> {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let echo_addr = listener.local_addr()?;
         tokio::spawn(async move {
@@ -39,10 +133,13 @@ impl Internal {
             }
         });
         let default_cert = self_signed_default().map_err(std::io::Error::other)?;
+        let http_routes = internal_routes(st, &http_services);
         Ok(Internal {
             echo_addr,
             default_cert,
             acme: Arc::new(acme),
+            http_services,
+            http_routes,
         })
     }
 }

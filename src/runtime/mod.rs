@@ -36,7 +36,15 @@ use listener::Entrypoint;
 pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     spawn_log_reopener(log_file);
     let st = Arc::new(loaded.config);
-    let internal = match internal::Internal::start(crate::acme::Acme::new(&st)).await {
+    // Flips when shutdown begins: `/ping` answers `terminatingStatusCode` from then on.
+    let (terminating, _terminating_rx) = tokio::sync::watch::channel(false);
+    let internal = match internal::Internal::start(
+        &st,
+        crate::acme::Acme::new(&st),
+        std::collections::HashMap::new(),
+    )
+    .await
+    {
         Ok(i) => Arc::new(i),
         Err(e) => {
             error!(error = %e, "cannot start the internal services");
@@ -47,7 +55,7 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     // The first dynamic configuration is applied before any entrypoint accepts, so a
     // client that connects as soon as a port opens is routed.
     let store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
-    let http = Arc::new(http_entrypoints(&st));
+    let http = Arc::new(http_entrypoints(&st, &internal));
     let mut reloader =
         provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone());
     reloader.reload(provider::Trigger::Startup);
@@ -61,8 +69,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let mut udp_entrypoints = Vec::new();
     let mut http3_endpoints = Vec::new();
     for (name, ep) in &st.entry_points {
-        if ep.implicit {
-            info!(entrypoint = %name, "the api/ping/metrics entrypoint is not served yet; not listening on it");
+        if ep.implicit && !serves_internal(&internal, name) {
+            info!(entrypoint = %name, "nothing this build serves is routed to the api/ping/metrics entrypoint; not listening on it");
             continue;
         }
         // The HTTP/3 side of this entrypoint, if it has one: its HTTP server, and the port
@@ -143,6 +151,28 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     internal.acme.start(stop_rx.clone());
     let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
     wait_for_shutdown_signal().await;
+    terminating.send_replace(true);
+    // `requestAcceptGraceTimeout`: keep accepting (and answering `/ping` with its
+    // terminating status, so a load balancer takes this instance out) before closing.
+    let accept_grace = st
+        .entry_points
+        .values()
+        .filter_map(|ep| {
+            ep.transport
+                .life_cycle
+                .request_accept_grace_timeout
+                .to_std()
+        })
+        .max()
+        .unwrap_or_default();
+    if !accept_grace.is_zero() {
+        info!(grace = ?accept_grace, "shutting down: still accepting for requestAcceptGraceTimeout");
+        tokio::select! {
+            _ = tokio::time::sleep(accept_grace) => {}
+            // A second signal skips the rest of the wait.
+            _ = wait_for_shutdown_signal() => {}
+        }
+    }
     info!("shutting down: no new connections; draining open ones");
     let _ = stop_tx.send(true);
     // Keep-alive HTTP connections finish their request in flight and close.
@@ -202,12 +232,13 @@ fn with_http3(
 
 /// The HTTP server of every TCP entrypoint Sallyport listens on, and of every UDP
 /// entrypoint with `http3`, set up from its static configuration.
-fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
+fn http_entrypoints(st: &StaticConfig, internal: &internal::Internal) -> HttpEntrypoints {
     let host = hostname();
     st.entry_points
         .iter()
-        .filter(|(_, ep)| {
-            !ep.implicit && (ep.address.protocol == Protocol::Tcp || ep.http3.is_some())
+        .filter(|(name, ep)| {
+            (!ep.implicit || serves_internal(internal, name))
+                && (ep.address.protocol == Protocol::Tcp || ep.http3.is_some())
         })
         .map(|(name, ep)| {
             let timeouts = &ep.transport.responding_timeouts;
@@ -237,6 +268,12 @@ fn http_entrypoints(st: &StaticConfig) -> HttpEntrypoints {
             (name.clone(), HttpEntrypoint::new(config))
         })
         .collect()
+}
+
+/// Whether an internal router (ping, API, metrics) is routed on entrypoint `name`: the
+/// `traefik` entrypoint that Traefik creates for them is only bound then.
+fn serves_internal(internal: &internal::Internal, name: &str) -> bool {
+    internal.http_routes.iter().any(|r| r.entrypoint == name)
 }
 
 /// `http2.maxConcurrentStreams`, which also bounds the requests open at once on one HTTP/3

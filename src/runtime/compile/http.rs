@@ -221,6 +221,7 @@ impl Compiler<'_> {
         {
             plain.extend(self.acme_http_route());
         }
+        plain.extend(self.internal_routes(ep));
         let https = self.http.https.remove(ep).unwrap_or_default();
         let https_default = if tls.is_empty() {
             None
@@ -255,6 +256,33 @@ impl Compiler<'_> {
                 tls_option: None,
             },
         })
+    }
+
+    /// The internal routers of entrypoint `ep` (`ping@internal`…), on plaintext.
+    fn internal_routes(&self, ep: &str) -> Vec<Route<RouteTarget>> {
+        let mut out = Vec::new();
+        for r in &self.internal.http_routes {
+            if r.entrypoint != ep {
+                continue;
+            }
+            let (Ok(rule), Some(handler)) = (
+                HttpRule::compile(&r.rule),
+                self.internal.http_services.get(r.service),
+            ) else {
+                continue;
+            };
+            out.push(Route {
+                name: r.name.to_owned(),
+                priority: r.priority,
+                rule,
+                target: RouteTarget {
+                    router: Arc::from(r.name),
+                    handler: handler.clone(),
+                    tls_option: None,
+                },
+            });
+        }
+        out
     }
 
     fn http_middleware(
@@ -374,6 +402,9 @@ impl Compiler<'_> {
     ) -> Option<Child> {
         if name == "noop@internal" {
             return Some(Child::new(name, Arc::new(Noop), None));
+        }
+        if let Some(handler) = self.internal.http_services.get(name) {
+            return Some(Child::new(name, handler.clone(), None));
         }
         if depth > MAX_SERVICE_DEPTH {
             self.problem(
