@@ -5,6 +5,7 @@
 //! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
 //! command) and [`logging`].
 
+pub mod accesslog;
 pub mod acme;
 pub mod check;
 pub mod config;

@@ -57,6 +57,7 @@ fn route(name: &str, rule: Option<&str>, service: Arc<UdpService>) -> UdpRoute {
         rule: rule.map(|r| TcpRule::compile(r, false).unwrap()),
         priority: 0,
         service,
+        service_name: Arc::from(name),
         quic: false,
     }
 }
@@ -68,6 +69,7 @@ fn quic_route(name: &str, rule: &str, service: Arc<UdpService>) -> UdpRoute {
         rule: Some(TcpRule::compile(rule, true).unwrap()),
         priority: 0,
         service,
+        service_name: Arc::from(name),
         quic: true,
     }
 }
@@ -100,6 +102,7 @@ async fn relay(routes: UdpRoutes, idle: Duration, max_sessions: usize) -> Relay 
         idle_timeout: idle,
         max_sessions,
         grace: Duration::from_millis(200),
+        observer: None,
     };
     let task = tokio::spawn(l4::udp::serve(
         socket,

@@ -32,6 +32,12 @@ pub struct Entrypoint {
 }
 
 impl Entrypoint {
+    /// Tells `observer` about every TCP connection this entrypoint routes.
+    pub fn with_observer(mut self, observer: Option<l4::observe::Observer>) -> Self {
+        Arc::make_mut(&mut self.settings).observer = observer;
+        self
+    }
+
     pub async fn bind(name: &str, cfg: &EntryPointConfig) -> std::io::Result<Entrypoint> {
         let listener = bind_tcp(cfg)?;
         let read_timeout = cfg
@@ -50,6 +56,7 @@ impl Entrypoint {
                 name: name.clone(),
                 proxy_protocol,
                 read_timeout,
+                observer: None,
             }),
             name,
             listener,

@@ -34,8 +34,15 @@ use listener::Entrypoint;
 
 /// Runs until SIGTERM/SIGINT, then drains. Returns the process exit code.
 pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
-    spawn_log_reopener(log_file);
     let st = Arc::new(loaded.config);
+    // Traefik goes on without an access log it cannot open; so does Sallyport, loudly.
+    let access_log = st.access_log.as_ref().and_then(|cfg| {
+        crate::accesslog::AccessLog::start(cfg)
+            .map_err(|e| error!("access log disabled: {e}"))
+            .ok()
+    });
+    spawn_log_reopener(log_file, access_log.clone());
+    let conn_observer = conn_observer(access_log.as_ref());
     // Flips when shutdown begins: `/ping` answers `terminatingStatusCode` from then on.
     let (terminating, _terminating_rx) = tokio::sync::watch::channel(false);
     let internal = match internal::Internal::start(
@@ -77,14 +84,16 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         // Alt-Svc advertises (a TCP entrypoint's only).
         let h3_server = ep.http3.as_ref().and_then(|_| http.get(name));
         if ep.address.protocol == Protocol::Udp {
-            let bound = udp::UdpEntrypoint::bind(name, ep).and_then(|udp_ep| match h3_server {
-                None => Ok(udp_ep),
-                Some(server) => {
-                    let (h3, udp_ep) = with_http3(udp_ep, name, ep, server, &quic_tls)?;
-                    http3_endpoints.push(h3);
-                    Ok(udp_ep)
-                }
-            });
+            let bound = udp::UdpEntrypoint::bind(name, ep)
+                .map(|udp_ep| udp_ep.with_observer(conn_observer.clone()))
+                .and_then(|udp_ep| match h3_server {
+                    None => Ok(udp_ep),
+                    Some(server) => {
+                        let (h3, udp_ep) = with_http3(udp_ep, name, ep, server, &quic_tls)?;
+                        http3_endpoints.push(h3);
+                        Ok(udp_ep)
+                    }
+                });
             match bound {
                 Ok(e) => udp_entrypoints.push(e),
                 Err(e) => {
@@ -95,7 +104,7 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             continue;
         }
         let tcp = match Entrypoint::bind(name, ep).await {
-            Ok(e) => e,
+            Ok(e) => e.with_observer(conn_observer.clone()),
             Err(e) => {
                 error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen");
                 return 1;
@@ -107,7 +116,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             let bound = tcp.socket_addr().and_then(|addr| {
                 let socket = Arc::new(udp::bind_one(addr, ep.reuse_port)?);
                 with_http3(
-                    udp::UdpEntrypoint::on_socket(name, ep, socket),
+                    udp::UdpEntrypoint::on_socket(name, ep, socket)
+                        .with_observer(conn_observer.clone()),
                     name,
                     ep,
                     server,
@@ -315,7 +325,27 @@ fn hostname() -> String {
 
 /// SIGUSR1 reopens the log file (log rotation); without a file it is ignored rather
 /// than ending the process.
-fn spawn_log_reopener(log_file: Option<LogFile>) {
+/// What TCP connections and UDP sessions are reported to: the access log, if any.
+fn conn_observer(
+    access_log: Option<&Arc<crate::accesslog::AccessLog>>,
+) -> Option<l4::observe::Observer> {
+    let observers: Vec<Arc<dyn l4::observe::ConnObserver>> = access_log
+        .into_iter()
+        .map(|l| l.clone() as Arc<dyn l4::observe::ConnObserver>)
+        .collect();
+    match observers.len() {
+        0 => None,
+        1 => observers.into_iter().next().map(l4::observe::Observer),
+        _ => Some(l4::observe::Observer(Arc::new(l4::observe::Observers(
+            observers,
+        )))),
+    }
+}
+
+fn spawn_log_reopener(
+    log_file: Option<LogFile>,
+    access_log: Option<Arc<crate::accesslog::AccessLog>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
         warn!("cannot install the SIGUSR1 handler");
@@ -331,6 +361,9 @@ fn spawn_log_reopener(log_file: Option<LogFile>) {
                     }
                 },
                 None => info!("SIGUSR1: no log file to reopen"),
+            }
+            if let Some(access_log) = &access_log {
+                access_log.reopen();
             }
         }
     });

@@ -69,6 +69,7 @@ impl UdpEntrypoint {
                     .grace_time_out
                     .to_std()
                     .unwrap_or(Duration::ZERO),
+                observer: None,
             },
         }
     }
@@ -86,6 +87,12 @@ impl UdpEntrypoint {
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Tells `observer` about every UDP session this entrypoint relays.
+    pub fn with_observer(mut self, observer: Option<l4::observe::Observer>) -> Self {
+        self.settings.observer = observer;
+        self
     }
 
     pub fn local_addr(&self) -> String {

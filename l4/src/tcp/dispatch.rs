@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
@@ -31,6 +31,7 @@ use super::service::Service;
 use super::sni::{SniMatch, SniTable};
 use super::transport::BackendStream;
 use crate::io::PrefixedIo;
+use crate::observe::{CloseReason, ConnObserver, ConnRecord, Observer, Transport};
 use crate::sniff::{self, Probe};
 
 /// Bytes read before giving up on a ClientHello: the hello limit plus room for
@@ -56,6 +57,8 @@ pub struct EntrypointSettings {
     /// `transport.respondingTimeouts.readTimeout`: bounds the wait for the first
     /// bytes (PROXY header, SSLRequest, ClientHello). `None` waits forever.
     pub read_timeout: Option<Duration>,
+    /// Told about every TCP connection routed here (or closed for want of a router).
+    pub observer: Option<Observer>,
 }
 
 /// Whose PROXY headers are believed.
@@ -194,6 +197,7 @@ pub async fn serve(
         peer,
         local,
     } = conn;
+    let accepted = (Instant::now(), SystemTime::now());
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let mut client_addr = peer;
     let deadline = settings.read_timeout.map(|t| Instant::now() + t);
@@ -219,11 +223,15 @@ pub async fn serve(
     }
     let ip = client_addr.ip();
 
+    let observer = settings.observer.as_ref().map(|o| &o.0);
     let plain_ctx = Ctx {
         ep,
         client_addr,
         local,
         sni: None,
+        alpn: &[],
+        accepted,
+        observer,
     };
 
     // Fast path: only non-TLS TCP routers here, so route before the client speaks.
@@ -311,6 +319,9 @@ pub async fn serve(
         client_addr,
         local,
         sni: hello.sni.as_deref(),
+        alpn: &hello.alpn,
+        accepted,
+        observer,
     };
     if postgres {
         // A Postgres client only ever reaches TLS TCP routers.
@@ -320,7 +331,8 @@ pub async fn serve(
             }
             Some(route) => forward(client, buf.freeze(), route, &ctx).await,
             None => {
-                info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches the Postgres connection; closing")
+                info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches the Postgres connection; closing");
+                ctx.report(None, None, None, CloseReason::NoRoute);
             }
         };
     }
@@ -355,6 +367,7 @@ pub async fn serve(
     // Traefik would answer with its default certificate here; an entrypoint without
     // HTTPS routers closes before sending any certificate (docs/compatibility.md).
     info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches; closing");
+    ctx.report(None, None, None, CloseReason::NoRoute);
 }
 
 /// Completes a TLS-ALPN-01 validation handshake (the certificate is the answer) and closes.
@@ -425,6 +438,59 @@ struct Ctx<'a> {
     client_addr: SocketAddr,
     local: SocketAddr,
     sni: Option<&'a str>,
+    /// ALPN protocols offered in the ClientHello.
+    alpn: &'a [Vec<u8>],
+    accepted: (Instant, SystemTime),
+    observer: Option<&'a Arc<dyn ConnObserver>>,
+}
+
+impl Ctx<'_> {
+    /// Tells the observer how the connection ended.
+    fn report(
+        &self,
+        route: Option<&Route<TcpTarget>>,
+        backend: Option<&str>,
+        transfer: Option<&Transfer>,
+        reason: CloseReason,
+    ) {
+        let Some(observer) = self.observer else {
+            return;
+        };
+        let alpn = (!self.alpn.is_empty()).then(|| {
+            self.alpn
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        observer.closed(&ConnRecord {
+            transport: Transport::Tcp,
+            entrypoint: Arc::from(self.ep),
+            client: self.client_addr,
+            sni: self.sni.map(Arc::from),
+            alpn,
+            router: route.map(|r| r.target.router.clone()),
+            service: route.map(|r| r.target.service_name.clone()),
+            backend: backend.map(str::to_owned),
+            bytes_in: transfer.map_or(0, |t| t.client_to_backend),
+            bytes_out: transfer.map_or(0, |t| t.backend_to_client),
+            started: self.accepted.1,
+            duration: self.accepted.0.elapsed(),
+            reason,
+        });
+    }
+
+    /// Tells the observer a connection reached its backend.
+    fn opened(&self, route: &Route<TcpTarget>) {
+        if let Some(observer) = self.observer {
+            observer.opened(
+                Transport::Tcp,
+                self.ep,
+                &route.target.router,
+                &route.target.service_name,
+            );
+        }
+    }
 }
 
 /// Routes a connection that shows no TLS through the non-TLS routers, which only see
@@ -451,7 +517,8 @@ async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRout
                 .await
         }
         None => {
-            debug!(entrypoint = ctx.ep, client = %ctx.client_addr, "no non-TLS TCP router matches; closing")
+            debug!(entrypoint = ctx.ep, client = %ctx.client_addr, "no non-TLS TCP router matches; closing");
+            ctx.report(None, None, None, CloseReason::NoRoute);
         }
     }
 }
@@ -523,11 +590,13 @@ async fn read_proxy_header(
 async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx: &Ctx<'_>) {
     let target = &route.target;
     let Some(admission) = admit(route, ctx) else {
+        ctx.report(Some(route), None, None, CloseReason::Refused);
         return;
     };
     match &target.tls {
         TlsMode::Broken(why) => {
             warn!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, reason = %why, "refusing TLS handshake: the router's TLS option is broken");
+            ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
         }
         TlsMode::Terminate(acceptor) => {
             let io = PrefixedIo::new(prefix, client);
@@ -535,26 +604,34 @@ async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, error = %e, "TLS handshake failed");
+                    ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
                     return;
                 }
                 Err(_) => {
                     info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, "TLS handshake timed out");
+                    ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
                     return;
                 }
             };
             let Some((backend, server, opts)) = dial(route, ctx).await else {
+                ctx.report(Some(route), None, None, CloseReason::BackendUnavailable);
                 return;
             };
+            ctx.opened(route);
             let started = Instant::now();
             let transfer = relay(tls, backend, &opts).await;
             log_end(route, ctx, &server, started, &transfer);
         }
         TlsMode::Plain | TlsMode::Passthrough => {
             let Some((mut backend, server, opts)) = dial(route, ctx).await else {
+                ctx.report(Some(route), None, None, CloseReason::BackendUnavailable);
                 return;
             };
+            ctx.opened(route);
             if let Err(e) = backend.write_all(&prefix).await {
                 info!(entrypoint = ctx.ep, router = %target.router, backend = %server, error = %e, "backend closed before the first bytes were replayed");
+                let kind = CloseReason::BackendError(e.kind());
+                ctx.report(Some(route), Some(&server), None, kind);
                 return;
             }
             let started = Instant::now();
@@ -577,11 +654,14 @@ async fn forward_postgres_passthrough(
     ctx: &Ctx<'_>,
 ) {
     let Some(admission) = admit(route, ctx) else {
+        ctx.report(Some(route), None, None, CloseReason::Refused);
         return;
     };
     let Some((mut backend, server, opts)) = dial(route, ctx).await else {
+        ctx.report(Some(route), None, None, CloseReason::BackendUnavailable);
         return;
     };
+    ctx.opened(route);
     let answer = async {
         backend.write_all(&sniff::PG_SSL_REQUEST).await?;
         let mut s = [0u8; 1];
@@ -592,19 +672,35 @@ async fn forward_postgres_passthrough(
         Ok(Ok(b'S')) => {}
         Ok(Ok(other)) => {
             info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, answer = %char::from(other), "closing: Postgres backend refused TLS");
+            ctx.report(
+                Some(route),
+                Some(&server),
+                None,
+                CloseReason::BackendUnavailable,
+            );
             return;
         }
         Ok(Err(e)) => {
             info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: Postgres backend failed the SSLRequest");
+            let kind = CloseReason::BackendError(e.kind());
+            ctx.report(Some(route), Some(&server), None, kind);
             return;
         }
         Err(_) => {
             info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, "closing: Postgres backend did not answer the SSLRequest");
+            ctx.report(
+                Some(route),
+                Some(&server),
+                None,
+                CloseReason::BackendUnavailable,
+            );
             return;
         }
     }
     if let Err(e) = backend.write_all(&hello).await {
         info!(entrypoint = ctx.ep, backend = %server, error = %e, "backend closed before the ClientHello was replayed");
+        let kind = CloseReason::BackendError(e.kind());
+        ctx.report(Some(route), Some(&server), None, kind);
         return;
     }
     let started = Instant::now();
@@ -655,6 +751,12 @@ async fn dial(
 }
 
 fn log_end(route: &Route<TcpTarget>, ctx: &Ctx<'_>, server: &str, started: Instant, t: &Transfer) {
+    ctx.report(
+        Some(route),
+        Some(server),
+        Some(t),
+        CloseReason::from(t.outcome),
+    );
     debug!(
         entrypoint = ctx.ep,
         client = %ctx.client_addr,

@@ -15,7 +15,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockRef;
 use tokio::io::Interest;
@@ -29,6 +29,7 @@ use super::migration::{ClientAddr, LearnedCids};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
+use crate::observe::{CloseReason, ConnObserver, ConnRecord, Observer, Transport};
 use crate::quic::{Classification, InitialHello, classify};
 
 /// The largest datagram carried: the UDP length field's limit.
@@ -53,6 +54,8 @@ pub struct UdpSettings {
     pub max_sessions: usize,
     /// How long sessions may go on after shutdown starts (`transport.lifeCycle.graceTimeOut`).
     pub grace: Duration,
+    /// Told about every session when it ends.
+    pub observer: Option<Observer>,
 }
 
 /// What a UDP entrypoint did, for logs, metrics and tests.
@@ -77,7 +80,29 @@ pub struct UdpStats {
 /// stops the task relaying the backend's answers.
 struct Session {
     upstream: Arc<UdpSocket>,
+    counters: Arc<Counters>,
     _stop_replies: oneshot::Sender<()>,
+}
+
+/// What one session moved, for its record when it ends.
+#[derive(Default)]
+struct Counters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// A session's side toward its backend, as the forwarding path uses it.
+type Upstream = (Arc<UdpSocket>, Arc<Counters>);
+
+/// What a session's record says besides its counters.
+struct SessionInfo {
+    observer: Arc<dyn ConnObserver>,
+    entrypoint: Arc<str>,
+    sni: Option<Arc<str>>,
+    router: Arc<str>,
+    service: Arc<str>,
+    backend: String,
+    started: (Instant, SystemTime),
 }
 
 type Table = Arc<Mutex<SessionTable<Session>>>;
@@ -270,7 +295,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             let mut table = lock(self.table);
             let found = table
                 .touch(&client, now)
-                .map(|(session, _)| session.upstream.clone());
+                .map(|(session, _)| (session.upstream.clone(), session.counters.clone()));
             if found.is_none() {
                 // `touch` ends a session it finds expired.
                 gauge(self.stats, &table);
@@ -358,19 +383,16 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
 
     /// The session of a passed-through QUIC connection whose client now sends from `client`
     /// (recognized by the backend's connection ID), moved to that address.
-    fn migrated(
-        &self,
-        datagram: &[u8],
-        client: SocketAddr,
-        now: Instant,
-    ) -> Option<Arc<UdpSocket>> {
+    fn migrated(&self, datagram: &[u8], client: SocketAddr, now: Instant) -> Option<Upstream> {
         let session = lock_cids(self.cids).find(datagram)?.clone();
         let from = session.get();
         let mut table = lock(self.table);
         table.rekey(&from, client, now)?;
         session.set(client);
         debug!(entrypoint = %self.settings.name, %from, to = %client, "QUIC session follows its client to a new address");
-        table.touch(&client, now).map(|(s, _)| s.upstream.clone())
+        table
+            .touch(&client, now)
+            .map(|(s, _)| (s.upstream.clone(), s.counters.clone()))
     }
 
     /// Hands a datagram to the local QUIC endpoint, counting it or its drop.
@@ -385,10 +407,18 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
 
     /// A raw non-blocking send: a full buffer drops the datagram instead of stalling every
     /// other client behind it.
-    fn send_up(&self, upstream: &UdpSocket, datagram: &[u8], client: SocketAddr) {
-        if let Err(e) = SockRef::from(upstream).send(datagram) {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-            debug!(entrypoint = %self.settings.name, %client, error = %e, "datagram to the backend dropped");
+    fn send_up(&self, upstream: &Upstream, datagram: &[u8], client: SocketAddr) {
+        match SockRef::from(&*upstream.0).send(datagram) {
+            Ok(sent) => {
+                upstream
+                    .1
+                    .bytes_in
+                    .fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!(entrypoint = %self.settings.name, %client, error = %e, "datagram to the backend dropped");
+            }
         }
     }
 
@@ -399,7 +429,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         now: Instant,
         route: Option<&UdpRoute>,
         hello: Option<&InitialHello>,
-    ) -> Result<Arc<UdpSocket>, Refusal> {
+    ) -> Result<Upstream, Refusal> {
         let dropped = |why: &dyn std::fmt::Display| {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             debug!(entrypoint = %self.settings.name, %client, "UDP datagram dropped: {why}");
@@ -436,8 +466,10 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         let upstream = connect(backend)
             .map_err(|e| dropped(&format_args!("cannot open a socket to {backend}: {e}")))?;
         let (stop_replies, stopped) = oneshot::channel();
+        let counters = Arc::new(Counters::default());
         let session = Session {
             upstream: upstream.clone(),
+            counters: counters.clone(),
             _stop_replies: stop_replies,
         };
         let id = {
@@ -453,6 +485,23 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let sni = hello.and_then(|h| h.sni.as_deref());
         debug!(entrypoint = %self.settings.name, %client, router = %route.name, %backend, sni, "UDP session opened");
+        let info = self.settings.observer.as_ref().map(|o| {
+            o.0.opened(
+                Transport::Udp,
+                &self.settings.name,
+                &route.name,
+                &route.service_name,
+            );
+            SessionInfo {
+                observer: o.0.clone(),
+                entrypoint: self.settings.name.clone(),
+                sni: sni.map(Arc::from),
+                router: route.name.clone(),
+                service: route.service_name.clone(),
+                backend: backend.to_string(),
+                started: (Instant::now(), SystemTime::now()),
+            }
+        });
         tokio::spawn(relay_answers(
             Answers {
                 upstream: upstream.clone(),
@@ -464,10 +513,12 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                 stats: self.stats.clone(),
                 // A passed-through QUIC flow can be followed to a new client address.
                 cids: hello.map(|_| self.cids.clone()),
+                counters: counters.clone(),
+                info,
             },
             stopped,
         ));
-        Ok(upstream)
+        Ok((upstream, counters))
     }
 }
 
@@ -511,18 +562,47 @@ struct Answers {
     stats: Arc<UdpStats>,
     /// Where a QUIC session teaches the backend's connection ID, until it is learned.
     cids: Option<Cids>,
+    counters: Arc<Counters>,
+    /// For the record told to the observer when the session ends.
+    info: Option<SessionInfo>,
 }
 
 /// Sends the backend's datagrams to the client from the entrypoint's socket, until the
 /// session ends (its state dropped from the table: `stopped` resolves) or the backend's
 /// socket fails (an ICMP "port unreachable", say), which ends the session so that the
 /// client's next datagram starts a new one, possibly with another server.
-async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
+async fn relay_answers(mut a: Answers, stopped: oneshot::Receiver<()>) {
+    let reason = relay_answers_until_over(&mut a, stopped).await;
+    if let Some(info) = &a.info {
+        info.observer.closed(&ConnRecord {
+            transport: Transport::Udp,
+            entrypoint: info.entrypoint.clone(),
+            client: a.client.get(),
+            sni: info.sni.clone(),
+            alpn: None,
+            router: Some(info.router.clone()),
+            service: Some(info.service.clone()),
+            backend: Some(info.backend.clone()),
+            bytes_in: a.counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: a.counters.bytes_out.load(Ordering::Relaxed),
+            started: info.started.1,
+            duration: info.started.0.elapsed(),
+            reason,
+        });
+    }
+}
+
+/// The body of [`relay_answers`]; returns why the session ended.
+async fn relay_answers_until_over(
+    a: &mut Answers,
+    mut stopped: oneshot::Receiver<()>,
+) -> CloseReason {
     // Read through the listener's batching (GRO lets a burst of answers share one buffer).
     a.batching.adopt(&a.upstream);
-    loop {
+    let reason = loop {
         tokio::select! {
-            _ = &mut stopped => return,
+            // The session left the table: it idled out, or the relay stopped.
+            _ = &mut stopped => return CloseReason::IdleTimeout,
             // ERROR too: an ICMP "port unreachable" raises only that, and must end the session.
             ready = a.upstream.ready(Interest::READABLE | Interest::ERROR) => match ready {
                 // tokio's receive would see only "not readable" and never the error: read
@@ -530,10 +610,10 @@ async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
                 Ok(ready) if ready.is_error() => {
                     let error = a.upstream.take_error().ok().flatten();
                     debug!(client = %a.client.get(), error = ?error, "UDP backend socket failed; the session ends");
-                    break;
+                    break CloseReason::BackendError(error.map_or(io::ErrorKind::Other, |e| e.kind()));
                 }
                 Ok(_) => {}
-                Err(_) => break,
+                Err(e) => break CloseReason::BackendError(e.kind()),
             },
         }
         let client = a.client.get();
@@ -541,7 +621,11 @@ async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
             // A connected socket: every datagram is from the backend.
             let answers = a.batching.try_recv(&a.upstream, &mut buffers.received)?;
             let mut cids = a.cids.take();
+            let counters = &a.counters;
             let answers = answers.map(|(_, answer)| {
+                counters
+                    .bytes_out
+                    .fetch_add(answer.len() as u64, Ordering::Relaxed);
                 // A QUIC session learns the backend's connection ID from its first long header.
                 if let Some(learning) = &cids
                     && lock_cids(learning).learn(answer, &a.client)
@@ -564,18 +648,19 @@ async fn relay_answers(mut a: Answers, mut stopped: oneshot::Receiver<()>) {
                         .fetch_add(sent.dropped as u64, Ordering::Relaxed);
                 }
                 if !lock(&a.table).touch_id(&client, a.id, Instant::now()) {
-                    return;
+                    return CloseReason::IdleTimeout;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 debug!(%client, error = %e, "UDP backend socket failed; the session ends");
-                break;
+                break CloseReason::BackendError(e.kind());
             }
         }
-    }
+    };
     let mut table = lock(&a.table);
     if table.remove(&a.client.get(), a.id).is_some() {
         gauge(&a.stats, &table);
     }
+    reason
 }

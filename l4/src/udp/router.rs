@@ -19,6 +19,8 @@ pub struct UdpRoute {
     pub rule: Option<TcpRule>,
     pub priority: i64,
     pub service: Arc<UdpService>,
+    /// The service's name as configured (for logs and metrics).
+    pub service_name: Arc<str>,
     /// A QUIC passthrough router: it only takes QUIC flows, by their ClientHello.
     pub quic: bool,
 }
@@ -76,6 +78,7 @@ mod tests {
                 vec![Arc::from(name)],
                 Strategy::Wrr,
             ))),
+            service_name: Arc::from(name),
             quic: false,
         }
     }

@@ -74,6 +74,7 @@ pub(super) fn udp_routes(
                 },
                 rule: rule.clone(),
                 service: service.clone(),
+                service_name: Arc::from(r.service.value.as_str()),
                 quic,
             };
             let table = tables.entry(ep).or_default();

@@ -1,0 +1,216 @@
+//! Access logs (`accessLog`): one line per HTTP request, and — beyond Traefik — per TCP
+//! connection and UDP session, in Traefik's `common`, `genericCLF` or `json` format
+//! ([`format`]).
+//!
+//! Lines are formatted on the connection's task and handed to a bounded queue; one writer
+//! task appends them to `filePath` (or stdout), so a slow disk never holds a request up.
+//! When the queue is full the line is dropped and counted ([`AccessLog::dropped`]).
+//! `bufferingSize` sets the queue's length (at least [`MIN_QUEUE`]). SIGUSR1 reopens the file,
+//! for log rotation.
+
+pub mod format;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use l4::observe::{ConnObserver, ConnRecord};
+use tokio::sync::{Notify, mpsc};
+
+pub use format::{Entry, Formatter, HttpEntry};
+
+use crate::config::static_cfg::AccessLog as AccessLogConfig;
+
+/// The queue holds at least this many lines, whatever `bufferingSize` says.
+pub const MIN_QUEUE: usize = 1024;
+/// And at most this many: a bound on memory whatever the configuration.
+pub const MAX_QUEUE: usize = 1 << 20;
+
+/// An access log being written.
+pub struct AccessLog {
+    formatter: Formatter,
+    queue: mpsc::Sender<String>,
+    dropped: AtomicU64,
+    reopen: Arc<Notify>,
+}
+
+impl AccessLog {
+    /// Opens `filePath` (or stdout) and starts the writer task. Errors name the file.
+    pub fn start(cfg: &AccessLogConfig) -> Result<Arc<AccessLog>, String> {
+        let formatter = Formatter::new(cfg)?;
+        let path = (!cfg.file_path.is_empty()).then(|| PathBuf::from(&cfg.file_path));
+        let mut sink = Sink::open(path.clone())?;
+        let capacity = usize::try_from(cfg.buffering_size)
+            .unwrap_or(0)
+            .clamp(MIN_QUEUE, MAX_QUEUE);
+        let (queue, mut lines) = mpsc::channel::<String>(capacity);
+        let reopen = Arc::new(Notify::new());
+        let reopened = reopen.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    line = lines.recv() => {
+                        let Some(line) = line else { break };
+                        // Write what else is queued in the same go.
+                        let mut batch = line;
+                        batch.push('\n');
+                        while batch.len() < 64 * 1024 {
+                            match lines.try_recv() {
+                                Ok(more) => {
+                                    batch.push_str(&more);
+                                    batch.push('\n');
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = tokio::task::block_in_place(|| sink.write(batch.as_bytes())) {
+                            tracing::error!(error = %e, "cannot write the access log");
+                        }
+                    }
+                    _ = reopened.notified() => {
+                        match Sink::open(path.clone()) {
+                            Ok(fresh) => sink = fresh,
+                            Err(e) => tracing::error!("cannot reopen the access log: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Arc::new(AccessLog {
+            formatter,
+            queue,
+            dropped: AtomicU64::new(0),
+            reopen,
+        }))
+    }
+
+    /// Queues the line for `entry`, unless the filters leave it out; a full queue drops it.
+    pub fn log(&self, entry: &Entry) {
+        let Some(line) = self.formatter.line(entry) else {
+            return;
+        };
+        if self.queue.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the file (after a rotation moved it).
+    pub fn reopen(&self) {
+        self.reopen.notify_one();
+    }
+}
+
+impl ConnObserver for AccessLog {
+    fn closed(&self, record: &ConnRecord) {
+        self.log(&Entry::Conn(record.clone()));
+    }
+}
+
+/// Where lines go.
+enum Sink {
+    Stdout,
+    File(std::fs::File),
+}
+
+impl Sink {
+    fn open(path: Option<PathBuf>) -> Result<Sink, String> {
+        match path {
+            None => Ok(Sink::Stdout),
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map(Sink::File)
+                .map_err(|e| format!("accessLog.filePath {}: {e}", path.display())),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File(file) => file.write_all(bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn record(n: u64) -> ConnRecord {
+        ConnRecord {
+            transport: l4::observe::Transport::Tcp,
+            entrypoint: Arc::from("tcp"),
+            client: "127.0.0.1:4000".parse().unwrap(),
+            sni: None,
+            alpn: None,
+            router: Some(Arc::from("r@file")),
+            service: Some(Arc::from("s@file")),
+            backend: Some("127.0.0.1:9".into()),
+            bytes_in: n,
+            bytes_out: n,
+            started: SystemTime::now(),
+            duration: Duration::from_millis(1),
+            reason: l4::observe::CloseReason::Closed,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lines_reach_the_file_and_reopen_follows_a_rotation() {
+        let dir = std::env::temp_dir().join(format!("sallyport-accesslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let cfg = AccessLogConfig {
+            file_path: path.display().to_string(),
+            format: "json".into(),
+            ..AccessLogConfig::default()
+        };
+        let log = AccessLog::start(&cfg).unwrap();
+        log.closed(&record(1));
+        let wait_lines = |path: &std::path::Path, n: usize| {
+            let start = std::time::Instant::now();
+            loop {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                if text.lines().count() >= n {
+                    return text;
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "only {text:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let first = wait_lines(&path, 1);
+        assert!(first.contains("\"BytesIn\":1"), "{first}");
+        std::fs::rename(&path, dir.join("access.log.1")).unwrap();
+        log.reopen();
+        std::thread::sleep(Duration::from_millis(100));
+        log.closed(&record(2));
+        let second = wait_lines(&path, 1);
+        assert!(second.contains("\"BytesIn\":2"), "{second}");
+        assert_eq!(log.dropped(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
+        let cfg = AccessLogConfig {
+            file_path: "/nonexistent-dir/access.log".into(),
+            ..AccessLogConfig::default()
+        };
+        let err = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { AccessLog::start(&cfg).err().unwrap() });
+        assert!(err.contains("/nonexistent-dir/access.log"), "{err}");
+    }
+}
