@@ -9,5 +9,6 @@ pub mod accesslog;
 pub mod acme;
 pub mod check;
 pub mod config;
+pub mod dashboard;
 pub mod logging;
 pub mod runtime;
