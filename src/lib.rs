@@ -3,10 +3,11 @@
 //! The binary's pieces: [`config`] (the only place that knows Traefik's schema),
 //! [`acme`] (certificates from ACME CAs),
 //! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
-//! command) and [`logging`].
+//! command), [`explain`] (the `explain` command) and [`logging`].
 
 pub mod acme;
 pub mod check;
 pub mod config;
+pub mod explain;
 pub mod logging;
 pub mod runtime;

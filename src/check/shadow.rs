@@ -1,0 +1,293 @@
+//! Routers that can never match: on every entrypoint they are on, a router tried before them
+//! (higher priority, or equal priority and a name sorting first) in the same table matches
+//! every connection or request they would.
+//!
+//! The proof is deliberately narrow so that a warning is always right: both rules are read
+//! as alternatives of conjunctions of matchers (no negation), and the earlier rule covers the
+//! later one when each alternative of the later one contains, for every matcher of some
+//! alternative of the earlier one, a matcher that implies it (`Host(a)` implies `Host(a)`
+//! and `Host(*.b)` when `a` is one label under `b`; `Path(p)` and `PathPrefix(p)` imply
+//! `PathPrefix(q)` when `p` starts with `q`; any other matcher only implies an identical
+//! one). `Host(*)` and `HostSNI(*)` hold for everything.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use l4::rule::Expr;
+use l4::tcp::rule::{ConnInfo, SniPattern, TcpMatcher};
+use l7::rule::{HostPattern, HttpMatcher};
+
+use crate::config::{ConfigError, DynamicConfig, Location, Report, StaticConfig};
+use crate::explain::tables::entrypoint_tables;
+
+/// More alternatives than this after expanding `&&` over `||`: no proof is attempted.
+const MAX_ALTERNATIVES: usize = 64;
+
+/// Where one router stands on one entrypoint.
+struct Standing {
+    kind: &'static str,
+    priority: i64,
+    location: Option<Location>,
+    /// entrypoint → the router that shadows it there (with its priority), if any.
+    per_entrypoint: BTreeMap<String, Option<(String, i64)>>,
+}
+
+/// A warning for every router that can never match.
+pub fn shadowed_routers(
+    st: &StaticConfig,
+    dy: &DynamicConfig,
+    report: &Report,
+) -> Vec<ConfigError> {
+    let mut routers: BTreeMap<(&'static str, String), Standing> = BTreeMap::new();
+    let mut note = |kind: &'static str,
+                    name: &str,
+                    priority: i64,
+                    location: &Option<Location>,
+                    ep: &str,
+                    by: Option<(String, i64)>| {
+        routers
+            .entry((kind, name.to_owned()))
+            .or_insert_with(|| Standing {
+                kind,
+                priority,
+                location: location.clone(),
+                per_entrypoint: BTreeMap::new(),
+            })
+            .per_entrypoint
+            .insert(ep.to_owned(), by);
+    };
+    for ep in st.entry_points.keys() {
+        let t = entrypoint_tables(st, dy, report, ep);
+        for table in [&t.http_plain, &t.http_tls] {
+            for (i, r) in table.iter().enumerate() {
+                let by = table[..i]
+                    .iter()
+                    .find(|s| covers(s.rule.expr(), r.rule.expr(), http_implies, http_always))
+                    .map(|s| (s.name.clone(), s.priority));
+                note("HTTP", &r.name, r.priority, &r.location, ep, by);
+            }
+        }
+        for table in [&t.tcp_plain, &t.tcp_tls] {
+            for (i, r) in table.iter().enumerate() {
+                let by = table[..i]
+                    .iter()
+                    .find(|s| covers(s.rule.expr(), r.rule.expr(), tcp_implies, tcp_always))
+                    .map(|s| (s.name.clone(), s.priority));
+                note("TCP", &r.name, r.priority, &r.location, ep, by);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for ((_, name), s) in routers {
+        if s.per_entrypoint.values().any(Option::is_none) {
+            continue;
+        }
+        let reasons: Vec<String> = s
+            .per_entrypoint
+            .iter()
+            .filter_map(|(ep, by)| {
+                let (by, priority) = by.as_ref()?;
+                Some(format!(
+                    "on entrypoint {ep}, {} router \"{by}\" (priority {priority}) is tried first and matches everything this one would",
+                    s.kind
+                ))
+            })
+            .collect();
+        out.push(ConfigError {
+            location: s.location,
+            message: format!(
+                "{} router \"{name}\" (priority {}) can never match: {}",
+                s.kind,
+                s.priority,
+                reasons.join("; ")
+            ),
+        });
+    }
+    out
+}
+
+/// Whether every input `later` matches is matched by `earlier` (see the module docs).
+fn covers<M>(
+    earlier: &Expr<M>,
+    later: &Expr<M>,
+    implies: fn(&M, &M) -> bool,
+    always: fn(&M) -> bool,
+) -> bool {
+    let (Some(earlier), Some(later)) = (alternatives(earlier), alternatives(later)) else {
+        return false;
+    };
+    later.iter().all(|l| {
+        earlier.iter().any(|e| {
+            e.iter()
+                .all(|needed| always(needed) || l.iter().any(|have| implies(have, needed)))
+        })
+    })
+}
+
+/// `expr` as alternatives of conjunctions of matchers; `None` with a negation or too many.
+fn alternatives<M>(expr: &Expr<M>) -> Option<Vec<Vec<&M>>> {
+    match expr {
+        Expr::Leaf(m) => Some(vec![vec![m]]),
+        Expr::Not(_) => None,
+        Expr::Or(a, b) => {
+            let mut out = alternatives(a)?;
+            out.extend(alternatives(b)?);
+            (out.len() <= MAX_ALTERNATIVES).then_some(out)
+        }
+        Expr::And(a, b) => {
+            let (a, b) = (alternatives(a)?, alternatives(b)?);
+            if a.len() * b.len() > MAX_ALTERNATIVES {
+                return None;
+            }
+            let mut out = Vec::new();
+            for x in &a {
+                for y in &b {
+                    out.push(x.iter().chain(y).copied().collect());
+                }
+            }
+            Some(out)
+        }
+    }
+}
+
+fn http_always(m: &HttpMatcher) -> bool {
+    matches!(m, HttpMatcher::Host(HostPattern::Any))
+}
+
+/// Whether a request `have` accepts is always accepted by `needed`.
+fn http_implies(have: &HttpMatcher, needed: &HttpMatcher) -> bool {
+    use HttpMatcher as M;
+    match (have, needed) {
+        (M::Host(HostPattern::Exact(a)), M::Host(w @ HostPattern::Wildcard(_))) => w.matches(a),
+        (M::Host(a), M::Host(b)) => a == b,
+        (M::Path(p) | M::PathPrefix(p), M::PathPrefix(q)) => p.starts_with(q.as_str()),
+        (M::Path(p), M::Path(q)) => p == q,
+        (M::Method(a), M::Method(b)) => a == b,
+        (M::Header(k, v), M::Header(k2, v2)) | (M::Query(k, v), M::Query(k2, v2)) => {
+            k == k2 && v == v2
+        }
+        (M::ClientIP(a), M::ClientIP(b)) => a == b,
+        (M::HostRegexp(a), M::HostRegexp(b)) | (M::PathRegexp(a), M::PathRegexp(b)) => {
+            a.as_str() == b.as_str()
+        }
+        (M::HeaderRegexp(k, a), M::HeaderRegexp(k2, b))
+        | (M::QueryRegexp(k, a), M::QueryRegexp(k2, b)) => k == k2 && a.as_str() == b.as_str(),
+        _ => false,
+    }
+}
+
+fn tcp_always(m: &TcpMatcher) -> bool {
+    matches!(m, TcpMatcher::HostSni(SniPattern::Any))
+}
+
+/// Whether a connection `have` accepts is always accepted by `needed`.
+fn tcp_implies(have: &TcpMatcher, needed: &TcpMatcher) -> bool {
+    use TcpMatcher as M;
+    match (have, needed) {
+        (M::HostSni(SniPattern::Exact(name)), w @ M::HostSni(SniPattern::Wildcard(_))) => {
+            // Only the server name matters to a HostSNI matcher.
+            w.matches(&ConnInfo {
+                sni: Some(name),
+                alpn: &[],
+                client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            })
+        }
+        (M::HostSni(a), M::HostSni(b)) => a == b,
+        (M::HostSniRegexp(a), M::HostSniRegexp(b)) => a.as_str() == b.as_str(),
+        (M::ClientIp(a), M::ClientIp(b)) => a == b,
+        (M::Alpn(a), M::Alpn(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use l4::tcp::rule::TcpRule;
+    use l7::rule::HttpRule;
+
+    fn http_covers(earlier: &str, later: &str) -> bool {
+        let (e, l) = (
+            HttpRule::compile(earlier).unwrap(),
+            HttpRule::compile(later).unwrap(),
+        );
+        covers(e.expr(), l.expr(), http_implies, http_always)
+    }
+
+    fn tcp_covers(earlier: &str, later: &str) -> bool {
+        let (e, l) = (
+            TcpRule::compile(earlier, true).unwrap(),
+            TcpRule::compile(later, true).unwrap(),
+        );
+        covers(e.expr(), l.expr(), tcp_implies, tcp_always)
+    }
+
+    #[test]
+    fn identical_rules_cover_each_other() {
+        assert!(http_covers("Host(`a.test`)", "Host(`A.test`)"));
+        assert!(http_covers("HostRegexp(`^a`)", "HostRegexp(`^a`)"));
+        assert!(tcp_covers("HostSNI(`a.test`)", "HostSNI(`a.test`)"));
+    }
+
+    #[test]
+    fn a_shorter_path_prefix_on_the_same_host_covers_a_longer_one() {
+        assert!(http_covers(
+            "Host(`a.test`) && PathPrefix(`/api`)",
+            "Host(`a.test`) && PathPrefix(`/api/v1`)"
+        ));
+        assert!(http_covers(
+            "PathPrefix(`/`)",
+            "Host(`a.test`) && Path(`/x`)"
+        ));
+        assert!(!http_covers(
+            "Host(`a.test`) && PathPrefix(`/api/v1`)",
+            "Host(`a.test`) && PathPrefix(`/api`)"
+        ));
+        assert!(!http_covers(
+            "Host(`a.test`) && PathPrefix(`/api`)",
+            "Host(`b.test`) && PathPrefix(`/api/v1`)"
+        ));
+    }
+
+    #[test]
+    fn wildcards_and_catch_alls_cover_names() {
+        assert!(http_covers("Host(`*.a.test`)", "Host(`x.a.test`)"));
+        assert!(!http_covers("Host(`*.a.test`)", "Host(`x.y.a.test`)"));
+        assert!(http_covers("Host(`*`)", "Method(`GET`)"));
+        assert!(tcp_covers(
+            "HostSNI(`*.a.test`)",
+            "HostSNI(`x.a.test`) && ALPN(`h2`)"
+        ));
+        assert!(tcp_covers("HostSNI(`*`)", "ClientIP(`10.0.0.0/8`)"));
+    }
+
+    #[test]
+    fn alternatives_must_each_be_covered() {
+        assert!(http_covers(
+            "Host(`a.test`) || Host(`b.test`)",
+            "Host(`b.test`) && Method(`GET`)"
+        ));
+        assert!(!http_covers(
+            "Host(`a.test`)",
+            "Host(`a.test`) || Host(`b.test`)"
+        ));
+        assert!(http_covers(
+            "Host(`a.test`)",
+            "Host(`a.test`) && (Path(`/x`) || Path(`/y`))"
+        ));
+    }
+
+    #[test]
+    fn negations_and_regexps_prove_nothing() {
+        assert!(!http_covers("!Host(`a.test`)", "Host(`b.test`)"));
+        assert!(!http_covers(
+            "Host(`a.test`)",
+            "Host(`a.test`) && !Path(`/x`)"
+        ));
+        assert!(!http_covers("HostRegexp(`a`)", "Host(`a.test`)"));
+        assert!(!http_covers(
+            "ClientIP(`10.0.0.0/8`)",
+            "ClientIP(`10.1.0.0/16`)"
+        ));
+    }
+}
