@@ -82,15 +82,24 @@ pub fn shadowed_routers(
         if s.per_entrypoint.values().any(Option::is_none) {
             continue;
         }
-        let reasons: Vec<String> = s
-            .per_entrypoint
+        // Entrypoints grouped by the router that shadows there, in entrypoint order.
+        let mut by: Vec<(&(String, i64), Vec<&str>)> = Vec::new();
+        for (ep, shadower) in &s.per_entrypoint {
+            let Some(shadower) = shadower else { continue };
+            match by.iter_mut().find(|(b, _)| *b == shadower) {
+                Some((_, eps)) => eps.push(ep),
+                None => by.push((shadower, vec![ep])),
+            }
+        }
+        let reasons: Vec<String> = by
             .iter()
-            .filter_map(|(ep, by)| {
-                let (by, priority) = by.as_ref()?;
-                Some(format!(
-                    "on entrypoint {ep}, {} router \"{by}\" (priority {priority}) is tried first and matches everything this one would",
+            .map(|((name, priority), eps)| {
+                format!(
+                    "on entrypoint{} {}, {} router \"{name}\" (priority {priority}) is tried first and matches everything this one would",
+                    if eps.len() > 1 { "s" } else { "" },
+                    eps.join(", "),
                     s.kind
-                ))
+                )
             })
             .collect();
         out.push(ConfigError {
