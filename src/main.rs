@@ -301,4 +301,29 @@ mod tests {
         assert_eq!(ours, s(&["check"]));
         assert_eq!(flags, s(&["--entryPoints.web.reusePort"]));
     }
+
+    #[test]
+    fn explain_flags_are_not_configuration_keys() {
+        let (ours, flags) = split_args(&s(&[
+            "explain",
+            "--entrypoint",
+            "web",
+            "--host",
+            "a.test",
+            "--header=X-A=b",
+            "--log.level=DEBUG",
+        ]));
+        assert_eq!(
+            ours,
+            s(&[
+                "explain",
+                "--entrypoint",
+                "web",
+                "--host",
+                "a.test",
+                "--header=X-A=b"
+            ])
+        );
+        assert_eq!(flags, s(&["--log.level=DEBUG"]));
+    }
 }

@@ -288,3 +288,66 @@ tcp:
         assert!(!out.contains(used), "{used} is used: {out}");
     }
 }
+
+#[test]
+fn explain_reads_headers_and_the_query() {
+    let dir = setup(
+        "explain-headers",
+        r#"http:
+  routers:
+    beta:
+      rule: "Header(`X-Beta`, `1`) && Query(`v`, `2`)"
+      service: app
+      entryPoints: [web]
+  services:
+    app: {loadBalancer: {servers: [{url: "http://127.0.0.1:9"}]}}
+"#,
+    );
+    let web = ["--entrypoint", "web"];
+    let (code, out) = explain(
+        &dir,
+        &[&web[..], &["--header", "X-Beta=1", "--path", "/x?v=2"]].concat(),
+    );
+    assert_eq!((code, first_line(&out)), (0, "router: beta@file"), "{out}");
+    let (code, out) = explain(&dir, &[&web[..], &["--path", "/x?v=2"]].concat());
+    assert_eq!((code, first_line(&out)), (1, "no match"), "{out}");
+    assert!(
+        out.contains("Header(`X-Beta`, `1`) did not match header x-beta (absent)"),
+        "{out}"
+    );
+}
+
+/// A router served with another TLS option than the handshake's answers 421.
+#[test]
+fn explain_reports_a_misdirected_request() {
+    let dir = setup(
+        "explain-421",
+        r#"http:
+  routers:
+    strict:
+      rule: "Host(`x.test`)"
+      service: app
+      entryPoints: [websecure]
+      tls: {options: modern}
+    greedy:
+      rule: "HostRegexp(`^x`)"
+      priority: 1000
+      service: app
+      entryPoints: [websecure]
+      tls: {}
+  services:
+    app: {loadBalancer: {servers: [{url: "http://127.0.0.1:9"}]}}
+tls:
+  options:
+    modern: {minVersion: VersionTLS12}
+"#,
+    );
+    let (code, out) = explain(&dir, &["--entrypoint", "websecure", "--sni", "x.test"]);
+    assert_eq!((code, first_line(&out)), (1, "no match"), "{out}");
+    assert!(
+        out.contains(
+            "greedy@file is served with TLS option default, not the handshake's modern@file: 421"
+        ),
+        "{out}"
+    );
+}
