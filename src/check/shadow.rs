@@ -10,7 +10,7 @@
 //! `PathPrefix(q)` when `p` starts with `q`; any other matcher only implies an identical
 //! one). `Host(*)` and `HostSNI(*)` hold for everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use l4::rule::Expr;
@@ -59,20 +59,16 @@ pub fn shadowed_routers(
     for ep in st.entry_points.keys() {
         let t = entrypoint_tables(st, dy, report, ep);
         for table in [&t.http_plain, &t.http_tls] {
-            for (i, r) in table.iter().enumerate() {
-                let by = table[..i]
-                    .iter()
-                    .find(|s| covers(s.rule.expr(), r.rule.expr(), http_implies, http_always))
-                    .map(|s| (s.name.clone(), s.priority));
+            let rules: Vec<_> = table.iter().map(|r| r.rule.expr()).collect();
+            for (r, by) in table.iter().zip(first_coverers(&rules, &HTTP)) {
+                let by = by.map(|j| (table[j].name.clone(), table[j].priority));
                 note("HTTP", &r.name, r.priority, &r.location, ep, by);
             }
         }
         for table in [&t.tcp_plain, &t.tcp_tls] {
-            for (i, r) in table.iter().enumerate() {
-                let by = table[..i]
-                    .iter()
-                    .find(|s| covers(s.rule.expr(), r.rule.expr(), tcp_implies, tcp_always))
-                    .map(|s| (s.name.clone(), s.priority));
+            let rules: Vec<_> = table.iter().map(|r| r.rule.expr()).collect();
+            for (r, by) in table.iter().zip(first_coverers(&rules, &TCP)) {
+                let by = by.map(|j| (table[j].name.clone(), table[j].priority));
                 note("TCP", &r.name, r.priority, &r.location, ep, by);
             }
         }
@@ -115,20 +111,118 @@ pub fn shadowed_routers(
     out
 }
 
-/// Whether every input `later` matches is matched by `earlier` (see the module docs).
-fn covers<M>(
-    earlier: &Expr<M>,
-    later: &Expr<M>,
+/// How matchers of one kind relate, for the proof.
+struct Logic<M> {
+    /// Whether an input `have` accepts is always accepted by `needed`.
     implies: fn(&M, &M) -> bool,
+    /// Whether the matcher accepts every input.
     always: fn(&M) -> bool,
-) -> bool {
-    let (Some(earlier), Some(later)) = (alternatives(earlier), alternatives(later)) else {
-        return false;
-    };
+    /// The name a host matcher requires (exact, or `.suffix` for a wildcard).
+    name: fn(&M) -> Option<Name<'_>>,
+}
+
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    Exact(&'a str),
+    /// `.example.com` for `*.example.com`.
+    Wildcard(&'a str),
+}
+
+const HTTP: Logic<HttpMatcher> = Logic {
+    implies: http_implies,
+    always: http_always,
+    name: |m| match m {
+        HttpMatcher::Host(HostPattern::Exact(n)) => Some(Name::Exact(n)),
+        HttpMatcher::Host(HostPattern::Wildcard(w)) => Some(Name::Wildcard(w)),
+        _ => None,
+    },
+};
+
+const TCP: Logic<TcpMatcher> = Logic {
+    implies: tcp_implies,
+    always: tcp_always,
+    name: |m| match m {
+        TcpMatcher::HostSni(SniPattern::Exact(n)) => Some(Name::Exact(n)),
+        TcpMatcher::HostSni(SniPattern::Wildcard(w)) => Some(Name::Wildcard(w)),
+        _ => None,
+    },
+};
+
+/// For each rule of a table in match order, the position of the first earlier rule that
+/// covers it.
+///
+/// Comparing every pair would be quadratic in tables of many thousand routers. An earlier
+/// rule each of whose alternatives requires a host name can only cover a rule that names a
+/// host that name accepts (a name matcher is only implied by a name matcher), so such rules
+/// are indexed by one required name per alternative and looked up by every name the later
+/// rule has; the others are tried for every rule.
+fn first_coverers<M>(rules: &[&Expr<M>], logic: &Logic<M>) -> Vec<Option<usize>> {
+    let mut exact: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut wildcard: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut fallback: Vec<usize> = Vec::new();
+    let mut all: Vec<Option<Vec<Vec<&M>>>> = Vec::with_capacity(rules.len());
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let alts = alternatives(rule);
+        let found = alts.as_ref().and_then(|later| {
+            let mut candidates = fallback.clone();
+            for m in later.iter().flatten() {
+                match (logic.name)(m) {
+                    Some(Name::Exact(n)) => {
+                        candidates.extend(exact.get(n).into_iter().flatten());
+                        if let Some(dot) = n.find('.') {
+                            candidates.extend(wildcard.get(&n[dot..]).into_iter().flatten());
+                        }
+                    }
+                    Some(Name::Wildcard(w)) => {
+                        candidates.extend(wildcard.get(w).into_iter().flatten())
+                    }
+                    None => {}
+                }
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            candidates.into_iter().find(|&j| {
+                all[j]
+                    .as_ref()
+                    .is_some_and(|earlier| covers(earlier, later, logic))
+            })
+        });
+        out.push(found);
+        if let Some(alts) = &alts {
+            // One required name per alternative, or none when an alternative has none.
+            let names: Option<Vec<Name<'_>>> = alts
+                .iter()
+                .map(|alt| alt.iter().find_map(|m| (logic.name)(m)))
+                .collect();
+            match names {
+                Some(names) => {
+                    for name in names {
+                        let list = match name {
+                            Name::Exact(n) => exact.entry(n).or_default(),
+                            Name::Wildcard(w) => wildcard.entry(w).or_default(),
+                        };
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                None => fallback.push(i),
+            }
+        }
+        all.push(alts);
+    }
+    out
+}
+
+/// Whether every input `later` matches is matched by `earlier` (see the module docs), both
+/// given as [`alternatives`].
+fn covers<M>(earlier: &[Vec<&M>], later: &[Vec<&M>], logic: &Logic<M>) -> bool {
     later.iter().all(|l| {
         earlier.iter().any(|e| {
-            e.iter()
-                .all(|needed| always(needed) || l.iter().any(|have| implies(have, needed)))
+            e.iter().all(|needed| {
+                (logic.always)(needed) || l.iter().any(|have| (logic.implies)(have, needed))
+            })
         })
     })
 }
@@ -215,12 +309,13 @@ mod tests {
     use l4::tcp::rule::TcpRule;
     use l7::rule::HttpRule;
 
+    /// Whether `earlier`, tried first, covers `later`, through the indexed lookup.
     fn http_covers(earlier: &str, later: &str) -> bool {
         let (e, l) = (
             HttpRule::compile(earlier).unwrap(),
             HttpRule::compile(later).unwrap(),
         );
-        covers(e.expr(), l.expr(), http_implies, http_always)
+        first_coverers(&[e.expr(), l.expr()], &HTTP)[1] == Some(0)
     }
 
     fn tcp_covers(earlier: &str, later: &str) -> bool {
@@ -228,7 +323,7 @@ mod tests {
             TcpRule::compile(earlier, true).unwrap(),
             TcpRule::compile(later, true).unwrap(),
         );
-        covers(e.expr(), l.expr(), tcp_implies, tcp_always)
+        first_coverers(&[e.expr(), l.expr()], &TCP)[1] == Some(0)
     }
 
     #[test]
@@ -298,5 +393,25 @@ mod tests {
             "ClientIP(`10.0.0.0/8`)",
             "ClientIP(`10.1.0.0/16`)"
         ));
+    }
+
+    #[test]
+    fn the_first_covering_router_is_named_among_many() {
+        let mut sources: Vec<String> = (0..2000)
+            .map(|i| format!("Host(`h{i}.test`) && Path(`/x`)"))
+            .collect();
+        sources.push("Host(`*.test`)".to_owned());
+        sources.push("Host(`h7.test`) && Path(`/x`) && Method(`GET`)".to_owned());
+        sources.push("Method(`GET`)".to_owned());
+        let rules: Vec<HttpRule> = sources
+            .iter()
+            .map(|s| HttpRule::compile(s).unwrap())
+            .collect();
+        let exprs: Vec<_> = rules.iter().map(|r| r.expr()).collect();
+        let found = first_coverers(&exprs, &HTTP);
+        assert_eq!(found[..2000].iter().flatten().count(), 0);
+        assert_eq!(found[2000], None);
+        assert_eq!(found[2001], Some(7));
+        assert_eq!(found[2002], None);
     }
 }
