@@ -1,14 +1,15 @@
 //! Sallyport: an edge router configured with Traefik v3 files.
 //!
 //! The binary's pieces: [`config`] (the only place that knows Traefik's schema),
-//! [`acme`] (certificates from ACME CAs),
+//! [`acme`] (certificates from ACME CAs), [`accesslog`], [`dashboard`],
 //! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
-//! command) and [`logging`].
+//! command), [`explain`] (the `explain` command) and [`logging`].
 
 pub mod accesslog;
 pub mod acme;
 pub mod check;
 pub mod config;
 pub mod dashboard;
+pub mod explain;
 pub mod logging;
 pub mod runtime;

@@ -1,4 +1,5 @@
-//! The `sallyport` command: run the router, or `check` a configuration.
+//! The `sallyport` command: run the router, `check` a configuration, or `explain` which
+//! router a connection would reach.
 //!
 //! Traefik-style configuration flags (`--entryPoints.web.address=:80`) are passed
 //! through to the static configuration loader; clap handles the rest.
@@ -37,10 +38,53 @@ enum Command {
     /// Validate the static and dynamic configuration; print every error as
     /// file:line:col and exit non-zero if there is any.
     Check,
+    /// Tell which router a connection (and its HTTP request) would reach on an entrypoint,
+    /// and why; exit 1 when none would.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The entrypoint the connection arrives on.
+    #[arg(long = "entrypoint", value_name = "NAME")]
+    entrypoint: String,
+    /// The TLS server name (makes the connection a TLS one).
+    #[arg(long = "sni", value_name = "S")]
+    sni: Option<String>,
+    /// A protocol offered in ALPN (makes the connection a TLS one); repeatable.
+    #[arg(long = "alpn", value_name = "P")]
+    alpn: Vec<String>,
+    /// The client address.
+    #[arg(long = "client-ip", value_name = "IP", default_value = "127.0.0.1")]
+    client_ip: std::net::IpAddr,
+    /// The request method.
+    #[arg(long = "method", value_name = "M", default_value = "GET")]
+    method: String,
+    /// The request host (default: the SNI).
+    #[arg(long = "host", value_name = "H")]
+    host: Option<String>,
+    /// The request path, with an optional ?query.
+    #[arg(long = "path", value_name = "P", default_value = "/")]
+    path: String,
+    /// A request header, NAME=VALUE; repeatable.
+    #[arg(long = "header", value_name = "K=V", value_parser = sallyport::explain::parse_header_arg)]
+    header: Vec<(String, String)>,
 }
 
 /// Words that are subcommands, never the value of a preceding flag.
-const SUBCOMMANDS: &[&str] = &["check", "help"];
+const SUBCOMMANDS: &[&str] = &["check", "explain", "help"];
+
+/// `explain`'s own flags, which are not static configuration keys.
+const EXPLAIN_FLAGS: &[&str] = &[
+    "entrypoint",
+    "sni",
+    "alpn",
+    "client-ip",
+    "method",
+    "host",
+    "path",
+    "header",
+];
 
 /// Splits the arguments into what clap parses and the Traefik-style configuration
 /// flags (any `--key` with a dot, or a bare section such as `--api`).
@@ -54,7 +98,8 @@ fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
             && !matches!(
                 name.to_ascii_lowercase().as_str(),
                 "config" | "configfile" | "help" | "version"
-            );
+            )
+            && !EXPLAIN_FLAGS.contains(&name);
         if is_config_flag {
             // `--key value` becomes `--key=value`; a bare section flag (`--api`) stays.
             match it.peek() {
@@ -134,6 +179,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check) => runtime.block_on(check(loaded)),
+        Some(Command::Explain(args)) => explain(&loaded, args),
         None => {
             let (log_file, problem) = sallyport::logging::init(&loaded.config.log);
             if let Some(p) = problem {
@@ -161,6 +207,48 @@ async fn check(loaded: LoadedStatic) -> ExitCode {
     }
     println!("{} error(s)", found.errors.len());
     ExitCode::from(1)
+}
+
+fn explain(loaded: &LoadedStatic, args: ExplainArgs) -> ExitCode {
+    let st = &loaded.config;
+    let (dy, report) = match sallyport::check::load_validated(st) {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => (Default::default(), Default::default()),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "sallyport: invalid dynamic configuration ({} error(s)); run `sallyport check`",
+                errors.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let question = sallyport::explain::Question {
+        entrypoint: args.entrypoint,
+        sni: args.sni,
+        alpn: args.alpn,
+        client_ip: args.client_ip,
+        method: args.method,
+        host: args.host,
+        path: args.path,
+        headers: args.header,
+    };
+    match sallyport::explain::explain(st, &dy, &report, &question) {
+        Ok(answer) => {
+            print!("{answer}");
+            if answer.router.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("sallyport: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Worker threads: `SALLYPORT_WORKERS`, else one per CPU.
@@ -212,5 +300,30 @@ mod tests {
         let (ours, flags) = split_args(&s(&["--entryPoints.web.reusePort", "check"]));
         assert_eq!(ours, s(&["check"]));
         assert_eq!(flags, s(&["--entryPoints.web.reusePort"]));
+    }
+
+    #[test]
+    fn explain_flags_are_not_configuration_keys() {
+        let (ours, flags) = split_args(&s(&[
+            "explain",
+            "--entrypoint",
+            "web",
+            "--host",
+            "a.test",
+            "--header=X-A=b",
+            "--log.level=DEBUG",
+        ]));
+        assert_eq!(
+            ours,
+            s(&[
+                "explain",
+                "--entrypoint",
+                "web",
+                "--host",
+                "a.test",
+                "--header=X-A=b"
+            ])
+        );
+        assert_eq!(flags, s(&["--log.level=DEBUG"]));
     }
 }
