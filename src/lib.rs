@@ -1,11 +1,12 @@
 //! Sallyport: an edge router configured with Traefik v3 files.
 //!
 //! The binary's pieces: [`config`] (the only place that knows Traefik's schema),
-//! [`acme`] (certificates from ACME CAs),
+//! [`acme`] (certificates from ACME CAs), [`api`] (Traefik's API and ping handlers),
 //! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
 //! command) and [`logging`].
 
 pub mod acme;
+pub mod api;
 pub mod check;
 pub mod config;
 pub mod logging;
