@@ -409,3 +409,67 @@ async fn ten_thousand_routers_are_listed_page_by_page() {
     let answer = get(&api, "/api/http/services/app@file").await;
     assert_eq!(answer.body["usedBy"].as_array().unwrap().len(), 10_000);
 }
+
+#[tokio::test]
+async fn a_router_with_a_missing_entrypoint_among_others_is_a_warning() {
+    let yaml = r#"
+http:
+  routers:
+    half:
+      rule: "Path(`/`)"
+      service: app
+      entryPoints: [web, nope]
+  services:
+    app:
+      loadBalancer:
+        servers:
+          - url: http://127.0.0.1:8081
+"#;
+    let state = state(yaml, &ServerHealth::new());
+    let api = ApiHandler::new(Arc::new(ArcSwap::from_pointee(state)), "/");
+    let answer = get(&api, "/api/http/routers?status=warning").await;
+    assert_eq!(names(&answer.body), ["half@file"]);
+    assert_eq!(
+        answer.body[0]["error"],
+        json!(["entryPoint \"nope\" doesn't exist"])
+    );
+    assert_eq!(answer.body[0]["using"], json!(["web"]));
+    let answer = get(&api, "/api/overview").await;
+    assert_eq!(
+        answer.body["http"]["routers"],
+        json!({"total": 1, "warnings": 1, "errors": 0})
+    );
+}
+
+#[tokio::test]
+async fn odd_requests_get_client_errors() {
+    let api = handler("/");
+    let cases = [
+        ("/api/http/routers/%", StatusCode::NOT_FOUND),
+        ("/api/http/routers/%E2%82", StatusCode::NOT_FOUND),
+        ("/api//", StatusCode::NOT_FOUND),
+        ("/api/http", StatusCode::NOT_FOUND),
+        ("/api", StatusCode::NOT_FOUND),
+        ("/", StatusCode::NOT_FOUND),
+        (
+            "/api/http/routers?page=99999999999999999999",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/http/routers?per_page=9223372036854775807&page=9223372036854775807",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/http/routers?per_page=9223372036854775807",
+            StatusCode::OK,
+        ),
+        (
+            "/api/http/routers?%%%&&==&page=%31&search=%",
+            StatusCode::OK,
+        ),
+    ];
+    for (uri, expected) in cases {
+        let answer = get(&api, uri).await;
+        assert_eq!(answer.status, expected, "{uri}");
+    }
+}
