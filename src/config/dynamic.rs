@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::de::{Duration, Located};
@@ -63,7 +63,7 @@ pub const DEFAULT_TLS_NAME: &str = "default";
 // ---------------------------------------------------------------------------------------
 // HTTP routers
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HttpRouter {
     pub entry_points: Vec<String>,
@@ -79,7 +79,7 @@ pub struct HttpRouter {
     pub observability: Option<RouterObservability>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RouterTls {
     /// TLS option name; empty means `default`.
@@ -88,14 +88,14 @@ pub struct RouterTls {
     pub domains: Vec<Domain>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Domain {
     pub main: String,
     pub sans: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RouterObservability {
     pub access_logs: Option<bool>,
@@ -110,7 +110,7 @@ pub struct RouterObservability {
 
 /// Exactly one of the service types must be set (checked by validation, as Traefik does
 /// when it builds the service).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HttpService {
     /// Service-level middlewares (applied before the service).
@@ -145,7 +145,7 @@ impl HttpService {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServersLoadBalancer {
     pub sticky: Option<Sticky>,
@@ -167,7 +167,7 @@ impl ServersLoadBalancer {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Server {
     pub url: Located<String>,
@@ -183,13 +183,13 @@ impl Server {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Sticky {
     pub cookie: Option<Cookie>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Cookie {
     /// Empty: derived from the service name, as Traefik does.
@@ -204,7 +204,7 @@ pub struct Cookie {
     pub domain: String,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServerHealthCheck {
     pub scheme: String,
@@ -244,7 +244,7 @@ impl Default for ServerHealthCheck {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct PassiveHealthCheck {
     pub failure_window: Duration,
@@ -260,7 +260,7 @@ impl Default for PassiveHealthCheck {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ResponseForwarding {
     /// Negative: flush after every write.
@@ -277,11 +277,11 @@ impl Default for ResponseForwarding {
 
 /// `healthCheck: {}` on weighted/mirroring/failover/hrw services: turns on status
 /// propagation from the children. It has no options.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyHealthCheck {}
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct WeightedRoundRobin {
     pub services: Vec<WeightedService>,
@@ -289,7 +289,7 @@ pub struct WeightedRoundRobin {
     pub health_check: Option<EmptyHealthCheck>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct WeightedService {
     pub name: Located<String>,
@@ -303,7 +303,7 @@ impl WeightedService {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Mirroring {
     pub service: Located<String>,
@@ -315,14 +315,14 @@ pub struct Mirroring {
     pub health_check: Option<EmptyHealthCheck>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct MirrorService {
     pub name: Located<String>,
     pub percent: i64,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Failover {
     pub service: Located<String>,
@@ -331,7 +331,7 @@ pub struct Failover {
     pub errors: Option<FailoverErrors>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct FailoverErrors {
     /// Default -1 (unlimited).
@@ -339,7 +339,7 @@ pub struct FailoverErrors {
     pub status: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HighestRandomWeight {
     pub services: Vec<WeightedService>,
@@ -349,7 +349,7 @@ pub struct HighestRandomWeight {
 // ---------------------------------------------------------------------------------------
 // HTTP servers transports
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServersTransport {
     pub server_name: String,
@@ -373,14 +373,14 @@ pub struct ServersTransport {
     pub spiffe: Option<Spiffe>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Certificate {
     pub cert_file: String,
     pub key_file: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct PeerCertSan {
     /// `URI` or `DNSName`.
@@ -389,14 +389,14 @@ pub struct PeerCertSan {
     pub value: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Spiffe {
     pub ids: Vec<String>,
     pub trust_domain: String,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ForwardingTimeouts {
     pub dial_timeout: Duration,
@@ -422,7 +422,7 @@ impl Default for ForwardingTimeouts {
 // HTTP middlewares
 
 /// One middleware: exactly one type must be set (checked when a router uses it).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HttpMiddleware {
     pub add_prefix: Option<AddPrefix>,
@@ -496,13 +496,13 @@ impl HttpMiddleware {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AddPrefix {
     pub prefix: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct StripPrefix {
     pub prefixes: Vec<String>,
@@ -510,32 +510,32 @@ pub struct StripPrefix {
     pub force_slash: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct StripPrefixRegex {
     pub regex: Vec<Located<String>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ReplacePath {
     pub path: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ReplacePathRegex {
     pub regex: Located<String>,
     pub replacement: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Chain {
     pub middlewares: Vec<Located<String>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct IpStrategy {
     /// N-th `X-Forwarded-For` entry from the right; 0 = not used.
@@ -545,14 +545,14 @@ pub struct IpStrategy {
     pub ipv6_subnet: Option<i64>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct IpWhiteList {
     pub source_range: Vec<Located<String>>,
     pub ip_strategy: Option<IpStrategy>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct IpAllowList {
     pub source_range: Vec<Located<String>>,
@@ -561,7 +561,7 @@ pub struct IpAllowList {
     pub reject_status_code: i64,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Headers {
     pub custom_request_headers: BTreeMap<String, String>,
@@ -606,7 +606,7 @@ pub struct Headers {
     pub ssl_force_host: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct EncodedCharacters {
     pub allow_encoded_slash: bool,
@@ -618,7 +618,7 @@ pub struct EncodedCharacters {
     pub allow_encoded_hash: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ErrorPage {
     /// Status codes or ranges (`500-599`).
@@ -629,7 +629,7 @@ pub struct ErrorPage {
     pub error_request_headers: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct SourceCriterion {
     pub ip_strategy: Option<IpStrategy>,
@@ -637,7 +637,7 @@ pub struct SourceCriterion {
     pub request_host: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RateLimit {
     /// Requests per `period`; 0 = no limit.
@@ -660,7 +660,7 @@ impl Default for RateLimit {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Redis {
     pub endpoints: Vec<String>,
@@ -676,7 +676,7 @@ pub struct Redis {
     pub dial_timeout: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ClientTls {
     pub ca: String,
@@ -686,7 +686,7 @@ pub struct ClientTls {
     pub ca_optional: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RedirectRegex {
     pub regex: Located<String>,
@@ -694,7 +694,7 @@ pub struct RedirectRegex {
     pub permanent: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RedirectScheme {
     pub scheme: String,
@@ -702,7 +702,7 @@ pub struct RedirectScheme {
     pub permanent: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct BasicAuth {
     /// `user:hash` (htpasswd).
@@ -714,7 +714,7 @@ pub struct BasicAuth {
     pub header_field: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct DigestAuth {
     /// `user:realm:hash`.
@@ -725,7 +725,7 @@ pub struct DigestAuth {
     pub header_field: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ForwardAuth {
     pub address: Located<String>,
@@ -747,14 +747,14 @@ pub struct ForwardAuth {
     pub auth_signin_url: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct InFlightReq {
     pub amount: i64,
     pub source_criterion: Option<SourceCriterion>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Buffering {
     /// 0: no limit.
@@ -782,7 +782,7 @@ impl Default for Buffering {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct CircuitBreaker {
     pub expression: Located<String>,
@@ -804,7 +804,7 @@ impl Default for CircuitBreaker {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Compress {
     pub excluded_content_types: Vec<String>,
@@ -826,14 +826,14 @@ impl Default for Compress {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct PassTlsClientCert {
     pub pem: bool,
     pub info: Option<TlsClientCertInfo>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TlsClientCertInfo {
     pub not_after: bool,
@@ -846,7 +846,7 @@ pub struct TlsClientCertInfo {
 
 /// Subject or issuer fields to forward (`organizationalUnit` exists for subjects only in
 /// Traefik; accepted for both here).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct DistinguishedNameInfo {
     pub country: bool,
@@ -859,7 +859,7 @@ pub struct DistinguishedNameInfo {
     pub domain_component: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Retry {
     pub attempts: i64,
@@ -872,13 +872,13 @@ pub struct Retry {
     pub retry_non_idempotent_method: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ContentType {
     pub auto_detect: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct GrpcWeb {
     pub allow_origins: Vec<String>,
@@ -887,7 +887,7 @@ pub struct GrpcWeb {
 // ---------------------------------------------------------------------------------------
 // TCP
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpRouter {
     pub entry_points: Vec<String>,
@@ -900,7 +900,7 @@ pub struct TcpRouter {
     pub tls: Option<TcpRouterTls>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpRouterTls {
     pub passthrough: bool,
@@ -909,14 +909,14 @@ pub struct TcpRouterTls {
     pub domains: Vec<Domain>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpService {
     pub load_balancer: Option<TcpLoadBalancer>,
     pub weighted: Option<TcpWeighted>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpLoadBalancer {
     pub servers: Vec<TcpServer>,
@@ -928,7 +928,7 @@ pub struct TcpLoadBalancer {
     pub health_check: Option<TcpHealthCheck>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpServer {
     /// `host:port`.
@@ -937,7 +937,7 @@ pub struct TcpServer {
 }
 
 /// The PROXY protocol header sent to backends.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ProxyProtocol {
     /// 1 or 2; an empty section means 2.
@@ -950,7 +950,7 @@ impl Default for ProxyProtocol {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpHealthCheck {
     pub port: i64,
@@ -975,14 +975,14 @@ impl Default for TcpHealthCheck {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpWeighted {
     pub services: Vec<WeightedService>,
     pub health_check: Option<EmptyHealthCheck>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpMiddleware {
     pub in_flight_conn: Option<TcpInFlightConn>,
@@ -1006,19 +1006,19 @@ impl TcpMiddleware {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpInFlightConn {
     pub amount: i64,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpIpAllowList {
     pub source_range: Vec<Located<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpServersTransport {
     /// Negative disables keep-alive probes.
@@ -1044,7 +1044,7 @@ impl Default for TcpServersTransport {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TcpClientTls {
     pub server_name: String,
@@ -1062,7 +1062,7 @@ pub struct TcpClientTls {
 // ---------------------------------------------------------------------------------------
 // UDP
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpRouter {
     pub entry_points: Vec<String>,
@@ -1078,20 +1078,20 @@ pub struct UdpRouter {
     pub tls: Option<UdpRouterTls>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpRouterTls {
     pub passthrough: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpService {
     pub load_balancer: Option<UdpLoadBalancer>,
     pub weighted: Option<UdpWeighted>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpLoadBalancer {
     pub servers: Vec<UdpServer>,
@@ -1099,13 +1099,13 @@ pub struct UdpLoadBalancer {
     pub strategy: Located<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpServer {
     pub address: Located<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct UdpWeighted {
     pub services: Vec<WeightedService>,
@@ -1114,7 +1114,7 @@ pub struct UdpWeighted {
 // ---------------------------------------------------------------------------------------
 // TLS
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct CertAndStores {
     /// File path or inline PEM.
@@ -1123,7 +1123,7 @@ pub struct CertAndStores {
     pub stores: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TlsOptions {
     /// `VersionTLS10` … `VersionTLS13`; empty: TLS 1.2 for `default`.
@@ -1140,7 +1140,7 @@ pub struct TlsOptions {
     pub prefer_server_cipher_suites: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ClientAuth {
     /// File paths or inline PEM.
@@ -1151,14 +1151,14 @@ pub struct ClientAuth {
     pub client_auth_type: Located<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TlsStore {
     pub default_certificate: Option<Certificate>,
     pub default_generated_cert: Option<GeneratedCert>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct GeneratedCert {
     pub resolver: String,

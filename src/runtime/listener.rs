@@ -14,6 +14,7 @@ use l4::tcp::dispatch::{self, Accepted, EntrypointSettings, ProxyProtocolPolicy}
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 use tracing::{debug, warn};
 
 use super::ACCEPT_BACKOFF_MAX;
@@ -111,19 +112,24 @@ impl Entrypoint {
                         let routes = store.load().entrypoint(&ep_name);
                         let guard = counter.enter();
                         let settings = settings.clone();
-                        tokio::spawn(async move {
-                            dispatch::serve(
-                                Accepted {
-                                    stream,
-                                    peer,
-                                    local,
-                                },
-                                routes,
-                                settings,
-                            )
-                            .await;
-                            drop(guard);
-                        });
+                        // Every log line of the connection carries these fields.
+                        let span = tracing::info_span!("connection", entrypoint = %ep_name, client = %peer);
+                        tokio::spawn(
+                            async move {
+                                dispatch::serve(
+                                    Accepted {
+                                        stream,
+                                        peer,
+                                        local,
+                                    },
+                                    routes,
+                                    settings,
+                                )
+                                .await;
+                                drop(guard);
+                            }
+                            .instrument(span),
+                        );
                     }
                     Err(e) if is_resource_exhaustion(&e) => {
                         // Out of file descriptors or memory: back off instead of spinning;
