@@ -733,6 +733,9 @@ pub struct Metrics {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Prometheus {
+    /// The metric name prefix; empty means `sallyport` (Traefik users write `traefik` to keep
+    /// their dashboards). Not a Traefik key: Traefik's prefix is fixed.
+    pub prefix: String,
     pub buckets: Vec<f64>,
     pub add_entry_points_labels: bool,
     pub add_routers_labels: bool,
@@ -745,6 +748,7 @@ pub struct Prometheus {
 impl Default for Prometheus {
     fn default() -> Self {
         Prometheus {
+            prefix: String::new(),
             buckets: vec![0.1, 0.3, 1.2, 5.0],
             add_entry_points_labels: true,
             add_routers_labels: false,
