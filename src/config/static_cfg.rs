@@ -1208,6 +1208,23 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_prefix_is_a_key_and_unknown_keys_are_still_refused() {
+        let loaded =
+            load_static(&args(&["--metrics.prometheus.prefix=traefik"]), &[]).expect("loads");
+        let prometheus = loaded
+            .config
+            .metrics
+            .and_then(|m| m.prometheus)
+            .expect("set");
+        assert_eq!(prometheus.prefix, "traefik");
+        assert_eq!(prometheus.buckets, [0.1, 0.3, 1.2, 5.0]);
+        assert_eq!(Prometheus::default().prefix, "");
+        let errors = load_static(&args(&["--metrics.prometheus.prefixes=traefik"]), &[])
+            .expect_err("refused");
+        assert!(errors[0].message.contains("prefixes"), "{}", errors[0]);
+    }
+
+    #[test]
     fn no_entrypoint_means_http_on_port_80() {
         let loaded = load_static(&args(&["--log.level=DEBUG"]), &[]).expect("loads");
         let ep = &loaded.config.entry_points["http"];

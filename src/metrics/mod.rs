@@ -735,3 +735,419 @@ fn unix_seconds(at: SystemTime) -> f64 {
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use http::{StatusCode, Version};
+    use l7::observe::Protocol;
+
+    use super::*;
+
+    /// One scrape, as `name{label="value",...}` (labels sorted) → value.
+    pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap();
+            let key = match series.split_once('{') {
+                None => series.to_owned(),
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap();
+                    let mut pairs: Vec<&str> = split_labels(labels);
+                    pairs.sort_unstable();
+                    format!("{name}{{{}}}", pairs.join(","))
+                }
+            };
+            assert!(samples.insert(key, value).is_none(), "{line} twice");
+        }
+        samples
+    }
+
+    /// `a="x",b="y,z"` → [`a="x"`, `b="y,z"`]: commas inside quotes stay.
+    fn split_labels(labels: &str) -> Vec<&str> {
+        let mut pairs = Vec::new();
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        for (i, c) in labels.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    pairs.push(&labels[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if start < labels.len() {
+            pairs.push(&labels[start..]);
+        }
+        pairs
+    }
+
+    /// The value of `series` (labels in any order), or `None` if the scrape lacks it.
+    pub(crate) fn value(samples: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
+        let key = parse(&format!("{series} 0")).into_keys().next().unwrap();
+        samples.get(&key).copied()
+    }
+
+    fn record(
+        method: Method,
+        status: u16,
+        route: Option<(&str, &str)>,
+        millis: u64,
+        bytes: (u64, u64),
+    ) -> RequestRecord {
+        RequestRecord {
+            entrypoint: Arc::from("web"),
+            router: route.map(|(router, _)| Arc::from(router)),
+            service: route.map(|(_, service)| Arc::from(service)),
+            method,
+            protocol: Protocol::Http,
+            version: Version::HTTP_11,
+            host: None,
+            uri: "/a/path/never/a/label".parse().unwrap(),
+            client: "192.0.2.7:40000".parse().unwrap(),
+            tls: None,
+            status: StatusCode::from_u16(status).unwrap(),
+            error: None,
+            request_bytes: bytes.0,
+            response_bytes: bytes.1,
+            completed: true,
+            duration: Duration::from_millis(millis),
+            started: SystemTime::now(),
+        }
+    }
+
+    fn metrics(configure: impl FnOnce(&mut Prometheus)) -> Metrics {
+        let mut config = Prometheus::default();
+        configure(&mut config);
+        Metrics::new(&config).unwrap()
+    }
+
+    #[test]
+    fn requests_are_counted_by_code_method_protocol_entrypoint_and_service() {
+        let metrics = metrics(|_| {});
+        let api = Some(("api@file", "api-svc@file"));
+        metrics.observe(&record(Method::GET, 200, api, 50, (0, 100)));
+        metrics.observe(&record(Method::GET, 200, api, 2000, (10, 200)));
+        metrics.observe(&record(Method::GET, 404, None, 1, (0, 19)));
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        metrics.observe(&record(purge, 405, api, 1, (0, 0)));
+        let samples = parse(&metrics.encode());
+        let ep = |family: &str, code: u16, method: &str| {
+            let series = format!(
+                r#"sallyport_entrypoint_{family}{{code="{code}",method="{method}",protocol="http",entrypoint="web"}}"#
+            );
+            value(&samples, &series)
+        };
+        assert_eq!(ep("requests_total", 200, "GET"), Some(2.0));
+        assert_eq!(ep("requests_total", 404, "GET"), Some(1.0));
+        assert_eq!(ep("requests_total", 405, "EXTENSION_METHOD"), Some(1.0));
+        assert_eq!(ep("requests_bytes_total", 200, "GET"), Some(10.0));
+        assert_eq!(ep("responses_bytes_total", 200, "GET"), Some(300.0));
+        assert_eq!(ep("responses_bytes_total", 404, "GET"), Some(19.0));
+        // 50 ms and 2 s against the default buckets 0.1, 0.3, 1.2, 5.
+        let bucket = |le: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_entrypoint_request_duration_seconds_bucket{{code="200",method="GET",protocol="http",entrypoint="web",le="{le}"}}"#
+                ),
+            )
+        };
+        assert_eq!(bucket("0.1"), Some(1.0));
+        assert_eq!(bucket("1.2"), Some(1.0));
+        assert_eq!(bucket("5"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(2.0));
+        let histogram = |part: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_entrypoint_request_duration_seconds_{part}{{code="200",method="GET",protocol="http",entrypoint="web"}}"#
+                ),
+            )
+        };
+        assert_eq!(histogram("count"), Some(2.0));
+        assert_eq!(histogram("sum"), Some(2.05));
+
+        let service = |code: u16, method: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_service_requests_total{{code="{code}",method="{method}",protocol="http",service="api-svc@file"}}"#
+                ),
+            )
+        };
+        assert_eq!(service(200, "GET"), Some(2.0));
+        assert_eq!(service(405, "EXTENSION_METHOD"), Some(1.0));
+        // The unrouted 404 has no service; routers are off by default.
+        assert!(
+            !samples
+                .keys()
+                .any(|k| k.starts_with("sallyport_service_") && k.contains("404"))
+        );
+        assert!(!samples.keys().any(|k| k.starts_with("sallyport_router_")));
+        // Bounded labels: neither the path nor the client shows.
+        let text = metrics.encode();
+        assert!(!text.contains("/a/path") && !text.contains("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_prefix_is_sallyport_unless_configured() {
+        let default = metrics(|_| {});
+        default.config_reload(true);
+        let traefik = metrics(|c| c.prefix = "traefik".to_owned());
+        traefik.config_reload(true);
+        for (metrics, prefix) in [(&default, "sallyport_"), (&traefik, "traefik_")] {
+            let samples = parse(&metrics.encode());
+            assert!(!samples.is_empty());
+            assert!(samples.keys().all(|k| k.starts_with(prefix)), "{samples:?}");
+            assert_eq!(
+                value(&samples, &format!("{prefix}config_reloads_total")),
+                Some(1.0)
+            );
+        }
+        assert_eq!(traefik.prefix(), "traefik");
+    }
+
+    #[test]
+    fn the_add_labels_flags_choose_the_request_families() {
+        let metrics = metrics(|c| {
+            c.add_entry_points_labels = false;
+            c.add_routers_labels = true;
+            c.add_services_labels = false;
+        });
+        metrics.observe(&record(
+            Method::POST,
+            201,
+            Some(("r@file", "s@file")),
+            5,
+            (3, 4),
+        ));
+        let text = metrics.encode();
+        let samples = parse(&text);
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_router_requests_total{code="201",method="POST",protocol="http",router="r@file",service="s@file"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_router_requests_bytes_total{code="201",method="POST",protocol="http",router="r@file",service="s@file"}"#
+            ),
+            Some(3.0)
+        );
+        // Families turned off are not even described.
+        assert!(!text.contains("sallyport_entrypoint_"));
+        assert!(!text.contains("sallyport_service_requests"));
+    }
+
+    #[test]
+    fn tls_requests_are_counted_by_version_and_cipher() {
+        let metrics = metrics(|_| {});
+        let mut https = record(Method::GET, 200, Some(("r@file", "s@file")), 5, (0, 0));
+        https.tls = Some(TlsParams {
+            version: "1.3",
+            cipher: Some("TLS_AES_128_GCM_SHA256"),
+        });
+        metrics.observe(&https);
+        https.tls = Some(TlsParams::QUIC);
+        metrics.observe(&https);
+        metrics.observe(&record(Method::GET, 200, None, 5, (0, 0)));
+        let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_entrypoint_requests_tls_total{tls_version="1.3",tls_cipher="TLS_AES_128_GCM_SHA256",entrypoint="web"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_service_requests_tls_total{tls_version="1.3",tls_cipher="unknown",service="s@file"}"#
+            ),
+            Some(1.0)
+        );
+        let tls_total: f64 = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("sallyport_entrypoint_requests_tls_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(tls_total, 2.0);
+    }
+
+    #[test]
+    fn tcp_connections_count_bytes_and_close_on_drop() {
+        let metrics = metrics(|_| {});
+        let route = r#"entrypoint="db",router="pg@file",service="pg@file""#;
+        let first = metrics.tcp_connection("db", "pg@file", "pg@file");
+        let second = metrics.tcp_connection("db", "pg@file", "pg@file");
+        first.add_bytes(Direction::FromClient, 100);
+        first.add_bytes(Direction::ToClient, 7);
+        second.add_bytes(Direction::FromClient, 1);
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(format!("sallyport_tcp_connections_total{{{route}}}")),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_tcp_open_connections{entrypoint="db"}"#.to_owned()),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="from_client"}}"#
+            )),
+            Some(101.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="to_client"}}"#
+            )),
+            Some(7.0)
+        );
+        drop(first);
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(r#"sallyport_tcp_open_connections{entrypoint="db"}"#.to_owned()),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(format!(
+                "sallyport_tcp_connection_duration_seconds_count{{{route}}}"
+            )),
+            Some(1.0)
+        );
+        drop(second);
+    }
+
+    #[test]
+    fn udp_sessions_count_datagrams_and_close_on_drop() {
+        let metrics = metrics(|_| {});
+        let session = metrics.udp_session("dns", "dns@file", "resolvers@file");
+        session.add_datagrams(Direction::FromClient, 3);
+        session.add_datagrams(Direction::ToClient, 2);
+        let open = metrics.open_connection("dns", Transport::Udp);
+        let route = r#"entrypoint="dns",router="dns@file",service="resolvers@file""#;
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(format!("sallyport_udp_sessions_total{{{route}}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_udp_open_sessions{entrypoint="dns"}"#.to_owned()),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_udp_datagrams_total{{{route},direction="from_client"}}"#
+            )),
+            Some(3.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_udp_datagrams_total{{{route},direction="to_client"}}"#
+            )),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#.to_owned()),
+            Some(1.0)
+        );
+        drop((session, open));
+        let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(&samples, r#"sallyport_udp_open_sessions{entrypoint="dns"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn reloads_servers_and_certificates_are_gauges_and_counters() {
+        let metrics = metrics(|_| {});
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        metrics.config_reload_at(true, at);
+        metrics.config_reload_at(true, at + Duration::from_secs(10));
+        metrics.config_reload_at(false, at + Duration::from_secs(20));
+        metrics.set_server_up("api@file", "http://10.0.0.1:80", true);
+        metrics.set_server_up("api@file", "http://10.0.0.2:80", true);
+        metrics.set_server_up("api@file", "http://10.0.0.2:80", false);
+        metrics.set_server_up("old@file", "http://10.0.0.3:80", true);
+        metrics.remove_server("old@file", "http://10.0.0.3:80");
+        let sans = ["a.test".to_owned(), "b.test".to_owned()];
+        metrics.set_cert_not_after("a.test", "1f", &sans, at);
+        let samples = parse(&metrics.encode());
+        let get = |series: &str| value(&samples, series);
+        assert_eq!(get("sallyport_config_reloads_total"), Some(2.0));
+        assert_eq!(
+            get("sallyport_config_last_reload_success"),
+            Some(1_700_000_010.0)
+        );
+        assert_eq!(get("sallyport_config_reloads_failure_total"), Some(1.0));
+        assert_eq!(
+            get("sallyport_config_last_reload_failure"),
+            Some(1_700_000_020.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_service_server_up{service="api@file",url="http://10.0.0.1:80"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_service_server_up{service="api@file",url="http://10.0.0.2:80"}"#),
+            Some(0.0)
+        );
+        assert!(!samples.keys().any(|k| k.contains("old@file")));
+        assert_eq!(
+            get(r#"sallyport_tls_certs_not_after{cn="a.test",serial="1f",sans="a.test,b.test"}"#),
+            Some(1_700_000_000.0)
+        );
+        metrics.clear_certs();
+        assert!(!metrics.encode().contains("sallyport_tls_certs_not_after{"));
+    }
+
+    #[test]
+    fn a_bad_prefix_or_bad_buckets_are_refused() {
+        let build = |configure: fn(&mut Prometheus)| {
+            let mut config = Prometheus::default();
+            configure(&mut config);
+            Metrics::new(&config).map(|_| ())
+        };
+        assert_eq!(
+            build(|c| c.prefix = "my-app".to_owned()),
+            Err(MetricsError::InvalidPrefix("my-app".to_owned()))
+        );
+        assert!(matches!(
+            build(|c| c.prefix = "1x".to_owned()),
+            Err(MetricsError::InvalidPrefix(_))
+        ));
+        assert!(matches!(
+            build(|c| c.buckets = vec![1.0, 0.5]),
+            Err(MetricsError::InvalidBuckets(_))
+        ));
+        assert!(matches!(
+            build(|c| c.buckets = vec![f64::NAN]),
+            Err(MetricsError::InvalidBuckets(_))
+        ));
+        assert_eq!(build(|c| c.buckets = vec![0.5, 2.5]), Ok(()));
+    }
+}
