@@ -668,6 +668,68 @@ mod tests {
         assert_eq!(of(&[("content-type", "application/json")]), "http");
     }
 
+    /// A rustls server connection after an in-memory handshake with a client limited to
+    /// `version`.
+    fn handshake(version: &'static rustls::SupportedProtocolVersion) -> rustls::ServerConnection {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let cert = generated.cert.der().clone();
+        let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(
+            generated.signing_key.serialize_der(),
+        ));
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        assert_eq!(
+            TlsParams::of(&server),
+            None,
+            "no parameters before the handshake"
+        );
+        while server.is_handshaking() || client.is_handshaking() {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut wire.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut wire.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        server
+    }
+
+    #[test]
+    fn tls_parameters_are_read_from_the_handshake() {
+        let tls13 = TlsParams::of(&handshake(&rustls::version::TLS13)).unwrap();
+        assert_eq!(tls13.version, "1.3");
+        assert!(
+            tls13
+                .cipher
+                .is_some_and(|c| c.starts_with("TLS_") && !c.starts_with("TLS13")),
+            "{tls13:?}"
+        );
+        let tls12 = TlsParams::of(&handshake(&rustls::version::TLS12)).unwrap();
+        assert_eq!(tls12.version, "1.2");
+        assert!(
+            tls12.cipher.is_some_and(|c| c.starts_with("TLS_ECDHE_")),
+            "{tls12:?}"
+        );
+    }
+
     #[test]
     fn tls_1_3_suites_carry_their_iana_names() {
         assert_eq!(

@@ -347,13 +347,19 @@ impl HttpEntrypoint {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::handler::BoxError>,
     {
-        let Some(observer) = self.inner.observer.load_full() else {
+        // The guard is released at once: only the observer's own count is held.
+        let observer: Option<Arc<dyn RequestObserver>> = self
+            .inner
+            .observer
+            .load()
+            .as_ref()
+            .map(|slot| Arc::clone(&**slot));
+        let Some(observer) = observer else {
             return self.route(request, client, tls).await.0;
         };
         let host = request_host(request.uri(), request.headers());
         let params = tls.as_ref().and_then(|tls| tls.params);
-        let (observation, request) =
-            Observation::begin(Arc::clone(&observer), request, &client, params, host);
+        let (observation, request) = Observation::begin(observer, request, &client, params, host);
         let (response, routed) = self.route(request, client, tls).await;
         let router = routed.map(|target| (target.router, target.service));
         observation.finish(response, router)

@@ -285,7 +285,7 @@ pub struct Metrics {
 impl Metrics {
     /// The registry `config` describes: prefix (empty: `sallyport`), request duration buckets,
     /// and which of the entrypoint, router and service request families exist.
-    /// `headerLabels` is not supported and is ignored (see `docs/metrics.md`).
+    /// `headerLabels` is not supported: a warning is logged and it is ignored.
     pub fn new(config: &Prometheus) -> Result<Self, MetricsError> {
         let prefix = if config.prefix.is_empty() {
             DEFAULT_PREFIX.to_owned()
@@ -296,6 +296,9 @@ impl Metrics {
             return Err(MetricsError::InvalidPrefix(prefix));
         }
         let buckets = request_buckets(&config.buckets)?;
+        if !config.header_labels.is_empty() {
+            tracing::warn!("metrics.prometheus.headerLabels is not supported yet: ignored");
+        }
         let mut registry = Registry::with_prefix(prefix.clone());
         let entrypoint = config.add_entry_points_labels.then(|| {
             RequestFamilies::register(&mut registry, "entrypoint", "entrypoints", &buckets)
