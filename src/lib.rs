@@ -4,7 +4,8 @@
 //! [`acme`] (certificates from ACME CAs), [`api`] (Traefik's API and ping handlers),
 //! [`dashboard`], [`accesslog`],
 //! [`runtime`] (listeners, snapshots, reloads, shutdown), [`check`] (the `check`
-//! command), [`explain`] (the `explain` command) and [`logging`].
+//! command), [`explain`] (the `explain` command), [`metrics`] (Prometheus) and
+//! [`logging`].
 
 pub mod accesslog;
 pub mod acme;
@@ -14,4 +15,5 @@ pub mod config;
 pub mod dashboard;
 pub mod explain;
 pub mod logging;
+pub mod metrics;
 pub mod runtime;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod forwarded;
 pub mod handler;
 pub mod middleware;
+pub mod observe;
 pub mod request;
 pub mod router;
 pub mod rule;

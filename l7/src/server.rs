@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::header::{ALT_SVC, CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
@@ -32,6 +32,7 @@ use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
 use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
+use crate::observe::{Observation, RequestObserver, TlsParams};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
 
@@ -53,6 +54,9 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct RouteTarget {
     pub router: Arc<str>,
+    /// The router's service, qualified (`api@file`), for what observes requests; `None` for
+    /// an internal route that has no service.
+    pub service: Option<Arc<str>>,
     /// Entrypoint and router middlewares, then the service.
     pub handler: SharedHandler,
     /// The TLS option of a TLS router (`None` for a plaintext one): a request whose
@@ -64,6 +68,7 @@ impl std::fmt::Debug for RouteTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteTarget")
             .field("router", &self.router)
+            .field("service", &self.service)
             .field("tls_option", &self.tls_option)
             .finish_non_exhaustive()
     }
@@ -96,6 +101,8 @@ pub struct TlsInfo {
     /// The client's certificate chain (leaf first), as the option's client authentication
     /// accepted it; `None` when the client presented none.
     pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
+    /// The negotiated version and cipher suite, when the connection reported them.
+    pub params: Option<TlsParams>,
 }
 
 /// Entrypoint settings of the HTTP server (static configuration).
@@ -155,6 +162,8 @@ struct Inner {
     /// The `Alt-Svc` value responses on TLS connections carry once the entrypoint also
     /// serves HTTP/3 (set when its UDP side is bound, so the port is the real one).
     alt_svc: OnceLock<HeaderValue>,
+    /// Sees every request (metrics, access logs). Empty, it costs one atomic load a request.
+    observer: ArcSwapOption<Arc<dyn RequestObserver>>,
 }
 
 impl HttpEntrypoint {
@@ -183,6 +192,7 @@ impl HttpEntrypoint {
                 server,
                 shutdown: watch::channel(false).0,
                 alt_svc: OnceLock::new(),
+                observer: ArcSwapOption::empty(),
             }),
         }
     }
@@ -194,6 +204,11 @@ impl HttpEntrypoint {
     /// Installs the routes of a new snapshot; the next request on every connection uses them.
     pub fn set_routes(&self, routes: Arc<HttpRoutes>) {
         self.inner.routes.store(routes);
+    }
+
+    /// Installs (or, with `None`, removes) what observes every request from now on.
+    pub fn set_observer(&self, observer: Option<Arc<dyn RequestObserver>>) {
+        self.inner.observer.store(observer.map(Arc::new));
     }
 
     /// Advertises HTTP/3 on UDP `port` to clients of TLS connections:
@@ -219,11 +234,20 @@ impl HttpEntrypoint {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_connection(io, conn, None).await;
+    }
+
+    /// [`Self::serve`], with the TLS parameters of a TLS connection for its requests' records.
+    async fn serve_connection<I>(&self, io: I, conn: HttpConn, tls_params: Option<TlsParams>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let config = &self.inner.config;
         let tls = conn.tls_option.as_ref().map(|option| TlsInfo {
             sni: conn.sni.clone(),
             option: option.clone(),
             peer_certificates: conn.peer_certificates.clone(),
+            params: tls_params,
         });
         let client = ClientInfo {
             peer: conn.client,
@@ -311,13 +335,43 @@ impl HttpEntrypoint {
         }
     }
 
-    /// One request through the front door: sanitize, forwarded headers, route, 421, handler.
+    /// One request through the front door: sanitize, forwarded headers, route, 421, handler;
+    /// observed when an observer is installed.
     pub async fn handle<B>(
         &self,
         request: Request<B>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
     ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::handler::BoxError>,
+    {
+        // The guard is released at once: only the observer's own count is held.
+        let observer: Option<Arc<dyn RequestObserver>> = self
+            .inner
+            .observer
+            .load()
+            .as_ref()
+            .map(|slot| Arc::clone(&**slot));
+        let Some(observer) = observer else {
+            return self.route(request, client, tls).await.0;
+        };
+        let host = request_host(request.uri(), request.headers());
+        let params = tls.as_ref().and_then(|tls| tls.params);
+        let (observation, request) = Observation::begin(observer, request, &client, params, host);
+        let (response, routed) = self.route(request, client, tls).await;
+        let router = routed.map(|target| (target.router, target.service));
+        observation.finish(response, router)
+    }
+
+    /// [`Self::handle`] without the observation: the response, and the route that made it.
+    async fn route<B>(
+        &self,
+        request: Request<B>,
+        client: ClientInfo,
+        tls: Option<TlsInfo>,
+    ) -> (Response<Body>, Option<RouteTarget>)
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::handler::BoxError>,
@@ -331,15 +385,15 @@ impl HttpEntrypoint {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return (response, None);
         }
         if config.sanitize_path
             && let Err(kind) = sanitize_request_path(&mut parts.uri)
         {
-            return error_response(kind);
+            return (error_response(kind), None);
         }
         let upgrade = is_upgrade(&parts.headers);
-        let host = request_host(&parts);
+        let host = request_host(&parts.uri, &parts.headers);
         rewrite_request_headers(
             &mut parts.headers,
             &ForwardContext {
@@ -362,7 +416,7 @@ impl HttpEntrypoint {
             table.find(&view).map(|route| route.target.clone())
         };
         let Some(target) = target else {
-            return error_response(ProxyErrorKind::NoRoute);
+            return (error_response(ProxyErrorKind::NoRoute), None);
         };
         if let Some(tls) = &tls
             && target.tls_option.as_deref() != Some(&*tls.option)
@@ -373,7 +427,8 @@ impl HttpEntrypoint {
                 sni = tls.sni.as_deref().unwrap_or(""),
                 "421: the request's host is served with other TLS options than the handshake's"
             );
-            return error_response(ProxyErrorKind::MisdirectedRequest);
+            // Not the router's request: it never reached it.
+            return (error_response(ProxyErrorKind::MisdirectedRequest), None);
         }
         // Handlers and servers see the host the request was routed by: HTTP/2's `:authority`,
         // or an absolute-form target's host, which wins over the Host header as in Go.
@@ -386,7 +441,7 @@ impl HttpEntrypoint {
         }
         let request = Request::from_parts(parts, boxed(body));
         let response = target.handler.call(request);
-        match config.write_timeout {
+        let response = match config.write_timeout {
             Some(limit) => match tokio::time::timeout(limit, response).await {
                 Ok(response) => response,
                 Err(_) => {
@@ -395,7 +450,8 @@ impl HttpEntrypoint {
                 }
             },
             None => response.await,
-        }
+        };
+        (response, Some(target))
     }
 }
 
@@ -411,14 +467,15 @@ impl HttpHandoff for HttpEntrypoint {
         conn: HttpConn,
     ) -> HandoffFuture {
         let entrypoint = self.clone();
-        Box::pin(async move { entrypoint.serve(io, conn).await })
+        let params = TlsParams::of(io.get_ref().1);
+        Box::pin(async move { entrypoint.serve_connection(io, conn, params).await })
     }
 }
 
 /// The request's authority: the absolute-form target's (or HTTP/2 `:authority`) over `Host`,
 /// as Go's `net/http` decides.
-fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    match parts.uri.authority() {
+fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
         Some(authority) => {
             // `user@` is no part of a Host (RFC 9110 §7.2).
             let host = authority
@@ -427,7 +484,7 @@ fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
                 .map_or(authority.as_str(), |(_, host)| host);
             HeaderValue::from_str(host).ok()
         }
-        None => parts.headers.get(HOST).cloned(),
+        None => headers.get(HOST).cloned(),
     }
 }
 
@@ -627,13 +684,14 @@ mod tests {
                 .into_parts()
                 .0
         };
-        assert_eq!(request_host(&parts("/x")).unwrap(), "header.test");
+        let request_host = |parts: http::request::Parts| request_host(&parts.uri, &parts.headers);
+        assert_eq!(request_host(parts("/x")).unwrap(), "header.test");
         assert_eq!(
-            request_host(&parts("http://url.test:8080/x")).unwrap(),
+            request_host(parts("http://url.test:8080/x")).unwrap(),
             "url.test:8080"
         );
         assert_eq!(
-            request_host(&parts("http://user:pw@url.test/x")).unwrap(),
+            request_host(parts("http://user:pw@url.test/x")).unwrap(),
             "url.test"
         );
     }

@@ -204,6 +204,7 @@ fn route(name: &str, rule: &str, target: SharedHandler) -> Route<RouteTarget> {
         rule,
         target: RouteTarget {
             router: Arc::from(name),
+            service: None,
             handler: target,
             tls_option: None,
         },

@@ -733,6 +733,9 @@ pub struct Metrics {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Prometheus {
+    /// The metric name prefix; empty means `sallyport` (Traefik users write `traefik` to keep
+    /// their dashboards). Not a Traefik key: Traefik's prefix is fixed.
+    pub prefix: String,
     pub buckets: Vec<f64>,
     pub add_entry_points_labels: bool,
     pub add_routers_labels: bool,
@@ -745,6 +748,7 @@ pub struct Prometheus {
 impl Default for Prometheus {
     fn default() -> Self {
         Prometheus {
+            prefix: String::new(),
             buckets: vec![0.1, 0.3, 1.2, 5.0],
             add_entry_points_labels: true,
             add_routers_labels: false,
@@ -1201,6 +1205,23 @@ mod tests {
         for bad in ["80", ":http", ":80/sctp", ":70000", "::1:80"] {
             assert!(EntryPointAddress::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn prometheus_prefix_is_a_key_and_unknown_keys_are_still_refused() {
+        let loaded =
+            load_static(&args(&["--metrics.prometheus.prefix=traefik"]), &[]).expect("loads");
+        let prometheus = loaded
+            .config
+            .metrics
+            .and_then(|m| m.prometheus)
+            .expect("set");
+        assert_eq!(prometheus.prefix, "traefik");
+        assert_eq!(prometheus.buckets, [0.1, 0.3, 1.2, 5.0]);
+        assert_eq!(Prometheus::default().prefix, "");
+        let errors = load_static(&args(&["--metrics.prometheus.prefixes=traefik"]), &[])
+            .expect_err("refused");
+        assert!(errors[0].message.contains("prefixes"), "{}", errors[0]);
     }
 
     #[test]

@@ -544,6 +544,7 @@ mod tests {
             sni: None,
             option: Arc::from("default"),
             peer_certificates: chain.map(Arc::from),
+            params: None,
         });
         let response = handler.call(request).await;
         assert_eq!(response.status(), StatusCode::OK);

@@ -22,6 +22,7 @@ use rustls_pki_types::CertificateDer;
 use super::{HttpEntrypoint, TlsInfo};
 use crate::error::ProxyErrorKind;
 use crate::handler::{Body, BoxError, ClientInfo, error_response};
+use crate::observe::TlsParams;
 use frames::BoundedConnection;
 
 /// The TLS option HTTP/3 handshakes are made with (QUIC has one server configuration).
@@ -70,6 +71,7 @@ impl HttpEntrypoint {
             sni,
             option: Arc::from(H3_TLS_OPTION),
             peer_certificates,
+            params: Some(TlsParams::QUIC),
         };
         let client = ClientInfo {
             peer,

@@ -125,6 +125,7 @@ impl Compiler<'_> {
                 }
             });
             let domains = rule.hosts();
+            let service_name: Arc<str> = Arc::from(router.service.value.as_str());
             for ep in &resolved.entry_points {
                 let route = Route {
                     name: name.clone(),
@@ -132,6 +133,7 @@ impl Compiler<'_> {
                     rule: rule.clone(),
                     target: RouteTarget {
                         router: Arc::from(name.as_str()),
+                        service: Some(service_name.clone()),
                         handler: handler.clone(),
                         tls_option: tls_option.clone(),
                     },
@@ -252,6 +254,8 @@ impl Compiler<'_> {
             rule: HttpRule::compile(&rule).ok()?,
             target: RouteTarget {
                 router: Arc::from(name),
+                // Traefik's name for the service of its ACME challenge router.
+                service: Some(Arc::from("acme-http@internal")),
                 handler: Arc::new(self.internal.acme.http01_handler()),
                 tls_option: None,
             },
@@ -277,6 +281,7 @@ impl Compiler<'_> {
                 rule,
                 target: RouteTarget {
                     router: Arc::from(r.name),
+                    service: Some(Arc::from(r.service)),
                     handler: handler.clone(),
                     tls_option: None,
                 },

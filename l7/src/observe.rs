@@ -1,0 +1,744 @@
+//! The observation hook of the HTTP path: an entrypoint with a [`RequestObserver`] reports one
+//! [`RequestRecord`] for every request it handles — routed, refused (400, 421) or unrouted
+//! (404) — once the response body has been sent in full, failed, or been dropped (the client
+//! went away). Metrics and access logs are observers; l7 knows neither.
+//!
+//! Owns the record and the body wrappers that count bytes and time; not what an observer does
+//! with a record (that is the binary's), nor requests hyper answers by itself before they
+//! reach the entrypoint (a malformed request line, a header section over the limit).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::error::ProxyErrorKind;
+use crate::handler::{Body, BoxError, ClientInfo, boxed, response_error};
+
+/// Sees every request of the entrypoints it is installed on ([`crate::server::HttpEntrypoint::set_observer`]).
+///
+/// Called on the task that sends the response, when its body ends: an observer must be quick
+/// and must not block (count, or hand the record to a queue).
+pub trait RequestObserver: Send + Sync + 'static {
+    fn observe(&self, record: &RequestRecord);
+}
+
+/// What kind of exchange a request is, from its headers, as Traefik labels its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http,
+    Grpc,
+    GrpcWeb,
+    /// Server-sent events: the client accepts `text/event-stream`.
+    Sse,
+    WebSocket,
+}
+
+impl Protocol {
+    /// WebSocket upgrade first, then SSE, then gRPC-Web before gRPC (its content type is a
+    /// longer form of gRPC's), else plain HTTP: Traefik's order.
+    pub fn of(headers: &HeaderMap) -> Self {
+        if has_token(headers, &CONNECTION, "upgrade") && has_token(headers, &UPGRADE, "websocket") {
+            return Protocol::WebSocket;
+        }
+        if has_token(headers, &ACCEPT, "text/event-stream") {
+            return Protocol::Sse;
+        }
+        let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+        match content_type {
+            Some(ct) if starts_with_ignore_case(ct, b"application/grpc-web") => Protocol::GrpcWeb,
+            Some(ct) if starts_with_ignore_case(ct, b"application/grpc") => Protocol::Grpc,
+            _ => Protocol::Http,
+        }
+    }
+
+    /// The metric label: `http`, `grpc`, `grpc-web`, `sse` or `websocket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Sse => "sse",
+            Protocol::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Whether a comma-separated list in any `name` header holds `token` (media-type parameters
+/// after `;` ignored), case-insensitively.
+fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').any(|item| {
+                let item = item.split(';').next().unwrap_or("");
+                item.trim().eq_ignore_ascii_case(token)
+            })
+        })
+    })
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// The negotiated TLS parameters of a connection, named as Traefik's `tls_version` and
+/// `tls_cipher` labels name them (`1.3`, `TLS_AES_128_GCM_SHA256`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TlsParams {
+    pub version: &'static str,
+    /// `None` where the stack does not tell (QUIC: quinn keeps the suite to itself).
+    pub cipher: Option<&'static str>,
+}
+
+impl TlsParams {
+    /// The parameters of an established rustls connection, if its handshake is complete.
+    pub fn of(connection: &rustls::ServerConnection) -> Option<Self> {
+        let version = match connection.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_2 => "1.2",
+            rustls::ProtocolVersion::TLSv1_3 => "1.3",
+            _ => "unknown",
+        };
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .and_then(|suite| cipher_name(suite.suite()));
+        Some(TlsParams { version, cipher })
+    }
+
+    /// HTTP/3 runs over QUIC, which is TLS 1.3 only.
+    pub const QUIC: TlsParams = TlsParams {
+        version: "1.3",
+        cipher: None,
+    };
+}
+
+/// The IANA name of a suite, which Go (hence Traefik) also uses; rustls prefixes its TLS 1.3
+/// suites with `TLS13_` where the registry says `TLS_`.
+fn cipher_name(suite: rustls::CipherSuite) -> Option<&'static str> {
+    Some(match suite {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        other => return other.as_str(),
+    })
+}
+
+/// One request as its entrypoint saw it, reported when its response ended.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub entrypoint: Arc<str>,
+    /// The router that handled it; `None` when no router did (404, 421, a refused request).
+    pub router: Option<Arc<str>>,
+    /// The router's service, qualified (`api@file`); `None` without a router.
+    pub service: Option<Arc<str>>,
+    pub method: Method,
+    pub protocol: Protocol,
+    pub version: Version,
+    /// The authority the request named (`:authority` or `Host`), as received.
+    pub host: Option<HeaderValue>,
+    /// The request target as the client sent it, before path sanitization. For access logs:
+    /// never a metric label (unbounded).
+    pub uri: Uri,
+    /// The client (after a trusted PROXY header).
+    pub client: SocketAddr,
+    /// `None` on a plaintext connection.
+    pub tls: Option<TlsParams>,
+    pub status: StatusCode,
+    /// Set when the response was made by the proxy for an error (no route, upstream down...).
+    pub error: Option<ProxyErrorKind>,
+    /// Request body bytes the handlers read by the time the response ended.
+    pub request_bytes: u64,
+    /// Response body bytes handed to the connection.
+    pub response_bytes: u64,
+    /// `false` when the response body failed or was dropped before its end (the client left).
+    pub completed: bool,
+    /// From the request's arrival at the entrypoint to the end (or drop) of its response body.
+    pub duration: Duration,
+    /// When the request arrived.
+    pub started: SystemTime,
+}
+
+/// A request being observed, between its arrival and its response.
+pub(crate) struct Observation {
+    observer: Arc<dyn RequestObserver>,
+    record: RequestRecord,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+}
+
+impl Observation {
+    /// Starts observing `request`; its body is returned counted.
+    pub(crate) fn begin<B>(
+        observer: Arc<dyn RequestObserver>,
+        request: Request<B>,
+        client: &ClientInfo,
+        tls: Option<TlsParams>,
+        host: Option<HeaderValue>,
+    ) -> (Self, Request<Body>)
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let started = SystemTime::now();
+        let request_bytes = Arc::new(AtomicU64::new(0));
+        let record = RequestRecord {
+            entrypoint: client.entrypoint.clone(),
+            router: None,
+            service: None,
+            method: request.method().clone(),
+            protocol: Protocol::of(request.headers()),
+            version: request.version(),
+            host,
+            uri: request.uri().clone(),
+            client: client.peer,
+            tls,
+            status: StatusCode::OK,
+            error: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            completed: false,
+            duration: Duration::ZERO,
+            started,
+        };
+        let request = request.map(|body| {
+            CountedBody {
+                body: boxed(body),
+                count: request_bytes.clone(),
+            }
+            .boxed_unsync()
+        });
+        let observation = Observation {
+            observer,
+            record,
+            start,
+            request_bytes,
+        };
+        (observation, request)
+    }
+
+    /// Attaches the observation to `response`: it is reported when the body ends or drops.
+    pub(crate) fn finish(
+        mut self,
+        response: Response<Body>,
+        router: Option<(Arc<str>, Option<Arc<str>>)>,
+    ) -> Response<Body> {
+        if let Some((router, service)) = router {
+            self.record.router = Some(router);
+            self.record.service = service;
+        }
+        self.record.status = response.status();
+        self.record.error = response_error(&response);
+        response.map(|body| {
+            ObservedBody {
+                body,
+                pending: Some(Box::new(self)),
+                response_bytes: 0,
+            }
+            .boxed_unsync()
+        })
+    }
+
+    fn report(mut self, response_bytes: u64, completed: bool) {
+        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.record.response_bytes = response_bytes;
+        self.record.completed = completed;
+        self.record.duration = self.start.elapsed();
+        self.observer.observe(&self.record);
+    }
+}
+
+/// A request body that counts the data bytes read from it.
+struct CountedBody {
+    body: Body,
+    count: Arc<AtomicU64>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body that counts its data bytes and reports its observation once: at its end,
+/// at an error, or when dropped unfinished.
+struct ObservedBody {
+    body: Body,
+    /// Boxed so the body a connection polls stays small; taken when reported.
+    pending: Option<Box<Observation>>,
+    response_bytes: u64,
+}
+
+impl ObservedBody {
+    fn report(&mut self, completed: bool) {
+        if let Some(observation) = self.pending.take() {
+            observation.report(self.response_bytes, completed);
+        }
+    }
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.response_bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.report(true),
+            Poll::Ready(Some(Err(_))) => this.report(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body that says it is empty: dropping it is its end.
+        let completed = http_body::Body::is_end_stream(&self.body);
+        self.report(completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http::header::HOST;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use l4::tcp::dispatch::HttpConn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::handler::{BoxFuture, Handler, full_body};
+    use crate::router::{Route, Table};
+    use crate::rule::HttpRule;
+    use crate::server::{EntrypointConfig, HttpEntrypoint, HttpRoutes, RouteTarget};
+
+    /// Keeps every record it is shown.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<RequestRecord>>);
+
+    impl RequestObserver for Recorder {
+        fn observe(&self, record: &RequestRecord) {
+            self.0.lock().unwrap().push(record.clone());
+        }
+    }
+
+    impl Recorder {
+        /// The records, once there are `n` (a record lands when the server is done with the
+        /// body, which may be just after the client has read it).
+        async fn wait_for(&self, n: usize) -> Vec<RequestRecord> {
+            for _ in 0..500 {
+                let records = self.0.lock().unwrap().clone();
+                if records.len() >= n {
+                    return records;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("fewer than {n} records: {:?}", self.0.lock().unwrap());
+        }
+    }
+
+    /// Reads the whole request body, then answers `hello` (5 bytes).
+    struct Hello;
+
+    impl Handler for Hello {
+        fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+            Box::pin(async move {
+                let _ = request.into_body().collect().await;
+                Response::new(full_body("hello"))
+            })
+        }
+    }
+
+    /// Answers `abc`, then never ends its body.
+    struct Endless;
+
+    impl Handler for Endless {
+        fn call(&self, _request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+            Box::pin(async { Response::new(boxed(OnceThenPending(true))) })
+        }
+    }
+
+    struct OnceThenPending(bool);
+
+    impl http_body::Body for OnceThenPending {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if std::mem::take(&mut self.0) {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"abc")))));
+            }
+            Poll::Pending
+        }
+    }
+
+    fn route(
+        name: &str,
+        service: &str,
+        rule: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Route<RouteTarget> {
+        let rule = HttpRule::compile(rule).unwrap();
+        Route {
+            name: name.to_owned(),
+            priority: rule.default_priority(),
+            rule,
+            target: RouteTarget {
+                router: Arc::from(name),
+                service: Some(Arc::from(service)),
+                handler,
+                tls_option: None,
+            },
+        }
+    }
+
+    /// An entrypoint `web` on a loopback port with the routes `a.test` (Hello) and
+    /// `endless.test` (Endless), observed by the returned recorder.
+    async fn observed_entrypoint() -> (SocketAddr, HttpEntrypoint, Arc<Recorder>) {
+        let entrypoint = HttpEntrypoint::new(EntrypointConfig::new("web"));
+        entrypoint.set_routes(Arc::new(HttpRoutes {
+            plain: Table::new(vec![
+                route(
+                    "api@file",
+                    "api-svc@file",
+                    "Host(`a.test`)",
+                    Arc::new(Hello),
+                ),
+                route(
+                    "feed@file",
+                    "feed-svc@file",
+                    "Host(`endless.test`)",
+                    Arc::new(Endless),
+                ),
+            ]),
+            tls: Table::new(Vec::new()),
+        }));
+        let recorder = Arc::new(Recorder::default());
+        entrypoint.set_observer(Some(recorder.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = entrypoint.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let conn = HttpConn {
+                    client: peer,
+                    local: addr,
+                    sni: None,
+                    tls_option: None,
+                    peer_certificates: None,
+                };
+                let server = server.clone();
+                tokio::spawn(async move { server.serve(stream, conn).await });
+            }
+        });
+        (addr, entrypoint, recorder)
+    }
+
+    fn request(
+        addr: SocketAddr,
+        method: Method,
+        host: &str,
+        body: &'static str,
+    ) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/some/path?q=1"))
+            .header(HOST, host)
+            .header(CONTENT_TYPE, "application/grpc")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_request_is_reported_once_with_its_route_status_and_bytes() {
+        let (addr, entrypoint, recorder) = observed_entrypoint().await;
+        let h1 = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let requests = [
+            (Method::GET, "a.test", "", StatusCode::OK),
+            (Method::POST, "a.test", "abcd", StatusCode::OK),
+            (Method::GET, "nowhere.test", "", StatusCode::NOT_FOUND),
+        ];
+        for (method, host, body, status) in requests {
+            let response = h1.request(request(addr, method, host, body)).await.unwrap();
+            assert_eq!(response.status(), status);
+            response.into_body().collect().await.unwrap();
+        }
+        // HTTP/2 names its host in `:authority`.
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut h2, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut put = request(addr, Method::PUT, "a.test", "xy");
+        *put.uri_mut() = "http://a.test/some/path?q=1".parse().unwrap();
+        put.headers_mut().remove(HOST);
+        let response = h2.send_request(put).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        let records = recorder.wait_for(4).await;
+        assert_eq!(records.len(), 4, "{records:?}");
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.router.as_deref(),
+                    r.service.as_deref(),
+                    r.method.as_str(),
+                    r.version,
+                    r.status.as_u16(),
+                    r.request_bytes,
+                    r.response_bytes,
+                    r.completed,
+                )
+            })
+            .collect();
+        let not_found =
+            u64::try_from(crate::error::error_response_body(ProxyErrorKind::NoRoute).len())
+                .unwrap();
+        assert_eq!(
+            summary,
+            [
+                (
+                    Some("api@file"),
+                    Some("api-svc@file"),
+                    "GET",
+                    Version::HTTP_11,
+                    200,
+                    0,
+                    5,
+                    true
+                ),
+                (
+                    Some("api@file"),
+                    Some("api-svc@file"),
+                    "POST",
+                    Version::HTTP_11,
+                    200,
+                    4,
+                    5,
+                    true
+                ),
+                (None, None, "GET", Version::HTTP_11, 404, 0, not_found, true),
+                (
+                    Some("api@file"),
+                    Some("api-svc@file"),
+                    "PUT",
+                    Version::HTTP_2,
+                    200,
+                    2,
+                    5,
+                    true
+                ),
+            ]
+        );
+        for record in &records {
+            assert_eq!(&*record.entrypoint, "web");
+            assert_eq!(record.protocol, Protocol::Grpc);
+            assert_eq!(record.client.ip(), addr.ip());
+            assert_eq!(record.uri.path(), "/some/path");
+            assert!(record.tls.is_none());
+        }
+        assert_eq!(records[2].error, Some(ProxyErrorKind::NoRoute));
+        assert_eq!(records[0].error, None);
+        assert_eq!(records[0].host.as_ref().unwrap(), "a.test");
+
+        // Without an observer nothing more is reported.
+        entrypoint.set_observer(None);
+        let response = h1
+            .request(request(addr, Method::GET, "a.test", ""))
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(recorder.0.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_response_the_client_abandons_is_reported_unfinished_when_dropped() {
+        let (addr, _entrypoint, recorder) = observed_entrypoint().await;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let response = client
+            .request(request(addr, Method::GET, "endless.test", ""))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "abc");
+        assert!(
+            recorder.0.lock().unwrap().is_empty(),
+            "reported before its end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(body);
+        drop(client);
+        let records = recorder.wait_for(1).await;
+        let record = &records[0];
+        assert_eq!(record.router.as_deref(), Some("feed@file"));
+        assert_eq!(record.response_bytes, 3);
+        assert!(!record.completed);
+        assert!(
+            record.duration >= Duration::from_millis(100),
+            "{:?}",
+            record.duration
+        );
+    }
+
+    #[test]
+    fn protocol_comes_from_the_headers_in_traefiks_order() {
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            Protocol::of(&headers).as_str()
+        };
+        assert_eq!(of(&[]), "http");
+        assert_eq!(
+            of(&[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "WebSocket")
+            ]),
+            "websocket"
+        );
+        assert_eq!(of(&[("upgrade", "websocket")]), "http");
+        assert_eq!(
+            of(&[("accept", "text/html, text/event-stream;q=0.9")]),
+            "sse"
+        );
+        assert_eq!(of(&[("content-type", "application/grpc+proto")]), "grpc");
+        assert_eq!(
+            of(&[("content-type", "application/grpc-web-text")]),
+            "grpc-web"
+        );
+        assert_eq!(of(&[("content-type", "Application/GRPC")]), "grpc");
+        assert_eq!(of(&[("content-type", "application/json")]), "http");
+    }
+
+    /// A rustls server connection after an in-memory handshake with a client limited to
+    /// `version`.
+    fn handshake(version: &'static rustls::SupportedProtocolVersion) -> rustls::ServerConnection {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let cert = generated.cert.der().clone();
+        let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(
+            generated.signing_key.serialize_der(),
+        ));
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        assert_eq!(
+            TlsParams::of(&server),
+            None,
+            "no parameters before the handshake"
+        );
+        while server.is_handshaking() || client.is_handshaking() {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut wire.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut wire.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        server
+    }
+
+    #[test]
+    fn tls_parameters_are_read_from_the_handshake() {
+        let tls13 = TlsParams::of(&handshake(&rustls::version::TLS13)).unwrap();
+        assert_eq!(tls13.version, "1.3");
+        assert!(
+            tls13
+                .cipher
+                .is_some_and(|c| c.starts_with("TLS_") && !c.starts_with("TLS13")),
+            "{tls13:?}"
+        );
+        let tls12 = TlsParams::of(&handshake(&rustls::version::TLS12)).unwrap();
+        assert_eq!(tls12.version, "1.2");
+        assert!(
+            tls12.cipher.is_some_and(|c| c.starts_with("TLS_ECDHE_")),
+            "{tls12:?}"
+        );
+    }
+
+    #[test]
+    fn tls_1_3_suites_carry_their_iana_names() {
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            Some("TLS_AES_128_GCM_SHA256")
+        );
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+        );
+    }
+}

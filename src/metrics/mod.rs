@@ -1,0 +1,1156 @@
+//! Prometheus metrics: the registry of every family Sallyport exports, with Traefik's names and
+//! labels for HTTP (`<prefix>_entrypoint_requests_total{code,method,protocol,entrypoint}`...),
+//! plus Sallyport's own TCP and UDP families, and the methods the runtime records through.
+//!
+//! HTTP requests arrive as [`l7::observe::RequestRecord`]s ([`Metrics`] is a request
+//! observer); connections, sessions, reloads, server health and certificates are recorded by
+//! the runtime calling the methods below. Serving the scrape is [`MetricsHandler`]'s job.
+//! Every label value is bounded: no paths, no client addresses, unknown methods folded into
+//! one value. Recording touches only the client crate's atomics and its per-family read lock
+//! (a write lock only the first time a label set is seen), so a scrape never holds up traffic.
+//!
+//! The families are in `docs/metrics.md`.
+
+mod scrape;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::Method;
+use l7::observe::{RequestObserver, RequestRecord, TlsParams};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::static_cfg::Prometheus;
+
+pub use scrape::MetricsHandler;
+
+/// The prefix when the configuration leaves it empty.
+pub const DEFAULT_PREFIX: &str = "sallyport";
+
+/// Buckets of `<prefix>_tcp_connection_duration_seconds`: connections last from milliseconds
+/// (a health probe) to hours (a database pool), far beyond the request buckets.
+const TCP_DURATION_BUCKETS: [f64; 8] = [0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0];
+
+/// A configuration the metrics cannot be built from.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetricsError {
+    #[error(
+        "metrics.prometheus.prefix {0:?}: a metric name prefix is letters, digits and `_`, not starting with a digit"
+    )]
+    InvalidPrefix(String),
+    #[error("metrics.prometheus.buckets {0:?}: bucket bounds must be finite and increasing")]
+    InvalidBuckets(Vec<f64>),
+}
+
+/// Which way bytes or datagrams went, as the `direction` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received from the client, sent on to the server: `from_client`.
+    FromClient,
+    /// Received from the server, sent back to the client: `to_client`.
+    ToClient,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::FromClient => "from_client",
+            Direction::ToClient => "to_client",
+        }
+    }
+}
+
+/// The transport of a connection counted in `<prefix>_open_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A TCP connection accepted by an entrypoint (whatever then serves it: HTTP or a TCP
+    /// router).
+    Tcp,
+    /// A UDP session of a UDP entrypoint.
+    Udp,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        }
+    }
+}
+
+// Label sets, in Traefik's label order.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntrypointLabels {
+    code: u16,
+    method: &'static str,
+    protocol: &'static str,
+    entrypoint: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouterLabels {
+    code: u16,
+    method: &'static str,
+    protocol: &'static str,
+    router: Arc<str>,
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    code: u16,
+    method: &'static str,
+    protocol: &'static str,
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntrypointTlsLabels {
+    tls_version: &'static str,
+    tls_cipher: &'static str,
+    entrypoint: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouterTlsLabels {
+    tls_version: &'static str,
+    tls_cipher: &'static str,
+    router: Arc<str>,
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceTlsLabels {
+    tls_version: &'static str,
+    tls_cipher: &'static str,
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpenConnectionLabels {
+    entrypoint: Arc<str>,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    service: Arc<str>,
+    url: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    cn: String,
+    serial: String,
+    sans: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntrypointOnlyLabels {
+    entrypoint: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct L4RouteLabels {
+    entrypoint: Arc<str>,
+    router: Arc<str>,
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct L4DirectionLabels {
+    entrypoint: Arc<str>,
+    router: Arc<str>,
+    service: Arc<str>,
+    direction: &'static str,
+}
+
+/// Makes the histograms of a family with the configured bounds.
+#[derive(Clone, Debug)]
+struct Buckets(Arc<[f64]>);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// The four request families of one scope (`entrypoint`, `router` or `service`) and its TLS
+/// counter.
+#[derive(Debug)]
+struct RequestFamilies<L, T> {
+    requests: Family<L, Counter>,
+    duration: Family<L, Histogram, Buckets>,
+    request_bytes: Family<L, Counter>,
+    response_bytes: Family<L, Counter>,
+    tls: Family<T, Counter>,
+}
+
+impl<L, T> RequestFamilies<L, T>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    T: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Registers `<scope>_requests_total`, `<scope>_request_duration_seconds`,
+    /// `<scope>_requests_bytes_total`, `<scope>_responses_bytes_total` and
+    /// `<scope>_requests_tls_total`.
+    fn register(registry: &mut Registry, scope: &str, what: &str, buckets: &Buckets) -> Self {
+        let families = RequestFamilies {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(buckets.clone()),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            tls: Family::default(),
+        };
+        // The client appends `_total` to counters.
+        registry.register(
+            format!("{scope}_requests"),
+            format!("How many HTTP requests {what} processed, by status code, method and protocol"),
+            families.requests.clone(),
+        );
+        registry.register(
+            format!("{scope}_request_duration_seconds"),
+            format!("How long HTTP requests {what} processed took, to the end of their response"),
+            families.duration.clone(),
+        );
+        registry.register(
+            format!("{scope}_requests_bytes"),
+            format!("The size of the request bodies {what} processed"),
+            families.request_bytes.clone(),
+        );
+        registry.register(
+            format!("{scope}_responses_bytes"),
+            format!("The size of the response bodies {what} sent"),
+            families.response_bytes.clone(),
+        );
+        registry.register(
+            format!("{scope}_requests_tls"),
+            format!("How many HTTPS requests {what} processed, by TLS version and cipher suite"),
+            families.tls.clone(),
+        );
+        families
+    }
+
+    fn record(&self, labels: &L, tls: Option<T>, record: &RequestRecord) {
+        self.requests.get_or_create(labels).inc();
+        self.duration
+            .get_or_create(labels)
+            .observe(record.duration.as_secs_f64());
+        self.request_bytes
+            .get_or_create(labels)
+            .inc_by(record.request_bytes);
+        self.response_bytes
+            .get_or_create(labels)
+            .inc_by(record.response_bytes);
+        if let Some(tls) = tls {
+            self.tls.get_or_create(&tls).inc();
+        }
+    }
+}
+
+/// Every metric Sallyport exports, and its registry. Built once from the static
+/// configuration; shared (`Arc`) by the runtime, the HTTP entrypoints (as their observer) and
+/// the scrape handler.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    prefix: String,
+    /// `None` where `addEntryPointsLabels`, `addRoutersLabels` or `addServicesLabels` is off.
+    entrypoint: Option<RequestFamilies<EntrypointLabels, EntrypointTlsLabels>>,
+    router: Option<RequestFamilies<RouterLabels, RouterTlsLabels>>,
+    service: Option<RequestFamilies<ServiceLabels, ServiceTlsLabels>>,
+    config_reloads: Counter,
+    config_last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    config_reloads_failure: Counter,
+    config_last_reload_failure: Gauge<f64, std::sync::atomic::AtomicU64>,
+    open_connections: Family<OpenConnectionLabels, Gauge>,
+    server_up: Family<ServerLabels, Gauge>,
+    certs_not_after: Family<CertLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    tcp_connections: Family<L4RouteLabels, Counter>,
+    tcp_open_connections: Family<EntrypointOnlyLabels, Gauge>,
+    tcp_bytes: Family<L4DirectionLabels, Counter>,
+    tcp_duration: Family<L4RouteLabels, Histogram, Buckets>,
+    udp_sessions: Family<L4RouteLabels, Counter>,
+    udp_open_sessions: Family<EntrypointOnlyLabels, Gauge>,
+    udp_datagrams: Family<L4DirectionLabels, Counter>,
+}
+
+impl Metrics {
+    /// The registry `config` describes: prefix (empty: `sallyport`), request duration buckets,
+    /// and which of the entrypoint, router and service request families exist.
+    /// `headerLabels` is not supported: a warning is logged and it is ignored.
+    pub fn new(config: &Prometheus) -> Result<Self, MetricsError> {
+        let prefix = if config.prefix.is_empty() {
+            DEFAULT_PREFIX.to_owned()
+        } else {
+            config.prefix.clone()
+        };
+        if !is_metric_name(&prefix) {
+            return Err(MetricsError::InvalidPrefix(prefix));
+        }
+        let buckets = request_buckets(&config.buckets)?;
+        if !config.header_labels.is_empty() {
+            tracing::warn!("metrics.prometheus.headerLabels is not supported yet: ignored");
+        }
+        let mut registry = Registry::with_prefix(prefix.clone());
+        let entrypoint = config.add_entry_points_labels.then(|| {
+            RequestFamilies::register(&mut registry, "entrypoint", "entrypoints", &buckets)
+        });
+        let router = config
+            .add_routers_labels
+            .then(|| RequestFamilies::register(&mut registry, "router", "routers", &buckets));
+        let service = config
+            .add_services_labels
+            .then(|| RequestFamilies::register(&mut registry, "service", "services", &buckets));
+
+        let config_reloads = Counter::default();
+        registry.register(
+            "config_reloads",
+            "How many dynamic configurations were applied",
+            config_reloads.clone(),
+        );
+        let config_last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success",
+            "When the last dynamic configuration was applied (Unix seconds)",
+            config_last_reload_success.clone(),
+        );
+        let config_reloads_failure = Counter::default();
+        registry.register(
+            "config_reloads_failure",
+            "How many dynamic configurations were rejected",
+            config_reloads_failure.clone(),
+        );
+        let config_last_reload_failure = Gauge::default();
+        registry.register(
+            "config_last_reload_failure",
+            "When a dynamic configuration was last rejected (Unix seconds)",
+            config_last_reload_failure.clone(),
+        );
+        let open_connections = Family::default();
+        registry.register(
+            "open_connections",
+            "Connections (TCP) and sessions (UDP) open on each entrypoint",
+            open_connections.clone(),
+        );
+        let server_up = Family::default();
+        registry.register(
+            "service_server_up",
+            "Whether a server of a service is up (1) or down (0) by its health check",
+            server_up.clone(),
+        );
+        let certs_not_after = Family::default();
+        registry.register(
+            "tls_certs_not_after",
+            "When each certificate expires (Unix seconds)",
+            certs_not_after.clone(),
+        );
+
+        let tcp_connections = Family::default();
+        registry.register(
+            "tcp_connections",
+            "TCP connections routed by TCP routers",
+            tcp_connections.clone(),
+        );
+        let tcp_open_connections = Family::default();
+        registry.register(
+            "tcp_open_connections",
+            "TCP connections open through TCP routers, by entrypoint",
+            tcp_open_connections.clone(),
+        );
+        let tcp_bytes = Family::default();
+        registry.register(
+            "tcp_bytes",
+            "Bytes relayed by TCP routers, by direction",
+            tcp_bytes.clone(),
+        );
+        let tcp_duration = Family::new_with_constructor(Buckets(Arc::from(TCP_DURATION_BUCKETS)));
+        registry.register(
+            "tcp_connection_duration_seconds",
+            "How long TCP connections routed by TCP routers lasted",
+            tcp_duration.clone(),
+        );
+        let udp_sessions = Family::default();
+        registry.register(
+            "udp_sessions",
+            "UDP sessions routed by UDP routers",
+            udp_sessions.clone(),
+        );
+        let udp_open_sessions = Family::default();
+        registry.register(
+            "udp_open_sessions",
+            "UDP sessions open through UDP routers, by entrypoint",
+            udp_open_sessions.clone(),
+        );
+        let udp_datagrams = Family::default();
+        registry.register(
+            "udp_datagrams",
+            "Datagrams relayed by UDP routers, by direction",
+            udp_datagrams.clone(),
+        );
+        Ok(Metrics {
+            registry,
+            prefix,
+            entrypoint,
+            router,
+            service,
+            config_reloads,
+            config_last_reload_success,
+            config_reloads_failure,
+            config_last_reload_failure,
+            open_connections,
+            server_up,
+            certs_not_after,
+            tcp_connections,
+            tcp_open_connections,
+            tcp_bytes,
+            tcp_duration,
+            udp_sessions,
+            udp_open_sessions,
+            udp_datagrams,
+        })
+    }
+
+    /// The metric name prefix in use (`sallyport`, or the configured one).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The registry in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail, and every label value is a plain string.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            tracing::error!(%error, "encoding the metrics failed");
+        }
+        text
+    }
+
+    /// A dynamic configuration was applied (`success`) or rejected.
+    pub fn config_reload(&self, success: bool) {
+        self.config_reload_at(success, SystemTime::now());
+    }
+
+    fn config_reload_at(&self, success: bool, at: SystemTime) {
+        let seconds = unix_seconds(at);
+        if success {
+            self.config_reloads.inc();
+            self.config_last_reload_success.set(seconds);
+        } else {
+            self.config_reloads_failure.inc();
+            self.config_last_reload_failure.set(seconds);
+        }
+    }
+
+    /// Counts a connection (or UDP session) open on `entrypoint` until the guard is dropped.
+    pub fn open_connection(&self, entrypoint: &str, transport: Transport) -> OpenGuard {
+        let gauge = self
+            .open_connections
+            .get_or_create_owned(&OpenConnectionLabels {
+                entrypoint: Arc::from(entrypoint),
+                protocol: transport.as_str(),
+            });
+        OpenGuard::enter(gauge)
+    }
+
+    /// The health of server `url` of `service` (a qualified name: `api@file`).
+    pub fn set_server_up(&self, service: &str, url: &str, up: bool) {
+        self.server_up
+            .get_or_create(&ServerLabels {
+                service: Arc::from(service),
+                url: Arc::from(url),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Forgets a server that a reload removed, so it stops being exported.
+    pub fn remove_server(&self, service: &str, url: &str) {
+        self.server_up.remove(&ServerLabels {
+            service: Arc::from(service),
+            url: Arc::from(url),
+        });
+    }
+
+    /// Forgets every certificate; a reload then sets the current ones again.
+    pub fn clear_certs(&self) {
+        self.certs_not_after.clear();
+    }
+
+    /// The expiry of a certificate: its subject common name, serial number (hex, as Traefik
+    /// prints it) and DNS names.
+    pub fn set_cert_not_after(
+        &self,
+        cn: &str,
+        serial: &str,
+        sans: &[String],
+        not_after: SystemTime,
+    ) {
+        self.certs_not_after
+            .get_or_create(&CertLabels {
+                cn: cn.to_owned(),
+                serial: serial.to_owned(),
+                sans: sans.join(","),
+            })
+            .set(unix_seconds(not_after));
+    }
+
+    /// A TCP connection routed by `router` to `service` on `entrypoint`: counted now, open
+    /// until the returned handle is dropped (which records its duration); its bytes are added
+    /// through the handle.
+    pub fn tcp_connection(
+        &self,
+        entrypoint: &str,
+        router: &str,
+        service: &str,
+    ) -> TcpConnectionMetrics {
+        let (entrypoint, router, service) =
+            (Arc::from(entrypoint), Arc::from(router), Arc::from(service));
+        let route = L4RouteLabels {
+            entrypoint: Arc::clone(&entrypoint),
+            router: Arc::clone(&router),
+            service: Arc::clone(&service),
+        };
+        self.tcp_connections.get_or_create(&route).inc();
+        let bytes = |direction: Direction| {
+            self.tcp_bytes.get_or_create_owned(&L4DirectionLabels {
+                entrypoint: Arc::clone(&entrypoint),
+                router: Arc::clone(&router),
+                service: Arc::clone(&service),
+                direction: direction.as_str(),
+            })
+        };
+        TcpConnectionMetrics {
+            from_client: bytes(Direction::FromClient),
+            to_client: bytes(Direction::ToClient),
+            duration: self.tcp_duration.get_or_create_owned(&route),
+            started: Instant::now(),
+            _open: OpenGuard::enter(self.tcp_open_connections.get_or_create_owned(
+                &EntrypointOnlyLabels {
+                    entrypoint: entrypoint.clone(),
+                },
+            )),
+        }
+    }
+
+    /// A UDP session routed by `router` to `service` on `entrypoint`: counted now, open until
+    /// the returned handle is dropped; its datagrams are added through the handle.
+    pub fn udp_session(&self, entrypoint: &str, router: &str, service: &str) -> UdpSessionMetrics {
+        let (entrypoint, router, service) =
+            (Arc::from(entrypoint), Arc::from(router), Arc::from(service));
+        self.udp_sessions
+            .get_or_create(&L4RouteLabels {
+                entrypoint: Arc::clone(&entrypoint),
+                router: Arc::clone(&router),
+                service: Arc::clone(&service),
+            })
+            .inc();
+        let datagrams = |direction: Direction| {
+            self.udp_datagrams.get_or_create_owned(&L4DirectionLabels {
+                entrypoint: Arc::clone(&entrypoint),
+                router: Arc::clone(&router),
+                service: Arc::clone(&service),
+                direction: direction.as_str(),
+            })
+        };
+        UdpSessionMetrics {
+            from_client: datagrams(Direction::FromClient),
+            to_client: datagrams(Direction::ToClient),
+            _open: OpenGuard::enter(self.udp_open_sessions.get_or_create_owned(
+                &EntrypointOnlyLabels {
+                    entrypoint: entrypoint.clone(),
+                },
+            )),
+        }
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn observe(&self, record: &RequestRecord) {
+        let code = record.status.as_u16();
+        let method = method_label(&record.method);
+        let protocol = record.protocol.as_str();
+        let tls = record.tls.map(tls_labels);
+        if let Some(families) = &self.entrypoint {
+            let labels = EntrypointLabels {
+                code,
+                method,
+                protocol,
+                entrypoint: record.entrypoint.clone(),
+            };
+            let tls = tls.map(|(tls_version, tls_cipher)| EntrypointTlsLabels {
+                tls_version,
+                tls_cipher,
+                entrypoint: record.entrypoint.clone(),
+            });
+            families.record(&labels, tls, record);
+        }
+        let Some(service) = &record.service else {
+            return;
+        };
+        if let (Some(families), Some(router)) = (&self.router, &record.router) {
+            let labels = RouterLabels {
+                code,
+                method,
+                protocol,
+                router: router.clone(),
+                service: service.clone(),
+            };
+            let tls = tls.map(|(tls_version, tls_cipher)| RouterTlsLabels {
+                tls_version,
+                tls_cipher,
+                router: router.clone(),
+                service: service.clone(),
+            });
+            families.record(&labels, tls, record);
+        }
+        if let Some(families) = &self.service {
+            let labels = ServiceLabels {
+                code,
+                method,
+                protocol,
+                service: service.clone(),
+            };
+            let tls = tls.map(|(tls_version, tls_cipher)| ServiceTlsLabels {
+                tls_version,
+                tls_cipher,
+                service: service.clone(),
+            });
+            families.record(&labels, tls, record);
+        }
+    }
+}
+
+/// Counts one open connection or session in a gauge while alive.
+#[derive(Debug)]
+pub struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    fn enter(gauge: Gauge) -> Self {
+        gauge.inc();
+        OpenGuard(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The metrics of one TCP connection through a TCP router (see [`Metrics::tcp_connection`]).
+/// Adding bytes is an atomic add.
+#[derive(Debug)]
+pub struct TcpConnectionMetrics {
+    from_client: Counter,
+    to_client: Counter,
+    duration: Histogram,
+    started: Instant,
+    _open: OpenGuard,
+}
+
+impl TcpConnectionMetrics {
+    pub fn add_bytes(&self, direction: Direction, bytes: u64) {
+        match direction {
+            Direction::FromClient => self.from_client.inc_by(bytes),
+            Direction::ToClient => self.to_client.inc_by(bytes),
+        };
+    }
+}
+
+impl Drop for TcpConnectionMetrics {
+    fn drop(&mut self) {
+        self.duration.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The metrics of one UDP session through a UDP router (see [`Metrics::udp_session`]).
+#[derive(Debug)]
+pub struct UdpSessionMetrics {
+    from_client: Counter,
+    to_client: Counter,
+    _open: OpenGuard,
+}
+
+impl UdpSessionMetrics {
+    pub fn add_datagrams(&self, direction: Direction, datagrams: u64) {
+        match direction {
+            Direction::FromClient => self.from_client.inc_by(datagrams),
+            Direction::ToClient => self.to_client.inc_by(datagrams),
+        };
+    }
+}
+
+/// The method label: the standard methods by name, anything else as `EXTENSION_METHOD`, so a
+/// client cannot create series at will (Traefik exports any method as sent).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "EXTENSION_METHOD",
+    }
+}
+
+fn tls_labels(params: TlsParams) -> (&'static str, &'static str) {
+    (params.version, params.cipher.unwrap_or("unknown"))
+}
+
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*` (no `:` here: colons are reserved
+/// for recording rules).
+fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The request duration buckets: Traefik's defaults when none are configured.
+fn request_buckets(configured: &[f64]) -> Result<Buckets, MetricsError> {
+    if configured.is_empty() {
+        return Ok(Buckets(Arc::from([0.1, 0.3, 1.2, 5.0])));
+    }
+    let finite = configured.iter().all(|b| b.is_finite());
+    let increasing = configured.windows(2).all(|pair| pair[0] < pair[1]);
+    if !finite || !increasing {
+        return Err(MetricsError::InvalidBuckets(configured.to_vec()));
+    }
+    Ok(Buckets(Arc::from(configured)))
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use http::{StatusCode, Version};
+    use l7::observe::Protocol;
+
+    use super::*;
+
+    /// One scrape, as `name{label="value",...}` (labels sorted) → value.
+    pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap();
+            let key = match series.split_once('{') {
+                None => series.to_owned(),
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap();
+                    let mut pairs: Vec<&str> = split_labels(labels);
+                    pairs.sort_unstable();
+                    format!("{name}{{{}}}", pairs.join(","))
+                }
+            };
+            assert!(samples.insert(key, value).is_none(), "{line} twice");
+        }
+        samples
+    }
+
+    /// `a="x",b="y,z"` → [`a="x"`, `b="y,z"`]: commas inside quotes stay.
+    fn split_labels(labels: &str) -> Vec<&str> {
+        let mut pairs = Vec::new();
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        for (i, c) in labels.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    pairs.push(&labels[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if start < labels.len() {
+            pairs.push(&labels[start..]);
+        }
+        pairs
+    }
+
+    /// The value of `series` (labels in any order), or `None` if the scrape lacks it.
+    pub(crate) fn value(samples: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
+        let key = parse(&format!("{series} 0")).into_keys().next().unwrap();
+        samples.get(&key).copied()
+    }
+
+    fn record(
+        method: Method,
+        status: u16,
+        route: Option<(&str, &str)>,
+        millis: u64,
+        bytes: (u64, u64),
+    ) -> RequestRecord {
+        RequestRecord {
+            entrypoint: Arc::from("web"),
+            router: route.map(|(router, _)| Arc::from(router)),
+            service: route.map(|(_, service)| Arc::from(service)),
+            method,
+            protocol: Protocol::Http,
+            version: Version::HTTP_11,
+            host: None,
+            uri: "/a/path/never/a/label".parse().unwrap(),
+            client: "192.0.2.7:40000".parse().unwrap(),
+            tls: None,
+            status: StatusCode::from_u16(status).unwrap(),
+            error: None,
+            request_bytes: bytes.0,
+            response_bytes: bytes.1,
+            completed: true,
+            duration: Duration::from_millis(millis),
+            started: SystemTime::now(),
+        }
+    }
+
+    fn metrics(configure: impl FnOnce(&mut Prometheus)) -> Metrics {
+        let mut config = Prometheus::default();
+        configure(&mut config);
+        Metrics::new(&config).unwrap()
+    }
+
+    #[test]
+    fn requests_are_counted_by_code_method_protocol_entrypoint_and_service() {
+        let metrics = metrics(|_| {});
+        let api = Some(("api@file", "api-svc@file"));
+        metrics.observe(&record(Method::GET, 200, api, 50, (0, 100)));
+        metrics.observe(&record(Method::GET, 200, api, 2000, (10, 200)));
+        metrics.observe(&record(Method::GET, 404, None, 1, (0, 19)));
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        metrics.observe(&record(purge, 405, api, 1, (0, 0)));
+        let samples = parse(&metrics.encode());
+        let ep = |family: &str, code: u16, method: &str| {
+            let series = format!(
+                r#"sallyport_entrypoint_{family}{{code="{code}",method="{method}",protocol="http",entrypoint="web"}}"#
+            );
+            value(&samples, &series)
+        };
+        assert_eq!(ep("requests_total", 200, "GET"), Some(2.0));
+        assert_eq!(ep("requests_total", 404, "GET"), Some(1.0));
+        assert_eq!(ep("requests_total", 405, "EXTENSION_METHOD"), Some(1.0));
+        assert_eq!(ep("requests_bytes_total", 200, "GET"), Some(10.0));
+        assert_eq!(ep("responses_bytes_total", 200, "GET"), Some(300.0));
+        assert_eq!(ep("responses_bytes_total", 404, "GET"), Some(19.0));
+        // 50 ms and 2 s against the default buckets 0.1, 0.3, 1.2, 5.
+        let bucket = |le: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_entrypoint_request_duration_seconds_bucket{{code="200",method="GET",protocol="http",entrypoint="web",le="{le}"}}"#
+                ),
+            )
+        };
+        assert_eq!(bucket("0.1"), Some(1.0));
+        assert_eq!(bucket("1.2"), Some(1.0));
+        assert_eq!(bucket("5"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(2.0));
+        let histogram = |part: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_entrypoint_request_duration_seconds_{part}{{code="200",method="GET",protocol="http",entrypoint="web"}}"#
+                ),
+            )
+        };
+        assert_eq!(histogram("count"), Some(2.0));
+        assert_eq!(histogram("sum"), Some(2.05));
+
+        let service = |code: u16, method: &str| {
+            value(
+                &samples,
+                &format!(
+                    r#"sallyport_service_requests_total{{code="{code}",method="{method}",protocol="http",service="api-svc@file"}}"#
+                ),
+            )
+        };
+        assert_eq!(service(200, "GET"), Some(2.0));
+        assert_eq!(service(405, "EXTENSION_METHOD"), Some(1.0));
+        // The unrouted 404 has no service; routers are off by default.
+        assert!(
+            !samples
+                .keys()
+                .any(|k| k.starts_with("sallyport_service_") && k.contains("404"))
+        );
+        assert!(!samples.keys().any(|k| k.starts_with("sallyport_router_")));
+        // Bounded labels: neither the path nor the client shows.
+        let text = metrics.encode();
+        assert!(!text.contains("/a/path") && !text.contains("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_prefix_is_sallyport_unless_configured() {
+        let default = metrics(|_| {});
+        default.config_reload(true);
+        let traefik = metrics(|c| c.prefix = "traefik".to_owned());
+        traefik.config_reload(true);
+        for (metrics, prefix) in [(&default, "sallyport_"), (&traefik, "traefik_")] {
+            let samples = parse(&metrics.encode());
+            assert!(!samples.is_empty());
+            assert!(samples.keys().all(|k| k.starts_with(prefix)), "{samples:?}");
+            assert_eq!(
+                value(&samples, &format!("{prefix}config_reloads_total")),
+                Some(1.0)
+            );
+        }
+        assert_eq!(traefik.prefix(), "traefik");
+    }
+
+    #[test]
+    fn the_add_labels_flags_choose_the_request_families() {
+        let metrics = metrics(|c| {
+            c.add_entry_points_labels = false;
+            c.add_routers_labels = true;
+            c.add_services_labels = false;
+        });
+        metrics.observe(&record(
+            Method::POST,
+            201,
+            Some(("r@file", "s@file")),
+            5,
+            (3, 4),
+        ));
+        let text = metrics.encode();
+        let samples = parse(&text);
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_router_requests_total{code="201",method="POST",protocol="http",router="r@file",service="s@file"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_router_requests_bytes_total{code="201",method="POST",protocol="http",router="r@file",service="s@file"}"#
+            ),
+            Some(3.0)
+        );
+        // Families turned off are not even described.
+        assert!(!text.contains("sallyport_entrypoint_"));
+        assert!(!text.contains("sallyport_service_requests"));
+    }
+
+    #[test]
+    fn tls_requests_are_counted_by_version_and_cipher() {
+        let metrics = metrics(|_| {});
+        let mut https = record(Method::GET, 200, Some(("r@file", "s@file")), 5, (0, 0));
+        https.tls = Some(TlsParams {
+            version: "1.3",
+            cipher: Some("TLS_AES_128_GCM_SHA256"),
+        });
+        metrics.observe(&https);
+        https.tls = Some(TlsParams::QUIC);
+        metrics.observe(&https);
+        metrics.observe(&record(Method::GET, 200, None, 5, (0, 0)));
+        let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_entrypoint_requests_tls_total{tls_version="1.3",tls_cipher="TLS_AES_128_GCM_SHA256",entrypoint="web"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_service_requests_tls_total{tls_version="1.3",tls_cipher="unknown",service="s@file"}"#
+            ),
+            Some(1.0)
+        );
+        let tls_total: f64 = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("sallyport_entrypoint_requests_tls_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(tls_total, 2.0);
+    }
+
+    #[test]
+    fn tcp_connections_count_bytes_and_close_on_drop() {
+        let metrics = metrics(|_| {});
+        let route = r#"entrypoint="db",router="pg@file",service="pg@file""#;
+        let first = metrics.tcp_connection("db", "pg@file", "pg@file");
+        let second = metrics.tcp_connection("db", "pg@file", "pg@file");
+        first.add_bytes(Direction::FromClient, 100);
+        first.add_bytes(Direction::ToClient, 7);
+        second.add_bytes(Direction::FromClient, 1);
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(format!("sallyport_tcp_connections_total{{{route}}}")),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_tcp_open_connections{entrypoint="db"}"#.to_owned()),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="from_client"}}"#
+            )),
+            Some(101.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="to_client"}}"#
+            )),
+            Some(7.0)
+        );
+        drop(first);
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(r#"sallyport_tcp_open_connections{entrypoint="db"}"#.to_owned()),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(format!(
+                "sallyport_tcp_connection_duration_seconds_count{{{route}}}"
+            )),
+            Some(1.0)
+        );
+        drop(second);
+    }
+
+    #[test]
+    fn udp_sessions_count_datagrams_and_close_on_drop() {
+        let metrics = metrics(|_| {});
+        let session = metrics.udp_session("dns", "dns@file", "resolvers@file");
+        session.add_datagrams(Direction::FromClient, 3);
+        session.add_datagrams(Direction::ToClient, 2);
+        let open = metrics.open_connection("dns", Transport::Udp);
+        let route = r#"entrypoint="dns",router="dns@file",service="resolvers@file""#;
+        let samples = parse(&metrics.encode());
+        let get = |series: String| value(&samples, &series);
+        assert_eq!(
+            get(format!("sallyport_udp_sessions_total{{{route}}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_udp_open_sessions{entrypoint="dns"}"#.to_owned()),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_udp_datagrams_total{{{route},direction="from_client"}}"#
+            )),
+            Some(3.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_udp_datagrams_total{{{route},direction="to_client"}}"#
+            )),
+            Some(2.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#.to_owned()),
+            Some(1.0)
+        );
+        drop((session, open));
+        let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(&samples, r#"sallyport_udp_open_sessions{entrypoint="dns"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn reloads_servers_and_certificates_are_gauges_and_counters() {
+        let metrics = metrics(|_| {});
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        metrics.config_reload_at(true, at);
+        metrics.config_reload_at(true, at + Duration::from_secs(10));
+        metrics.config_reload_at(false, at + Duration::from_secs(20));
+        metrics.set_server_up("api@file", "http://10.0.0.1:80", true);
+        metrics.set_server_up("api@file", "http://10.0.0.2:80", true);
+        metrics.set_server_up("api@file", "http://10.0.0.2:80", false);
+        metrics.set_server_up("old@file", "http://10.0.0.3:80", true);
+        metrics.remove_server("old@file", "http://10.0.0.3:80");
+        let sans = ["a.test".to_owned(), "b.test".to_owned()];
+        metrics.set_cert_not_after("a.test", "1f", &sans, at);
+        let samples = parse(&metrics.encode());
+        let get = |series: &str| value(&samples, series);
+        assert_eq!(get("sallyport_config_reloads_total"), Some(2.0));
+        assert_eq!(
+            get("sallyport_config_last_reload_success"),
+            Some(1_700_000_010.0)
+        );
+        assert_eq!(get("sallyport_config_reloads_failure_total"), Some(1.0));
+        assert_eq!(
+            get("sallyport_config_last_reload_failure"),
+            Some(1_700_000_020.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_service_server_up{service="api@file",url="http://10.0.0.1:80"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(r#"sallyport_service_server_up{service="api@file",url="http://10.0.0.2:80"}"#),
+            Some(0.0)
+        );
+        assert!(!samples.keys().any(|k| k.contains("old@file")));
+        assert_eq!(
+            get(r#"sallyport_tls_certs_not_after{cn="a.test",serial="1f",sans="a.test,b.test"}"#),
+            Some(1_700_000_000.0)
+        );
+        metrics.clear_certs();
+        assert!(!metrics.encode().contains("sallyport_tls_certs_not_after{"));
+    }
+
+    #[test]
+    fn a_bad_prefix_or_bad_buckets_are_refused() {
+        let build = |configure: fn(&mut Prometheus)| {
+            let mut config = Prometheus::default();
+            configure(&mut config);
+            Metrics::new(&config).map(|_| ())
+        };
+        assert_eq!(
+            build(|c| c.prefix = "my-app".to_owned()),
+            Err(MetricsError::InvalidPrefix("my-app".to_owned()))
+        );
+        assert!(matches!(
+            build(|c| c.prefix = "1x".to_owned()),
+            Err(MetricsError::InvalidPrefix(_))
+        ));
+        assert!(matches!(
+            build(|c| c.buckets = vec![1.0, 0.5]),
+            Err(MetricsError::InvalidBuckets(_))
+        ));
+        assert!(matches!(
+            build(|c| c.buckets = vec![f64::NAN]),
+            Err(MetricsError::InvalidBuckets(_))
+        ));
+        assert_eq!(build(|c| c.buckets = vec![0.5, 2.5]), Ok(()));
+    }
+}
