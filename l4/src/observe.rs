@@ -89,6 +89,10 @@ pub struct ConnRecord {
     pub bytes_in: u64,
     /// Bytes from the backend to the client.
     pub bytes_out: u64,
+    /// UDP datagrams from the client to the backend (0 for TCP).
+    pub datagrams_in: u64,
+    /// UDP datagrams from the backend to the client (0 for TCP).
+    pub datagrams_out: u64,
     /// When the connection was accepted (UDP: the session's first datagram).
     pub started: SystemTime,
     pub duration: Duration,
@@ -97,7 +101,8 @@ pub struct ConnRecord {
 
 /// Told about every connection and session.
 pub trait ConnObserver: Send + Sync + 'static {
-    /// A connection reached its backend (for gauges of open connections).
+    /// A connection reached its backend (for gauges of open connections). Exactly the
+    /// records with a `backend` were announced this way.
     fn opened(&self, _transport: Transport, _entrypoint: &str, _router: &str, _service: &str) {}
     /// A connection or session ended; `record.router` is `None` when none took it.
     fn closed(&self, record: &ConnRecord);

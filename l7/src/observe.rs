@@ -29,6 +29,13 @@ use crate::handler::{Body, BoxError, ClientInfo, boxed, response_error};
 /// and must not block (count, or hand the record to a queue).
 pub trait RequestObserver: Send + Sync + 'static {
     fn observe(&self, record: &RequestRecord);
+
+    /// Whether records should carry the request's headers (an access log's `User-Agent`,
+    /// say). Copying them costs an allocation per request, so only observers that ask get
+    /// them.
+    fn wants_headers(&self) -> bool {
+        false
+    }
 }
 
 /// What kind of exchange a request is, from its headers, as Traefik labels its metrics.
@@ -163,6 +170,9 @@ pub struct RequestRecord {
     pub duration: Duration,
     /// When the request arrived.
     pub started: SystemTime,
+    /// The request's headers as received, when the observer [asked for
+    /// them](RequestObserver::wants_headers).
+    pub headers: Option<http::HeaderMap>,
 }
 
 /// A request being observed, between its arrival and its response.
@@ -207,6 +217,7 @@ impl Observation {
             completed: false,
             duration: Duration::ZERO,
             started,
+            headers: observer.wants_headers().then(|| request.headers().clone()),
         };
         let request = request.map(|body| {
             CountedBody {

@@ -600,6 +600,8 @@ mod tests {
             backend: Some("10.0.0.5:5432".into()),
             bytes_in: 100,
             bytes_out: 2000,
+            datagrams_in: 0,
+            datagrams_out: 0,
             started: UNIX_EPOCH + Duration::from_secs(1_795_863_000),
             duration: Duration::from_millis(1500),
             reason: l4::observe::CloseReason::Closed,

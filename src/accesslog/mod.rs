@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use l4::observe::{ConnObserver, ConnRecord};
+use l7::observe::{RequestObserver, RequestRecord};
 use tokio::sync::{Notify, mpsc};
 
 pub use format::{Entry, Formatter, HttpEntry};
@@ -33,6 +34,8 @@ pub struct AccessLog {
     queue: mpsc::Sender<String>,
     dropped: AtomicU64,
     reopen: Arc<Notify>,
+    /// HTTP requests seen so far (CLF's `RequestCount`).
+    requests: AtomicU64,
 }
 
 impl AccessLog {
@@ -82,6 +85,7 @@ impl AccessLog {
             queue,
             dropped: AtomicU64::new(0),
             reopen,
+            requests: AtomicU64::new(0),
         }))
     }
 
@@ -103,6 +107,70 @@ impl AccessLog {
     /// Reopens the file (after a rotation moved it).
     pub fn reopen(&self) {
         self.reopen.notify_one();
+    }
+}
+
+impl RequestObserver for AccessLog {
+    fn observe(&self, record: &RequestRecord) {
+        let count = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.log(&Entry::Http(http_entry(record, count)));
+    }
+
+    fn wants_headers(&self) -> bool {
+        // The CLF layouts show Referer and User-Agent; json shows the kept headers.
+        true
+    }
+}
+
+/// The access log's view of a request record.
+fn http_entry(r: &RequestRecord, request_count: u64) -> HttpEntry {
+    let headers = r
+        .headers
+        .iter()
+        .flatten()
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    HttpEntry {
+        entrypoint: r.entrypoint.to_string(),
+        client: r.client,
+        username: None,
+        started: r.started,
+        duration: r.duration,
+        method: r.method.as_str().to_owned(),
+        path: r
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned()),
+        protocol: match r.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        }
+        .to_owned(),
+        host: r
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        tls: r.tls.is_some(),
+        status: r.status.as_u16(),
+        request_bytes: r.request_bytes,
+        response_bytes: r.response_bytes,
+        router: r.router.as_deref().map(str::to_owned),
+        service: r.service.as_deref().map(str::to_owned),
+        service_url: None,
+        retry_attempts: 0,
+        request_headers: headers,
+        request_count,
     }
 }
 
@@ -160,6 +228,8 @@ mod tests {
             backend: Some("127.0.0.1:9".into()),
             bytes_in: n,
             bytes_out: n,
+            datagrams_in: 0,
+            datagrams_out: 0,
             started: SystemTime::now(),
             duration: Duration::from_millis(1),
             reason: l4::observe::CloseReason::Closed,

@@ -14,9 +14,10 @@
 mod scrape;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
+use l4::observe::{ConnObserver, ConnRecord, Transport as L4Transport};
 use l7::observe::{RequestObserver, RequestRecord, TlsParams};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -65,22 +66,12 @@ impl Direction {
     }
 }
 
-/// The transport of a connection counted in `<prefix>_open_connections`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// A TCP connection accepted by an entrypoint (whatever then serves it: HTTP or a TCP
-    /// router).
-    Tcp,
-    /// A UDP session of a UDP entrypoint.
-    Udp,
-}
-
-impl Transport {
-    fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "TCP",
-            Transport::Udp => "UDP",
-        }
+/// The `protocol` label of `<prefix>_open_connections`: TCP connections routed by TCP
+/// routers, and UDP sessions.
+fn transport_label(transport: L4Transport) -> &'static str {
+    match transport {
+        L4Transport::Tcp => "TCP",
+        L4Transport::Udp => "UDP",
     }
 }
 
@@ -451,17 +442,6 @@ impl Metrics {
         }
     }
 
-    /// Counts a connection (or UDP session) open on `entrypoint` until the guard is dropped.
-    pub fn open_connection(&self, entrypoint: &str, transport: Transport) -> OpenGuard {
-        let gauge = self
-            .open_connections
-            .get_or_create_owned(&OpenConnectionLabels {
-                entrypoint: Arc::from(entrypoint),
-                protocol: transport.as_str(),
-            });
-        OpenGuard::enter(gauge)
-    }
-
     /// The health of server `url` of `service` (a qualified name: `api@file`).
     pub fn set_server_up(&self, service: &str, url: &str, up: bool) {
         self.server_up
@@ -502,73 +482,86 @@ impl Metrics {
             })
             .set(unix_seconds(not_after));
     }
+}
 
-    /// A TCP connection routed by `router` to `service` on `entrypoint`: counted now, open
-    /// until the returned handle is dropped (which records its duration); its bytes are added
-    /// through the handle.
-    pub fn tcp_connection(
-        &self,
-        entrypoint: &str,
-        router: &str,
-        service: &str,
-    ) -> TcpConnectionMetrics {
-        let (entrypoint, router, service) =
-            (Arc::from(entrypoint), Arc::from(router), Arc::from(service));
+impl ConnObserver for Metrics {
+    fn opened(&self, transport: L4Transport, entrypoint: &str, router: &str, service: &str) {
+        let entrypoint: Arc<str> = Arc::from(entrypoint);
         let route = L4RouteLabels {
-            entrypoint: Arc::clone(&entrypoint),
-            router: Arc::clone(&router),
-            service: Arc::clone(&service),
+            entrypoint: entrypoint.clone(),
+            router: Arc::from(router),
+            service: Arc::from(service),
         };
-        self.tcp_connections.get_or_create(&route).inc();
-        let bytes = |direction: Direction| {
-            self.tcp_bytes.get_or_create_owned(&L4DirectionLabels {
-                entrypoint: Arc::clone(&entrypoint),
-                router: Arc::clone(&router),
-                service: Arc::clone(&service),
-                direction: direction.as_str(),
+        let only = EntrypointOnlyLabels {
+            entrypoint: entrypoint.clone(),
+        };
+        self.open_connections
+            .get_or_create(&OpenConnectionLabels {
+                entrypoint,
+                protocol: transport_label(transport),
             })
-        };
-        TcpConnectionMetrics {
-            from_client: bytes(Direction::FromClient),
-            to_client: bytes(Direction::ToClient),
-            duration: self.tcp_duration.get_or_create_owned(&route),
-            started: Instant::now(),
-            _open: OpenGuard::enter(self.tcp_open_connections.get_or_create_owned(
-                &EntrypointOnlyLabels {
-                    entrypoint: entrypoint.clone(),
-                },
-            )),
+            .inc();
+        match transport {
+            L4Transport::Tcp => {
+                self.tcp_connections.get_or_create(&route).inc();
+                self.tcp_open_connections.get_or_create(&only).inc();
+            }
+            L4Transport::Udp => {
+                self.udp_sessions.get_or_create(&route).inc();
+                self.udp_open_sessions.get_or_create(&only).inc();
+            }
         }
     }
 
-    /// A UDP session routed by `router` to `service` on `entrypoint`: counted now, open until
-    /// the returned handle is dropped; its datagrams are added through the handle.
-    pub fn udp_session(&self, entrypoint: &str, router: &str, service: &str) -> UdpSessionMetrics {
-        let (entrypoint, router, service) =
-            (Arc::from(entrypoint), Arc::from(router), Arc::from(service));
-        self.udp_sessions
-            .get_or_create(&L4RouteLabels {
-                entrypoint: Arc::clone(&entrypoint),
-                router: Arc::clone(&router),
-                service: Arc::clone(&service),
-            })
-            .inc();
-        let datagrams = |direction: Direction| {
-            self.udp_datagrams.get_or_create_owned(&L4DirectionLabels {
-                entrypoint: Arc::clone(&entrypoint),
-                router: Arc::clone(&router),
-                service: Arc::clone(&service),
-                direction: direction.as_str(),
-            })
+    fn closed(&self, record: &ConnRecord) {
+        // Only connections that reached a backend were announced (and counted as open).
+        let (Some(_), Some(router), Some(service)) =
+            (&record.backend, &record.router, &record.service)
+        else {
+            return;
         };
-        UdpSessionMetrics {
-            from_client: datagrams(Direction::FromClient),
-            to_client: datagrams(Direction::ToClient),
-            _open: OpenGuard::enter(self.udp_open_sessions.get_or_create_owned(
-                &EntrypointOnlyLabels {
-                    entrypoint: entrypoint.clone(),
-                },
-            )),
+        let route = L4RouteLabels {
+            entrypoint: record.entrypoint.clone(),
+            router: router.clone(),
+            service: service.clone(),
+        };
+        let only = EntrypointOnlyLabels {
+            entrypoint: record.entrypoint.clone(),
+        };
+        let direction = |direction: Direction| L4DirectionLabels {
+            entrypoint: record.entrypoint.clone(),
+            router: router.clone(),
+            service: service.clone(),
+            direction: direction.as_str(),
+        };
+        self.open_connections
+            .get_or_create(&OpenConnectionLabels {
+                entrypoint: record.entrypoint.clone(),
+                protocol: transport_label(record.transport),
+            })
+            .dec();
+        match record.transport {
+            L4Transport::Tcp => {
+                self.tcp_open_connections.get_or_create(&only).dec();
+                self.tcp_bytes
+                    .get_or_create(&direction(Direction::FromClient))
+                    .inc_by(record.bytes_in);
+                self.tcp_bytes
+                    .get_or_create(&direction(Direction::ToClient))
+                    .inc_by(record.bytes_out);
+                self.tcp_duration
+                    .get_or_create(&route)
+                    .observe(record.duration.as_secs_f64());
+            }
+            L4Transport::Udp => {
+                self.udp_open_sessions.get_or_create(&only).dec();
+                self.udp_datagrams
+                    .get_or_create(&direction(Direction::FromClient))
+                    .inc_by(record.datagrams_in);
+                self.udp_datagrams
+                    .get_or_create(&direction(Direction::ToClient))
+                    .inc_by(record.datagrams_out);
+            }
         }
     }
 }
@@ -626,66 +619,6 @@ impl RequestObserver for Metrics {
             });
             families.record(&labels, tls, record);
         }
-    }
-}
-
-/// Counts one open connection or session in a gauge while alive.
-#[derive(Debug)]
-pub struct OpenGuard(Gauge);
-
-impl OpenGuard {
-    fn enter(gauge: Gauge) -> Self {
-        gauge.inc();
-        OpenGuard(gauge)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// The metrics of one TCP connection through a TCP router (see [`Metrics::tcp_connection`]).
-/// Adding bytes is an atomic add.
-#[derive(Debug)]
-pub struct TcpConnectionMetrics {
-    from_client: Counter,
-    to_client: Counter,
-    duration: Histogram,
-    started: Instant,
-    _open: OpenGuard,
-}
-
-impl TcpConnectionMetrics {
-    pub fn add_bytes(&self, direction: Direction, bytes: u64) {
-        match direction {
-            Direction::FromClient => self.from_client.inc_by(bytes),
-            Direction::ToClient => self.to_client.inc_by(bytes),
-        };
-    }
-}
-
-impl Drop for TcpConnectionMetrics {
-    fn drop(&mut self) {
-        self.duration.observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// The metrics of one UDP session through a UDP router (see [`Metrics::udp_session`]).
-#[derive(Debug)]
-pub struct UdpSessionMetrics {
-    from_client: Counter,
-    to_client: Counter,
-    _open: OpenGuard,
-}
-
-impl UdpSessionMetrics {
-    pub fn add_datagrams(&self, direction: Direction, datagrams: u64) {
-        match direction {
-            Direction::FromClient => self.from_client.inc_by(datagrams),
-            Direction::ToClient => self.to_client.inc_by(datagrams),
-        };
     }
 }
 
@@ -824,6 +757,7 @@ pub(crate) mod tests {
             completed: true,
             duration: Duration::from_millis(millis),
             started: SystemTime::now(),
+            headers: None,
         }
     }
 
@@ -989,15 +923,38 @@ pub(crate) mod tests {
         assert_eq!(tls_total, 2.0);
     }
 
+    /// A connection record as the l4 proxies report it.
+    fn conn(
+        transport: L4Transport,
+        ep: &str,
+        route: (&str, &str),
+        counts: (u64, u64, u64, u64),
+    ) -> ConnRecord {
+        ConnRecord {
+            transport,
+            entrypoint: Arc::from(ep),
+            client: "127.0.0.1:4000".parse().unwrap(),
+            sni: None,
+            alpn: None,
+            router: Some(Arc::from(route.0)),
+            service: Some(Arc::from(route.1)),
+            backend: Some("10.0.0.1:5432".into()),
+            bytes_in: counts.0,
+            bytes_out: counts.1,
+            datagrams_in: counts.2,
+            datagrams_out: counts.3,
+            started: SystemTime::now(),
+            duration: Duration::from_millis(250),
+            reason: l4::observe::CloseReason::Closed,
+        }
+    }
+
     #[test]
-    fn tcp_connections_count_bytes_and_close_on_drop() {
+    fn tcp_connections_count_while_open_and_bytes_and_durations_when_closed() {
         let metrics = metrics(|_| {});
         let route = r#"entrypoint="db",router="pg@file",service="pg@file""#;
-        let first = metrics.tcp_connection("db", "pg@file", "pg@file");
-        let second = metrics.tcp_connection("db", "pg@file", "pg@file");
-        first.add_bytes(Direction::FromClient, 100);
-        first.add_bytes(Direction::ToClient, 7);
-        second.add_bytes(Direction::FromClient, 1);
+        metrics.opened(L4Transport::Tcp, "db", "pg@file", "pg@file");
+        metrics.opened(L4Transport::Tcp, "db", "pg@file", "pg@file");
         let samples = parse(&metrics.encode());
         let get = |series: String| value(&samples, &series);
         assert_eq!(
@@ -1009,18 +966,20 @@ pub(crate) mod tests {
             Some(2.0)
         );
         assert_eq!(
-            get(format!(
-                r#"sallyport_tcp_bytes_total{{{route},direction="from_client"}}"#
-            )),
-            Some(101.0)
+            get(r#"sallyport_open_connections{entrypoint="db",protocol="TCP"}"#.to_owned()),
+            Some(2.0)
         );
-        assert_eq!(
-            get(format!(
-                r#"sallyport_tcp_bytes_total{{{route},direction="to_client"}}"#
-            )),
-            Some(7.0)
-        );
-        drop(first);
+        metrics.closed(&conn(
+            L4Transport::Tcp,
+            "db",
+            ("pg@file", "pg@file"),
+            (100, 7, 0, 0),
+        ));
+        // A connection no router took was never open: it changes nothing.
+        let mut unrouted = conn(L4Transport::Tcp, "db", ("pg@file", "pg@file"), (1, 1, 0, 0));
+        unrouted.router = None;
+        unrouted.backend = None;
+        metrics.closed(&unrouted);
         let samples = parse(&metrics.encode());
         let get = |series: String| value(&samples, &series);
         assert_eq!(
@@ -1029,31 +988,55 @@ pub(crate) mod tests {
         );
         assert_eq!(
             get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="from_client"}}"#
+            )),
+            Some(100.0)
+        );
+        assert_eq!(
+            get(format!(
+                r#"sallyport_tcp_bytes_total{{{route},direction="to_client"}}"#
+            )),
+            Some(7.0)
+        );
+        assert_eq!(
+            get(format!(
                 "sallyport_tcp_connection_duration_seconds_count{{{route}}}"
             )),
             Some(1.0)
         );
-        drop(second);
+        assert_eq!(
+            get(format!(
+                "sallyport_tcp_connection_duration_seconds_sum{{{route}}}"
+            )),
+            Some(0.25)
+        );
     }
 
     #[test]
-    fn udp_sessions_count_datagrams_and_close_on_drop() {
+    fn udp_sessions_count_while_open_and_datagrams_when_closed() {
         let metrics = metrics(|_| {});
-        let session = metrics.udp_session("dns", "dns@file", "resolvers@file");
-        session.add_datagrams(Direction::FromClient, 3);
-        session.add_datagrams(Direction::ToClient, 2);
-        let open = metrics.open_connection("dns", Transport::Udp);
+        metrics.opened(L4Transport::Udp, "dns", "dns@file", "resolvers@file");
         let route = r#"entrypoint="dns",router="dns@file",service="resolvers@file""#;
         let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(
+                &samples,
+                &format!("sallyport_udp_sessions_total{{{route}}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, r#"sallyport_udp_open_sessions{entrypoint="dns"}"#),
+            Some(1.0)
+        );
+        metrics.closed(&conn(
+            L4Transport::Udp,
+            "dns",
+            ("dns@file", "resolvers@file"),
+            (300, 200, 3, 2),
+        ));
+        let samples = parse(&metrics.encode());
         let get = |series: String| value(&samples, &series);
-        assert_eq!(
-            get(format!("sallyport_udp_sessions_total{{{route}}}")),
-            Some(1.0)
-        );
-        assert_eq!(
-            get(r#"sallyport_udp_open_sessions{entrypoint="dns"}"#.to_owned()),
-            Some(1.0)
-        );
         assert_eq!(
             get(format!(
                 r#"sallyport_udp_datagrams_total{{{route},direction="from_client"}}"#
@@ -1067,20 +1050,11 @@ pub(crate) mod tests {
             Some(2.0)
         );
         assert_eq!(
-            get(r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#.to_owned()),
-            Some(1.0)
-        );
-        drop((session, open));
-        let samples = parse(&metrics.encode());
-        assert_eq!(
-            value(&samples, r#"sallyport_udp_open_sessions{entrypoint="dns"}"#),
+            get(r#"sallyport_udp_open_sessions{entrypoint="dns"}"#.to_owned()),
             Some(0.0)
         );
         assert_eq!(
-            value(
-                &samples,
-                r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#
-            ),
+            get(r#"sallyport_open_connections{entrypoint="dns",protocol="UDP"}"#.to_owned()),
             Some(0.0)
         );
     }

@@ -42,15 +42,28 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             .ok()
     });
     spawn_log_reopener(log_file, access_log.clone());
-    let conn_observer = conn_observer(access_log.as_ref());
+    let metrics = st
+        .metrics
+        .as_ref()
+        .and_then(|m| m.prometheus.as_ref())
+        .and_then(|p| {
+            crate::metrics::Metrics::new(p)
+                .map(Arc::new)
+                .map_err(|e| error!("metrics disabled: {e}"))
+                .ok()
+        });
+    let conn_observer = conn_observer(access_log.as_ref(), metrics.as_ref());
+    let request_observer = request_observer(access_log.as_ref(), metrics.as_ref());
     // Flips when shutdown begins: `/ping` answers `terminatingStatusCode` from then on.
-    let (terminating, _terminating_rx) = tokio::sync::watch::channel(false);
-    let internal = match internal::Internal::start(
+    let (terminating, _) = tokio::sync::watch::channel(false);
+    let api_state = Arc::new(ArcSwap::from_pointee(crate::api::ApiState::build(
         &st,
-        crate::acme::Acme::new(&st),
-        std::collections::HashMap::new(),
-    )
-    .await
+        &Default::default(),
+        &Default::default(),
+        &Default::default(),
+    )));
+    let services = internal_http_services(&st, &api_state, metrics.as_ref(), &terminating);
+    let internal = match internal::Internal::start(&st, crate::acme::Acme::new(&st), services).await
     {
         Ok(i) => Arc::new(i),
         Err(e) => {
@@ -63,8 +76,15 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     // client that connects as soon as a port opens is routed.
     let store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
     let http = Arc::new(http_entrypoints(&st, &internal));
+    for server in http.values() {
+        server.set_observer(request_observer.clone());
+    }
     let mut reloader =
-        provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone());
+        provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone())
+            .with_observability(provider::Observability {
+                api: st.api.is_some().then(|| api_state.clone()),
+                metrics: metrics.clone(),
+            });
     reloader.reload(provider::Trigger::Startup);
     let quic_tls = reloader.quic_tls();
     if let Some((udp, tcp)) = http3_port_clash(&st) {
@@ -325,14 +345,100 @@ fn hostname() -> String {
 
 /// SIGUSR1 reopens the log file (log rotation); without a file it is ignored rather
 /// than ending the process.
-/// What TCP connections and UDP sessions are reported to: the access log, if any.
+/// The internal HTTP services this configuration asks for: the API and dashboard with
+/// `api`, `/ping` with `ping`, `/metrics` with `metrics.prometheus`.
+fn internal_http_services(
+    st: &StaticConfig,
+    api_state: &Arc<ArcSwap<crate::api::ApiState>>,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+    terminating: &tokio::sync::watch::Sender<bool>,
+) -> std::collections::HashMap<&'static str, l7::handler::SharedHandler> {
+    let mut services: std::collections::HashMap<&'static str, l7::handler::SharedHandler> =
+        std::collections::HashMap::new();
+    if let Some(api) = &st.api {
+        services.insert(
+            "api@internal",
+            Arc::new(crate::api::ApiHandler::new(
+                api_state.clone(),
+                &api.base_path,
+            )),
+        );
+        if api.dashboard {
+            services.insert(
+                "dashboard@internal",
+                Arc::new(crate::dashboard::DashboardHandler::new(&api.base_path)),
+            );
+        }
+    }
+    if let Some(ping) = &st.ping {
+        let status = u16::try_from(ping.terminating_status_code)
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .unwrap_or(503);
+        services.insert(
+            "ping@internal",
+            Arc::new(crate::api::PingHandler::new(
+                terminating.subscribe(),
+                status,
+            )),
+        );
+    }
+    if let Some(metrics) = metrics {
+        services.insert(
+            "prometheus@internal",
+            Arc::new(crate::metrics::MetricsHandler::new(metrics.clone())),
+        );
+    }
+    services
+}
+
+/// What every HTTP request is reported to: the access log and the metrics, if any.
+fn request_observer(
+    access_log: Option<&Arc<crate::accesslog::AccessLog>>,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+) -> Option<Arc<dyn l7::observe::RequestObserver>> {
+    let mut observers: Vec<Arc<dyn l7::observe::RequestObserver>> = Vec::new();
+    if let Some(log) = access_log {
+        observers.push(log.clone());
+    }
+    if let Some(metrics) = metrics {
+        observers.push(metrics.clone());
+    }
+    match observers.len() {
+        0 => None,
+        1 => observers.pop(),
+        _ => Some(Arc::new(RequestObservers(observers))),
+    }
+}
+
+/// Several request observers as one.
+struct RequestObservers(Vec<Arc<dyn l7::observe::RequestObserver>>);
+
+impl l7::observe::RequestObserver for RequestObservers {
+    fn observe(&self, record: &l7::observe::RequestRecord) {
+        for o in &self.0 {
+            o.observe(record);
+        }
+    }
+
+    fn wants_headers(&self) -> bool {
+        self.0.iter().any(|o| o.wants_headers())
+    }
+}
+
+/// What TCP connections and UDP sessions are reported to: the access log and the metrics,
+/// if any.
 fn conn_observer(
     access_log: Option<&Arc<crate::accesslog::AccessLog>>,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
 ) -> Option<l4::observe::Observer> {
-    let observers: Vec<Arc<dyn l4::observe::ConnObserver>> = access_log
-        .into_iter()
-        .map(|l| l.clone() as Arc<dyn l4::observe::ConnObserver>)
-        .collect();
+    let mut observers: Vec<Arc<dyn l4::observe::ConnObserver>> = Vec::new();
+    if let Some(log) = access_log {
+        observers.push(log.clone());
+    }
+    if let Some(metrics) = metrics {
+        observers.push(metrics.clone());
+    }
     match observers.len() {
         0 => None,
         1 => observers.into_iter().next().map(l4::observe::Observer),

@@ -137,6 +137,17 @@ pub struct Reloader {
     /// The TLS configuration of the installed snapshot's HTTP/3 endpoints, which swap it
     /// into their QUIC endpoints without rebinding.
     quic_tls: QuicTls,
+    /// What the API shows and the metrics count about configurations.
+    observability: Observability,
+}
+
+/// Where each applied configuration is published besides the snapshot.
+#[derive(Default, Clone)]
+pub struct Observability {
+    /// The API's view, rebuilt on every applied configuration.
+    pub api: Option<Arc<ArcSwap<crate::api::ApiState>>>,
+    /// Reload counts and server health.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Where HTTP/3 endpoints watch for the TLS configuration of each new snapshot.
@@ -163,7 +174,14 @@ impl Reloader {
             good_certs: LastGoodCerts::default(),
             tls_files: Vec::new(),
             quic_tls: QuicTls::new(None),
+            observability: Observability::default(),
         }
+    }
+
+    /// Publishes every applied configuration to the API and the metrics too.
+    pub fn with_observability(mut self, observability: Observability) -> Self {
+        self.observability = observability;
+        self
     }
 
     /// Follows the HTTP/3 TLS configuration of every snapshot this reloader installs.
@@ -196,6 +214,9 @@ impl Reloader {
                     errors = errors.len(),
                     "dynamic configuration rejected; keeping the last good configuration"
                 );
+                if let Some(metrics) = &self.observability.metrics {
+                    metrics.config_reload(false);
+                }
                 return false;
             }
         };
@@ -233,6 +254,7 @@ impl Reloader {
         self.health = compiled.health;
         self.servers = compiled.servers;
         self.tls_files = tls_files(&dy);
+        self.publish(&dy, &report);
         self.internal.acme.want(&crate::acme::wanted(&dy, &report));
         self.last_fingerprint = Some(self.fingerprint(&source));
         let served = dy
@@ -253,6 +275,30 @@ impl Reloader {
             "dynamic configuration applied"
         );
         true
+    }
+
+    /// Tells the API and the metrics about the configuration just installed.
+    fn publish(&self, dy: &DynamicConfig, report: &crate::config::validate::Report) {
+        let mut health = crate::api::ServerHealth::new();
+        for ((service, address, _), server) in &self.servers {
+            health
+                .entry(service.clone())
+                .or_default()
+                .insert(address.clone(), server.is_healthy());
+        }
+        if let Some(api) = &self.observability.api {
+            api.store(Arc::new(crate::api::ApiState::build(
+                &self.st, dy, report, &health,
+            )));
+        }
+        if let Some(metrics) = &self.observability.metrics {
+            metrics.config_reload(true);
+            for (service, servers) in &health {
+                for (address, up) in servers {
+                    metrics.set_server_up(service, address, *up);
+                }
+            }
+        }
     }
 
     /// The provider's files and the TLS files the installed configuration names.

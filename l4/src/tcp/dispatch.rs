@@ -474,6 +474,8 @@ impl Ctx<'_> {
             backend: backend.map(str::to_owned),
             bytes_in: transfer.map_or(0, |t| t.client_to_backend),
             bytes_out: transfer.map_or(0, |t| t.backend_to_client),
+            datagrams_in: 0,
+            datagrams_out: 0,
             started: self.accepted.1,
             duration: self.accepted.0.elapsed(),
             reason,

@@ -89,6 +89,8 @@ struct Session {
 struct Counters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
 }
 
 /// A session's side toward its backend, as the forwarding path uses it.
@@ -414,6 +416,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                     .1
                     .bytes_in
                     .fetch_add(sent as u64, Ordering::Relaxed);
+                upstream.1.datagrams_in.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
@@ -585,6 +588,8 @@ async fn relay_answers(mut a: Answers, stopped: oneshot::Receiver<()>) {
             backend: Some(info.backend.clone()),
             bytes_in: a.counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: a.counters.bytes_out.load(Ordering::Relaxed),
+            datagrams_in: a.counters.datagrams_in.load(Ordering::Relaxed),
+            datagrams_out: a.counters.datagrams_out.load(Ordering::Relaxed),
             started: info.started.1,
             duration: info.started.0.elapsed(),
             reason,
@@ -626,6 +631,7 @@ async fn relay_answers_until_over(
                 counters
                     .bytes_out
                     .fetch_add(answer.len() as u64, Ordering::Relaxed);
+                counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
                 // A QUIC session learns the backend's connection ID from its first long header.
                 if let Some(learning) = &cids
                     && lock_cids(learning).learn(answer, &a.client)

@@ -191,4 +191,6 @@ getJson("../api/version")
   .then(({ body }) => { document.getElementById("version").textContent = `v${body.Version || ""}`; })
   .catch(() => {});
 refresh();
+// A second scrape soon after the first, so the rates show without waiting a full period.
+setTimeout(() => { refreshRates().catch(() => {}); }, 1000);
 setInterval(refresh, REFRESH_MS);

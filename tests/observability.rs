@@ -1,0 +1,287 @@
+//! The operations side through the real binary: `/ping`, the API, `/metrics`, the HTTP access
+//! log and the dashboard (in headless Chromium when Debian's `chromium` is installed), all on
+//! the `traefik` entrypoint as Traefik serves them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use support::programs::{installed, run_bounded};
+use support::web::{Conn, HttpBackend};
+use support::*;
+
+struct Ops {
+    router: Router,
+    web: u16,
+    traefik: u16,
+    access_log: PathBuf,
+    _backend: HttpBackend,
+}
+
+/// A router with `web` (one working HTTP router, one broken) and the `traefik` entrypoint
+/// (with `traefik_settings` under it) serving the API, dashboard, ping and metrics; access log
+/// in json.
+async fn start(tag: &str, traefik_settings: &str) -> Ops {
+    let backend = HttpBackend::start("site").await;
+    let dir = temp_dir(tag);
+    let (web, traefik) = (free_port(), free_port());
+    let access_log = dir.join("access.log");
+    let static_yaml = static_config(
+        &dir,
+        &[("web", web), ("traefik", traefik)],
+        &format!(
+            "api:\n  insecure: true\nping: {{}}\nmetrics:\n  prometheus: {{}}\naccessLog:\n  filePath: \"{}\"\n  format: json\n",
+            access_log.display()
+        ),
+    )
+    .replace(
+        &format!("    address: \"127.0.0.1:{traefik}\"\n"),
+        &format!("    address: \"127.0.0.1:{traefik}\"\n{traefik_settings}"),
+    );
+    let dynamic = format!(
+        r#"
+http:
+  routers:
+    site:
+      rule: "Host(`site.test`)"
+      entryPoints: [web]
+      service: app
+    broken:
+      rule: "Host(`broken.test`)"
+      entryPoints: [web]
+      service: missing
+  services:
+    app:
+      loadBalancer:
+        servers: [{{url: "{}"}}]
+"#,
+        backend.url()
+    );
+    let router = Router::start(&dir, &static_yaml, &dynamic, &[web, traefik]);
+    Ops {
+        router,
+        web,
+        traefik,
+        access_log,
+        _backend: backend,
+    }
+}
+
+async fn call(port: u16, method: Method, path: &str) -> support::web::Answer {
+    let mut conn = Conn::h1(port).await;
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("127.0.0.1:{port}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    conn.send(request).await
+}
+
+fn json(answer: &support::web::Answer) -> serde_json::Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", answer.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
+    let ops = start("ops", "").await;
+
+    let ping = call(ops.traefik, Method::GET, "/ping").await;
+    assert_eq!((ping.status, ping.body.as_str()), (StatusCode::OK, "OK"));
+
+    // The API: the broken router is disabled with its error, the other enabled.
+    let routers = json(&call(ops.traefik, Method::GET, "/api/http/routers").await);
+    let by_name = |name: &str| {
+        routers
+            .as_array()
+            .and_then(|list| list.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {routers}"))
+    };
+    assert_eq!(by_name("site@file")["status"], "enabled");
+    let broken = by_name("broken@file");
+    assert_eq!(broken["status"], "disabled");
+    assert!(broken["error"].to_string().contains("missing"), "{broken}");
+    let overview = json(&call(ops.traefik, Method::GET, "/api/overview").await);
+    assert_eq!(overview["http"]["routers"]["total"], 2);
+    assert_eq!(overview["http"]["routers"]["errors"], 1);
+    let refused = call(ops.traefik, Method::POST, "/api/rawdata").await;
+    assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Three requests served and one without a router, then a scrape.
+    let mut client = Conn::h1(ops.web).await;
+    for _ in 0..3 {
+        assert_eq!(
+            client.get("site.test", "/hello").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        client.get("nobody.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let scrape = call(ops.traefik, Method::GET, "/metrics").await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    let has = |line: &str| {
+        assert!(
+            scrape.body.lines().any(|l| l == line),
+            "no {line:?} in\n{}",
+            scrape.body
+        )
+    };
+    has(
+        r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"} 3"#,
+    );
+    has(
+        r#"sallyport_entrypoint_requests_total{code="404",method="GET",protocol="http",entrypoint="web"} 1"#,
+    );
+    has(
+        r#"sallyport_service_requests_total{code="200",method="GET",protocol="http",service="app@file"} 3"#,
+    );
+    has("sallyport_config_reloads_total 1");
+
+    // The access log has a line per request, from the log's own task.
+    let start = Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&ops.access_log).unwrap_or_default();
+        let served: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["entryPointName"] == "web")
+            .collect();
+        if served.len() >= 4 {
+            break served;
+        }
+        assert!(start.elapsed() < WAIT, "access log: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ok = lines
+        .iter()
+        .find(|l| l["DownstreamStatus"] == 200)
+        .expect("a 200 line");
+    assert_eq!(ok["RouterName"], "site@file");
+    assert_eq!(ok["ServiceName"], "app@file");
+    assert_eq!(ok["RequestPath"], "/hello");
+    assert_eq!(ok["RequestHost"], "site.test");
+    assert_eq!(ok["RequestProtocol"], "HTTP/1.1");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["DownstreamStatus"] == 404 && l["RouterName"] == "")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_503_while_shutdown_keeps_accepting() {
+    let ops = start(
+        "ops-ping-shutdown",
+        "    transport:\n      lifeCycle:\n        requestAcceptGraceTimeout: 2s\n",
+    )
+    .await;
+    assert_eq!(
+        call(ops.traefik, Method::GET, "/ping").await.status,
+        StatusCode::OK
+    );
+    ops.router.signal("TERM");
+    ops.router
+        .wait_log("still accepting for requestAcceptGraceTimeout");
+    let ping = call(ops.traefik, Method::GET, "/ping").await;
+    assert_eq!(ping.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Traffic is still served meanwhile.
+    let mut client = Conn::h1(ops.web).await;
+    assert_eq!(client.get("site.test", "/").await.status, StatusCode::OK);
+}
+
+/// The page as Chromium renders it after its scripts ran, and a screenshot kept with the
+/// test artifacts (`target/test-artifacts/dashboard.png`).
+fn chromium(url: &str, artifacts: &Path) -> String {
+    let profile = temp_dir("dashboard-chromium");
+    let common = |cmd: &mut Command| {
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=4000", "--window-size=1280,1000"]);
+    };
+    let mut screenshot = Command::new("chromium");
+    common(&mut screenshot);
+    screenshot
+        .arg(format!(
+            "--screenshot={}",
+            artifacts.join("dashboard.png").display()
+        ))
+        .arg(url);
+    let _ = run_bounded(&mut screenshot, b"", Duration::from_secs(60));
+    let mut dom = Command::new("chromium");
+    common(&mut dom);
+    dom.arg("--dump-dom").arg(url);
+    let ran = run_bounded(&mut dom, b"", Duration::from_secs(60));
+    ran.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_routers_services_and_errors_in_chromium() {
+    if !installed(&["chromium"]) {
+        eprintln!("skipped: Debian's chromium is not installed");
+        return;
+    }
+    let ops = start("ops-dashboard", "").await;
+    // Some traffic, for the rates.
+    let mut client = Conn::h1(ops.web).await;
+    assert_eq!(client.get("site.test", "/").await.status, StatusCode::OK);
+    let home = call(ops.traefik, Method::GET, "/").await;
+    assert_eq!(home.status, StatusCode::FOUND);
+    assert_eq!(home.header("location"), "/dashboard/");
+
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let url = format!("http://127.0.0.1:{}/dashboard/", ops.traefik);
+    let dom = tokio::task::spawn_blocking({
+        let artifacts = artifacts.clone();
+        move || chromium(&url, &artifacts)
+    })
+    .await
+    .expect("chromium");
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page never loaded the API:\n{dom}"
+    );
+    // Routers, with the broken one highlighted and its error shown.
+    assert!(
+        dom.contains("site@file") && dom.contains("Host(`site.test`)"),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<tr class="disabled">"#), "{dom}");
+    assert!(dom.contains("missing@file"), "{dom}");
+    // The service with its server, up.
+    assert!(dom.contains("app@file"), "{dom}");
+    assert!(dom.contains(r#"<span class="UP">UP</span>"#), "{dom}");
+    // Entrypoints and the overview cards.
+    assert!(dom.contains(r#"data-overview="http-routers""#), "{dom}");
+    assert!(dom.contains(">web<"), "{dom}");
+    // Rates need two scrapes of /metrics: the page takes a second one after a second.
+    assert!(
+        !dom.contains(r#"<div class="value" id="rate-requests">–</div>"#),
+        "no request rate: {dom}"
+    );
+    let shot = artifacts.join("dashboard.png");
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+    drop(ops);
+}
