@@ -31,6 +31,7 @@ async fn start(tag: &str, traefik_settings: &str) -> Ops {
     let dir = temp_dir(tag);
     let (web, traefik) = (free_port(), free_port());
     let access_log = dir.join("access.log");
+    let (cert, key) = TestCert::new(&["site.test"]).write(&dir, "site");
     let static_yaml = static_config(
         &dir,
         &[("web", web), ("traefik", traefik)],
@@ -59,8 +60,12 @@ http:
     app:
       loadBalancer:
         servers: [{{url: "{}"}}]
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
 "#,
-        backend.url()
+        backend.url(),
+        cert.display(),
+        key.display()
     );
     let router = Router::start(&dir, &static_yaml, &dynamic, &[web, traefik]);
     Ops {
@@ -144,6 +149,13 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
         r#"sallyport_service_requests_total{code="200",method="GET",protocol="http",service="app@file"} 3"#,
     );
     has("sallyport_config_reloads_total 1");
+    assert!(
+        scrape.body.lines().any(|l| l
+            .starts_with(r#"sallyport_tls_certs_not_after{cn="site.test",serial=""#)
+            && l.contains(r#"sans="site.test"}"#)),
+        "no certificate expiry in\n{}",
+        scrape.body
+    );
 
     // The access log has a line per request, from the log's own task.
     let start = Instant::now();

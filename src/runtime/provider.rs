@@ -139,6 +139,8 @@ pub struct Reloader {
     quic_tls: QuicTls,
     /// What the API shows and the metrics count about configurations.
     observability: Observability,
+    /// The servers whose health the metrics export, to forget those a reload removed.
+    published_servers: HashSet<(String, String)>,
 }
 
 /// Where each applied configuration is published besides the snapshot.
@@ -175,6 +177,7 @@ impl Reloader {
             tls_files: Vec::new(),
             quic_tls: QuicTls::new(None),
             observability: Observability::default(),
+            published_servers: HashSet::new(),
         }
     }
 
@@ -254,7 +257,7 @@ impl Reloader {
         self.health = compiled.health;
         self.servers = compiled.servers;
         self.tls_files = tls_files(&dy);
-        self.publish(&dy, &report);
+        self.publish(&dy, &report, &compiled.certificates);
         self.internal.acme.want(&crate::acme::wanted(&dy, &report));
         self.last_fingerprint = Some(self.fingerprint(&source));
         let served = dy
@@ -278,7 +281,12 @@ impl Reloader {
     }
 
     /// Tells the API and the metrics about the configuration just installed.
-    fn publish(&self, dy: &DynamicConfig, report: &crate::config::validate::Report) {
+    fn publish(
+        &mut self,
+        dy: &DynamicConfig,
+        report: &crate::config::validate::Report,
+        certificates: &[Arc<rustls::sign::CertifiedKey>],
+    ) {
         let mut health = crate::api::ServerHealth::new();
         for ((service, address, _), server) in &self.servers {
             health
@@ -293,9 +301,21 @@ impl Reloader {
         }
         if let Some(metrics) = &self.observability.metrics {
             metrics.config_reload(true);
+            let mut published = HashSet::new();
             for (service, servers) in &health {
                 for (address, up) in servers {
                     metrics.set_server_up(service, address, *up);
+                    published.insert((service.clone(), address.clone()));
+                }
+            }
+            for (service, address) in self.published_servers.difference(&published) {
+                metrics.remove_server(service, address);
+            }
+            self.published_servers = published;
+            metrics.clear_certs();
+            for cert in certificates {
+                if let Some((cn, serial, sans, not_after)) = certificate_facts(cert) {
+                    metrics.set_cert_not_after(&cn, &serial, &sans, not_after);
                 }
             }
         }
@@ -363,6 +383,46 @@ impl Reloader {
             }
         }
     }
+}
+
+/// A certificate's subject common name, serial (hex), DNS names and expiry.
+fn certificate_facts(
+    cert: &rustls::sign::CertifiedKey,
+) -> Option<(String, String, Vec<String>, std::time::SystemTime)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.cert.first()?).ok()?;
+    let cn = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let serial = parsed
+        .tbs_certificate
+        .raw_serial_as_string()
+        .replace(':', "");
+    let sans = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let secs = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    Some((
+        cn,
+        serial,
+        sans,
+        std::time::UNIX_EPOCH + Duration::from_secs(secs),
+    ))
 }
 
 /// The TLS files whose changes reload, shared with the watcher's event handler.

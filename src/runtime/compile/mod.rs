@@ -125,6 +125,8 @@ pub struct Compiled {
     pub health: Vec<HealthHandle>,
     pub servers: Servers,
     pub problems: Vec<ConfigError>,
+    /// The certificates of the default store (configured, then ACME), for their expiry metric.
+    pub certificates: Vec<Arc<CertifiedKey>>,
 }
 
 /// Backend servers by (service, address, tls): a reload that keeps a server in the same
@@ -282,6 +284,7 @@ pub fn compile(
         health: c.health,
         servers: c.servers,
         problems: c.problems,
+        certificates: c.certs.clone().unwrap_or_default(),
     }
 }
 
