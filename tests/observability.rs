@@ -149,6 +149,8 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
         r#"sallyport_service_requests_total{code="200",method="GET",protocol="http",service="app@file"} 3"#,
     );
     has("sallyport_config_reloads_total 1");
+    // The keep-alive connection of `client` is still open.
+    has(r#"sallyport_open_connections{entrypoint="web",protocol="TCP"} 1"#);
     assert!(
         scrape.body.lines().any(|l| l
             .starts_with(r#"sallyport_tls_certs_not_after{cn="site.test",serial=""#)

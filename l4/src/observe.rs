@@ -106,6 +106,10 @@ pub trait ConnObserver: Send + Sync + 'static {
     fn opened(&self, _transport: Transport, _entrypoint: &str, _router: &str, _service: &str) {}
     /// A connection or session ended; `record.router` is `None` when none took it.
     fn closed(&self, record: &ConnRecord);
+    /// A TCP connection was handed to the entrypoint's HTTP server (`open`), or its HTTP
+    /// serving ended (`!open`): HTTP traffic has its own records, but counts as an open
+    /// connection of the entrypoint.
+    fn http_connection(&self, _entrypoint: &str, _open: bool) {}
 }
 
 /// Several observers as one.
@@ -121,6 +125,12 @@ impl ConnObserver for Observers {
     fn closed(&self, record: &ConnRecord) {
         for o in &self.0 {
             o.closed(record);
+        }
+    }
+
+    fn http_connection(&self, entrypoint: &str, open: bool) {
+        for o in &self.0 {
+            o.http_connection(entrypoint, open);
         }
     }
 }

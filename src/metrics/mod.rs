@@ -513,6 +513,18 @@ impl ConnObserver for Metrics {
         }
     }
 
+    fn http_connection(&self, entrypoint: &str, open: bool) {
+        let gauge = self.open_connections.get_or_create(&OpenConnectionLabels {
+            entrypoint: Arc::from(entrypoint),
+            protocol: transport_label(L4Transport::Tcp),
+        });
+        if open {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
+    }
+
     fn closed(&self, record: &ConnRecord) {
         // Only connections that reached a backend were announced (and counted as open).
         let (Some(_), Some(router), Some(service)) =

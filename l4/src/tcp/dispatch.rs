@@ -429,6 +429,7 @@ async fn serve_https(
         tls_option: Some(target.option.clone()),
         peer_certificates: tls.get_ref().1.peer_certificates().map(Arc::from),
     };
+    let _open = ctx.http_open();
     http.serve_tls(tls, conn).await;
 }
 
@@ -482,6 +483,16 @@ impl Ctx<'_> {
         });
     }
 
+    /// Tells the observer an HTTP connection is open until the guard drops.
+    fn http_open(&self) -> Option<HttpOpen<'_>> {
+        let observer = self.observer?;
+        observer.http_connection(self.ep, true);
+        Some(HttpOpen {
+            observer: observer.as_ref(),
+            ep: self.ep,
+        })
+    }
+
     /// Tells the observer a connection reached its backend.
     fn opened(&self, route: &Route<TcpTarget>) {
         if let Some(observer) = self.observer {
@@ -492,6 +503,19 @@ impl Ctx<'_> {
                 &route.target.service_name,
             );
         }
+    }
+}
+
+/// An HTTP connection counted as open; its end is told when dropped (however the serving
+/// future ends).
+struct HttpOpen<'a> {
+    observer: &'a dyn ConnObserver,
+    ep: &'a str,
+}
+
+impl Drop for HttpOpen<'_> {
+    fn drop(&mut self) {
+        self.observer.http_connection(self.ep, false);
     }
 }
 
@@ -515,6 +539,7 @@ async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRout
                 tls_option: None,
                 peer_certificates: None,
             };
+            let _open = ctx.http_open();
             http.serve_plain(PrefixedIo::new(buf.freeze(), client), conn)
                 .await
         }
