@@ -20,6 +20,7 @@ struct Ops {
     web: u16,
     traefik: u16,
     access_log: PathBuf,
+    backend_url: String,
     _backend: HttpBackend,
 }
 
@@ -32,6 +33,10 @@ async fn start(tag: &str, traefik_settings: &str) -> Ops {
     let (web, traefik) = (free_port(), free_port());
     let access_log = dir.join("access.log");
     let (cert, key) = TestCert::new(&["site.test"]).write(&dir, "site");
+    // A port nothing listens on: every try of `flaky` fails to connect.
+    let dead_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = dead_listener.local_addr().expect("address").port();
+    drop(dead_listener);
     let static_yaml = static_config(
         &dir,
         &[("web", web), ("traefik", traefik)],
@@ -56,7 +61,25 @@ http:
       rule: "Host(`broken.test`)"
       entryPoints: [web]
       service: missing
+    flaky:
+      rule: "Host(`flaky.test`)"
+      entryPoints: [web]
+      service: dead
+      middlewares: [retry]
+    guarded:
+      rule: "Host(`guarded.test`)"
+      entryPoints: [web]
+      service: app
+      middlewares: [auth]
+  middlewares:
+    retry:
+      retry: {{attempts: 3, initialInterval: 1ms}}
+    auth:
+      basicAuth: {{users: ["sha:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ="]}}
   services:
+    dead:
+      loadBalancer:
+        servers: [{{url: "http://127.0.0.1:{dead}"}}]
     app:
       loadBalancer:
         servers: [{{url: "{}"}}]
@@ -73,6 +96,7 @@ tls:
         web,
         traefik,
         access_log,
+        backend_url: backend.url(),
         _backend: backend,
     }
 }
@@ -113,12 +137,13 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
     assert_eq!(broken["status"], "disabled");
     assert!(broken["error"].to_string().contains("missing"), "{broken}");
     let overview = json(&call(ops.traefik, Method::GET, "/api/overview").await);
-    assert_eq!(overview["http"]["routers"]["total"], 2);
+    assert_eq!(overview["http"]["routers"]["total"], 4);
     assert_eq!(overview["http"]["routers"]["errors"], 1);
     let refused = call(ops.traefik, Method::POST, "/api/rawdata").await;
     assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
 
-    // Three requests served and one without a router, then a scrape.
+    // Three requests served, one without a router, one authenticated and one retried, then a
+    // scrape.
     let mut client = Conn::h1(ops.web).await;
     for _ in 0..3 {
         assert_eq!(
@@ -130,6 +155,18 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
         client.get("nobody.test", "/").await.status,
         StatusCode::NOT_FOUND
     );
+    // A user admitted by basicAuth (user `sha`, password `secret`).
+    let mut guarded = Request::get("/").header("host", "guarded.test");
+    guarded = guarded.header("authorization", "Basic c2hhOnNlY3JldA==");
+    let answer = client
+        .send(guarded.body(Full::new(Bytes::new())).expect("request"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // Three tries of a dead server: two retries.
+    assert_eq!(
+        client.get("flaky.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
     let scrape = call(ops.traefik, Method::GET, "/metrics").await;
     assert_eq!(scrape.status, StatusCode::OK);
     let has = |line: &str| {
@@ -140,15 +177,16 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
         )
     };
     has(
-        r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"} 3"#,
+        r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"} 4"#,
     );
     has(
         r#"sallyport_entrypoint_requests_total{code="404",method="GET",protocol="http",entrypoint="web"} 1"#,
     );
     has(
-        r#"sallyport_service_requests_total{code="200",method="GET",protocol="http",service="app@file"} 3"#,
+        r#"sallyport_service_requests_total{code="200",method="GET",protocol="http",service="app@file"} 4"#,
     );
     has("sallyport_config_reloads_total 1");
+    has(r#"sallyport_service_retries_total{service="dead@file"} 2"#);
     // The keep-alive connection of `client` is still open.
     has(r#"sallyport_open_connections{entrypoint="web",protocol="TCP"} 1"#);
     assert!(
@@ -168,7 +206,7 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|l| l["entryPointName"] == "web")
             .collect();
-        if served.len() >= 4 {
+        if served.len() >= 6 {
             break served;
         }
         assert!(start.elapsed() < WAIT, "access log: {text}");
@@ -183,6 +221,18 @@ async fn ping_api_metrics_and_access_log_describe_what_the_router_does() {
     assert_eq!(ok["RequestPath"], "/hello");
     assert_eq!(ok["RequestHost"], "site.test");
     assert_eq!(ok["RequestProtocol"], "HTTP/1.1");
+    assert_eq!(ok["ServiceURL"], ops.backend_url.as_str());
+    let flaky = lines
+        .iter()
+        .find(|l| l["RouterName"] == "flaky@file")
+        .expect("a line for flaky");
+    assert_eq!(flaky["RetryAttempts"], 2);
+    assert_eq!(flaky["DownstreamStatus"], 502);
+    let guarded = lines
+        .iter()
+        .find(|l| l["RouterName"] == "guarded@file")
+        .expect("a line for guarded");
+    assert_eq!(guarded["ClientUsername"], "sha");
     assert!(
         lines
             .iter()

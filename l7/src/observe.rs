@@ -173,6 +173,45 @@ pub struct RequestRecord {
     /// The request's headers as received, when the observer [asked for
     /// them](RequestObserver::wants_headers).
     pub headers: Option<http::HeaderMap>,
+    /// The server the load balancer sent it to (as configured: `http://10.0.0.1:80`).
+    pub server: Option<String>,
+    /// The user an authentication middleware admitted.
+    pub username: Option<String>,
+    /// Retries by the `retry` middleware (0 when it was tried once).
+    pub retries: u32,
+}
+
+/// What handlers deeper in the chain note about an observed request for its record: the
+/// server chosen, the user admitted, the retries. Found in the request's extensions when the
+/// request is observed; handlers that see none note nothing.
+#[derive(Debug, Default)]
+pub struct RequestNotes {
+    server: std::sync::Mutex<Option<String>>,
+    username: std::sync::OnceLock<String>,
+    retries: std::sync::atomic::AtomicU32,
+}
+
+impl RequestNotes {
+    /// The notes of an observed request.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&RequestNotes> {
+        request
+            .extensions()
+            .get::<Arc<RequestNotes>>()
+            .map(|n| n.as_ref())
+    }
+
+    /// The server a load balancer picked; with retries, the last try's.
+    pub fn note_server(&self, url: &str) {
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_owned());
+    }
+
+    pub fn note_user(&self, user: &str) {
+        let _ = self.username.set(user.to_owned());
+    }
+
+    pub fn note_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A request being observed, between its arrival and its response.
@@ -181,6 +220,7 @@ pub(crate) struct Observation {
     record: RequestRecord,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
+    notes: Arc<RequestNotes>,
 }
 
 impl Observation {
@@ -218,7 +258,13 @@ impl Observation {
             duration: Duration::ZERO,
             started,
             headers: observer.wants_headers().then(|| request.headers().clone()),
+            server: None,
+            username: None,
+            retries: 0,
         };
+        let notes = Arc::new(RequestNotes::default());
+        let mut request = request;
+        request.extensions_mut().insert(notes.clone());
         let request = request.map(|body| {
             CountedBody {
                 body: boxed(body),
@@ -231,6 +277,7 @@ impl Observation {
             record,
             start,
             request_bytes,
+            notes,
         };
         (observation, request)
     }
@@ -262,6 +309,14 @@ impl Observation {
         self.record.response_bytes = response_bytes;
         self.record.completed = completed;
         self.record.duration = self.start.elapsed();
+        self.record.server = self
+            .notes
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.record.username = self.notes.username.get().cloned();
+        self.record.retries = self.notes.retries.load(Ordering::Relaxed);
         self.observer.observe(&self.record);
     }
 }

@@ -344,6 +344,16 @@ fn http_fields(h: &HttpEntry) -> Vec<(&'static str, Value)> {
             "ServiceURL",
             Value::from(h.service_url.clone().unwrap_or_default()),
         ),
+        (
+            "ServiceAddr",
+            Value::from(
+                h.service_url
+                    .as_deref()
+                    .and_then(|u| u.parse::<http::Uri>().ok())
+                    .and_then(|u| u.authority().map(|a| a.to_string()))
+                    .unwrap_or_default(),
+            ),
+        ),
         ("StartUTC", Value::from(rfc3339(h.started))),
         ("entryPointName", Value::from(h.entrypoint.clone())),
     ]

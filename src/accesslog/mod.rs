@@ -138,7 +138,7 @@ fn http_entry(r: &RequestRecord, request_count: u64) -> HttpEntry {
     HttpEntry {
         entrypoint: r.entrypoint.to_string(),
         client: r.client,
-        username: None,
+        username: r.username.clone(),
         started: r.started,
         duration: r.duration,
         method: r.method.as_str().to_owned(),
@@ -167,8 +167,8 @@ fn http_entry(r: &RequestRecord, request_count: u64) -> HttpEntry {
         response_bytes: r.response_bytes,
         router: r.router.as_deref().map(str::to_owned),
         service: r.service.as_deref().map(str::to_owned),
-        service_url: None,
-        retry_attempts: 0,
+        service_url: r.server.clone(),
+        retry_attempts: r.retries,
         request_headers: headers,
         request_count,
     }

@@ -131,6 +131,11 @@ struct OpenConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceOnlyLabels {
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     service: Arc<str>,
     url: Arc<str>,
@@ -263,6 +268,7 @@ pub struct Metrics {
     config_last_reload_failure: Gauge<f64, std::sync::atomic::AtomicU64>,
     open_connections: Family<OpenConnectionLabels, Gauge>,
     server_up: Family<ServerLabels, Gauge>,
+    service_retries: Family<ServiceOnlyLabels, Counter>,
     certs_not_after: Family<CertLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     tcp_connections: Family<L4RouteLabels, Counter>,
     tcp_open_connections: Family<EntrypointOnlyLabels, Gauge>,
@@ -331,6 +337,12 @@ impl Metrics {
             "Connections (TCP) and sessions (UDP) open on each entrypoint",
             open_connections.clone(),
         );
+        let service_retries = Family::default();
+        registry.register(
+            "service_retries",
+            "Retries of requests by the retry middleware, by service",
+            service_retries.clone(),
+        );
         let server_up = Family::default();
         registry.register(
             "service_server_up",
@@ -398,6 +410,7 @@ impl Metrics {
             config_last_reload_failure,
             open_connections,
             server_up,
+            service_retries,
             certs_not_after,
             tcp_connections,
             tcp_open_connections,
@@ -580,6 +593,15 @@ impl ConnObserver for Metrics {
 
 impl RequestObserver for Metrics {
     fn observe(&self, record: &RequestRecord) {
+        if record.retries > 0
+            && let Some(service) = &record.service
+        {
+            self.service_retries
+                .get_or_create(&ServiceOnlyLabels {
+                    service: service.clone(),
+                })
+                .inc_by(u64::from(record.retries));
+        }
         let code = record.status.as_u16();
         let method = method_label(&record.method);
         let protocol = record.protocol.as_str();
@@ -770,6 +792,9 @@ pub(crate) mod tests {
             duration: Duration::from_millis(millis),
             started: SystemTime::now(),
             headers: None,
+            server: None,
+            username: None,
+            retries: 0,
         }
     }
 

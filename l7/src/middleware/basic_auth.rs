@@ -61,6 +61,9 @@ impl Handler for Auth {
             let challenge = self.config.challenge.clone();
             return Box::pin(async move { unauthorized(challenge) });
         };
+        if let Some(notes) = crate::observe::RequestNotes::of(&request) {
+            notes.note_user(&user);
+        }
         if let Some(field) = &self.config.header_field
             && let Ok(value) = HeaderValue::from_str(&user)
         {

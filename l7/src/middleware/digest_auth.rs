@@ -70,6 +70,9 @@ impl Handler for Auth {
             let response = self.challenge();
             return Box::pin(async move { response });
         };
+        if let Some(notes) = crate::observe::RequestNotes::of(&request) {
+            notes.note_user(&user);
+        }
         if let Some(field) = &self.config.header_field
             && let Ok(value) = HeaderValue::from_str(&user)
         {

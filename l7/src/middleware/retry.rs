@@ -130,6 +130,12 @@ impl Handler for Retrying {
                 drop(response);
                 tokio::time::sleep(wait).await;
                 tries += 1;
+                if let Some(notes) = parts
+                    .extensions
+                    .get::<std::sync::Arc<crate::observe::RequestNotes>>()
+                {
+                    notes.note_retry();
+                }
             }
         })
     }

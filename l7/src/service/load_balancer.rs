@@ -358,6 +358,14 @@ impl Handler for LoadBalancer {
             let Some(handler) = self.servers.get(server) else {
                 return error_response(ProxyErrorKind::Internal);
             };
+            if let Some(notes) = crate::observe::RequestNotes::of(&request)
+                && let Some(spec) = state
+                    .members
+                    .get(server)
+                    .and_then(|&index| state.spec.servers.get(index))
+            {
+                notes.note_server(&spec.url);
+            }
             let mut response = handler.call(request).await;
             state.observe(server, &response);
             if let (true, Some(sticky)) = (set_cookie, &state.sticky) {
