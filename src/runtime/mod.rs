@@ -87,6 +87,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             });
     reloader.reload(provider::Trigger::Startup);
     let quic_tls = reloader.quic_tls();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Watching starts before any entrypoint accepts.
+    let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
     if let Some((udp, tcp)) = http3_port_clash(&st) {
         error!(udp_entrypoint = %udp, http3_entrypoint = %tcp, "a UDP entrypoint has the port of an entrypoint with http3; both would receive its QUIC datagrams");
         return 1;
@@ -159,7 +162,6 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         entrypoints.push(tcp);
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut serving = Vec::new();
     for ep in entrypoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening");
@@ -179,7 +181,6 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
 
     // Orders start once the entrypoints that answer their challenges listen.
     internal.acme.start(stop_rx.clone());
-    let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
     wait_for_shutdown_signal().await;
     terminating.send_replace(true);
     // `requestAcceptGraceTimeout`: keep accepting (and answering `/ping` with its

@@ -335,7 +335,12 @@ impl Reloader {
     }
 
     /// Watches the provider, the TLS files its configuration names, and SIGHUP until `stop`.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Starts watching now (so that a change made as soon as the entrypoints accept is not
+    /// missed), and returns the loop that reloads until `stop`.
+    pub fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send {
         let (tx, mut rx) = mpsc::channel::<Trigger>(64);
         let watch_enabled = self.st.providers.file.as_ref().is_some_and(|f| f.watch);
         let tls_watched: TlsWatch = Arc::default();
@@ -355,31 +360,33 @@ impl Reloader {
             .providers_throttle_duration
             .to_std()
             .unwrap_or(Duration::from_secs(2));
-        loop {
-            let trigger = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                t = rx.recv() => match t { Some(t) => t, None => return },
-                Ok(()) = certificates.changed() => Trigger::Certificates,
-            };
-            // File events wait one throttle period before the files are read, so a
-            // file being written (truncated, then filled) is read once it is whole;
-            // everything that arrives meanwhile collapses into this reload. SIGHUP
-            // applies at once.
-            let mut trigger = trigger;
-            if matches!(trigger, Trigger::FileChange) {
-                tokio::time::sleep(throttle).await;
-            }
-            // A SIGHUP that arrived meanwhile still forces the re-read.
-            while let Ok(t) = rx.try_recv() {
-                if !matches!(t, Trigger::FileChange) {
-                    trigger = t;
+        async move {
+            loop {
+                let trigger = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    t = rx.recv() => match t { Some(t) => t, None => return },
+                    Ok(()) = certificates.changed() => Trigger::Certificates,
+                };
+                // File events wait one throttle period before the files are read, so a
+                // file being written (truncated, then filled) is read once it is whole;
+                // everything that arrives meanwhile collapses into this reload. SIGHUP
+                // applies at once.
+                let mut trigger = trigger;
+                if matches!(trigger, Trigger::FileChange) {
+                    tokio::time::sleep(throttle).await;
                 }
-            }
-            // Reading files and building TLS configurations is blocking work: let the
-            // runtime move other tasks off this worker while it runs.
-            tokio::task::block_in_place(|| self.reload(trigger));
-            if let Some(watcher) = watcher.as_mut() {
-                watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
+                // A SIGHUP that arrived meanwhile still forces the re-read.
+                while let Ok(t) = rx.try_recv() {
+                    if !matches!(t, Trigger::FileChange) {
+                        trigger = t;
+                    }
+                }
+                // Reading files and building TLS configurations is blocking work: let the
+                // runtime move other tasks off this worker while it runs.
+                tokio::task::block_in_place(|| self.reload(trigger));
+                if let Some(watcher) = watcher.as_mut() {
+                    watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
+                }
             }
         }
     }
