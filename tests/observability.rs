@@ -349,3 +349,56 @@ async fn the_dashboard_renders_routers_services_and_errors_in_chromium() {
     );
     drop(ops);
 }
+
+/// Without `api.insecure`, the API is reached through a router of one's own that names
+/// `api@internal` (here with basic auth in front), and `ping.manualRouting` leaves `/ping`
+/// to a router too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_of_ones_own_reach_api_and_ping_internal() {
+    let dir = temp_dir("ops-own-routers");
+    let web = free_port();
+    let static_yaml = static_config(
+        &dir,
+        &[("web", web)],
+        "api: {}\nping:\n  entryPoint: web\n  manualRouting: true\n",
+    );
+    let dynamic = r#"
+http:
+  routers:
+    api:
+      rule: "Host(`ops.test`) && PathPrefix(`/api`)"
+      service: api@internal
+      middlewares: [auth]
+    health:
+      rule: "Host(`ops.test`) && Path(`/healthz`)"
+      service: ping@internal
+  middlewares:
+    auth:
+      basicAuth: {users: ["sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="]}
+"#;
+    let _router = Router::start(&dir, &static_yaml, dynamic, &[web]);
+    let mut client = Conn::h1(web).await;
+    assert_eq!(
+        client.get("ops.test", "/api/version").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let request = Request::get("/api/http/routers")
+        .header("host", "ops.test")
+        .header("authorization", "Basic c2hhOnNlY3JldA==")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let answer = client.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let routers = json(&answer);
+    assert_eq!(routers.as_array().map(Vec::len), Some(2), "{routers}");
+    let health = client.get("ops.test", "/healthz").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "OK")
+    );
+    // manualRouting: no `/ping` router of Sallyport's own on `web`.
+    assert_eq!(
+        client.get("ops.test", "/ping").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
