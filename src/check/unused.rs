@@ -29,23 +29,14 @@ pub fn unused_objects(dy: &DynamicConfig, report: &Report) -> Vec<ConfigError> {
         if !report.tcp_router_enabled(name) {
             continue;
         }
-        let mut pending = vec![router.value.service.value.clone()];
-        while let Some(s) = pending.pop() {
-            if let Some(w) = dy
-                .tcp
+        reach(&router.value.service.value, &mut tcp_services, |s| {
+            dy.tcp
                 .services
-                .get(&s)
+                .get(s)
                 .and_then(|s| s.value.weighted.as_ref())
-            {
-                pending.extend(
-                    w.services
-                        .iter()
-                        .map(|c| c.name.value.clone())
-                        .filter(|c| !tcp_services.contains(c)),
-                );
-            }
-            tcp_services.insert(s);
-        }
+                .map(|w| w.services.iter().map(|c| c.name.value.clone()).collect())
+                .unwrap_or_default()
+        });
         tcp_middlewares.extend(router.value.middlewares.iter().map(|m| m.value.clone()));
     }
 
@@ -54,23 +45,14 @@ pub fn unused_objects(dy: &DynamicConfig, report: &Report) -> Vec<ConfigError> {
         if !report.udp_router_enabled(name) {
             continue;
         }
-        let mut pending = vec![router.value.service.value.clone()];
-        while let Some(s) = pending.pop() {
-            if let Some(w) = dy
-                .udp
+        reach(&router.value.service.value, &mut udp_services, |s| {
+            dy.udp
                 .services
-                .get(&s)
+                .get(s)
                 .and_then(|s| s.value.weighted.as_ref())
-            {
-                pending.extend(
-                    w.services
-                        .iter()
-                        .map(|c| c.name.value.clone())
-                        .filter(|c| !udp_services.contains(c)),
-                );
-            }
-            udp_services.insert(s);
-        }
+                .map(|w| w.services.iter().map(|c| c.name.value.clone()).collect())
+                .unwrap_or_default()
+        });
     }
 
     let mut out = Vec::new();
@@ -169,4 +151,15 @@ fn children(s: &HttpService) -> Vec<&str> {
         }
     }
     out
+}
+
+/// Adds `service` and every service reachable from it through `children` (a weighted
+/// service's) to `used`; each is visited once, so cycles end.
+fn reach(service: &str, used: &mut BTreeSet<String>, children: impl Fn(&str) -> Vec<String>) {
+    let mut pending = vec![service.to_owned()];
+    while let Some(s) = pending.pop() {
+        if used.insert(s.clone()) {
+            pending.extend(children(&s));
+        }
+    }
 }
