@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::error::ProxyErrorKind;
 use crate::handler::{Body, BoxError, ClientInfo, boxed, response_error};
+use crate::trace_context::RequestTrace;
 
 /// Sees every request of the entrypoints it is installed on ([`crate::server::HttpEntrypoint::set_observer`]).
 ///
@@ -173,6 +174,9 @@ pub struct RequestRecord {
     /// The request's headers as received, when the observer [asked for
     /// them](RequestObserver::wants_headers).
     pub headers: Option<http::HeaderMap>,
+    /// The request's span in its W3C trace, when the entrypoint [traces
+    /// requests](crate::server::HttpEntrypoint::set_tracing).
+    pub trace: Option<RequestTrace>,
 }
 
 /// A request being observed, between its arrival and its response.
@@ -191,6 +195,7 @@ impl Observation {
         client: &ClientInfo,
         tls: Option<TlsParams>,
         host: Option<HeaderValue>,
+        trace: Option<RequestTrace>,
     ) -> (Self, Request<Body>)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -218,6 +223,7 @@ impl Observation {
             duration: Duration::ZERO,
             started,
             headers: observer.wants_headers().then(|| request.headers().clone()),
+            trace,
         };
         let request = request.map(|body| {
             CountedBody {

@@ -758,6 +758,7 @@ pub(crate) mod tests {
             duration: Duration::from_millis(millis),
             started: SystemTime::now(),
             headers: None,
+            trace: None,
         }
     }
 
