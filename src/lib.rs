@@ -17,3 +17,4 @@ pub mod explain;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;
+pub mod telemetry;

@@ -17,4 +17,5 @@ pub mod router;
 pub mod rule;
 pub mod server;
 pub mod service;
+pub mod trace_context;
 pub mod transport;

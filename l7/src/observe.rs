@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::error::ProxyErrorKind;
 use crate::handler::{Body, BoxError, ClientInfo, boxed, response_error};
+use crate::trace_context::RequestTrace;
 
 /// Sees every request of the entrypoints it is installed on ([`crate::server::HttpEntrypoint::set_observer`]).
 ///
@@ -179,6 +180,9 @@ pub struct RequestRecord {
     pub username: Option<String>,
     /// Retries by the `retry` middleware (0 when it was tried once).
     pub retries: u32,
+    /// The request's span in its W3C trace, when the entrypoint [traces
+    /// requests](crate::server::HttpEntrypoint::set_tracing).
+    pub trace: Option<RequestTrace>,
 }
 
 /// What handlers deeper in the chain note about an observed request for its record: the
@@ -231,6 +235,7 @@ impl Observation {
         client: &ClientInfo,
         tls: Option<TlsParams>,
         host: Option<HeaderValue>,
+        trace: Option<RequestTrace>,
     ) -> (Self, Request<Body>)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -261,6 +266,7 @@ impl Observation {
             server: None,
             username: None,
             retries: 0,
+            trace,
         };
         let notes = Arc::new(RequestNotes::default());
         let mut request = request;

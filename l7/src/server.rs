@@ -27,6 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
@@ -35,6 +37,7 @@ use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
 use crate::observe::{Observation, RequestObserver, TlsParams};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
+use crate::trace_context::{RequestTrace, TracePolicy};
 
 mod h3;
 
@@ -164,6 +167,8 @@ struct Inner {
     alt_svc: OnceLock<HeaderValue>,
     /// Sees every request (metrics, access logs). Empty, it costs one atomic load a request.
     observer: ArcSwapOption<Arc<dyn RequestObserver>>,
+    /// W3C trace context propagation, when tracing is configured.
+    trace: ArcSwapOption<TracePolicy>,
 }
 
 impl HttpEntrypoint {
@@ -193,6 +198,7 @@ impl HttpEntrypoint {
                 shutdown: watch::channel(false).0,
                 alt_svc: OnceLock::new(),
                 observer: ArcSwapOption::empty(),
+                trace: ArcSwapOption::empty(),
             }),
         }
     }
@@ -209,6 +215,13 @@ impl HttpEntrypoint {
     /// Installs (or, with `None`, removes) what observes every request from now on.
     pub fn set_observer(&self, observer: Option<Arc<dyn RequestObserver>>) {
         self.inner.observer.store(observer.map(Arc::new));
+    }
+
+    /// Installs (or, with `None`, removes) trace context propagation: from now on every
+    /// request gets a span id, sent to its backend in `traceparent` and carried by its
+    /// [record](crate::observe::RequestRecord::trace).
+    pub fn set_tracing(&self, policy: Option<TracePolicy>) {
+        self.inner.trace.store(policy.map(Arc::new));
     }
 
     /// Advertises HTTP/3 on UDP `port` to clients of TLS connections:
@@ -336,12 +349,58 @@ impl HttpEntrypoint {
     }
 
     /// One request through the front door: sanitize, forwarded headers, route, 421, handler;
-    /// observed when an observer is installed.
+    /// traced and observed when tracing and an observer are installed.
+    ///
+    /// Runs inside a `request` span (entrypoint, method, host, path, version, then router,
+    /// service and status once known), so every log line of the request carries them.
     pub async fn handle<B>(
+        &self,
+        mut request: Request<B>,
+        client: ClientInfo,
+        tls: Option<TlsInfo>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::handler::BoxError>,
+    {
+        // Field values are only computed when a subscriber wants the span.
+        let span = tracing::info_span!(
+            "request",
+            entrypoint = %self.inner.config.name,
+            method = %request.method(),
+            host = Empty,
+            path = request.uri().path(),
+            version = ?request.version(),
+            router = Empty,
+            service = Empty,
+            status = Empty,
+            trace_id = Empty,
+        );
+        if !span.is_disabled()
+            && let Some(host) = request_host(request.uri(), request.headers())
+        {
+            span.record("host", String::from_utf8_lossy(host.as_bytes()).as_ref());
+        }
+        let trace = match self.inner.trace.load().as_deref() {
+            Some(policy) => policy.propagate(request.headers_mut()),
+            None => None,
+        };
+        if let Some(trace) = &trace {
+            span.record("trace_id", tracing::field::display(trace.trace_id));
+        }
+        self.observe_and_route(request, client, tls, trace, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`Self::handle`] inside its span: the observation around the routing.
+    async fn observe_and_route<B>(
         &self,
         request: Request<B>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
+        trace: Option<RequestTrace>,
+        span: &tracing::Span,
     ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -355,12 +414,16 @@ impl HttpEntrypoint {
             .as_ref()
             .map(|slot| Arc::clone(&**slot));
         let Some(observer) = observer else {
-            return self.route(request, client, tls).await.0;
+            let (response, routed) = self.route(request, client, tls).await;
+            record_outcome(span, &response, routed.as_ref());
+            return response;
         };
         let host = request_host(request.uri(), request.headers());
         let params = tls.as_ref().and_then(|tls| tls.params);
-        let (observation, request) = Observation::begin(observer, request, &client, params, host);
+        let (observation, request) =
+            Observation::begin(observer, request, &client, params, host, trace);
         let (response, routed) = self.route(request, client, tls).await;
+        record_outcome(span, &response, routed.as_ref());
         let router = routed.map(|target| (target.router, target.service));
         observation.finish(response, router)
     }
@@ -474,6 +537,20 @@ impl HttpHandoff for HttpEntrypoint {
 
 /// The request's authority: the absolute-form target's (or HTTP/2 `:authority`) over `Host`,
 /// as Go's `net/http` decides.
+/// Router, service and status on the request's span.
+fn record_outcome(span: &tracing::Span, response: &Response<Body>, routed: Option<&RouteTarget>) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("status", response.status().as_u16());
+    if let Some(target) = routed {
+        span.record("router", &*target.router);
+        if let Some(service) = &target.service {
+            span.record("service", &**service);
+        }
+    }
+}
+
 fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
     match uri.authority() {
         Some(authority) => {

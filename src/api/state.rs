@@ -604,11 +604,7 @@ fn entry_point_json(ep: &EntryPoint) -> Value {
 /// `features.tracing`: the tracing backend's name, as Traefik's field name.
 fn tracing_feature(st: &StaticConfig) -> String {
     match &st.tracing {
-        Some(Value::Object(backends))
-            if backends.keys().any(|k| k.eq_ignore_ascii_case("otlp")) =>
-        {
-            "OTLP".to_owned()
-        }
+        Some(tracing) if tracing.otlp.is_some() => "OTLP".to_owned(),
         _ => String::new(),
     }
 }

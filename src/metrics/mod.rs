@@ -795,6 +795,7 @@ pub(crate) mod tests {
             server: None,
             username: None,
             retries: 0,
+            trace: None,
         }
     }
 

@@ -52,8 +52,10 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
                 .map_err(|e| error!("metrics disabled: {e}"))
                 .ok()
         });
+    let span_export = st.tracing.as_ref().and_then(start_span_export);
     let conn_observer = conn_observer(access_log.as_ref(), metrics.as_ref());
-    let request_observer = request_observer(access_log.as_ref(), metrics.as_ref());
+    let request_observer =
+        request_observer(access_log.as_ref(), metrics.as_ref(), span_export.as_ref());
     // Flips when shutdown begins: `/ping` answers `terminatingStatusCode` from then on.
     let (terminating, _) = tokio::sync::watch::channel(false);
     let api_state = Arc::new(ArcSwap::from_pointee(crate::api::ApiState::build(
@@ -78,6 +80,7 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let http = Arc::new(http_entrypoints(&st, &internal));
     for server in http.values() {
         server.set_observer(request_observer.clone());
+        server.set_tracing(st.tracing.as_ref().map(crate::telemetry::trace_policy));
     }
     let mut reloader =
         provider::Reloader::new(st.clone(), internal.clone(), store.clone(), http.clone())
@@ -236,6 +239,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         });
     }
     drains.join_all().await;
+    if let Some(export) = &span_export {
+        export.shutdown().await;
+    }
     watcher.abort();
     info!("stopped");
     0
@@ -393,12 +399,30 @@ fn internal_http_services(
     services
 }
 
-/// What every HTTP request is reported to: the access log and the metrics, if any.
+/// The OTLP span exporter, when `tracing.otlp.http` is configured (an error disables it).
+fn start_span_export(
+    tracing: &crate::config::static_cfg::Tracing,
+) -> Option<Arc<crate::telemetry::SpanExport>> {
+    if tracing.otlp.as_ref().is_some_and(|o| o.grpc.is_some()) {
+        warn!("tracing.otlp.grpc is not supported: spans are exported with tracing.otlp.http only");
+    }
+    crate::telemetry::SpanExport::start(tracing)
+        .map_err(|e| error!("tracing export disabled: {e}"))
+        .ok()
+        .flatten()
+}
+
+/// What every HTTP request is reported to: the access log, the metrics and the span
+/// exporter, if any.
 fn request_observer(
     access_log: Option<&Arc<crate::accesslog::AccessLog>>,
     metrics: Option<&Arc<crate::metrics::Metrics>>,
+    span_export: Option<&Arc<crate::telemetry::SpanExport>>,
 ) -> Option<Arc<dyn l7::observe::RequestObserver>> {
     let mut observers: Vec<Arc<dyn l7::observe::RequestObserver>> = Vec::new();
+    if let Some(export) = span_export {
+        observers.push(export.clone());
+    }
     if let Some(log) = access_log {
         observers.push(log.clone());
     }

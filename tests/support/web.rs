@@ -30,7 +30,7 @@ use super::{
 
 /// A hyper backend (HTTP/1.1 and h2c, or HTTP/2 and HTTP/1.1 over TLS) that answers
 /// `<name> <path>` and reports the request in `x-seen-*` response headers (host,
-/// x-forwarded-*, x-forwarded-prefix, x-replaced-path, x-real-ip, version, client certificate). `/echo` streams the request body
+/// x-forwarded-*, x-forwarded-prefix, x-replaced-path, x-real-ip, version, traceparent, tracestate, client certificate). `/echo` streams the request body
 /// back; `/status/<n>` answers with status n; `/slow/<ms>` waits first; `/health` answers
 /// what [`HttpBackend::set_health`] says (200 at start). Every request but `/echo` is read
 /// whole and recorded as `<METHOD> <path> <body>` (see [`HttpBackend::seen`]).
@@ -328,6 +328,8 @@ async fn answer(
         ("x-seen-real-ip", seen("x-real-ip")),
         ("x-seen-server", seen("x-forwarded-server")),
         ("x-seen-version", format!("{:?}", parts.version)),
+        ("x-seen-traceparent", seen("traceparent")),
+        ("x-seen-tracestate", seen("tracestate")),
         ("x-seen-client-cert", client_cert.to_owned()),
         ("x-seen-prefix", seen("x-forwarded-prefix")),
         ("x-seen-replaced", seen("x-replaced-path")),
