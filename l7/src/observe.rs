@@ -31,11 +31,56 @@ use crate::trace_context::RequestTrace;
 pub trait RequestObserver: Send + Sync + 'static {
     fn observe(&self, record: &RequestRecord);
 
-    /// Whether records should carry the request's headers (an access log's `User-Agent`,
-    /// say). Copying them costs an allocation per request, so only observers that ask get
-    /// them.
-    fn wants_headers(&self) -> bool {
-        false
+    /// Which of the request's headers records should carry (an access log's `User-Agent`,
+    /// say). Copying headers costs allocations per request, so records carry only what some
+    /// observer asks for.
+    fn wanted_headers(&self) -> Option<&WantedHeaders> {
+        None
+    }
+}
+
+/// The request headers an observer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WantedHeaders {
+    All,
+    Only(Vec<http::HeaderName>),
+}
+
+impl WantedHeaders {
+    /// What observers wanting `wishes` need together; `None` when none wants any.
+    pub fn union<'a>(wishes: impl IntoIterator<Item = &'a WantedHeaders>) -> Option<Self> {
+        let mut names: Vec<http::HeaderName> = Vec::new();
+        let mut any = false;
+        for wish in wishes {
+            any = true;
+            match wish {
+                WantedHeaders::All => return Some(WantedHeaders::All),
+                WantedHeaders::Only(only) => {
+                    for name in only {
+                        if !names.contains(name) {
+                            names.push(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        any.then_some(WantedHeaders::Only(names))
+    }
+
+    /// The wanted headers of `headers`.
+    fn pick(&self, headers: &http::HeaderMap) -> http::HeaderMap {
+        match self {
+            WantedHeaders::All => headers.clone(),
+            WantedHeaders::Only(names) => {
+                let mut picked = http::HeaderMap::new();
+                for name in names {
+                    for value in headers.get_all(name) {
+                        picked.append(name.clone(), value.clone());
+                    }
+                }
+                picked
+            }
+        }
     }
 }
 
@@ -171,8 +216,8 @@ pub struct RequestRecord {
     pub duration: Duration,
     /// When the request arrived.
     pub started: SystemTime,
-    /// The request's headers as received, when the observer [asked for
-    /// them](RequestObserver::wants_headers).
+    /// The request's headers as received, those the observer [asked
+    /// for](RequestObserver::wanted_headers).
     pub headers: Option<http::HeaderMap>,
     /// The server the load balancer sent it to (as configured: `http://10.0.0.1:80`).
     pub server: Option<String>,
@@ -262,7 +307,9 @@ impl Observation {
             completed: false,
             duration: Duration::ZERO,
             started,
-            headers: observer.wants_headers().then(|| request.headers().clone()),
+            headers: observer
+                .wanted_headers()
+                .map(|wanted| wanted.pick(request.headers())),
             server: None,
             username: None,
             retries: 0,

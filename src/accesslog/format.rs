@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l4::observe::{ConnRecord, Transport};
-use serde_json::{Map, Value};
+use l7::observe::WantedHeaders;
+use serde_json::Value;
 
 use crate::config::static_cfg::AccessLog as AccessLogConfig;
 
@@ -79,6 +80,8 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct Formatter {
     format: Format,
+    /// The request headers the lines show.
+    wanted_headers: Option<WantedHeaders>,
     status_ranges: Vec<(u16, u16)>,
     retry_attempts: bool,
     min_duration: Duration,
@@ -131,7 +134,24 @@ impl Formatter {
                 Mode::parse(mode, header_default)?,
             );
         }
+        let wanted_headers = match format {
+            // CLF lines show these two only.
+            Format::Common | Format::GenericClf => Some(WantedHeaders::Only(vec![
+                http::header::REFERER,
+                http::header::USER_AGENT,
+            ])),
+            Format::Json if header_default != Mode::Drop => Some(WantedHeaders::All),
+            Format::Json => {
+                let kept: Vec<http::HeaderName> = header_modes
+                    .iter()
+                    .filter(|(_, mode)| **mode != Mode::Drop)
+                    .filter_map(|(name, _)| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                    .collect();
+                (!kept.is_empty()).then_some(WantedHeaders::Only(kept))
+            }
+        };
         Ok(Formatter {
+            wanted_headers,
             format,
             status_ranges,
             retry_attempts: filters.retry_attempts,
@@ -141,6 +161,11 @@ impl Formatter {
             header_default,
             headers: header_modes,
         })
+    }
+
+    /// The request headers the lines need.
+    pub fn wanted_headers(&self) -> Option<&WantedHeaders> {
+        self.wanted_headers.as_ref()
     }
 
     /// Whether `filters` keep the entry: with none set, all are kept; otherwise an entry is
@@ -261,40 +286,78 @@ impl Formatter {
         fields: Vec<(&'static str, Value)>,
         headers: Option<&[(String, String)]>,
     ) -> String {
-        let mut out = Map::new();
-        for (name, value) in fields {
+        // Keys in sorted order, as Traefik's logger writes them; values written straight
+        // into the line.
+        let redacted = Value::from("REDACTED");
+        let mut kept: Vec<(std::borrow::Cow<'static, str>, &Value)> =
+            Vec::with_capacity(fields.len() + 4);
+        for (name, value) in &fields {
             match self.mode(name) {
-                Mode::Keep => {
-                    out.insert(name.to_owned(), value);
-                }
-                Mode::Redact => {
-                    out.insert(name.to_owned(), Value::from("REDACTED"));
-                }
+                Mode::Keep => kept.push(((*name).into(), value)),
+                Mode::Redact => kept.push(((*name).into(), &redacted)),
                 Mode::Drop => {}
             }
         }
-        for (name, value) in headers.unwrap_or(&[]) {
-            let mode = self
-                .headers
-                .get(name)
-                .copied()
-                .unwrap_or(self.header_default);
-            let key = format!("request_{}", canonical_header(name));
-            match mode {
-                Mode::Keep => {
-                    out.insert(key, Value::from(value.as_str()));
+        let header_values: Vec<(String, Value)> = headers
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|(name, value)| {
+                let mode = self
+                    .headers
+                    .get(name)
+                    .copied()
+                    .unwrap_or(self.header_default);
+                let key = format!("request_{}", canonical_header(name));
+                match mode {
+                    Mode::Keep => Some((key, Value::from(value.as_str()))),
+                    Mode::Redact => Some((key, redacted.clone())),
+                    Mode::Drop => None,
                 }
-                Mode::Redact => {
-                    out.insert(key, Value::from("REDACTED"));
-                }
-                Mode::Drop => {}
+            })
+            .collect();
+        for (key, value) in &header_values {
+            kept.push((key.clone().into(), value));
+        }
+        let level = Value::from("info");
+        let msg = Value::from("");
+        let time = Value::from(rfc3339(SystemTime::now()));
+        kept.push(("level".into(), &level));
+        kept.push(("msg".into(), &msg));
+        kept.push(("time".into(), &time));
+        kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::with_capacity(640);
+        out.push('{');
+        for (i, (key, value)) in kept.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(&mut out, key);
+            out.push(':');
+            match value {
+                Value::String(text) => push_json_string(&mut out, text),
+                other => out.push_str(&other.to_string()),
             }
         }
-        out.insert("level".to_owned(), Value::from("info"));
-        out.insert("msg".to_owned(), Value::from(""));
-        out.insert("time".to_owned(), Value::from(rfc3339(SystemTime::now())));
-        Value::Object(out).to_string()
+        out.push('}');
+        out
     }
+}
+
+/// `text` as a JSON string.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn transport(c: &ConnRecord) -> &'static str {

@@ -3,7 +3,7 @@
 //! ([`format`]).
 //!
 //! Lines are formatted on the connection's task and handed to a bounded queue; one writer
-//! task appends them to `filePath` (or stdout), so a slow disk never holds a request up.
+//! thread appends them to `filePath` (or stdout), so a slow disk never holds a request up.
 //! When the queue is full the line is dropped and counted ([`AccessLog::dropped`]).
 //! `bufferingSize` sets the queue's length (at least [`MIN_QUEUE`]). SIGUSR1 reopens the file,
 //! for log rotation.
@@ -13,11 +13,10 @@ pub mod format;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use l4::observe::{ConnObserver, ConnRecord};
 use l7::observe::{RequestObserver, RequestRecord};
-use tokio::sync::{Notify, mpsc};
 
 pub use format::{Entry, Formatter, HttpEntry};
 
@@ -31,15 +30,18 @@ pub const MAX_QUEUE: usize = 1 << 20;
 /// An access log being written.
 pub struct AccessLog {
     formatter: Formatter,
-    queue: mpsc::Sender<String>,
+    queue: std::sync::mpsc::SyncSender<String>,
     dropped: AtomicU64,
-    reopen: Arc<Notify>,
+    reopen: Arc<AtomicBool>,
     /// HTTP requests seen so far (CLF's `RequestCount`).
     requests: AtomicU64,
 }
 
 impl AccessLog {
-    /// Opens `filePath` (or stdout) and starts the writer task. Errors name the file.
+    /// Opens `filePath` (or stdout) and starts the writer thread. Errors name the file.
+    ///
+    /// The writer is a thread of its own, not a task: file writes block, and a blocking
+    /// section per batch on the runtime's workers cost more than the formatting itself.
     pub fn start(cfg: &AccessLogConfig) -> Result<Arc<AccessLog>, String> {
         let formatter = Formatter::new(cfg)?;
         let path = (!cfg.file_path.is_empty()).then(|| PathBuf::from(&cfg.file_path));
@@ -47,39 +49,39 @@ impl AccessLog {
         let capacity = usize::try_from(cfg.buffering_size)
             .unwrap_or(0)
             .clamp(MIN_QUEUE, MAX_QUEUE);
-        let (queue, mut lines) = mpsc::channel::<String>(capacity);
-        let reopen = Arc::new(Notify::new());
+        let (queue, lines) = std::sync::mpsc::sync_channel::<String>(capacity);
+        let reopen = Arc::new(AtomicBool::new(false));
         let reopened = reopen.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    line = lines.recv() => {
-                        let Some(line) = line else { break };
-                        // Write what else is queued in the same go.
-                        let mut batch = line;
-                        batch.push('\n');
-                        while batch.len() < 64 * 1024 {
-                            match lines.try_recv() {
-                                Ok(more) => {
-                                    batch.push_str(&more);
-                                    batch.push('\n');
-                                }
-                                Err(_) => break,
+        std::thread::Builder::new()
+            .name("access-log".to_owned())
+            .spawn(move || {
+                let mut batch = String::with_capacity(64 * 1024);
+                // Ends when the log is dropped (every sender gone).
+                while let Ok(line) = lines.recv() {
+                    batch.clear();
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    while batch.len() < 64 * 1024 {
+                        match lines.try_recv() {
+                            Ok(more) => {
+                                batch.push_str(&more);
+                                batch.push('\n');
                             }
-                        }
-                        if let Err(e) = tokio::task::block_in_place(|| sink.write(batch.as_bytes())) {
-                            tracing::error!(error = %e, "cannot write the access log");
+                            Err(_) => break,
                         }
                     }
-                    _ = reopened.notified() => {
+                    if reopened.swap(false, Ordering::AcqRel) {
                         match Sink::open(path.clone()) {
                             Ok(fresh) => sink = fresh,
                             Err(e) => tracing::error!("cannot reopen the access log: {e}"),
                         }
                     }
+                    if let Err(e) = sink.write(batch.as_bytes()) {
+                        tracing::error!(error = %e, "cannot write the access log");
+                    }
                 }
-            }
-        });
+            })
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(Arc::new(AccessLog {
             formatter,
             queue,
@@ -104,9 +106,9 @@ impl AccessLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Reopens the file (after a rotation moved it).
+    /// Reopens the file (after a rotation moved it), before the next lines are written.
     pub fn reopen(&self) {
-        self.reopen.notify_one();
+        self.reopen.store(true, Ordering::Release);
     }
 }
 
@@ -116,9 +118,8 @@ impl RequestObserver for AccessLog {
         self.log(&Entry::Http(http_entry(record, count)));
     }
 
-    fn wants_headers(&self) -> bool {
-        // The CLF layouts show Referer and User-Agent; json shows the kept headers.
-        true
+    fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
+        self.formatter.wanted_headers()
     }
 }
 

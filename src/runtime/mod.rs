@@ -432,22 +432,31 @@ fn request_observer(
     match observers.len() {
         0 => None,
         1 => observers.pop(),
-        _ => Some(Arc::new(RequestObservers(observers))),
+        _ => {
+            let wanted = l7::observe::WantedHeaders::union(
+                observers.iter().filter_map(|o| o.wanted_headers()),
+            );
+            Some(Arc::new(RequestObservers { observers, wanted }))
+        }
     }
 }
 
 /// Several request observers as one.
-struct RequestObservers(Vec<Arc<dyn l7::observe::RequestObserver>>);
+struct RequestObservers {
+    observers: Vec<Arc<dyn l7::observe::RequestObserver>>,
+    /// The headers any of them wants.
+    wanted: Option<l7::observe::WantedHeaders>,
+}
 
 impl l7::observe::RequestObserver for RequestObservers {
     fn observe(&self, record: &l7::observe::RequestRecord) {
-        for o in &self.0 {
+        for o in &self.observers {
             o.observe(record);
         }
     }
 
-    fn wants_headers(&self) -> bool {
-        self.0.iter().any(|o| o.wants_headers())
+    fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
+        self.wanted.as_ref()
     }
 }
 
