@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l4::observe::{ConnRecord, Transport};
 use l7::observe::WantedHeaders;
-use serde_json::Value;
 
 use crate::config::static_cfg::AccessLog as AccessLogConfig;
 
@@ -283,13 +282,13 @@ impl Formatter {
 
     fn json(
         &self,
-        fields: Vec<(&'static str, Value)>,
+        fields: Vec<(&'static str, Field<'_>)>,
         headers: Option<&[(String, String)]>,
     ) -> String {
         // Keys in sorted order, as Traefik's logger writes them; values written straight
         // into the line.
-        let redacted = Value::from("REDACTED");
-        let mut kept: Vec<(std::borrow::Cow<'static, str>, &Value)> =
+        let redacted = Field::from("REDACTED");
+        let mut kept: Vec<(std::borrow::Cow<'_, str>, &Field<'_>)> =
             Vec::with_capacity(fields.len() + 4);
         for (name, value) in &fields {
             match self.mode(name) {
@@ -298,7 +297,7 @@ impl Formatter {
                 Mode::Drop => {}
             }
         }
-        let header_values: Vec<(String, Value)> = headers
+        let header_values: Vec<(String, Field<'_>)> = headers
             .unwrap_or(&[])
             .iter()
             .filter_map(|(name, value)| {
@@ -309,7 +308,7 @@ impl Formatter {
                     .unwrap_or(self.header_default);
                 let key = format!("request_{}", canonical_header(name));
                 match mode {
-                    Mode::Keep => Some((key, Value::from(value.as_str()))),
+                    Mode::Keep => Some((key, Field::from(value.as_str()))),
                     Mode::Redact => Some((key, redacted.clone())),
                     Mode::Drop => None,
                 }
@@ -318,9 +317,9 @@ impl Formatter {
         for (key, value) in &header_values {
             kept.push((key.clone().into(), value));
         }
-        let level = Value::from("info");
-        let msg = Value::from("");
-        let time = Value::from(rfc3339(SystemTime::now()));
+        let level = Field::from("info");
+        let msg = Field::from("");
+        let time = Field::from(rfc3339(SystemTime::now()));
         kept.push(("level".into(), &level));
         kept.push(("msg".into(), &msg));
         kept.push(("time".into(), &time));
@@ -334,12 +333,49 @@ impl Formatter {
             push_json_string(&mut out, key);
             out.push(':');
             match value {
-                Value::String(text) => push_json_string(&mut out, text),
-                other => out.push_str(&other.to_string()),
+                Field::Text(text) => push_json_string(&mut out, text),
+                Field::Number(n) => out.push_str(&n.to_string()),
             }
         }
         out.push('}');
         out
+    }
+}
+
+/// A JSON field's value, borrowed from the entry where it can be.
+#[derive(Clone)]
+enum Field<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Number(u64),
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(text: &'a str) -> Self {
+        Field::Text(std::borrow::Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for Field<'_> {
+    fn from(text: String) -> Self {
+        Field::Text(std::borrow::Cow::Owned(text))
+    }
+}
+
+impl From<u64> for Field<'_> {
+    fn from(n: u64) -> Self {
+        Field::Number(n)
+    }
+}
+
+impl From<u32> for Field<'_> {
+    fn from(n: u32) -> Self {
+        Field::Number(u64::from(n))
+    }
+}
+
+impl From<u16> for Field<'_> {
+    fn from(n: u16) -> Self {
+        Field::Number(u64::from(n))
     }
 }
 
@@ -368,48 +404,45 @@ fn transport(c: &ConnRecord) -> &'static str {
 }
 
 /// Traefik's JSON fields of an HTTP request.
-fn http_fields(h: &HttpEntry) -> Vec<(&'static str, Value)> {
-    let nanos = |d: Duration| Value::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+fn http_fields(h: &HttpEntry) -> Vec<(&'static str, Field<'_>)> {
+    let nanos = |d: Duration| Field::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let (host, port) = split_host(&h.host);
     vec![
-        ("ClientAddr", Value::from(h.client.to_string())),
-        ("ClientHost", Value::from(h.client.ip().to_string())),
-        ("ClientPort", Value::from(h.client.port().to_string())),
+        ("ClientAddr", Field::from(h.client.to_string())),
+        ("ClientHost", Field::from(h.client.ip().to_string())),
+        ("ClientPort", Field::from(h.client.port().to_string())),
         (
             "ClientUsername",
-            Value::from(h.username.clone().unwrap_or_else(|| "-".to_owned())),
+            Field::from(h.username.as_deref().unwrap_or("-")),
         ),
-        ("DownstreamContentSize", Value::from(h.response_bytes)),
-        ("DownstreamStatus", Value::from(h.status)),
+        ("DownstreamContentSize", Field::from(h.response_bytes)),
+        ("DownstreamStatus", Field::from(h.status)),
         ("Duration", nanos(h.duration)),
-        ("RequestAddr", Value::from(h.host.clone())),
-        ("RequestContentSize", Value::from(h.request_bytes)),
-        ("RequestCount", Value::from(h.request_count)),
-        ("RequestHost", Value::from(host)),
-        ("RequestMethod", Value::from(h.method.clone())),
-        ("RequestPath", Value::from(h.path.clone())),
-        ("RequestPort", Value::from(port)),
-        ("RequestProtocol", Value::from(h.protocol.clone())),
+        ("RequestAddr", Field::from(h.host.as_str())),
+        ("RequestContentSize", Field::from(h.request_bytes)),
+        ("RequestCount", Field::from(h.request_count)),
+        ("RequestHost", Field::from(host)),
+        ("RequestMethod", Field::from(h.method.as_str())),
+        ("RequestPath", Field::from(h.path.as_str())),
+        ("RequestPort", Field::from(port)),
+        ("RequestProtocol", Field::from(h.protocol.as_str())),
         (
             "RequestScheme",
-            Value::from(if h.tls { "https" } else { "http" }),
+            Field::from(if h.tls { "https" } else { "http" }),
         ),
-        ("RetryAttempts", Value::from(h.retry_attempts)),
-        (
-            "RouterName",
-            Value::from(h.router.clone().unwrap_or_default()),
-        ),
+        ("RetryAttempts", Field::from(h.retry_attempts)),
+        ("RouterName", Field::from(h.router.as_deref().unwrap_or(""))),
         (
             "ServiceName",
-            Value::from(h.service.clone().unwrap_or_default()),
+            Field::from(h.service.as_deref().unwrap_or("")),
         ),
         (
             "ServiceURL",
-            Value::from(h.service_url.clone().unwrap_or_default()),
+            Field::from(h.service_url.as_deref().unwrap_or("")),
         ),
         (
             "ServiceAddr",
-            Value::from(
+            Field::from(
                 h.service_url
                     .as_deref()
                     .and_then(|u| u.parse::<http::Uri>().ok())
@@ -417,33 +450,35 @@ fn http_fields(h: &HttpEntry) -> Vec<(&'static str, Value)> {
                     .unwrap_or_default(),
             ),
         ),
-        ("StartUTC", Value::from(rfc3339(h.started))),
-        ("entryPointName", Value::from(h.entrypoint.clone())),
+        ("StartUTC", Field::from(rfc3339(h.started))),
+        ("entryPointName", Field::from(h.entrypoint.as_str())),
     ]
 }
 
 /// The JSON fields of a TCP connection or UDP session.
-fn conn_fields(c: &ConnRecord) -> Vec<(&'static str, Value)> {
-    let text = |v: Option<&str>| Value::from(v.unwrap_or(""));
+fn conn_fields(c: &ConnRecord) -> Vec<(&'static str, Field<'_>)> {
+    fn text(v: Option<&str>) -> Field<'_> {
+        Field::from(v.unwrap_or(""))
+    }
     vec![
-        ("Protocol", Value::from(transport(c))),
-        ("ClientAddr", Value::from(c.client.to_string())),
-        ("ClientHost", Value::from(c.client.ip().to_string())),
-        ("ClientPort", Value::from(c.client.port().to_string())),
+        ("Protocol", Field::from(transport(c))),
+        ("ClientAddr", Field::from(c.client.to_string())),
+        ("ClientHost", Field::from(c.client.ip().to_string())),
+        ("ClientPort", Field::from(c.client.port().to_string())),
         ("SNI", text(c.sni.as_deref())),
         ("ALPN", text(c.alpn.as_deref())),
         ("RouterName", text(c.router.as_deref())),
         ("ServiceName", text(c.service.as_deref())),
         ("ServiceAddr", text(c.backend.as_deref())),
-        ("BytesIn", Value::from(c.bytes_in)),
-        ("BytesOut", Value::from(c.bytes_out)),
+        ("BytesIn", Field::from(c.bytes_in)),
+        ("BytesOut", Field::from(c.bytes_out)),
         (
             "Duration",
-            Value::from(u64::try_from(c.duration.as_nanos()).unwrap_or(u64::MAX)),
+            Field::from(u64::try_from(c.duration.as_nanos()).unwrap_or(u64::MAX)),
         ),
-        ("CloseReason", Value::from(c.reason.to_string())),
-        ("StartUTC", Value::from(rfc3339(c.started))),
-        ("entryPointName", Value::from(c.entrypoint.to_string())),
+        ("CloseReason", Field::from(c.reason.to_string())),
+        ("StartUTC", Field::from(rfc3339(c.started))),
+        ("entryPointName", Field::from(&*c.entrypoint)),
     ]
 }
 
@@ -626,7 +661,7 @@ mod tests {
             }),
         });
         let f = Formatter::new(&cfg).unwrap();
-        let line: Value =
+        let line: serde_json::Value =
             serde_json::from_str(&f.line(&Entry::Http(entry(404, 3))).unwrap()).unwrap();
         assert_eq!(line["DownstreamStatus"], 404);
         assert_eq!(line["RouterName"], "site@file");
@@ -689,7 +724,8 @@ mod tests {
         udp.transport = Transport::Udp;
         udp.sni = None;
         udp.alpn = None;
-        let line: Value = serde_json::from_str(&json.line(&Entry::Conn(udp)).unwrap()).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(&json.line(&Entry::Conn(udp)).unwrap()).unwrap();
         assert_eq!(line["Protocol"], "UDP");
         assert_eq!(line["BytesOut"], 2000);
         assert_eq!(line["CloseReason"], "closed");
