@@ -1,53 +1,23 @@
-//! Turning one entry into one line: Traefik's `common` and `genericCLF` layouts and its
-//! `json` field names, with `filters` (which entries are kept) and `fields` (which fields are
+//! Turning one record into one line: Traefik's `common` and `genericCLF` layouts and its
+//! `json` field names, with `filters` (which records are kept) and `fields` (which fields are
 //! kept, dropped or redacted). TCP connections and UDP sessions, which Traefik does not log,
 //! get lines in the same formats (see docs/access-log.md).
+//!
+//! Lines are written straight from the records into one string: the JSON keys' order and
+//! modes are worked out once, when the formatter is built, and dates are formatted once a
+//! second. This runs on the task that served the request, so it is kept free of
+//! intermediate copies.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l4::observe::{ConnRecord, Transport};
-use l7::observe::WantedHeaders;
+use l7::observe::{RequestRecord, WantedHeaders};
 
 use crate::config::static_cfg::AccessLog as AccessLogConfig;
-
-/// One HTTP request, as the access log needs it.
-#[derive(Debug, Clone)]
-pub struct HttpEntry {
-    pub entrypoint: String,
-    pub client: SocketAddr,
-    /// The user a basic or digest auth middleware authenticated, if any.
-    pub username: Option<String>,
-    pub started: SystemTime,
-    pub duration: Duration,
-    pub method: String,
-    /// Path and query, as received.
-    pub path: String,
-    /// `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`.
-    pub protocol: String,
-    pub host: String,
-    pub tls: bool,
-    pub status: u16,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub router: Option<String>,
-    pub service: Option<String>,
-    /// The server the request went to (`http://10.0.0.1:80`).
-    pub service_url: Option<String>,
-    pub retry_attempts: u32,
-    /// Request headers (lower-case names), for `fields.headers` and CLF's referer and agent.
-    pub request_headers: Vec<(String, String)>,
-    /// Requests served by this process so far, this one included (CLF's `RequestCount`).
-    pub request_count: u64,
-}
-
-/// What the access log writes a line for.
-#[derive(Debug, Clone)]
-pub enum Entry {
-    Http(HttpEntry),
-    Conn(ConnRecord),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -75,6 +45,169 @@ impl Mode {
     }
 }
 
+/// A field of a line, named as Traefik names it (`fields.names` uses these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    ClientAddr,
+    ClientHost,
+    ClientPort,
+    ClientUsername,
+    DownstreamContentSize,
+    DownstreamStatus,
+    Duration,
+    RequestAddr,
+    RequestContentSize,
+    RequestCount,
+    RequestHost,
+    RequestMethod,
+    RequestPath,
+    RequestPort,
+    RequestProtocol,
+    RequestScheme,
+    RetryAttempts,
+    RouterName,
+    ServiceName,
+    ServiceUrl,
+    ServiceAddr,
+    StartUtc,
+    EntryPointName,
+    // TCP and UDP only.
+    Protocol,
+    Sni,
+    Alpn,
+    BytesIn,
+    BytesOut,
+    CloseReason,
+    // CLF only: the two headers CLF shows, under the names `fields.names` gives them.
+    Referer,
+    UserAgent,
+}
+
+impl Key {
+    const ALL: [Key; 31] = [
+        Key::ClientAddr,
+        Key::ClientHost,
+        Key::ClientPort,
+        Key::ClientUsername,
+        Key::DownstreamContentSize,
+        Key::DownstreamStatus,
+        Key::Duration,
+        Key::RequestAddr,
+        Key::RequestContentSize,
+        Key::RequestCount,
+        Key::RequestHost,
+        Key::RequestMethod,
+        Key::RequestPath,
+        Key::RequestPort,
+        Key::RequestProtocol,
+        Key::RequestScheme,
+        Key::RetryAttempts,
+        Key::RouterName,
+        Key::ServiceName,
+        Key::ServiceUrl,
+        Key::ServiceAddr,
+        Key::StartUtc,
+        Key::EntryPointName,
+        Key::Protocol,
+        Key::Sni,
+        Key::Alpn,
+        Key::BytesIn,
+        Key::BytesOut,
+        Key::CloseReason,
+        Key::Referer,
+        Key::UserAgent,
+    ];
+
+    /// The JSON fields of an HTTP request.
+    const HTTP: [Key; 23] = [
+        Key::ClientAddr,
+        Key::ClientHost,
+        Key::ClientPort,
+        Key::ClientUsername,
+        Key::DownstreamContentSize,
+        Key::DownstreamStatus,
+        Key::Duration,
+        Key::RequestAddr,
+        Key::RequestContentSize,
+        Key::RequestCount,
+        Key::RequestHost,
+        Key::RequestMethod,
+        Key::RequestPath,
+        Key::RequestPort,
+        Key::RequestProtocol,
+        Key::RequestScheme,
+        Key::RetryAttempts,
+        Key::RouterName,
+        Key::ServiceName,
+        Key::ServiceUrl,
+        Key::ServiceAddr,
+        Key::StartUtc,
+        Key::EntryPointName,
+    ];
+
+    /// The JSON fields of a TCP connection or UDP session.
+    const CONN: [Key; 15] = [
+        Key::Protocol,
+        Key::ClientAddr,
+        Key::ClientHost,
+        Key::ClientPort,
+        Key::Sni,
+        Key::Alpn,
+        Key::RouterName,
+        Key::ServiceName,
+        Key::ServiceAddr,
+        Key::BytesIn,
+        Key::BytesOut,
+        Key::Duration,
+        Key::CloseReason,
+        Key::StartUtc,
+        Key::EntryPointName,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::ClientAddr => "ClientAddr",
+            Key::ClientHost => "ClientHost",
+            Key::ClientPort => "ClientPort",
+            Key::ClientUsername => "ClientUsername",
+            Key::DownstreamContentSize => "DownstreamContentSize",
+            Key::DownstreamStatus => "DownstreamStatus",
+            Key::Duration => "Duration",
+            Key::RequestAddr => "RequestAddr",
+            Key::RequestContentSize => "RequestContentSize",
+            Key::RequestCount => "RequestCount",
+            Key::RequestHost => "RequestHost",
+            Key::RequestMethod => "RequestMethod",
+            Key::RequestPath => "RequestPath",
+            Key::RequestPort => "RequestPort",
+            Key::RequestProtocol => "RequestProtocol",
+            Key::RequestScheme => "RequestScheme",
+            Key::RetryAttempts => "RetryAttempts",
+            Key::RouterName => "RouterName",
+            Key::ServiceName => "ServiceName",
+            Key::ServiceUrl => "ServiceURL",
+            Key::ServiceAddr => "ServiceAddr",
+            Key::StartUtc => "StartUTC",
+            Key::EntryPointName => "entryPointName",
+            Key::Protocol => "Protocol",
+            Key::Sni => "SNI",
+            Key::Alpn => "ALPN",
+            Key::BytesIn => "BytesIn",
+            Key::BytesOut => "BytesOut",
+            Key::CloseReason => "CloseReason",
+            Key::Referer => "request_Referer",
+            Key::UserAgent => "request_User-Agent",
+        }
+    }
+}
+
+/// What a header's JSON field is called and how it is shown.
+#[derive(Debug, Clone)]
+struct HeaderRule {
+    key: String,
+    mode: Mode,
+}
+
 /// The formatting part of an `accessLog` section.
 #[derive(Debug, Clone)]
 pub struct Formatter {
@@ -84,10 +217,15 @@ pub struct Formatter {
     status_ranges: Vec<(u16, u16)>,
     retry_attempts: bool,
     min_duration: Duration,
-    field_default: Mode,
-    fields: BTreeMap<String, Mode>,
+    /// The mode of every [`Key`], by its position in [`Key::ALL`].
+    modes: [Mode; Key::ALL.len()],
+    /// The JSON fields written, sorted by name as Traefik's logger sorts them; dropped ones
+    /// left out.
+    http_plan: Vec<(Key, Mode)>,
+    conn_plan: Vec<(Key, Mode)>,
     header_default: Mode,
-    headers: BTreeMap<String, Mode>,
+    /// By lower-case header name.
+    headers: BTreeMap<String, HeaderRule>,
 }
 
 impl Formatter {
@@ -122,15 +260,30 @@ impl Formatter {
         let field_default = Mode::parse(&fields.default_mode, Mode::Keep)?;
         let mut named = BTreeMap::new();
         for (name, mode) in &fields.names {
-            named.insert(name.clone(), Mode::parse(mode, field_default)?);
+            named.insert(name.as_str(), Mode::parse(mode, field_default)?);
         }
-        let headers = fields.headers.unwrap_or_default();
-        let header_default = Mode::parse(&headers.default_mode, Mode::Drop)?;
-        let mut header_modes = BTreeMap::new();
-        for (name, mode) in &headers.names {
-            header_modes.insert(
+        let modes = Key::ALL.map(|key| named.get(key.name()).copied().unwrap_or(field_default));
+        let plan = |keys: &[Key]| {
+            let mut plan: Vec<(Key, Mode)> = keys
+                .iter()
+                .map(|&key| (key, modes[key as usize]))
+                .filter(|(_, mode)| *mode != Mode::Drop)
+                .collect();
+            plan.sort_unstable_by_key(|(key, _)| key.name());
+            plan
+        };
+        let http_plan = plan(&Key::HTTP);
+        let conn_plan = plan(&Key::CONN);
+        let header_config = fields.headers.unwrap_or_default();
+        let header_default = Mode::parse(&header_config.default_mode, Mode::Drop)?;
+        let mut headers = BTreeMap::new();
+        for (name, mode) in &header_config.names {
+            headers.insert(
                 name.to_ascii_lowercase(),
-                Mode::parse(mode, header_default)?,
+                HeaderRule {
+                    key: header_key(name),
+                    mode: Mode::parse(mode, header_default)?,
+                },
             );
         }
         let wanted_headers = match format {
@@ -141,9 +294,9 @@ impl Formatter {
             ])),
             Format::Json if header_default != Mode::Drop => Some(WantedHeaders::All),
             Format::Json => {
-                let kept: Vec<http::HeaderName> = header_modes
+                let kept: Vec<http::HeaderName> = headers
                     .iter()
-                    .filter(|(_, mode)| **mode != Mode::Drop)
+                    .filter(|(_, rule)| rule.mode != Mode::Drop)
                     .filter_map(|(name, _)| http::HeaderName::from_bytes(name.as_bytes()).ok())
                     .collect();
                 (!kept.is_empty()).then_some(WantedHeaders::Only(kept))
@@ -155,10 +308,11 @@ impl Formatter {
             status_ranges,
             retry_attempts: filters.retry_attempts,
             min_duration: filters.min_duration.to_std().unwrap_or_default(),
-            field_default,
-            fields: named,
+            modes,
+            http_plan,
+            conn_plan,
             header_default,
-            headers: header_modes,
+            headers,
         })
     }
 
@@ -167,7 +321,7 @@ impl Formatter {
         self.wanted_headers.as_ref()
     }
 
-    /// Whether `filters` keep the entry: with none set, all are kept; otherwise an entry is
+    /// Whether `filters` keep the record: with none set, all are kept; otherwise a record is
     /// kept when it matches any of them, as Traefik does.
     fn keeps(&self, status: Option<u16>, retries: u32, duration: Duration) -> bool {
         let any =
@@ -185,215 +339,410 @@ impl Formatter {
         by_status || by_retry || by_duration
     }
 
-    /// The line for `entry`, or `None` when the filters leave it out.
-    pub fn line(&self, entry: &Entry) -> Option<String> {
-        match entry {
-            Entry::Http(h) => {
-                if !self.keeps(Some(h.status), h.retry_attempts, h.duration) {
-                    return None;
-                }
-                Some(match self.format {
-                    Format::Json => self.json(http_fields(h), Some(&h.request_headers)),
-                    Format::Common => self.clf(h, true),
-                    Format::GenericClf => self.clf(h, false),
-                })
-            }
-            Entry::Conn(c) => {
-                if !self.keeps(None, 0, c.duration) {
-                    return None;
-                }
-                Some(match self.format {
-                    Format::Json => self.json(conn_fields(c), None),
-                    Format::Common | Format::GenericClf => self.conn_clf(c),
-                })
-            }
-        }
+    fn mode(&self, key: Key) -> Mode {
+        self.modes[key as usize]
     }
 
-    fn mode(&self, field: &str) -> Mode {
-        self.fields
-            .get(field)
-            .copied()
-            .unwrap_or(self.field_default)
+    /// Appends the line for request `r`, the `count`th this process served, to `out`;
+    /// `false` (and nothing appended) when the filters leave it out.
+    pub fn http_line(&self, r: &RequestRecord, count: u64, out: &mut String) -> bool {
+        if !self.keeps(Some(r.status.as_u16()), r.retries, r.duration) {
+            return false;
+        }
+        let request = Request::of(r, count);
+        match self.format {
+            Format::Json => self.http_json(&request, out),
+            Format::Common => self.clf(&request, true, out),
+            Format::GenericClf => self.clf(&request, false, out),
+        }
+        true
+    }
+
+    /// Appends the line for a TCP connection or UDP session to `out`; `false` when the
+    /// filters leave it out.
+    pub fn conn_line(&self, c: &ConnRecord, out: &mut String) -> bool {
+        if !self.keeps(None, 0, c.duration) {
+            return false;
+        }
+        match self.format {
+            Format::Json => self.conn_json(c, out),
+            Format::Common | Format::GenericClf => self.conn_clf(c, out),
+        }
+        true
     }
 
     /// A CLF field: `-` when dropped or empty, `REDACTED` when redacted.
-    fn clf_field(&self, field: &str, value: &str) -> String {
-        match self.mode(field) {
-            Mode::Drop => "-".to_owned(),
-            Mode::Redact => "REDACTED".to_owned(),
-            Mode::Keep if value.is_empty() => "-".to_owned(),
-            Mode::Keep => value.to_owned(),
+    fn clf_field(&self, key: Key, value: &str, out: &mut String) {
+        match self.mode(key) {
+            Mode::Drop => out.push('-'),
+            Mode::Redact => out.push_str("REDACTED"),
+            Mode::Keep if value.is_empty() => out.push('-'),
+            Mode::Keep => out.push_str(value),
         }
     }
 
-    fn clf(&self, h: &HttpEntry, traefik_extras: bool) -> String {
-        let header = |name: &str| {
-            h.request_headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let mut line = format!(
-            "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
-            self.clf_field("ClientHost", &h.client.ip().to_string()),
-            self.clf_field("ClientUsername", h.username.as_deref().unwrap_or("")),
-            clf_time(h.started),
-            self.clf_field("RequestMethod", &h.method),
-            self.clf_field("RequestPath", &h.path),
-            self.clf_field("RequestProtocol", &h.protocol),
-            self.clf_field("DownstreamStatus", &h.status.to_string()),
-            self.clf_field("DownstreamContentSize", &h.response_bytes.to_string()),
-            quoted(&self.clf_field("request_Referer", header("referer"))),
-            quoted(&self.clf_field("request_User-Agent", header("user-agent"))),
-        );
-        if traefik_extras {
-            line.push_str(&format!(
-                " {} \"{}\" \"{}\" {}ms",
-                h.request_count,
-                quoted(&self.clf_field("RouterName", h.router.as_deref().unwrap_or(""))),
-                quoted(&self.clf_field("ServiceURL", h.service_url.as_deref().unwrap_or(""))),
-                h.duration.as_millis()
-            ));
+    /// A CLF field between quotes, escaped so that one record is one line whatever a client
+    /// sends.
+    fn clf_quoted(&self, key: Key, value: &str, out: &mut String) {
+        out.push('"');
+        match self.mode(key) {
+            Mode::Drop => out.push('-'),
+            Mode::Redact => out.push_str("REDACTED"),
+            Mode::Keep if value.is_empty() => out.push('-'),
+            Mode::Keep => push_quoted(out, value),
         }
-        line
+        out.push('"');
+    }
+
+    /// A CLF field that is a number or an address.
+    fn clf_display(&self, key: Key, value: impl std::fmt::Display, out: &mut String) {
+        match self.mode(key) {
+            Mode::Drop => out.push('-'),
+            Mode::Redact => out.push_str("REDACTED"),
+            Mode::Keep => {
+                let _ = write!(out, "{value}");
+            }
+        }
+    }
+
+    fn clf(&self, r: &Request<'_>, traefik_extras: bool, out: &mut String) {
+        self.clf_display(Key::ClientHost, r.record.client.ip(), out);
+        out.push_str(" - ");
+        self.clf_field(Key::ClientUsername, r.username(), out);
+        out.push_str(" [");
+        push_clf_time(out, r.record.started);
+        out.push_str("] \"");
+        self.clf_field(Key::RequestMethod, r.record.method.as_str(), out);
+        out.push(' ');
+        self.clf_field(Key::RequestPath, r.path(), out);
+        out.push(' ');
+        self.clf_field(Key::RequestProtocol, r.protocol(), out);
+        out.push_str("\" ");
+        self.clf_display(Key::DownstreamStatus, r.record.status.as_u16(), out);
+        out.push(' ');
+        self.clf_display(Key::DownstreamContentSize, r.record.response_bytes, out);
+        out.push(' ');
+        self.clf_quoted(Key::Referer, r.header(&http::header::REFERER), out);
+        out.push(' ');
+        self.clf_quoted(Key::UserAgent, r.header(&http::header::USER_AGENT), out);
+        if traefik_extras {
+            out.push(' ');
+            push_u64(out, r.count);
+            out.push(' ');
+            self.clf_quoted(Key::RouterName, r.router(), out);
+            out.push(' ');
+            self.clf_quoted(Key::ServiceUrl, r.service_url(), out);
+            out.push(' ');
+            push_u64(out, millis(r.record.duration));
+            out.push_str("ms");
+        }
     }
 
     /// A TCP or UDP line in the CLF layout: the request part names the transport, SNI and
     /// ALPN; the status part is the close reason; then bytes out and in.
-    fn conn_clf(&self, c: &ConnRecord) -> String {
-        format!(
-            "{} - - [{}] \"{} {} {}\" \"{}\" {} {} \"{}\" \"{}\" \"{}\" {}ms",
-            self.clf_field("ClientHost", &c.client.ip().to_string()),
-            clf_time(c.started),
-            transport(c),
-            self.clf_field("SNI", c.sni.as_deref().unwrap_or("")),
-            self.clf_field("ALPN", c.alpn.as_deref().unwrap_or("")),
-            c.reason,
-            c.bytes_out,
-            c.bytes_in,
-            quoted(&self.clf_field("RouterName", c.router.as_deref().unwrap_or(""))),
-            quoted(&self.clf_field("ServiceName", c.service.as_deref().unwrap_or(""))),
-            quoted(&self.clf_field("ServiceAddr", c.backend.as_deref().unwrap_or(""))),
-            c.duration.as_millis()
-        )
+    fn conn_clf(&self, c: &ConnRecord, out: &mut String) {
+        self.clf_display(Key::ClientHost, c.client.ip(), out);
+        out.push_str(" - - [");
+        push_clf_time(out, c.started);
+        out.push_str("] \"");
+        out.push_str(transport(c));
+        out.push(' ');
+        self.clf_field(Key::Sni, c.sni.as_deref().unwrap_or(""), out);
+        out.push(' ');
+        self.clf_field(Key::Alpn, c.alpn.as_deref().unwrap_or(""), out);
+        let _ = write!(out, "\" \"{}\" {} {} ", c.reason, c.bytes_out, c.bytes_in);
+        self.clf_quoted(Key::RouterName, c.router.as_deref().unwrap_or(""), out);
+        out.push(' ');
+        self.clf_quoted(Key::ServiceName, c.service.as_deref().unwrap_or(""), out);
+        out.push(' ');
+        self.clf_quoted(Key::ServiceAddr, c.backend.as_deref().unwrap_or(""), out);
+        out.push(' ');
+        push_u64(out, millis(c.duration));
+        out.push_str("ms");
     }
 
-    fn json(
-        &self,
-        fields: Vec<(&'static str, Field<'_>)>,
-        headers: Option<&[(String, String)]>,
-    ) -> String {
-        // Keys in sorted order, as Traefik's logger writes them; values written straight
-        // into the line.
-        let redacted = Field::from("REDACTED");
-        let mut kept: Vec<(std::borrow::Cow<'_, str>, &Field<'_>)> =
-            Vec::with_capacity(fields.len() + 4);
-        for (name, value) in &fields {
-            match self.mode(name) {
-                Mode::Keep => kept.push(((*name).into(), value)),
-                Mode::Redact => kept.push(((*name).into(), &redacted)),
-                Mode::Drop => {}
-            }
-        }
-        let header_values: Vec<(String, Field<'_>)> = headers
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|(name, value)| {
-                let mode = self
-                    .headers
-                    .get(name)
-                    .copied()
-                    .unwrap_or(self.header_default);
-                let key = format!("request_{}", canonical_header(name));
-                match mode {
-                    Mode::Keep => Some((key, Field::from(value.as_str()))),
-                    Mode::Redact => Some((key, redacted.clone())),
-                    Mode::Drop => None,
-                }
-            })
-            .collect();
-        for (key, value) in &header_values {
-            kept.push((key.clone().into(), value));
-        }
-        let level = Field::from("info");
-        let msg = Field::from("");
-        let time = Field::from(rfc3339(SystemTime::now()));
-        kept.push(("level".into(), &level));
-        kept.push(("msg".into(), &msg));
-        kept.push(("time".into(), &time));
-        kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = String::with_capacity(640);
+    fn http_json(&self, r: &Request<'_>, out: &mut String) {
         out.push('{');
-        for (i, (key, value)) in kept.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+        for &(key, mode) in &self.http_plan {
+            push_key(out, key.name());
+            if mode == Mode::Redact {
+                push_json_string(out, "REDACTED");
+                continue;
             }
-            push_json_string(&mut out, key);
-            out.push(':');
-            match value {
-                Field::Text(text) => push_json_string(&mut out, text),
-                Field::Number(n) => out.push_str(&n.to_string()),
+            let record = r.record;
+            match key {
+                Key::ClientAddr => push_json_display(out, record.client),
+                Key::ClientHost => push_json_display(out, record.client.ip()),
+                Key::ClientPort => push_json_display(out, record.client.port()),
+                Key::ClientUsername => {
+                    push_json_string(out, record.username.as_deref().unwrap_or("-"))
+                }
+                Key::DownstreamContentSize => push_u64(out, record.response_bytes),
+                Key::DownstreamStatus => push_u64(out, u64::from(record.status.as_u16())),
+                Key::Duration => push_u64(out, nanos(record.duration)),
+                Key::RequestAddr => push_json_string(out, r.host),
+                Key::RequestContentSize => push_u64(out, record.request_bytes),
+                Key::RequestCount => push_u64(out, r.count),
+                Key::RequestHost => push_json_string(out, split_host(r.host).0),
+                Key::RequestMethod => push_json_string(out, record.method.as_str()),
+                Key::RequestPath => push_json_string(out, r.path()),
+                Key::RequestPort => push_json_string(out, split_host(r.host).1),
+                Key::RequestProtocol => push_json_string(out, r.protocol()),
+                Key::RequestScheme => push_json_string(
+                    out,
+                    if record.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                ),
+                Key::RetryAttempts => push_u64(out, u64::from(record.retries)),
+                Key::RouterName => push_json_string(out, r.router()),
+                Key::ServiceName => push_json_string(out, record.service.as_deref().unwrap_or("")),
+                Key::ServiceUrl => push_json_string(out, r.service_url()),
+                Key::ServiceAddr => push_json_string(out, url_authority(r.service_url())),
+                Key::StartUtc => push_json_time(out, record.started),
+                Key::EntryPointName => push_json_string(out, &record.entrypoint),
+                _ => push_json_string(out, ""),
             }
         }
+        self.json_tail(
+            r.record.headers.as_ref(),
+            r.record.started + r.record.duration,
+            out,
+        );
+    }
+
+    fn conn_json<'a>(&self, c: &'a ConnRecord, out: &mut String) {
+        out.push('{');
+        for &(key, mode) in &self.conn_plan {
+            push_key(out, key.name());
+            if mode == Mode::Redact {
+                push_json_string(out, "REDACTED");
+                continue;
+            }
+            let text = |v: Option<&'a str>| v.unwrap_or("");
+            match key {
+                Key::Protocol => push_json_string(out, transport(c)),
+                Key::ClientAddr => push_json_display(out, c.client),
+                Key::ClientHost => push_json_display(out, c.client.ip()),
+                Key::ClientPort => push_json_display(out, c.client.port()),
+                Key::Sni => push_json_string(out, text(c.sni.as_deref())),
+                Key::Alpn => push_json_string(out, text(c.alpn.as_deref())),
+                Key::RouterName => push_json_string(out, text(c.router.as_deref())),
+                Key::ServiceName => push_json_string(out, text(c.service.as_deref())),
+                Key::ServiceAddr => push_json_string(out, text(c.backend.as_deref())),
+                Key::BytesIn => push_u64(out, c.bytes_in),
+                Key::BytesOut => push_u64(out, c.bytes_out),
+                Key::Duration => push_u64(out, nanos(c.duration)),
+                Key::CloseReason => push_json_string(out, &c.reason.to_string()),
+                Key::StartUtc => push_json_time(out, c.started),
+                Key::EntryPointName => push_json_string(out, &c.entrypoint),
+                _ => push_json_string(out, ""),
+            }
+        }
+        self.json_tail(None, c.started + c.duration, out);
+    }
+
+    /// The fields that sort after Traefik's own: `level`, `msg`, the `request_<Header>`
+    /// fields and `time` (when the record ended), then the closing brace. Every key before
+    /// them starts with an upper-case letter or `entryPointName`, so this keeps the order
+    /// sorted.
+    fn json_tail(&self, headers: Option<&http::HeaderMap>, ended: SystemTime, out: &mut String) {
+        if !out.ends_with('{') {
+            out.push(',');
+        }
+        out.push_str("\"level\":\"info\",\"msg\":\"\"");
+        if let Some(headers) = headers {
+            let mut shown: Vec<(std::borrow::Cow<'_, str>, &str, Mode)> = Vec::new();
+            for name in headers.keys() {
+                let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+                    continue;
+                };
+                let (key, mode) = match self.headers.get(name.as_str()) {
+                    Some(rule) => (std::borrow::Cow::Borrowed(rule.key.as_str()), rule.mode),
+                    None => (header_key(name.as_str()).into(), self.header_default),
+                };
+                if mode != Mode::Drop {
+                    shown.push((key, value, mode));
+                }
+            }
+            shown.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, value, mode) in shown {
+                push_key(out, &key);
+                push_json_string(
+                    out,
+                    if mode == Mode::Redact {
+                        "REDACTED"
+                    } else {
+                        value
+                    },
+                );
+            }
+        }
+        push_key(out, "time");
+        push_json_time(out, ended);
         out.push('}');
-        out
     }
 }
 
-/// A JSON field's value, borrowed from the entry where it can be.
-#[derive(Clone)]
-enum Field<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Number(u64),
+/// A request record with what its lines derive from it.
+struct Request<'a> {
+    record: &'a RequestRecord,
+    count: u64,
+    /// The authority the client named, as received; empty when it named none (or not in
+    /// visible ASCII).
+    host: &'a str,
 }
 
-impl<'a> From<&'a str> for Field<'a> {
-    fn from(text: &'a str) -> Self {
-        Field::Text(std::borrow::Cow::Borrowed(text))
+impl<'a> Request<'a> {
+    fn of(record: &'a RequestRecord, count: u64) -> Self {
+        let host = record
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        Request {
+            record,
+            count,
+            host,
+        }
+    }
+
+    /// Path and query, as received.
+    fn path(&self) -> &'a str {
+        self.record
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    }
+
+    fn protocol(&self) -> &'static str {
+        match self.record.version {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        }
+    }
+
+    fn username(&self) -> &'a str {
+        self.record.username.as_deref().unwrap_or("")
+    }
+
+    fn router(&self) -> &'a str {
+        self.record.router.as_deref().unwrap_or("")
+    }
+
+    /// The server the request went to (`http://10.0.0.1:80`).
+    fn service_url(&self) -> &'a str {
+        self.record.server.as_deref().unwrap_or("")
+    }
+
+    fn header(&self, name: &http::HeaderName) -> &'a str {
+        self.record
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
-impl From<String> for Field<'_> {
-    fn from(text: String) -> Self {
-        Field::Text(std::borrow::Cow::Owned(text))
+fn push_key(out: &mut String, key: &str) {
+    if !out.ends_with('{') {
+        out.push(',');
     }
+    push_json_string(out, key);
+    out.push(':');
 }
 
-impl From<u64> for Field<'_> {
-    fn from(n: u64) -> Self {
-        Field::Number(n)
-    }
-}
-
-impl From<u32> for Field<'_> {
-    fn from(n: u32) -> Self {
-        Field::Number(u64::from(n))
-    }
-}
-
-impl From<u16> for Field<'_> {
-    fn from(n: u16) -> Self {
-        Field::Number(u64::from(n))
-    }
-}
-
-/// `text` as a JSON string.
+/// `text` as a JSON string: runs that need no escape are copied whole.
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    let mut rest = text;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => {
+                let _ = write!(out, "\\u{control:04x}");
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// An address or port as a JSON string (none of them needs escaping).
+fn push_json_display(out: &mut String, value: impl DisplayFast) {
+    out.push('"');
+    value.push_to(out);
+    out.push('"');
+}
+
+/// Writing the values access logs show most, without the formatting machinery.
+trait DisplayFast {
+    fn push_to(self, out: &mut String);
+}
+
+impl DisplayFast for u16 {
+    fn push_to(self, out: &mut String) {
+        push_u64(out, u64::from(self));
+    }
+}
+
+impl DisplayFast for IpAddr {
+    fn push_to(self, out: &mut String) {
+        match self {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    push_u64(out, u64::from(octet));
+                }
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(out, "{v6}");
+            }
         }
     }
-    out.push('"');
+}
+
+impl DisplayFast for SocketAddr {
+    fn push_to(self, out: &mut String) {
+        match self {
+            SocketAddr::V4(v4) => IpAddr::V4(*v4.ip()).push_to(out),
+            SocketAddr::V6(v6) => {
+                let _ = write!(out, "[{}]", v6.ip());
+            }
+        }
+        out.push(':');
+        push_u64(out, u64::from(self.port()));
+    }
+}
+
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn transport(c: &ConnRecord) -> &'static str {
@@ -403,138 +752,66 @@ fn transport(c: &ConnRecord) -> &'static str {
     }
 }
 
-/// Traefik's JSON fields of an HTTP request.
-fn http_fields(h: &HttpEntry) -> Vec<(&'static str, Field<'_>)> {
-    let nanos = |d: Duration| Field::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let (host, port) = split_host(&h.host);
-    vec![
-        ("ClientAddr", Field::from(h.client.to_string())),
-        ("ClientHost", Field::from(h.client.ip().to_string())),
-        ("ClientPort", Field::from(h.client.port().to_string())),
-        (
-            "ClientUsername",
-            Field::from(h.username.as_deref().unwrap_or("-")),
-        ),
-        ("DownstreamContentSize", Field::from(h.response_bytes)),
-        ("DownstreamStatus", Field::from(h.status)),
-        ("Duration", nanos(h.duration)),
-        ("RequestAddr", Field::from(h.host.as_str())),
-        ("RequestContentSize", Field::from(h.request_bytes)),
-        ("RequestCount", Field::from(h.request_count)),
-        ("RequestHost", Field::from(host)),
-        ("RequestMethod", Field::from(h.method.as_str())),
-        ("RequestPath", Field::from(h.path.as_str())),
-        ("RequestPort", Field::from(port)),
-        ("RequestProtocol", Field::from(h.protocol.as_str())),
-        (
-            "RequestScheme",
-            Field::from(if h.tls { "https" } else { "http" }),
-        ),
-        ("RetryAttempts", Field::from(h.retry_attempts)),
-        ("RouterName", Field::from(h.router.as_deref().unwrap_or(""))),
-        (
-            "ServiceName",
-            Field::from(h.service.as_deref().unwrap_or("")),
-        ),
-        (
-            "ServiceURL",
-            Field::from(h.service_url.as_deref().unwrap_or("")),
-        ),
-        (
-            "ServiceAddr",
-            Field::from(
-                h.service_url
-                    .as_deref()
-                    .and_then(|u| u.parse::<http::Uri>().ok())
-                    .and_then(|u| u.authority().map(|a| a.to_string()))
-                    .unwrap_or_default(),
-            ),
-        ),
-        ("StartUTC", Field::from(rfc3339(h.started))),
-        ("entryPointName", Field::from(h.entrypoint.as_str())),
-    ]
-}
-
-/// The JSON fields of a TCP connection or UDP session.
-fn conn_fields(c: &ConnRecord) -> Vec<(&'static str, Field<'_>)> {
-    fn text(v: Option<&str>) -> Field<'_> {
-        Field::from(v.unwrap_or(""))
-    }
-    vec![
-        ("Protocol", Field::from(transport(c))),
-        ("ClientAddr", Field::from(c.client.to_string())),
-        ("ClientHost", Field::from(c.client.ip().to_string())),
-        ("ClientPort", Field::from(c.client.port().to_string())),
-        ("SNI", text(c.sni.as_deref())),
-        ("ALPN", text(c.alpn.as_deref())),
-        ("RouterName", text(c.router.as_deref())),
-        ("ServiceName", text(c.service.as_deref())),
-        ("ServiceAddr", text(c.backend.as_deref())),
-        ("BytesIn", Field::from(c.bytes_in)),
-        ("BytesOut", Field::from(c.bytes_out)),
-        (
-            "Duration",
-            Field::from(u64::try_from(c.duration.as_nanos()).unwrap_or(u64::MAX)),
-        ),
-        ("CloseReason", Field::from(c.reason.to_string())),
-        ("StartUTC", Field::from(rfc3339(c.started))),
-        ("entryPointName", Field::from(&*c.entrypoint)),
-    ]
-}
-
-fn split_host(authority: &str) -> (String, String) {
+/// `host:port` → (`host`, `port`); brackets of an IPv6 literal removed; the port empty when
+/// the authority has none.
+fn split_host(authority: &str) -> (&str, &str) {
     match authority.rsplit_once(':') {
         Some((host, port))
             if !port.is_empty()
                 && port.bytes().all(|b| b.is_ascii_digit())
                 && !host.ends_with(':') =>
         {
-            (
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port.to_owned(),
-            )
+            (host.trim_start_matches('[').trim_end_matches(']'), port)
         }
-        _ => (authority.to_owned(), String::new()),
+        _ => (authority, ""),
     }
 }
 
-/// `user-agent` → `User-Agent`, as Go prints header names.
-fn canonical_header(name: &str) -> String {
-    name.split('-')
-        .map(|part| {
-            let mut chars = part.chars();
-            match chars.next() {
-                Some(first) => {
-                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
-                }
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
+/// The authority of a server URL (`http://10.0.0.1:80/x` → `10.0.0.1:80`), as Go's
+/// `URL.Host`.
+fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
-/// A value inside CLF quotes: quotes and control characters escaped, so one entry is one
-/// line whatever a client sends.
-fn quoted(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+/// `request_` and the header's name as Go prints it: `user-agent` → `request_User-Agent`.
+fn header_key(name: &str) -> String {
+    let mut key = String::with_capacity(8 + name.len());
+    key.push_str("request_");
+    let mut upper = true;
+    for ch in name.chars() {
+        key.push(if upper {
+            ch.to_ascii_uppercase()
+        } else {
+            ch.to_ascii_lowercase()
+        });
+        upper = ch == '-';
+    }
+    key
+}
+
+/// `value` with quotes, backslashes and control characters escaped.
+fn push_quoted(out: &mut String, value: &str) {
     for ch in value.chars() {
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
             c => out.push(c),
         }
     }
-    out
 }
 
-/// Civil date and time (UTC) of `t`: (year, month, day, hour, minute, second, nanos).
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
+/// Civil date and time (UTC) of a second since the epoch: (year, month, day, hour, minute,
+/// second).
+fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Days to civil date (proleptic Gregorian), from the well-known era algorithm.
@@ -554,24 +831,79 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
         (rem / 3600) as u32,
         ((rem % 3600) / 60) as u32,
         (rem % 60) as u32,
-        since.subsec_nanos(),
     )
 }
 
-/// `28/Nov/2026:10:50:00 +0000`.
-fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    let month = MONTHS[(mo as usize).saturating_sub(1).min(11)];
-    format!("{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000")
+/// A second, formatted: `2026-11-28T10:50:00` and `28/Nov/2026:10:50:00 +0000`.
+#[derive(Clone, Copy)]
+struct Second {
+    secs: u64,
+    rfc3339: [u8; 19],
+    clf: [u8; 26],
 }
 
-/// `2026-11-28T10:50:00.123456789Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, ns) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ns:09}Z")
+impl Second {
+    fn new(secs: u64) -> Second {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (y, mo, d, h, mi, s) = civil(secs);
+        let month = MONTHS[(mo as usize).saturating_sub(1).min(11)];
+        let mut rfc3339 = [b'0'; 19];
+        let mut clf = [b'0'; 26];
+        // Years past 9999 do not fit either layout; they are shown as 9999.
+        let y = y.clamp(0, 9999);
+        let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+        rfc3339.copy_from_slice(&text.as_bytes()[..19]);
+        let text = format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000");
+        clf.copy_from_slice(&text.as_bytes()[..26]);
+        Second { secs, rfc3339, clf }
+    }
+
+    /// The formatted second of `t`, from this thread's cache of the last one asked for.
+    fn of(t: SystemTime) -> (Second, u32) {
+        thread_local! {
+            static LAST: Cell<Option<Second>> = const { Cell::new(None) };
+        }
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let second = LAST.with(|last| match last.get() {
+            Some(cached) if cached.secs == secs => cached,
+            _ => {
+                let fresh = Second::new(secs);
+                last.set(Some(fresh));
+                fresh
+            }
+        });
+        (second, since.subsec_nanos())
+    }
+}
+
+/// `2026-11-28T10:50:00.123456789Z`, quoted.
+fn push_json_time(out: &mut String, t: SystemTime) {
+    out.push('"');
+    push_rfc3339(out, t);
+    out.push('"');
+}
+
+fn push_rfc3339(out: &mut String, t: SystemTime) {
+    let (second, nanos) = Second::of(t);
+    out.push_str(std::str::from_utf8(&second.rfc3339).unwrap_or("0000-00-00T00:00:00"));
+    out.push('.');
+    let mut digits = [b'0'; 9];
+    let mut n = nanos;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000000"));
+    out.push('Z');
+}
+
+/// `28/Nov/2026:10:50:00 +0000`.
+fn push_clf_time(out: &mut String, t: SystemTime) {
+    let (second, _) = Second::of(t);
+    out.push_str(std::str::from_utf8(&second.clf).unwrap_or("01/Jan/1970:00:00:00 +0000"));
 }
 
 #[cfg(test)]
@@ -586,41 +918,83 @@ mod tests {
         }
     }
 
-    fn entry(status: u16, millis: u64) -> HttpEntry {
-        HttpEntry {
-            entrypoint: "web".into(),
+    /// 2026-11-28T10:50:00Z
+    const START: u64 = 1_795_863_000;
+
+    fn record(status: u16, millis: u64) -> RequestRecord {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("curl/8 \"x\""),
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Basic c2VjcmV0"),
+        );
+        RequestRecord {
+            entrypoint: Arc::from("web"),
+            router: Some(Arc::from("site@file")),
+            service: Some(Arc::from("app@file")),
+            method: http::Method::GET,
+            protocol: l7::observe::Protocol::Http,
+            version: http::Version::HTTP_11,
+            host: Some(http::HeaderValue::from_static("site.test:8080")),
+            uri: "/a?b=1".parse().unwrap(),
             client: "192.0.2.7:5123".parse().unwrap(),
-            username: None,
-            // 2026-11-28T10:50:00Z
-            started: UNIX_EPOCH + Duration::from_secs(1_795_863_000),
-            duration: Duration::from_millis(millis),
-            method: "GET".into(),
-            path: "/a?b=1".into(),
-            protocol: "HTTP/1.1".into(),
-            host: "site.test:8080".into(),
-            tls: false,
-            status,
+            tls: None,
+            status: http::StatusCode::from_u16(status).unwrap(),
+            error: None,
             request_bytes: 0,
             response_bytes: 42,
-            router: Some("site@file".into()),
-            service: Some("app@file".into()),
-            service_url: Some("http://127.0.0.1:9000".into()),
-            retry_attempts: 0,
-            request_headers: vec![
-                ("user-agent".into(), "curl/8 \"x\"".into()),
-                ("authorization".into(), "Basic c2VjcmV0".into()),
-            ],
-            request_count: 3,
+            completed: true,
+            duration: Duration::from_millis(millis),
+            started: UNIX_EPOCH + Duration::from_secs(START),
+            headers: Some(headers),
+            server: Some("http://127.0.0.1:9000".into()),
+            username: None,
+            retries: 0,
+            trace: None,
         }
+    }
+
+    fn http_line(f: &Formatter, r: &RequestRecord) -> Option<String> {
+        let mut out = String::new();
+        f.http_line(r, 3, &mut out).then_some(out)
+    }
+
+    fn conn_line(f: &Formatter, c: &ConnRecord) -> Option<String> {
+        let mut out = String::new();
+        f.conn_line(c, &mut out).then_some(out)
+    }
+
+    fn rfc3339(t: SystemTime) -> String {
+        let mut out = String::new();
+        push_rfc3339(&mut out, t);
+        out
+    }
+
+    fn clf_time(t: SystemTime) -> String {
+        let mut out = String::new();
+        push_clf_time(&mut out, t);
+        out
     }
 
     #[test]
     fn dates_are_civil_utc() {
         assert_eq!(
-            clf_time(UNIX_EPOCH + Duration::from_secs(1_795_863_000)),
+            clf_time(UNIX_EPOCH + Duration::from_secs(START)),
             "28/Nov/2026:10:50:00 +0000"
         );
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(START, 7_000_123)),
+            "2026-11-28T10:50:00.007000123Z"
+        );
+        // The cache of the last second must not leak into the next one.
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(START + 61, 0)),
+            "2026-11-28T10:51:01.000000000Z"
+        );
         assert_eq!(
             clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "29/Feb/2000:00:00:00 +0000"
@@ -631,14 +1005,83 @@ mod tests {
     fn common_and_generic_clf_lines() {
         let common = Formatter::new(&config("common")).unwrap();
         assert_eq!(
-            common.line(&Entry::Http(entry(200, 12))).unwrap(),
+            http_line(&common, &record(200, 12)).unwrap(),
             r#"192.0.2.7 - - [28/Nov/2026:10:50:00 +0000] "GET /a?b=1 HTTP/1.1" 200 42 "-" "curl/8 \"x\"" 3 "site@file" "http://127.0.0.1:9000" 12ms"#
         );
         let generic = Formatter::new(&config("genericCLF")).unwrap();
         assert_eq!(
-            generic.line(&Entry::Http(entry(200, 12))).unwrap(),
+            http_line(&generic, &record(200, 12)).unwrap(),
             r#"192.0.2.7 - - [28/Nov/2026:10:50:00 +0000] "GET /a?b=1 HTTP/1.1" 200 42 "-" "curl/8 \"x\"""#
         );
+    }
+
+    #[test]
+    fn clf_fields_can_be_dropped_or_redacted_and_ipv6_clients_are_plain() {
+        let mut cfg = config("common");
+        cfg.fields = Some(crate::config::static_cfg::AccessLogFields {
+            default_mode: "keep".into(),
+            names: [
+                ("ClientHost".to_owned(), "redact".to_owned()),
+                ("request_User-Agent".to_owned(), "drop".to_owned()),
+            ]
+            .into(),
+            headers: None,
+        });
+        let f = Formatter::new(&cfg).unwrap();
+        let line = http_line(&f, &record(200, 1)).unwrap();
+        assert!(line.starts_with("REDACTED - - ["), "{line}");
+        assert!(line.contains(r#"42 "-" "-" 3"#), "{line}");
+        let plain = Formatter::new(&config("genericCLF")).unwrap();
+        let mut v6 = record(200, 1);
+        v6.client = "[2001:db8::7]:443".parse().unwrap();
+        let line = http_line(&plain, &v6).unwrap();
+        assert!(line.starts_with("2001:db8::7 - - ["), "{line}");
+    }
+
+    #[test]
+    fn json_lines_have_every_field_sorted_as_traefik_writes_them() {
+        let f = Formatter::new(&config("json")).unwrap();
+        let mut r = record(200, 3);
+        r.client = "[2001:db8::7]:443".parse().unwrap();
+        r.username = Some("ann\"\n".into());
+        r.tls = Some(l7::observe::TlsParams::QUIC);
+        r.version = http::Version::HTTP_3;
+        r.server = Some("https://user@10.0.0.9:8443/base".into());
+        let text = http_line(&f, &r).unwrap();
+        let keys: Vec<String> = text
+            .trim_matches(['{', '}'])
+            .split(",\"")
+            .map(|kv| {
+                kv.trim_start_matches('"')
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line.as_object().unwrap().len(), 26, "{text}");
+        assert_eq!(line["ClientAddr"], "[2001:db8::7]:443");
+        assert_eq!(line["ClientHost"], "2001:db8::7");
+        assert_eq!(line["ClientPort"], "443");
+        assert_eq!(line["ClientUsername"], "ann\"\n");
+        assert_eq!(line["DownstreamContentSize"], 42);
+        assert_eq!(line["RequestAddr"], "site.test:8080");
+        assert_eq!(line["RequestCount"], 3);
+        assert_eq!(line["RequestMethod"], "GET");
+        assert_eq!(line["RequestPath"], "/a?b=1");
+        assert_eq!(line["RequestProtocol"], "HTTP/3.0");
+        assert_eq!(line["RequestScheme"], "https");
+        assert_eq!(line["ServiceName"], "app@file");
+        assert_eq!(line["ServiceURL"], "https://user@10.0.0.9:8443/base");
+        assert_eq!(line["ServiceAddr"], "10.0.0.9:8443");
+        assert_eq!(line["entryPointName"], "web");
+        assert_eq!(line["level"], "info");
+        assert_eq!(line["msg"], "");
+        assert_eq!(line["time"], "2026-11-28T10:50:00.003000000Z");
     }
 
     #[test]
@@ -662,7 +1105,7 @@ mod tests {
         });
         let f = Formatter::new(&cfg).unwrap();
         let line: serde_json::Value =
-            serde_json::from_str(&f.line(&Entry::Http(entry(404, 3))).unwrap()).unwrap();
+            serde_json::from_str(&http_line(&f, &record(404, 3)).unwrap()).unwrap();
         assert_eq!(line["DownstreamStatus"], 404);
         assert_eq!(line["RouterName"], "site@file");
         assert_eq!(line["RequestHost"], "site.test");
@@ -676,6 +1119,30 @@ mod tests {
     }
 
     #[test]
+    fn json_headers_kept_by_default_mode_are_named_as_go_prints_them() {
+        let mut cfg = config("json");
+        cfg.fields = Some(crate::config::static_cfg::AccessLogFields {
+            default_mode: "drop".into(),
+            names: Default::default(),
+            headers: Some(crate::config::static_cfg::AccessLogHeaders {
+                default_mode: "keep".into(),
+                names: [("authorization".to_owned(), "redact".to_owned())].into(),
+            }),
+        });
+        let f = Formatter::new(&cfg).unwrap();
+        let mut r = record(200, 1);
+        let headers = r.headers.as_mut().unwrap();
+        headers.insert("x-request-id", http::HeaderValue::from_static("abc"));
+        let text = http_line(&f, &r).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["request_X-Request-Id"], "abc", "{text}");
+        assert_eq!(line["request_Authorization"], "REDACTED", "{text}");
+        assert_eq!(line["request_User-Agent"], "curl/8 \"x\"", "{text}");
+        // Every Traefik field dropped: the logger's own three and the headers remain.
+        assert_eq!(line.as_object().unwrap().len(), 6, "{text}");
+    }
+
+    #[test]
     fn filters_keep_an_entry_matching_any_of_them() {
         let mut cfg = config("common");
         cfg.filters = Some(crate::config::static_cfg::AccessLogFilters {
@@ -684,13 +1151,13 @@ mod tests {
             min_duration: crate::config::Duration::from_millis(100),
         });
         let f = Formatter::new(&cfg).unwrap();
-        assert!(f.line(&Entry::Http(entry(200, 5))).is_none());
-        assert!(f.line(&Entry::Http(entry(404, 5))).is_some());
-        assert!(f.line(&Entry::Http(entry(503, 5))).is_some());
-        assert!(f.line(&Entry::Http(entry(200, 150))).is_some());
-        let mut retried = entry(200, 5);
-        retried.retry_attempts = 1;
-        assert!(f.line(&Entry::Http(retried)).is_some());
+        assert!(http_line(&f, &record(200, 5)).is_none());
+        assert!(http_line(&f, &record(404, 5)).is_some());
+        assert!(http_line(&f, &record(503, 5)).is_some());
+        assert!(http_line(&f, &record(200, 150)).is_some());
+        let mut retried = record(200, 5);
+        retried.retries = 1;
+        assert!(http_line(&f, &retried).is_some());
         cfg.filters.as_mut().unwrap().status_codes = vec!["5xx".into()];
         assert!(Formatter::new(&cfg).is_err());
     }
@@ -710,13 +1177,13 @@ mod tests {
             bytes_out: 2000,
             datagrams_in: 0,
             datagrams_out: 0,
-            started: UNIX_EPOCH + Duration::from_secs(1_795_863_000),
+            started: UNIX_EPOCH + Duration::from_secs(START),
             duration: Duration::from_millis(1500),
             reason: l4::observe::CloseReason::Closed,
         };
         let common = Formatter::new(&config("common")).unwrap();
         assert_eq!(
-            common.line(&Entry::Conn(record.clone())).unwrap(),
+            conn_line(&common, &record).unwrap(),
             r#"192.0.2.9 - - [28/Nov/2026:10:50:00 +0000] "TCP db.test postgresql" "closed" 2000 100 "pg@file" "pg@file" "10.0.0.5:5432" 1500ms"#
         );
         let json = Formatter::new(&config("json")).unwrap();
@@ -724,11 +1191,15 @@ mod tests {
         udp.transport = Transport::Udp;
         udp.sni = None;
         udp.alpn = None;
-        let line: serde_json::Value =
-            serde_json::from_str(&json.line(&Entry::Conn(udp)).unwrap()).unwrap();
+        let text = conn_line(&json, &udp).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(line["Protocol"], "UDP");
         assert_eq!(line["BytesOut"], 2000);
         assert_eq!(line["CloseReason"], "closed");
         assert_eq!(line["ServiceAddr"], "10.0.0.5:5432");
+        assert_eq!(line["ClientAddr"], "192.0.2.9:40000");
+        assert_eq!(line["SNI"], "");
+        assert_eq!(line["time"], "2026-11-28T10:50:01.500000000Z");
+        assert_eq!(line.as_object().unwrap().len(), 18, "{text}");
     }
 }

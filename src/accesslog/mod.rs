@@ -2,42 +2,80 @@
 //! connection and UDP session, in Traefik's `common`, `genericCLF` or `json` format
 //! ([`format`]).
 //!
-//! Lines are formatted on the connection's task and handed to a bounded queue; one writer
-//! thread appends them to `filePath` (or stdout), so a slow disk never holds a request up.
-//! When the queue is full the line is dropped and counted ([`AccessLog::dropped`]).
-//! `bufferingSize` sets the queue's length (at least [`MIN_QUEUE`]). SIGUSR1 reopens the file,
-//! for log rotation.
+//! Lines are formatted on the connection's task straight into a buffer of the worker
+//! thread's own (a shard, behind an uncontended lock): no allocation and no channel per
+//! line. One writer thread takes the shards' buffers in turn, at most [`BATCH_WAIT`] after a
+//! line arrives (sooner when a buffer fills up), and appends them to `filePath` (or stdout),
+//! so a slow disk never holds a request up. A shard holds a bounded number of bytes; a line
+//! that does not fit is dropped and counted ([`AccessLog::dropped`]). `bufferingSize` (in
+//! lines) sets that bound. SIGUSR1 reopens the file, for log rotation; shutdown writes what
+//! is buffered ([`AccessLog::close`]).
 
 pub mod format;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use l4::observe::{ConnObserver, ConnRecord};
 use l7::observe::{RequestObserver, RequestRecord};
 
-pub use format::{Entry, Formatter, HttpEntry};
+pub use format::Formatter;
 
 use crate::config::static_cfg::AccessLog as AccessLogConfig;
 
-/// The queue holds at least this many lines, whatever `bufferingSize` says: more than
+/// The buffers hold at least this many lines, whatever `bufferingSize` says: more than
 /// [`BATCH_WAIT`] of lines at 100,000 requests a second.
-pub const MIN_QUEUE: usize = 16 * 1024;
-/// How long the writer lets a small batch grow.
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+pub const MIN_LINES: usize = 16 * 1024;
 /// And at most this many: a bound on memory whatever the configuration.
-pub const MAX_QUEUE: usize = 1 << 20;
+pub const MAX_LINES: usize = 1 << 20;
+/// The bytes a line is reckoned at when `bufferingSize` is turned into bytes.
+const LINE_BYTES: usize = 512;
+/// How long the writer lets a batch grow before writing it.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// A buffer the writer keeps for the next batch is trimmed to this after a burst.
+const SPARE_CAPACITY: usize = 256 * 1024;
 
 /// An access log being written.
 pub struct AccessLog {
     formatter: Formatter,
-    queue: std::sync::mpsc::SyncSender<String>,
-    dropped: AtomicU64,
-    reopen: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// Bytes a shard may hold before lines are dropped.
+    shard_limit: usize,
     /// HTTP requests seen so far (CLF's `RequestCount`).
     requests: AtomicU64,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the request tasks and the writer share.
+struct Shared {
+    shards: Box<[Mutex<String>]>,
+    /// Lines were added since the writer last took the buffers.
+    pending: AtomicBool,
+    closing: AtomicBool,
+    reopen: AtomicBool,
+    dropped: AtomicU64,
+    writer: OnceLock<std::thread::Thread>,
+}
+
+impl Shared {
+    fn wake_writer(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
+/// The shard of the calling thread: threads take the shards in turn, so each runtime
+/// worker has one of its own while there are as many shards as workers.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|index| *index)
 }
 
 impl AccessLog {
@@ -48,83 +86,143 @@ impl AccessLog {
     pub fn start(cfg: &AccessLogConfig) -> Result<Arc<AccessLog>, String> {
         let formatter = Formatter::new(cfg)?;
         let path = (!cfg.file_path.is_empty()).then(|| PathBuf::from(&cfg.file_path));
-        let mut sink = Sink::open(path.clone())?;
-        let capacity = usize::try_from(cfg.buffering_size)
+        let sink = Sink::open(path.clone())?;
+        let lines = usize::try_from(cfg.buffering_size)
             .unwrap_or(0)
-            .clamp(MIN_QUEUE, MAX_QUEUE);
-        let (queue, lines) = std::sync::mpsc::sync_channel::<String>(capacity);
-        let reopen = Arc::new(AtomicBool::new(false));
-        let reopened = reopen.clone();
-        std::thread::Builder::new()
+            .clamp(MIN_LINES, MAX_LINES);
+        let shards = std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(2, 64);
+        let shared = Arc::new(Shared {
+            shards: (0..shards).map(|_| Mutex::new(String::new())).collect(),
+            pending: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            writer: OnceLock::new(),
+        });
+        let for_writer = shared.clone();
+        let writer = std::thread::Builder::new()
             .name("access-log".to_owned())
-            .spawn(move || {
-                let mut batch = String::with_capacity(64 * 1024);
-                // Ends when the log is dropped (every sender gone).
-                while let Ok(line) = lines.recv() {
-                    batch.clear();
-                    batch.push_str(&line);
-                    batch.push('\n');
-                    while batch.len() < 64 * 1024 {
-                        match lines.try_recv() {
-                            Ok(more) => {
-                                batch.push_str(&more);
-                                batch.push('\n');
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if reopened.swap(false, Ordering::AcqRel) {
-                        match Sink::open(path.clone()) {
-                            Ok(fresh) => sink = fresh,
-                            Err(e) => tracing::error!("cannot reopen the access log: {e}"),
-                        }
-                    }
-                    if let Err(e) = sink.write(batch.as_bytes()) {
-                        tracing::error!(error = %e, "cannot write the access log");
-                    }
-                    // Under load, waking for every line would cost a context switch per
-                    // request: let a small batch grow for a moment instead. Lines reach
-                    // the file at most this late.
-                    if batch.len() < 64 * 1024 {
-                        std::thread::sleep(BATCH_WAIT);
-                    }
-                }
-            })
+            .spawn(move || write_batches(&for_writer, sink, path))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        let _ = shared.writer.set(writer.thread().clone());
         Ok(Arc::new(AccessLog {
             formatter,
-            queue,
-            dropped: AtomicU64::new(0),
-            reopen,
+            shared,
+            shard_limit: (lines * LINE_BYTES / shards).max(1 << 20),
             requests: AtomicU64::new(0),
+            writer: Mutex::new(Some(writer)),
         }))
     }
 
-    /// Queues the line for `entry`, unless the filters leave it out; a full queue drops it.
-    pub fn log(&self, entry: &Entry) {
-        let Some(line) = self.formatter.line(entry) else {
+    /// Appends the line `write` makes to this thread's buffer, unless it makes none (the
+    /// filters leave the record out); a full buffer drops it.
+    fn log(&self, write: impl FnOnce(&Formatter, &mut String) -> bool) {
+        let shards = &self.shared.shards;
+        let shard = &shards[shard_index() % shards.len()];
+        let mut buffer = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let before = buffer.len();
+        if !write(&self.formatter, &mut buffer) {
             return;
-        };
-        if self.queue.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if buffer.len() > self.shard_limit {
+            buffer.truncate(before);
+            drop(buffer);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.wake_writer();
+            return;
+        }
+        buffer.push('\n');
+        let half_full = buffer.len() > self.shard_limit / 2;
+        drop(buffer);
+        let shared = &self.shared;
+        if half_full
+            || (!shared.pending.load(Ordering::Relaxed)
+                && !shared.pending.swap(true, Ordering::AcqRel))
+        {
+            shared.wake_writer();
         }
     }
 
     /// Lines dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Reopens the file (after a rotation moved it), before the next lines are written.
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Release);
+        self.shared.reopen.store(true, Ordering::Release);
+    }
+
+    /// Writes what is buffered and stops the writer; lines logged afterwards are kept in the
+    /// buffers and never written. Blocks until the last batch is written.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake_writer();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer
+            && writer.join().is_err()
+        {
+            tracing::error!("the access log writer panicked");
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        // The writer writes what is left and ends.
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake_writer();
+    }
+}
+
+/// The writer thread: waits for lines, lets them gather, takes every shard's buffer and
+/// writes it; ends after writing the last lines once the log closes.
+fn write_batches(shared: &Shared, mut sink: Sink, path: Option<PathBuf>) {
+    let mut spare = String::new();
+    loop {
+        while !shared.pending.load(Ordering::Acquire) && !shared.closing.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        let closing = shared.closing.load(Ordering::Acquire);
+        if !closing {
+            // Waking for every line would cost a context switch per request: let the batch
+            // grow for a moment. A buffer half full, or the log closing, cuts this short.
+            std::thread::park_timeout(BATCH_WAIT);
+        }
+        // Cleared before the buffers are taken: a line added after a buffer was taken sets it
+        // again, so it is written by the next round.
+        shared.pending.store(false, Ordering::Release);
+        if shared.reopen.swap(false, Ordering::AcqRel) {
+            match Sink::open(path.clone()) {
+                Ok(fresh) => sink = fresh,
+                Err(e) => tracing::error!("cannot reopen the access log: {e}"),
+            }
+        }
+        for shard in &shared.shards {
+            std::mem::swap(
+                &mut *shard.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut spare,
+            );
+            if !spare.is_empty()
+                && let Err(e) = sink.write(spare.as_bytes())
+            {
+                tracing::error!(error = %e, "cannot write the access log");
+            }
+            spare.clear();
+            spare.shrink_to(SPARE_CAPACITY);
+        }
+        if closing {
+            return;
+        }
     }
 }
 
 impl RequestObserver for AccessLog {
     fn observe(&self, record: &RequestRecord) {
         let count = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        self.log(&Entry::Http(http_entry(record, count)));
+        self.log(|formatter, line| formatter.http_line(record, count, line));
     }
 
     fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
@@ -132,61 +230,9 @@ impl RequestObserver for AccessLog {
     }
 }
 
-/// The access log's view of a request record.
-fn http_entry(r: &RequestRecord, request_count: u64) -> HttpEntry {
-    let headers = r
-        .headers
-        .iter()
-        .flatten()
-        .filter_map(|(name, value)| {
-            value
-                .to_str()
-                .ok()
-                .map(|v| (name.as_str().to_owned(), v.to_owned()))
-        })
-        .collect();
-    HttpEntry {
-        entrypoint: r.entrypoint.to_string(),
-        client: r.client,
-        username: r.username.clone(),
-        started: r.started,
-        duration: r.duration,
-        method: r.method.as_str().to_owned(),
-        path: r
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned()),
-        protocol: match r.version {
-            http::Version::HTTP_09 => "HTTP/0.9",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/1.1",
-        }
-        .to_owned(),
-        host: r
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
-        tls: r.tls.is_some(),
-        status: r.status.as_u16(),
-        request_bytes: r.request_bytes,
-        response_bytes: r.response_bytes,
-        router: r.router.as_deref().map(str::to_owned),
-        service: r.service.as_deref().map(str::to_owned),
-        service_url: r.server.clone(),
-        retry_attempts: r.retries,
-        request_headers: headers,
-        request_count,
-    }
-}
-
 impl ConnObserver for AccessLog {
     fn closed(&self, record: &ConnRecord) {
-        self.log(&Entry::Conn(record.clone()));
+        self.log(|formatter, line| formatter.conn_line(record, line));
     }
 }
 
@@ -279,6 +325,100 @@ mod tests {
         let second = wait_lines(&path, 1);
         assert!(second.contains("\"BytesIn\":2"), "{second}");
         assert_eq!(log.dropped(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-accesslog-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn close_writes_every_buffered_line() {
+        let dir = temp_dir("close");
+        let path = dir.join("access.log");
+        let cfg = AccessLogConfig {
+            file_path: path.display().to_string(),
+            format: "common".into(),
+            ..AccessLogConfig::default()
+        };
+        let log = AccessLog::start(&cfg).unwrap();
+        for n in 0..1000 {
+            log.closed(&record(n));
+        }
+        // No wait: the lines are still in the buffer when close is called.
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1000);
+        assert!(text.lines().last().unwrap().contains(" 999 999 "), "{text}");
+        assert_eq!(log.dropped(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_stuck_writer_costs_counted_drops_and_nothing_else() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = temp_dir("stuck");
+        let fifo = dir.join("access.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        // A reader that reads nothing yet: the writer blocks once the pipe is full.
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let cfg = AccessLogConfig {
+            file_path: fifo.display().to_string(),
+            format: "json".into(),
+            ..AccessLogConfig::default()
+        };
+        let log = AccessLog::start(&cfg).unwrap();
+        let sent = 20_000;
+        let started = std::time::Instant::now();
+        for n in 0..sent {
+            log.closed(&record(n));
+        }
+        // Logging never waited for the writer.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let dropped = log.dropped();
+        assert!(dropped > 0, "the buffer should have filled up");
+        let closer = {
+            let log = log.clone();
+            std::thread::spawn(move || log.close())
+        };
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 64 * 1024];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never closed"
+            );
+            match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        closer.join().unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let written = text.lines().count() as u64;
+        assert_eq!(
+            written + log.dropped(),
+            sent,
+            "every line written or counted"
+        );
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

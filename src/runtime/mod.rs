@@ -242,6 +242,16 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     if let Some(export) = &span_export {
         export.shutdown().await;
     }
+    if let Some(log) = access_log {
+        // The last lines are still in the buffers: written before the process ends.
+        let closed = tokio::task::spawn_blocking(move || log.close());
+        if tokio::time::timeout(std::time::Duration::from_secs(5), closed)
+            .await
+            .is_err()
+        {
+            warn!("the access log's last lines were not written within 5 s");
+        }
+    }
     watcher.abort();
     info!("stopped");
     0
