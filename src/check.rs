@@ -66,6 +66,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                     servers: &Default::default(),
                     states: &l7::service::ServiceStates::new(),
                     certs: &mut Default::default(),
+                    server_up: None,
                 },
             )
             .problems,

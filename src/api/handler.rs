@@ -53,11 +53,11 @@ impl ApiHandler {
         }
         let state = self.state.load();
         let response = match route {
-            Route::RawData => json_response(StatusCode::OK, state.rawdata.clone()),
+            Route::RawData => json_response(StatusCode::OK, state.rawdata.render()),
             Route::Overview => json_response(StatusCode::OK, state.overview.clone()),
             Route::Version => json_response(StatusCode::OK, state.version.clone()),
             Route::One(kind, name) => match state.objects(kind).get(&name) {
-                Some(entry) => json_response(StatusCode::OK, entry.json.clone()),
+                Some(entry) => json_response(StatusCode::OK, entry.json.render()),
                 None => error(
                     StatusCode::NOT_FOUND,
                     format!("{} not found: {name}", kind.singular()),
@@ -260,14 +260,14 @@ fn list(state: &ApiState, kind: Kind, query: &Query) -> Response<Body> {
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let shown = kept.get(page.start..page.end).unwrap_or_default();
-    let size = shown.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2;
+    let size = shown.iter().map(|e| e.json.len_hint() + 1).sum::<usize>() + 2;
     let mut body = BytesMut::with_capacity(size);
     body.put_u8(b'[');
     for (i, entry) in shown.iter().enumerate() {
         if i > 0 {
             body.put_u8(b',');
         }
-        body.put_slice(&entry.json);
+        entry.json.write(&mut body);
     }
     body.put_u8(b']');
     let mut response = json_response(StatusCode::OK, body.freeze());

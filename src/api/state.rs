@@ -3,10 +3,11 @@
 //! Objects carry their configuration (Traefik's camelCase fields, `omitempty` applied),
 //! `status`, `error`, `using` (a router's entrypoints) or `usedBy` (the routers of a
 //! service or middleware), and `serverStatus` for load balancers. Requests only pick,
-//! filter and concatenate the bytes stored here.
+//! filter and concatenate the bytes stored here, and read the health of the servers that
+//! health checks watch (see [`super::live`]), so `serverStatus` is current at each request.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -14,15 +15,17 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::json::{omit_empty, to_bytes};
+use super::live::{LiveJson, LiveJsonBuilder, LiveServers, ServerUp};
 use crate::config::DynamicConfig;
 use crate::config::de::Located;
 use crate::config::static_cfg::{EntryPoint, Protocol, StaticConfig};
 use crate::config::validate::{ObjectStatus, Report, Status};
 
-/// Server health by qualified service name, then server URL (HTTP) or address (TCP):
-/// `true` when up. A service or server missing here is reported `UP`, as Traefik does for
-/// servers without health checks.
-pub type ServerHealth = BTreeMap<String, BTreeMap<String, bool>>;
+/// The servers whose health a check watches, by qualified service name, then server URL
+/// (HTTP) or address (TCP): the flag the API reads each time it shows the server. A service
+/// or server missing here is reported `UP`, as Traefik does for servers without health
+/// checks.
+pub type ServerHealth = BTreeMap<String, BTreeMap<String, ServerUp>>;
 
 /// The codename `/api/version` reports.
 const CODENAME: &str = "sallyport";
@@ -39,7 +42,7 @@ pub(super) struct Entry {
     /// A router's middlewares (qualified).
     pub middlewares: Vec<String>,
     /// The object's JSON representation, with `name` and `provider`.
-    pub json: Bytes,
+    pub json: LiveJson,
 }
 
 /// Objects of one kind, sorted by name.
@@ -102,16 +105,22 @@ pub struct ApiState {
     udp_routers: Objects,
     udp_services: Objects,
     pub(super) overview: Bytes,
-    pub(super) rawdata: Bytes,
+    pub(super) rawdata: LiveJson,
     pub(super) version: Bytes,
 }
 
 /// Objects of one kind as they go into `/api/rawdata` (keyed by name) and into lists.
 #[derive(Default)]
 struct Built {
-    raw: Map<String, Value>,
+    raw: BTreeMap<String, LiveJson>,
     entries: Vec<Entry>,
     counts: Counts,
+}
+
+/// A load balancer's `serverStatus`: stored when no health check watches its servers.
+enum ServerStatus {
+    Stored(Map<String, Value>),
+    Live(Arc<LiveServers>),
 }
 
 #[derive(Default, Serialize)]
@@ -128,7 +137,7 @@ struct Facts<'a> {
     links: (&'static str, Vec<String>),
     /// Services and middlewares: their type, lower-cased, as Traefik's `type`.
     kind: Option<String>,
-    server_status: Option<Map<String, Value>>,
+    server_status: Option<ServerStatus>,
     service: Option<String>,
     middlewares: Vec<String>,
     rule: Option<&'a str>,
@@ -174,11 +183,23 @@ impl Built {
         if !links.is_empty() {
             info.insert(link_key.to_owned(), links.into());
         }
-        if let Some(servers) = facts.server_status {
-            info.insert("serverStatus".to_owned(), Value::Object(servers));
-        }
+        let live = match facts.server_status {
+            Some(ServerStatus::Stored(servers)) => {
+                info.insert("serverStatus".to_owned(), Value::Object(servers));
+                None
+            }
+            Some(ServerStatus::Live(servers)) => Some(servers),
+            None => None,
+        };
+        let with_servers = |object: Map<String, Value>| {
+            let bytes = to_bytes(&Value::Object(object));
+            match &live {
+                Some(servers) => LiveJson::object_with_servers(&bytes, servers.clone()),
+                None => LiveJson::stored(bytes),
+            }
+        };
         let mut shown = info.clone();
-        self.raw.insert(name.to_owned(), Value::Object(info));
+        self.raw.insert(name.to_owned(), with_servers(info));
         shown.insert("name".to_owned(), name.into());
         shown.insert("provider".to_owned(), provider(name).into());
         if let Some(kind) = facts.kind {
@@ -192,14 +213,15 @@ impl Built {
             searchable,
             service: facts.service,
             middlewares: facts.middlewares,
-            json: to_bytes(&Value::Object(shown)),
+            json: with_servers(shown),
         });
     }
 }
 
 impl ApiState {
     /// The snapshot for static configuration `st`, dynamic configuration `dy` (qualified
-    /// names), its validation `report` and the current `servers` health.
+    /// names), its validation `report` and the `servers` whose health is read at each
+    /// request.
     pub fn build(
         st: &StaticConfig,
         dy: &DynamicConfig,
@@ -374,7 +396,7 @@ impl ApiState {
                     searchable: vec![name.to_lowercase()],
                     service: None,
                     middlewares: Vec::new(),
-                    json: to_bytes(&shown),
+                    json: LiveJson::stored(to_bytes(&shown)),
                 }
             })
             .collect();
@@ -402,7 +424,9 @@ impl ApiState {
             "providers": providers(st),
         });
 
-        let mut rawdata = Map::new();
+        let mut rawdata = LiveJsonBuilder::default();
+        let mut rawdata_kinds = 0;
+        rawdata.push(b"{");
         for (key, built) in [
             ("routers", &mut http_routers),
             ("middlewares", &mut http_middlewares),
@@ -414,13 +438,26 @@ impl ApiState {
             ("udpServices", &mut udp_services),
         ] {
             // As Traefik's `omitempty` maps: a kind with no object is left out.
-            if !built.raw.is_empty() {
-                rawdata.insert(
-                    key.to_owned(),
-                    Value::Object(std::mem::take(&mut built.raw)),
-                );
+            if built.raw.is_empty() {
+                continue;
             }
+            if rawdata_kinds > 0 {
+                rawdata.push(b",");
+            }
+            rawdata_kinds += 1;
+            rawdata.push_str(key);
+            rawdata.push(b":{");
+            for (i, (name, object)) in built.raw.iter().enumerate() {
+                if i > 0 {
+                    rawdata.push(b",");
+                }
+                rawdata.push_str(name);
+                rawdata.push(b":");
+                rawdata.push_json(object);
+            }
+            rawdata.push(b"}");
         }
+        rawdata.push(b"}");
 
         let version = json!({
             "Version": env!("CARGO_PKG_VERSION"),
@@ -439,7 +476,7 @@ impl ApiState {
             udp_routers: Objects::new(udp_routers.entries),
             udp_services: Objects::new(udp_services.entries),
             overview: to_bytes(&overview),
-            rawdata: to_bytes(&Value::Object(rawdata)),
+            rawdata: rawdata.finish(),
             version: to_bytes(&version),
         }
     }
@@ -530,16 +567,22 @@ fn tcp_service_kind(load_balancer: bool, weighted: bool) -> Option<String> {
     }
 }
 
+/// The `serverStatus` of a load balancer with these `servers`: live when a health check
+/// watches one of them.
 fn server_status_of<'a>(
-    health: Option<&BTreeMap<String, bool>>,
+    health: Option<&BTreeMap<String, ServerUp>>,
     servers: impl Iterator<Item = &'a str>,
-) -> Map<String, Value> {
-    servers
-        .map(|server| {
-            let up = health.and_then(|h| h.get(server)).copied().unwrap_or(true);
-            (server.to_owned(), if up { "UP" } else { "DOWN" }.into())
-        })
-        .collect()
+) -> ServerStatus {
+    let flags: BTreeMap<&str, Option<ServerUp>> = servers
+        .map(|server| (server, health.and_then(|h| h.get(server)).cloned()))
+        .collect();
+    if flags.values().all(Option::is_none) {
+        let up = flags
+            .into_keys()
+            .map(|server| (server.to_owned(), "UP".into()));
+        return ServerStatus::Stored(up.collect());
+    }
+    ServerStatus::Live(Arc::new(LiveServers::new(flags)))
 }
 
 /// An entrypoint as Traefik serializes its static configuration (`omitempty` applied).

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -11,7 +12,7 @@ use http_body_util::BodyExt;
 use l7::handler::{Handler, empty_body};
 use serde_json::{Value, json};
 
-use super::{ApiHandler, ApiState, ServerHealth};
+use super::{ApiHandler, ApiState, ServerHealth, ServerUp};
 use crate::config::file_provider::parse_dynamic;
 use crate::config::source::Format;
 use crate::config::static_cfg::load_static;
@@ -88,11 +89,18 @@ fn state(yaml: &str, servers: &ServerHealth) -> ApiState {
     ApiState::build(&st, &dy, &report, servers)
 }
 
+/// A server's health flag and the handle the API reads it through.
+fn flag(up: bool) -> (Arc<AtomicBool>, ServerUp) {
+    let flag = Arc::new(AtomicBool::new(up));
+    let read = flag.clone();
+    (flag, Arc::new(move || read.load(Ordering::Relaxed)))
+}
+
 fn handler(base_path: &str) -> ApiHandler {
     let mut health = ServerHealth::new();
     health.insert(
         "app@file".into(),
-        BTreeMap::from([("http://127.0.0.1:8082".to_owned(), false)]),
+        BTreeMap::from([("http://127.0.0.1:8082".to_owned(), flag(false).1)]),
     );
     let state = state(DYNAMIC, &health);
     ApiHandler::new(Arc::new(ArcSwap::from_pointee(state)), base_path)
@@ -234,6 +242,61 @@ async fn services_show_server_status_and_their_routers() {
     let answer = get(&api, "/api/udp/services/resolvers@file").await;
     assert_eq!(answer.body["usedBy"], json!(["dns@file"]));
     assert!(answer.body.get("serverStatus").is_none());
+}
+
+#[tokio::test]
+async fn server_status_is_the_health_at_the_time_of_the_request() {
+    let (app, app_up) = flag(true);
+    let (pg, pg_up) = flag(true);
+    let mut health = ServerHealth::new();
+    health.insert(
+        "app@file".into(),
+        BTreeMap::from([("http://127.0.0.1:8081".to_owned(), app_up)]),
+    );
+    health.insert(
+        "pg@file".into(),
+        BTreeMap::from([("127.0.0.1:5432".to_owned(), pg_up)]),
+    );
+    let api = ApiHandler::new(
+        Arc::new(ArcSwap::from_pointee(state(DYNAMIC, &health))),
+        "/",
+    );
+    let app_status = json!({"http://127.0.0.1:8081": "UP", "http://127.0.0.1:8082": "UP"});
+    let answer = get(&api, "/api/http/services/app@file").await;
+    assert_eq!(answer.body["serverStatus"], app_status);
+
+    app.store(false, Ordering::Relaxed);
+    pg.store(false, Ordering::Relaxed);
+    let down = json!({"http://127.0.0.1:8081": "DOWN", "http://127.0.0.1:8082": "UP"});
+    let answer = get(&api, "/api/http/services/app@file").await;
+    assert_eq!(answer.body["serverStatus"], down);
+    assert_eq!(
+        answer.body["status"], "enabled",
+        "a down server is not an error"
+    );
+    assert_eq!(answer.body["usedBy"], json!(["secure@file", "web@file"]));
+    let answer = get(&api, "/api/http/services?search=app").await;
+    assert_eq!(answer.body[0]["serverStatus"], down);
+    let answer = get(&api, "/api/tcp/services/pg@file").await;
+    assert_eq!(
+        answer.body["serverStatus"],
+        json!({"127.0.0.1:5432": "DOWN"})
+    );
+    let raw = get(&api, "/api/rawdata").await.body;
+    assert_eq!(raw["services"]["app@file"]["serverStatus"], down);
+    assert_eq!(
+        raw["services"]["app@file"]["loadBalancer"]["passHostHeader"],
+        true
+    );
+    assert_eq!(
+        raw["tcpServices"]["pg@file"]["serverStatus"],
+        json!({"127.0.0.1:5432": "DOWN"})
+    );
+    assert_eq!(raw["routers"]["web@file"]["service"], "app@file");
+
+    app.store(true, Ordering::Relaxed);
+    let answer = get(&api, "/api/http/services/app@file").await;
+    assert_eq!(answer.body["serverStatus"], app_status);
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod provider;
 pub mod quic_socket;
 pub mod rules;
+pub mod server_health;
 pub mod udp;
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::compile::{Carried, HttpEntrypoints, LastGoodCerts, Servers, Snapshot, compile};
 use super::internal::Internal;
 use super::rules::Compilers;
+use super::server_health::{ServerUpMetric, watched};
 use crate::config::dynamic::DynamicConfig;
 use crate::config::{ConfigError, StaticConfig, load_dynamic_dir, load_dynamic_file, validate};
 use l7::service::ServiceStates;
@@ -139,8 +140,8 @@ pub struct Reloader {
     quic_tls: QuicTls,
     /// What the API shows and the metrics count about configurations.
     observability: Observability,
-    /// The servers whose health the metrics export, to forget those a reload removed.
-    published_servers: HashSet<(String, String)>,
+    /// Keeps the metrics at the health of the servers that health checks watch.
+    server_up: Option<Arc<ServerUpMetric>>,
 }
 
 /// Where each applied configuration is published besides the snapshot.
@@ -177,12 +178,18 @@ impl Reloader {
             tls_files: Vec::new(),
             quic_tls: QuicTls::new(None),
             observability: Observability::default(),
-            published_servers: HashSet::new(),
+            server_up: None,
         }
     }
 
-    /// Publishes every applied configuration to the API and the metrics too.
+    /// Publishes every applied configuration to the API and the metrics too, and every
+    /// change of a watched server's health to the metrics. Call it before the first reload.
     pub fn with_observability(mut self, observability: Observability) -> Self {
+        if let Some(metrics) = &observability.metrics {
+            let server_up = ServerUpMetric::new(metrics.clone());
+            self.http_states = ServiceStates::with_observer(server_up.clone());
+            self.server_up = Some(server_up);
+        }
         self.observability = observability;
         self
     }
@@ -245,6 +252,7 @@ impl Reloader {
                 servers: &self.servers,
                 states: &self.http_states,
                 certs: &mut self.good_certs,
+                server_up: self.server_up.as_ref(),
             },
         );
         self.good_certs.retain_used();
@@ -280,38 +288,25 @@ impl Reloader {
         true
     }
 
-    /// Tells the API and the metrics about the configuration just installed.
+    /// Tells the API and the metrics about the configuration just installed: both get the
+    /// servers that health checks watch, whose health they read when they show it.
     fn publish(
         &mut self,
         dy: &DynamicConfig,
         report: &crate::config::validate::Report,
         certificates: &[Arc<rustls::sign::CertifiedKey>],
     ) {
-        let mut health = crate::api::ServerHealth::new();
-        for ((service, address, _), server) in &self.servers {
-            health
-                .entry(service.clone())
-                .or_default()
-                .insert(address.clone(), server.is_healthy());
-        }
+        let health = watched(&self.http_states, &self.servers, dy);
         if let Some(api) = &self.observability.api {
             api.store(Arc::new(crate::api::ApiState::build(
                 &self.st, dy, report, &health,
             )));
         }
+        if let Some(server_up) = &self.server_up {
+            server_up.publish(&health);
+        }
         if let Some(metrics) = &self.observability.metrics {
             metrics.config_reload(true);
-            let mut published = HashSet::new();
-            for (service, servers) in &health {
-                for (address, up) in servers {
-                    metrics.set_server_up(service, address, *up);
-                    published.insert((service.clone(), address.clone()));
-                }
-            }
-            for (service, address) in self.published_servers.difference(&published) {
-                metrics.remove_server(service, address);
-            }
-            self.published_servers = published;
             metrics.clear_certs();
             for cert in certificates {
                 if let Some((cn, serial, sans, not_after)) = certificate_facts(cert) {

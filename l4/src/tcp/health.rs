@@ -7,7 +7,8 @@
 //! one failure marks a server down and one success marks it up again. Healthy servers are
 //! probed every `interval`, unhealthy ones every `unhealthy_interval` (default: `interval`).
 //!
-//! This module only flips [`Server`] health flags; picking servers is `service`'s job.
+//! This module only flips [`Server`] health flags, and tells an [`OnChange`] callback of each
+//! change (the metrics); picking servers is `service`'s job.
 
 use std::io;
 use std::sync::Arc;
@@ -61,14 +62,27 @@ impl Drop for HealthHandle {
     }
 }
 
-/// Starts probing every server of `lb`. Must be called within a tokio runtime.
-pub fn spawn(lb: Arc<LoadBalancer>, spec: HealthCheckSpec) -> HealthHandle {
+/// Called after a probe changed a server's health; it reads the new health from the server.
+pub type OnChange = Arc<dyn Fn(&Server) + Send + Sync>;
+
+/// Starts probing every server of `lb`, telling `on_change` of each change. Must be called
+/// within a tokio runtime.
+pub fn spawn(
+    lb: Arc<LoadBalancer>,
+    spec: HealthCheckSpec,
+    on_change: Option<OnChange>,
+) -> HealthHandle {
     let spec = Arc::new(spec);
     let task = tokio::spawn(async move {
         // Aborting this task drops the set, which aborts every probe loop in it.
         let mut probes = JoinSet::new();
         for server in lb.servers() {
-            probes.spawn(watch(server.clone(), lb.transport().clone(), spec.clone()));
+            probes.spawn(watch(
+                server.clone(),
+                lb.transport().clone(),
+                spec.clone(),
+                on_change.clone(),
+            ));
         }
         while probes.join_next().await.is_some() {}
     });
@@ -93,7 +107,12 @@ enum ProbeError {
 }
 
 /// Probes one server forever, logging each change of its health.
-async fn watch(server: Arc<Server>, transport: Arc<Transport>, spec: Arc<HealthCheckSpec>) {
+async fn watch(
+    server: Arc<Server>,
+    transport: Arc<Transport>,
+    spec: Arc<HealthCheckSpec>,
+    on_change: Option<OnChange>,
+) {
     let target = match spec.port {
         Some(port) => with_port(&server.address, port),
         None => server.address.clone(),
@@ -109,17 +128,24 @@ async fn watch(server: Arc<Server>, transport: Arc<Transport>, spec: Arc<HealthC
         let result = tokio::time::timeout(spec.timeout, probe)
             .await
             .unwrap_or(Err(ProbeError::Timeout(spec.timeout)));
-        match result {
+        let changed = match result {
             Ok(()) => {
-                if !server.set_healthy(true) {
+                let changed = !server.set_healthy(true);
+                if changed {
                     tracing::info!(server = %server.address, probe = %target, "TCP server is up");
                 }
+                changed
             }
             Err(reason) => {
-                if server.set_healthy(false) {
+                let changed = server.set_healthy(false);
+                if changed {
                     tracing::warn!(server = %server.address, probe = %target, %reason, "TCP server is down");
                 }
+                changed
             }
+        };
+        if let (true, Some(on_change)) = (changed, &on_change) {
+            on_change(&server);
         }
     }
 }
@@ -203,11 +229,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn server_that_stops_answering_goes_down_then_back_up() {
+    async fn server_that_stops_answering_goes_down_then_back_up_and_each_change_is_told() {
         let backend = echo_backend(None).await;
         let addr = backend.addr;
         let lb = balancer(addr.to_string(), false, Transport::default());
-        let _checks = spawn(lb.clone(), fast(HealthCheckSpec::default()));
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let on_change: OnChange = {
+            let told = told.clone();
+            Arc::new(move |server: &Server| {
+                told.lock()
+                    .unwrap()
+                    .push((server.address.clone(), server.is_healthy()));
+            })
+        };
+        let _checks = spawn(
+            lb.clone(),
+            fast(HealthCheckSpec::default()),
+            Some(on_change),
+        );
 
         drop(backend);
         wait_until("down", || !server(&lb).is_healthy()).await;
@@ -225,6 +264,11 @@ mod tests {
         .unwrap();
         let _backend = echo_on(listener, None);
         wait_until("up", || server(&lb).is_healthy()).await;
+        let address = addr.to_string();
+        assert_eq!(
+            *told.lock().unwrap(),
+            [(address.clone(), false), (address, true)]
+        );
     }
 
     #[tokio::test]
@@ -234,7 +278,7 @@ mod tests {
             interval: Duration::from_millis(300),
             ..fast(HealthCheckSpec::default())
         };
-        let _checks = spawn(lb.clone(), spec);
+        let _checks = spawn(lb.clone(), spec, None);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(server(&lb).is_healthy());
         wait_until("down", || !server(&lb).is_healthy()).await;
@@ -250,7 +294,7 @@ mod tests {
             expect: Some("PING".into()),
             ..fast(HealthCheckSpec::default())
         };
-        let checks = spawn(lb.clone(), echoing);
+        let checks = spawn(lb.clone(), echoing, None);
         wait_until("up", || server(&lb).is_healthy()).await;
         drop(checks);
 
@@ -259,7 +303,7 @@ mod tests {
             expect: Some("PONG".into()),
             ..fast(HealthCheckSpec::default())
         };
-        let _checks = spawn(lb.clone(), wrong);
+        let _checks = spawn(lb.clone(), wrong, None);
         wait_until("down", || !server(&lb).is_healthy()).await;
     }
 
@@ -272,7 +316,7 @@ mod tests {
             timeout: Duration::from_millis(100),
             ..fast(HealthCheckSpec::default())
         };
-        let _checks = spawn(lb.clone(), spec);
+        let _checks = spawn(lb.clone(), spec, None);
         wait_until("down", || !server(&lb).is_healthy()).await;
     }
 
@@ -295,13 +339,13 @@ mod tests {
         };
         let lb = balancer(tls_backend.addr.to_string(), true, transport());
         server(&lb).set_healthy(false);
-        let _checks = spawn(lb.clone(), spec.clone());
+        let _checks = spawn(lb.clone(), spec.clone(), None);
         wait_until("TLS server up", || server(&lb).is_healthy()).await;
 
         // A plain server marked `tls` fails the handshake.
         let plain_backend = echo_backend(None).await;
         let wrong = balancer(plain_backend.addr.to_string(), true, transport());
-        let _checks = spawn(wrong.clone(), spec);
+        let _checks = spawn(wrong.clone(), spec, None);
         wait_until("plain server down", || !server(&wrong).is_healthy()).await;
     }
 
@@ -315,7 +359,7 @@ mod tests {
             port: Some(backend.addr.port()),
             ..fast(HealthCheckSpec::default())
         };
-        let _checks = spawn(lb.clone(), spec);
+        let _checks = spawn(lb.clone(), spec, None);
         wait_until("up", || server(&lb).is_healthy()).await;
     }
 
@@ -329,14 +373,14 @@ mod tests {
             unhealthy_interval: Some(Duration::from_millis(30)),
             ..fast(HealthCheckSpec::default())
         };
-        let _checks = spawn(lb.clone(), spec);
+        let _checks = spawn(lb.clone(), spec, None);
         wait_until("up", || server(&lb).is_healthy()).await;
     }
 
     #[tokio::test]
     async fn dropping_the_handle_stops_the_checks() {
         let lb = balancer(closed_port().await.to_string(), false, Transport::default());
-        let checks = spawn(lb.clone(), fast(HealthCheckSpec::default()));
+        let checks = spawn(lb.clone(), fast(HealthCheckSpec::default()), None);
         drop(checks);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(server(&lb).is_healthy());

@@ -1,10 +1,12 @@
 //! The health of a load balancer's servers: one flag per server, written by the active and
 //! passive checkers, read by every strategy, sticky cookies and parents.
 //!
-//! Servers start up. Each change is logged once, by whoever made it.
+//! Servers start up. Each change is logged once, by whoever made it, and reported to the
+//! [`HealthObserver`] attached while the registry keeps the state (the metrics).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Who changed a server's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +31,22 @@ struct Slot {
     fenced: bool,
 }
 
+/// Told of every change of a load-balancer server's health, e.g. to export it as a metric.
+///
+/// Reports of one load balancer never run concurrently, and each carries the health the
+/// server has when it is made, so the last report of a server is always its current health.
+pub trait HealthObserver: Send + Sync + 'static {
+    /// Server `url` of load balancer `service` is now `up` (or down).
+    fn server_changed(&self, service: &str, url: &str, up: bool);
+}
+
 /// The servers of one load balancer, in the order of its spec (without ignored ones).
 pub(crate) struct ServerHealth {
     service: String,
     slots: Vec<Slot>,
     up_count: AtomicUsize,
+    /// Told of changes while attached; the lock also keeps reports in order.
+    observer: Mutex<Option<Arc<dyn HealthObserver>>>,
 }
 
 impl ServerHealth {
@@ -51,7 +64,28 @@ impl ServerHealth {
             service: service.to_owned(),
             up_count: AtomicUsize::new(slots.len()),
             slots,
+            observer: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The number of servers.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Reports every later change to `observer`.
+    pub(crate) fn attach(&self, observer: Arc<dyn HealthObserver>) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
+    }
+
+    /// Stops reporting changes; once this returns no report is under way either. A state
+    /// that a reload replaced calls it, so that it never reports over its successor.
+    pub(crate) fn detach(&self) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     pub(crate) fn url(&self, server: usize) -> &str {
@@ -107,7 +141,17 @@ impl ServerHealth {
                 }
             }
         }
+        self.report(slot);
         true
+    }
+
+    /// Tells the observer the health `slot` has now: a concurrent change may have come
+    /// after this one, and its report waits for the lock.
+    fn report(&self, slot: &Slot) {
+        let observer = self.observer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(observer) = &*observer {
+            observer.server_changed(&self.service, &slot.url, slot.up.load(Ordering::Acquire));
+        }
     }
 
     /// Each server URL with whether it is up.
@@ -119,8 +163,48 @@ impl ServerHealth {
     }
 }
 
+/// A read-only handle on the server health of one load balancer, for the API: it reads the
+/// flags the checkers write, so it always shows the current health.
+#[derive(Clone)]
+pub struct ServerHealthView(pub(crate) Arc<ServerHealth>);
+
+impl ServerHealthView {
+    /// The load balancer's service name.
+    pub fn service(&self) -> &str {
+        self.0.service()
+    }
+
+    /// The number of balanced servers (those of weight > 0, in spec order).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// The URL of server `server`; empty when there is no such server.
+    pub fn url(&self, server: usize) -> &str {
+        self.0.url(server)
+    }
+
+    /// Whether server `server` is up now.
+    pub fn is_up(&self, server: usize) -> bool {
+        self.0.is_up(server)
+    }
+}
+
+impl fmt::Debug for ServerHealthView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHealthView")
+            .field("service", &self.0.service)
+            .field("servers", &self.0.statuses())
+            .finish()
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn health() -> ServerHealth {
@@ -160,5 +244,65 @@ mod tests {
         assert!(health.set(1, true, Checker::Active, None));
         assert!(health.any_up());
         assert!(!health.set(7, true, Checker::Active, None));
+    }
+
+    /// Records the reports it gets.
+    #[derive(Default)]
+    pub(crate) struct Reports(pub(crate) Mutex<Vec<(String, String, bool)>>);
+
+    impl HealthObserver for Reports {
+        fn server_changed(&self, service: &str, url: &str, up: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((service.to_owned(), url.to_owned(), up));
+        }
+    }
+
+    #[test]
+    fn changes_are_reported_while_attached_only() {
+        let health = health();
+        let reports = Arc::new(Reports::default());
+        health.set(0, false, Checker::Active, None);
+        health.attach(reports.clone());
+        health.set(0, false, Checker::Passive, None);
+        health.set(0, true, Checker::Active, None);
+        health.set(1, false, Checker::Passive, Some(&"status 502"));
+        health.detach();
+        health.set(1, true, Checker::Passive, None);
+        assert_eq!(
+            *reports.0.lock().unwrap(),
+            [
+                ("svc@file".to_owned(), "http://a".to_owned(), true),
+                ("svc@file".to_owned(), "http://b".to_owned(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_report_of_concurrent_changes_is_the_current_health() {
+        let health = Arc::new(health());
+        let reports = Arc::new(Reports::default());
+        health.attach(reports.clone());
+        let flippers: Vec<_> = (0..4)
+            .map(|n| {
+                let health = health.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let by = if n % 2 == 0 {
+                            Checker::Active
+                        } else {
+                            Checker::Passive
+                        };
+                        health.set(0, (i + n) % 3 != 0, by, None);
+                    }
+                })
+            })
+            .collect();
+        for flipper in flippers {
+            flipper.join().unwrap();
+        }
+        let last = reports.0.lock().unwrap().last().map(|(_, _, up)| *up);
+        assert_eq!(last, Some(health.is_up(0)));
     }
 }

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 
 use super::active::{self, CheckerHandle, HealthCheckSpec, ProbeTarget, Prober, ProberSlot};
-use super::health::{Checker, ServerHealth};
+use super::health::{Checker, HealthObserver, ServerHealth, ServerHealthView};
 use super::passive::{Outcome, Passive, PassiveHealthCheckSpec, Verdict};
 use super::sticky::StickyCookie;
 use super::{BuildError, Health, SharedHealth};
@@ -191,6 +191,27 @@ impl LbState {
     /// Each used server's URL with whether it is up, in spec order.
     pub fn server_status(&self) -> Vec<(String, bool)> {
         self.health.statuses()
+    }
+
+    /// A handle that reads the servers' health when asked.
+    pub fn health_view(&self) -> ServerHealthView {
+        ServerHealthView(self.health.clone())
+    }
+
+    /// Whether a health check (active or passive) can take its servers down; without one
+    /// they are always up.
+    pub fn is_checked(&self) -> bool {
+        self.spec.health_check.is_some() || self.spec.passive_health_check.is_some()
+    }
+
+    /// Reports every later change of the servers' health to `observer`.
+    pub(crate) fn attach(&self, observer: Arc<dyn HealthObserver>) {
+        self.health.attach(observer);
+    }
+
+    /// Stops reporting changes (see [`ServerHealth::detach`]).
+    pub(crate) fn detach(&self) {
+        self.health.detach();
     }
 
     #[cfg(test)]

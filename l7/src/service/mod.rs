@@ -45,8 +45,13 @@
 //! registry or a snapshot holds it: the old snapshot keeps its own until it is dropped.
 //!
 //! # Observability
-//! [`LbState::server_status`] and [`ServiceStates::server_status`] list each server URL with
-//! whether it is up, for the API and the `service_server_up` metric.
+//! [`ServiceStates::checked_health`] gives a [`ServerHealthView`] of each load balancer whose
+//! servers a health check (active or passive) watches: the API reads it when it shows a
+//! service, so it is always current. A registry made [`ServiceStates::with_observer`]
+//! reports every change of those servers to a [`HealthObserver`] (the `service_server_up`
+//! metric), as long as it keeps their state: a state a reload replaced or forgot stops
+//! reporting, even while an old snapshot still uses it. [`LbState::server_status`] and
+//! [`ServiceStates::server_status`] list each server URL with whether it is up.
 
 mod active;
 mod body;
@@ -66,6 +71,7 @@ use std::sync::Arc;
 pub use crate::balance::sticky::{CookieSpec, SameSite, cookie_name};
 pub use active::{HealthCheckMode, HealthCheckSpec, Prober};
 pub use failover::{Failover, FailoverErrors, FailoverSpec, StatusRanges};
+pub use health::{HealthObserver, ServerHealthView};
 pub use highest_random_weight::HighestRandomWeight;
 pub use load_balancer::{LbState, LoadBalancer, LoadBalancerSpec, ServerSpec, Strategy};
 pub use mirroring::{Mirror, Mirroring, MirroringSpec};

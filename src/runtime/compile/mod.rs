@@ -37,6 +37,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 
 use super::internal::{ECHO_SERVICE, Internal};
+use super::server_health::ServerUpMetric;
 use crate::config::dynamic::{
     DEFAULT_TLS_NAME, DynamicConfig, TcpRouter, TcpServersTransport, TlsOptions,
 };
@@ -176,6 +177,8 @@ pub struct Carried<'a> {
     pub states: &'a ServiceStates,
     /// Certificates as last loaded successfully.
     pub certs: &'a mut LastGoodCerts,
+    /// Told of the changes TCP health checks make, for the metrics.
+    pub server_up: Option<&'a Arc<ServerUpMetric>>,
 }
 
 pub fn compile(
@@ -190,11 +193,13 @@ pub fn compile(
         servers: previous,
         states,
         certs: good_certs,
+        server_up,
     } = carried;
     let mut c = Compiler {
         good_certs,
         http: http::HttpParts::default(),
         states,
+        server_up,
         st,
         dy,
         internal,
@@ -318,6 +323,8 @@ struct Compiler<'a> {
     http: http::HttpParts,
     /// HTTP load-balancer states, kept across reloads while a service is unchanged.
     states: &'a ServiceStates,
+    /// Told of the changes TCP health checks make.
+    server_up: Option<&'a Arc<ServerUpMetric>>,
     st: &'a StaticConfig,
     dy: &'a DynamicConfig,
     internal: &'a Internal,
@@ -471,7 +478,9 @@ impl Compiler<'_> {
                     unhealthy_interval: hc.unhealthy_interval.and_then(positive),
                     timeout: positive(hc.timeout).unwrap_or(defaults.timeout),
                 };
-                self.health.push(health::spawn(lb_rt.clone(), spec));
+                let on_change = self.server_up.map(|metric| metric.tcp_hook(name));
+                self.health
+                    .push(health::spawn(lb_rt.clone(), spec, on_change));
             }
             return Some(Service::LoadBalancer(lb_rt));
         }
