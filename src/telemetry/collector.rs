@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use l7::error::ProxyError;
 use l7::transport::{Transport, TransportSettings};
@@ -136,12 +136,11 @@ impl Collector {
         headers: &HeaderMap,
         request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
-        let mut post = Request::post(endpoint.clone())
-            .body(l7::handler::boxed(Full::new(Bytes::from(
-                request.encode_to_vec(),
-            ))))
-            .map_err(|e| ExportError::Answer(e.to_string()))?;
-        post.headers_mut().extend(headers.clone());
+        let body = Full::new(Bytes::from(request.encode_to_vec()));
+        let mut post = Request::new(l7::handler::boxed(body));
+        *post.method_mut() = Method::POST;
+        *post.uri_mut() = endpoint.clone();
+        *post.headers_mut() = headers.clone();
         post.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-protobuf"),
