@@ -37,6 +37,12 @@ pub trait RequestObserver: Send + Sync + 'static {
     fn wanted_headers(&self) -> Option<&WantedHeaders> {
         None
     }
+
+    /// Which of the response's headers records should carry (a span's captured headers), on
+    /// the same terms.
+    fn wanted_response_headers(&self) -> Option<&WantedHeaders> {
+        None
+    }
 }
 
 /// The request headers an observer needs.
@@ -219,6 +225,9 @@ pub struct RequestRecord {
     /// The request's headers as received, those the observer [asked
     /// for](RequestObserver::wanted_headers).
     pub headers: Option<http::HeaderMap>,
+    /// The response's headers as sent, those the observer [asked
+    /// for](RequestObserver::wanted_response_headers).
+    pub response_headers: Option<http::HeaderMap>,
     /// The server the load balancer sent it to (as configured: `http://10.0.0.1:80`).
     pub server: Option<String>,
     /// The user an authentication middleware admitted.
@@ -310,6 +319,7 @@ impl Observation {
             headers: observer
                 .wanted_headers()
                 .map(|wanted| wanted.pick(request.headers())),
+            response_headers: None,
             server: None,
             username: None,
             retries: 0,
@@ -347,6 +357,10 @@ impl Observation {
         }
         self.record.status = response.status();
         self.record.error = response_error(&response);
+        self.record.response_headers = self
+            .observer
+            .wanted_response_headers()
+            .map(|wanted| wanted.pick(response.headers()));
         response.map(|body| {
             ObservedBody {
                 body,
@@ -724,6 +738,60 @@ mod tests {
         response.into_body().collect().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(recorder.0.lock().unwrap().len(), 4);
+    }
+
+    /// A recorder that asks for some request and response headers.
+    struct Picky {
+        request: WantedHeaders,
+        response: WantedHeaders,
+        recorder: Arc<Recorder>,
+    }
+
+    impl RequestObserver for Picky {
+        fn observe(&self, record: &RequestRecord) {
+            self.recorder.observe(record);
+        }
+
+        fn wanted_headers(&self) -> Option<&WantedHeaders> {
+            Some(&self.request)
+        }
+
+        fn wanted_response_headers(&self) -> Option<&WantedHeaders> {
+            Some(&self.response)
+        }
+    }
+
+    #[tokio::test]
+    async fn records_carry_only_the_headers_their_observer_asks_for() {
+        let (addr, entrypoint, plain) = observed_entrypoint().await;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        // Not asked for: no copies.
+        let response = client
+            .request(request(addr, Method::GET, "nowhere.test", ""))
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+        let record = plain.wait_for(1).await.remove(0);
+        assert!(record.headers.is_none() && record.response_headers.is_none());
+
+        let recorder = Arc::new(Recorder::default());
+        entrypoint.set_observer(Some(Arc::new(Picky {
+            request: WantedHeaders::Only(vec![HOST]),
+            response: WantedHeaders::Only(vec![CONTENT_TYPE]),
+            recorder: recorder.clone(),
+        })));
+        let response = client
+            .request(request(addr, Method::GET, "nowhere.test", ""))
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+        let record = recorder.wait_for(1).await.remove(0);
+        let headers = record.headers.expect("request headers");
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers[HOST], "nowhere.test");
+        let response_headers = record.response_headers.expect("response headers");
+        assert_eq!(response_headers.len(), 1, "{response_headers:?}");
+        assert_eq!(response_headers[CONTENT_TYPE], "text/plain; charset=utf-8");
     }
 
     #[tokio::test]

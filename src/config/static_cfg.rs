@@ -716,7 +716,7 @@ impl Default for AccessLogHeaders {
 }
 
 /// `tracing`: W3C trace context propagation for every HTTP request, and span export over
-/// OTLP/HTTP when `otlp.http` is set (docs/tracing.md).
+/// OTLP (`otlp.grpc`, else `otlp.http`) when `otlp` is set (docs/tracing.md).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Tracing {
@@ -728,11 +728,14 @@ pub struct Tracing {
     /// both are read, `resourceAttributes` wins).
     pub global_attributes: BTreeMap<String, String>,
     pub resource_attributes: BTreeMap<String, String>,
-    /// Accepted; Traefik's internal routers are not traced here either way.
+    /// Whether requests routed to an `@internal` service (api, ping, dashboard...) are
+    /// exported too.
     pub add_internals: bool,
-    // Accepted as written; not exported yet (docs/tracing.md).
+    /// Request headers exported as `http.request.header.<name>` span attributes.
     pub captured_request_headers: Vec<String>,
+    /// Response headers exported as `http.response.header.<name>` span attributes.
     pub captured_response_headers: Vec<String>,
+    /// Query parameters whose values `url.query` shows; the others read `REDACTED`.
     pub safe_query_params: Vec<String>,
     pub otlp: Option<TracingOtlp>,
 }
@@ -753,23 +756,23 @@ impl Default for Tracing {
     }
 }
 
+/// Where spans go; with both set, `grpc` is used (as in Traefik).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TracingOtlp {
     pub http: Option<OtlpHttp>,
-    /// Accepted; the runtime exports over HTTP only (a warning says so).
-    pub grpc: Option<serde_json::Value>,
+    pub grpc: Option<OtlpGrpc>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct OtlpHttp {
-    /// The full URL spans are POSTed to; Traefik's default.
+    /// The full URL spans are POSTed to (`/v1/traces` when it has no path).
     pub endpoint: String,
     /// Sent with every export (an `Authorization`, say).
     pub headers: BTreeMap<String, String>,
-    /// Accepted; `https` endpoints are refused for now (docs/tracing.md).
-    pub tls: Option<serde_json::Value>,
+    /// Trust and client certificate for `https://` endpoints.
+    pub tls: Option<OtlpTls>,
 }
 
 impl Default for OtlpHttp {
@@ -780,6 +783,41 @@ impl Default for OtlpHttp {
             tls: None,
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct OtlpGrpc {
+    /// `host:port` of the collector.
+    pub endpoint: String,
+    /// Plaintext HTTP/2 instead of TLS (ignored when `tls` is set, as in Traefik).
+    pub insecure: bool,
+    /// Sent as request metadata with every export.
+    pub headers: BTreeMap<String, String>,
+    pub tls: Option<OtlpTls>,
+}
+
+impl Default for OtlpGrpc {
+    fn default() -> Self {
+        OtlpGrpc {
+            endpoint: "localhost:4317".to_owned(),
+            insecure: false,
+            headers: BTreeMap::new(),
+            tls: None,
+        }
+    }
+}
+
+/// Traefik's client TLS: `ca`, `cert` and `key` are each a path or the PEM itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct OtlpTls {
+    /// The CA the collector's certificate must chain to; empty trusts the system's roots.
+    pub ca: String,
+    /// A client certificate and its key, for collectors that ask (both or neither).
+    pub cert: String,
+    pub key: String,
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -1310,6 +1348,43 @@ mod tests {
         let errors =
             load_static(&args(&["--tracing.otlp.http.endpoints=x"]), &[]).expect_err("refused");
         assert!(errors[0].message.contains("endpoints"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn tracing_grpc_keys_are_typed_with_traefiks_defaults() {
+        let loaded = load_static(
+            &args(&[
+                "--tracing.otlp.grpc",
+                "--tracing.capturedRequestHeaders=X-Request-Id",
+                "--tracing.addinternals=true",
+            ]),
+            &[],
+        )
+        .expect("loads");
+        let tracing = loaded.config.tracing.expect("set");
+        assert!(tracing.add_internals);
+        assert_eq!(tracing.captured_request_headers, ["X-Request-Id"]);
+        let grpc = tracing.otlp.and_then(|o| o.grpc).expect("otlp.grpc");
+        assert_eq!(grpc.endpoint, "localhost:4317");
+        assert!(!grpc.insecure && grpc.tls.is_none());
+        let loaded = load_static(
+            &args(&[
+                "--tracing.otlp.grpc.endpoint=collector:4317",
+                "--tracing.otlp.grpc.tls.ca=/ca.pem",
+                "--tracing.otlp.grpc.tls.insecureskipverify=true",
+            ]),
+            &[],
+        )
+        .expect("loads");
+        let grpc = loaded
+            .config
+            .tracing
+            .and_then(|t| t.otlp?.grpc)
+            .expect("grpc");
+        assert_eq!(grpc.endpoint, "collector:4317");
+        let tls = grpc.tls.expect("tls");
+        assert_eq!(tls.ca, "/ca.pem");
+        assert!(tls.insecure_skip_verify);
     }
 
     #[test]

@@ -792,6 +792,7 @@ pub(crate) mod tests {
             duration: Duration::from_millis(millis),
             started: SystemTime::now(),
             headers: None,
+            response_headers: None,
             server: None,
             username: None,
             retries: 0,

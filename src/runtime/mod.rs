@@ -410,13 +410,10 @@ fn internal_http_services(
     services
 }
 
-/// The OTLP span exporter, when `tracing.otlp.http` is configured (an error disables it).
+/// The OTLP span exporter, when `tracing.otlp` is configured (an error disables it).
 fn start_span_export(
     tracing: &crate::config::static_cfg::Tracing,
 ) -> Option<Arc<crate::telemetry::SpanExport>> {
-    if tracing.otlp.as_ref().is_some_and(|o| o.grpc.is_some()) {
-        warn!("tracing.otlp.grpc is not supported: spans are exported with tracing.otlp.http only");
-    }
     crate::telemetry::SpanExport::start(tracing)
         .map_err(|e| error!("tracing export disabled: {e}"))
         .ok()
@@ -447,7 +444,14 @@ fn request_observer(
             let wanted = l7::observe::WantedHeaders::union(
                 observers.iter().filter_map(|o| o.wanted_headers()),
             );
-            Some(Arc::new(RequestObservers { observers, wanted }))
+            let wanted_response = l7::observe::WantedHeaders::union(
+                observers.iter().filter_map(|o| o.wanted_response_headers()),
+            );
+            Some(Arc::new(RequestObservers {
+                observers,
+                wanted,
+                wanted_response,
+            }))
         }
     }
 }
@@ -457,6 +461,7 @@ struct RequestObservers {
     observers: Vec<Arc<dyn l7::observe::RequestObserver>>,
     /// The headers any of them wants.
     wanted: Option<l7::observe::WantedHeaders>,
+    wanted_response: Option<l7::observe::WantedHeaders>,
 }
 
 impl l7::observe::RequestObserver for RequestObservers {
@@ -468,6 +473,10 @@ impl l7::observe::RequestObserver for RequestObservers {
 
     fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
         self.wanted.as_ref()
+    }
+
+    fn wanted_response_headers(&self) -> Option<&l7::observe::WantedHeaders> {
+        self.wanted_response.as_ref()
     }
 }
 

@@ -1053,7 +1053,7 @@ fn load_roots(entries: &[String]) -> Result<Vec<CertificateDer<'static>>, String
 }
 
 /// Traefik accepts either a path or the PEM content itself.
-fn read_pem_or_path(value: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem_or_path(value: &str) -> Result<Vec<u8>, String> {
     if value.trim_start().starts_with("-----BEGIN") {
         return Ok(value.as_bytes().to_vec());
     }
