@@ -950,6 +950,7 @@ mod tests {
             duration: Duration::from_millis(millis),
             started: UNIX_EPOCH + Duration::from_secs(START),
             headers: Some(headers),
+            response_headers: None,
             server: Some("http://127.0.0.1:9000".into()),
             username: None,
             retries: 0,
