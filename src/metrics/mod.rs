@@ -13,6 +13,7 @@
 
 mod scrape;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,12 @@ pub enum MetricsError {
     InvalidPrefix(String),
     #[error("metrics.prometheus.buckets {0:?}: bucket bounds must be finite and increasing")]
     InvalidBuckets(Vec<f64>),
+    #[error(
+        "metrics.prometheus.headerLabels.{0}: a label name is letters, digits and `_`, not starting with a digit or `__`, and not one of the labels Sallyport sets"
+    )]
+    InvalidHeaderLabel(String),
+    #[error("metrics.prometheus.headerLabels.{label}: {header:?} is not a header name")]
+    InvalidHeaderName { label: String, header: String },
 }
 
 /// Which way bytes or datagrams went, as the `direction` label says it.
@@ -178,15 +185,113 @@ impl MetricConstructor<Histogram> for Buckets {
     }
 }
 
+/// The label values `headerLabels` takes from a request's headers, in the order of
+/// [`HeaderLabels::names`]; empty without `headerLabels`.
+#[derive(Clone, Debug, Default)]
+struct HeaderValues {
+    names: Arc<[String]>,
+    values: Box<[String]>,
+}
+
+// The names are the same for every value set of a registry: only the values tell sets apart.
+impl PartialEq for HeaderValues {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl Eq for HeaderValues {}
+
+impl std::hash::Hash for HeaderValues {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.values.hash(state);
+    }
+}
+
+/// A scope's labels and, on `*_requests_total`, the `headerLabels`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct WithHeaders<L> {
+    labels: L,
+    headers: HeaderValues,
+}
+
+impl<L: EncodeLabelSet> EncodeLabelSet for WithHeaders<L> {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.labels.encode(encoder)?;
+        for (name, value) in self.headers.names.iter().zip(self.headers.values.iter()) {
+            prometheus_client::encoding::EncodeLabel::encode(
+                &(name.as_str(), value.as_str()),
+                encoder.encode_label(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `metrics.prometheus.headerLabels`: label name → request header.
+#[derive(Debug, Default)]
+struct HeaderLabels {
+    names: Arc<[String]>,
+    headers: Vec<http::HeaderName>,
+    /// The headers records must carry for them (`Host` is carried anyway).
+    wanted: Option<l7::observe::WantedHeaders>,
+}
+
+impl HeaderLabels {
+    /// The label values of a request: a header's first value, `Host` the request's
+    /// authority; empty when absent (or not text).
+    fn values(&self, record: &RequestRecord) -> HeaderValues {
+        if self.headers.is_empty() {
+            // No allocation: an empty name list is shared and an empty box allocates nothing.
+            return HeaderValues {
+                names: self.names.clone(),
+                values: Box::default(),
+            };
+        }
+        let values = self
+            .headers
+            .iter()
+            .map(|name| {
+                let value = if name == http::header::HOST {
+                    record.host.as_ref()
+                } else {
+                    record.headers.as_ref().and_then(|h| h.get(name))
+                };
+                value.and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+            })
+            .collect();
+        HeaderValues {
+            names: self.names.clone(),
+            values,
+        }
+    }
+}
+
+/// The series of one label set in a scope's four request families, shared with them.
+#[derive(Clone, Debug)]
+struct Handles {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Counter,
+    response_bytes: Counter,
+}
+
 /// The four request families of one scope (`entrypoint`, `router` or `service`) and its TLS
 /// counter.
 #[derive(Debug)]
 struct RequestFamilies<L, T> {
-    requests: Family<L, Counter>,
+    requests: Family<WithHeaders<L>, Counter>,
     duration: Family<L, Histogram, Buckets>,
     request_bytes: Family<L, Counter>,
     response_bytes: Family<L, Counter>,
     tls: Family<T, Counter>,
+    /// Every label set recorded so far, with its series: one lookup a request instead of
+    /// four, and the list [`RequestFamilies::retain`] goes through.
+    seen: std::sync::RwLock<HashMap<WithHeaders<L>, Handles>>,
+    seen_tls: std::sync::RwLock<HashMap<T, Counter>>,
 }
 
 impl<L, T> RequestFamilies<L, T>
@@ -204,6 +309,8 @@ where
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             tls: Family::default(),
+            seen: Default::default(),
+            seen_tls: Default::default(),
         };
         // The client appends `_total` to counters.
         registry.register(
@@ -234,20 +341,78 @@ where
         families
     }
 
-    fn record(&self, labels: &L, tls: Option<T>, record: &RequestRecord) {
-        self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(labels)
-            .observe(record.duration.as_secs_f64());
-        self.request_bytes
-            .get_or_create(labels)
-            .inc_by(record.request_bytes);
-        self.response_bytes
-            .get_or_create(labels)
-            .inc_by(record.response_bytes);
-        if let Some(tls) = tls {
-            self.tls.get_or_create(&tls).inc();
+    /// The series of `key`, made the first time it is seen.
+    fn handles(&self, key: WithHeaders<L>) -> Handles {
+        if let Some(handles) = self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return handles.clone();
         }
+        let handles = Handles {
+            requests: self.requests.get_or_create(&key).clone(),
+            duration: self.duration.get_or_create(&key.labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
+        };
+        self.seen
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(handles)
+            .clone()
+    }
+
+    fn record(&self, key: WithHeaders<L>, tls: Option<T>, record: &RequestRecord) {
+        let handles = self.handles(key);
+        handles.requests.inc();
+        handles.duration.observe(record.duration.as_secs_f64());
+        handles.request_bytes.inc_by(record.request_bytes);
+        handles.response_bytes.inc_by(record.response_bytes);
+        if let Some(tls) = tls {
+            let known = self
+                .seen_tls
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&tls)
+                .cloned();
+            let counter = known.unwrap_or_else(|| {
+                let counter = self.tls.get_or_create(&tls).clone();
+                self.seen_tls
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(tls)
+                    .or_insert(counter)
+                    .clone()
+            });
+            counter.inc();
+        }
+    }
+
+    /// Drops the series of the label sets `keep` refuses (routers and services a reload
+    /// removed), so they stop being exported.
+    fn retain(&self, keep: impl Fn(&L) -> bool, keep_tls: impl Fn(&T) -> bool) {
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|key, _| {
+            let kept = keep(&key.labels);
+            if !kept {
+                self.requests.remove(key);
+                self.duration.remove(&key.labels);
+                self.request_bytes.remove(&key.labels);
+                self.response_bytes.remove(&key.labels);
+            }
+            kept
+        });
+        let mut seen_tls = self.seen_tls.write().unwrap_or_else(|e| e.into_inner());
+        seen_tls.retain(|key, _| {
+            let kept = keep_tls(key);
+            if !kept {
+                self.tls.remove(key);
+            }
+            kept
+        });
     }
 }
 
@@ -258,6 +423,7 @@ where
 pub struct Metrics {
     registry: Registry,
     prefix: String,
+    header_labels: HeaderLabels,
     /// `None` where `addEntryPointsLabels`, `addRoutersLabels` or `addServicesLabels` is off.
     entrypoint: Option<RequestFamilies<EntrypointLabels, EntrypointTlsLabels>>,
     router: Option<RequestFamilies<RouterLabels, RouterTlsLabels>>,
@@ -282,7 +448,7 @@ pub struct Metrics {
 impl Metrics {
     /// The registry `config` describes: prefix (empty: `sallyport`), request duration buckets,
     /// and which of the entrypoint, router and service request families exist.
-    /// `headerLabels` is not supported: a warning is logged and it is ignored.
+    /// `headerLabels` adds labels to the `*_requests_total` families.
     pub fn new(config: &Prometheus) -> Result<Self, MetricsError> {
         let prefix = if config.prefix.is_empty() {
             DEFAULT_PREFIX.to_owned()
@@ -293,9 +459,7 @@ impl Metrics {
             return Err(MetricsError::InvalidPrefix(prefix));
         }
         let buckets = request_buckets(&config.buckets)?;
-        if !config.header_labels.is_empty() {
-            tracing::warn!("metrics.prometheus.headerLabels is not supported yet: ignored");
-        }
+        let header_labels = header_labels(&config.header_labels)?;
         let mut registry = Registry::with_prefix(prefix.clone());
         let entrypoint = config.add_entry_points_labels.then(|| {
             RequestFamilies::register(&mut registry, "entrypoint", "entrypoints", &buckets)
@@ -401,6 +565,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             prefix,
+            header_labels,
             entrypoint,
             router,
             service,
@@ -452,6 +617,29 @@ impl Metrics {
         } else {
             self.config_reloads_failure.inc();
             self.config_last_reload_failure.set(seconds);
+        }
+    }
+
+    /// Stops exporting the request series of routers and services that are not in
+    /// `routers` and `services` (qualified names) any more: a reload removed them. Traefik
+    /// does the same, so that a long-lived process does not export every router it ever had.
+    pub fn retain_routes(
+        &self,
+        routers: &std::collections::HashSet<String>,
+        services: &std::collections::HashSet<String>,
+    ) {
+        // Internal routers and services (`ping@internal`...) come and go with the static
+        // configuration, not with reloads.
+        let router = |name: &str| name.ends_with("@internal") || routers.contains(name);
+        let service = |name: &str| name.ends_with("@internal") || services.contains(name);
+        if let Some(families) = &self.router {
+            families.retain(
+                |l| router(&l.router) && service(&l.service),
+                |t| router(&t.router) && service(&t.service),
+            );
+        }
+        if let Some(families) = &self.service {
+            families.retain(|l| service(&l.service), |t| service(&t.service));
         }
     }
 
@@ -592,6 +780,10 @@ impl ConnObserver for Metrics {
 }
 
 impl RequestObserver for Metrics {
+    fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
+        self.header_labels.wanted.as_ref()
+    }
+
     fn observe(&self, record: &RequestRecord) {
         if record.retries > 0
             && let Some(service) = &record.service
@@ -606,6 +798,7 @@ impl RequestObserver for Metrics {
         let method = method_label(&record.method);
         let protocol = record.protocol.as_str();
         let tls = record.tls.map(tls_labels);
+        let headers = self.header_labels.values(record);
         if let Some(families) = &self.entrypoint {
             let labels = EntrypointLabels {
                 code,
@@ -618,7 +811,14 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 entrypoint: record.entrypoint.clone(),
             });
-            families.record(&labels, tls, record);
+            families.record(
+                WithHeaders {
+                    labels,
+                    headers: headers.clone(),
+                },
+                tls,
+                record,
+            );
         }
         let Some(service) = &record.service else {
             return;
@@ -637,7 +837,14 @@ impl RequestObserver for Metrics {
                 router: router.clone(),
                 service: service.clone(),
             });
-            families.record(&labels, tls, record);
+            families.record(
+                WithHeaders {
+                    labels,
+                    headers: headers.clone(),
+                },
+                tls,
+                record,
+            );
         }
         if let Some(families) = &self.service {
             let labels = ServiceLabels {
@@ -651,7 +858,14 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 service: service.clone(),
             });
-            families.record(&labels, tls, record);
+            families.record(
+                WithHeaders {
+                    labels,
+                    headers: headers.clone(),
+                },
+                tls,
+                record,
+            );
         }
     }
 }
@@ -675,6 +889,46 @@ fn method_label(method: &Method) -> &'static str {
 
 fn tls_labels(params: TlsParams) -> (&'static str, &'static str) {
     (params.version, params.cipher.unwrap_or("unknown"))
+}
+
+/// `headerLabels` checked: valid label names that do not clash with the labels the request
+/// families already have, and valid header names.
+fn header_labels(
+    config: &std::collections::BTreeMap<String, String>,
+) -> Result<HeaderLabels, MetricsError> {
+    const TAKEN: [&str; 6] = [
+        "code",
+        "method",
+        "protocol",
+        "entrypoint",
+        "router",
+        "service",
+    ];
+    let mut names = Vec::new();
+    let mut headers = Vec::new();
+    for (label, header) in config {
+        if !is_metric_name(label) || label.starts_with("__") || TAKEN.contains(&label.as_str()) {
+            return Err(MetricsError::InvalidHeaderLabel(label.clone()));
+        }
+        let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+            MetricsError::InvalidHeaderName {
+                label: label.clone(),
+                header: header.clone(),
+            }
+        })?;
+        names.push(label.clone());
+        headers.push(name);
+    }
+    let carried: Vec<http::HeaderName> = headers
+        .iter()
+        .filter(|name| **name != http::header::HOST)
+        .cloned()
+        .collect();
+    Ok(HeaderLabels {
+        names: names.into(),
+        headers,
+        wanted: (!carried.is_empty()).then_some(l7::observe::WantedHeaders::Only(carried)),
+    })
 }
 
 /// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*` (no `:` here: colons are reserved
@@ -872,6 +1126,129 @@ pub(crate) mod tests {
         // Bounded labels: neither the path nor the client shows.
         let text = metrics.encode();
         assert!(!text.contains("/a/path") && !text.contains("192.0.2.7"));
+    }
+
+    #[test]
+    fn header_labels_label_the_request_counters_only() {
+        let metrics = metrics(|c| {
+            c.add_routers_labels = true;
+            c.header_labels = [
+                ("tenant".to_owned(), "X-Tenant".to_owned()),
+                ("site".to_owned(), "Host".to_owned()),
+            ]
+            .into();
+        });
+        assert_eq!(
+            metrics.wanted_headers(),
+            Some(&l7::observe::WantedHeaders::Only(vec![
+                http::HeaderName::from_static("x-tenant")
+            ]))
+        );
+        let api = Some(("api@file", "api-svc@file"));
+        let mut acme = record(Method::GET, 200, api, 1, (0, 1));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tenant", http::HeaderValue::from_static("acme"));
+        acme.headers = Some(headers);
+        acme.host = Some(http::HeaderValue::from_static("shop.test"));
+        metrics.observe(&acme);
+        metrics.observe(&acme);
+        // Absent headers give empty values.
+        metrics.observe(&record(Method::GET, 200, api, 1, (0, 1)));
+        let samples = parse(&metrics.encode());
+        for scope in [
+            r#"entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web""#,
+            r#"router_requests_total{code="200",method="GET",protocol="http",router="api@file",service="api-svc@file""#,
+            r#"service_requests_total{code="200",method="GET",protocol="http",service="api-svc@file""#,
+        ] {
+            let acme = format!(r#"sallyport_{scope},site="shop.test",tenant="acme"}}"#);
+            let none = format!(r#"sallyport_{scope},site="",tenant=""}}"#);
+            assert_eq!(value(&samples, &acme), Some(2.0), "{acme}");
+            assert_eq!(value(&samples, &none), Some(1.0), "{none}");
+        }
+        // The other families keep Traefik's labels.
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_service_responses_bytes_total{code="200",method="GET",protocol="http",service="api-svc@file"}"#
+            ),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn bad_header_labels_are_refused() {
+        for (label, header) in [
+            ("code", "X-A"),
+            ("9x", "X-A"),
+            ("__x", "X-A"),
+            ("ok", "bad header"),
+        ] {
+            let config = Prometheus {
+                header_labels: [(label.to_owned(), header.to_owned())].into(),
+                ..Prometheus::default()
+            };
+            let error = Metrics::new(&config).unwrap_err().to_string();
+            assert!(error.contains(label), "{error}");
+        }
+    }
+
+    #[test]
+    fn series_of_routers_and_services_a_reload_removed_stop_being_exported() {
+        let metrics = metrics(|c| c.add_routers_labels = true);
+        metrics.observe(&record(
+            Method::GET,
+            200,
+            Some(("old@file", "old-svc@file")),
+            1,
+            (0, 1),
+        ));
+        metrics.observe(&record(
+            Method::GET,
+            200,
+            Some(("new@file", "new-svc@file")),
+            1,
+            (0, 1),
+        ));
+        metrics.observe(&record(
+            Method::GET,
+            200,
+            Some(("ping@internal", "ping@internal")),
+            1,
+            (0, 1),
+        ));
+        let keep = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        metrics.retain_routes(&keep(&["new@file"]), &keep(&["new-svc@file"]));
+        let text = metrics.encode();
+        assert!(
+            !text.contains("old@file") && !text.contains("old-svc@file"),
+            "{text}"
+        );
+        assert!(text.contains(r#"router="new@file""#), "{text}");
+        assert!(text.contains(r#"service="ping@internal""#), "{text}");
+        // The entrypoint's counts are not touched, and a removed router that comes back
+        // starts again from zero.
+        metrics.observe(&record(
+            Method::GET,
+            200,
+            Some(("old@file", "old-svc@file")),
+            1,
+            (0, 1),
+        ));
+        let samples = parse(&metrics.encode());
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"}"#
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                r#"sallyport_router_requests_total{code="200",method="GET",protocol="http",router="old@file",service="old-svc@file"}"#
+            ),
+            Some(1.0)
+        );
     }
 
     #[test]

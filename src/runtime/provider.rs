@@ -307,6 +307,10 @@ impl Reloader {
         }
         if let Some(metrics) = &self.observability.metrics {
             metrics.config_reload(true);
+            metrics.retain_routes(
+                &dy.http.routers.keys().cloned().collect(),
+                &dy.http.services.keys().cloned().collect(),
+            );
             metrics.clear_certs();
             for cert in certificates {
                 if let Some((cn, serial, sans, not_after)) = certificate_facts(cert) {
