@@ -21,7 +21,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::error::ProxyErrorKind;
-use crate::handler::{Body, BoxError, ClientInfo, boxed, response_error};
+use crate::handler::{Body, BoxError, ClientInfo, response_error};
 use crate::trace_context::RequestTrace;
 
 /// Sees every request of the entrypoints it is installed on ([`crate::server::HttpEntrypoint::set_observer`]).
@@ -244,6 +244,8 @@ pub struct RequestRecord {
 /// request is observed; handlers that see none note nothing.
 #[derive(Debug, Default)]
 pub struct RequestNotes {
+    /// Request body bytes read so far.
+    request_bytes: AtomicU64,
     server: std::sync::Mutex<Option<String>>,
     username: std::sync::OnceLock<String>,
     retries: std::sync::atomic::AtomicU32,
@@ -277,7 +279,6 @@ pub(crate) struct Observation {
     observer: Arc<dyn RequestObserver>,
     record: RequestRecord,
     start: Instant,
-    request_bytes: Arc<AtomicU64>,
     notes: Arc<RequestNotes>,
 }
 
@@ -297,7 +298,6 @@ impl Observation {
     {
         let start = Instant::now();
         let started = SystemTime::now();
-        let request_bytes = Arc::new(AtomicU64::new(0));
         let record = RequestRecord {
             entrypoint: client.entrypoint.clone(),
             router: None,
@@ -330,8 +330,8 @@ impl Observation {
         request.extensions_mut().insert(notes.clone());
         let request = request.map(|body| {
             CountedBody {
-                body: boxed(body),
-                count: request_bytes.clone(),
+                body,
+                notes: notes.clone(),
             }
             .boxed_unsync()
         });
@@ -339,7 +339,6 @@ impl Observation {
             observer,
             record,
             start,
-            request_bytes,
             notes,
         };
         (observation, request)
@@ -372,7 +371,7 @@ impl Observation {
     }
 
     fn report(mut self, response_bytes: u64, completed: bool) {
-        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.record.request_bytes = self.notes.request_bytes.load(Ordering::Relaxed);
         self.record.response_bytes = response_bytes;
         self.record.completed = completed;
         self.record.duration = self.start.elapsed();
@@ -388,27 +387,41 @@ impl Observation {
     }
 }
 
-/// A request body that counts the data bytes read from it.
-struct CountedBody {
-    body: Body,
-    count: Arc<AtomicU64>,
+pin_project_lite::pin_project! {
+    /// A request body that counts the data bytes read from it (boxed once, with it).
+    struct CountedBody<B> {
+        #[pin]
+        body: B,
+        notes: Arc<RequestNotes>,
+    }
 }
 
-impl http_body::Body for CountedBody {
+impl<B> http_body::Body for CountedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.notes
+                        .request_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -537,7 +550,7 @@ mod tests {
 
     impl Handler for Endless {
         fn call(&self, _request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
-            Box::pin(async { Response::new(boxed(OnceThenPending(true))) })
+            Box::pin(async { Response::new(crate::handler::boxed(OnceThenPending(true))) })
         }
     }
 

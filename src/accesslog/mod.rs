@@ -36,7 +36,7 @@ const LINE_BYTES: usize = 512;
 /// How long the writer lets a batch grow before writing it.
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// A buffer the writer keeps for the next batch is trimmed to this after a burst.
-const SPARE_CAPACITY: usize = 256 * 1024;
+const SPARE_CAPACITY: usize = 1 << 20;
 
 /// An access log being written.
 pub struct AccessLog {
