@@ -402,3 +402,99 @@ http:
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_labels_reloads_and_shutdown_keep_metrics_and_access_log_true() {
+    let backend = HttpBackend::start("tenant").await;
+    let dir = temp_dir("obs-labels");
+    let (web, traefik) = (free_port(), free_port());
+    let access_log = dir.join("access.log");
+    let static_yaml = static_config(
+        &dir,
+        &[("web", web), ("traefik", traefik)],
+        &format!(
+            "metrics:\n  prometheus:\n    addRoutersLabels: true\n    headerLabels: {{tenant: X-Tenant}}\naccessLog:\n  filePath: \"{}\"\n  format: common\n",
+            access_log.display()
+        ),
+    );
+    let dynamic = |routers: &[&str]| {
+        let mut yaml = String::from("http:\n  routers:\n");
+        for name in routers {
+            yaml.push_str(&format!(
+                "    {name}:\n      rule: \"Host(`{name}.test`)\"\n      entryPoints: [web]\n      service: {name}-svc\n"
+            ));
+        }
+        yaml.push_str("  services:\n");
+        for name in routers {
+            yaml.push_str(&format!(
+                "    {name}-svc:\n      loadBalancer:\n        servers: [{{url: \"{}\"}}]\n",
+                backend.url()
+            ));
+        }
+        yaml
+    };
+    let mut router = Router::start(
+        &dir,
+        &static_yaml,
+        &dynamic(&["kept", "gone"]),
+        &[web, traefik],
+    );
+    let mut client = Conn::h1(web).await;
+    for host in ["kept.test", "gone.test"] {
+        let request = Request::get("/")
+            .header("host", host)
+            .header("x-tenant", "acme")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        assert_eq!(client.send(request).await.status, StatusCode::OK);
+    }
+    let scrape = call(traefik, Method::GET, "/metrics").await.body;
+    for router in ["kept", "gone"] {
+        let series = format!(
+            r#"sallyport_router_requests_total{{code="200",method="GET",protocol="http",router="{router}@file",service="{router}-svc@file",tenant="acme"}} 1"#
+        );
+        assert!(
+            scrape.lines().any(|l| l == series),
+            "no {series} in\n{scrape}"
+        );
+    }
+
+    // A reload that removes `gone`: its series leave the scrape, `kept`'s stay.
+    router.rewrite_dynamic(&dynamic(&["kept"]));
+    let start = Instant::now();
+    let scrape = loop {
+        let scrape = call(traefik, Method::GET, "/metrics").await.body;
+        if scrape
+            .lines()
+            .any(|l| l == "sallyport_config_reloads_total 2")
+        {
+            break scrape;
+        }
+        assert!(start.elapsed() < WAIT, "no reload:\n{}", router.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!scrape.contains(r#"router="gone@file""#), "{scrape}");
+    assert!(!scrape.contains(r#"service="gone-svc@file""#), "{scrape}");
+    assert!(scrape.contains(r#"router="kept@file""#), "{scrape}");
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == "sallyport_accesslog_dropped_lines_total 0"),
+        "{scrape}"
+    );
+
+    // 200 requests, then SIGTERM at once: the lines still buffered are written before the
+    // process exits.
+    for _ in 0..200 {
+        assert_eq!(client.get("kept.test", "/").await.status, StatusCode::OK);
+    }
+    drop(client);
+    router.signal("TERM");
+    assert!(router.wait_exit(WAIT).is_some(), "{}", router.log());
+    let text = std::fs::read_to_string(&access_log).unwrap_or_default();
+    let served = text
+        .lines()
+        .filter(|l| l.contains(r#""kept@file""#))
+        .count();
+    assert_eq!(served, 201, "{text}");
+}

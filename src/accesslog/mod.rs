@@ -47,6 +47,8 @@ pub struct AccessLog {
     /// HTTP requests seen so far (CLF's `RequestCount`).
     requests: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The metric drops are also counted in, when metrics are on.
+    drop_metric: OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 /// What the request tasks and the writer share.
@@ -113,6 +115,7 @@ impl AccessLog {
             shard_limit: (lines * LINE_BYTES / shards).max(1 << 20),
             requests: AtomicU64::new(0),
             writer: Mutex::new(Some(writer)),
+            drop_metric: OnceLock::new(),
         }))
     }
 
@@ -130,6 +133,9 @@ impl AccessLog {
             buffer.truncate(before);
             drop(buffer);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(metric) = self.drop_metric.get() {
+                metric.inc();
+            }
             self.shared.wake_writer();
             return;
         }
@@ -143,6 +149,11 @@ impl AccessLog {
         {
             shared.wake_writer();
         }
+    }
+
+    /// Counts drops in `metric` too (`<prefix>_accesslog_dropped_lines_total`).
+    pub fn count_drops_in(&self, metric: prometheus_client::metrics::counter::Counter) {
+        let _ = self.drop_metric.set(metric);
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -378,6 +389,8 @@ mod tests {
             ..AccessLogConfig::default()
         };
         let log = AccessLog::start(&cfg).unwrap();
+        let metric = prometheus_client::metrics::counter::Counter::<u64>::default();
+        log.count_drops_in(metric.clone());
         let sent = 20_000;
         let started = std::time::Instant::now();
         for n in 0..sent {
@@ -387,6 +400,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let dropped = log.dropped();
         assert!(dropped > 0, "the buffer should have filled up");
+        assert_eq!(metric.get(), dropped, "the metric counts every drop");
         let closer = {
             let log = log.clone();
             std::thread::spawn(move || log.close())

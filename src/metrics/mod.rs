@@ -341,53 +341,46 @@ where
         families
     }
 
-    /// The series of `key`, made the first time it is seen.
-    fn handles(&self, key: WithHeaders<L>) -> Handles {
-        if let Some(handles) = self
-            .seen
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return handles.clone();
-        }
-        let handles = Handles {
-            requests: self.requests.get_or_create(&key).clone(),
-            duration: self.duration.get_or_create(&key.labels).clone(),
-            request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
-            response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
-        };
-        self.seen
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert(handles)
-            .clone()
-    }
-
     fn record(&self, key: WithHeaders<L>, tls: Option<T>, record: &RequestRecord) {
-        let handles = self.handles(key);
-        handles.requests.inc();
-        handles.duration.observe(record.duration.as_secs_f64());
-        handles.request_bytes.inc_by(record.request_bytes);
-        handles.response_bytes.inc_by(record.response_bytes);
-        if let Some(tls) = tls {
-            let known = self
-                .seen_tls
-                .read()
+        let count = |handles: &Handles| {
+            handles.requests.inc();
+            handles.duration.observe(record.duration.as_secs_f64());
+            handles.request_bytes.inc_by(record.request_bytes);
+            handles.response_bytes.inc_by(record.response_bytes);
+        };
+        // The common case: a label set seen before, counted under the read lock.
+        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(handles) = seen.get(&key) {
+            count(handles);
+        } else {
+            drop(seen);
+            let handles = Handles {
+                requests: self.requests.get_or_create(&key).clone(),
+                duration: self.duration.get_or_create(&key.labels).clone(),
+                request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
+                response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
+            };
+            count(&handles);
+            self.seen
+                .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&tls)
-                .cloned();
-            let counter = known.unwrap_or_else(|| {
+                .entry(key)
+                .or_insert(handles);
+        }
+        if let Some(tls) = tls {
+            let seen = self.seen_tls.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(counter) = seen.get(&tls) {
+                counter.inc();
+            } else {
+                drop(seen);
                 let counter = self.tls.get_or_create(&tls).clone();
+                counter.inc();
                 self.seen_tls
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .entry(tls)
-                    .or_insert(counter)
-                    .clone()
-            });
-            counter.inc();
+                    .or_insert(counter);
+            }
         }
     }
 
@@ -443,6 +436,7 @@ pub struct Metrics {
     udp_sessions: Family<L4RouteLabels, Counter>,
     udp_open_sessions: Family<EntrypointOnlyLabels, Gauge>,
     udp_datagrams: Family<L4DirectionLabels, Counter>,
+    access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -562,7 +556,14 @@ impl Metrics {
             "Datagrams relayed by UDP routers, by direction",
             udp_datagrams.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "accesslog_dropped_lines",
+            "Access log lines dropped because the writer could not keep up",
+            access_log_dropped.clone(),
+        );
         Ok(Metrics {
+            access_log_dropped,
             registry,
             prefix,
             header_labels,
@@ -585,6 +586,11 @@ impl Metrics {
             udp_open_sessions,
             udp_datagrams,
         })
+    }
+
+    /// The counter of access log lines dropped, for the access log to count its drops in.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The metric name prefix in use (`sallyport`, or the configured one).

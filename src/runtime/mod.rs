@@ -53,6 +53,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
                 .map_err(|e| error!("metrics disabled: {e}"))
                 .ok()
         });
+    if let (Some(log), Some(metrics)) = (&access_log, &metrics) {
+        log.count_drops_in(metrics.access_log_dropped());
+    }
     let span_export = st.tracing.as_ref().and_then(start_span_export);
     let conn_observer = conn_observer(access_log.as_ref(), metrics.as_ref());
     let request_observer =
