@@ -118,51 +118,42 @@ impl Key {
         Key::UserAgent,
     ];
 
-    /// The JSON fields of an HTTP request.
-    const HTTP: [Key; 23] = [
-        Key::ClientAddr,
-        Key::ClientHost,
-        Key::ClientPort,
-        Key::ClientUsername,
-        Key::DownstreamContentSize,
-        Key::DownstreamStatus,
-        Key::Duration,
-        Key::RequestAddr,
-        Key::RequestContentSize,
-        Key::RequestCount,
-        Key::RequestHost,
-        Key::RequestMethod,
-        Key::RequestPath,
-        Key::RequestPort,
-        Key::RequestProtocol,
-        Key::RequestScheme,
-        Key::RetryAttempts,
-        Key::RouterName,
-        Key::ServiceName,
-        Key::ServiceUrl,
-        Key::ServiceAddr,
-        Key::StartUtc,
-        Key::EntryPointName,
-    ];
+    /// Whether an HTTP request's JSON lines have the field.
+    fn is_http(self) -> bool {
+        !matches!(
+            self,
+            Key::Protocol
+                | Key::Sni
+                | Key::Alpn
+                | Key::BytesIn
+                | Key::BytesOut
+                | Key::CloseReason
+                | Key::Referer
+                | Key::UserAgent
+        )
+    }
 
-    /// The JSON fields of a TCP connection or UDP session.
-    const CONN: [Key; 15] = [
-        Key::Protocol,
-        Key::ClientAddr,
-        Key::ClientHost,
-        Key::ClientPort,
-        Key::Sni,
-        Key::Alpn,
-        Key::RouterName,
-        Key::ServiceName,
-        Key::ServiceAddr,
-        Key::BytesIn,
-        Key::BytesOut,
-        Key::Duration,
-        Key::CloseReason,
-        Key::StartUtc,
-        Key::EntryPointName,
-    ];
+    /// Whether a TCP connection's or UDP session's JSON lines have the field.
+    fn is_conn(self) -> bool {
+        matches!(
+            self,
+            Key::Protocol
+                | Key::ClientAddr
+                | Key::ClientHost
+                | Key::ClientPort
+                | Key::Sni
+                | Key::Alpn
+                | Key::RouterName
+                | Key::ServiceName
+                | Key::ServiceAddr
+                | Key::BytesIn
+                | Key::BytesOut
+                | Key::Duration
+                | Key::CloseReason
+                | Key::StartUtc
+                | Key::EntryPointName
+        )
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -263,17 +254,18 @@ impl Formatter {
             named.insert(name.as_str(), Mode::parse(mode, field_default)?);
         }
         let modes = Key::ALL.map(|key| named.get(key.name()).copied().unwrap_or(field_default));
-        let plan = |keys: &[Key]| {
-            let mut plan: Vec<(Key, Mode)> = keys
-                .iter()
-                .map(|&key| (key, modes[key as usize]))
+        let plan = |wanted: fn(Key) -> bool| {
+            let mut plan: Vec<(Key, Mode)> = Key::ALL
+                .into_iter()
+                .filter(|&key| wanted(key))
+                .map(|key| (key, modes[key as usize]))
                 .filter(|(_, mode)| *mode != Mode::Drop)
                 .collect();
             plan.sort_unstable_by_key(|(key, _)| key.name());
             plan
         };
-        let http_plan = plan(&Key::HTTP);
-        let conn_plan = plan(&Key::CONN);
+        let http_plan = plan(Key::is_http);
+        let conn_plan = plan(Key::is_conn);
         let header_config = fields.headers.unwrap_or_default();
         let header_default = Mode::parse(&header_config.default_mode, Mode::Drop)?;
         let mut headers = BTreeMap::new();

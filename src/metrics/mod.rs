@@ -341,7 +341,11 @@ where
         families
     }
 
-    fn record(&self, key: WithHeaders<L>, tls: Option<T>, record: &RequestRecord) {
+    fn record(&self, labels: L, headers: &HeaderValues, tls: Option<T>, record: &RequestRecord) {
+        let key = WithHeaders {
+            labels,
+            headers: headers.clone(),
+        };
         let count = |handles: &Handles| {
             handles.requests.inc();
             handles.duration.observe(record.duration.as_secs_f64());
@@ -817,14 +821,7 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 entrypoint: record.entrypoint.clone(),
             });
-            families.record(
-                WithHeaders {
-                    labels,
-                    headers: headers.clone(),
-                },
-                tls,
-                record,
-            );
+            families.record(labels, &headers, tls, record);
         }
         let Some(service) = &record.service else {
             return;
@@ -843,14 +840,7 @@ impl RequestObserver for Metrics {
                 router: router.clone(),
                 service: service.clone(),
             });
-            families.record(
-                WithHeaders {
-                    labels,
-                    headers: headers.clone(),
-                },
-                tls,
-                record,
-            );
+            families.record(labels, &headers, tls, record);
         }
         if let Some(families) = &self.service {
             let labels = ServiceLabels {
@@ -864,14 +854,7 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 service: service.clone(),
             });
-            families.record(
-                WithHeaders {
-                    labels,
-                    headers: headers.clone(),
-                },
-                tls,
-                record,
-            );
+            families.record(labels, &headers, tls, record);
         }
     }
 }
