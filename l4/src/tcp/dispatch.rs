@@ -2,7 +2,8 @@
 //!
 //! The order follows Traefik's shared-entrypoint dispatch (reference §4.1, §4.2):
 //! PROXY protocol header (trusted peers only), the server-first fast path, the
-//! Postgres SSLRequest, then the ClientHello (SNI, ALPN) and the router tables.
+//! first-bytes deadline (`serverFirstTimeout`, an extension), the Postgres SSLRequest,
+//! then the ClientHello (SNI, ALPN) and the router tables.
 //! Connections that belong to HTTP routers (plaintext ones no TCP router takes, TLS
 //! ones whose SNI leads to an HTTPS router) are terminated here if need be and handed
 //! to the entrypoint's [`HttpHandoff`]; this crate knows nothing of HTTP itself.
@@ -57,6 +58,10 @@ pub struct EntrypointSettings {
     /// `transport.respondingTimeouts.readTimeout`: bounds the wait for the first
     /// bytes (PROXY header, SSLRequest, ClientHello). `None` waits forever.
     pub read_timeout: Option<Duration>,
+    /// `tcp.serverFirstTimeout` (an extension): a connection that has sent nothing for
+    /// this long is taken for a server-first protocol even when TLS or HTTP routers
+    /// share the entrypoint. `None`: wait for the client's bytes (Traefik's behaviour).
+    pub server_first_timeout: Option<Duration>,
     /// Told about every TCP connection routed here (or closed for want of a router).
     pub observer: Option<Observer>,
 }
@@ -245,6 +250,32 @@ pub async fn serve(
         };
         if let Some(route) = routes.plain.find(&info) {
             return forward(client, buf.freeze(), route, &plain_ctx).await;
+        }
+    }
+
+    // `tcp.serverFirstTimeout`: a client still silent then waits for a banner, so the
+    // non-TLS routers get it before any TLS or HTTP router could.
+    if let Some(wait) = settings.server_first_timeout
+        && buf.is_empty()
+        && !routes.plain.is_empty()
+    {
+        match tokio::time::timeout(wait, fill(&mut client, &mut buf, 1, deadline)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(entrypoint = %ep, client = %client_addr, error = %e, "closed before sending anything");
+                return;
+            }
+            Err(_) => {
+                let info = ConnInfo {
+                    sni: None,
+                    alpn: &[],
+                    client_ip: ip,
+                };
+                if let Some(route) = routes.plain.find(&info) {
+                    debug!(entrypoint = %ep, client = %client_addr, router = %route.target.router, "client silent for serverFirstTimeout: routed as server-first");
+                    return forward(client, buf.freeze(), route, &plain_ctx).await;
+                }
+            }
         }
     }
 
