@@ -15,13 +15,13 @@ fn ep(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A static configuration with one entrypoint carrying `tcp` settings (YAML, indented
-/// under the entrypoint).
-fn static_with_tcp(dir: &std::path::Path, name: &str, port: u16, tcp: &str) -> String {
+/// A static configuration with one entrypoint carrying more settings (`settings`: YAML
+/// lines indented under the entrypoint).
+fn static_with(dir: &std::path::Path, name: &str, port: u16, settings: &str) -> String {
     let base = static_config(dir, &[(name, port)], "");
     base.replacen(
         &format!("    address: \"127.0.0.1:{port}\"\n"),
-        &format!("    address: \"127.0.0.1:{port}\"\n    tcp:\n{tcp}"),
+        &format!("    address: \"127.0.0.1:{port}\"\n{settings}"),
         1,
     )
 }
@@ -80,7 +80,12 @@ tls:
     );
     let _r = Router::start(
         &dir,
-        &static_with_tcp(&dir, "shared", port, "      serverFirstTimeout: 300ms\n"),
+        &static_with(
+            &dir,
+            "shared",
+            port,
+            "    tcp: {serverFirstTimeout: 300ms}\n",
+        ),
         &dynamic,
         &[port],
     );
@@ -157,4 +162,408 @@ tcp:
         "220 smtp.test ESMTP ready"
     );
     assert_eq!(read_line(&mut silent).await.unwrap(), "hello");
+}
+
+/// The mail protocols of these tests, with their client dialogue up to TLS.
+#[derive(Clone, Copy, Debug)]
+enum Mail {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+impl Mail {
+    fn name(self) -> &'static str {
+        match self {
+            Mail::Smtp => "smtp",
+            Mail::Imap => "imap",
+            Mail::Pop3 => "pop3",
+        }
+    }
+}
+
+/// Reads one CRLF line (without it), bounded by [`WAIT`].
+async fn crlf_line<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let line = read_line(s).await.expect("a line");
+    line.trim_end_matches('\r').to_owned()
+}
+
+/// Talks `mail` as a client up to the router's (or server's) go-ahead for TLS, then
+/// starts TLS with `sni`.
+async fn client_starttls(
+    port: u16,
+    mail: Mail,
+    sni: &str,
+    roots: &[&TestCert],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut s = TcpStream::connect(ep(port)).await?;
+    let greeting = crlf_line(&mut s).await;
+    match mail {
+        Mail::Smtp => {
+            assert!(greeting.starts_with("220 "), "{greeting}");
+            s.write_all(b"EHLO client.test\r\n").await?;
+            let mut starttls = false;
+            loop {
+                let line = crlf_line(&mut s).await;
+                starttls |= line[4..].eq_ignore_ascii_case("STARTTLS");
+                if line.as_bytes().get(3) == Some(&b' ') {
+                    break;
+                }
+            }
+            assert!(starttls, "STARTTLS advertised");
+            s.write_all(b"STARTTLS\r\n").await?;
+            let ready = crlf_line(&mut s).await;
+            assert!(ready.starts_with("220 "), "{ready}");
+        }
+        Mail::Imap => {
+            assert!(greeting.starts_with("* OK"), "{greeting}");
+            s.write_all(b"a1 CAPABILITY\r\n").await?;
+            let caps = crlf_line(&mut s).await;
+            assert!(caps.contains("STARTTLS"), "{caps}");
+            assert!(crlf_line(&mut s).await.starts_with("a1 OK"));
+            s.write_all(b"a2 STARTTLS\r\n").await?;
+            let ok = crlf_line(&mut s).await;
+            assert!(ok.starts_with("a2 OK"), "{ok}");
+        }
+        Mail::Pop3 => {
+            assert!(greeting.starts_with("+OK"), "{greeting}");
+            s.write_all(b"STLS\r\n").await?;
+            let ok = crlf_line(&mut s).await;
+            assert!(ok.starts_with("+OK"), "{ok}");
+        }
+    }
+    let connector = tokio_rustls::TlsConnector::from(client_config(roots, &[]));
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
+    tokio::time::timeout(WAIT, connector.connect(name, s)).await?
+}
+
+/// A faithful mail server on loopback: greets as `mail` does. With `tls`, it expects the
+/// router to ask for TLS the way a client would (EHLO client.test + STARTTLS, a tagged
+/// STARTTLS, STLS), completes TLS, says `hello from <name>` and echoes; without, it
+/// echoes in plaintext after its greeting (a backend behind a terminating router).
+async fn mail_server(
+    mail: Mail,
+    name: &str,
+    tls: Option<&TestCert>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(&[])));
+    let name = name.to_owned();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let greeting: &[u8] = match mail {
+                    Mail::Smtp => b"220 backend.test ESMTP test\r\n",
+                    Mail::Imap => b"* OK [CAPABILITY IMAP4rev1 STARTTLS] backend ready\r\n",
+                    Mail::Pop3 => b"+OK backend ready\r\n",
+                };
+                if s.write_all(greeting).await.is_err() {
+                    return;
+                }
+                let Some(acceptor) = acceptor else {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    return;
+                };
+                let asked = match mail {
+                    Mail::Smtp => {
+                        crlf_line(&mut s).await == "EHLO client.test"
+                            && s.write_all(
+                                b"250-backend.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                            )
+                            .await
+                            .is_ok()
+                            && crlf_line(&mut s).await == "STARTTLS"
+                            && s.write_all(b"220 2.0.0 Ready\r\n").await.is_ok()
+                    }
+                    Mail::Imap => {
+                        crlf_line(&mut s).await == "a2 STARTTLS"
+                            && s.write_all(b"a2 OK Begin TLS negotiation now\r\n")
+                                .await
+                                .is_ok()
+                    }
+                    Mail::Pop3 => {
+                        crlf_line(&mut s).await == "STLS"
+                            && s.write_all(b"+OK Begin TLS negotiation\r\n").await.is_ok()
+                    }
+                };
+                if !asked {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let _ = tls
+                    .write_all(format!("hello from {name}\n").as_bytes())
+                    .await;
+                let (mut r, mut w) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// One entrypoint that only has `mail` STARTTLS routers, so it greets every client at
+/// once: `pass.test` passed through to a server that terminates TLS itself, `term.test`
+/// terminated by the router in front of a plaintext server.
+async fn mail_routing(mail: Mail) {
+    let front = TestCert::new(&["term.test"]);
+    let backend_cert = TestCert::new(&["pass.test"]);
+    let (pass_addr, _pass) = mail_server(mail, "pass", Some(&backend_cert)).await;
+    let (term_addr, _term) = mail_server(mail, "term", None).await;
+    let port = free_port();
+    let dir = temp_dir(&format!("starttls-{}", mail.name()));
+    let (c, k) = front.write(&dir, "front");
+    let proto = mail.name();
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    pass:
+      rule: "HostSNI(`pass.test`)"
+      service: pass
+      tls: {{passthrough: true, starttls: {proto}}}
+    term:
+      rule: "HostSNI(`term.test`)"
+      service: term
+      tls: {{starttls: {proto}}}
+  services:
+    pass: {{loadBalancer: {{servers: [{{address: "{pass_addr}"}}]}}}}
+    term: {{loadBalancer: {{servers: [{{address: "{term_addr}"}}]}}}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        c.display(),
+        k.display()
+    );
+    let _r = Router::start(
+        &dir,
+        &static_config(&dir, &[("mail", port)], ""),
+        &dynamic,
+        &[port],
+    );
+
+    let mut s = client_starttls(port, mail, "pass.test", &[&backend_cert])
+        .await
+        .expect("passthrough");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from pass");
+    assert_eq!(
+        echo_roundtrip(&mut s, "over TLS").await.unwrap(),
+        "over TLS"
+    );
+
+    // The backend's greeting is swallowed: the client starts afresh inside TLS.
+    let mut s = client_starttls(port, mail, "term.test", &[&front])
+        .await
+        .expect("termination");
+    assert_eq!(
+        echo_roundtrip(&mut s, "EHLO again").await.unwrap(),
+        "EHLO again"
+    );
+
+    // A name no router takes: the router closes after the ClientHello.
+    let err = client_starttls(port, mail, "other.test", &[&front]).await;
+    assert!(err.is_err(), "no router for other.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_starttls_is_routed_by_sni_passed_through_and_terminated() {
+    mail_routing(Mail::Smtp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_starttls_is_routed_by_sni_passed_through_and_terminated() {
+    mail_routing(Mail::Imap).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_stls_is_routed_by_sni_passed_through_and_terminated() {
+    mail_routing(Mail::Pop3).await;
+}
+
+/// Reads until the peer closes; false if it is still open after `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    let mut sink = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Reads CRLF lines until one starts with `prefix`; returns the lines read.
+async fn lines_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, prefix: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = crlf_line(s).await;
+        let done = line.starts_with(prefix);
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+}
+
+/// Clients and backends that misbehave during the SMTP dialogue: each is answered when
+/// the protocol has an answer, logged, and closed; none holds the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_dialogues_that_go_wrong_are_closed() {
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rude_addr = rude.local_addr().unwrap();
+    let _rude = tokio::spawn(async move {
+        while let Ok((mut s, _)) = rude.accept().await {
+            let _ = s.write_all(b"554 5.3.2 go away\r\n").await;
+            let mut sink = [0u8; 1024];
+            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+        }
+    });
+    let port = free_port();
+    let dir = temp_dir("starttls-bad");
+    let cert = TestCert::new(&["rude.test"]);
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    rude:
+      rule: "HostSNI(`rude.test`)"
+      service: rude
+      tls: {{passthrough: true, starttls: smtp}}
+  services:
+    rude: {{loadBalancer: {{servers: [{{address: "{rude_addr}"}}]}}}}
+"#
+    );
+    let r = Router::start(
+        &dir,
+        &static_with(
+            &dir,
+            "mail",
+            port,
+            "    transport: {respondingTimeouts: {readTimeout: 1s}}\n",
+        ),
+        &dynamic,
+        &[port],
+    );
+    let connect = || async {
+        let mut s = TcpStream::connect(ep(port)).await.unwrap();
+        assert!(crlf_line(&mut s).await.starts_with("220 "));
+        s
+    };
+
+    // A client that stops mid-dialogue is closed at readTimeout.
+    let mut s = connect().await;
+    s.write_all(b"EHLO stalled.test\r\n").await.unwrap();
+    lines_until(&mut s, "250 ").await;
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+
+    // An oversized command line.
+    let mut s = connect().await;
+    s.write_all(&[b'A'; 600]).await.unwrap();
+    assert_eq!(crlf_line(&mut s).await, "500 5.5.6 Line too long");
+    assert!(closed_within(&mut s, WAIT).await);
+
+    // Garbage instead of STARTTLS: answered, then closed after 16 commands.
+    let mut s = connect().await;
+    s.write_all(&b"\x01\x02garbage\r\n".repeat(20))
+        .await
+        .unwrap();
+    let lines = lines_until(&mut s, "421 ").await;
+    assert_eq!(lines.len(), 17, "{lines:?}");
+    assert!(closed_within(&mut s, WAIT).await);
+
+    // Commands pipelined behind STARTTLS never reach TLS.
+    let mut s = connect().await;
+    s.write_all(b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@b.test>\r\n")
+        .await
+        .unwrap();
+    let lines = lines_until(&mut s, "554 ").await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("554 5.5.0 Commands sent after STARTTLS")
+    );
+    assert!(closed_within(&mut s, WAIT).await);
+
+    // A backend whose greeting is not 220: the client's TLS never starts.
+    let err = client_starttls(port, Mail::Smtp, "rude.test", &[&cert]).await;
+    assert!(err.is_err(), "the handshake must fail");
+    r.wait_log("expected a 220 greeting");
+    r.wait_log("command line longer than 512 bytes");
+    r.wait_log("commands without asking for TLS");
+    r.wait_log("more data after STARTTLS");
+}
+
+/// STARTTLS routers share an entrypoint with a TLS router thanks to
+/// `serverFirstTimeout`: silent clients are greeted, TLS clients routed as before.
+/// Without it, the router says why its STARTTLS routers cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_starttls_shares_an_entrypoint_through_server_first_timeout() {
+    let cert = TestCert::new(&["tcp.test"]);
+    let tls_backend = Backend::tls("tcp", &cert).await;
+    let mail_cert = TestCert::new(&["pass.test"]);
+    let (mail_addr, _mail) = mail_server(Mail::Smtp, "mail", Some(&mail_cert)).await;
+    let port = free_port();
+    let dir = temp_dir("starttls-shared");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    mail:
+      rule: "HostSNI(`pass.test`)"
+      service: mail
+      tls: {{passthrough: true, starttls: smtp}}
+    tls:
+      rule: "HostSNI(`tcp.test`)"
+      service: tls
+      tls: {{passthrough: true}}
+  services:
+    mail: {{loadBalancer: {{servers: [{{address: "{mail_addr}"}}]}}}}
+    tls: {{loadBalancer: {{servers: [{{address: "{}"}}]}}}}
+"#,
+        tls_backend.addr
+    );
+    let r = Router::start(
+        &dir,
+        &static_with(
+            &dir,
+            "shared",
+            port,
+            "    tcp: {serverFirstTimeout: 300ms}\n",
+        ),
+        &dynamic,
+        &[port],
+    );
+    let mut s = client_starttls(port, Mail::Smtp, "pass.test", &[&mail_cert])
+        .await
+        .expect("greeted after the timeout");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from mail");
+    let mut t = tls_connect(ep(port), "tcp.test", &[&cert], &[])
+        .await
+        .unwrap();
+    assert_eq!(read_line(&mut t).await.unwrap(), "hello from tcp alpn=-");
+    // The STARTTLS router is not taken by a direct TLS client.
+    assert!(
+        tls_connect(ep(port), "pass.test", &[&mail_cert], &[])
+            .await
+            .is_err()
+    );
+    drop(r);
+
+    let dir = temp_dir("starttls-shared-unset");
+    let port = free_port();
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("shared", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    r.wait_log("set entryPoints.shared.tcp.serverFirstTimeout");
 }
