@@ -567,3 +567,430 @@ tcp:
     );
     r.wait_log("set entryPoints.shared.tcp.serverFirstTimeout");
 }
+
+/// A throwaway MariaDB server on `127.0.0.1:<port>` (Debian's `mariadb-server`), with TLS
+/// on `cert`, and the accounts `bob` (mysql_native_password, password `secret`) and
+/// `carol` (ed25519, password `secret`). Run as the `mysql` account when the tests run as
+/// root. Stopped by its PID, and its directory removed, when dropped.
+struct MariaDb {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl MariaDb {
+    fn start(tag: &str, cert: &TestCert) -> Option<MariaDb> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::{Command, Stdio};
+        if !support::programs::installed(&["mariadbd", "mariadb-install-db", "mariadb"]) {
+            return None;
+        }
+        let as_root = std::fs::metadata("/proc/self")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+        let dir = temp_dir(tag).join("mariadb");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let (c, k) = cert.write(&dir, "server");
+        let mut common = vec![
+            "--no-defaults".to_owned(),
+            format!("--datadir={}", data.display()),
+            "--innodb-log-file-size=4M".to_owned(),
+        ];
+        if as_root {
+            common.push("--user=mysql".to_owned());
+            let ran = support::programs::run_bounded(
+                Command::new("chown").arg("-R").arg("mysql:mysql").arg(&dir),
+                b"",
+                WAIT,
+            );
+            assert!(ran.success(), "chown: {ran:?}");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let ran = support::programs::run_bounded(
+            Command::new("mariadb-install-db")
+                .args(&common)
+                .args(["--auth-root-authentication-method=normal", "--skip-test-db"]),
+            b"",
+            Duration::from_secs(60),
+        );
+        assert!(ran.success(), "mariadb-install-db: {ran:?}");
+        let port = free_port();
+        let socket = dir.join("mysqld.sock");
+        let log = std::fs::File::create(dir.join("server.log")).expect("log");
+        let child = Command::new("mariadbd")
+            .args(&common)
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--ssl-cert={}", c.display()))
+            .arg(format!("--ssl-key={}", k.display()))
+            .args(["--skip-log-bin", "--skip-name-resolve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start mariadbd");
+        let server = MariaDb {
+            port,
+            dir,
+            child: Some(child),
+        };
+        assert!(
+            support::programs::port_open_within(port, Duration::from_secs(30)),
+            "mariadbd never listened:\n{}",
+            server.log()
+        );
+        let ran = support::programs::run_bounded(
+            Command::new("mariadb")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-u", "root", "-e"])
+                .arg(
+                    "INSTALL SONAME 'auth_ed25519'; \
+                     CREATE USER bob@'%' IDENTIFIED BY 'secret'; \
+                     CREATE USER carol@'%' IDENTIFIED VIA ed25519 USING PASSWORD('secret'); \
+                     GRANT ALL ON *.* TO bob@'%', carol@'%';",
+                ),
+            b"",
+            WAIT,
+        );
+        assert!(ran.success(), "create users: {ran:?}\n{}", server.log());
+        Some(server)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- mariadb log ---\n{}", self.log());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}
+
+/// Runs the `mariadb` client against the router on `port` (TCP, TLS asked with `--ssl`,
+/// the server certificate checked against `ca`), printing the answers to `sql`.
+fn mariadb_client(
+    port: u16,
+    user: &str,
+    ca: &std::path::Path,
+    sql: &str,
+) -> support::programs::Ran {
+    support::programs::run_bounded(
+        std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "--protocol=tcp"])
+            .arg(format!("--port={port}"))
+            .args(["-u", user, "-psecret", "--ssl", "--ssl-verify-server-cert"])
+            .arg(format!("--ssl-ca={}", ca.display()))
+            .args(["--batch", "--skip-column-names", "-e", sql]),
+        b"",
+        WAIT,
+    )
+}
+
+/// The `mariadb` client (which sends no SNI, so gets the default certificate) through a terminating and a passthrough
+/// MySQL STARTTLS router, for an account with mysql_native_password and one with
+/// ed25519: the query answers come from the real server, which sees TLS only in
+/// passthrough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_client_logs_in_through_terminating_and_passthrough_routers() {
+    let backend_cert = TestCert::new(&["localhost", "127.0.0.1"]);
+    let Some(db) = MariaDb::start("mariadb", &backend_cert) else {
+        return;
+    };
+    let front = TestCert::new(&["127.0.0.1"]);
+    let (term_port, pass_port) = (free_port(), free_port());
+    let dir = temp_dir("starttls-mysql");
+    let (c, k) = front.write(&dir, "front");
+    let (backend_ca, _) = backend_cert.write(&dir, "backend");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    term:
+      entryPoints: [term]
+      rule: "HostSNI(`*`)"
+      service: db
+      tls: {{starttls: mysql}}
+    pass:
+      entryPoints: [pass]
+      rule: "HostSNI(`*`)"
+      service: db
+      tls: {{starttls: mysql, passthrough: true}}
+  services:
+    db: {{loadBalancer: {{servers: [{{address: "127.0.0.1:{}"}}]}}}}
+tls:
+  stores:
+    default:
+      defaultCertificate: {{certFile: "{c}", keyFile: "{k}"}}
+"#,
+        db.port,
+        c = c.display(),
+        k = k.display()
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("term", term_port), ("pass", pass_port)], ""),
+        &dynamic,
+        &[term_port, pass_port],
+    );
+    let sql = "SELECT CURRENT_USER(), VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+               WHERE VARIABLE_NAME = 'SSL_VERSION'";
+    for user in ["bob", "carol"] {
+        // Termination: the router's certificate; plaintext (no TLS version) at the server.
+        let ran = mariadb_client(term_port, user, &c, sql);
+        assert!(ran.success(), "{ran:?}\n{}", r.log());
+        assert_eq!(ran.stdout, format!("{user}@%\t\n"), "{ran:?}");
+        // Passthrough: the server's own certificate, and TLS at the server.
+        let ran = mariadb_client(pass_port, user, &backend_ca, sql);
+        assert!(ran.success(), "{ran:?}\n{}", r.log());
+        assert!(
+            ran.stdout.trim().starts_with(&format!("{user}@%\tTLSv1.")),
+            "{ran:?}"
+        );
+    }
+    // A wrong password is refused by the server, through either router.
+    let ran = support::programs::run_bounded(
+        std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "--protocol=tcp"])
+            .arg(format!("--port={term_port}"))
+            .args(["-u", "bob", "-pwrong", "--ssl", "-e", "SELECT 1"]),
+        b"",
+        WAIT,
+    );
+    assert!(!ran.success());
+    assert!(ran.stderr.contains("Access denied"), "{ran:?}");
+    // A client that does not ask for TLS is told to.
+    let ran = support::programs::run_bounded(
+        std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "--protocol=tcp"])
+            .arg(format!("--port={term_port}"))
+            .args(["-u", "bob", "-psecret", "--skip-ssl", "-e", "SELECT 1"]),
+        b"",
+        WAIT,
+    );
+    assert!(!ran.success());
+    assert!(ran.stderr.contains("must use TLS"), "{ran:?}");
+}
+
+/// The 32-byte SSLRequest of the `mariadb` 10.11 client, framed (sequence number 1).
+const MYSQL_SSL_REQUEST: &[u8] = b"\x20\x00\x00\x01\x85\xaa\xbf\x00\x00\x00\x10\x00\x21\
+    \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+/// Reads one MySQL packet: (sequence number, payload).
+async fn mysql_packet<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 4];
+    tokio::time::timeout(WAIT, s.read_exact(&mut header)).await??;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut payload = vec![0u8; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut payload)).await??;
+    Ok((header[3], payload))
+}
+
+/// A MySQL client up to TLS: reads the greeting, sends the SSLRequest, starts TLS.
+async fn mysql_starttls(
+    port: u16,
+    sni: &str,
+    roots: &[&TestCert],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut s = TcpStream::connect(ep(port)).await?;
+    let (seq, greeting) = mysql_packet(&mut s).await?;
+    assert_eq!((seq, greeting[0]), (0, 10), "a HandshakeV10 greeting");
+    s.write_all(MYSQL_SSL_REQUEST).await?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(roots, &[]));
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
+    tokio::time::timeout(WAIT, connector.connect(name, s)).await?
+}
+
+/// A MySQL-like server: greets with `greeting` (a payload), then, if an SSLRequest
+/// follows, completes TLS, says `hello from <name>` and echoes.
+async fn mysql_like_server(
+    greeting: Vec<u8>,
+    name: &str,
+    cert: &TestCert,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config(&[]));
+    let name = name.to_owned();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (acceptor, name, greeting) = (acceptor.clone(), name.clone(), greeting.clone());
+            tokio::spawn(async move {
+                let mut framed = (greeting.len() as u32).to_le_bytes();
+                framed[3] = 0;
+                if s.write_all(&framed).await.is_err() || s.write_all(&greeting).await.is_err() {
+                    return;
+                }
+                let mut request = [0u8; 36];
+                if s.read_exact(&mut request).await.is_err() || request != MYSQL_SSL_REQUEST {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let _ = tls
+                    .write_all(format!("hello from {name}\n").as_bytes())
+                    .await;
+                let (mut r, mut w) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A MariaDB 10.11 greeting payload with capabilities `caps`.
+fn mariadb_greeting(caps: u32) -> Vec<u8> {
+    let mut p = b"\x0a5.5.5-10.11.19-MariaDB\x00\x04\x00\x00\x001C;=bWk4\x00".to_vec();
+    p.extend_from_slice(&(caps as u16).to_le_bytes());
+    p.extend_from_slice(&[45, 2, 0]);
+    p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+    p.extend_from_slice(
+        b"\x15\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00aku*pv~74>|x\x00mysql_native_password\x00",
+    );
+    p
+}
+
+/// MySQL STARTTLS by SNI in passthrough, and backends that cannot take the client:
+/// one without TLS, one that is not MySQL at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_starttls_is_routed_by_sni_and_bad_backends_are_refused() {
+    let cert = TestCert::new(&["a.db.test", "b.db.test", "c.db.test"]);
+    let (a, _a) = mysql_like_server(mariadb_greeting(0x81ff_fffe), "a", &cert).await;
+    let (b, _b) = mysql_like_server(mariadb_greeting(0x81ff_fffe & !0x800), "b", &cert).await;
+    let (c, _c) = mysql_like_server(b"220 smtp.test ESMTP".to_vec(), "c", &cert).await;
+    let port = free_port();
+    let dir = temp_dir("starttls-mysql-sni");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    a: {{rule: "HostSNI(`a.db.test`)", service: a, tls: {{starttls: mysql, passthrough: true}}}}
+    b: {{rule: "HostSNI(`b.db.test`)", service: b, tls: {{starttls: mysql, passthrough: true}}}}
+    c: {{rule: "HostSNI(`c.db.test`)", service: c, tls: {{starttls: mysql, passthrough: true}}}}
+  services:
+    a: {{loadBalancer: {{servers: [{{address: "{a}"}}]}}}}
+    b: {{loadBalancer: {{servers: [{{address: "{b}"}}]}}}}
+    c: {{loadBalancer: {{servers: [{{address: "{c}"}}]}}}}
+"#
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("db", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let mut s = mysql_starttls(port, "a.db.test", &[&cert])
+        .await
+        .expect("a");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from a");
+    assert_eq!(
+        echo_roundtrip(&mut s, "COM_QUERY").await.unwrap(),
+        "COM_QUERY"
+    );
+    assert!(mysql_starttls(port, "b.db.test", &[&cert]).await.is_err());
+    r.wait_log("the MySQL server does not offer TLS");
+    assert!(mysql_starttls(port, "c.db.test", &[&cert]).await.is_err());
+    r.wait_log("expected a MySQL protocol 10 greeting");
+    assert!(
+        mysql_starttls(port, "other.db.test", &[&cert])
+            .await
+            .is_err()
+    );
+    r.wait_log("no STARTTLS router matches");
+
+    // A client that sends garbage instead of an SSLRequest, and one that stops after
+    // the greeting, are closed.
+    let mut s = TcpStream::connect(ep(port)).await.unwrap();
+    mysql_packet(&mut s).await.unwrap();
+    s.write_all(&[0xff; 64]).await.unwrap();
+    assert!(closed_within(&mut s, WAIT).await);
+    r.wait_log("malformed MySQL packet (too long)");
+}
+
+/// A client that sends SNI (PyMySQL names the host it connects to) is routed by it to
+/// a real MariaDB server in passthrough; the same entrypoint's catch-all terminates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymysql_is_routed_by_sni_to_a_real_mariadb() {
+    let python_ok = support::programs::installed(&["python3"])
+        && support::programs::run_bounded(
+            std::process::Command::new("python3").args(["-c", "import pymysql"]),
+            b"",
+            WAIT,
+        )
+        .success();
+    if !python_ok {
+        eprintln!("skipped: Python module pymysql not installed (pip install pymysql)");
+        return;
+    }
+    let backend_cert = TestCert::new(&["localhost"]);
+    let Some(db) = MariaDb::start("mariadb-sni", &backend_cert) else {
+        return;
+    };
+    let front = TestCert::new(&["router.test"]);
+    let port = free_port();
+    let dir = temp_dir("starttls-pymysql");
+    let (c, k) = front.write(&dir, "front");
+    let (backend_ca, _) = backend_cert.write(&dir, "backend");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    by-name:
+      rule: "HostSNI(`localhost`)"
+      service: db
+      tls: {{starttls: mysql, passthrough: true}}
+    others:
+      rule: "HostSNI(`*`)"
+      service: db
+      tls: {{starttls: mysql}}
+  services:
+    db: {{loadBalancer: {{servers: [{{address: "127.0.0.1:{}"}}]}}}}
+tls:
+  stores:
+    default:
+      defaultCertificate: {{certFile: "{}", keyFile: "{}"}}
+"#,
+        db.port,
+        c.display(),
+        k.display()
+    );
+    let _r = Router::start(
+        &dir,
+        &static_config(&dir, &[("db", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let script = format!(
+        r#"
+import pymysql, ssl
+ctx = ssl.create_default_context(cafile="{}")
+conn = pymysql.connect(host="localhost", port={port}, user="bob", password="secret", ssl=ctx)
+with conn.cursor() as cur:
+    cur.execute("SELECT CURRENT_USER(), VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'")
+    print(*cur.fetchone())
+"#,
+        backend_ca.display()
+    );
+    let ran = support::programs::run_bounded(
+        std::process::Command::new("python3").args(["-c", &script]),
+        b"",
+        WAIT,
+    );
+    assert!(ran.success(), "{ran:?}");
+    assert!(ran.stdout.starts_with("bob@% TLSv1."), "{ran:?}");
+}

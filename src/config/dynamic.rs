@@ -921,6 +921,7 @@ pub enum Starttls {
     Smtp,
     Imap,
     Pop3,
+    Mysql,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +50,9 @@ const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// How long a passthrough Postgres backend may take to answer the replayed SSLRequest.
 const PG_BACKEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Numbers the synthesized MySQL greetings, as a server numbers its connections.
+static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
 
 /// The longest a STARTTLS client may take, from accept to its ClientHello, when the
 /// entrypoint's `readTimeout` is off: a dialogue held open by the router itself is
@@ -481,7 +485,16 @@ async fn serve_starttls(
     deadline: Option<Instant>,
 ) {
     let (ep, client_addr) = (plain_ctx.ep, plain_ctx.client_addr);
-    let Some(mut front) = Front::new(protocol, plain_ctx.local.ip()) else {
+    let mut scramble = [0u8; 20];
+    if protocol == Protocol::Mysql
+        && let Err(e) = getrandom::fill(&mut scramble)
+    {
+        warn!(entrypoint = %ep, client = %client_addr, error = %e, "closing: no randomness for the MySQL greeting");
+        return;
+    }
+    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let Some(mut front) = Front::new(protocol, plain_ctx.local.ip(), connection_id, scramble)
+    else {
         return;
     };
     let deadline = deadline.unwrap_or_else(|| Instant::now() + STARTTLS_DIALOGUE_TIMEOUT);
@@ -818,6 +831,22 @@ impl Prelude<'_> {
             }
         }
     }
+
+    /// Termination mode, once the client's TLS is up: a MySQL login must be adapted to
+    /// the plaintext backend.
+    async fn after_handshake<C>(
+        &self,
+        client: &mut C,
+        backend: &mut BackendStream,
+    ) -> Result<(), DialogueError>
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match self {
+            Prelude::Starttls(Handoff::Mysql(_)) => starttls::mysql_login(client, backend).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 /// [`forward`], telling the backend `prelude` first.
@@ -862,6 +891,11 @@ async fn forward_with(
                 prelude_failed(route, ctx, &server, e);
                 return;
             }
+            let mut tls = tls;
+            if let Err(e) = prelude.after_handshake(&mut tls, &mut backend).await {
+                prelude_failed(route, ctx, &server, e);
+                return;
+            }
             let started = Instant::now();
             let transfer = relay(tls, backend, &opts).await;
             log_end(route, ctx, &server, started, &transfer);
@@ -895,9 +929,10 @@ async fn forward_with(
 
 /// Logs and reports a backend that failed its prelude.
 fn prelude_failed(route: &Route<TcpTarget>, ctx: &Ctx<'_>, server: &str, e: DialogueError) {
-    info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: the backend did not get ready for the client's TLS");
+    info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: the backend dialogue failed");
     let reason = match e {
         DialogueError::Io(e) => CloseReason::BackendError(e.kind()),
+        DialogueError::Client(_) => CloseReason::ClientError(std::io::ErrorKind::InvalidData),
         _ => CloseReason::BackendUnavailable,
     };
     ctx.report(Some(route), Some(server), None, reason);

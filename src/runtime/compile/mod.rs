@@ -359,6 +359,7 @@ fn starttls_protocol(p: Starttls) -> StarttlsProtocol {
         Starttls::Smtp => StarttlsProtocol::Smtp,
         Starttls::Imap => StarttlsProtocol::Imap,
         Starttls::Pop3 => StarttlsProtocol::Pop3,
+        Starttls::Mysql => StarttlsProtocol::Mysql,
     }
 }
 

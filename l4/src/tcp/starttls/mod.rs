@@ -1,7 +1,7 @@
 //! STARTTLS: protocols in which a client asks for TLS inside the plaintext protocol, so
 //! that its ClientHello (and SNI) only comes after a short dialogue.
 //!
-//! For the server-first protocols (SMTP, IMAP, POP3) the router plays the server
+//! For the server-first protocols (SMTP, IMAP, POP3, MySQL) the router plays the server
 //! until the client asks for TLS ([`Front`]), reads the ClientHello that follows, and
 //! only then knows the router and its backend. Toward the backend it plays the client
 //! ([`Back`]): it reads the backend's greeting and, in passthrough mode, replays the
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 pub mod imap;
 mod line;
+pub mod mysql;
 pub mod pop3;
 pub mod smtp;
 
@@ -37,6 +38,7 @@ pub enum Protocol {
     Smtp,
     Imap,
     Pop3,
+    Mysql,
 }
 
 impl Protocol {
@@ -51,6 +53,7 @@ impl Protocol {
             Protocol::Smtp => "smtp",
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
+            Protocol::Mysql => "mysql",
         }
     }
 }
@@ -70,11 +73,12 @@ impl FromStr for Protocol {
             Protocol::Smtp,
             Protocol::Imap,
             Protocol::Pop3,
+            Protocol::Mysql,
         ]
         .into_iter()
         .find(|p| p.name().eq_ignore_ascii_case(s))
         .ok_or_else(|| {
-            format!("unknown STARTTLS protocol {s:?} (use postgres, smtp, imap or pop3)")
+            format!("unknown STARTTLS protocol {s:?} (use postgres, smtp, imap, pop3 or mysql)")
         })
     }
 }
@@ -115,6 +119,8 @@ pub enum Handoff {
         tag: String,
     },
     Pop3,
+    /// The client's SSLRequest packet, replayed to a passthrough backend.
+    Mysql(mysql::SslRequest),
 }
 
 /// Why the client-facing dialogue ended without TLS.
@@ -144,17 +150,25 @@ pub enum Front {
     Smtp(smtp::Front),
     Imap(imap::Front),
     Pop3(pop3::Front),
+    Mysql(mysql::Front),
 }
 
 impl Front {
     /// The dialogue for `protocol` (`None` for Postgres, whose client speaks first).
-    /// `local` is the address the client reached, named in greetings that want a host.
-    pub fn new(protocol: Protocol, local: IpAddr) -> Option<Front> {
+    /// `local` is the address the client reached, named in greetings that want a host;
+    /// `connection_id` and `scramble` (random bytes) go into the MySQL greeting.
+    pub fn new(
+        protocol: Protocol,
+        local: IpAddr,
+        connection_id: u32,
+        scramble: [u8; 20],
+    ) -> Option<Front> {
         Some(match protocol {
             Protocol::Postgres => return None,
             Protocol::Smtp => Front::Smtp(smtp::Front::new(local)),
             Protocol::Imap => Front::Imap(imap::Front::new()),
             Protocol::Pop3 => Front::Pop3(pop3::Front::new()),
+            Protocol::Mysql => Front::Mysql(mysql::Front::new(connection_id, scramble)),
         })
     }
 
@@ -164,6 +178,7 @@ impl Front {
             Front::Smtp(f) => f.greeting(),
             Front::Imap(f) => f.greeting(),
             Front::Pop3(f) => f.greeting(),
+            Front::Mysql(f) => f.greeting(),
         }
     }
 
@@ -173,6 +188,7 @@ impl Front {
             Front::Smtp(f) => f.receive(buf),
             Front::Imap(f) => f.receive(buf),
             Front::Pop3(f) => f.receive(buf),
+            Front::Mysql(f) => f.receive(buf),
         }
     }
 }
@@ -220,6 +236,7 @@ pub enum Back {
     Smtp(smtp::Back),
     Imap(imap::Back),
     Pop3(pop3::Back),
+    Mysql(mysql::Back),
 }
 
 impl Back {
@@ -228,6 +245,7 @@ impl Back {
             Handoff::Smtp { helo } => Back::Smtp(smtp::Back::new(helo, mode)),
             Handoff::Imap { tag } => Back::Imap(imap::Back::new(tag, mode)),
             Handoff::Pop3 => Back::Pop3(pop3::Back::new(mode)),
+            Handoff::Mysql(request) => Back::Mysql(mysql::Back::new(request.clone(), mode)),
         }
     }
 
@@ -237,6 +255,7 @@ impl Back {
             Back::Smtp(b) => b.receive(buf),
             Back::Imap(b) => b.receive(buf),
             Back::Pop3(b) => b.receive(buf),
+            Back::Mysql(b) => b.receive(buf),
         }
     }
 }
@@ -257,8 +276,8 @@ pub enum DialogueError {
 }
 
 /// Greets the client and answers it until it asks for TLS. On success `buf` holds what
-/// the client sent after its request for TLS (nothing for the line protocols, which
-/// refuse pipelining there).
+/// the client sent after its request for TLS (the start of its ClientHello, for MySQL;
+/// nothing for the line protocols, which refuse pipelining there).
 pub async fn greet<S>(
     client: &mut S,
     buf: &mut BytesMut,
@@ -308,6 +327,68 @@ where
     }
 }
 
+/// Most packets of a MySQL login exchange (plugin switch, more data, answers): real
+/// exchanges take two to four.
+const MAX_LOGIN_PACKETS: usize = 16;
+
+/// Termination mode, MySQL: reads the client's login from the router's TLS, rewrites it
+/// for the plaintext backend ([`mysql::backend_login`]) and relays the login exchange,
+/// shifting sequence numbers by one each way, until the backend's OK or ERR. Within
+/// [`BACKEND_TIMEOUT`].
+pub async fn mysql_login<C, B>(client: &mut C, backend: &mut B) -> Result<(), DialogueError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + BACKEND_TIMEOUT;
+    let (mut from_client, mut from_backend) = (BytesMut::new(), BytesMut::new());
+    let (seq, login) = client_packet(client, &mut from_client, deadline).await?;
+    let login = mysql::backend_login(seq, &login)?;
+    within(deadline, backend.write_all(&login)).await??;
+    let mut packets = 0;
+    while packets < MAX_LOGIN_PACKETS {
+        packets += 1;
+        let (seq, payload) = loop {
+            match mysql::take_packet(&mut from_backend, mysql::MAX_PACKET) {
+                Ok(Some(p)) => break p,
+                Ok(None) => read_more(backend, &mut from_backend, deadline).await?,
+                Err(_) => return Err(BackError::TooLong.into()),
+            }
+        };
+        let reply = mysql::packet(seq.wrapping_add(1), &payload);
+        within(deadline, client.write_all(&reply)).await??;
+        match mysql::login_exchange_step(&payload) {
+            mysql::LoginStep::Done => {
+                // Whatever either side sent beyond the login belongs to the relay.
+                within(deadline, client.write_all(&from_backend)).await??;
+                within(deadline, backend.write_all(&from_client)).await??;
+                return Ok(());
+            }
+            mysql::LoginStep::BackendAgain => {}
+            mysql::LoginStep::ClientAnswers => {
+                let (seq, answer) = client_packet(client, &mut from_client, deadline).await?;
+                let answer = mysql::packet(seq.wrapping_sub(1), &answer);
+                within(deadline, backend.write_all(&answer)).await??;
+            }
+        }
+    }
+    Err(BackError::Malformed("MySQL login exchange (too many packets)").into())
+}
+
+async fn client_packet<C: AsyncRead + Unpin>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<(u8, bytes::Bytes), DialogueError> {
+    loop {
+        match mysql::take_packet(buf, mysql::MAX_PACKET) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => read_more(client, buf, deadline).await?,
+            Err(_) => return Err(FrontError::Malformed("MySQL packet (too long)").into()),
+        }
+    }
+}
+
 async fn within<F: std::future::Future>(
     deadline: Instant,
     f: F,
@@ -351,11 +432,11 @@ mod tests {
     #[test]
     fn protocols_parse_case_insensitively_and_only_postgres_is_client_first() {
         assert_eq!("SMTP".parse::<Protocol>(), Ok(Protocol::Smtp));
-        assert_eq!("pop3".parse::<Protocol>(), Ok(Protocol::Pop3));
+        assert_eq!("mysql".parse::<Protocol>(), Ok(Protocol::Mysql));
         assert!("ldap".parse::<Protocol>().is_err());
         assert!(!Protocol::Postgres.server_first());
         assert!(Protocol::Pop3.server_first());
-        assert!(Front::new(Protocol::Postgres, [127, 0, 0, 1].into()).is_none());
+        assert!(Front::new(Protocol::Postgres, [127, 0, 0, 1].into(), 1, [0; 20]).is_none());
     }
 
     #[test]
@@ -368,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn greet_answers_until_the_client_asks_for_tls() {
         let (mut client, mut server) = tokio::io::duplex(4096);
-        let mut front = Front::new(Protocol::Pop3, [127, 0, 0, 1].into()).unwrap();
+        let mut front = Front::new(Protocol::Pop3, [127, 0, 0, 1].into(), 1, [0; 20]).unwrap();
         let talk = async {
             let mut buf = BytesMut::new();
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -394,7 +475,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_times_out() {
         let (_client, mut server) = tokio::io::duplex(4096);
-        let mut front = Front::new(Protocol::Smtp, [127, 0, 0, 1].into()).unwrap();
+        let mut front = Front::new(Protocol::Smtp, [127, 0, 0, 1].into(), 1, [0; 20]).unwrap();
         let mut buf = BytesMut::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         let err = greet(&mut server, &mut buf, &mut front, deadline)
