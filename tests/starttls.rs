@@ -6,6 +6,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::mail::{Dovecot, Smtpd};
+use support::mariadb::MariaDb;
+use support::programs::{Ran, Running, installed, run_bounded};
 use support::web::HttpBackend;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -568,116 +571,6 @@ tcp:
     r.wait_log("set entryPoints.shared.tcp.serverFirstTimeout");
 }
 
-/// A throwaway MariaDB server on `127.0.0.1:<port>` (Debian's `mariadb-server`), with TLS
-/// on `cert`, and the accounts `bob` (mysql_native_password, password `secret`) and
-/// `carol` (ed25519, password `secret`). Run as the `mysql` account when the tests run as
-/// root. Stopped by its PID, and its directory removed, when dropped.
-struct MariaDb {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl MariaDb {
-    fn start(tag: &str, cert: &TestCert) -> Option<MariaDb> {
-        use std::os::unix::fs::PermissionsExt;
-        use std::process::{Command, Stdio};
-        if !support::programs::installed(&["mariadbd", "mariadb-install-db", "mariadb"]) {
-            return None;
-        }
-        let as_root = std::fs::metadata("/proc/self")
-            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
-        let dir = temp_dir(tag).join("mariadb");
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let (c, k) = cert.write(&dir, "server");
-        let mut common = vec![
-            "--no-defaults".to_owned(),
-            format!("--datadir={}", data.display()),
-            "--innodb-log-file-size=4M".to_owned(),
-        ];
-        if as_root {
-            common.push("--user=mysql".to_owned());
-            let ran = support::programs::run_bounded(
-                Command::new("chown").arg("-R").arg("mysql:mysql").arg(&dir),
-                b"",
-                WAIT,
-            );
-            assert!(ran.success(), "chown: {ran:?}");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        let ran = support::programs::run_bounded(
-            Command::new("mariadb-install-db")
-                .args(&common)
-                .args(["--auth-root-authentication-method=normal", "--skip-test-db"]),
-            b"",
-            Duration::from_secs(60),
-        );
-        assert!(ran.success(), "mariadb-install-db: {ran:?}");
-        let port = free_port();
-        let socket = dir.join("mysqld.sock");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log");
-        let child = Command::new("mariadbd")
-            .args(&common)
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
-            .arg(format!("--ssl-cert={}", c.display()))
-            .arg(format!("--ssl-key={}", k.display()))
-            .args(["--skip-log-bin", "--skip-name-resolve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("dup log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start mariadbd");
-        let server = MariaDb {
-            port,
-            dir,
-            child: Some(child),
-        };
-        assert!(
-            support::programs::port_open_within(port, Duration::from_secs(30)),
-            "mariadbd never listened:\n{}",
-            server.log()
-        );
-        let ran = support::programs::run_bounded(
-            Command::new("mariadb")
-                .arg(format!("--socket={}", socket.display()))
-                .args(["-u", "root", "-e"])
-                .arg(
-                    "INSTALL SONAME 'auth_ed25519'; \
-                     CREATE USER bob@'%' IDENTIFIED BY 'secret'; \
-                     CREATE USER carol@'%' IDENTIFIED VIA ed25519 USING PASSWORD('secret'); \
-                     GRANT ALL ON *.* TO bob@'%', carol@'%';",
-                ),
-            b"",
-            WAIT,
-        );
-        assert!(ran.success(), "create users: {ran:?}\n{}", server.log());
-        Some(server)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- mariadb log ---\n{}", self.log());
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
-
 /// Runs the `mariadb` client against the router on `port` (TCP, TLS asked with `--ssl`,
 /// the server certificate checked against `ca`), printing the answers to `sql`.
 fn mariadb_client(
@@ -993,4 +886,294 @@ with conn.cursor() as cur:
     );
     assert!(ran.success(), "{ran:?}");
     assert!(ran.stdout.starts_with("bob@% TLSv1."), "{ran:?}");
+}
+
+/// A CA file that trusts each of `certs` (self-signed: each is its own root).
+fn ca_file(dir: &std::path::Path, certs: &[&TestCert]) -> std::path::PathBuf {
+    let path = dir.join("ca.pem");
+    let pem: String = certs.iter().map(|c| c.cert_pem.as_str()).collect();
+    std::fs::write(&path, pem).expect("write CA file");
+    path
+}
+
+/// Runs a Python script to completion (bounded).
+fn python(script: &str) -> Ran {
+    run_bounded(
+        std::process::Command::new("python3").args(["-c", script]),
+        b"",
+        WAIT,
+    )
+}
+
+/// `openssl s_client -starttls <proto> -servername <sni>` through the router, checking
+/// the certificate chain against `ca`; after the handshake, sends `command` (CRLF) and
+/// returns the first line that starts with `expect`.
+fn s_client(
+    port: u16,
+    proto: &str,
+    sni: &str,
+    ca: &std::path::Path,
+    command: &str,
+    expect: &str,
+) -> String {
+    let mut client = Running::start(
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "-starttls",
+                proto,
+                "-servername",
+                sni,
+                "-verify_return_error",
+                "-crlf",
+            ])
+            .arg("-verify_hostname")
+            .arg(sni)
+            .arg("-CAfile")
+            .arg(ca),
+    );
+    loop {
+        let line = client.next_line();
+        if line.contains("Verify return code:") {
+            assert!(line.contains("0 (ok)"), "{line}");
+            break;
+        }
+    }
+    client.send(&format!("{command}\n"));
+    loop {
+        let line = client.next_line();
+        if line.starts_with(expect) {
+            return line;
+        }
+    }
+}
+
+/// Dovecot (IMAP and POP3) behind the router, passed through and terminated by SNI,
+/// reached with Python's imaplib and poplib, `openssl s_client` and curl: the answers
+/// (a stored and found message, a mailbox listing, a login) come from Dovecot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_imap_and_pop3_behind_the_router() {
+    if !installed(&["python3", "openssl", "curl"]) {
+        return;
+    }
+    let backend_cert = TestCert::new(&["imap-pass.test", "pop-pass.test"]);
+    let Some(dovecot) = Dovecot::start("dovecot", &backend_cert) else {
+        return;
+    };
+    let front = TestCert::new(&["imap-term.test", "pop-term.test"]);
+    let (imap, pop3) = (free_port(), free_port());
+    let dir = temp_dir("starttls-dovecot");
+    let (c, k) = front.write(&dir, "front");
+    let ca = ca_file(&dir, &[&front, &backend_cert]);
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    imap-pass:
+      entryPoints: [imap]
+      rule: "HostSNI(`imap-pass.test`)"
+      service: imap
+      tls: {{starttls: imap, passthrough: true}}
+    imap-term:
+      entryPoints: [imap]
+      rule: "HostSNI(`imap-term.test`)"
+      service: imap
+      tls: {{starttls: imap}}
+    pop-pass:
+      entryPoints: [pop3]
+      rule: "HostSNI(`pop-pass.test`)"
+      service: pop3
+      tls: {{starttls: pop3, passthrough: true}}
+    pop-term:
+      entryPoints: [pop3]
+      rule: "HostSNI(`pop-term.test`)"
+      service: pop3
+      tls: {{starttls: pop3}}
+  services:
+    imap: {{loadBalancer: {{servers: [{{address: "127.0.0.1:{}"}}]}}}}
+    pop3: {{loadBalancer: {{servers: [{{address: "127.0.0.1:{}"}}]}}}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        dovecot.imap_port,
+        dovecot.pop3_port,
+        c.display(),
+        k.display()
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("imap", imap), ("pop3", pop3)], ""),
+        &dynamic,
+        &[imap, pop3],
+    );
+
+    for (mode, sni) in [("pass", "imap-pass.test"), ("term", "imap-term.test")] {
+        let script = format!(
+            r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+m = imaplib.IMAP4("127.0.0.1", {imap})
+m.host = "{sni}"  # the name imaplib gives TLS (SNI and verification)
+m.starttls(ssl_context=ctx)
+m.login("bob", "secret")
+m.append("INBOX", None, None, b"Subject: via {mode}\r\n\r\nhello\r\n")
+m.select("INBOX")
+typ, found = m.search(None, 'SUBJECT', '"via {mode}"')
+print(typ, len(found[0].split()))
+m.logout()
+"#,
+            ca = ca.display()
+        );
+        let ran = python(&script);
+        assert!(ran.success(), "{mode}: {ran:?}\n{}", r.log());
+        assert_eq!(ran.stdout.trim(), "OK 1", "{mode}: {ran:?}");
+
+        let pop = format!(
+            r#"
+import poplib, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+p = poplib.POP3("127.0.0.1", {pop3})
+p.host = "{}"
+p.stls(context=ctx)
+p.user("bob")
+p.pass_("secret")
+print(p.stat()[0] >= 1)
+p.quit()
+"#,
+            sni.replace("imap", "pop"),
+            ca = ca.display()
+        );
+        let ran = python(&pop);
+        assert!(ran.success(), "{mode}: {ran:?}\n{}", r.log());
+        assert_eq!(ran.stdout.trim(), "True", "{mode}: {ran:?}");
+
+        let listed = run_bounded(
+            std::process::Command::new("curl")
+                .args(["-sS", "--ssl-reqd", "-u", "bob:secret", "--cacert"])
+                .arg(&ca)
+                .arg("--resolve")
+                .arg(format!("{sni}:{imap}:127.0.0.1"))
+                .arg(format!("imap://{sni}:{imap}/")),
+            b"",
+            WAIT,
+        );
+        assert!(listed.success(), "{mode}: {listed:?}");
+        assert!(listed.stdout.contains("INBOX"), "{mode}: {listed:?}");
+
+        let line = s_client(imap, "imap", sni, &ca, "a LOGIN bob secret", "a ");
+        assert!(line.starts_with("a OK"), "{mode}: {line}");
+        let line = s_client(
+            pop3,
+            "pop3",
+            &sni.replace("imap", "pop"),
+            &ca,
+            "USER bob",
+            "+OK",
+        );
+        assert!(line.starts_with("+OK"), "{mode}: {line}");
+    }
+}
+
+/// An SMTP server (aiosmtpd) behind the router: mail sent with Python's smtplib and curl
+/// through a passthrough and a terminating router is delivered, over TLS end to end in
+/// the first case and over plaintext from the router in the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_mail_is_delivered_through_the_router() {
+    if !installed(&["python3", "openssl", "curl"]) {
+        return;
+    }
+    let backend_cert = TestCert::new(&["mail-pass.test"]);
+    let Some(smtpd) = Smtpd::start("smtpd", &backend_cert) else {
+        return;
+    };
+    let front = TestCert::new(&["mail-term.test"]);
+    let port = free_port();
+    let dir = temp_dir("starttls-smtpd");
+    let (c, k) = front.write(&dir, "front");
+    let ca = ca_file(&dir, &[&front, &backend_cert]);
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    pass:
+      rule: "HostSNI(`mail-pass.test`)"
+      service: smtp
+      tls: {{starttls: smtp, passthrough: true}}
+    term:
+      rule: "HostSNI(`mail-term.test`)"
+      service: smtp
+      tls: {{starttls: smtp}}
+  services:
+    smtp: {{loadBalancer: {{servers: [{{address: "127.0.0.1:{}"}}]}}}}
+tls:
+  certificates: [{{certFile: "{}", keyFile: "{}"}}]
+"#,
+        smtpd.port,
+        c.display(),
+        k.display()
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("smtp", port)], ""),
+        &dynamic,
+        &[port],
+    );
+
+    for (mode, sni) in [("pass", "mail-pass.test"), ("term", "mail-term.test")] {
+        let script = format!(
+            r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+s = smtplib.SMTP("127.0.0.1", {port})
+s._host = "{sni}"  # the name smtplib gives TLS (SNI and verification)
+s.starttls(context=ctx)
+s.sendmail("alice@{mode}.test", ["bob@example.test"], "Subject: smtplib via {mode}\r\n\r\nhello\r\n")
+s.quit()
+"#,
+            ca = ca.display()
+        );
+        let ran = python(&script);
+        assert!(ran.success(), "{mode}: {ran:?}\n{}", r.log());
+
+        let message = dir.join(format!("{mode}.eml"));
+        std::fs::write(
+            &message,
+            format!("Subject: curl via {mode}\r\n\r\nhello\r\n"),
+        )
+        .unwrap();
+        let sent = run_bounded(
+            std::process::Command::new("curl")
+                .args(["-sS", "--ssl-reqd", "--cacert"])
+                .arg(&ca)
+                .arg("--resolve")
+                .arg(format!("{sni}:{port}:127.0.0.1"))
+                .arg(format!("smtp://{sni}:{port}"))
+                .args([
+                    "--mail-from",
+                    &format!("carol@{mode}.test"),
+                    "--mail-rcpt",
+                    "bob@example.test",
+                ])
+                .arg("--upload-file")
+                .arg(&message),
+            b"",
+            WAIT,
+        );
+        assert!(sent.success(), "{mode}: {sent:?}");
+
+        let line = s_client(port, "smtp", sni, &ca, "EHLO again.test", "250 ");
+        assert!(line.starts_with("250 "), "{mode}: {line}");
+    }
+    let spool = smtpd.spool();
+    for expected in [
+        "from=alice@pass.test to=bob@example.test tls=True",
+        "from=carol@pass.test to=bob@example.test tls=True",
+        "from=alice@term.test to=bob@example.test tls=False",
+        "from=carol@term.test to=bob@example.test tls=False",
+        "Subject: smtplib via pass",
+        "Subject: curl via term",
+    ] {
+        assert!(spool.contains(expected), "{expected} not in:\n{spool}");
+    }
 }

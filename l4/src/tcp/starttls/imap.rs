@@ -143,7 +143,7 @@ impl Back {
                     });
                 }
                 if self.mode == Mode::Terminate {
-                    return ready(buf);
+                    return self.after_greeting(buf);
                 }
                 self.asked = true;
                 return Ok(BackStep::Send(
@@ -162,6 +162,24 @@ impl Back {
             }
             return ready(buf);
         }
+    }
+}
+
+impl Back {
+    /// Termination: more untagged status lines may follow the greeting (Dovecot first
+    /// says `* OK Waiting for authentication process to respond..` when its
+    /// authentication is slow to start); those already here are dropped, later ones reach
+    /// the client, which accepts untagged OK responses at any time (RFC 3501 §7.1).
+    fn after_greeting(&self, buf: &mut BytesMut) -> Result<BackStep, BackError> {
+        while buf.starts_with(b"* ") {
+            if line::take(buf, MAX_REPLY_LINE)
+                .map_err(|_| BackError::TooLong)?
+                .is_none()
+            {
+                break;
+            }
+        }
+        ready(buf)
     }
 }
 
@@ -281,6 +299,19 @@ mod tests {
         assert_eq!(back.receive(&mut buf), Ok(BackStep::NeedMore));
         buf.extend_from_slice(b"BILITY IMAP4rev1] ready\r\n");
         assert_eq!(back.receive(&mut buf), Ok(BackStep::Ready));
+    }
+
+    #[test]
+    fn termination_drops_extra_untagged_lines_after_the_greeting() {
+        let mut back = Back::new("a", Mode::Terminate);
+        let mut buf = BytesMut::from(
+            &b"* OK Waiting for authentication process to respond..\r\n\
+               * OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot (Debian) ready.\r\n"[..],
+        );
+        assert_eq!(back.receive(&mut buf), Ok(BackStep::Ready));
+        let mut back = Back::new("a", Mode::Terminate);
+        let mut buf = BytesMut::from(&b"* OK ready\r\n+ go ahead\r\n"[..]);
+        assert_eq!(back.receive(&mut buf), Err(BackError::Unsolicited));
     }
 
     #[test]
