@@ -1177,3 +1177,95 @@ s.quit()
         assert!(spool.contains(expected), "{expected} not in:\n{spool}");
     }
 }
+
+/// `starttls: postgres` makes a router take Postgres SSLRequest connections only; a TLS
+/// router without `starttls` takes both (as in Traefik).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_starttls_router_takes_only_sslrequest_connections() {
+    let cert = TestCert::new(&["pg.test", "any.test"]);
+    let pg = Backend::postgres_tls("pg", &cert).await;
+    let port = free_port();
+    let dir = temp_dir("starttls-postgres");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    pg:
+      rule: "HostSNI(`pg.test`)"
+      service: pg
+      tls: {{passthrough: true, starttls: postgres}}
+    any:
+      rule: "HostSNI(`any.test`)"
+      service: pg
+      tls: {{passthrough: true}}
+  services:
+    pg: {{loadBalancer: {{servers: [{{address: "{}"}}]}}}}
+"#,
+        pg.addr
+    );
+    let _r = Router::start(
+        &dir,
+        &static_config(&dir, &[("pg", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    let sslrequest = |sni: &'static str| {
+        let cert = cert.clone();
+        async move {
+            let mut tcp = TcpStream::connect(ep(port)).await?;
+            tcp.write_all(&PG_SSL_REQUEST).await?;
+            let mut answer = [0u8; 1];
+            tokio::time::timeout(WAIT, tcp.read_exact(&mut answer)).await??;
+            let connector = tokio_rustls::TlsConnector::from(client_config(&[&cert], &[]));
+            let name =
+                rustls::pki_types::ServerName::try_from(sni).map_err(std::io::Error::other)?;
+            let mut tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await??;
+            read_line(&mut tls).await
+        }
+    };
+    assert_eq!(sslrequest("pg.test").await.unwrap(), "hello from pg");
+    assert_eq!(sslrequest("any.test").await.unwrap(), "hello from pg");
+    // Direct TLS reaches the router without `starttls` only.
+    assert!(
+        tls_connect(ep(port), "pg.test", &[&cert], &[])
+            .await
+            .is_err()
+    );
+}
+
+/// An entrypoint greets in one protocol: a router declaring another server-first
+/// protocol there is left out, with an error naming both; the first one keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entrypoint_greets_in_one_protocol() {
+    let cert = TestCert::new(&["a.test"]);
+    let (smtp, _smtp) = mail_server(Mail::Smtp, "smtp", Some(&cert)).await;
+    let port = free_port();
+    let dir = temp_dir("starttls-conflict");
+    let dynamic = format!(
+        r#"
+tcp:
+  routers:
+    a-smtp:
+      rule: "HostSNI(`a.test`)"
+      service: smtp
+      tls: {{passthrough: true, starttls: smtp}}
+    b-imap:
+      rule: "HostSNI(`b.test`)"
+      service: smtp
+      tls: {{passthrough: true, starttls: imap}}
+  services:
+    smtp: {{loadBalancer: {{servers: [{{address: "{smtp}"}}]}}}}
+"#
+    );
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("mail", port)], ""),
+        &dynamic,
+        &[port],
+    );
+    r.wait_log("tcp router b-imap@file: starttls imap on entryPoint \"mail\", which already greets STARTTLS clients with smtp (router a-smtp@file)");
+    let mut s = client_starttls(port, Mail::Smtp, "a.test", &[&cert])
+        .await
+        .expect("smtp");
+    assert_eq!(read_line(&mut s).await.unwrap(), "hello from smtp");
+}

@@ -3,7 +3,9 @@
 //! The order follows Traefik's shared-entrypoint dispatch (reference §4.1, §4.2):
 //! PROXY protocol header (trusted peers only), the server-first fast path, the
 //! first-bytes deadline (`serverFirstTimeout`, an extension), the Postgres SSLRequest,
-//! then the ClientHello (SNI, ALPN) and the router tables.
+//! then the ClientHello (SNI, ALPN) and the router tables. Entrypoints with server-first
+//! STARTTLS routers (SMTP, IMAP, POP3, MySQL) greet clients that stay silent and hold
+//! the dialogue up to the ClientHello ([`super::starttls`]).
 //! Connections that belong to HTTP routers (plaintext ones no TCP router takes, TLS
 //! ones whose SNI leads to an HTTPS router) are terminated here if need be and handed
 //! to the entrypoint's [`HttpHandoff`]; this crate knows nothing of HTTP itself.
