@@ -67,10 +67,15 @@ impl Front {
                 FrontError::TooManyCommands,
             );
         }
-        let (verb, arg) = line::split_word(&line);
-        let arg = String::from_utf8_lossy(arg);
+        let (verb, arg_bytes) = line::split_word(&line);
+        let arg = String::from_utf8_lossy(arg_bytes);
         match verb.to_ascii_uppercase().as_slice() {
             b"EHLO" | b"HELO" if arg.is_empty() => reply(b"501 5.5.4 Syntax: EHLO hostname\r\n"),
+            // The name is replayed to the backend: nothing but printable ASCII (a domain or
+            // an address literal, RFC 5321 §4.1.1.1), so no control byte rides along.
+            b"EHLO" | b"HELO" if !arg_bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') => {
+                reply(b"501 5.5.4 Invalid domain name\r\n")
+            }
             b"EHLO" => {
                 self.helo = Some(arg.into_owned());
                 FrontStep::Reply(format!("250-{}\r\n250 STARTTLS\r\n", self.domain).into_bytes())
@@ -299,6 +304,17 @@ mod tests {
             step,
             FrontStep::StartTls { handoff: Handoff::Smtp { helo }, .. } if helo == "old.client"
         ));
+    }
+
+    #[test]
+    fn ehlo_names_with_control_bytes_are_refused() {
+        let mut f = front();
+        let (said, step) = run(&mut f, b"EHLO a\rMAIL FROM:<x@y>\r\nSTARTTLS\r\n");
+        assert_eq!(
+            said,
+            "501 5.5.4 Invalid domain name\r\n503 5.5.1 Send EHLO first\r\n"
+        );
+        assert_eq!(step, FrontStep::NeedMore);
     }
 
     #[test]
