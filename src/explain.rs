@@ -8,7 +8,8 @@
 //! the default TLS option. Connections that land on HTTP go through the HTTP routers in
 //! match order. Every rule is the real compiled one, evaluated by the real matchers: this
 //! module only records which matchers were evaluated and what they looked at. It opens no
-//! socket; the ACME TLS-ALPN-01 answer, PROXY headers and Postgres STARTTLS are not modelled.
+//! socket; the ACME TLS-ALPN-01 answer, PROXY headers and STARTTLS (the Postgres SSLRequest,
+//! `tls.starttls` routers) are not modelled.
 
 pub mod tables;
 

@@ -907,6 +907,21 @@ pub struct TcpRouterTls {
     pub options: Located<String>,
     pub cert_resolver: String,
     pub domains: Vec<Domain>,
+    /// Extension: the router takes only connections that asked for TLS inside this
+    /// protocol (STARTTLS), and speaks it to the backend in passthrough mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<Starttls>,
+}
+
+/// `tls.starttls` of a TCP router: the protocol in which the client asks for TLS.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Starttls {
+    Postgres,
+    Smtp,
+    Imap,
+    Pop3,
+    Mysql,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]

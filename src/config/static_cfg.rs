@@ -229,6 +229,8 @@ pub struct EntryPoint {
     pub http2: Http2,
     pub http3: Option<Http3>,
     pub udp: EntryPointUdp,
+    /// Extension: TCP dispatch settings.
+    pub tcp: EntryPointTcp,
     pub observability: Option<EntryPointObservability>,
     /// Created by Sallyport itself (the `traefik` entrypoint that `api.insecure`, `ping`
     /// or `metrics` ask for), not written by the user.
@@ -473,6 +475,17 @@ impl Default for EntryPointUdp {
             max_sessions: DEFAULT_UDP_MAX_SESSIONS,
         }
     }
+}
+
+/// `entryPoints.<n>.tcp` (a Sallyport extension).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EntryPointTcp {
+    /// How long a connection may stay silent before it is taken for a server-first
+    /// protocol (SMTP, SSH, MySQL banners): it then goes to the entrypoint's server-first
+    /// STARTTLS greeting or its non-TLS `HostSNI(`*`)` router, even when TLS or HTTP
+    /// routers share the entrypoint. Unset: wait for the client as Traefik does.
+    pub server_first_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -1093,6 +1106,12 @@ pub fn load_static(
                 format!("entryPoint \"{name}\": udp.timeout must be greater than zero")
             } else if ep.udp.max_sessions < 1 {
                 format!("entryPoint \"{name}\": udp.maxSessions must be at least 1")
+            } else if ep
+                .tcp
+                .server_first_timeout
+                .is_some_and(|t| t.to_std().is_none_or(|t| t.is_zero()))
+            {
+                format!("entryPoint \"{name}\": tcp.serverFirstTimeout must be greater than zero")
             } else {
                 return None;
             };
@@ -1511,6 +1530,40 @@ mod tests {
             Protocol::Udp
         );
         assert!(loaded.config.default_entry_points().is_empty());
+    }
+
+    #[test]
+    fn server_first_timeout_is_an_optional_positive_duration() {
+        let loaded = load_static(
+            &args(&[
+                "--entryPoints.mail.address=:25",
+                "--entryPoints.mail.tcp.serverFirstTimeout=500ms",
+                "--entryPoints.web.address=:80",
+            ]),
+            &[],
+        )
+        .expect("loads");
+        let eps = &loaded.config.entry_points;
+        assert_eq!(
+            eps["mail"].tcp.server_first_timeout,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(eps["web"].tcp.server_first_timeout, None);
+        let errors = load_static(
+            &args(&[
+                "--entryPoints.mail.address=:25",
+                "--entryPoints.mail.tcp.serverFirstTimeout=0",
+            ]),
+            &[],
+        )
+        .expect_err("zero");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("tcp.serverFirstTimeout must be greater than zero"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

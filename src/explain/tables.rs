@@ -121,6 +121,14 @@ pub fn entrypoint_tables(
             t.skipped.push(skipped("TCP", name, reasons.clone()));
             continue;
         }
+        if let Some(protocol) = r.tls.as_ref().and_then(|t| t.starttls) {
+            let protocol = format!("{protocol:?}").to_lowercase();
+            let why = format!(
+                "takes only connections that ask for TLS with {protocol} STARTTLS (not modelled)"
+            );
+            t.skipped.push(skipped("TCP", name, vec![why]));
+            continue;
+        }
         let rule = match TcpRule::compile(&r.rule.value, r.tls.is_some()) {
             Ok(rule) => rule,
             Err(e) => {

@@ -57,6 +57,11 @@ impl Entrypoint {
                 name: name.clone(),
                 proxy_protocol,
                 read_timeout,
+                server_first_timeout: cfg
+                    .tcp
+                    .server_first_timeout
+                    .and_then(|t| t.to_std())
+                    .filter(|d| !d.is_zero()),
                 observer: None,
             }),
             name,

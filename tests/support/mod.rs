@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod auth_server;
 pub mod grpc;
 pub mod grpc_web;
+pub mod mail;
+pub mod mariadb;
 pub mod mtls;
 pub mod pebble;
 pub mod programs;

@@ -2,7 +2,10 @@
 //!
 //! The order follows Traefik's shared-entrypoint dispatch (reference §4.1, §4.2):
 //! PROXY protocol header (trusted peers only), the server-first fast path, the
-//! Postgres SSLRequest, then the ClientHello (SNI, ALPN) and the router tables.
+//! first-bytes deadline (`serverFirstTimeout`, an extension), the Postgres SSLRequest,
+//! then the ClientHello (SNI, ALPN) and the router tables. Entrypoints with server-first
+//! STARTTLS routers (SMTP, IMAP, POP3, MySQL) greet clients that stay silent and hold
+//! the dialogue up to the ClientHello ([`super::starttls`]).
 //! Connections that belong to HTTP routers (plaintext ones no TCP router takes, TLS
 //! ones whose SNI leads to an HTTPS router) are terminated here if need be and handed
 //! to the entrypoint's [`HttpHandoff`]; this crate knows nothing of HTTP itself.
@@ -14,6 +17,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -29,6 +33,7 @@ use super::router::{Route, RouteTable};
 use super::rule::ConnInfo;
 use super::service::Service;
 use super::sni::{SniMatch, SniTable};
+use super::starttls::{self, DialogueError, Front, Handoff, Mode, Protocol};
 use super::transport::BackendStream;
 use crate::io::PrefixedIo;
 use crate::observe::{CloseReason, ConnObserver, ConnRecord, Observer, Transport};
@@ -48,6 +53,14 @@ const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// How long a passthrough Postgres backend may take to answer the replayed SSLRequest.
 const PG_BACKEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Numbers the synthesized MySQL greetings, as a server numbers its connections.
+static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The longest a STARTTLS client may take, from accept to its ClientHello, when the
+/// entrypoint's `readTimeout` is off: a dialogue held open by the router itself is
+/// always bounded.
+const STARTTLS_DIALOGUE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Entrypoint settings that shape the dispatch (from the static configuration).
 #[derive(Debug, Clone)]
 pub struct EntrypointSettings {
@@ -57,6 +70,10 @@ pub struct EntrypointSettings {
     /// `transport.respondingTimeouts.readTimeout`: bounds the wait for the first
     /// bytes (PROXY header, SSLRequest, ClientHello). `None` waits forever.
     pub read_timeout: Option<Duration>,
+    /// `tcp.serverFirstTimeout` (an extension): a connection that has sent nothing for
+    /// this long is taken for a server-first protocol even when TLS or HTTP routers
+    /// share the entrypoint. `None`: wait for the client's bytes (Traefik's behaviour).
+    pub server_first_timeout: Option<Duration>,
     /// Told about every TCP connection routed here (or closed for want of a router).
     pub observer: Option<Observer>,
 }
@@ -97,6 +114,20 @@ pub struct TcpTarget {
     pub service: Service,
     pub tls: TlsMode,
     pub middlewares: Vec<Arc<TcpMiddleware>>,
+    /// `tls.starttls` (an extension): the router takes only connections that asked for
+    /// TLS this way. `None`: direct TLS, and (as in Traefik) Postgres SSLRequests.
+    pub starttls: Option<Protocol>,
+}
+
+impl TcpTarget {
+    /// Whether a connection that reached TLS through `via` (`None`: direct TLS) may be
+    /// routed here.
+    fn takes(&self, via: Option<Protocol>) -> bool {
+        match (self.starttls, via) {
+            (None, None | Some(Protocol::Postgres)) => true,
+            (declared, via) => declared == via,
+        }
+    }
 }
 
 /// The compiled routing of one entrypoint (one snapshot's view of it).
@@ -117,6 +148,9 @@ pub struct EntrypointRoutes {
     /// completed with the challenge certificate of their server name and closed, ahead of
     /// every router (`None`: no resolver uses that challenge, or `allowACMEByPass`).
     pub acme_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The server-first STARTTLS protocol of the entrypoint's TLS routers, if any: the
+    /// router greets silent clients with it (at once, or after `serverFirstTimeout`).
+    pub starttls: Option<Protocol>,
 }
 
 impl EntrypointRoutes {
@@ -129,7 +163,25 @@ impl EntrypointRoutes {
             https: SniTable::new(),
             https_default: None,
             acme_tls: None,
+            starttls: None,
         }
+    }
+
+    /// Only STARTTLS routers of one server-first protocol (HTTP routers without TLS are
+    /// shadowed, as by the fast path): greet every client at once.
+    pub fn greets_at_once(&self) -> bool {
+        self.starttls.is_some()
+            && self.plain.is_empty()
+            && self.https.is_empty()
+            && self.https_default.is_none()
+            && self.tls.iter().all(|r| r.target.starttls == self.starttls)
+    }
+
+    /// The first TLS router that takes a connection with `info` that reached TLS `via`.
+    fn find_tls(&self, info: &ConnInfo, via: Option<Protocol>) -> Option<&Route<TcpTarget>> {
+        self.tls
+            .iter()
+            .find(|r| r.target.takes(via) && r.rule.matches(info))
     }
 
     /// Only non-TLS TCP routers: the entrypoint routes before the client speaks.
@@ -248,6 +300,44 @@ pub async fn serve(
         }
     }
 
+    if buf.is_empty()
+        && routes.greets_at_once()
+        && let Some(protocol) = routes.starttls
+    {
+        return serve_starttls(client, buf, protocol, &routes, &plain_ctx, deadline).await;
+    }
+
+    // `tcp.serverFirstTimeout`: a client still silent then waits for a banner, so the
+    // STARTTLS greeting or the non-TLS routers get it before any TLS or HTTP router could.
+    if let Some(wait) = settings.server_first_timeout
+        && buf.is_empty()
+        && (routes.starttls.is_some() || !routes.plain.is_empty())
+    {
+        match tokio::time::timeout(wait, fill(&mut client, &mut buf, 1, deadline)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(entrypoint = %ep, client = %client_addr, error = %e, "closed before sending anything");
+                return;
+            }
+            Err(_) => {
+                if let Some(protocol) = routes.starttls {
+                    debug!(entrypoint = %ep, client = %client_addr, %protocol, "client silent for serverFirstTimeout: greeting it");
+                    return serve_starttls(client, buf, protocol, &routes, &plain_ctx, deadline)
+                        .await;
+                }
+                let info = ConnInfo {
+                    sni: None,
+                    alpn: &[],
+                    client_ip: ip,
+                };
+                if let Some(route) = routes.plain.find(&info) {
+                    debug!(entrypoint = %ep, client = %client_addr, router = %route.target.router, "client silent for serverFirstTimeout: routed as server-first");
+                    return forward(client, buf.freeze(), route, &plain_ctx).await;
+                }
+            }
+        }
+    }
+
     if let Err(e) = fill(&mut client, &mut buf, 1, deadline).await {
         debug!(entrypoint = %ep, client = %client_addr, error = %e, "closed before sending anything");
         return;
@@ -290,24 +380,9 @@ pub async fn serve(
         return forward_plain(client, buf, &routes, &plain_ctx).await;
     }
 
-    let hello = loop {
-        match sniff::client_hello(&buf) {
-            Ok(Some(hello)) => break hello,
-            Ok(None) if buf.len() >= MAX_SNIFF_BYTES => {
-                info!(entrypoint = %ep, client = %client_addr, bytes = buf.len(), "closing: ClientHello over the size limit");
-                return;
-            }
-            Ok(None) => {
-                if let Err(e) = more(&mut client, &mut buf, deadline).await {
-                    info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: incomplete ClientHello");
-                    return;
-                }
-            }
-            Err(e) => {
-                info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: unreadable ClientHello");
-                return;
-            }
-        }
+    let Some(hello) = read_client_hello(&mut client, &mut buf, deadline, ep, client_addr).await
+    else {
+        return;
     };
     let info = ConnInfo {
         sni: hello.sni.as_deref(),
@@ -325,9 +400,10 @@ pub async fn serve(
     };
     if postgres {
         // A Postgres client only ever reaches TLS TCP routers.
-        return match routes.tls.find(&info) {
+        return match routes.find_tls(&info, Some(Protocol::Postgres)) {
             Some(route) if matches!(route.target.tls, TlsMode::Passthrough) => {
-                forward_postgres_passthrough(client, buf.freeze(), route, &ctx).await
+                let prelude = Prelude::PostgresSsl;
+                forward_with(client, buf.freeze(), route, &ctx, prelude).await
             }
             Some(route) => forward(client, buf.freeze(), route, &ctx).await,
             None => {
@@ -351,7 +427,7 @@ pub async fn serve(
     if let (Some((target, SniMatch::Specific)), Some(http)) = (https, &routes.http) {
         return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
     }
-    let tcp = routes.tls.find(&info);
+    let tcp = routes.find_tls(&info, None);
     if let Some(route) = tcp.filter(|r| !r.rule.is_catch_all()) {
         return forward(client, buf.freeze(), route, &ctx).await;
     }
@@ -368,6 +444,107 @@ pub async fn serve(
     // HTTPS routers closes before sending any certificate (docs/compatibility.md).
     info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches; closing");
     ctx.report(None, None, None, CloseReason::NoRoute);
+}
+
+/// Reads the ClientHello at the start of `buf` (reading more as needed), or logs why
+/// there is none.
+async fn read_client_hello(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Option<Instant>,
+    ep: &str,
+    client_addr: SocketAddr,
+) -> Option<sniff::ClientHello> {
+    loop {
+        match sniff::client_hello(buf) {
+            Ok(Some(hello)) => return Some(hello),
+            Ok(None) if buf.len() >= MAX_SNIFF_BYTES => {
+                info!(entrypoint = %ep, client = %client_addr, bytes = buf.len(), "closing: ClientHello over the size limit");
+                return None;
+            }
+            Ok(None) => {
+                if let Err(e) = more(client, buf, deadline).await {
+                    info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: incomplete ClientHello");
+                    return None;
+                }
+            }
+            Err(e) => {
+                info!(entrypoint = %ep, client = %client_addr, error = %e, "closing: unreadable ClientHello");
+                return None;
+            }
+        }
+    }
+}
+
+/// A server-first STARTTLS connection: greet it, answer it until it asks for TLS, read
+/// its ClientHello and route it among the routers that declared `protocol`.
+async fn serve_starttls(
+    mut client: TcpStream,
+    mut buf: BytesMut,
+    protocol: Protocol,
+    routes: &EntrypointRoutes,
+    plain_ctx: &Ctx<'_>,
+    deadline: Option<Instant>,
+) {
+    let (ep, client_addr) = (plain_ctx.ep, plain_ctx.client_addr);
+    let mut scramble = [0u8; 20];
+    if protocol == Protocol::Mysql
+        && let Err(e) = getrandom::fill(&mut scramble)
+    {
+        warn!(entrypoint = %ep, client = %client_addr, error = %e, "closing: no randomness for the MySQL greeting");
+        return;
+    }
+    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let Some(mut front) = Front::new(protocol, plain_ctx.local.ip(), connection_id, scramble)
+    else {
+        return;
+    };
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + STARTTLS_DIALOGUE_TIMEOUT);
+    let handoff = match starttls::greet(&mut client, &mut buf, &mut front, deadline.into()).await {
+        Ok(handoff) => handoff,
+        // A client that goes away is not news; one that misbehaves is.
+        Err(e @ (DialogueError::Closed | DialogueError::Io(_))) => {
+            debug!(entrypoint = %ep, client = %client_addr, %protocol, error = %e, "client left before STARTTLS");
+            return;
+        }
+        Err(e) => {
+            info!(entrypoint = %ep, client = %client_addr, %protocol, error = %e, "closing: no STARTTLS");
+            return;
+        }
+    };
+    if let Err(e) = fill(&mut client, &mut buf, 1, Some(deadline)).await {
+        info!(entrypoint = %ep, client = %client_addr, %protocol, error = %e, "closing: no ClientHello after STARTTLS");
+        return;
+    }
+    if !sniff::looks_like_tls(buf[0]) {
+        info!(entrypoint = %ep, client = %client_addr, %protocol, "closing: STARTTLS not followed by TLS");
+        return;
+    }
+    let Some(hello) =
+        read_client_hello(&mut client, &mut buf, Some(deadline), ep, client_addr).await
+    else {
+        return;
+    };
+    let info = ConnInfo {
+        sni: hello.sni.as_deref(),
+        alpn: &hello.alpn,
+        client_ip: client_addr.ip(),
+    };
+    let ctx = Ctx {
+        sni: hello.sni.as_deref(),
+        alpn: &hello.alpn,
+        ..*plain_ctx
+    };
+    match routes.find_tls(&info, Some(protocol)) {
+        Some(route) => {
+            let prelude = Prelude::Starttls(&handoff);
+            forward_with(client, buf.freeze(), route, &ctx, prelude).await
+        }
+        None => {
+            info!(entrypoint = %ep, client = %client_addr, %protocol, sni = ctx.sni.unwrap_or(""), "no STARTTLS router matches; closing");
+            ctx.report(None, None, None, CloseReason::NoRoute);
+        }
+    }
 }
 
 /// Completes a TLS-ALPN-01 validation handshake (the certificate is the answer) and closes.
@@ -615,6 +792,73 @@ async fn read_proxy_header(
 
 /// Applies the router's middlewares, dials a backend, replays `prefix` and relays.
 async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx: &Ctx<'_>) {
+    forward_with(client, prefix, route, ctx, Prelude::None).await
+}
+
+/// What a backend must be told before the client's bytes are relayed to it.
+enum Prelude<'a> {
+    None,
+    /// Postgres passthrough: the SSLRequest again, answered `S` (swallowed: the client
+    /// already had the router's).
+    PostgresSsl,
+    /// The backend half of a STARTTLS dialogue.
+    Starttls(&'a Handoff),
+}
+
+impl Prelude<'_> {
+    async fn run(&self, backend: &mut BackendStream, mode: Mode) -> Result<(), DialogueError> {
+        match self {
+            Prelude::None => Ok(()),
+            Prelude::PostgresSsl => {
+                let answer = async {
+                    backend.write_all(&sniff::PG_SSL_REQUEST).await?;
+                    let mut s = [0u8; 1];
+                    backend.read_exact(&mut s).await?;
+                    Ok::<_, std::io::Error>(s[0])
+                };
+                match tokio::time::timeout(PG_BACKEND_ANSWER_TIMEOUT, answer).await {
+                    Ok(Ok(b'S')) => Ok(()),
+                    Ok(Ok(other)) => Err(starttls::BackError::Unexpected {
+                        expected: "S to the SSLRequest",
+                        got: char::from(other).to_string(),
+                    }
+                    .into()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err(DialogueError::Timeout),
+                }
+            }
+            Prelude::Starttls(handoff) => {
+                let mut back = starttls::Back::new(handoff, mode);
+                starttls::prepare_backend(backend, &mut back).await
+            }
+        }
+    }
+
+    /// Termination mode, once the client's TLS is up: a MySQL login must be adapted to
+    /// the plaintext backend.
+    async fn after_handshake<C>(
+        &self,
+        client: &mut C,
+        backend: &mut BackendStream,
+    ) -> Result<(), DialogueError>
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match self {
+            Prelude::Starttls(Handoff::Mysql(_)) => starttls::mysql_login(client, backend).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// [`forward`], telling the backend `prelude` first.
+async fn forward_with(
+    client: TcpStream,
+    prefix: Bytes,
+    route: &Route<TcpTarget>,
+    ctx: &Ctx<'_>,
+    prelude: Prelude<'_>,
+) {
     let target = &route.target;
     let Some(admission) = admit(route, ctx) else {
         ctx.report(Some(route), None, None, CloseReason::Refused);
@@ -640,11 +884,20 @@ async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx
                     return;
                 }
             };
-            let Some((backend, server, opts)) = dial(route, ctx).await else {
+            let Some((mut backend, server, opts)) = dial(route, ctx).await else {
                 ctx.report(Some(route), None, None, CloseReason::BackendUnavailable);
                 return;
             };
             ctx.opened(route);
+            if let Err(e) = prelude.run(&mut backend, Mode::Terminate).await {
+                prelude_failed(route, ctx, &server, e);
+                return;
+            }
+            let mut tls = tls;
+            if let Err(e) = prelude.after_handshake(&mut tls, &mut backend).await {
+                prelude_failed(route, ctx, &server, e);
+                return;
+            }
             let started = Instant::now();
             let transfer = relay(tls, backend, &opts).await;
             log_end(route, ctx, &server, started, &transfer);
@@ -655,6 +908,10 @@ async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx
                 return;
             };
             ctx.opened(route);
+            if let Err(e) = prelude.run(&mut backend, Mode::Passthrough).await {
+                prelude_failed(route, ctx, &server, e);
+                return;
+            }
             if let Err(e) = backend.write_all(&prefix).await {
                 info!(entrypoint = ctx.ep, router = %target.router, backend = %server, error = %e, "backend closed before the first bytes were replayed");
                 let kind = CloseReason::BackendError(e.kind());
@@ -672,71 +929,15 @@ async fn forward(client: TcpStream, prefix: Bytes, route: &Route<TcpTarget>, ctx
     drop(admission);
 }
 
-/// Postgres passthrough: replay the SSLRequest to the backend, require its `S`
-/// (swallowed: the client already got ours), then replay the ClientHello.
-async fn forward_postgres_passthrough(
-    client: TcpStream,
-    hello: Bytes,
-    route: &Route<TcpTarget>,
-    ctx: &Ctx<'_>,
-) {
-    let Some(admission) = admit(route, ctx) else {
-        ctx.report(Some(route), None, None, CloseReason::Refused);
-        return;
+/// Logs and reports a backend that failed its prelude.
+fn prelude_failed(route: &Route<TcpTarget>, ctx: &Ctx<'_>, server: &str, e: DialogueError) {
+    info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: the backend dialogue failed");
+    let reason = match e {
+        DialogueError::Io(e) => CloseReason::BackendError(e.kind()),
+        DialogueError::Client(_) => CloseReason::ClientError(std::io::ErrorKind::InvalidData),
+        _ => CloseReason::BackendUnavailable,
     };
-    let Some((mut backend, server, opts)) = dial(route, ctx).await else {
-        ctx.report(Some(route), None, None, CloseReason::BackendUnavailable);
-        return;
-    };
-    ctx.opened(route);
-    let answer = async {
-        backend.write_all(&sniff::PG_SSL_REQUEST).await?;
-        let mut s = [0u8; 1];
-        backend.read_exact(&mut s).await?;
-        Ok::<_, std::io::Error>(s[0])
-    };
-    match tokio::time::timeout(PG_BACKEND_ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(b'S')) => {}
-        Ok(Ok(other)) => {
-            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, answer = %char::from(other), "closing: Postgres backend refused TLS");
-            ctx.report(
-                Some(route),
-                Some(&server),
-                None,
-                CloseReason::BackendUnavailable,
-            );
-            return;
-        }
-        Ok(Err(e)) => {
-            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, error = %e, "closing: Postgres backend failed the SSLRequest");
-            let kind = CloseReason::BackendError(e.kind());
-            ctx.report(Some(route), Some(&server), None, kind);
-            return;
-        }
-        Err(_) => {
-            info!(entrypoint = ctx.ep, router = %route.target.router, backend = %server, "closing: Postgres backend did not answer the SSLRequest");
-            ctx.report(
-                Some(route),
-                Some(&server),
-                None,
-                CloseReason::BackendUnavailable,
-            );
-            return;
-        }
-    }
-    if let Err(e) = backend.write_all(&hello).await {
-        info!(entrypoint = ctx.ep, backend = %server, error = %e, "backend closed before the ClientHello was replayed");
-        let kind = CloseReason::BackendError(e.kind());
-        ctx.report(Some(route), Some(&server), None, kind);
-        return;
-    }
-    let started = Instant::now();
-    let transfer = match backend.into_plain() {
-        Ok(plain) => relay_tcp(client, plain, &opts).await,
-        Err(tls_backend) => relay(client, tls_backend, &opts).await,
-    };
-    log_end(route, ctx, &server, started, &transfer);
-    drop(admission);
+    ctx.report(Some(route), Some(server), None, reason);
 }
 
 fn admit(route: &Route<TcpTarget>, ctx: &Ctx<'_>) -> Option<super::middleware::Admission> {

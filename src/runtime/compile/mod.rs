@@ -28,6 +28,7 @@ use l4::tcp::middleware::{InFlightConn, IpAllowList, TcpMiddleware};
 use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
+use l4::tcp::starttls::Protocol as StarttlsProtocol;
 use l4::tcp::transport::{BackendTls, ProxyVersion, Transport};
 use l4::tls::{CertStore, ClientAuth, ClientAuthType, ServerOptions, TlsVersion, TlsVersions};
 use l4::udp::UdpRoutes;
@@ -39,7 +40,7 @@ use rustls::sign::CertifiedKey;
 use super::internal::{ECHO_SERVICE, Internal};
 use super::server_health::ServerUpMetric;
 use crate::config::dynamic::{
-    DEFAULT_TLS_NAME, DynamicConfig, TcpRouter, TcpServersTransport, TlsOptions,
+    DEFAULT_TLS_NAME, DynamicConfig, Starttls, TcpRouter, TcpServersTransport, TlsOptions,
 };
 use crate::config::static_cfg::{Protocol, StaticConfig};
 use crate::config::validate::Report;
@@ -250,6 +251,8 @@ pub fn compile(
     let acme_tls = c.internal.acme.tls_alpn_acceptor();
     for ep in names {
         let (plain, tls) = tables.remove(&ep).unwrap_or_default();
+        let tls = RouteTable::new(tls);
+        let (tls, starttls) = c.server_first_starttls(&ep, tls);
         let http = c.take_http(&ep);
         let server = http_servers
             .get(&ep)
@@ -258,7 +261,7 @@ pub fn compile(
             ep.clone(),
             Arc::new(EntrypointRoutes {
                 plain: RouteTable::new(plain),
-                tls: RouteTable::new(tls),
+                tls,
                 http: server,
                 https: http.https,
                 https_default: http.https_default,
@@ -267,8 +270,12 @@ pub fn compile(
                         .get(&ep)
                         .is_some_and(|e| !e.allow_acme_by_pass)
                 }),
+                starttls,
             }),
         );
+        if let Some(routes) = entrypoints.get(&ep) {
+            c.check_starttls_reachable(&ep, routes);
+        }
         http_routes.insert(ep, http.routes);
     }
     let quic_tls = st
@@ -345,7 +352,71 @@ struct Compiler<'a> {
     default_transport: Option<Option<Arc<Transport>>>,
 }
 
+/// The l4 protocol of a router's `tls.starttls`.
+fn starttls_protocol(p: Starttls) -> StarttlsProtocol {
+    match p {
+        Starttls::Postgres => StarttlsProtocol::Postgres,
+        Starttls::Smtp => StarttlsProtocol::Smtp,
+        Starttls::Imap => StarttlsProtocol::Imap,
+        Starttls::Pop3 => StarttlsProtocol::Pop3,
+        Starttls::Mysql => StarttlsProtocol::Mysql,
+    }
+}
+
 impl Compiler<'_> {
+    /// The server-first STARTTLS protocol an entrypoint greets silent clients with: that
+    /// of its first such router in match order. Routers declaring another one cannot be
+    /// served there (the greeting is one protocol's) and are left out, with an error.
+    fn server_first_starttls(
+        &mut self,
+        ep: &str,
+        tls: RouteTable<TcpTarget>,
+    ) -> (RouteTable<TcpTarget>, Option<StarttlsProtocol>) {
+        let chosen = tls.iter().find_map(|r| {
+            let protocol = r.target.starttls.filter(|p| p.server_first())?;
+            Some((protocol, r.name.clone()))
+        });
+        let Some((protocol, first)) = chosen else {
+            return (tls, None);
+        };
+        let mut kept = Vec::new();
+        for route in tls.iter() {
+            match route.target.starttls {
+                Some(other) if other.server_first() && other != protocol => self.problem(
+                    None,
+                    format!(
+                        "tcp router {}: starttls {other} on entryPoint \"{ep}\", which already greets STARTTLS clients with {protocol} (router {first}); the router is not served there",
+                        route.name
+                    ),
+                ),
+                _ => kept.push(route.clone()),
+            }
+        }
+        (RouteTable::new(kept), Some(protocol))
+    }
+
+    /// A server-first STARTTLS router on an entrypoint that also serves clients that
+    /// speak first is reached only through `serverFirstTimeout`.
+    fn check_starttls_reachable(&mut self, ep: &str, routes: &EntrypointRoutes) {
+        let Some(protocol) = routes.starttls else {
+            return;
+        };
+        let timeout = self
+            .st
+            .entry_points
+            .get(ep)
+            .and_then(|e| e.tcp.server_first_timeout);
+        if routes.greets_at_once() || timeout.is_some() {
+            return;
+        }
+        self.problem(
+            None,
+            format!(
+                "entryPoint \"{ep}\": its {protocol} STARTTLS routers are never reached: the entrypoint also has routers for clients that speak first, so it waits for them; set entryPoints.{ep}.tcp.serverFirstTimeout to greet clients that stay silent"
+            ),
+        );
+    }
+
     fn problem(&mut self, at: Option<&crate::config::Location>, message: String) {
         tracing::error!("{}", located(at, &message));
         self.problems.push(ConfigError {
@@ -413,6 +484,7 @@ impl Compiler<'_> {
                     service,
                     tls: tls_mode,
                     middlewares,
+                    starttls: tls.and_then(|t| t.starttls).map(starttls_protocol),
                 },
             },
         ))
