@@ -511,7 +511,7 @@ pub struct Providers {
     pub etcd: Option<serde_json::Value>,
     pub zoo_keeper: Option<serde_json::Value>,
     pub redis: Option<serde_json::Value>,
-    pub http: Option<serde_json::Value>,
+    pub http: Option<HttpProvider>,
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
 }
 
@@ -550,6 +550,38 @@ pub struct FileProvider {
     pub filename: String,
     pub debug_log_generated_template: bool,
 }
+
+/// `providers.http`: a URL polled for dynamic configuration (JSON, or YAML/TOML by
+/// content type).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpProvider {
+    pub endpoint: String,
+    /// Time between two polls (Traefik's default 5s).
+    pub poll_interval: Duration,
+    /// Bound on one poll, connection to last body byte (5s).
+    pub poll_timeout: Duration,
+    /// Sent with every poll (an API token, say).
+    pub headers: BTreeMap<String, String>,
+    /// TLS to the endpoint; the system's roots when absent.
+    pub tls: Option<ClientTls>,
+}
+
+impl Default for HttpProvider {
+    fn default() -> Self {
+        HttpProvider {
+            endpoint: String::new(),
+            poll_interval: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(5),
+            headers: BTreeMap::new(),
+            tls: None,
+        }
+    }
+}
+
+/// Traefik's client TLS settings of providers (`ca`, `cert`, `key`,
+/// `insecureSkipVerify`): the same shape as the OTLP exporters'.
+pub type ClientTls = OtlpTls;
 
 impl Default for FileProvider {
     fn default() -> Self {

@@ -96,7 +96,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let quic_tls = reloader.quic_tls();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Watching starts before any entrypoint accepts.
-    let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
+    let updates = crate::providers::spawn(&st, stop_rx.clone());
+    let watcher = tokio::spawn(reloader.run(stop_rx.clone(), updates));
     if let Some((udp, tcp)) = http3_port_clash(&st) {
         error!(udp_entrypoint = %udp, http3_entrypoint = %tcp, "a UDP entrypoint has the port of an entrypoint with http3; both would receive its QUIC datagrams");
         return 1;

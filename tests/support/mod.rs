@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod auth_server;
+pub mod config_server;
 pub mod grpc;
 pub mod grpc_web;
 pub mod mtls;
