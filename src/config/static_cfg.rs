@@ -510,7 +510,7 @@ pub struct Providers {
     pub consul: Option<serde_json::Value>,
     pub etcd: Option<serde_json::Value>,
     pub zoo_keeper: Option<serde_json::Value>,
-    pub redis: Option<serde_json::Value>,
+    pub redis: Option<RedisProvider>,
     pub http: Option<HttpProvider>,
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
 }
@@ -575,6 +575,36 @@ impl Default for HttpProvider {
             poll_timeout: Duration::from_secs(5),
             headers: BTreeMap::new(),
             tls: None,
+        }
+    }
+}
+
+/// `providers.redis`: dynamic configuration in Redis keys, Traefik's key-value layout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RedisProvider {
+    /// `host:port` of the servers, tried in order.
+    pub endpoints: Vec<String>,
+    /// The key under which the configuration is written (`traefik`).
+    pub root_key: String,
+    pub username: String,
+    pub password: String,
+    pub db: i64,
+    pub tls: Option<ClientTls>,
+    /// Redis Sentinel: accepted as written, not used.
+    pub sentinel: Option<serde_json::Value>,
+}
+
+impl Default for RedisProvider {
+    fn default() -> Self {
+        RedisProvider {
+            endpoints: vec!["127.0.0.1:6379".to_owned()],
+            root_key: "traefik".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            db: 0,
+            tls: None,
+            sentinel: None,
         }
     }
 }

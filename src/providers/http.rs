@@ -235,7 +235,7 @@ impl Poller {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                () = super::stopped(&mut stop) => return,
                 _ = ticks.tick() => {}
             }
             match self.fetch().await {

@@ -13,6 +13,8 @@
 //!   latest ([`forward`]), as Traefik throttles each provider on its own.
 
 pub mod http;
+pub mod kv;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -126,9 +128,15 @@ pub async fn forward(
     }
 }
 
+/// Resolves once `stop` says so (or its sender is gone). Holds no borrow of the value, so
+/// that the futures selecting on it stay `Send`.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Whether the static configuration enables a provider besides the file provider.
 pub fn any_configured(st: &StaticConfig) -> bool {
-    st.providers.http.is_some()
+    st.providers.http.is_some() || st.providers.redis.is_some()
 }
 
 /// Starts every configured provider besides the file provider; they run until `stop`.
@@ -151,6 +159,16 @@ pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Rec
                 tokio::spawn(forward(http::PROVIDER, published, throttle, tx.clone()));
             }
             Err(e) => error!(error = %e, "the HTTP provider cannot start"),
+        }
+    }
+    if let Some(cfg) = &st.providers.redis {
+        match redis::RedisWatcher::new(cfg) {
+            Ok(watcher) => {
+                let (publisher, published) = Publisher::new(redis::PROVIDER);
+                tokio::spawn(watcher.run(publisher, stop.clone()));
+                tokio::spawn(forward(redis::PROVIDER, published, throttle, tx.clone()));
+            }
+            Err(e) => error!(error = %e, "the Redis provider cannot start"),
         }
     }
     Some(rx)

@@ -24,6 +24,7 @@ pub mod mtls;
 pub mod pebble;
 pub mod programs;
 pub mod quic;
+pub mod redis;
 pub mod responses;
 pub mod udp;
 pub mod web;
