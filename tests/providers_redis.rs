@@ -79,7 +79,11 @@ async fn two_instances_follow_one_redis_through_writes_deletes_and_a_restart() {
     write_route(&redis, "r", "r.test", &a.url());
     all_answer(&both, "r.test", "a /").await;
 
-    redis.cli(&["DEL", "traefik/http/routers/r/rule", "traefik/http/routers/r/service"]);
+    redis.cli(&[
+        "DEL",
+        "traefik/http/routers/r/rule",
+        "traefik/http/routers/r/service",
+    ]);
     all_answer(&both, "r.test", "").await;
 
     write_route(&redis, "kept", "kept.test", &b.url());

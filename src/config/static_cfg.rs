@@ -508,7 +508,7 @@ pub struct Providers {
     pub nomad: Option<serde_json::Value>,
     pub ecs: Option<serde_json::Value>,
     pub consul: Option<serde_json::Value>,
-    pub etcd: Option<serde_json::Value>,
+    pub etcd: Option<EtcdProvider>,
     pub zoo_keeper: Option<serde_json::Value>,
     pub redis: Option<RedisProvider>,
     pub http: Option<HttpProvider>,
@@ -605,6 +605,31 @@ impl Default for RedisProvider {
             db: 0,
             tls: None,
             sentinel: None,
+        }
+    }
+}
+
+/// `providers.etcd`: dynamic configuration in etcd v3 keys, Traefik's key-value layout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EtcdProvider {
+    /// `host:port` (or `http(s)://host:port`) of the cluster's members.
+    pub endpoints: Vec<String>,
+    /// The key under which the configuration is written (`traefik`).
+    pub root_key: String,
+    pub username: String,
+    pub password: String,
+    pub tls: Option<ClientTls>,
+}
+
+impl Default for EtcdProvider {
+    fn default() -> Self {
+        EtcdProvider {
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            root_key: "traefik".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            tls: None,
         }
     }
 }

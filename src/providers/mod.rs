@@ -12,6 +12,7 @@
 //!   on, the next one waits that long, and what arrives meanwhile collapses into the
 //!   latest ([`forward`]), as Traefik throttles each provider on its own.
 
+pub mod etcd;
 pub mod http;
 pub mod kv;
 pub mod redis;
@@ -136,7 +137,7 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Whether the static configuration enables a provider besides the file provider.
 pub fn any_configured(st: &StaticConfig) -> bool {
-    st.providers.http.is_some() || st.providers.redis.is_some()
+    st.providers.http.is_some() || st.providers.redis.is_some() || st.providers.etcd.is_some()
 }
 
 /// Starts every configured provider besides the file provider; they run until `stop`.
@@ -169,6 +170,16 @@ pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Rec
                 tokio::spawn(forward(redis::PROVIDER, published, throttle, tx.clone()));
             }
             Err(e) => error!(error = %e, "the Redis provider cannot start"),
+        }
+    }
+    if let Some(cfg) = &st.providers.etcd {
+        match etcd::EtcdWatcher::new(cfg) {
+            Ok(watcher) => {
+                let (publisher, published) = Publisher::new(etcd::PROVIDER);
+                tokio::spawn(watcher.run(publisher, stop.clone()));
+                tokio::spawn(forward(etcd::PROVIDER, published, throttle, tx.clone()));
+            }
+            Err(e) => error!(error = %e, "the etcd provider cannot start"),
         }
     }
     Some(rx)

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod auth_server;
 pub mod config_server;
+pub mod etcd;
 pub mod grpc;
 pub mod grpc_web;
 pub mod mtls;

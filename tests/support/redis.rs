@@ -44,7 +44,14 @@ impl RedisServer {
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .arg("--dir")
                 .arg(&self.dir)
-                .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+                .args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ])
                 .args(["--protected-mode", "no", "--daemonize", "no"]),
         );
         self.server = Some(running);
