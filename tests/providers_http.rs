@@ -22,10 +22,20 @@ fn json_route(host: &str, url: &str) -> String {
 /// A router with one entrypoint, the file provider on `dynamic` and the HTTP provider on
 /// `endpoint` polled every 200ms; `extra_providers` goes under `providers:`.
 fn start(tag: &str, endpoint: &str, dynamic: &str, extra_providers: &str) -> (Router, u16) {
-    let dir = temp_dir(tag);
+    start_with(temp_dir(tag), endpoint, dynamic, extra_providers, "")
+}
+
+/// [`start`] in `dir`, with `http_extra` under `providers.http`.
+fn start_with(
+    dir: std::path::PathBuf,
+    endpoint: &str,
+    dynamic: &str,
+    extra_providers: &str,
+    http_extra: &str,
+) -> (Router, u16) {
     let port = free_port();
     let st = format!(
-        "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\nproviders:\n  providersThrottleDuration: 100ms\n{extra_providers}  file:\n    filename: \"{}\"\n  http:\n    endpoint: \"{endpoint}\"\n    pollInterval: 200ms\n    pollTimeout: 500ms\nlog:\n  level: DEBUG\n",
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\nproviders:\n  providersThrottleDuration: 100ms\n{extra_providers}  file:\n    filename: \"{}\"\n  http:\n    endpoint: \"{endpoint}\"\n    pollInterval: 200ms\n    pollTimeout: 500ms\n{http_extra}log:\n  level: DEBUG\n",
         dir.join("dynamic.yml").display()
     );
     (Router::start(&dir, &st, dynamic, &[port]), port)
@@ -78,6 +88,13 @@ async fn a_hanging_or_garbage_endpoint_keeps_the_last_good_configuration() {
     router.wait_log("JSON syntax error");
     router.wait_log("keeping its last good configuration");
     served(port, "h.test", "a /", &router).await;
+    // The file provider keeps updating meanwhile.
+    router.rewrite_dynamic(&format!(
+        "http:\n  routers:\n    f: {{rule: \"Host(`file.test`)\", service: s}}\n  services:\n    s: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+        a.url()
+    ));
+    served(port, "file.test", "a /", &router).await;
+    served(port, "h.test", "a /", &router).await;
     server.set(Answer::Hang);
     router.wait_log("no complete answer within 500ms");
     served(port, "h.test", "a /", &router).await;
@@ -116,4 +133,28 @@ async fn precedence_breaks_equal_priorities_and_references_cross_providers() {
     );
     served(port, "cross.test", "b /", &router).await;
     served(port, "tie.test", "b /", &router).await;
+}
+
+/// An `https://` endpoint that requires a client certificate: polled with the configured
+/// CA, certificate, key and headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_with_the_configured_ca_and_client_certificate() {
+    let a = HttpBackend::start("a").await;
+    let ca = TestCa::new("config CA");
+    let server_cert = ca.issue(&["127.0.0.1"]);
+    let client_cert = ca.issue(&["router"]);
+    let tls = support::web::tls_server_config(&server_cert, Some(&ca.cert), &["http/1.1"]);
+    let server = ConfigServer::start_tls(&json_route("tls.test", &a.url()), tls).await;
+    let dir = temp_dir("http-provider-tls");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert.cert_pem).expect("write CA");
+    let (cert, key) = client_cert.write(&dir, "client");
+    let http_extra = format!(
+        "    headers:\n      Authorization: \"Bearer t\"\n    tls:\n      ca: \"{}\"\n      cert: \"{}\"\n      key: \"{}\"\n",
+        ca_path.display(),
+        cert.display(),
+        key.display()
+    );
+    let (router, port) = start_with(dir, &server.url(), "", "", &http_extra);
+    served(port, "tls.test", "a /", &router).await;
 }

@@ -5,9 +5,10 @@
 //! keyspace notifications on `<rootKey>/*` and reads again after each burst of changes; a
 //! full read every [`RESYNC_INTERVAL`] catches what notifications miss (they are not
 //! delivered while disconnected, and a server may drop them). Keyspace notifications are
-//! off by default in Redis: like Traefik, the provider turns them on (`CONFIG SET
-//! notify-keyspace-events`, adding `K` and `A` to what is set); where `CONFIG` is refused
-//! it says so and relies on the periodic read.
+//! off by default in Redis, and Traefik's key-value library (valkeyrie) needs `KA` set by
+//! the user; this provider turns them on itself (`CONFIG SET notify-keyspace-events`, adding
+//! `K` and `A` to what is set); where `CONFIG` is refused it says so and relies on the
+//! periodic read.
 //!
 //! When Redis goes away the last configuration stays and the provider reconnects, waiting
 //! [`MIN_BACKOFF`] at first and twice as long after each failure, up to [`MAX_BACKOFF`].

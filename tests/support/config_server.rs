@@ -1,6 +1,6 @@
-//! A dynamic-configuration server for the HTTP provider's tests: hyper on loopback,
-//! answering its current body with an `ETag` (and `304` to a matching `If-None-Match`),
-//! or, when told, garbage or nothing at all.
+//! A dynamic-configuration server for the HTTP provider's tests: hyper on loopback (over
+//! TLS if asked), answering its current body with an `ETag` (and `304` to a matching
+//! `If-None-Match`), or, when told, garbage or nothing at all.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +33,7 @@ struct State {
 
 pub struct ConfigServer {
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     /// Requests answered `304 Not Modified`.
     pub not_modified: Arc<AtomicUsize>,
@@ -48,6 +49,16 @@ impl Drop for ConfigServer {
 
 impl ConfigServer {
     pub async fn start(json: &str) -> ConfigServer {
+        ConfigServer::serve(json, None).await
+    }
+
+    /// Over TLS with `tls` (which may require client certificates): `url` is `https://`.
+    pub async fn start_tls(json: &str, tls: Arc<rustls::ServerConfig>) -> ConfigServer {
+        ConfigServer::serve(json, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(json: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> ConfigServer {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State {
@@ -63,19 +74,29 @@ impl ConfigServer {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (st, nm, rq) = (st.clone(), nm.clone(), rq.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (st, nm, rq) = (st.clone(), nm.clone(), rq.clone());
                         async move { Ok::<_, Infallible>(answer(request, &st, &nm, &rq).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         ConfigServer {
             addr,
+            scheme,
             state,
             not_modified,
             requests,
@@ -84,7 +105,7 @@ impl ConfigServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/config", self.addr)
+        format!("{}://{}/config", self.scheme, self.addr)
     }
 
     /// Answers `answer` from now on (a new version: a new `ETag`).
