@@ -158,3 +158,14 @@ async fn https_endpoints_are_verified_with_the_configured_ca_and_client_certific
     let (router, port) = start_with(dir, &server.url(), "", "", &http_extra);
     served(port, "tls.test", "a /", &router).await;
 }
+
+/// The endpoint's configuration is applied before the entrypoint accepts: the very first
+/// request is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_configuration_is_served_from_the_first_request() {
+    let a = HttpBackend::start("a").await;
+    let server = ConfigServer::start(&json_route("first.test", &a.url())).await;
+    let (_router, port) = start("http-provider-first", &server.url(), "", "");
+    let mut conn = Conn::h1(port).await;
+    assert_eq!(conn.get("first.test", "/").await.body, "a /");
+}

@@ -142,9 +142,11 @@ impl Poller {
                 HeaderValue::from_str(value).map_err(|_| invalid())?,
             );
         }
+        // `pollTimeout` bounds each poll as a whole ([`Poller::fetch`]); the transport's own
+        // response timeout stays off so that one bound, with one message, applies.
         let mut settings = TransportSettings {
             dial_timeout: timeout,
-            response_header_timeout: Some(timeout),
+            response_header_timeout: None,
             ..TransportSettings::default()
         };
         if let Some(tls) = &cfg.tls {

@@ -140,12 +140,24 @@ pub fn any_configured(st: &StaticConfig) -> bool {
     st.providers.http.is_some() || st.providers.redis.is_some() || st.providers.etcd.is_some()
 }
 
+/// How long startup waits for the first configuration of every provider before the
+/// entrypoints open without the ones still silent (a store that is down, say).
+pub const FIRST_CONFIGURATION_WAIT: Duration = Duration::from_secs(5);
+
+/// The providers started, and where their throttled configurations arrive.
+pub struct Started {
+    pub updates: mpsc::Receiver<Update>,
+    /// Their names, to know when each one has sent its first configuration.
+    pub providers: Vec<&'static str>,
+}
+
 /// Starts every configured provider besides the file provider; they run until `stop`.
-/// Returns where their throttled configurations arrive, or `None` without any.
-pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Receiver<Update>> {
+/// `None` when there is none (or none could start).
+pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<Started> {
     if !any_configured(st) {
         return None;
     }
+    let mut providers = Vec::new();
     let throttle = st
         .providers
         .providers_throttle_duration
@@ -158,6 +170,7 @@ pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Rec
                 let (publisher, published) = Publisher::new(http::PROVIDER);
                 tokio::spawn(poller.run(publisher, stop.clone()));
                 tokio::spawn(forward(http::PROVIDER, published, throttle, tx.clone()));
+                providers.push(http::PROVIDER);
             }
             Err(e) => error!(error = %e, "the HTTP provider cannot start"),
         }
@@ -168,6 +181,7 @@ pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Rec
                 let (publisher, published) = Publisher::new(redis::PROVIDER);
                 tokio::spawn(watcher.run(publisher, stop.clone()));
                 tokio::spawn(forward(redis::PROVIDER, published, throttle, tx.clone()));
+                providers.push(redis::PROVIDER);
             }
             Err(e) => error!(error = %e, "the Redis provider cannot start"),
         }
@@ -178,11 +192,15 @@ pub fn spawn(st: &StaticConfig, stop: watch::Receiver<bool>) -> Option<mpsc::Rec
                 let (publisher, published) = Publisher::new(etcd::PROVIDER);
                 tokio::spawn(watcher.run(publisher, stop.clone()));
                 tokio::spawn(forward(etcd::PROVIDER, published, throttle, tx.clone()));
+                providers.push(etcd::PROVIDER);
             }
             Err(e) => error!(error = %e, "the etcd provider cannot start"),
         }
     }
-    Some(rx)
+    (!providers.is_empty()).then_some(Started {
+        updates: rx,
+        providers,
+    })
 }
 
 #[cfg(test)]

@@ -218,7 +218,10 @@ impl Reloader {
             if matches!(trigger, Trigger::Startup) && !crate::providers::any_configured(&self.st) {
                 warn!("no provider configured: no routers");
             }
-            if self.others.is_empty() {
+            // Without files there is nothing to re-read: only new certificates (or SIGHUP)
+            // rebuild the other providers' configuration.
+            if self.others.is_empty() || !matches!(trigger, Trigger::Certificates | Trigger::Signal)
+            {
                 return false;
             }
             return self.apply(trigger);
@@ -250,6 +253,30 @@ impl Reloader {
             }
         }
         self.apply(trigger)
+    }
+
+    /// Waits, at most `within`, for the first configuration of every started provider,
+    /// installing each as it arrives, so that the entrypoints open with them.
+    pub async fn first_configurations(
+        &mut self,
+        started: &mut crate::providers::Started,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut waiting = started.providers.clone();
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, started.updates.recv()).await {
+                Ok(Some(update)) => {
+                    waiting.retain(|p| *p != update.provider);
+                    tokio::task::block_in_place(|| self.update(update.provider, update.config));
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    warn!(providers = ?waiting, waited = ?within, "no configuration yet from these providers; starting without them");
+                    return;
+                }
+            }
+        }
     }
 
     /// Installs `provider`'s new configuration, merged with the others' last good ones.
