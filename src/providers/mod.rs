@@ -101,12 +101,6 @@ impl<I: PartialEq> Publisher<I> {
             }
         }
     }
-
-    /// Forgets the last input, so that the next one is published even if it is the same
-    /// (after a reconnection, say, when the store may have been replaced).
-    pub fn forget(&mut self) {
-        self.last_input = None;
-    }
 }
 
 /// Passes a provider's configurations on to the reloader, one per `throttle` at most:
@@ -230,8 +224,9 @@ mod tests {
         assert!(!rx.has_changed().expect("open"));
         let kept = rx.borrow().clone().expect("published");
         assert!(kept.http.routers.contains_key("a@test"));
-        publisher.forget();
-        assert_eq!(publisher.publish(1, |_| config("a")), Published::Sent);
+        // The same bad input is not read (nor logged) again; a good one is published.
+        assert_eq!(publisher.publish(2, |_| config("b")), Published::Unchanged);
+        assert_eq!(publisher.publish(3, |_| config("c")), Published::Sent);
     }
 
     #[tokio::test]
