@@ -16,5 +16,6 @@ pub mod dashboard;
 pub mod explain;
 pub mod logging;
 pub mod metrics;
+pub mod providers;
 pub mod runtime;
 pub mod telemetry;

@@ -498,10 +498,12 @@ impl Parser {
 }
 
 /// The order routers are tried in, for TCP and HTTP alike: priority descending, then
-/// name ascending. Traefik leaves equal priorities in an undefined order (map iteration
-/// and an unstable sort); ordering them by name makes routing repeatable across reloads.
-pub fn match_order(a: (i64, &str), b: (i64, &str)) -> std::cmp::Ordering {
-    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+/// precedence ascending (the binary ranks routers by their provider's place in
+/// `providers.precedence`), then name ascending. Traefik leaves equal priorities of one
+/// provider in an undefined order (map iteration and an unstable sort); ordering them by
+/// name makes routing repeatable across reloads.
+pub fn match_order(a: (i64, u32, &str), b: (i64, u32, &str)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then_with(|| a.2.cmp(b.2))
 }
 
 /// Whether `ip` is in `net`, seeing `::ffff:a.b.c.d` and `a.b.c.d` as the same client.

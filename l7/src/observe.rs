@@ -581,6 +581,7 @@ mod tests {
         Route {
             name: name.to_owned(),
             priority: rule.default_priority(),
+            precedence: 0,
             rule,
             target: RouteTarget {
                 router: Arc::from(name),

@@ -14,11 +14,13 @@ pub struct Route<T> {
     /// Already resolved: a configured priority of 0 is replaced by
     /// [`HttpRule::default_priority`] before the route gets here.
     pub priority: i64,
+    /// Tie-break among equal priorities, lower first ([`l4::rule::match_order`]).
+    pub precedence: u32,
     pub rule: HttpRule,
     pub target: T,
 }
 
-/// Routes in match order: priority descending, then name ascending.
+/// Routes in match order: priority descending, then precedence, then name ascending.
 ///
 /// Traefik leaves the order of equal priorities undefined; ordering them by name makes our
 /// choice repeatable across reloads and runs (as `l4::tcp::router` does).
@@ -40,7 +42,12 @@ pub struct Table<T> {
 
 impl<T> Table<T> {
     pub fn new(mut routes: Vec<Route<T>>) -> Self {
-        routes.sort_by(|a, b| l4::rule::match_order((a.priority, &a.name), (b.priority, &b.name)));
+        routes.sort_by(|a, b| {
+            l4::rule::match_order(
+                (a.priority, a.precedence, &a.name),
+                (b.priority, b.precedence, &b.name),
+            )
+        });
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
         let mut fallback = Vec::new();
@@ -154,6 +161,7 @@ mod tests {
         Route {
             name: name.to_owned(),
             priority,
+            precedence: 0,
             rule,
             target: name.to_owned(),
         }

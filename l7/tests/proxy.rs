@@ -201,6 +201,7 @@ fn route(name: &str, rule: &str, target: SharedHandler) -> Route<RouteTarget> {
     Route {
         name: name.to_owned(),
         priority: rule.default_priority(),
+        precedence: 0,
         rule,
         target: RouteTarget {
             router: Arc::from(name),

@@ -669,13 +669,19 @@ fn metrics_feature(st: &StaticConfig) -> &'static str {
     .map_or("", |(name, _)| name)
 }
 
-/// The providers that feed the runtime (only the file provider does).
+/// The providers that feed the runtime, named as Traefik's overview names them.
 fn providers(st: &StaticConfig) -> Vec<&'static str> {
-    if st.providers.file.is_some() {
-        vec!["File"]
-    } else {
-        Vec::new()
-    }
+    let p = &st.providers;
+    [
+        ("File", p.file.is_some()),
+        ("Redis", p.redis.is_some()),
+        ("Etcd", p.etcd.is_some()),
+        ("HTTP", p.http.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// When the process started serving the API: the first snapshot's build time, kept across

@@ -1,5 +1,7 @@
 //! The file provider's loading step: one dynamic configuration file, or a directory of them,
-//! read into a [`DynamicConfig`] whose names are qualified `name@file`.
+//! read into a [`DynamicConfig`] whose names are qualified `name@file`. The other providers
+//! read their trees through the same steps ([`parse_dynamic_as`], [`read_tree_lenient`])
+//! with their own provider name.
 //!
 //! Every named object is deserialized on its own so that one bad router does not hide
 //! another's error; any error rejects the whole file (and a directory with a bad file), as
@@ -28,7 +30,7 @@ pub const PROVIDER: &str = "file";
 pub fn load_dynamic_file(path: &Path) -> Result<DynamicConfig, Vec<ConfigError>> {
     let mut config = DynamicConfig::default();
     let content = read_file(path)?;
-    content.merge_into(&mut config);
+    content.merge_into(&mut config, PROVIDER);
     Ok(config)
 }
 
@@ -43,7 +45,7 @@ pub fn load_dynamic_dir(dir: &Path) -> Result<DynamicConfig, Vec<ConfigError>> {
     let mut errors = Vec::new();
     for file in files {
         match read_file(&file) {
-            Ok(content) => content.merge_into(&mut config),
+            Ok(content) => content.merge_into(&mut config, PROVIDER),
             Err(mut e) => errors.append(&mut e),
         }
     }
@@ -60,12 +62,41 @@ pub fn parse_dynamic(
     format: Format,
     file: &str,
 ) -> Result<DynamicConfig, Vec<ConfigError>> {
+    parse_dynamic_as(text, format, file, PROVIDER)
+}
+
+/// Parses dynamic configuration text for `provider`, whose name qualifies every name in
+/// it; any error rejects the whole text. `file` names the text in locations.
+pub fn parse_dynamic_as(
+    text: &str,
+    format: Format,
+    file: &str,
+    provider: &str,
+) -> Result<DynamicConfig, Vec<ConfigError>> {
     let file: Arc<str> = Arc::from(file);
     let node = source::parse(text, format, &file).map_err(|e| vec![e])?;
     let content = FileContent::from_node(&node)?;
     let mut config = DynamicConfig::default();
-    content.merge_into(&mut config);
+    content.merge_into(&mut config, provider);
     Ok(config)
+}
+
+/// Reads a configuration tree for `provider`; any error rejects the whole tree.
+pub fn read_tree(node: &Node, provider: &str) -> Result<DynamicConfig, Vec<ConfigError>> {
+    let content = FileContent::from_node(node)?;
+    let mut config = DynamicConfig::default();
+    content.merge_into(&mut config, provider);
+    Ok(config)
+}
+
+/// Reads a configuration tree for `provider`, keeping every object that reads and
+/// returning the errors of the others: one bad key in a key-value store must not take
+/// the other routers down with it.
+pub fn read_tree_lenient(node: &Node, provider: &str) -> (DynamicConfig, Vec<ConfigError>) {
+    let (content, errors) = FileContent::read(node);
+    let mut config = DynamicConfig::default();
+    content.merge_into(&mut config, provider);
+    (config, errors)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Vec<ConfigError>> {
@@ -199,7 +230,18 @@ fn named<T: for<'de> Deserialize<'de>>(
 }
 
 impl FileContent {
+    /// Every object of the tree, rejecting the whole tree on any error.
     fn from_node(node: &Node) -> Result<FileContent, Vec<ConfigError>> {
+        let (content, errors) = FileContent::read(node);
+        if errors.is_empty() {
+            Ok(content)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The objects that read without error, and the errors of the others.
+    fn read(node: &Node) -> (FileContent, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let mut content = FileContent::default();
         // Traefik's decoder only looks at the root keys it knows and ignores the others
@@ -230,11 +272,7 @@ impl FileContent {
                 _ => content.read_tls(value, &mut errors),
             }
         }
-        if errors.is_empty() {
-            Ok(content)
-        } else {
-            Err(errors)
-        }
+        (content, errors)
     }
 
     fn read_http(&mut self, node: &Node, errors: &mut Vec<ConfigError>) {
@@ -285,128 +323,128 @@ impl FileContent {
 
     /// Qualifies names and references and adds the objects to `config`; a name already
     /// present (from an earlier file) is kept and a warning recorded.
-    fn merge_into(self, config: &mut DynamicConfig) {
+    fn merge_into(self, config: &mut DynamicConfig, provider: &str) {
         let warnings = &mut config.warnings;
         warnings.extend(self.warnings);
         insert_all(
             &mut config.http.routers,
             self.http_routers,
-            "HTTP router",
+            ("HTTP router", provider),
             warnings,
             |r| {
-                qualify_all(&mut r.middlewares);
-                qualify(&mut r.service);
-                qualify_all(&mut r.parent_refs);
+                qualify_all(&mut r.middlewares, provider);
+                qualify(&mut r.service, provider);
+                qualify_all(&mut r.parent_refs, provider);
                 if let Some(tls) = &mut r.tls {
-                    qualify_tls_option(&mut tls.options);
+                    qualify_tls_option(&mut tls.options, provider);
                 }
             },
         );
         insert_all(
             &mut config.http.services,
             self.http_services,
-            "HTTP service",
+            ("HTTP service", provider),
             warnings,
             |s| {
-                qualify_all(&mut s.middlewares);
+                qualify_all(&mut s.middlewares, provider);
                 if let Some(lb) = &mut s.load_balancer {
-                    qualify(&mut lb.servers_transport);
+                    qualify(&mut lb.servers_transport, provider);
                 }
                 if let Some(w) = &mut s.weighted {
-                    qualify_weighted(&mut w.services);
+                    qualify_weighted(&mut w.services, provider);
                 }
                 if let Some(m) = &mut s.mirroring {
-                    qualify(&mut m.service);
+                    qualify(&mut m.service, provider);
                     for mirror in &mut m.mirrors {
-                        qualify(&mut mirror.name);
+                        qualify(&mut mirror.name, provider);
                     }
                 }
                 if let Some(f) = &mut s.failover {
-                    qualify(&mut f.service);
-                    qualify(&mut f.fallback);
+                    qualify(&mut f.service, provider);
+                    qualify(&mut f.fallback, provider);
                 }
                 if let Some(h) = &mut s.highest_random_weight {
-                    qualify_weighted(&mut h.services);
+                    qualify_weighted(&mut h.services, provider);
                 }
             },
         );
         insert_all(
             &mut config.http.middlewares,
             self.http_middlewares,
-            "HTTP middleware",
+            ("HTTP middleware", provider),
             warnings,
             |m| {
                 if let Some(chain) = &mut m.chain {
-                    qualify_all(&mut chain.middlewares);
+                    qualify_all(&mut chain.middlewares, provider);
                 }
                 if let Some(errors) = &mut m.errors {
-                    qualify(&mut errors.service);
+                    qualify(&mut errors.service, provider);
                 }
             },
         );
         insert_all(
             &mut config.http.servers_transports,
             self.http_transports,
-            "HTTP serversTransport",
+            ("HTTP serversTransport", provider),
             warnings,
             |_| {},
         );
         insert_all(
             &mut config.tcp.routers,
             self.tcp_routers,
-            "TCP router",
+            ("TCP router", provider),
             warnings,
             |r| {
-                qualify_all(&mut r.middlewares);
-                qualify(&mut r.service);
+                qualify_all(&mut r.middlewares, provider);
+                qualify(&mut r.service, provider);
                 if let Some(tls) = &mut r.tls {
-                    qualify_tls_option(&mut tls.options);
+                    qualify_tls_option(&mut tls.options, provider);
                 }
             },
         );
         insert_all(
             &mut config.tcp.services,
             self.tcp_services,
-            "TCP service",
+            ("TCP service", provider),
             warnings,
             |s| {
                 if let Some(lb) = &mut s.load_balancer {
-                    qualify(&mut lb.servers_transport);
+                    qualify(&mut lb.servers_transport, provider);
                 }
                 if let Some(w) = &mut s.weighted {
-                    qualify_weighted(&mut w.services);
+                    qualify_weighted(&mut w.services, provider);
                 }
             },
         );
         insert_all(
             &mut config.tcp.middlewares,
             self.tcp_middlewares,
-            "TCP middleware",
+            ("TCP middleware", provider),
             warnings,
             |_| {},
         );
         insert_all(
             &mut config.tcp.servers_transports,
             self.tcp_transports,
-            "TCP serversTransport",
+            ("TCP serversTransport", provider),
             warnings,
             |_| {},
         );
         insert_all(
             &mut config.udp.routers,
             self.udp_routers,
-            "UDP router",
+            ("UDP router", provider),
             warnings,
-            |r| qualify(&mut r.service),
+            |r| qualify(&mut r.service, provider),
         );
         insert_all(
             &mut config.udp.services,
             self.udp_services,
-            "UDP service",
+            ("UDP service", provider),
             warnings,
             |s| {
                 if let Some(w) = &mut s.weighted {
-                    qualify_weighted(&mut w.services);
+                    qualify_weighted(&mut w.services, provider);
                 }
             },
         );
@@ -414,13 +452,13 @@ impl FileContent {
         insert_tls(
             &mut config.tls.options,
             self.tls_options,
-            "TLS options",
+            ("TLS options", provider),
             warnings,
         );
         insert_tls(
             &mut config.tls.stores,
             self.tls_stores,
-            "TLS store",
+            ("TLS store", provider),
             warnings,
         );
     }
@@ -429,12 +467,12 @@ impl FileContent {
 fn insert_all<T>(
     into: &mut BTreeMap<String, Located<T>>,
     objects: Vec<(String, Located<T>)>,
-    what: &str,
+    (what, provider): (&str, &str),
     warnings: &mut Vec<ConfigError>,
     mut qualify_refs: impl FnMut(&mut T),
 ) {
     for (name, mut object) in objects {
-        let qualified = qualified_name(&name);
+        let qualified = qualified_name(&name, provider);
         if into.contains_key(&qualified) {
             warnings.push(already_configured(what, &name, &object));
             continue;
@@ -448,14 +486,14 @@ fn insert_all<T>(
 fn insert_tls<T>(
     into: &mut BTreeMap<String, Located<T>>,
     objects: Vec<(String, Located<T>)>,
-    what: &str,
+    (what, provider): (&str, &str),
     warnings: &mut Vec<ConfigError>,
 ) {
     for (name, object) in objects {
         let key = if name == DEFAULT_TLS_NAME {
             name.clone()
         } else {
-            qualified_name(&name)
+            qualified_name(&name, provider)
         };
         if into.contains_key(&key) {
             warnings.push(already_configured(what, &name, &object));
@@ -472,32 +510,32 @@ fn already_configured<T>(what: &str, name: &str, object: &Located<T>) -> ConfigE
     }
 }
 
-fn qualified_name(name: &str) -> String {
-    format!("{name}@{PROVIDER}")
+fn qualified_name(name: &str, provider: &str) -> String {
+    format!("{name}@{provider}")
 }
 
-/// A reference without a provider refers to this provider.
-fn qualify(reference: &mut Located<String>) {
+/// A reference without a provider refers to the provider that defines it.
+fn qualify(reference: &mut Located<String>, provider: &str) {
     if !reference.value.is_empty() && !reference.value.contains('@') {
-        reference.value = qualified_name(&reference.value);
+        reference.value = qualified_name(&reference.value, provider);
     }
 }
 
-fn qualify_all(references: &mut [Located<String>]) {
+fn qualify_all(references: &mut [Located<String>], provider: &str) {
     for reference in references {
-        qualify(reference);
+        qualify(reference, provider);
     }
 }
 
-fn qualify_weighted(services: &mut [WeightedService]) {
+fn qualify_weighted(services: &mut [WeightedService], provider: &str) {
     for service in services {
-        qualify(&mut service.name);
+        qualify(&mut service.name, provider);
     }
 }
 
-fn qualify_tls_option(option: &mut Located<String>) {
+fn qualify_tls_option(option: &mut Located<String>, provider: &str) {
     if option.value != DEFAULT_TLS_NAME {
-        qualify(option);
+        qualify(option, provider);
     }
 }
 

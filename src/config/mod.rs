@@ -15,7 +15,9 @@
 pub mod de;
 pub mod dynamic;
 pub mod file_provider;
+pub mod merge;
 pub mod models;
+pub mod precedence;
 pub mod source;
 pub mod static_cfg;
 pub mod validate;

@@ -521,10 +521,10 @@ pub struct Providers {
     pub nomad: Option<serde_json::Value>,
     pub ecs: Option<serde_json::Value>,
     pub consul: Option<serde_json::Value>,
-    pub etcd: Option<serde_json::Value>,
+    pub etcd: Option<EtcdProvider>,
     pub zoo_keeper: Option<serde_json::Value>,
-    pub redis: Option<serde_json::Value>,
-    pub http: Option<serde_json::Value>,
+    pub redis: Option<RedisProvider>,
+    pub http: Option<HttpProvider>,
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
 }
 
@@ -563,6 +563,93 @@ pub struct FileProvider {
     pub filename: String,
     pub debug_log_generated_template: bool,
 }
+
+/// `providers.http`: a URL polled for dynamic configuration (JSON, or YAML/TOML by
+/// content type).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpProvider {
+    pub endpoint: String,
+    /// Time between two polls (Traefik's default 5s).
+    pub poll_interval: Duration,
+    /// Bound on one poll, connection to last body byte (5s).
+    pub poll_timeout: Duration,
+    /// Sent with every poll (an API token, say).
+    pub headers: BTreeMap<String, String>,
+    /// TLS to the endpoint; the system's roots when absent.
+    pub tls: Option<ClientTls>,
+}
+
+impl Default for HttpProvider {
+    fn default() -> Self {
+        HttpProvider {
+            endpoint: String::new(),
+            poll_interval: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(5),
+            headers: BTreeMap::new(),
+            tls: None,
+        }
+    }
+}
+
+/// `providers.redis`: dynamic configuration in Redis keys, Traefik's key-value layout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RedisProvider {
+    /// `host:port` of the servers, tried in order.
+    pub endpoints: Vec<String>,
+    /// The key under which the configuration is written (`traefik`).
+    pub root_key: String,
+    pub username: String,
+    pub password: String,
+    pub db: i64,
+    pub tls: Option<ClientTls>,
+    /// Redis Sentinel: accepted as written, not used.
+    pub sentinel: Option<serde_json::Value>,
+}
+
+impl Default for RedisProvider {
+    fn default() -> Self {
+        RedisProvider {
+            endpoints: vec!["127.0.0.1:6379".to_owned()],
+            root_key: "traefik".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            db: 0,
+            tls: None,
+            sentinel: None,
+        }
+    }
+}
+
+/// `providers.etcd`: dynamic configuration in etcd v3 keys, Traefik's key-value layout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EtcdProvider {
+    /// `host:port` (or `http(s)://host:port`) of the cluster's members.
+    pub endpoints: Vec<String>,
+    /// The key under which the configuration is written (`traefik`).
+    pub root_key: String,
+    pub username: String,
+    pub password: String,
+    pub tls: Option<ClientTls>,
+}
+
+impl Default for EtcdProvider {
+    fn default() -> Self {
+        EtcdProvider {
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            root_key: "traefik".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            tls: None,
+        }
+    }
+}
+
+/// Traefik's client TLS settings of providers (`ca`, `cert`, `key`,
+/// `insecureSkipVerify`): the same shape as the OTLP exporters'.
+pub type ClientTls = OtlpTls;
 
 impl Default for FileProvider {
     fn default() -> Self {

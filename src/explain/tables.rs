@@ -41,7 +41,8 @@ pub struct Skipped {
     pub reasons: Vec<String>,
 }
 
-/// One entrypoint's routers, each list in match order (priority descending, then name).
+/// One entrypoint's routers, each list in match order (priority descending, then
+/// provider precedence, then name).
 #[derive(Debug, Default)]
 pub struct EntrypointTables {
     pub http_plain: Vec<HttpEntry>,
@@ -148,12 +149,20 @@ pub fn entrypoint_tables(
             t.tcp_plain.push(entry);
         }
     }
-    let by_match_order = |a: (i64, &str), b: (i64, &str)| l4::rule::match_order(a, b);
+    let precedence = &st.providers.precedence;
+    let key =
+        |priority: i64, name: &str| (priority, crate::config::precedence::rank(precedence, name));
     for list in [&mut t.http_plain, &mut t.http_tls] {
-        list.sort_by(|a, b| by_match_order((a.priority, &a.name), (b.priority, &b.name)));
+        list.sort_by(|a, b| {
+            let (ka, kb) = (key(a.priority, &a.name), key(b.priority, &b.name));
+            l4::rule::match_order((ka.0, ka.1, &a.name), (kb.0, kb.1, &b.name))
+        });
     }
     for list in [&mut t.tcp_plain, &mut t.tcp_tls] {
-        list.sort_by(|a, b| by_match_order((a.priority, &a.name), (b.priority, &b.name)));
+        list.sort_by(|a, b| {
+            let (ka, kb) = (key(a.priority, &a.name), key(b.priority, &b.name));
+            l4::rule::match_order((ka.0, ka.1, &a.name), (kb.0, kb.1, &b.name))
+        });
     }
     t
 }

@@ -96,7 +96,17 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let quic_tls = reloader.quic_tls();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Watching starts before any entrypoint accepts.
-    let watcher = tokio::spawn(reloader.run(stop_rx.clone()));
+    // The other providers' first configurations are applied before any entrypoint accepts
+    // too (within a bound: a store that is down must not keep the router from starting).
+    let mut started = crate::providers::spawn(&st, stop_rx.clone());
+    if let Some(started) = started.as_mut() {
+        reloader
+            .first_configurations(started, crate::providers::FIRST_CONFIGURATION_WAIT)
+            .await;
+        // The file watcher starts in `run`: a file changed while waiting is read now.
+        reloader.reload(provider::Trigger::FileChange);
+    }
+    let watcher = tokio::spawn(reloader.run(stop_rx.clone(), started.map(|s| s.updates)));
     if let Some((udp, tcp)) = http3_port_clash(&st) {
         error!(udp_entrypoint = %udp, http3_entrypoint = %tcp, "a UDP entrypoint has the port of an entrypoint with http3; both would receive its QUIC datagrams");
         return 1;

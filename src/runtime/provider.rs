@@ -1,6 +1,8 @@
 //! The file provider at run time: load, validate, compile and swap; watch the file's
 //! directory (not the file: editors and ConfigMaps replace files by rename); SIGHUP
-//! forces a re-read.
+//! forces a re-read. The other providers ([`crate::providers`]) send their configurations
+//! here: the reloader keeps the last good configuration of each provider and installs
+//! their merge, so that one provider failing never holds back another's update.
 //!
 //! Events are throttled by `providers.providersThrottleDuration`: after the first file
 //! event the reloader waits that long, collapses everything that arrived meanwhile, and
@@ -8,7 +10,7 @@
 //! caught half-written is never applied). A configuration that fails to load is rejected with located errors and
 //! the last good snapshot keeps serving; an unchanged one is skipped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use super::rules::Compilers;
 use super::server_health::{ServerUpMetric, watched};
 use crate::config::dynamic::DynamicConfig;
 use crate::config::{ConfigError, StaticConfig, load_dynamic_dir, load_dynamic_file, validate};
+use crate::providers::Update;
 use l7::service::ServiceStates;
 
 /// What asked for a reload (for the log).
@@ -35,6 +38,8 @@ pub enum Trigger {
     Signal,
     /// An ACME resolver obtained or renewed a certificate.
     Certificates,
+    /// A provider besides the file provider sent a new configuration.
+    Provider(&'static str),
 }
 
 /// Where the file provider reads from.
@@ -130,6 +135,10 @@ pub struct Reloader {
     /// Servers of the installed snapshot, whose health the next one inherits.
     servers: Servers,
     last_fingerprint: Option<Vec<u8>>,
+    /// The file provider's last good configuration.
+    file_config: Option<DynamicConfig>,
+    /// The last good configuration of every other provider, by provider name.
+    others: BTreeMap<&'static str, DynamicConfig>,
     /// Certificates as last loaded successfully, served on when their files break.
     good_certs: LastGoodCerts,
     /// The certificate, key and CA files the installed configuration names: watched, and
@@ -174,6 +183,8 @@ impl Reloader {
             health: Vec::new(),
             servers: Servers::new(),
             last_fingerprint: None,
+            file_config: None,
+            others: BTreeMap::new(),
             good_certs: LastGoodCerts::default(),
             tls_files: Vec::new(),
             quic_tls: QuicTls::new(None),
@@ -199,22 +210,33 @@ impl Reloader {
         self.quic_tls.subscribe()
     }
 
-    /// One reload: returns true if a new snapshot was installed.
+    /// One reload: re-reads the file provider (unless its files are unchanged) and installs
+    /// the merge with the other providers' last configurations. Returns true if a new
+    /// snapshot was installed.
     pub fn reload(&mut self, trigger: Trigger) -> bool {
         let Some(source) = self.source.clone() else {
-            if matches!(trigger, Trigger::Startup) {
-                warn!("no file provider configured: no routers");
+            if matches!(trigger, Trigger::Startup) && !crate::providers::any_configured(&self.st) {
+                warn!("no provider configured: no routers");
             }
-            return false;
+            // Without files there is nothing to re-read: only new certificates (or SIGHUP)
+            // rebuild the other providers' configuration.
+            if self.others.is_empty() || !matches!(trigger, Trigger::Certificates | Trigger::Signal)
+            {
+                return false;
+            }
+            return self.apply(trigger);
         };
         let fingerprint = self.fingerprint(&source);
-        let forced = matches!(trigger, Trigger::Signal | Trigger::Certificates);
+        let forced = matches!(
+            trigger,
+            Trigger::Signal | Trigger::Certificates | Trigger::Provider(_)
+        );
         if !forced && self.last_fingerprint.as_ref() == Some(&fingerprint) {
             debug!(?trigger, "dynamic configuration unchanged; nothing to do");
             return false;
         }
-        let dy = match source.load() {
-            Ok(dy) => dy,
+        match source.load() {
+            Ok(dy) => self.file_config = Some(dy),
             Err(errors) => {
                 for e in &errors {
                     error!("{e}");
@@ -229,11 +251,51 @@ impl Reloader {
                 }
                 return false;
             }
-        };
+        }
+        self.apply(trigger)
+    }
+
+    /// Waits, at most `within`, for the first configuration of every started provider,
+    /// installing each as it arrives, so that the entrypoints open with them.
+    pub async fn first_configurations(
+        &mut self,
+        started: &mut crate::providers::Started,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut waiting = started.providers.clone();
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, started.updates.recv()).await {
+                Ok(Some(update)) => {
+                    waiting.retain(|p| *p != update.provider);
+                    tokio::task::block_in_place(|| self.update(update.provider, update.config));
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    warn!(providers = ?waiting, waited = ?within, "no configuration yet from these providers; starting without them");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Installs `provider`'s new configuration, merged with the others' last good ones.
+    pub fn update(&mut self, provider: &'static str, config: DynamicConfig) -> bool {
+        self.others.insert(provider, config);
+        self.apply(Trigger::Provider(provider))
+    }
+
+    /// Merges the providers' configurations, then validates, compiles and installs them.
+    fn apply(&mut self, trigger: Trigger) -> bool {
+        let file = self
+            .file_config
+            .as_ref()
+            .map(|c| (crate::config::file_provider::PROVIDER, c));
+        let others = self.others.iter().map(|(name, c)| (*name, c));
+        let mut dy = crate::config::merge::merge(file.into_iter().chain(others));
         for w in &dy.warnings {
             warn!("{w}");
         }
-        let mut dy = dy;
         crate::config::models::apply(&self.st, &mut dy);
         let report = validate::validate(&self.st, &dy, &Compilers);
         for w in report.all_warnings() {
@@ -267,7 +329,9 @@ impl Reloader {
         self.tls_files = tls_files(&dy);
         self.publish(&dy, &report, &compiled.certificates);
         self.internal.acme.want(&crate::acme::wanted(&dy, &report));
-        self.last_fingerprint = Some(self.fingerprint(&source));
+        if let Some(source) = self.source.clone() {
+            self.last_fingerprint = Some(self.fingerprint(&source));
+        }
         let served = dy
             .tcp
             .routers
@@ -339,6 +403,7 @@ impl Reloader {
     pub fn run(
         mut self,
         mut stop: watch::Receiver<bool>,
+        mut updates: Option<mpsc::Receiver<Update>>,
     ) -> impl std::future::Future<Output = ()> + Send {
         let (tx, mut rx) = mpsc::channel::<Trigger>(64);
         let watch_enabled = self.st.providers.file.as_ref().is_some_and(|f| f.watch);
@@ -365,6 +430,20 @@ impl Reloader {
                     _ = stop.wait_for(|s| *s) => return,
                     t = rx.recv() => match t { Some(t) => t, None => return },
                     Ok(()) = certificates.changed() => Trigger::Certificates,
+                    update = next_update(&mut updates) => match update {
+                        Some(update) => {
+                            // Providers are throttled where they publish (`providers::forward`).
+                            tokio::task::block_in_place(|| self.update(update.provider, update.config));
+                            if let Some(watcher) = watcher.as_mut() {
+                                watch_tls_files(watcher, &tls_watched, &mut watched_dirs, &self.tls_files);
+                            }
+                            continue;
+                        }
+                        None => {
+                            updates = None;
+                            continue;
+                        }
+                    },
                 };
                 // File events wait one throttle period before the files are read, so a
                 // file being written (truncated, then filled) is read once it is whole;
@@ -388,6 +467,14 @@ impl Reloader {
                 }
             }
         }
+    }
+}
+
+/// The next provider update; never, without providers.
+async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Update> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

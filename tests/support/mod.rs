@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod auth_server;
+pub mod config_server;
+pub mod etcd;
 pub mod grpc;
 pub mod grpc_web;
 pub mod mail;
@@ -25,6 +27,7 @@ pub mod mtls;
 pub mod pebble;
 pub mod programs;
 pub mod quic;
+pub mod redis;
 pub mod responses;
 pub mod udp;
 pub mod web;

@@ -10,8 +10,16 @@ pub struct Route<T> {
     /// Already resolved: a configured priority of 0 is replaced by
     /// [`TcpRule::default_priority`] before the route gets here.
     pub priority: i64,
+    /// Tie-break among equal priorities, lower first ([`crate::rule::match_order`]).
+    pub precedence: u32,
     pub rule: TcpRule,
     pub target: T,
+}
+
+impl<T> Route<T> {
+    fn order_key(&self) -> (i64, u32, &str) {
+        (self.priority, self.precedence, &self.name)
+    }
 }
 
 /// Routes in match order ([`crate::rule::match_order`]).
@@ -22,8 +30,7 @@ pub struct RouteTable<T> {
 
 impl<T> RouteTable<T> {
     pub fn new(mut routes: Vec<Route<T>>) -> Self {
-        routes
-            .sort_by(|a, b| crate::rule::match_order((a.priority, &a.name), (b.priority, &b.name)));
+        routes.sort_by(|a, b| crate::rule::match_order(a.order_key(), b.order_key()));
         RouteTable { routes }
     }
 
@@ -69,6 +76,7 @@ mod tests {
         Route {
             name: name.into(),
             priority,
+            precedence: 0,
             rule,
             target: "",
         }

@@ -18,6 +18,8 @@ pub struct UdpRoute {
     /// `None`: the fallback router.
     pub rule: Option<TcpRule>,
     pub priority: i64,
+    /// Tie-break among equal priorities, lower first ([`match_order`]).
+    pub precedence: u32,
     pub service: Arc<UdpService>,
     /// The service's name as configured (for logs and metrics).
     pub service_name: Arc<str>,
@@ -34,7 +36,12 @@ pub struct UdpRoutes {
 impl UdpRoutes {
     /// Routers with a rule, tried by priority (then name), then the `fallback`.
     pub fn new(mut with_rules: Vec<UdpRoute>, fallback: Option<UdpRoute>) -> Self {
-        with_rules.sort_by(|a, b| match_order((a.priority, &a.name), (b.priority, &b.name)));
+        with_rules.sort_by(|a, b| {
+            match_order(
+                (a.priority, a.precedence, &a.name),
+                (b.priority, b.precedence, &b.name),
+            )
+        });
         with_rules.extend(fallback);
         Self { routes: with_rules }
     }
@@ -74,6 +81,7 @@ mod tests {
             name: Arc::from(name),
             rule: rule.map(|r| TcpRule::compile(r, false).unwrap()),
             priority,
+            precedence: 0,
             service: Arc::new(UdpService::LoadBalancer(LoadBalancer::new(
                 vec![Arc::from(name)],
                 Strategy::Wrr,

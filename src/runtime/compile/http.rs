@@ -124,12 +124,14 @@ impl Compiler<'_> {
                     Arc::from(o)
                 }
             });
+            let precedence = crate::config::precedence::rank(&self.st.providers.precedence, name);
             let domains = rule.hosts();
             let service_name: Arc<str> = Arc::from(router.service.value.as_str());
             for ep in &resolved.entry_points {
                 let route = Route {
                     name: name.clone(),
                     priority,
+                    precedence,
                     rule: rule.clone(),
                     target: RouteTarget {
                         router: Arc::from(name.as_str()),
@@ -251,6 +253,7 @@ impl Compiler<'_> {
         Some(Route {
             name: name.to_owned(),
             priority: i64::MAX,
+            precedence: 0,
             rule: HttpRule::compile(&rule).ok()?,
             target: RouteTarget {
                 router: Arc::from(name),
@@ -278,6 +281,7 @@ impl Compiler<'_> {
             out.push(Route {
                 name: r.name.to_owned(),
                 priority: r.priority,
+                precedence: 0,
                 rule,
                 target: RouteTarget {
                     router: Arc::from(r.name),

@@ -304,6 +304,7 @@ pub fn compile(
 struct PendingRoute {
     name: String,
     priority: i64,
+    precedence: u32,
     rule: TcpRule,
     target: TcpTarget,
 }
@@ -320,6 +321,7 @@ impl PendingRoute {
         Route {
             name: self.name.clone(),
             priority: self.priority,
+            precedence: self.precedence,
             rule: self.rule.clone(),
             target,
         }
@@ -477,6 +479,7 @@ impl Compiler<'_> {
             PendingRoute {
                 name: name.to_string(),
                 priority,
+                precedence: crate::config::precedence::rank(&self.st.providers.precedence, name),
                 rule,
                 target: TcpTarget {
                     router: Arc::from(name),

@@ -72,6 +72,7 @@ pub(super) fn udp_routes(
                     (Some(rule), 0) => rule.default_priority(),
                     (_, priority) => priority,
                 },
+                precedence: crate::config::precedence::rank(&st.providers.precedence, name),
                 rule: rule.clone(),
                 service: service.clone(),
                 service_name: Arc::from(r.service.value.as_str()),
