@@ -17,12 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod auth_server;
+pub mod examples;
 pub mod grpc;
 pub mod grpc_web;
 pub mod mtls;
 pub mod pebble;
 pub mod programs;
 pub mod quic;
+pub mod redis;
 pub mod responses;
 pub mod udp;
 pub mod web;
