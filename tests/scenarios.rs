@@ -31,6 +31,75 @@ fn example_addresses_are_swapped_whole() {
     );
 }
 
+/// The configuration blocks of `docs/scenarios/*.md`: each YAML block introduced by a line
+/// naming a file (`` `examples/x/y.yml`: ``), as (page, file, block).
+fn shown_configurations() -> Vec<(String, String, String)> {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scenarios");
+    let mut shown = Vec::new();
+    for entry in std::fs::read_dir(&docs).expect("docs/scenarios").flatten() {
+        let page = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).expect("read page");
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let Some(file) = line
+                .strip_prefix('`')
+                .and_then(|l| l.strip_suffix("`:"))
+                .filter(|f| f.starts_with("examples/"))
+            else {
+                continue;
+            };
+            let mut block = String::new();
+            let mut opened = false;
+            for line in lines.by_ref() {
+                match (opened, line) {
+                    (false, "") => {}
+                    (false, "```yaml") => opened = true,
+                    (false, other) => panic!("{page}: {file} is followed by {other:?}"),
+                    (true, "```") => break,
+                    (true, line) => {
+                        block.push_str(line);
+                        block.push('\n');
+                    }
+                }
+            }
+            shown.push((page.clone(), file.to_owned(), block));
+        }
+    }
+    shown
+}
+
+/// Every scenario page shows its example files as they are, and every file of the examples
+/// the pages are about is shown: the pages cannot drift from what the tests run.
+#[test]
+fn scenario_pages_show_their_example_files_verbatim() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shown = shown_configurations();
+    for (page, file, block) in &shown {
+        let actual = std::fs::read_to_string(repo.join(file))
+            .unwrap_or_else(|e| panic!("{page} shows {file}, which cannot be read: {e}"));
+        assert_eq!(
+            block, &actual,
+            "{page} shows {file} differently from the file"
+        );
+    }
+    for example in [
+        "postgres-sni",
+        "redis-tls",
+        "grpc-passthrough",
+        "grpc-terminated",
+        "http3-edge",
+        "udp-game",
+    ] {
+        for file in ["sallyport.yml", "dynamic.yml"] {
+            let file = format!("examples/{example}/{file}");
+            assert!(
+                shown.iter().any(|(_, f, _)| *f == file),
+                "no scenario page shows {file}"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------ PostgreSQL by SNI
 
 /// psql as docs/scenarios/postgres.md runs it: to `name` at `127.0.0.1:port`, verifying the
@@ -259,9 +328,22 @@ async fn grpc_passthrough_example_carries_calls_to_the_servers_tls() {
     );
 }
 
+/// The servers that answered `n` `Say` calls on `client`, sorted.
+async fn say_servers(client: &mut GrpcClient, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for call in 0..n {
+        let reply = client.say(&format!("call{call}")).await.expect("Say");
+        seen.push(reply.text.split(' ').next().unwrap_or("").to_owned());
+    }
+    seen.sort();
+    seen
+}
+
 /// `examples/grpc-terminated/`: the router holds api.localhost's certificate, ends HTTP/2 and
 /// sends each call on its own to h2c gRPC servers: one client connection spreads its calls
 /// over both. Streams (server-streaming and bidirectional) keep their order and end with OK.
+/// A server whose gRPC health service says NOT_SERVING gets no more calls (the test shortens
+/// the example's 10 s check interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_terminated_example_balances_calls_of_one_connection() {
     let example = Example::copy("grpc-terminated");
@@ -271,17 +353,16 @@ async fn grpc_terminated_example_balances_calls_of_one_connection() {
     let (a, b) = (GrpcBackend::h2c("a").await, GrpcBackend::h2c("b").await);
     example.swap("127.0.0.1:50061", &a.addr.to_string());
     example.swap("127.0.0.1:50062", &b.addr.to_string());
+    example.swap("interval: 10s", "interval: 100ms");
     let port = example.move_port(18444);
     let _router = example.start(&[port]);
 
     let mut client = GrpcClient::tls(port, "api.localhost", &example.cert("ca")).await;
-    let mut seen = Vec::new();
-    for n in 0..4 {
-        let reply = client.say(&format!("call{n}")).await.expect("Say");
-        seen.push(reply.text.split(' ').next().unwrap_or("").to_owned());
-    }
-    seen.sort();
-    assert_eq!(seen, ["a", "a", "b", "b"], "one connection, calls balanced");
+    assert_eq!(
+        say_servers(&mut client, 4).await,
+        ["a", "a", "b", "b"],
+        "one connection, calls balanced"
+    );
 
     let (counted, end) = client.count("ada", 3).await;
     end.expect("Count ends with OK");
@@ -299,6 +380,16 @@ async fn grpc_terminated_example_balances_calls_of_one_connection() {
     let (answers, end) = client.chat(&["x", "y", "z"]).await;
     end.expect("Chat ends with OK");
     assert_eq!(answers.len(), 3, "{answers:?}");
+
+    b.set_serving(false);
+    // Two more probes: at least one of them after the change.
+    let probes = b.health_checks();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while b.health_checks() < probes + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "b is not probed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(say_servers(&mut client, 4).await, ["a", "a", "a", "a"]);
 }
 
 // ------------------------------------------------------------------ HTTP/3 edge

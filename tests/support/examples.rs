@@ -79,7 +79,10 @@ impl Example {
             return false;
         }
         let ran = run_bounded(
-            Command::new(self.root.join("examples/make-certs.sh"))
+            // Through bash rather than executed: a copy just written can be "text file busy"
+            // while another test thread forks.
+            Command::new("bash")
+                .arg("examples/make-certs.sh")
                 .arg(format!("examples/{}/certs", self.name))
                 .args(names)
                 .current_dir(&self.root),
