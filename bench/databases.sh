@@ -3,7 +3,9 @@
 # 8 clients) straight to the server over TLS, through sallyport in TLS passthrough (routed by
 # SNI after the SSLRequest) and through sallyport terminating TLS; Redis with redis-benchmark
 # over TLS straight to redis-server and through sallyport in TLS passthrough. Target:
-# passthrough within 5% of direct.
+# passthrough within 5% of direct. HAProxy (mode tcp, one thread, on the same core) is the
+# reference for what a relay hop costs on this machine: it passes Redis through by SNI, and
+# relays PostgreSQL without routing (it cannot read the SNI behind an SSLRequest).
 #
 # Interleaved rounds, medians; the tables also go to bench/out/databases/results-databases.md.
 # Method: bench/README.md.
@@ -16,12 +18,13 @@
 #   BENCH_CLIENTS=8        pgbench and redis-benchmark clients
 #   BENCH_PG_SCALE=5       pgbench scale (100,000 accounts rows per unit)
 #   BENCH_REDIS_REQUESTS=200000  requests per redis-benchmark run (GET, then SET)
-#   BENCH_WORKERS=1        sallyport worker threads (SALLYPORT_WORKERS)
-#   BENCH_PIN=1            pin with taskset: sallyport on BENCH_PROXY_CPU; the servers and the
+#   BENCH_HAPROXY=1        also measure through HAProxy (0: not)
+#   BENCH_WORKERS=1        sallyport worker threads (SALLYPORT_WORKERS), HAProxy nbthread
+#   BENCH_PIN=1            pin with taskset: the proxies on BENCH_PROXY_CPU; the servers and the
 #                          load generators on BENCH_LOAD_CPU
 #   BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
 #   BENCH_READY_TIMEOUT=30 seconds a server or the router gets to answer
-#   BENCH_PORT_BASE=19100  ports BASE..BASE+10 on 127.0.0.1
+#   BENCH_PORT_BASE=19100  ports BASE..BASE+21 on 127.0.0.1
 #   BENCH_OUT=bench/out/databases  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian packages (apt-get)
 #   SALLYPORT_BIN=         default: build target/release/sallyport with cargo and use it
@@ -41,7 +44,9 @@ PG_SCALE=${BENCH_PG_SCALE:-5}
 if [[ $QUICK = 1 ]]; then REDIS_REQUESTS=${BENCH_REDIS_REQUESTS:-20000}; else
     REDIS_REQUESTS=${BENCH_REDIS_REQUESTS:-200000}
 fi
+HAPROXY=${BENCH_HAPROXY:-1}
 PEERS="sallyport"
+[[ $HAPROXY = 1 ]] && PEERS+=" haproxy"
 
 for suite in $SUITES; do [[ $suite = pg || $suite = redis ]] || die "BENCH_SUITES takes pg and redis, not '$suite'"; done
 [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS: '$CLIENTS' is not a positive count"
@@ -51,6 +56,8 @@ unset suite
 PG_PORT=$PORT_BASE
 REDIS_PORT=$((PORT_BASE + 1))
 ROUTER_PORT=$((PORT_BASE + 10))
+HAPROXY_PG_PORT=$((PORT_BASE + 20))
+HAPROXY_REDIS_PORT=$((PORT_BASE + 21))
 # Names routed by SNI: PostgreSQL passed through, PostgreSQL terminated, Redis passed through.
 PG_PASS=pass.db.bench.test
 PG_TERM=term.db.bench.test
@@ -72,6 +79,7 @@ trap 'exit 130' INT TERM
 install_missing() {
     local debs=()
     command -v openssl >/dev/null || debs+=(openssl)
+    if has_peer haproxy; then command -v haproxy >/dev/null || debs+=(haproxy); fi
     if wants pg; then
         command -v pgbench >/dev/null || debs+=(postgresql-contrib)
         pg_bin >/dev/null || debs+=(postgresql)
@@ -132,6 +140,30 @@ tls:
   certificates:
     - {certFile: "$OUT/certs/$PG_TERM.crt", keyFile: "$OUT/certs/$PG_TERM.key"}
 EOF
+    mkdir -p "$OUT/haproxy"
+    cat >"$OUT/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread $WORKERS
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+# PostgreSQL: relayed as it is; HAProxy has no SSLRequest support, so no SNI routing.
+frontend pg
+    bind 127.0.0.1:$HAPROXY_PG_PORT
+    default_backend pg
+backend pg
+    server pg 127.0.0.1:$PG_PORT
+# Redis: routed by the SNI of the ClientHello, passed through.
+frontend redis
+    bind 127.0.0.1:$HAPROXY_REDIS_PORT
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req.ssl_hello_type 1 }
+    use_backend redis if { req.ssl_sni -i $REDIS_PASS }
+backend redis
+    server redis 127.0.0.1:$REDIS_PORT
+EOF
 }
 
 # ---------------------------------------------------------------- servers
@@ -184,6 +216,17 @@ start_router() {
     fi
 }
 
+start_haproxy() {
+    start haproxy "$PROXY_CPU" haproxy -db -f "$OUT/haproxy/haproxy.cfg"
+    HAPROXY_PID=$LAST_PID
+    if wants redis; then
+        wait_for haproxy redis-cli --tls --sni "$REDIS_PASS" --cacert "$OUT/certs/ca.crt" \
+            -h 127.0.0.1 -p "$HAPROXY_REDIS_PORT" PING
+    else
+        wait_for haproxy listening "$HAPROXY_PG_PORT"
+    fi
+}
+
 # ---------------------------------------------------------------- one run
 # pg_env PATH : the libpq environment of a path (with PGSSLMODE=require: TLS, not verified).
 pg_env() {
@@ -191,13 +234,24 @@ pg_env() {
     direct) echo "PGHOST=127.0.0.1 PGPORT=$PG_PORT" ;;
     pass) echo "PGHOST=$PG_PASS PGHOSTADDR=127.0.0.1 PGPORT=$ROUTER_PORT" ;;
     term) echo "PGHOST=$PG_TERM PGHOSTADDR=127.0.0.1 PGPORT=$ROUTER_PORT" ;;
+    haproxy) echo "PGHOST=127.0.0.1 PGPORT=$HAPROXY_PG_PORT" ;;
+    esac
+}
+
+# proxy_of PATH : the PID of the proxy a path goes through (none for direct).
+proxy_of() {
+    case $1 in
+    direct) ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    *) echo "$ROUTER_PID" ;;
     esac
 }
 
 # measure SUITE PATH : sets MEASURED to one key=value line.
 measure() {
-    local suite=$1 path=$2 line ticks=0 started
-    [[ $path != direct ]] && ticks=$(cpu_ticks "$ROUTER_PID")
+    local suite=$1 path=$2 line ticks=0 started pid
+    pid=$(proxy_of "$path")
+    [[ -n $pid ]] && ticks=$(cpu_ticks "$pid")
     started=$(date +%s%N)
     case $suite in
     pg)
@@ -211,6 +265,7 @@ measure() {
     redis)
         local sni=() port=$REDIS_PORT
         [[ $path = pass ]] && sni=(--sni "$REDIS_PASS") port=$ROUTER_PORT
+        [[ $path = haproxy ]] && sni=(--sni "$REDIS_PASS") port=$HAPROXY_REDIS_PORT
         local errors=$OUT/redis-benchmark.run.err csv
         # shellcheck disable=SC2046
         if csv=$(timeout 300 $(on_cpu "$LOAD_CPU") redis-benchmark --tls "${sni[@]}" \
@@ -227,14 +282,19 @@ measure() {
     esac
     line=${line:-errors=1 reason=no-output}
     line+=" wall_s=$(awk "BEGIN { print $(($(date +%s%N) - started)) / 1e9 }")"
-    if [[ $path != direct ]]; then
-        kill -0 "$ROUTER_PID" 2>/dev/null || die "sallyport exited; see $OUT/sallyport.log"
-        line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$ROUTER_PID") - $ticks) / $CLK_TCK }")"
+    if [[ -n $pid ]]; then
+        kill -0 "$pid" 2>/dev/null || die "the proxy of path $path exited; see $OUT/"
+        line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks) / $CLK_TCK }")"
     fi
     MEASURED=$line
 }
 
-paths_of() { if [[ $1 = pg ]]; then echo "direct pass term"; else echo "direct pass"; fi; }
+paths_of() {
+    local paths="direct pass"
+    [[ $1 = pg ]] && paths+=" term"
+    has_peer haproxy && paths+=" haproxy"
+    echo "$paths"
+}
 
 # ---------------------------------------------------------------- main
 main() {
@@ -244,7 +304,7 @@ main() {
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     local port
-    for port in "$PG_PORT" "$REDIS_PORT" "$ROUTER_PORT"; do
+    for port in "$PG_PORT" "$REDIS_PORT" "$ROUTER_PORT" "$HAPROXY_PG_PORT" "$HAPROXY_REDIS_PORT"; do
         ! listening "$port" || die "port $port is in use; choose another BENCH_PORT_BASE"
     done
     build_sallyport
@@ -261,6 +321,7 @@ main() {
     if wants pg; then start_postgres; fi
     if wants redis; then start_redis; fi
     start_router
+    if has_peer haproxy; then start_haproxy; fi
 
     local suite path
     log "warming up…"
@@ -284,12 +345,12 @@ main() {
     done
 
     local header=$OUT/header.md pinning="not pinned (BENCH_PIN=0)"
-    [[ $PIN = 1 ]] && pinning="sallyport on CPU $PROXY_CPU; PostgreSQL, redis-server, pgbench and redis-benchmark on CPU $LOAD_CPU (taskset)"
+    [[ $PIN = 1 ]] && pinning="sallyport and HAProxy on CPU $PROXY_CPU; PostgreSQL, redis-server, pgbench and redis-benchmark on CPU $LOAD_CPU (taskset)"
     {
         echo "# Databases through the router — $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo
         echo "- host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) × $(nproc), Linux $(uname -r); load average at start $load"
-        echo "- pinning: $pinning; sallyport workers: $WORKERS"
+        echo "- pinning: $pinning; proxy threads: $WORKERS (SALLYPORT_WORKERS, HAProxy nbthread)"
         echo "- method: $ROUNDS interleaved rounds; each runs every path of a suite in turn; medians"
         echo "- PostgreSQL: pgbench -S (select-only), $CLIENTS clients, 1 thread, ${RUN_SECONDS}s, scale $PG_SCALE, sslmode=require; tps without connection set-up"
         echo "- Redis: redis-benchmark --tls, $CLIENTS clients, $REDIS_REQUESTS requests per command (GET, SET), no pipelining"
@@ -306,6 +367,7 @@ versions() {
     local v=("sallyport $(timeout 5 "$SALLYPORT" --version 2>/dev/null | head -1 || echo '?')")
     wants pg && v+=("$("$(pg_bin)/postgres" --version)" "$(pgbench --version)")
     wants redis && v+=("$(redis-server --version | cut -d' ' -f1-3)")
+    has_peer haproxy && v+=("$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)")
     local IFS=';' joined
     joined="${v[*]}"
     echo "${joined//;/, }"

@@ -16,9 +16,13 @@ import statistics
 import sys
 
 PATH_NAMES = {
-    "direct": "direct (TLS to the server)",
-    "pass": "sallyport, TLS passthrough",
-    "term": "sallyport, TLS terminated",
+    ("pg", "direct"): "direct (TLS to the server)",
+    ("pg", "pass"): "sallyport, TLS passthrough by SNI",
+    ("pg", "term"): "sallyport, TLS terminated",
+    ("pg", "haproxy"): "HAProxy, TCP relay (no routing)",
+    ("redis", "direct"): "direct (TLS to the server)",
+    ("redis", "pass"): "sallyport, TLS passthrough by SNI",
+    ("redis", "haproxy"): "HAProxy, TLS passthrough by SNI",
 }
 TARGET = 0.95  # passthrough within 5% of direct
 
@@ -105,13 +109,17 @@ def table(raw, header, out):
     lines = [open(header, encoding="utf-8").read().rstrip(), ""]
     verdicts = []
 
-    pg = {path: runs[("pg", path)] for path in ("direct", "pass", "term") if ("pg", path) in runs}
+    pg = {
+        path: runs[("pg", path)]
+        for path in ("direct", "pass", "term", "haproxy")
+        if ("pg", path) in runs
+    }
     if pg:
         base = median(num(r, "tps") for r in pg.get("direct", []))
         lines += [
             "## PostgreSQL: pgbench select-only",
             "",
-            "| path | tps | × direct | latency ms | sallyport CPU µs/txn | errors | every round (tps) |",
+            "| path | tps | × direct | latency ms | proxy CPU µs/txn | errors | every round (tps) |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
         for path, rs in pg.items():
@@ -125,20 +133,24 @@ def table(raw, header, out):
             errors = sum(int(r.get("errors", "1")) for r in rs)
             every = " / ".join(fmt(num(r, "tps")) for r in rs)
             lines.append(
-                f"| {PATH_NAMES[path]} | {fmt(tps)} | {ratio(tps, base)} | "
+                f"| {PATH_NAMES['pg', path]} | {fmt(tps)} | {ratio(tps, base)} | "
                 f"{fmt(median(num(r, 'lat_ms') for r in rs), 3)} | {fmt(cpu, 1)} | {errors} | {every} |"
             )
-            if path == "pass" and tps is not None and base:
-                verdicts.append(("PostgreSQL passthrough", tps / base))
+            if path in ("pass", "haproxy") and tps is not None and base:
+                verdicts.append((f"PostgreSQL, {PATH_NAMES['pg', path]}", tps / base))
         lines.append("")
 
-    rd = {path: runs[("redis", path)] for path in ("direct", "pass") if ("redis", path) in runs}
+    rd = {
+        path: runs[("redis", path)]
+        for path in ("direct", "pass", "haproxy")
+        if ("redis", path) in runs
+    }
     if rd:
         base = {t: median(num(r, f"{t}_rps") for r in rd.get("direct", [])) for t in ("get", "set")}
         lines += [
             "## Redis: redis-benchmark over TLS",
             "",
-            "| path | GET req/s | × direct | SET req/s | × direct | p50 GET / SET ms | sallyport CPU µs/req | errors | every round (GET / SET req/s) |",
+            "| path | GET req/s | × direct | SET req/s | × direct | p50 GET / SET ms | proxy CPU µs/req | errors | every round (GET / SET req/s) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for path, rs in rd.items():
@@ -158,18 +170,19 @@ def table(raw, header, out):
                 f"{fmt(median(num(r, 'set_p50_ms') for r in rs), 3)}"
             )
             lines.append(
-                f"| {PATH_NAMES[path]} | {fmt(rps['get'])} | {ratio(rps['get'], base['get'])} | "
+                f"| {PATH_NAMES['redis', path]} | {fmt(rps['get'])} | {ratio(rps['get'], base['get'])} | "
                 f"{fmt(rps['set'])} | {ratio(rps['set'], base['set'])} | {p50} | {fmt(cpu, 1)} | "
                 f"{errors} | {every} |"
             )
-            if path == "pass":
+            if path in ("pass", "haproxy"):
                 for t in ("get", "set"):
                     if rps[t] is not None and base[t]:
-                        verdicts.append((f"Redis passthrough {t.upper()}", rps[t] / base[t]))
+                        name = f"Redis {t.upper()}, {PATH_NAMES['redis', path]}"
+                        verdicts.append((name, rps[t] / base[t]))
         lines.append("")
 
     if verdicts:
-        lines += ["## Target: passthrough within 5% of direct", ""]
+        lines += ["## Target: passthrough within 5% of direct (HAProxy for reference)", ""]
         for name, r in verdicts:
             met = "met" if r >= TARGET else "**not met**"
             lines.append(f"- {name}: {r:.3f}× direct — {met}")
