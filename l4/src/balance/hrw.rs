@@ -2,6 +2,12 @@
 //! `highestRandomWeight` service: each healthy handler scores
 //! `weight / -ln(fnv1a64(client_ip + name) / 2^64)` and the highest score wins, so a
 //! client stays on its handler and only the clients of a removed handler move.
+//!
+//! FNV-1a barely stirs its high bits with the last bytes of a key, so handlers whose names
+//! differ only at the end (`game-1`, `game-2`, `game-3`, or ports 27016–27018) get
+//! correlated scores and split clients about 2:1:1. HTTP keeps Traefik's hashing (a fleet
+//! mixing Traefik and Sallyport then picks alike); UDP `hrw`, an extension, mixes the hash
+//! first ([`Hashing::Mixed`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,12 +20,41 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The rendezvous score of handler `name` for `client_ip`.
+/// MurmurHash3's 64-bit finalizer: every input bit flips each output bit with probability
+/// about one half.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// How a client IP and a handler name become a score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hashing {
+    /// Traefik's: FNV-1a of `client_ip + name` as is.
+    #[default]
+    Traefik,
+    /// FNV-1a then [`fmix64`], so names that differ in one last character spread evenly.
+    Mixed,
+}
+
+/// The rendezvous score of handler `name` for `client_ip` (Traefik's hashing).
 pub fn score(client_ip: &str, name: &str, weight: f64) -> f64 {
+    score_with(Hashing::Traefik, client_ip, name, weight)
+}
+
+/// The rendezvous score of handler `name` for `client_ip` with `hashing`.
+pub fn score_with(hashing: Hashing, client_ip: &str, name: &str, weight: f64) -> f64 {
     let mut key = Vec::with_capacity(client_ip.len() + name.len());
     key.extend_from_slice(client_ip.as_bytes());
     key.extend_from_slice(name.as_bytes());
-    let unit = fnv1a64(&key) as f64 / 2f64.powi(64);
+    let hash = match hashing {
+        Hashing::Traefik => fnv1a64(&key),
+        Hashing::Mixed => fmix64(fnv1a64(&key)),
+    };
+    let unit = hash as f64 / 2f64.powi(64);
     weight / -unit.ln()
 }
 
@@ -33,19 +68,30 @@ struct Entry<T> {
 /// The handlers of one `highestRandomWeight` service.
 pub struct Hrw<T> {
     entries: Vec<Entry<T>>,
+    hashing: Hashing,
 }
 
 impl<T> Default for Hrw<T> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
+            hashing: Hashing::default(),
         }
     }
 }
 
 impl<T> Hrw<T> {
+    /// An empty service with Traefik's hashing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty service scoring with `hashing`.
+    pub fn with_hashing(hashing: Hashing) -> Self {
+        Self {
+            entries: Vec::new(),
+            hashing,
+        }
     }
 
     /// Adds a handler, up, hashed by `name` (the child service name). A weight of zero or
@@ -87,7 +133,7 @@ impl<T> Hrw<T> {
             .iter()
             .filter(|e| e.up.load(Ordering::Relaxed) && is_up(&e.item));
         for entry in healthy {
-            let s = score(client_ip, &entry.name, entry.weight);
+            let s = score_with(self.hashing, client_ip, &entry.name, entry.weight);
             if best.is_none_or(|(top, _)| s > top) {
                 best = Some((s, &entry.item));
             }
@@ -188,6 +234,58 @@ mod tests {
             .count();
         // Expected share 3/4 of 200.
         assert!((120..=180).contains(&heavy), "heavy got {heavy}");
+    }
+
+    /// Shares of 3,000 clients over `names`, per name.
+    fn shares(hrw: &Hrw<&'static str>, names: &[&'static str]) -> Vec<usize> {
+        let clients: Vec<String> = (0..3000)
+            .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+            .collect();
+        names
+            .iter()
+            .map(|name| {
+                clients
+                    .iter()
+                    .filter(|client| hrw.pick(client) == Some(name))
+                    .count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mixed_hashing_spreads_names_that_differ_in_their_last_character() {
+        let names = ["127.0.0.1:27016", "127.0.0.1:27017", "127.0.0.1:27018"];
+        let mut mixed = Hrw::with_hashing(Hashing::Mixed);
+        let mut traefik = Hrw::new();
+        for name in names {
+            mixed.add(name, name, 1);
+            traefik.add(name, name, 1);
+        }
+        // Even is 1,000 each; binomial noise over 3,000 clients is about ±26.
+        let even = shares(&mixed, &names);
+        assert!(even.iter().all(|n| (900..=1100).contains(n)), "{even:?}");
+        // Traefik's unmixed FNV-1a gives the last name about half (why UDP mixes).
+        let skewed = shares(&traefik, &names);
+        assert!(skewed.iter().any(|n| *n > 1300), "{skewed:?}");
+    }
+
+    #[test]
+    fn mixed_hashing_keeps_affinity_and_moves_only_a_removed_handlers_clients() {
+        let mut before = Hrw::with_hashing(Hashing::Mixed);
+        let mut after = Hrw::with_hashing(Hashing::Mixed);
+        for name in ["game-1", "game-2", "game-3"] {
+            before.add(name, name, 1);
+            if name != "game-2" {
+                after.add(name, name, 1);
+            }
+        }
+        for client in clients() {
+            let was = before.pick(&client);
+            assert_eq!(before.pick(&client), was, "client {client}");
+            if was != Some(&"game-2") {
+                assert_eq!(after.pick(&client), was, "client {client}");
+            }
+        }
     }
 
     #[test]

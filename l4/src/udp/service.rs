@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::balance::hrw::Hashing;
 use crate::balance::{Hrw, Wrr};
 
 /// How a load balancer chooses among its servers.
@@ -41,7 +42,9 @@ impl LoadBalancer {
         let choice = match strategy {
             Strategy::Wrr => Choice::Wrr(Wrr::new(&vec![1; servers.len()])),
             Strategy::Hrw => {
-                let mut hrw = Hrw::new();
+                // Server addresses often differ only in their last digit, which
+                // Traefik's unmixed hash would split about 2:1:1.
+                let mut hrw = Hrw::with_hashing(Hashing::Mixed);
                 for (i, server) in servers.iter().enumerate() {
                     hrw.add(i, server.to_string(), 1);
                 }
@@ -153,6 +156,24 @@ mod tests {
             used.insert(first);
         }
         assert_eq!(used.len(), 3, "60 clients reach all three servers");
+    }
+
+    #[test]
+    fn hrw_spreads_clients_evenly_over_consecutive_ports() {
+        let service = lb(
+            &["127.0.0.1:27016", "127.0.0.1:27017", "127.0.0.1:27018"],
+            Strategy::Hrw,
+        );
+        let mut counts = std::collections::HashMap::new();
+        for n in 0..3000 {
+            let client = format!("10.{}.{}.{}", n / 65536, (n / 256) % 256, n % 256);
+            *counts.entry(picks(&service, &client, 1)).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(
+            counts.values().all(|n| (900..=1100).contains(n)),
+            "{counts:?}"
+        );
     }
 
     #[test]
