@@ -5,8 +5,8 @@
 //! prefix from the revision it read; after each burst of events it reads the prefix again,
 //! so that what is published is always one consistent revision. A full read every
 //! [`RESYNC_INTERVAL`] is a safety net. When etcd goes away the last configuration stays
-//! and the provider reconnects, waiting [`MIN_BACKOFF`] at first and twice as long after
-//! each failure, up to [`MAX_BACKOFF`].
+//! and the provider reconnects, waiting [`kv::MIN_BACKOFF`] at first and twice as long after
+//! each failure, up to [`kv::MAX_BACKOFF`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,8 +26,6 @@ pub const PROVIDER: &str = "etcd";
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Bound on connecting and on every read.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Events arriving within this time of each other are read once.
 const BURST: Duration = Duration::from_millis(20);
 
@@ -47,7 +45,7 @@ pub enum EtcdProviderError {
 
 /// Why a session with etcd ended.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error("{0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("no answer within {0:?}")]
@@ -105,28 +103,16 @@ impl EtcdWatcher {
     /// Watches until `stop`, reconnecting with backoff; publishes every configuration read.
     pub async fn run(
         self,
-        mut publisher: Publisher<BTreeMap<String, Vec<u8>>>,
-        mut stop: watch::Receiver<bool>,
+        publisher: Publisher<BTreeMap<String, Vec<u8>>>,
+        stop: watch::Receiver<bool>,
     ) {
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let mut synced = false;
-            match self.session(&mut publisher, &mut stop, &mut synced).await {
-                Ok(()) => return,
-                Err(e) => {
-                    if synced {
-                        backoff = MIN_BACKOFF;
-                    }
-                    warn!(error = %e, retry_in = ?backoff, "etcd provider: keeping the last configuration until etcd answers again");
-                }
-            }
-            tokio::select! {
-                () = super::stopped(&mut stop) => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        kv::reconnecting(self, publisher, stop).await;
     }
+}
+
+impl kv::Session for EtcdWatcher {
+    type Error = SessionError;
+    const STORE: &'static str = "etcd";
 
     /// One connection: read everything, watch from that revision, read again after each
     /// burst of events and every [`RESYNC_INTERVAL`]. `Ok` when stopped.
@@ -176,7 +162,9 @@ impl EtcdWatcher {
             }
         }
     }
+}
 
+impl EtcdWatcher {
     /// Reads every key under the root, publishes the configuration if it changed, and
     /// returns the revision read.
     async fn resync(

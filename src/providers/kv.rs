@@ -156,6 +156,55 @@ impl Tree {
     }
 }
 
+/// The first wait before reconnecting to a store that failed; it doubles after each failure.
+pub const MIN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest wait between reconnections.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One connection to a key-value store, from its first full read to its failure.
+pub(crate) trait Session {
+    type Error: std::fmt::Display;
+    /// The store's name in log lines.
+    const STORE: &'static str;
+
+    /// Reads, publishes and watches until `stop` (`Ok`) or a failure; sets `synced` once a
+    /// full read was published, so that the next failure starts its backoff afresh.
+    fn session(
+        &self,
+        publisher: &mut super::Publisher<BTreeMap<String, Vec<u8>>>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+        synced: &mut bool,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Runs sessions until `stop`, waiting [`MIN_BACKOFF`] after a failure, twice as long after
+/// each further one (up to [`MAX_BACKOFF`]); the last configuration published stays in
+/// force meanwhile.
+pub(crate) async fn reconnecting<S: Session>(
+    store: S,
+    mut publisher: super::Publisher<BTreeMap<String, Vec<u8>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut synced = false;
+        match store.session(&mut publisher, &mut stop, &mut synced).await {
+            Ok(()) => return,
+            Err(e) => {
+                if synced {
+                    backoff = MIN_BACKOFF;
+                }
+                tracing::warn!(error = %e, retry_in = ?backoff, "{store} provider: keeping the last configuration until {store} answers again", store = S::STORE);
+            }
+        }
+        tokio::select! {
+            () = super::stopped(&mut stop) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

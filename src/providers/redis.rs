@@ -11,7 +11,7 @@
 //! periodic read.
 //!
 //! When Redis goes away the last configuration stays and the provider reconnects, waiting
-//! [`MIN_BACKOFF`] at first and twice as long after each failure, up to [`MAX_BACKOFF`].
+//! [`kv::MIN_BACKOFF`] at first and twice as long after each failure, up to [`kv::MAX_BACKOFF`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,8 +33,6 @@ pub const PROVIDER: &str = "redis";
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Bound on connecting and on every command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Notifications arriving within this time of each other are read once.
 const BURST: Duration = Duration::from_millis(20);
 /// Keys read per `MGET`.
@@ -60,7 +58,7 @@ pub enum RedisProviderError {
 
 /// Why a session with Redis ended.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
     #[error("no answer within {0:?}")]
@@ -138,28 +136,16 @@ impl RedisWatcher {
     /// Watches until `stop`, reconnecting with backoff; publishes every configuration read.
     pub async fn run(
         self,
-        mut publisher: Publisher<BTreeMap<String, Vec<u8>>>,
-        mut stop: watch::Receiver<bool>,
+        publisher: Publisher<BTreeMap<String, Vec<u8>>>,
+        stop: watch::Receiver<bool>,
     ) {
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let mut synced = false;
-            match self.session(&mut publisher, &mut stop, &mut synced).await {
-                Ok(()) => return,
-                Err(e) => {
-                    if synced {
-                        backoff = MIN_BACKOFF;
-                    }
-                    warn!(error = %e, retry_in = ?backoff, "Redis provider: keeping the last configuration until Redis answers again");
-                }
-            }
-            tokio::select! {
-                () = super::stopped(&mut stop) => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        kv::reconnecting(self, publisher, stop).await;
     }
+}
+
+impl kv::Session for RedisWatcher {
+    type Error = SessionError;
+    const STORE: &'static str = "Redis";
 
     /// One connection: read everything, then again on notifications and every
     /// [`RESYNC_INTERVAL`]. `Ok` when stopped.
@@ -197,7 +183,9 @@ impl RedisWatcher {
             }
         }
     }
+}
 
+impl RedisWatcher {
     /// The first endpoint that answers, and a connection to it.
     async fn connect(&self) -> Result<(&str, &Client, MultiplexedConnection), SessionError> {
         let mut last = SessionError::Closed;
