@@ -12,7 +12,7 @@
 
 use bytes::BytesMut;
 
-use super::{BackError, BackStep, FrontError, FrontStep, Handoff, MAX_COMMANDS, Mode, line};
+use super::{BackError, BackStep, FrontError, FrontStep, Handoff, Mode, line};
 
 /// Commands before TLS are short (no literals are accepted there); RFC 7162 §4 asks
 /// servers to accept lines of 8192 octets, which matters only after login.
@@ -38,24 +38,14 @@ impl Front {
     }
 
     pub fn receive(&mut self, buf: &mut BytesMut) -> FrontStep {
-        let line = match line::command(buf, MAX_COMMAND_LINE) {
-            Ok(Some(line)) => line,
-            Ok(None) => return FrontStep::NeedMore,
-            Err(reason) => {
-                let reply = match reason {
-                    FrontError::LineTooLong(_) => &b"* BYE Line too long\r\n"[..],
-                    _ => b"",
-                };
-                return close(reply.to_vec(), reason);
-            }
+        let refusals = line::Refusals {
+            too_long: b"* BYE Line too long\r\n",
+            too_many: b"* BYE Too many commands without STARTTLS\r\n",
         };
-        self.commands += 1;
-        if self.commands > MAX_COMMANDS {
-            return close(
-                b"* BYE Too many commands without STARTTLS\r\n".to_vec(),
-                FrontError::TooManyCommands,
-            );
-        }
+        let line = match line::next_command(buf, MAX_COMMAND_LINE, &mut self.commands, &refusals) {
+            Ok(line) => line,
+            Err(step) => return step,
+        };
         let (tag, rest) = line::split_word(&line);
         if !valid_tag(tag) {
             return FrontStep::Reply(b"* BAD Invalid tag\r\n".to_vec());

@@ -43,6 +43,43 @@ pub(super) fn command(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, F
     take(buf, max).map_err(|TooLong| FrontError::LineTooLong(max))
 }
 
+/// What a text protocol answers before it closes a dialogue that broke its bounds.
+pub(super) struct Refusals {
+    /// To a line over its length limit.
+    pub too_long: &'static [u8],
+    /// To the command beyond [`MAX_COMMANDS`](super::MAX_COMMANDS) that still is not STARTTLS.
+    pub too_many: &'static [u8],
+}
+
+/// The client's next command line, counted in `commands`. `Err` is the step to take instead:
+/// read more, or close (a line too long, TLS without asking, one command too many).
+pub(super) fn next_command(
+    buf: &mut BytesMut,
+    max: usize,
+    commands: &mut usize,
+    refusals: &Refusals,
+) -> Result<Bytes, super::FrontStep> {
+    let line = match command(buf, max) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(super::FrontStep::NeedMore),
+        Err(reason) => {
+            let reply = match reason {
+                FrontError::LineTooLong(_) => refusals.too_long.to_vec(),
+                _ => Vec::new(),
+            };
+            return Err(super::FrontStep::Close { reply, reason });
+        }
+    };
+    *commands += 1;
+    if *commands > super::MAX_COMMANDS {
+        return Err(super::FrontStep::Close {
+            reply: refusals.too_many.to_vec(),
+            reason: FrontError::TooManyCommands,
+        });
+    }
+    Ok(line)
+}
+
 /// Splits a command line into its first word and the rest (leading spaces trimmed).
 pub(super) fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
     let line = line.trim_ascii_start();

@@ -11,7 +11,7 @@
 
 use bytes::BytesMut;
 
-use super::{BackError, BackStep, FrontError, FrontStep, Handoff, MAX_COMMANDS, Mode, line};
+use super::{BackError, BackStep, FrontError, FrontStep, Handoff, Mode, line};
 
 /// RFC 2449 §4: a command line is at most 255 octets, CRLF included.
 const MAX_COMMAND_LINE: usize = 255;
@@ -34,24 +34,14 @@ impl Front {
     }
 
     pub fn receive(&mut self, buf: &mut BytesMut) -> FrontStep {
-        let line = match line::command(buf, MAX_COMMAND_LINE) {
-            Ok(Some(line)) => line,
-            Ok(None) => return FrontStep::NeedMore,
-            Err(reason) => {
-                let reply = match reason {
-                    FrontError::LineTooLong(_) => &b"-ERR Line too long\r\n"[..],
-                    _ => b"",
-                };
-                return close(reply, reason);
-            }
+        let refusals = line::Refusals {
+            too_long: b"-ERR Line too long\r\n",
+            too_many: b"-ERR Too many commands without STLS\r\n",
         };
-        self.commands += 1;
-        if self.commands > MAX_COMMANDS {
-            return close(
-                b"-ERR Too many commands without STLS\r\n",
-                FrontError::TooManyCommands,
-            );
-        }
+        let line = match line::next_command(buf, MAX_COMMAND_LINE, &mut self.commands, &refusals) {
+            Ok(line) => line,
+            Err(step) => return step,
+        };
         let (command, args) = line::split_word(&line);
         match command.to_ascii_uppercase().as_slice() {
             b"CAPA" => reply(b"+OK Capability list follows\r\nSTLS\r\n.\r\n"),
@@ -121,6 +111,7 @@ impl Back {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MAX_COMMANDS;
     use super::*;
 
     fn run(front: &mut Front, input: &[u8]) -> (String, FrontStep) {

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use bytes::BytesMut;
 
-use super::{BackError, BackStep, FrontError, FrontStep, Handoff, MAX_COMMANDS, Mode, line};
+use super::{BackError, BackStep, FrontError, FrontStep, Handoff, Mode, line};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 const MAX_COMMAND_LINE: usize = 512;
@@ -49,24 +49,14 @@ impl Front {
     }
 
     pub fn receive(&mut self, buf: &mut BytesMut) -> FrontStep {
-        let line = match line::command(buf, MAX_COMMAND_LINE) {
-            Ok(Some(line)) => line,
-            Ok(None) => return FrontStep::NeedMore,
-            Err(reason) => {
-                let reply = match reason {
-                    FrontError::LineTooLong(_) => &b"500 5.5.6 Line too long\r\n"[..],
-                    _ => b"",
-                };
-                return close(reply, reason);
-            }
+        let refusals = line::Refusals {
+            too_long: b"500 5.5.6 Line too long\r\n",
+            too_many: b"421 4.7.0 Too many commands without STARTTLS\r\n",
         };
-        self.commands += 1;
-        if self.commands > MAX_COMMANDS {
-            return close(
-                b"421 4.7.0 Too many commands without STARTTLS\r\n",
-                FrontError::TooManyCommands,
-            );
-        }
+        let line = match line::next_command(buf, MAX_COMMAND_LINE, &mut self.commands, &refusals) {
+            Ok(line) => line,
+            Err(step) => return step,
+        };
         let (verb, arg_bytes) = line::split_word(&line);
         let arg = String::from_utf8_lossy(arg_bytes);
         match verb.to_ascii_uppercase().as_slice() {
@@ -234,6 +224,7 @@ fn parse_reply_line(line: &[u8]) -> Result<(u16, bool, &[u8]), BackError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MAX_COMMANDS;
     use super::*;
 
     fn front() -> Front {
