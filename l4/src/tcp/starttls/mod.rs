@@ -425,6 +425,23 @@ fn excerpt(bytes: &[u8]) -> String {
     out
 }
 
+/// Feeds `input` to a client dialogue until it stops answering with replies: what it said,
+/// and the step it stopped at (the text protocols' unit tests).
+#[cfg(test)]
+fn replies_to(
+    input: &[u8],
+    mut receive: impl FnMut(&mut BytesMut) -> FrontStep,
+) -> (String, FrontStep) {
+    let mut buf = BytesMut::from(input);
+    let mut said = String::new();
+    loop {
+        match receive(&mut buf) {
+            FrontStep::Reply(r) => said.push_str(&String::from_utf8_lossy(&r)),
+            other => return (said, other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

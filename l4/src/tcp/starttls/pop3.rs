@@ -115,14 +115,7 @@ mod tests {
     use super::*;
 
     fn run(front: &mut Front, input: &[u8]) -> (String, FrontStep) {
-        let mut buf = BytesMut::from(input);
-        let mut said = String::new();
-        loop {
-            match front.receive(&mut buf) {
-                FrontStep::Reply(r) => said.push_str(&String::from_utf8_lossy(&r)),
-                other => return (said, other),
-            }
-        }
+        super::super::replies_to(input, |buf| front.receive(buf))
     }
 
     #[test]

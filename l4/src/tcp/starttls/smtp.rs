@@ -234,14 +234,7 @@ mod tests {
     /// Feeds `input` and collects every answer until the dialogue hands off, closes or
     /// needs more.
     fn run(front: &mut Front, input: &[u8]) -> (String, FrontStep) {
-        let mut buf = BytesMut::from(input);
-        let mut said = String::new();
-        loop {
-            match front.receive(&mut buf) {
-                FrontStep::Reply(r) => said.push_str(&String::from_utf8_lossy(&r)),
-                other => return (said, other),
-            }
-        }
+        super::super::replies_to(input, |buf| front.receive(buf))
     }
 
     #[test]
