@@ -27,6 +27,7 @@
 #   BENCH_PORT_BASE=19100  ports BASE..BASE+21 on 127.0.0.1
 #   BENCH_OUT=bench/out/databases  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian packages (apt-get)
+#   BENCH_HALT_POLL_NS=    let idle vCPUs spin this long before halting (bench/lib.sh)
 #   SALLYPORT_BIN=         default: build target/release/sallyport with cargo and use it
 set -euo pipefail
 
@@ -70,6 +71,7 @@ wants() { [[ " $SUITES " = *" $1 "* ]]; }
 PG_DATA=""
 cleanup() {
     stop_all
+    restore_halt_poll
     [[ -n $PG_DATA ]] && rm -rf "$PG_DATA"
     return 0
 }
@@ -311,6 +313,7 @@ main() {
     [[ -n $SALLYPORT ]] || die "no sallyport to measure: $SALLYPORT_SKIP"
     CLK_TCK=$(getconf CLK_TCK)
     configure
+    set_halt_poll
 
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -351,6 +354,7 @@ main() {
         echo
         echo "- host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) × $(nproc), Linux $(uname -r); load average at start $load"
         echo "- pinning: $pinning; proxy threads: $WORKERS (SALLYPORT_WORKERS, HAProxy nbthread)"
+        echo "- idle: $(idle_policy)"
         echo "- method: $ROUNDS interleaved rounds; each runs every path of a suite in turn; medians"
         echo "- PostgreSQL: pgbench -S (select-only), $CLIENTS clients, 1 thread, ${RUN_SECONDS}s, scale $PG_SCALE, sslmode=require; tps without connection set-up"
         echo "- Redis: redis-benchmark --tls, $CLIENTS clients, $REDIS_REQUESTS requests per command (GET, SET), no pipelining"

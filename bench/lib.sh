@@ -75,6 +75,27 @@ common_knobs() {
     SALLYPORT_BIN=${SALLYPORT_BIN:-}
     TRAEFIK_BIN=${TRAEFIK_BIN:-}
     CADDY_BIN=${CADDY_BIN:-}
+    HALT_POLL_NS=${BENCH_HALT_POLL_NS:-}
+}
+
+# ---------------------------------------------------------------- idle vCPU wake-ups
+# In a VM, a relay's hop is dominated by waking the idle vCPU it runs on (tens of µs per
+# wake-up when the guest halts at once). BENCH_HALT_POLL_NS=N makes the guest's haltpoll
+# cpuidle driver spin up to N ns before halting, as latency-tuned hosts do, so that the
+# relay itself is measured; restore_halt_poll puts the previous value back (call it on exit).
+HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_SAVED=""
+set_halt_poll() {
+    [[ -z $HALT_POLL_NS ]] && return 0
+    [[ $HALT_POLL_NS =~ ^[0-9]+$ ]] || die "BENCH_HALT_POLL_NS: '$HALT_POLL_NS' is not a count of nanoseconds"
+    [[ -w $HALT_POLL_FILE ]] || die "BENCH_HALT_POLL_NS needs the haltpoll cpuidle driver ($HALT_POLL_FILE, root)"
+    HALT_POLL_SAVED=$(cat "$HALT_POLL_FILE")
+    echo "$HALT_POLL_NS" >"$HALT_POLL_FILE"
+}
+restore_halt_poll() { if [[ -n $HALT_POLL_SAVED ]]; then echo "$HALT_POLL_SAVED" >"$HALT_POLL_FILE"; fi; }
+# How the guest idles, for the results' header.
+idle_policy() {
+    if [[ -r $HALT_POLL_FILE ]]; then echo "guest halt polling $(cat "$HALT_POLL_FILE") ns"; else echo "no haltpoll driver"; fi
 }
 
 # ---------------------------------------------------------------- packages and tools
