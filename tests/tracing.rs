@@ -8,6 +8,8 @@ mod support;
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,8 @@ impl Exported {
 struct Received {
     spans: Arc<Mutex<Vec<Exported>>>,
     headers: Arc<Mutex<Vec<HeaderMap>>>,
+    /// The next exports to answer `503 Service Unavailable` with `Retry-After: 1` (OTLP/HTTP).
+    unavailable: Arc<AtomicUsize>,
 }
 
 impl Received {
@@ -219,7 +223,35 @@ async fn receive(
         || request.uri().path() != "/v1/traces"
         || request.headers().get("content-type").map(|v| v.as_bytes())
             != Some(b"application/x-protobuf");
+    // Exports are gzip-compressed, as Traefik's are.
+    let gzipped = request
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.as_bytes())
+        == Some(b"gzip");
     let body = request.into_body().collect().await.unwrap().to_bytes();
+    let mut plain = Vec::new();
+    let body = if gzipped
+        && flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .is_ok()
+    {
+        Bytes::from(plain)
+    } else {
+        Bytes::new()
+    };
+    let unavailable = received
+        .unavailable
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if unavailable {
+        let response = Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("retry-after", "1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        return Ok(response);
+    }
     let status = match ExportTraceServiceRequest::decode(body) {
         Ok(decoded) if !wrong => {
             received.keep(decoded);
@@ -247,10 +279,17 @@ async fn receive_grpc(
     if request.uri().path() != GRPC_EXPORT {
         return Ok(tonic::Status::unimplemented("no such method").into_http());
     }
+    // Only gzip-compressed exports are accepted (tonic refuses others with UNIMPLEMENTED).
+    if request.headers().get("grpc-encoding").map(|v| v.as_bytes()) != Some(b"gzip") {
+        return Ok(
+            tonic::Status::unimplemented("exports are expected gzip-compressed").into_http(),
+        );
+    }
     let mut grpc = tonic::server::Grpc::new(ProstCodec::<
         ExportTraceServiceResponse,
         ExportTraceServiceRequest,
-    >::default());
+    >::default())
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     Ok(grpc.unary(TraceService(received), request).await)
 }
 
@@ -588,6 +627,38 @@ async fn https_export_trusts_the_configured_ca_and_offers_the_client_certificate
     let span_id = traced_get(web, "/secure", CLIENT_SPAN, &[]).await;
     let exported = collector.span(&span_id).await;
     assert_eq!(exported.attribute("url.path"), "/secure");
+    drop(router);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_collector_gets_the_batch_again_after_its_retry_after() {
+    let collector = Collector::start(Wire::Http, None).await;
+    collector.received.unavailable.store(2, Ordering::SeqCst);
+    let backend = HttpBackend::start("site").await;
+    let dir = temp_dir("tracing-retry");
+    let web = free_port();
+    let static_yaml = static_config(
+        &dir,
+        &[("web", web)],
+        &format!(
+            "tracing:\n  otlp:\n    http:\n      endpoint: \"http://127.0.0.1:{}/v1/traces\"\n",
+            collector.port
+        ),
+    );
+    let router = Router::start(&dir, &static_yaml, &site(&backend), &[web]);
+    let answer = get(web, "/retried", &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (_, span, _) = parts(answer.header("x-seen-traceparent"));
+    // Two refusals, each followed by the one-second wait the collector asked for.
+    let exported = collector.span(&span).await;
+    assert_eq!(exported.attribute("url.path"), "/retried");
+    assert_eq!(collector.received.unavailable.load(Ordering::SeqCst), 0);
+    router.wait_log("tracing: cannot export spans; retrying");
+    assert_eq!(
+        collector.received.spans.lock().unwrap().len(),
+        1,
+        "the batch is delivered once"
+    );
     drop(router);
 }
 

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::codec::CompressionEncoding;
 use tonic_prost::ProstCodec;
 
 use super::TelemetryError;
@@ -42,14 +43,56 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub(super) enum ExportError {
     #[error("{0}")]
     Send(#[from] ProxyError),
+    #[error("compressing the batch: {0}")]
+    Compress(std::io::Error),
     #[error("reading the answer: {0}")]
     Answer(String),
-    #[error("the collector answered {0}")]
-    Status(StatusCode),
+    #[error("the collector answered {status}")]
+    Status {
+        status: StatusCode,
+        /// The answer's `Retry-After`, in seconds.
+        retry_after: Option<Duration>,
+    },
     #[error("the collector answered gRPC status {code:?}: {message}")]
     Grpc { code: tonic::Code, message: String },
     #[error("the collector rejected {rejected} spans: {message}")]
     Rejected { rejected: i64, message: String },
+}
+
+/// Whether an export that failed may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    No,
+    /// After the collector's own delay when it gave one, else after the caller's backoff.
+    After(Option<Duration>),
+}
+
+impl ExportError {
+    /// The OTLP specification's retryable failures: the collector could not be reached, or
+    /// answered HTTP 429, 502, 503 or 504, or one of the transient gRPC codes. A rejected
+    /// batch (partial success) or any other answer is final.
+    pub(super) fn retry(&self) -> Retry {
+        use tonic::Code;
+        match self {
+            ExportError::Send(_) => Retry::After(None),
+            ExportError::Status {
+                status,
+                retry_after,
+            } if matches!(status.as_u16(), 429 | 502 | 503 | 504) => Retry::After(*retry_after),
+            ExportError::Grpc {
+                code:
+                    Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::OutOfRange
+                    | Code::Unavailable
+                    | Code::DataLoss,
+                ..
+            } => Retry::After(None),
+            _ => Retry::No,
+        }
+    }
 }
 
 /// Where and how batches are sent.
@@ -136,7 +179,8 @@ impl Collector {
         headers: &HeaderMap,
         request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
-        let body = Full::new(Bytes::from(request.encode_to_vec()));
+        let compressed = gzip(&request.encode_to_vec()).map_err(ExportError::Compress)?;
+        let body = Full::new(Bytes::from(compressed));
         let mut post = Request::new(l7::handler::boxed(body));
         *post.method_mut() = Method::POST;
         *post.uri_mut() = endpoint.clone();
@@ -145,10 +189,22 @@ impl Collector {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-protobuf"),
         );
+        post.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         let response = self.transport.send(post).await?;
         let status = response.status();
         if !status.is_success() {
-            return Err(ExportError::Status(status));
+            // Only the delay-seconds form: collectors do not send dates.
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(ExportError::Status {
+                status,
+                retry_after,
+            });
         }
         let mut body = response.into_body();
         let mut answer = Vec::new();
@@ -166,6 +222,18 @@ impl Collector {
     }
 }
 
+/// A batch compressed as the OTLP exporters Traefik uses send it. Spans are repetitive
+/// (attribute names, ids, host names), so this saves most of their bytes on the wire.
+fn gzip(message: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(message.len() / 4),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(message)?;
+    encoder.finish()
+}
+
 /// One `TraceService/Export` call.
 async fn grpc_export(
     transport: Arc<Transport>,
@@ -174,7 +242,9 @@ async fn grpc_export(
     request: ExportTraceServiceRequest,
 ) -> Result<ExportTraceServiceResponse, ExportError> {
     let channel = Channel { transport, headers };
-    let mut grpc = tonic::client::Grpc::with_origin(channel, origin);
+    let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
     let codec = ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
     let path = PathAndQuery::from_static(GRPC_EXPORT);
     match grpc.unary(tonic::Request::new(request), path, codec).await {
@@ -304,6 +374,40 @@ mod tests {
     use super::*;
 
     const DEADLINE: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let status = |code: u16, retry_after: Option<u64>| ExportError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: retry_after.map(Duration::from_secs),
+        };
+        let grpc = |code| ExportError::Grpc {
+            code,
+            message: String::new(),
+        };
+        assert_eq!(
+            status(503, Some(7)).retry(),
+            Retry::After(Some(Duration::from_secs(7)))
+        );
+        for code in [429, 502, 504] {
+            assert_eq!(status(code, None).retry(), Retry::After(None), "{code}");
+        }
+        for code in [400, 401, 404, 413, 500] {
+            assert_eq!(status(code, Some(1)).retry(), Retry::No, "{code}");
+        }
+        assert_eq!(grpc(tonic::Code::Unavailable).retry(), Retry::After(None));
+        assert_eq!(
+            grpc(tonic::Code::ResourceExhausted).retry(),
+            Retry::After(None)
+        );
+        assert_eq!(grpc(tonic::Code::InvalidArgument).retry(), Retry::No);
+        assert_eq!(grpc(tonic::Code::Unauthenticated).retry(), Retry::No);
+        let rejected = ExportError::Rejected {
+            rejected: 3,
+            message: "bad spans".into(),
+        };
+        assert_eq!(rejected.retry(), Retry::No);
+    }
 
     #[test]
     fn http_endpoints_without_a_path_get_the_default_one() {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::static_cfg::Tracing;
-use collector::Collector;
+use collector::{Collector, Retry};
 use span::SpanShape;
 
 /// Spans waiting for export; beyond this they are dropped (a collector that is down must
@@ -38,6 +38,13 @@ const MAX_BATCH: usize = 512;
 const EXPORT_DELAY: Duration = Duration::from_secs(1);
 /// One export request's deadline, connecting included (the OTLP exporters' default).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries of a failed export: the OTLP exporters' defaults (Traefik's Go exporter): the
+/// first after about 5 s, doubling up to 30 s, none once a minute has gone by.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_secs(5),
+    max: Duration::from_secs(30),
+    give_up_after: Duration::from_secs(60),
+};
 /// How long shutdown waits for the last batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -176,7 +183,7 @@ async fn export_loop(
                 _ = &mut stop => { stopping = true; break }
             }
         }
-        send(&collector, &resource, std::mem::take(&mut batch)).await;
+        send(&collector, &resource, std::mem::take(&mut batch), &RETRY).await;
         if stopping {
             break;
         }
@@ -185,30 +192,69 @@ async fn export_loop(
     while let Ok(span) = spans.try_recv() {
         batch.push(span);
         if batch.len() == MAX_BATCH {
-            send(&collector, &resource, std::mem::take(&mut batch)).await;
+            send(&collector, &resource, std::mem::take(&mut batch), &RETRY).await;
         }
     }
     if !batch.is_empty() {
-        send(&collector, &resource, batch).await;
+        send(&collector, &resource, batch, &RETRY).await;
     }
 }
 
-/// Exports one batch, within [`EXPORT_TIMEOUT`]; a failure costs the batch, not a retry.
+/// When a failed export is tried again.
+struct Backoff {
+    /// The first wait (before jitter).
+    first: Duration,
+    /// The longest wait.
+    max: Duration,
+    /// No attempt starts later than this after the first.
+    give_up_after: Duration,
+}
+
+impl Backoff {
+    /// `wait` scaled by a random factor in [0.5, 1.5), so that a fleet of routers whose
+    /// collector came back does not retry in step.
+    fn jittered(wait: Duration) -> Duration {
+        let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+        wait.mul_f64(0.5 + f64::from(random) / f64::from(u32::MAX))
+    }
+}
+
+/// Exports one batch: each attempt within [`EXPORT_TIMEOUT`], retried as `retry` says
+/// while the failure is one that may pass ([`collector::Retry`]). Once that is over, the
+/// batch is dropped with a log line: spans are not worth unbounded memory.
 async fn send(
     collector: &Collector,
     resource: &ResourceAttributesWithSchema,
     batch: Vec<SpanData>,
+    retry: &Backoff,
 ) {
     let count = batch.len();
     let request = ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(batch, resource),
     };
-    match tokio::time::timeout(EXPORT_TIMEOUT, collector.export(request)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(spans = count, error = %e, "tracing: cannot export spans"),
-        Err(_) => warn!(
-            spans = count,
-            "tracing: cannot export spans: the collector did not answer within {EXPORT_TIMEOUT:?}"
-        ),
+    let started = tokio::time::Instant::now();
+    let mut backoff = retry.first;
+    for attempt in 1u32.. {
+        let (error, again) =
+            match tokio::time::timeout(EXPORT_TIMEOUT, collector.export(request.clone())).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => (e.to_string(), e.retry()),
+                Err(_) => (
+                    format!("the collector did not answer within {EXPORT_TIMEOUT:?}"),
+                    Retry::After(None),
+                ),
+            };
+        let wait = match again {
+            Retry::No => None,
+            Retry::After(asked) => Some(asked.unwrap_or_else(|| Backoff::jittered(backoff))),
+        }
+        .filter(|wait| started.elapsed() + *wait <= retry.give_up_after);
+        let Some(wait) = wait else {
+            warn!(spans = count, attempt, %error, "tracing: cannot export spans; dropped");
+            return;
+        };
+        warn!(spans = count, attempt, %error, retry_in = ?wait, "tracing: cannot export spans; retrying");
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(retry.max);
     }
 }
