@@ -67,6 +67,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                     states: &l7::service::ServiceStates::new(),
                     certs: &mut Default::default(),
                     server_up: None,
+                    retirements: &Default::default(),
                 },
             )
             .problems,

@@ -28,7 +28,7 @@ tcp:
 const APPLIED: &str = "dynamic configuration applied";
 
 /// A reload changes where new connections go; a connection opened before it keeps
-/// working with its old backend.
+/// working with its old backend for the drain time (`graceTimeOut`, 10 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_route_and_keeps_open_connection() {
     let a = Backend::echo(Some("a")).await;
@@ -64,6 +64,155 @@ async fn reload_changes_route_and_keeps_open_connection() {
     assert_eq!(
         echo_roundtrip(&mut new, "b lives").await.unwrap(),
         "b lives"
+    );
+}
+
+/// Reloads touch only what they change: connections on a router that a reload leaves as it
+/// was live on across any number of reloads; those on a router it changes or removes get
+/// the drain time (`graceTimeOut` of its entrypoints) to finish, then are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_drain_only_the_routers_they_change_or_remove() {
+    let kept = Backend::echo(Some("kept")).await;
+    let changed = Backend::echo(Some("changed")).await;
+    let removed = Backend::echo(Some("removed")).await;
+    let other = Backend::echo(Some("other")).await;
+    let ports = [free_port(), free_port(), free_port()];
+    let dir = temp_dir("reload-drain");
+    let mut static_yaml = String::from("entryPoints:\n");
+    for (name, port) in ["kept", "changed", "removed"].iter().zip(ports) {
+        static_yaml.push_str(&format!(
+            "  {name}:\n    address: \"127.0.0.1:{port}\"\n    transport:\n      lifeCycle:\n        graceTimeOut: 1s\n"
+        ));
+    }
+    static_yaml.push_str(&format!(
+        "providers:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    ));
+    let dynamic = |changed_to: SocketAddr, with_removed: bool, extra: &str| {
+        let mut yaml = format!(
+            "tcp:\n  routers:\n    kept: {{entryPoints: [kept], rule: \"HostSNI(`*`)\", service: kept}}\n    changed: {{entryPoints: [changed], rule: \"HostSNI(`*`)\", service: changed}}\n{extra}"
+        );
+        if with_removed {
+            yaml.push_str(
+                "    removed: {entryPoints: [removed], rule: \"HostSNI(`*`)\", service: removed}\n",
+            );
+        }
+        yaml.push_str(&format!(
+            "  services:\n    kept: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\n    changed: {{loadBalancer: {{servers: [{{address: \"{changed_to}\"}}]}}}}\n    removed: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\n",
+            kept.addr, removed.addr
+        ));
+        yaml
+    };
+    let r = Router::start(&dir, &static_yaml, &dynamic(changed.addr, true, ""), &ports);
+    let mut on_kept = TcpStream::connect(ep(ports[0])).await.unwrap();
+    assert_eq!(read_line(&mut on_kept).await.unwrap(), "kept");
+    let mut on_changed = TcpStream::connect(ep(ports[1])).await.unwrap();
+    assert_eq!(read_line(&mut on_changed).await.unwrap(), "changed");
+    let mut on_removed = TcpStream::connect(ep(ports[2])).await.unwrap();
+    assert_eq!(read_line(&mut on_removed).await.unwrap(), "removed");
+
+    // Unrelated changes only: a router added, then removed again. Nothing is retired.
+    for extra in [
+        "    added: {entryPoints: [removed], rule: \"ClientIP(`10.0.0.0/8`)\", service: kept}\n",
+        "",
+    ] {
+        let before = r.count_log(APPLIED);
+        r.rewrite_dynamic(&dynamic(changed.addr, true, extra));
+        wait_until(|| r.count_log(APPLIED) > before, &r);
+    }
+    // The router `changed` gets another backend, and `removed` goes.
+    let before = r.count_log(APPLIED);
+    r.rewrite_dynamic(&dynamic(other.addr, false, ""));
+    wait_until(|| r.count_log(APPLIED) > before, &r);
+    r.wait_log("tcp router changed by a reload");
+    r.wait_log("tcp router removed by a reload");
+    // Within the drain time, both still work.
+    assert_eq!(
+        echo_roundtrip(&mut on_changed, "draining").await.unwrap(),
+        "draining"
+    );
+    assert_eq!(
+        echo_roundtrip(&mut on_removed, "draining").await.unwrap(),
+        "draining"
+    );
+    // Then they are closed; the untouched router's connection is not.
+    for conn in [&mut on_changed, &mut on_removed] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, conn.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "closed after the drain: {closed:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        echo_roundtrip(&mut on_kept, "untouched").await.unwrap(),
+        "untouched"
+    );
+    // Three retirements: `added` (removed again), `changed` and `removed`; never `kept`.
+    let log = r.log();
+    let retired: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("by a reload: its open"))
+        .collect();
+    assert_eq!(retired.len(), 3, "{retired:#?}");
+    assert!(!retired.iter().any(|l| l.contains("kept@")), "{retired:#?}");
+    let mut new = TcpStream::connect(ep(ports[1])).await.unwrap();
+    assert_eq!(read_line(&mut new).await.unwrap(), "other");
+}
+
+/// The answer to `payload` (resent while the router comes up), as text.
+async fn ask(client: &tokio::net::UdpSocket, payload: &[u8]) -> String {
+    for _ in 0..40 {
+        if let Some(answer) = support::udp::udp_ask(client, payload).await {
+            return String::from_utf8_lossy(&answer).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no answer to {payload:?}");
+}
+
+/// A UDP session lives on its backend across a reload that changes its router, for the
+/// drain time; then it ends, and the client's next datagram opens a session by the new
+/// router. Sessions of a router the reload leaves alone stay on their backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sessions_of_a_changed_router_drain_then_move() {
+    use support::udp::{UdpEcho, free_udp_port, udp_client};
+    let old = UdpEcho::start("old").await;
+    let new = UdpEcho::start("new").await;
+    let steady = UdpEcho::start("steady").await;
+    let (changing, kept) = (free_udp_port(), free_udp_port());
+    let dir = temp_dir("reload-udp-drain");
+    let static_yaml = format!(
+        "entryPoints:\n  changing:\n    address: \"127.0.0.1:{changing}/udp\"\n    transport:\n      lifeCycle:\n        graceTimeOut: 1500ms\n  kept:\n    address: \"127.0.0.1:{kept}/udp\"\n    transport:\n      lifeCycle:\n        graceTimeOut: 1500ms\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let dynamic = |to: SocketAddr| {
+        format!(
+            "udp:\n  routers:\n    changing: {{entryPoints: [changing], service: changing}}\n    kept: {{entryPoints: [kept], service: kept}}\n  services:\n    changing: {{loadBalancer: {{servers: [{{address: \"{to}\"}}]}}}}\n    kept: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\n",
+            steady.addr
+        )
+    };
+    let r = Router::start(&dir, &static_yaml, &dynamic(old.addr), &[]);
+    let on_changing = udp_client("127.0.0.1", changing).await;
+    let on_kept = udp_client("127.0.0.1", kept).await;
+    assert_eq!(ask(&on_changing, b"a").await, "old:a");
+    assert_eq!(ask(&on_kept, b"a").await, "steady:a");
+
+    let before = r.count_log(APPLIED);
+    r.rewrite_dynamic(&dynamic(new.addr));
+    wait_until(|| r.count_log(APPLIED) > before, &r);
+    r.wait_log("udp router changed by a reload");
+    // Within the drain time the session keeps its backend.
+    assert_eq!(ask(&on_changing, b"b").await, "old:b");
+    // After it, the session is over and the next datagram is routed afresh.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(ask(&on_changing, b"c").await, "new:c");
+    assert_eq!(ask(&on_kept, b"c").await, "steady:c");
+    assert!(
+        !r.log()
+            .lines()
+            .any(|l| l.contains("by a reload") && l.contains("kept@"))
     );
 }
 

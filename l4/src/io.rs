@@ -59,6 +59,11 @@ impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
         let n = this.prefix.len().min(buf.remaining());
         buf.put_slice(&this.prefix[..n]);
         this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // An emptied `Bytes` still holds its storage (the sniffing buffer, 4 KiB or
+            // more); a connection that lives for hours should not.
+            *this.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

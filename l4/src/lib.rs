@@ -6,6 +6,7 @@ pub mod io;
 pub mod observe;
 pub mod proxy_protocol;
 pub mod quic;
+pub mod retire;
 pub mod rule;
 pub mod sniff;
 pub mod tcp;

@@ -32,6 +32,8 @@ pub enum CloseReason {
     BackendUnavailable,
     /// The router stopped (shutdown, or the session table was full).
     Shutdown,
+    /// A reload removed or changed the route, and its drain time was over.
+    Retired,
 }
 
 impl From<Outcome> for CloseReason {
@@ -42,6 +44,7 @@ impl From<Outcome> for CloseReason {
             Outcome::BackendError(kind) => CloseReason::BackendError(kind),
             Outcome::IdleTimeout => CloseReason::IdleTimeout,
             Outcome::TerminationDelay => CloseReason::TerminationDelay,
+            Outcome::Retired => CloseReason::Retired,
         }
     }
 }
@@ -54,6 +57,7 @@ impl fmt::Display for CloseReason {
             CloseReason::BackendError(kind) => write!(f, "backend error ({kind})"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::TerminationDelay => f.write_str("termination delay"),
+            CloseReason::Retired => f.write_str("route retired by a reload"),
             CloseReason::NoRoute => f.write_str("no route"),
             CloseReason::Refused => f.write_str("refused by middleware"),
             CloseReason::HandshakeFailed => f.write_str("TLS handshake failed"),

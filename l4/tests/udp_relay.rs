@@ -60,6 +60,7 @@ fn route(name: &str, rule: Option<&str>, service: Arc<UdpService>) -> UdpRoute {
         service,
         service_name: Arc::from(name),
         quic: false,
+        retirement: Default::default(),
     }
 }
 
@@ -73,6 +74,7 @@ fn quic_route(name: &str, rule: &str, service: Arc<UdpService>) -> UdpRoute {
         service,
         service_name: Arc::from(name),
         quic: true,
+        retirement: Default::default(),
     }
 }
 

@@ -21,7 +21,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::compile::{Carried, HttpEntrypoints, LastGoodCerts, Servers, Snapshot, compile};
+use super::compile::{
+    Carried, HttpEntrypoints, LastGoodCerts, RouteRetirements, Servers, Snapshot, compile,
+};
 use super::internal::Internal;
 use super::rules::Compilers;
 use super::server_health::{ServerUpMetric, watched};
@@ -134,6 +136,8 @@ pub struct Reloader {
     health: Vec<HealthHandle>,
     /// Servers of the installed snapshot, whose health the next one inherits.
     servers: Servers,
+    /// The installed snapshot's TCP routers: those the next one does not keep are retired.
+    retirements: RouteRetirements,
     last_fingerprint: Option<Vec<u8>>,
     /// The file provider's last good configuration.
     file_config: Option<DynamicConfig>,
@@ -182,6 +186,7 @@ impl Reloader {
             source,
             health: Vec::new(),
             servers: Servers::new(),
+            retirements: RouteRetirements::default(),
             last_fingerprint: None,
             file_config: None,
             others: BTreeMap::new(),
@@ -315,12 +320,17 @@ impl Reloader {
                 states: &self.http_states,
                 certs: &mut self.good_certs,
                 server_up: self.server_up.as_ref(),
+                retirements: &self.retirements,
             },
         );
         self.good_certs.retain_used();
         compiled.snapshot.install_http(&self.http);
         self.quic_tls.send_replace(compiled.snapshot.quic_tls());
         self.store.store(Arc::new(compiled.snapshot));
+        // New connections now route by the new snapshot; the routers it dropped or changed
+        // let theirs drain.
+        self.retirements.retire_replaced(&compiled.retirements);
+        self.retirements = compiled.retirements;
         self.http_states.retain_used();
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.

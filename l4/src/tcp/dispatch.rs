@@ -37,6 +37,7 @@ use super::starttls::{self, DialogueError, Front, Handoff, Mode, Protocol};
 use super::transport::BackendStream;
 use crate::io::PrefixedIo;
 use crate::observe::{CloseReason, ConnObserver, ConnRecord, Observer, Transport};
+use crate::retire::Retirement;
 use crate::sniff::{self, Probe};
 
 /// Bytes read before giving up on a ClientHello: the hello limit plus room for
@@ -117,6 +118,9 @@ pub struct TcpTarget {
     /// `tls.starttls` (an extension): the router takes only connections that asked for
     /// TLS this way. `None`: direct TLS, and (as in Traefik) Postgres SSLRequests.
     pub starttls: Option<Protocol>,
+    /// Shared by every snapshot in which this router is unchanged; a reload that removes or
+    /// changes it retires it, which ends its open connections after a drain time.
+    pub retirement: Retirement,
 }
 
 impl TcpTarget {
@@ -918,6 +922,8 @@ async fn forward_with(
                 ctx.report(Some(route), Some(&server), None, kind);
                 return;
             }
+            // The sniffing buffer, replayed: not held for the connection's lifetime.
+            drop(prefix);
             let started = Instant::now();
             let transfer = match backend.into_plain() {
                 Ok(plain) => relay_tcp(client, plain, &opts).await,
@@ -968,6 +974,7 @@ async fn dial(
             let opts = RelayOptions {
                 termination_delay: transport.termination_delay,
                 idle_timeout: None,
+                retirement: Some(target.retirement.clone()),
             };
             Some((stream, server.address.clone(), opts))
         }

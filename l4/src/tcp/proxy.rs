@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep};
 
+use crate::retire::Retirement;
+
 #[cfg(target_os = "linux")]
 mod splice;
 
@@ -28,13 +30,16 @@ mod splice;
 const BUFFER_SIZE: usize = 64 * 1024;
 
 /// Limits on one relayed connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RelayOptions {
     /// After one direction has finished (end-of-stream read and passed on), how long the other
     /// may still run. `None` means no limit (Traefik's negative `terminationDelay`).
     pub termination_delay: Option<Duration>,
     /// How long the relay may go without moving a byte in either direction. `None` = no limit.
     pub idle_timeout: Option<Duration>,
+    /// The route's retirement: once a reload has removed or changed the route and its
+    /// drain time is over, the relay ends. `None`: only the limits above end it.
+    pub retirement: Option<Retirement>,
 }
 
 /// Why a relay ended.
@@ -50,6 +55,8 @@ pub enum Outcome {
     IdleTimeout,
     /// One direction finished and the other outlived `termination_delay`.
     TerminationDelay,
+    /// A reload removed or changed the route, and the drain time it gave is over.
+    Retired,
 }
 
 /// What a relay moved, and why it stopped. Counts are bytes delivered to the receiving side.
@@ -162,6 +169,7 @@ async fn drive<P: Pump>(pump: &mut P, opts: &RelayOptions) -> Outcome {
     let mut finished = [false; 2];
     let mut termination: Pin<&mut Option<Sleep>> = pin!(None);
     let mut idle: Pin<&mut Option<Sleep>> = pin!(opts.idle_timeout.map(sleep));
+    let mut retired = pin!(opts.retirement.as_ref().map(Retirement::closing));
     let mut moved = 0;
     poll_fn(|cx| {
         for (done, direction) in finished.iter_mut().zip(directions) {
@@ -196,6 +204,11 @@ async fn drive<P: Pump>(pump: &mut P, opts: &RelayOptions) -> Outcome {
             if timer.poll(cx).is_ready() {
                 return Poll::Ready(Outcome::IdleTimeout);
             }
+        }
+        if let Some(closing) = retired.as_mut().as_pin_mut()
+            && closing.poll(cx).is_ready()
+        {
+            return Poll::Ready(Outcome::Retired);
         }
         Poll::Pending
     })
@@ -495,6 +508,7 @@ mod tests {
             let opts = RelayOptions {
                 termination_delay: Some(Duration::from_millis(50)),
                 idle_timeout: None,
+                retirement: None,
             };
             let mut s = start(mode, opts).await;
             s.client.write_all(b"bye").await.unwrap();
@@ -527,6 +541,7 @@ mod tests {
             let opts = RelayOptions {
                 termination_delay: None,
                 idle_timeout: Some(Duration::from_millis(200)),
+                retirement: None,
             };
             let mut s = start(mode, opts).await;
             // Traffic every 50 ms for 500 ms keeps it open.
@@ -539,6 +554,39 @@ mod tests {
             assert_eq!(transfer.outcome, Outcome::IdleTimeout, "{mode:?}");
             assert_eq!(transfer.client_to_backend, 10);
             assert!(read_to_end(&mut s.client).await.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retired_route_ends_its_relays_after_the_drain_time() {
+        for mode in MODES {
+            let route = Retirement::new();
+            let opts = RelayOptions {
+                retirement: Some(route.clone()),
+                ..RelayOptions::default()
+            };
+            let mut s = start(mode, opts).await;
+            route.retire(Duration::from_millis(300));
+            // Within the drain time the connection still works both ways.
+            s.client.write_all(b"still").await.unwrap();
+            let mut got = [0u8; 5];
+            timeout(LIMIT, s.backend.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got, b"still");
+            s.backend.write_all(b"here").await.unwrap();
+            let mut got = [0u8; 4];
+            timeout(LIMIT, s.client.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got, b"here");
+            assert!(!s.relay.is_finished(), "{mode:?}");
+            let transfer = finish(s.relay).await;
+            assert_eq!(transfer.outcome, Outcome::Retired, "{mode:?}");
+            assert!(read_to_end(&mut s.client).await.is_empty());
+            assert!(read_to_end(&mut s.backend).await.is_empty());
         }
     }
 
@@ -666,6 +714,7 @@ mod tests {
             let opts = RelayOptions {
                 termination_delay: Some(Duration::ZERO),
                 idle_timeout: None,
+                retirement: None,
             };
             let transfer = match mode {
                 Mode::Buffered => relay(proxy_client, proxy_backend, &opts).await,

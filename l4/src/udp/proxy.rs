@@ -31,6 +31,7 @@ use super::router::{UdpRoute, UdpRoutes};
 use super::session::SessionTable;
 use crate::observe::{CloseReason, ConnObserver, ConnRecord, Observer, Transport};
 use crate::quic::{Classification, InitialHello, classify};
+use crate::retire::Retirement;
 
 /// The largest datagram carried: the UDP length field's limit.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -518,6 +519,7 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
                 cids: hello.map(|_| self.cids.clone()),
                 counters: counters.clone(),
                 info,
+                retirement: route.retirement.clone(),
             },
             stopped,
         ));
@@ -568,6 +570,8 @@ struct Answers {
     counters: Arc<Counters>,
     /// For the record told to the observer when the session ends.
     info: Option<SessionInfo>,
+    /// The router's: the session ends when a reload has retired it and the drain is over.
+    retirement: Retirement,
 }
 
 /// Sends the backend's datagrams to the client from the entrypoint's socket, until the
@@ -604,10 +608,16 @@ async fn relay_answers_until_over(
 ) -> CloseReason {
     // Read through the listener's batching (GRO lets a burst of answers share one buffer).
     a.batching.adopt(&a.upstream);
+    let mut retired = std::pin::pin!(a.retirement.closing());
     let reason = loop {
         tokio::select! {
             // The session left the table: it idled out, or the relay stopped.
             _ = &mut stopped => return CloseReason::IdleTimeout,
+            // A reload removed or changed the router, and the drain time is over.
+            _ = &mut retired => {
+                debug!(client = %a.client.get(), "UDP session closed: its router was retired by a reload");
+                break CloseReason::Retired;
+            }
             // ERROR too: an ICMP "port unreachable" raises only that, and must end the session.
             ready = a.upstream.ready(Interest::READABLE | Interest::ERROR) => match ready {
                 // tokio's receive would see only "not readable" and never the error: read

@@ -25,6 +25,9 @@ pub struct UdpRoute {
     pub service_name: Arc<str>,
     /// A QUIC passthrough router: it only takes QUIC flows, by their ClientHello.
     pub quic: bool,
+    /// Shared by every snapshot in which this router is unchanged; a reload that removes or
+    /// changes it retires it, which ends its sessions after a drain time.
+    pub retirement: crate::retire::Retirement,
 }
 
 /// The UDP routers of one entrypoint, in the order they are tried.
@@ -88,6 +91,7 @@ mod tests {
             ))),
             service_name: Arc::from(name),
             quic: false,
+            retirement: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ mod mw_path;
 mod mw_responses;
 mod mw_tls;
 mod mw_traffic;
+mod retire;
 mod udp;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ use l4::tls::{CertStore, ClientAuth, ClientAuthType, ServerOptions, TlsVersion, 
 use l4::udp::UdpRoutes;
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
+pub use retire::RouteRetirements;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
 
@@ -124,6 +126,8 @@ impl Snapshot {
 /// compile) and problems found while building.
 pub struct Compiled {
     pub snapshot: Snapshot,
+    /// The TCP routers of the snapshot, for the next reload to tell which it keeps.
+    pub retirements: RouteRetirements,
     pub health: Vec<HealthHandle>,
     pub servers: Servers,
     pub problems: Vec<ConfigError>,
@@ -180,6 +184,8 @@ pub struct Carried<'a> {
     pub certs: &'a mut LastGoodCerts,
     /// Told of the changes TCP health checks make, for the metrics.
     pub server_up: Option<&'a Arc<ServerUpMetric>>,
+    /// The TCP routers of the snapshot being replaced.
+    pub retirements: &'a RouteRetirements,
 }
 
 pub fn compile(
@@ -195,6 +201,7 @@ pub fn compile(
         states,
         certs: good_certs,
         server_up,
+        retirements: previous_retirements,
     } = carried;
     let mut c = Compiler {
         good_certs,
@@ -205,6 +212,8 @@ pub fn compile(
         dy,
         internal,
         previous,
+        previous_retirements,
+        retirements: RouteRetirements::default(),
         servers: Servers::new(),
         services: HashMap::new(),
         transports: HashMap::new(),
@@ -284,15 +293,17 @@ pub fn compile(
         .any(|ep| ep.http3.is_some())
         .then(|| c.quic_tls())
         .flatten();
+    let udp = udp::udp_routes(st, dy, report, (c.previous_retirements, &mut c.retirements));
     Compiled {
         snapshot: Snapshot {
             quic_tls,
             entrypoints,
             http: http_routes,
-            udp: udp::udp_routes(st, dy, report),
+            udp,
             empty: Arc::new(EntrypointRoutes::empty(None)),
             empty_udp: Arc::new(UdpRoutes::default()),
         },
+        retirements: c.retirements,
         health: c.health,
         servers: c.servers,
         problems: c.problems,
@@ -339,6 +350,9 @@ struct Compiler<'a> {
     internal: &'a Internal,
     /// The servers of the snapshot being replaced, and those of this one.
     previous: &'a Servers,
+    /// The TCP routers of the snapshot being replaced, and those of this one.
+    previous_retirements: &'a RouteRetirements,
+    retirements: RouteRetirements,
     servers: Servers,
     /// Services built so far: routers sharing a service share its state.
     services: HashMap<String, Option<Service>>,
@@ -474,6 +488,15 @@ impl Compiler<'_> {
         } else {
             r.priority
         };
+        let drain = entrypoints
+            .iter()
+            .filter_map(|ep| self.st.entry_points.get(ep))
+            .filter_map(|ep| ep.transport.life_cycle.grace_time_out.to_std())
+            .max()
+            .unwrap_or_default();
+        let retirement = self
+            .retirements
+            .tcp(self.previous_retirements, self.dy, name, r, drain);
         Some((
             entrypoints,
             PendingRoute {
@@ -488,6 +511,7 @@ impl Compiler<'_> {
                     tls: tls_mode,
                     middlewares,
                     starttls: tls.and_then(|t| t.starttls).map(starttls_protocol),
+                    retirement,
                 },
             },
         ))

@@ -14,14 +14,18 @@ use crate::config::dynamic::{DynamicConfig, UdpService as UdpServiceConfig};
 use crate::config::static_cfg::{Protocol, StaticConfig};
 use crate::config::validate::Report;
 
+use super::RouteRetirements;
+
 /// Weighted services nest at most this deep (validation already refuses cycles).
 const MAX_DEPTH: usize = 32;
 
 /// The UDP routes of every UDP entrypoint that has a router.
+/// `retirements` are the previous snapshot's routers and this one's (see [`super::retire`]).
 pub(super) fn udp_routes(
     st: &StaticConfig,
     dy: &DynamicConfig,
     report: &Report,
+    (previous, retirements): (&RouteRetirements, &mut RouteRetirements),
 ) -> HashMap<String, Arc<UdpRoutes>> {
     // Routers without entrypoints are on every UDP entrypoint; the UDP side of a TCP
     // entrypoint with `http3` takes only the routers that name it.
@@ -65,6 +69,13 @@ pub(super) fn udp_routes(
                 .cloned()
                 .collect()
         };
+        let drain = eps
+            .iter()
+            .filter_map(|ep| st.entry_points.get(ep))
+            .filter_map(|ep| ep.transport.life_cycle.grace_time_out.to_std())
+            .max()
+            .unwrap_or_default();
+        let retirement = retirements.udp(previous, dy, name, r, drain);
         for ep in eps {
             let route = UdpRoute {
                 name: Arc::from(name.as_str()),
@@ -77,6 +88,7 @@ pub(super) fn udp_routes(
                 service: service.clone(),
                 service_name: Arc::from(r.service.value.as_str()),
                 quic,
+                retirement: retirement.clone(),
             };
             let table = tables.entry(ep).or_default();
             if route.rule.is_some() {
