@@ -70,6 +70,8 @@ impl Forwarder {
 struct Instance {
     web: u16,
     websecure: u16,
+    /// The `traefik` entrypoint: API and metrics.
+    ops: u16,
     router: Router,
 }
 
@@ -102,21 +104,27 @@ fn dynamic(domains: &[&str]) -> String {
 /// `storage`.
 fn start_instance(dir: &Path, pebble: &Pebble, storage: &str, web: u16) -> Instance {
     std::fs::create_dir_all(dir).expect("instance dir");
-    let websecure = free_port();
+    let (websecure, ops) = (free_port(), free_port());
     let static_yaml = static_config(
         dir,
-        &[("web", web), ("websecure", websecure)],
+        &[("web", web), ("websecure", websecure), ("traefik", ops)],
         &format!(
-            "certificatesResolvers:\n  pebble:\n    acme:\n      email: ops@sallyport.test\n      caServer: \"{}\"\n      caCertificates: [\"{}\"]\n      storage: \"{}\"\n      keyType: EC256\n      httpChallenge:\n        entryPoint: web\n{storage}",
+            "api:\n  insecure: true\nmetrics:\n  prometheus: {{}}\ncertificatesResolvers:\n  pebble:\n    acme:\n      email: ops@sallyport.test\n      caServer: \"{}\"\n      caCertificates: [\"{}\"]\n      storage: \"{}\"\n      keyType: EC256\n      httpChallenge:\n        entryPoint: web\n{storage}",
             pebble.directory,
             pebble.tls_ca_file.display(),
             dir.join("acme.json").display(),
         ),
     );
-    let router = Router::start(dir, &static_yaml, &dynamic(&[DOMAIN]), &[web, websecure]);
+    let router = Router::start(
+        dir,
+        &static_yaml,
+        &dynamic(&[DOMAIN]),
+        &[web, websecure, ops],
+    );
     Instance {
         web,
         websecure,
+        ops,
         router,
     }
 }
@@ -234,6 +242,16 @@ async fn fleet_orders_once_and_serves_one_certificate(
         "the other instance loads it from the store:\n{logs}"
     );
     assert!(!dir.join("a/acme.json").exists() && !dir.join("b/acme.json").exists());
+    // The certificate-expiry metric covers the certificate on both.
+    for instance in [&a, &b] {
+        let scrape = http_get(instance.ops, "/metrics").await;
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with(&format!("sallyport_tls_certs_not_after{{cn=\"{DOMAIN}\""))),
+            "{scrape}"
+        );
+    }
     (a, b)
 }
 
