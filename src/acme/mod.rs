@@ -44,6 +44,7 @@ use crate::config::StaticConfig;
 use crate::config::dynamic::DynamicConfig;
 use crate::config::static_cfg::Acme as AcmeConfig;
 use crate::config::validate::Report;
+use crate::providers::kv::MAX_VALUE_BYTES;
 use client::{AcmeHttp, Timeouts, Trust};
 use order::{Answering, KeyType};
 use shared::{Lock, SharedError, SharedStore};
@@ -612,6 +613,10 @@ impl Resolver {
             match store.try_lock().await {
                 Err(e) => return self.store_failed(&names, &e),
                 Ok(None) => {
+                    if !self.state().wanted.contains(domain) {
+                        // No router asks for it any more.
+                        return;
+                    }
                     if !waiting {
                         info!(resolver = %self.name, domains = %names.join(","), lock = %store.key("lock"), "ACME lock held by another instance: waiting for the certificate it orders");
                         waiting = true;
@@ -671,8 +676,12 @@ impl Resolver {
         {
             let mut state = self.state();
             for (key, value) in pairs {
-                let read = serde_json::from_slice::<StoredCertificate>(&value)
-                    .map_err(|e| format!("not a stored certificate (JSON): {e}"));
+                let read = if value.len() > MAX_VALUE_BYTES {
+                    Err(format!("larger than {MAX_VALUE_BYTES} bytes"))
+                } else {
+                    serde_json::from_slice::<StoredCertificate>(&value)
+                        .map_err(|e| format!("not a stored certificate (JSON): {e}"))
+                };
                 let stored = match read {
                     Ok(stored)
                         if state.data.certificates.iter().any(|c| {

@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use crate::config::static_cfg::AcmeSharedStorage;
-use crate::providers::kv::{ACME_SEGMENT, MAX_TOTAL_BYTES, MAX_VALUE_BYTES};
+use crate::providers::kv::{ACME_SEGMENT, MAX_TOTAL_BYTES};
 use crate::providers::{etcd, redis as redis_provider};
 
 /// Bound on connecting and on every request.
@@ -77,17 +77,8 @@ pub struct Lock {
 }
 
 enum Backend {
-    Redis {
-        clients: Vec<(String, redis::Client)>,
-        conn: Mutex<Option<MultiplexedConnection>>,
-    },
+    Redis(RedisBackend),
     Etcd(Box<EtcdBackend>),
-}
-
-struct EtcdBackend {
-    endpoints: Vec<String>,
-    options: etcd_client::ConnectOptions,
-    client: Mutex<Option<etcd_client::Client>>,
 }
 
 /// One resolver's keys in one store.
@@ -113,10 +104,10 @@ impl SharedStore {
         };
         let (backend, root, store) = match (&cfg.redis, &cfg.etcd) {
             (Some(r), None) => (
-                Backend::Redis {
+                Backend::Redis(RedisBackend {
                     clients: redis_provider::clients(r)?,
                     conn: Mutex::new(None),
-                },
+                }),
                 &r.root_key,
                 "redis",
             ),
@@ -162,14 +153,11 @@ impl SharedStore {
     pub async fn get(&self, rest: &str) -> Result<Option<Vec<u8>>, SharedError> {
         let key = self.key(rest);
         match &self.backend {
-            Backend::Redis { .. } => {
-                let mut conn = self.redis().await?;
-                self.redis_done(bounded(redis::cmd("GET").arg(&key).query_async(&mut conn)).await)
-                    .await
-            }
-            Backend::Etcd(_) => {
-                let mut client = self.etcd().await?;
-                let response = self.etcd_done(bounded(client.get(key, None)).await).await?;
+            Backend::Redis(redis) => redis.query(redis::cmd("GET").arg(&key)).await,
+            Backend::Etcd(etcd) => {
+                let response = etcd
+                    .run(|mut c| async move { c.get(key, None).await })
+                    .await?;
                 Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
             }
         }
@@ -178,22 +166,10 @@ impl SharedStore {
     pub async fn put(&self, rest: &str, value: &[u8]) -> Result<(), SharedError> {
         let key = self.key(rest);
         match &self.backend {
-            Backend::Redis { .. } => {
-                let mut conn = self.redis().await?;
-                self.redis_done(
-                    bounded(
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(value)
-                            .query_async(&mut conn),
-                    )
-                    .await,
-                )
-                .await
-            }
-            Backend::Etcd(_) => {
-                let mut client = self.etcd().await?;
-                self.etcd_done(bounded(client.put(key, value, None)).await)
+            Backend::Redis(redis) => redis.query(redis::cmd("SET").arg(&key).arg(value)).await,
+            Backend::Etcd(etcd) => {
+                let value = value.to_vec();
+                etcd.run(|mut c| async move { c.put(key, value, None).await })
                     .await
                     .map(drop)
             }
@@ -210,25 +186,21 @@ impl SharedStore {
     ) -> Result<(), SharedError> {
         let key = self.key(&format!("challenges/{token}"));
         match &self.backend {
-            Backend::Redis { .. } => {
-                let mut conn = self.redis().await?;
-                self.redis_done(
-                    bounded(
+            Backend::Redis(redis) => {
+                redis
+                    .query(
                         redis::cmd("SET")
                             .arg(&key)
                             .arg(key_authorization)
                             .arg("PX")
-                            .arg(millis(CHALLENGE_TTL))
-                            .query_async(&mut conn),
+                            .arg(millis(CHALLENGE_TTL)),
                     )
-                    .await,
-                )
-                .await
+                    .await
             }
-            Backend::Etcd(_) => {
-                let mut client = self.etcd().await?;
+            Backend::Etcd(etcd) => {
                 let options = lock.lease.map(|id| PutOptions::new().with_lease(id));
-                self.etcd_done(bounded(client.put(key, key_authorization, options)).await)
+                let value = key_authorization.to_owned();
+                etcd.run(|mut c| async move { c.put(key, value, options).await })
                     .await
                     .map(drop)
             }
@@ -238,29 +210,22 @@ impl SharedStore {
     /// Every certificate key and value.
     pub async fn certificates(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
         let prefix = self.certificates_prefix();
-        let pairs = match &self.backend {
-            Backend::Redis { .. } => {
-                let mut conn = self.redis().await?;
-                let read = redis_scan(&mut conn, &prefix).await;
-                self.redis_done(read).await?
-            }
-            Backend::Etcd(_) => {
-                let mut client = self.etcd().await?;
-                let response = self
-                    .etcd_done(
-                        bounded(client.get(prefix, Some(GetOptions::new().with_prefix()))).await,
+        let pairs: Vec<(String, Vec<u8>)> = match &self.backend {
+            Backend::Redis(redis) => redis.scan(&prefix).await?,
+            Backend::Etcd(etcd) => {
+                etcd.run(|mut c| async move {
+                    c.get(prefix, Some(GetOptions::new().with_prefix())).await
+                })
+                .await?
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        kv.value().to_vec(),
                     )
-                    .await?;
-                response
-                    .kvs()
-                    .iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            kv.value().to_vec(),
-                        )
-                    })
-                    .collect()
+                })
+                .collect()
             }
         };
         let total: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -275,29 +240,31 @@ impl SharedStore {
         let key = self.key("lock");
         let token = new_token();
         match &self.backend {
-            Backend::Redis { .. } => {
-                let mut conn = self.redis().await?;
-                let set: Option<String> = self
-                    .redis_done(
-                        bounded(
-                            redis::cmd("SET")
-                                .arg(&key)
-                                .arg(&token)
-                                .arg("NX")
-                                .arg("PX")
-                                .arg(millis(self.lock_ttl))
-                                .query_async(&mut conn),
-                        )
-                        .await,
+            Backend::Redis(redis) => {
+                let set: Option<String> = redis
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&token)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(millis(self.lock_ttl)),
                     )
                     .await?;
                 Ok(set.map(|_| Lock { token, lease: None }))
             }
-            Backend::Etcd(_) => {
-                let mut client = self.etcd().await?;
+            Backend::Etcd(etcd) => {
+                // Most attempts find the lock held: no lease is granted for those.
+                let held = key.clone();
+                let now = etcd
+                    .run(|mut c| async move { c.get(held, None).await })
+                    .await?;
+                if !now.kvs().is_empty() {
+                    return Ok(None);
+                }
                 let ttl = i64::try_from(self.lock_ttl.as_secs()).unwrap_or(i64::MAX);
-                let lease = self
-                    .etcd_done(bounded(client.lease_grant(ttl, None)).await)
+                let lease = etcd
+                    .run(|mut c| async move { c.lease_grant(ttl, None).await })
                     .await?
                     .id();
                 let txn = Txn::new()
@@ -307,15 +274,17 @@ impl SharedStore {
                         token.clone(),
                         Some(PutOptions::new().with_lease(lease)),
                     )]);
-                let created = self.etcd_done(bounded(client.txn(txn)).await).await?;
+                let created = etcd.run(|mut c| async move { c.txn(txn).await }).await?;
                 if created.succeeded() {
                     Ok(Some(Lock {
                         token,
                         lease: Some(lease),
                     }))
                 } else {
-                    // Not ours: the unused lease would only expire later.
-                    let _ = bounded(client.lease_revoke(lease)).await;
+                    // Taken meanwhile; the unused lease would only expire later.
+                    let _ = etcd
+                        .run(|mut c| async move { c.lease_revoke(lease).await })
+                        .await;
                     Ok(None)
                 }
             }
@@ -335,83 +304,92 @@ impl SharedStore {
     }
 
     async fn renew(&self, lock: &Lock) -> Result<(), SharedError> {
-        match (&self.backend, lock.lease) {
-            (Backend::Etcd(_), Some(lease)) => {
-                let mut client = self.etcd().await?;
-                let (mut keeper, mut stream) = self
-                    .etcd_done(bounded(client.lease_keep_alive(lease)).await)
+        let renewed = match &self.backend {
+            Backend::Etcd(etcd) => {
+                let lease = lock.lease.ok_or(SharedError::LockLost)?;
+                let answer = etcd
+                    .run(|mut c| async move {
+                        let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+                        keeper.keep_alive().await?;
+                        answers.message().await
+                    })
                     .await?;
-                self.etcd_done(bounded(keeper.keep_alive()).await).await?;
-                match self.etcd_done(bounded(stream.message()).await).await? {
-                    Some(answer) if answer.ttl() > 0 => Ok(()),
-                    _ => Err(SharedError::LockLost),
-                }
+                answer.is_some_and(|a| a.ttl() > 0)
             }
-            _ => {
-                let mut conn = self.redis().await?;
-                let renewed: i64 = self
-                    .redis_done(
-                        bounded(
-                            redis::cmd("EVAL")
-                                .arg(REDIS_RENEW)
-                                .arg(1)
-                                .arg(self.key("lock"))
-                                .arg(&lock.token)
-                                .arg(millis(self.lock_ttl))
-                                .query_async(&mut conn),
-                        )
-                        .await,
+            Backend::Redis(redis) => {
+                let renewed: i64 = redis
+                    .query(
+                        redis::cmd("EVAL")
+                            .arg(REDIS_RENEW)
+                            .arg(1)
+                            .arg(self.key("lock"))
+                            .arg(&lock.token)
+                            .arg(millis(self.lock_ttl)),
                     )
                     .await?;
-                if renewed == 1 {
-                    Ok(())
-                } else {
-                    Err(SharedError::LockLost)
-                }
+                renewed == 1
             }
+        };
+        if renewed {
+            Ok(())
+        } else {
+            Err(SharedError::LockLost)
         }
     }
 
     /// Gives `lock` back (it also expires by itself if this fails).
     pub async fn release(&self, lock: Lock) -> Result<(), SharedError> {
-        match (&self.backend, lock.lease) {
-            (Backend::Etcd(_), Some(lease)) => {
-                let mut client = self.etcd().await?;
-                self.etcd_done(bounded(client.lease_revoke(lease)).await)
+        match &self.backend {
+            Backend::Etcd(etcd) => {
+                let lease = lock.lease.ok_or(SharedError::LockLost)?;
+                etcd.run(|mut c| async move { c.lease_revoke(lease).await })
                     .await
                     .map(drop)
             }
-            _ => {
-                let mut conn = self.redis().await?;
-                let _released: i64 = self
-                    .redis_done(
-                        bounded(
-                            redis::cmd("EVAL")
-                                .arg(REDIS_RELEASE)
-                                .arg(1)
-                                .arg(self.key("lock"))
-                                .arg(&lock.token)
-                                .query_async(&mut conn),
-                        )
-                        .await,
+            Backend::Redis(redis) => {
+                let _released: i64 = redis
+                    .query(
+                        redis::cmd("EVAL")
+                            .arg(REDIS_RELEASE)
+                            .arg(1)
+                            .arg(self.key("lock"))
+                            .arg(&lock.token),
                     )
                     .await?;
                 Ok(())
             }
         }
     }
+}
 
-    /// The cached Redis connection, or a new one to the first endpoint that answers.
-    async fn redis(&self) -> Result<MultiplexedConnection, SharedError> {
-        let Backend::Redis { clients, conn } = &self.backend else {
-            return Err(SharedError::NoEndpoint);
-        };
-        let mut cached = conn.lock().await;
+/// Redis: a client per endpoint, and the connection in use.
+struct RedisBackend {
+    clients: Vec<(String, redis::Client)>,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisBackend {
+    /// Runs `command`; a failure drops the connection, so that the next command reconnects.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, SharedError> {
+        let mut conn = self.connection().await?;
+        let result = bounded(command.query_async(&mut conn)).await;
+        if result.is_err() {
+            *self.conn.lock().await = None;
+        }
+        result
+    }
+
+    /// The connection in use, or a new one to the first endpoint that answers.
+    async fn connection(&self) -> Result<MultiplexedConnection, SharedError> {
+        let mut cached = self.conn.lock().await;
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
         let mut last = SharedError::NoEndpoint;
-        for (endpoint, client) in clients {
+        for (endpoint, client) in &self.clients {
             match bounded(client.get_multiplexed_async_connection()).await {
                 Ok(c) => {
                     *cached = Some(c.clone());
@@ -426,89 +404,83 @@ impl SharedStore {
         Err(last)
     }
 
-    /// Forgets the Redis connection after a failure, so that the next request reconnects.
-    async fn redis_done<T>(&self, result: Result<T, SharedError>) -> Result<T, SharedError> {
-        if result.is_err()
-            && let Backend::Redis { conn, .. } = &self.backend
-        {
-            *conn.lock().await = None;
+    /// Every key under `prefix` (`SCAN`, then `GET` each: certificates are few) and its
+    /// value; keys gone since the scan are skipped.
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
         }
-        result
-    }
-
-    async fn etcd(&self) -> Result<etcd_client::Client, SharedError> {
-        let Backend::Etcd(etcd) = &self.backend else {
-            return Err(SharedError::NoEndpoint);
-        };
-        let EtcdBackend {
-            endpoints,
-            options,
-            client,
-        } = etcd.as_ref();
-        let mut cached = client.lock().await;
-        if let Some(c) = cached.as_ref() {
-            return Ok(c.clone());
+        keys.sort();
+        keys.dedup();
+        let mut pairs = Vec::new();
+        let mut total = 0usize;
+        for key in keys {
+            let value: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(&key)).await?;
+            if let Some(value) = value {
+                total += key.len() + value.len();
+                if total > MAX_TOTAL_BYTES {
+                    return Err(SharedError::TooLarge);
+                }
+                pairs.push((key, value));
+            }
         }
-        let c = bounded(etcd_client::Client::connect(
-            endpoints,
-            Some(options.clone()),
-        ))
-        .await?;
-        *cached = Some(c.clone());
-        Ok(c)
-    }
-
-    async fn etcd_done<T>(&self, result: Result<T, SharedError>) -> Result<T, SharedError> {
-        if result.is_err()
-            && let Backend::Etcd(etcd) = &self.backend
-        {
-            *etcd.client.lock().await = None;
-        }
-        result
+        Ok(pairs)
     }
 }
 
-/// Every key under `prefix` (`SCAN` then `GET` each: certificates are few) and its value;
-/// keys gone since the scan are skipped.
-async fn redis_scan(
-    conn: &mut MultiplexedConnection,
-    prefix: &str,
-) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
-    let pattern = format!("{}*", glob_escape(prefix));
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = bounded(
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(conn),
-        )
-        .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    let mut pairs = Vec::new();
-    let mut total = 0usize;
-    for key in keys {
-        let value: Option<Vec<u8>> = bounded(redis::cmd("GET").arg(&key).query_async(conn)).await?;
-        if let Some(value) = value {
-            total += key.len() + value.len().min(MAX_VALUE_BYTES + 1);
-            if total > MAX_TOTAL_BYTES {
-                return Err(SharedError::TooLarge);
+/// etcd: the cluster, and the client in use.
+struct EtcdBackend {
+    endpoints: Vec<String>,
+    options: etcd_client::ConnectOptions,
+    client: Mutex<Option<etcd_client::Client>>,
+}
+
+impl EtcdBackend {
+    /// Runs `request` with the client (connecting first if needed); a failure drops the
+    /// client, so that the next request connects again.
+    async fn run<T, F, Fut>(&self, request: F) -> Result<T, SharedError>
+    where
+        F: FnOnce(etcd_client::Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let client = {
+            let mut cached = self.client.lock().await;
+            match cached.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let c = bounded(etcd_client::Client::connect(
+                        &self.endpoints,
+                        Some(self.options.clone()),
+                    ))
+                    .await?;
+                    *cached = Some(c.clone());
+                    c
+                }
             }
-            pairs.push((key, value));
+        };
+        let result = bounded(request(client)).await;
+        if result.is_err() {
+            *self.client.lock().await = None;
         }
+        result
     }
-    Ok(pairs)
 }
 
 /// `text` with Redis glob characters escaped, to match it literally.
