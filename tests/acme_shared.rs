@@ -342,7 +342,7 @@ async fn two_instances_on_one_redis_order_once_serve_one_certificate_and_survive
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lock_expires() {
+async fn a_lock_holder_killed_mid_order_is_replaced_once_its_redis_lock_expires() {
     if !Pebble::available() {
         return;
     }
@@ -350,13 +350,34 @@ async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lock_expires() {
         eprintln!("skipped: redis-server is not installed");
         return;
     };
-    let dir = temp_dir("acme-shared-kill");
+    holder_killed_mid_order_is_replaced(&temp_dir("acme-shared-kill"), &redis_storage(redis.port))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_holder_killed_mid_order_is_replaced_once_its_etcd_lease_expires() {
+    if !Pebble::available() {
+        return;
+    }
+    let Some(etcd) = EtcdServer::start("acme-shared-kill-etcd").await else {
+        eprintln!("skipped: etcd is not installed");
+        return;
+    };
+    holder_killed_mid_order_is_replaced(
+        &temp_dir("acme-shared-kill-etcd"),
+        &etcd_storage(etcd.port),
+    )
+    .await;
+}
+
+/// The instance holding the lock is killed while the CA cannot reach the fleet; the other
+/// takes the lock once it expires, and orders.
+async fn holder_killed_mid_order_is_replaced(dir: &Path, storage: &str) {
     // Nothing reaches the fleet at first: the first order stays in progress.
     let forwarder = Forwarder::start(None).await;
-    let pebble = Pebble::start(&dir, forwarder.port, free_port());
-    let storage = redis_storage(redis.port);
-    let mut a = start_instance(&dir.join("a"), &pebble, &storage, free_port());
-    let mut b = start_instance(&dir.join("b"), &pebble, &storage, free_port());
+    let pebble = Pebble::start(dir, forwarder.port, free_port());
+    let mut a = start_instance(&dir.join("a"), &pebble, storage, free_port());
+    let mut b = start_instance(&dir.join("b"), &pebble, storage, free_port());
     wait_until(
         "a challenge posted by the lock holder",
         ISSUE_WAIT,
@@ -399,7 +420,7 @@ async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lock_expires() {
         survivor.router.log()
     );
     drop((a, b));
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
