@@ -430,6 +430,9 @@ impl Resolver {
         if widened {
             warn!(resolver = %name, "keyType RSA8192 is not available: RSA4096 keys are generated");
         }
+        if cfg.shared_storage.is_some() && !answering.http01 {
+            warn!(resolver = %name, "with sharedStorage, TLS-ALPN-01 answers are not shared: the CA must reach the instance that orders (use httpChallenge for a fleet)");
+        }
         let (keeping, data) = match &cfg.shared_storage {
             // Read by the worker: connecting must not hold up the start.
             Some(shared) => (
