@@ -424,6 +424,53 @@ async fn holder_killed_mid_order_is_replaced(dir: &Path, storage: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_failed_order_holds_the_whole_fleet_back_until_its_retry() {
+    if !Pebble::available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start("acme-shared-failure") else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let dir = temp_dir("acme-shared-failure");
+    // The CA's validation connections are closed at once: every order fails.
+    let forwarder = Forwarder::start(Some(Vec::new())).await;
+    let pebble = Pebble::start(&dir, forwarder.port, free_port());
+    let storage = redis_storage(redis.port);
+    let a = start_instance(&dir.join("a"), &pebble, &storage, free_port());
+    let b = start_instance(&dir.join("b"), &pebble, &storage, free_port());
+    let fleet = [&a, &b];
+    wait_until(
+        "the second instance holding back",
+        ISSUE_WAIT,
+        || {
+            fleet.iter().any(|i| {
+                i.router
+                    .log()
+                    .contains("another instance's order failed, not ordering again yet")
+            })
+        },
+        &[&a.router, &b.router],
+    );
+    let marker = format!("traefik/acme/pebble/failures/{DOMAIN}");
+    let ttl: i64 = redis.cli(&["PTTL", &marker]).parse().expect("PTTL");
+    assert!(
+        ttl > 0 && ttl <= 30_000,
+        "{marker} expires with the retry: {ttl}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        orders(&fleet),
+        1,
+        "{}\n-----\n{}",
+        a.router.log(),
+        b.router.log()
+    );
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_instances_on_one_etcd_order_once_and_serve_one_certificate() {
     if !Pebble::available() {
         return;

@@ -587,7 +587,10 @@ impl Resolver {
     /// One attempt at `domain`, through the fleet's lock when the storage is shared.
     async fn obtain(&self, domain: &StoredDomain) {
         match &self.keeping {
-            Keeping::File(_) => self.order(domain, None).await,
+            Keeping::File(_) => {
+                // A failure is logged and backed off by `order`; no one else is told.
+                let _failure = self.order(domain, None).await;
+            }
             Keeping::Shared(store) => self.obtain_shared(store, domain).await,
         }
     }
@@ -612,6 +615,20 @@ impl Resolver {
                     self.short_lived(&names, not_after);
                 }
                 return;
+            }
+            match store.get(&failure_key(domain)).await {
+                Err(e) => return self.store_failed(&names, &e),
+                Ok(Some(why)) => {
+                    let why = String::from_utf8_lossy(&why);
+                    self.failed(
+                        &names,
+                        &format!("another instance's order failed, not ordering again yet: {why}"),
+                        FIRST_RETRY,
+                        LAST_RETRY,
+                    );
+                    return;
+                }
+                Ok(None) => {}
             }
             match store.try_lock().await {
                 Err(e) => return self.store_failed(&names, &e),
@@ -660,14 +677,21 @@ impl Resolver {
         if self.is_fresh(domain) || self.newest_covering(domain) > before {
             return;
         }
-        tokio::select! {
-            () = self.order(domain, Some((store, lock))) => {}
-            lost = store.hold(lock) => self.failed(
-                names,
-                &format!("order abandoned: the ACME lock could not be kept ({lost})"),
-                FIRST_RETRY,
-                LAST_RETRY,
-            ),
+        let failure = tokio::select! {
+            failure = self.order(domain, Some((store, lock))) => failure,
+            lost = store.hold(lock) => {
+                let why = format!("order abandoned: the ACME lock could not be kept ({lost})");
+                Some((self.failed(names, &why, FIRST_RETRY, LAST_RETRY), why))
+            }
+        };
+        // The fleet waits out the failure with this instance, rather than each instance
+        // trying in turn (the CA's limits count failed validations).
+        if let Some((retry_in, why)) = failure
+            && let Err(e) = store
+                .put_expiring(&failure_key(domain), why.as_bytes(), retry_in)
+                .await
+        {
+            warn!(resolver = %self.name, error = %e, "the failed order is not recorded in the shared storage; other instances may try at once");
         }
     }
 
@@ -752,7 +776,8 @@ impl Resolver {
     }
 
     /// Logs why `names` failed and backs them off: `first` at first, doubling up to `last`.
-    fn failed(&self, names: &[String], why: &str, first: Duration, last: Duration) {
+    /// Returns the wait before the next try.
+    fn failed(&self, names: &[String], why: &str, first: Duration, last: Duration) -> Duration {
         let mut state = self.state();
         let backoff = state.failures.entry(names.to_vec()).or_insert(Backoff {
             next_try: Instant::now(),
@@ -762,6 +787,7 @@ impl Resolver {
         let retry_in = backoff.delay;
         backoff.delay = (backoff.delay * 2).min(last);
         error!(resolver = %self.name, domains = %names.join(","), retry_in = ?retry_in, "unable to obtain ACME certificate: {why}");
+        retry_in
     }
 
     /// A certificate due for renewal as soon as it is issued: wait a check interval rather
@@ -781,7 +807,12 @@ impl Resolver {
     }
 
     /// One order for `domain`; the outcome is stored, logged, and on failure backed off.
-    async fn order(&self, domain: &StoredDomain, shared: Option<(&SharedStore, &Lock)>) {
+    /// Returns a failure: the wait before the next try, and why.
+    async fn order(
+        &self,
+        domain: &StoredDomain,
+        shared: Option<(&SharedStore, &Lock)>,
+    ) -> Option<(Duration, String)> {
         let names: Vec<String> = domain.names().map(str::to_owned).collect();
         let renewing = self.state().loaded.iter().any(|c| c.covers(domain));
         info!(resolver = %self.name, domains = %names.join(","), renewing, "obtaining an ACME certificate");
@@ -806,7 +837,9 @@ impl Resolver {
                 .map_err(|why| format!("the CA issued an unusable certificate: {why}"))
         }) {
             Ok(issued) => issued,
-            Err(why) => return self.failed(&names, &why, FIRST_RETRY, LAST_RETRY),
+            Err(why) => {
+                return Some((self.failed(&names, &why, FIRST_RETRY, LAST_RETRY), why));
+            }
         };
         let (stored, loaded) = issued;
         let not_after = loaded.not_after;
@@ -840,6 +873,7 @@ impl Resolver {
         }
         info!(resolver = %self.name, domains = %names.join(","), "ACME certificate obtained");
         self.shared.generation.send_modify(|g| *g += 1);
+        None
     }
 
     /// Writes `value` as JSON at `rest` in the shared store.
@@ -954,6 +988,11 @@ fn certificate_key(domain: &StoredDomain) -> String {
         "certificates/{}",
         domain.names().collect::<Vec<_>>().join(",")
     )
+}
+
+/// The shared-storage key saying why the last order for `domain` failed, until its retry.
+fn failure_key(domain: &StoredDomain) -> String {
+    format!("failures/{}", domain.names().collect::<Vec<_>>().join(","))
 }
 
 /// Logs a stored value that cannot be served, naming its key, unless that value was

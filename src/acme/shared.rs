@@ -207,6 +207,42 @@ impl SharedStore {
         }
     }
 
+    /// Writes `value` at `rest` for `ttl` (whole seconds in etcd, at least one), after which
+    /// the store deletes it.
+    pub async fn put_expiring(
+        &self,
+        rest: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), SharedError> {
+        let key = self.key(rest);
+        match &self.backend {
+            Backend::Redis(redis) => {
+                redis
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(value)
+                            .arg("PX")
+                            .arg(millis(ttl).max(1)),
+                    )
+                    .await
+            }
+            Backend::Etcd(etcd) => {
+                let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+                let lease = etcd
+                    .run(|mut c| async move { c.lease_grant(seconds, None).await })
+                    .await?
+                    .id();
+                let value = value.to_vec();
+                let options = Some(PutOptions::new().with_lease(lease));
+                etcd.run(|mut c| async move { c.put(key, value, options).await })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
     /// Every certificate key and value.
     pub async fn certificates(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
         let prefix = self.certificates_prefix();
