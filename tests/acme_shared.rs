@@ -394,7 +394,14 @@ async fn holder_killed_mid_order_is_replaced(dir: &Path, storage: &str) {
     } else {
         (&mut b, &mut a)
     };
+    // Renewed while the order runs: longer than its TTL, the lock stays with the holder.
+    std::thread::sleep(Duration::from_secs(4));
     assert_eq!(survivor.router.count_log("ACME lock acquired"), 0);
+    assert!(
+        !holder.router.log().contains("order abandoned"),
+        "{}",
+        holder.router.log()
+    );
     holder.router.signal("KILL");
     holder.router.wait_exit(WAIT).expect("the holder is dead");
     let killed = Instant::now();

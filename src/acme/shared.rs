@@ -6,6 +6,7 @@
 //! <rootKey>/acme/<resolver>/account                     the account (JSON, acme.json's `Account`)
 //! <rootKey>/acme/<resolver>/certificates/<names>        a certificate (JSON, one `Certificates` entry)
 //! <rootKey>/acme/<resolver>/challenges/<token>          an HTTP-01 key authorization
+//! <rootKey>/acme/<resolver>/failures/<names>            why the last order failed, until its retry
 //! <rootKey>/acme/<resolver>/lock                        the ordering lock: its holder's token
 //! ```
 //!
@@ -43,9 +44,9 @@ const REDIS_RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 pub enum SharedSettingsError {
     #[error("sharedStorage needs exactly one of etcd and redis")]
     NotOneStore,
-    #[error("sharedStorage.redis: {0}")]
+    #[error("sharedStorage.redis takes the settings of providers.redis: {0}")]
     Redis(#[from] redis_provider::RedisProviderError),
-    #[error("sharedStorage.etcd: {0}")]
+    #[error("sharedStorage.etcd takes the settings of providers.etcd: {0}")]
     Etcd(#[from] etcd::EtcdProviderError),
     #[error("sharedStorage.{0}.rootKey is empty")]
     RootKey(&'static str),
@@ -343,14 +344,11 @@ impl SharedStore {
         let renewed = match &self.backend {
             Backend::Etcd(etcd) => {
                 let lease = lock.lease.ok_or(SharedError::LockLost)?;
-                let answer = etcd
-                    .run(|mut c| async move {
-                        let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
-                        keeper.keep_alive().await?;
-                        answers.message().await
-                    })
+                // Opening a keep-alive stream renews the lease once, and fails when the
+                // lease is gone (expired or revoked).
+                etcd.run(|mut c| async move { c.lease_keep_alive(lease).await })
                     .await?;
-                answer.is_some_and(|a| a.ttl() > 0)
+                true
             }
             Backend::Redis(redis) => {
                 let renewed: i64 = redis
