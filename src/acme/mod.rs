@@ -57,6 +57,8 @@ const LAST_RETRY: Duration = Duration::from_secs(3600);
 /// [`STORE_LAST_RETRY`].
 const STORE_FIRST_RETRY: Duration = Duration::from_secs(1);
 const STORE_LAST_RETRY: Duration = Duration::from_secs(30);
+/// A failed order is recorded in the shared storage for its retry delay less this.
+const FAILURE_MARGIN: Duration = Duration::from_secs(2);
 /// How often an instance waiting for another's order reads the store.
 const WAIT_POLL: Duration = Duration::from_millis(500);
 /// With shared storage: the longest time between two reads of the certificates, so that
@@ -685,10 +687,16 @@ impl Resolver {
             }
         };
         // The fleet waits out the failure with this instance, rather than each instance
-        // trying in turn (the CA's limits count failed validations).
+        // trying in turn (the CA's limits count failed validations). The record goes a
+        // little before this instance's own retry, which must not find it (etcd expires
+        // leases up to a second late).
         if let Some((retry_in, why)) = failure
             && let Err(e) = store
-                .put_expiring(&failure_key(domain), why.as_bytes(), retry_in)
+                .put_expiring(
+                    &failure_key(domain),
+                    why.as_bytes(),
+                    retry_in.saturating_sub(FAILURE_MARGIN),
+                )
                 .await
         {
             warn!(resolver = %self.name, error = %e, "the failed order is not recorded in the shared storage; other instances may try at once");
