@@ -64,17 +64,47 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 /// The `acme-http@internal` router's handler: the key authorization of a known token as
-/// `text/plain`, 404 for anything else.
-pub struct Http01Handler(pub Arc<Challenges>);
+/// `text/plain`, 404 for anything else. Tokens this instance did not post are looked up in
+/// the resolvers' shared storages: in a fleet, the CA may ask any instance.
+pub struct Http01Handler {
+    pub(super) challenges: Arc<Challenges>,
+    pub(super) shared: Vec<Arc<super::shared::SharedStore>>,
+}
+
+impl Http01Handler {
+    /// The answer posted by another instance of the fleet, if any.
+    async fn shared_answer(&self, token: &str) -> Option<String> {
+        if !super::shared::is_token(token) {
+            return None;
+        }
+        for store in &self.shared {
+            match store.get(&format!("challenges/{token}")).await {
+                Ok(Some(value)) => return String::from_utf8(value).ok(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ACME HTTP-01 answer not looked up in the shared storage")
+                }
+            }
+        }
+        None
+    }
+}
 
 impl Handler for Http01Handler {
     fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
-        let answer = request
+        let token = request
             .uri()
             .path()
             .strip_prefix(HTTP01_PREFIX)
-            .and_then(|token| self.0.http_answer(token));
+            .map(str::to_owned);
         Box::pin(async move {
+            let answer = match token {
+                None => None,
+                Some(token) => match self.challenges.http_answer(&token) {
+                    Some(answer) => Some(answer),
+                    None => self.shared_answer(&token).await,
+                },
+            };
             let mut response = match answer {
                 Some(key_authorization) => {
                     tracing::info!("answered an ACME HTTP-01 challenge");
@@ -182,7 +212,10 @@ mod tests {
     async fn known_tokens_get_their_key_authorization_and_others_404() {
         let challenges = Arc::new(Challenges::default());
         challenges.set_http("tok-1", "tok-1.thumb");
-        let handler = Http01Handler(challenges.clone());
+        let handler = Http01Handler {
+            challenges: challenges.clone(),
+            shared: Vec::new(),
+        };
         assert_eq!(
             get(&handler, "/.well-known/acme-challenge/tok-1").await,
             (StatusCode::OK, "tok-1.thumb".to_owned())

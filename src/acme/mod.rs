@@ -11,10 +11,18 @@
 //! the handshake ([`Acme::tls_alpn_acceptor`]). Failed orders are retried with exponential
 //! backoff; meanwhile everything else keeps serving (the routers with the default
 //! certificate). DNS-01 is not supported.
+//!
+//! A resolver with `sharedStorage` (an extension) keeps its account and certificates in
+//! etcd or Redis instead ([`shared`]), so that a fleet serves the same certificates from one
+//! account: an instance orders only while it holds the resolver's lock in the store (one
+//! order at a time across the fleet); the others wait, reading the store until the
+//! certificate appears. While the store is unreachable, loaded certificates keep being
+//! served and nothing is ordered.
 
 mod challenge;
 mod client;
 mod order;
+mod shared;
 mod storage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,13 +44,26 @@ use crate::config::StaticConfig;
 use crate::config::dynamic::DynamicConfig;
 use crate::config::static_cfg::Acme as AcmeConfig;
 use crate::config::validate::Report;
+use crate::providers::kv::MAX_VALUE_BYTES;
 use client::{AcmeHttp, Timeouts, Trust};
 use order::{Answering, KeyType};
+use shared::{Lock, SharedError, SharedStore};
 use storage::{ResolverData, Storage, StoredAccount, StoredCertificate};
 
 /// The first retry of a failed order waits this long; each further failure doubles it.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const LAST_RETRY: Duration = Duration::from_secs(3600);
+/// With shared storage: the first wait after the store failed; it doubles up to
+/// [`STORE_LAST_RETRY`].
+const STORE_FIRST_RETRY: Duration = Duration::from_secs(1);
+const STORE_LAST_RETRY: Duration = Duration::from_secs(30);
+/// A failed order is recorded in the shared storage for its retry delay less this.
+const FAILURE_MARGIN: Duration = Duration::from_secs(2);
+/// How often an instance waiting for another's order reads the store.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+/// With shared storage: the longest time between two reads of the certificates, so that
+/// renewals made by other instances are served.
+const SHARED_REFRESH: Duration = Duration::from_secs(60);
 
 /// Every resolver of the static configuration, and the challenges in progress.
 pub struct Acme {
@@ -169,7 +190,17 @@ impl Acme {
     }
 
     pub fn http01_handler(&self) -> Http01Handler {
-        Http01Handler(self.shared.challenges.clone())
+        Http01Handler {
+            challenges: self.shared.challenges.clone(),
+            shared: self
+                .resolvers
+                .values()
+                .filter_map(|r| match &r.keeping {
+                    Keeping::Shared(store) => Some(store.clone()),
+                    Keeping::File(_) => None,
+                })
+                .collect(),
+        }
     }
 
     /// The acceptor of TLS-ALPN-01 handshakes, when a resolver uses that challenge.
@@ -343,12 +374,21 @@ struct State {
     loaded: Vec<Loaded>,
     wanted: Vec<StoredDomain>,
     failures: HashMap<Vec<String>, Backoff>,
+    /// Shared storage: the malformed values already reported, by key (reported again only
+    /// when they change).
+    reported: HashMap<String, Vec<u8>>,
+}
+
+/// Where a resolver keeps its account and certificates.
+enum Keeping {
+    File(Arc<Storage>),
+    Shared(Arc<SharedStore>),
 }
 
 struct Resolver {
     name: String,
     cfg: AcmeConfig,
-    storage: Arc<Storage>,
+    keeping: Keeping,
     http: AcmeHttp,
     key_type: KeyType,
     answering: Answering,
@@ -392,20 +432,35 @@ impl Resolver {
         if widened {
             warn!(resolver = %name, "keyType RSA8192 is not available: RSA4096 keys are generated");
         }
-        let path = PathBuf::from(if cfg.storage.is_empty() {
-            "acme.json"
-        } else {
-            &cfg.storage
-        });
-        let storage = match storages.get(&path) {
-            Some(s) => s.clone(),
+        if cfg.shared_storage.is_some() && !answering.http01 {
+            warn!(resolver = %name, "with sharedStorage, TLS-ALPN-01 answers are not shared: the CA must reach the instance that orders (use httpChallenge for a fleet)");
+        }
+        let (keeping, data) = match &cfg.shared_storage {
+            // Read by the worker: connecting must not hold up the start.
+            Some(shared) => (
+                Keeping::Shared(Arc::new(
+                    SharedStore::new(shared, name).map_err(|e| e.to_string())?,
+                )),
+                ResolverData::default(),
+            ),
             None => {
-                let s = Arc::new(Storage::open(&path).map_err(|e| e.to_string())?);
-                storages.insert(path, s.clone());
-                s
+                let path = PathBuf::from(if cfg.storage.is_empty() {
+                    "acme.json"
+                } else {
+                    &cfg.storage
+                });
+                let storage = match storages.get(&path) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(Storage::open(&path).map_err(|e| e.to_string())?);
+                        storages.insert(path, s.clone());
+                        s
+                    }
+                };
+                let data = storage.resolver(name).map_err(|e| e.to_string())?;
+                (Keeping::File(storage), data)
             }
         };
-        let data = storage.resolver(name).map_err(|e| e.to_string())?;
         let mut loaded = Vec::new();
         for stored in &data.certificates {
             match Loaded::from_stored(stored) {
@@ -415,7 +470,7 @@ impl Resolver {
                 }
             }
         }
-        if !loaded.is_empty() {
+        if let (false, Keeping::File(storage)) = (loaded.is_empty(), &keeping) {
             info!(resolver = %name, storage = %storage.path().display(), certificates = loaded.len(), "ACME certificates loaded from storage");
         }
         let roots = client::roots(&Trust {
@@ -437,7 +492,7 @@ impl Resolver {
         Ok(Resolver {
             name: name.to_owned(),
             cfg: cfg.clone(),
-            storage,
+            keeping,
             http,
             key_type,
             answering,
@@ -449,6 +504,7 @@ impl Resolver {
                 loaded,
                 wanted: Vec::new(),
                 failures: HashMap::new(),
+                reported: HashMap::new(),
             }),
             account: tokio::sync::Mutex::new(None),
             wake: Notify::new(),
@@ -482,11 +538,7 @@ impl Resolver {
         let mut due = Vec::new();
         let mut next = None::<Instant>;
         for domain in &state.wanted {
-            let fresh = state
-                .loaded
-                .iter()
-                .any(|c| c.covers(domain) && c.not_after > renew_before);
-            if fresh {
+            if fresh(&state.loaded, domain, renew_before) {
                 continue;
             }
             let key: Vec<String> = domain.names().map(str::to_owned).collect();
@@ -503,7 +555,17 @@ impl Resolver {
     /// Orders what is due, one at a time, then sleeps until the next retry, the next
     /// renewal check, or new wants.
     async fn work(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut check_interval = self.check_interval;
+        if let Keeping::Shared(store) = &self.keeping {
+            check_interval = check_interval.min(SHARED_REFRESH);
+            info!(resolver = %self.name, keys = %store.key(""), "ACME storage shared in the store");
+        }
         loop {
+            if let Keeping::Shared(store) = &self.keeping
+                && let Err(e) = self.sync(store).await
+            {
+                warn!(resolver = %self.name, error = %e, "shared ACME storage unreachable: serving the certificates already loaded");
+            }
             let (due, next_retry) = self.due();
             if let Some(domain) = due.first() {
                 tokio::select! {
@@ -514,8 +576,8 @@ impl Resolver {
             }
             let wait = next_retry
                 .map(|at| at.saturating_duration_since(Instant::now()))
-                .unwrap_or(self.check_interval)
-                .min(self.check_interval);
+                .unwrap_or(check_interval)
+                .min(check_interval);
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = self.wake.notified() => {}
@@ -524,8 +586,241 @@ impl Resolver {
         }
     }
 
-    /// One attempt at `domain`; the outcome is stored, logged, and on failure backed off.
+    /// One attempt at `domain`, through the fleet's lock when the storage is shared.
     async fn obtain(&self, domain: &StoredDomain) {
+        match &self.keeping {
+            Keeping::File(_) => {
+                // A failure is logged and backed off by `order`; no one else is told.
+                let _failure = self.order(domain, None).await;
+            }
+            Keeping::Shared(store) => self.obtain_shared(store, domain).await,
+        }
+    }
+
+    /// With shared storage: orders `domain` while holding the lock, or waits for the instance
+    /// that holds it to store the certificate. Nothing is ordered while the store cannot be
+    /// read: the order's outcome could not be shared, and the certificate may be there.
+    async fn obtain_shared(&self, store: &SharedStore, domain: &StoredDomain) {
+        let names: Vec<String> = domain.names().map(str::to_owned).collect();
+        let before = self.newest_covering(domain);
+        let mut waiting = false;
+        loop {
+            if let Err(e) = self.sync(store).await {
+                return self.store_failed(&names, &e);
+            }
+            let newest = self.newest_covering(domain);
+            if self.is_fresh(domain) || newest > before {
+                if waiting {
+                    info!(resolver = %self.name, domains = %names.join(","), "ACME certificate ordered by another instance loaded from the shared storage");
+                }
+                if let Some(not_after) = newest.filter(|_| !self.is_fresh(domain)) {
+                    self.short_lived(&names, not_after);
+                }
+                return;
+            }
+            match store.get(&failure_key(domain)).await {
+                Err(e) => return self.store_failed(&names, &e),
+                Ok(Some(why)) => {
+                    let why = String::from_utf8_lossy(&why);
+                    self.failed(
+                        &names,
+                        &format!("another instance's order failed, not ordering again yet: {why}"),
+                        FIRST_RETRY,
+                        LAST_RETRY,
+                    );
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match store.try_lock().await {
+                Err(e) => return self.store_failed(&names, &e),
+                Ok(None) => {
+                    if !self.state().wanted.contains(domain) {
+                        // No router asks for it any more.
+                        return;
+                    }
+                    if !waiting {
+                        info!(resolver = %self.name, domains = %names.join(","), lock = %store.key("lock"), "ACME lock held by another instance: waiting for the certificate it orders");
+                        waiting = true;
+                    }
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+                Ok(Some(lock)) => {
+                    info!(resolver = %self.name, domains = %names.join(","), lock = %store.key("lock"), ttl = ?store.lock_ttl(), "ACME lock acquired");
+                    self.order_locked(store, &lock, domain, &names, before)
+                        .await;
+                    match store.release(lock).await {
+                        Ok(()) => {
+                            info!(resolver = %self.name, lock = %store.key("lock"), "ACME lock released")
+                        }
+                        Err(e) => {
+                            warn!(resolver = %self.name, lock = %store.key("lock"), error = %e, "ACME lock not released; it expires by itself after lockTTL")
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Holding the lock: orders `domain` unless the previous holder stored it meanwhile,
+    /// renewing the lock until the order ends, and abandoning the order if it is lost.
+    async fn order_locked(
+        &self,
+        store: &SharedStore,
+        lock: &Lock,
+        domain: &StoredDomain,
+        names: &[String],
+        before: Option<SystemTime>,
+    ) {
+        if let Err(e) = self.sync(store).await {
+            return self.store_failed(names, &e);
+        }
+        if self.is_fresh(domain) || self.newest_covering(domain) > before {
+            return;
+        }
+        let failure = tokio::select! {
+            failure = self.order(domain, Some((store, lock))) => failure,
+            lost = store.hold(lock) => {
+                let why = format!("order abandoned: the ACME lock could not be kept ({lost})");
+                Some((self.failed(names, &why, FIRST_RETRY, LAST_RETRY), why))
+            }
+        };
+        // The fleet waits out the failure with this instance, rather than each instance
+        // trying in turn (the CA's limits count failed validations). The record goes a
+        // little before this instance's own retry, which must not find it (etcd expires
+        // leases up to a second late).
+        if let Some((retry_in, why)) = failure
+            && let Err(e) = store
+                .put_expiring(
+                    &failure_key(domain),
+                    why.as_bytes(),
+                    retry_in.saturating_sub(FAILURE_MARGIN),
+                )
+                .await
+        {
+            warn!(resolver = %self.name, error = %e, "the failed order is not recorded in the shared storage; other instances may try at once");
+        }
+    }
+
+    /// Reads the stored certificates and serves the new or changed ones. A value that is not
+    /// a usable certificate is reported (once per value) by its key and skipped.
+    async fn sync(&self, store: &SharedStore) -> Result<(), SharedError> {
+        let pairs = store.certificates().await?;
+        let mut changed = 0usize;
+        {
+            let mut state = self.state();
+            for (key, value) in pairs {
+                let read = if value.len() > MAX_VALUE_BYTES {
+                    Err(format!("larger than {MAX_VALUE_BYTES} bytes"))
+                } else {
+                    serde_json::from_slice::<StoredCertificate>(&value)
+                        .map_err(|e| format!("not a stored certificate (JSON): {e}"))
+                };
+                let stored = match read {
+                    Ok(stored)
+                        if state.data.certificates.iter().any(|c| {
+                            c.domain == stored.domain
+                                && c.certificate == stored.certificate
+                                && c.key == stored.key
+                        }) =>
+                    {
+                        continue;
+                    }
+                    Ok(stored) => stored,
+                    Err(why) => {
+                        report_bad(&self.name, &mut state, key, value, &why);
+                        continue;
+                    }
+                };
+                match Loaded::from_stored(&stored) {
+                    Ok(loaded) => {
+                        state
+                            .data
+                            .certificates
+                            .retain(|c| c.domain != stored.domain);
+                        state.data.certificates.push(stored);
+                        state.loaded.retain(|c| c.domain != loaded.domain);
+                        state.loaded.push(loaded);
+                        state.reported.remove(&key);
+                        changed += 1;
+                    }
+                    Err(why) => report_bad(&self.name, &mut state, key, value, &why),
+                }
+            }
+        }
+        if changed > 0 {
+            info!(resolver = %self.name, certificates = changed, "ACME certificates loaded from the shared storage");
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
+        Ok(())
+    }
+
+    fn is_fresh(&self, domain: &StoredDomain) -> bool {
+        fresh(
+            &self.state().loaded,
+            domain,
+            SystemTime::now() + self.renew_period,
+        )
+    }
+
+    /// The latest expiry of the loaded certificates covering `domain`.
+    fn newest_covering(&self, domain: &StoredDomain) -> Option<SystemTime> {
+        self.state()
+            .loaded
+            .iter()
+            .filter(|c| c.covers(domain))
+            .map(|c| c.not_after)
+            .max()
+    }
+
+    fn store_failed(&self, names: &[String], e: &SharedError) {
+        self.failed(
+            names,
+            &format!("shared ACME storage unreachable, not ordering: {e}"),
+            STORE_FIRST_RETRY,
+            STORE_LAST_RETRY,
+        );
+    }
+
+    /// Logs why `names` failed and backs them off: `first` at first, doubling up to `last`.
+    /// Returns the wait before the next try.
+    fn failed(&self, names: &[String], why: &str, first: Duration, last: Duration) -> Duration {
+        let mut state = self.state();
+        let backoff = state.failures.entry(names.to_vec()).or_insert(Backoff {
+            next_try: Instant::now(),
+            delay: first,
+        });
+        backoff.next_try = Instant::now() + backoff.delay;
+        let retry_in = backoff.delay;
+        backoff.delay = (backoff.delay * 2).min(last);
+        error!(resolver = %self.name, domains = %names.join(","), retry_in = ?retry_in, "unable to obtain ACME certificate: {why}");
+        retry_in
+    }
+
+    /// A certificate due for renewal as soon as it is issued: wait a check interval rather
+    /// than order in a loop.
+    fn short_lived(&self, names: &[String], not_after: SystemTime) {
+        if not_after > SystemTime::now() + self.renew_period {
+            return;
+        }
+        warn!(resolver = %self.name, "the CA issues certificates shorter than the renewal period of certificatesDuration; renewing once per check interval");
+        self.state().failures.insert(
+            names.to_vec(),
+            Backoff {
+                next_try: Instant::now() + self.check_interval,
+                delay: FIRST_RETRY,
+            },
+        );
+    }
+
+    /// One order for `domain`; the outcome is stored, logged, and on failure backed off.
+    /// Returns a failure: the wait before the next try, and why.
+    async fn order(
+        &self,
+        domain: &StoredDomain,
+        shared: Option<(&SharedStore, &Lock)>,
+    ) -> Option<(Duration, String)> {
         let names: Vec<String> = domain.names().map(str::to_owned).collect();
         let renewing = self.state().loaded.iter().any(|c| c.covers(domain));
         info!(resolver = %self.name, domains = %names.join(","), renewing, "obtaining an ACME certificate");
@@ -537,6 +832,7 @@ impl Resolver {
                 &self.shared.challenges,
                 self.answering,
                 self.key_type,
+                shared,
             )
             .await
             .map_err(|e| e.to_string())
@@ -550,44 +846,76 @@ impl Resolver {
         }) {
             Ok(issued) => issued,
             Err(why) => {
-                let mut state = self.state();
-                let backoff = state.failures.entry(names.clone()).or_insert(Backoff {
-                    next_try: Instant::now(),
-                    delay: FIRST_RETRY,
-                });
-                backoff.next_try = Instant::now() + backoff.delay;
-                let retry_in = backoff.delay;
-                backoff.delay = (backoff.delay * 2).min(LAST_RETRY);
-                error!(resolver = %self.name, domains = %names.join(","), retry_in = ?retry_in, "unable to obtain ACME certificate: {why}");
-                return;
+                return Some((self.failed(&names, &why, FIRST_RETRY, LAST_RETRY), why));
             }
         };
         let (stored, loaded) = issued;
+        let not_after = loaded.not_after;
         let saved = {
             let mut state = self.state();
             state.failures.remove(&names);
-            if loaded.not_after <= SystemTime::now() + self.renew_period {
-                // Due again at once: wait a check interval rather than order in a loop.
-                warn!(resolver = %self.name, "the CA issues certificates shorter than the renewal period of certificatesDuration; renewing once per check interval");
-                state.failures.insert(
-                    names.clone(),
-                    Backoff {
-                        next_try: Instant::now() + self.check_interval,
-                        delay: FIRST_RETRY,
-                    },
-                );
-            }
             state.data.certificates.retain(|c| c.domain != *domain);
-            state.data.certificates.push(stored);
+            state.data.certificates.push(stored.clone());
             state.loaded.retain(|c| c.domain != *domain);
             state.loaded.push(loaded);
-            self.storage.save(&self.name, &state.data)
+            match &self.keeping {
+                Keeping::File(storage) => Some(
+                    storage
+                        .save(&self.name, &state.data)
+                        .map_err(|e| e.to_string()),
+                ),
+                Keeping::Shared(_) => None,
+            }
+        };
+        self.short_lived(&names, not_after);
+        let saved = match (saved, &self.keeping) {
+            (Some(saved), _) => saved,
+            (None, Keeping::Shared(store)) => {
+                self.put_shared(store, &certificate_key(domain), &stored)
+                    .await
+            }
+            (None, Keeping::File(_)) => Ok(()),
         };
         if let Err(e) = saved {
             error!(resolver = %self.name, "certificate obtained but not stored (it is served until restart): {e}");
         }
         info!(resolver = %self.name, domains = %names.join(","), "ACME certificate obtained");
         self.shared.generation.send_modify(|g| *g += 1);
+        None
+    }
+
+    /// Writes `value` as JSON at `rest` in the shared store.
+    async fn put_shared<T: serde::Serialize>(
+        &self,
+        store: &SharedStore,
+        rest: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        store
+            .put(rest, &json)
+            .await
+            .map_err(|e| format!("{}: {e}", store.key(rest)))
+    }
+
+    /// The stored account: the file's, or the shared store's (a malformed one is reported
+    /// and replaced by a new registration).
+    async fn stored_account(&self) -> Result<Option<StoredAccount>, String> {
+        let store = match &self.keeping {
+            Keeping::File(_) => return Ok(self.state().data.account.clone()),
+            Keeping::Shared(store) => store,
+        };
+        let value = store
+            .get("account")
+            .await
+            .map_err(|e| format!("shared ACME storage: {e}"))?;
+        Ok(value.and_then(|value| match serde_json::from_slice(&value) {
+            Ok(account) => Some(account),
+            Err(e) => {
+                error!(resolver = %self.name, key = %store.key("account"), "stored ACME account ignored (a new one is registered): not an account (JSON): {e}");
+                None
+            }
+        }))
     }
 
     /// The ACME account: the stored one when it belongs to this CA and email, else a new
@@ -597,7 +925,7 @@ impl Resolver {
         if let Some(account) = slot.as_ref() {
             return Ok(account.clone());
         }
-        let stored = self.state().data.account.clone();
+        let stored = self.stored_account().await?;
         let reusable = stored.as_ref().and_then(|a| {
             (a.key_type == "P256" && a.ca_server == self.cfg.ca_server && a.email == self.cfg.email)
                 .then(|| credentials(a))
@@ -633,10 +961,15 @@ impl Resolver {
                 let record = stored_account(&self.cfg, &credentials)
                     .ok_or("the new ACME account's credentials cannot be stored")?;
                 info!(resolver = %self.name, account = %record.registration.as_ref().map(|r| r.uri.as_str()).unwrap_or(""), "ACME account registered");
-                let saved = {
-                    let mut state = self.state();
-                    state.data.account = Some(record);
-                    self.storage.save(&self.name, &state.data)
+                let saved = match &self.keeping {
+                    Keeping::File(storage) => {
+                        let mut state = self.state();
+                        state.data.account = Some(record);
+                        storage
+                            .save(&self.name, &state.data)
+                            .map_err(|e| e.to_string())
+                    }
+                    Keeping::Shared(store) => self.put_shared(store, "account", &record).await,
                 };
                 if let Err(e) = saved {
                     error!(resolver = %self.name, "ACME account not stored: {e}");
@@ -646,6 +979,36 @@ impl Resolver {
         };
         *slot = Some(account.clone());
         Ok(account)
+    }
+}
+
+/// Whether a loaded certificate covers `domain` and is not due for renewal before
+/// `renew_before`.
+fn fresh(loaded: &[Loaded], domain: &StoredDomain, renew_before: SystemTime) -> bool {
+    loaded
+        .iter()
+        .any(|c| c.covers(domain) && c.not_after > renew_before)
+}
+
+/// The shared-storage key of the certificate for `domain`: its names, main first.
+fn certificate_key(domain: &StoredDomain) -> String {
+    format!(
+        "certificates/{}",
+        domain.names().collect::<Vec<_>>().join(",")
+    )
+}
+
+/// The shared-storage key saying why the last order for `domain` failed, until its retry.
+fn failure_key(domain: &StoredDomain) -> String {
+    format!("failures/{}", domain.names().collect::<Vec<_>>().join(","))
+}
+
+/// Logs a stored value that cannot be served, naming its key, unless that value was
+/// reported already.
+fn report_bad(resolver: &str, state: &mut State, key: String, value: Vec<u8>, why: &str) {
+    if state.reported.get(&key) != Some(&value) {
+        error!(resolver = %resolver, key = %key, "stored certificate not served: {why}");
+        state.reported.insert(key, value);
     }
 }
 

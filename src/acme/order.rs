@@ -9,6 +9,7 @@ use instant_acme::{
 };
 
 use super::challenge::{Challenges, tls_alpn_certificate};
+use super::shared::{Lock, SharedError, SharedStore};
 
 /// How long the CA may take to validate the challenges, and then to issue.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,6 +81,8 @@ pub enum OrderError {
     Order { status: OrderStatus, detail: String },
     #[error("certificate key: {0}")]
     Key(#[from] rcgen::Error),
+    #[error("posting the HTTP-01 answer to the shared storage: {0}")]
+    Shared(#[from] SharedError),
     #[error("TLS-ALPN-01 certificate for {domain}: {reason}")]
     ChallengeCertificate { domain: String, reason: String },
 }
@@ -108,13 +111,16 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// Orders a certificate for `names` (the first is the main domain).
+/// Orders a certificate for `names` (the first is the main domain). With `shared` (the
+/// fleet's storage and the lock held), HTTP-01 answers are posted there too, so that any
+/// instance the CA reaches answers.
 pub async fn obtain(
     account: &Account,
     names: &[String],
     challenges: &Arc<Challenges>,
     answering: Answering,
     key_type: KeyType,
+    shared: Option<(&SharedStore, &Lock)>,
 ) -> Result<Issued, OrderError> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
@@ -171,6 +177,11 @@ pub async fn obtain(
                 posted.domains.push(domain.clone());
             }
             _ => {
+                if let Some((store, lock)) = shared {
+                    store
+                        .put_challenge(lock, &challenge.token, key_authorization.as_str())
+                        .await?;
+                }
                 challenges.set_http(&challenge.token, key_authorization.as_str());
                 posted.tokens.push(challenge.token.clone());
             }

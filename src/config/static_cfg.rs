@@ -1076,6 +1076,9 @@ pub struct Acme {
     pub dns_challenge: Option<serde_json::Value>,
     pub http_challenge: Option<HttpChallenge>,
     pub tls_challenge: Option<serde_json::Value>,
+    /// Sallyport extension: the account and certificates in etcd or Redis instead of the
+    /// `storage` file, shared by a fleet.
+    pub shared_storage: Option<AcmeSharedStorage>,
 }
 
 impl Default for Acme {
@@ -1099,8 +1102,22 @@ impl Default for Acme {
             dns_challenge: None,
             http_challenge: None,
             tls_challenge: None,
+            shared_storage: None,
         }
     }
+}
+
+/// `certificatesResolvers.<n>.acme.sharedStorage` (an extension): one of the stores, with
+/// the settings of the provider of the same name; ACME keys live under
+/// `<rootKey>/acme/<resolver>/`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AcmeSharedStorage {
+    pub etcd: Option<EtcdProvider>,
+    pub redis: Option<RedisProvider>,
+    /// How long the ordering lock outlives an instance that stops renewing it (`30s`).
+    #[serde(rename = "lockTTL")]
+    pub lock_ttl: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -65,34 +65,11 @@ pub struct EtcdWatcher {
 
 impl EtcdWatcher {
     pub fn new(cfg: &EtcdProvider) -> Result<EtcdWatcher, EtcdProviderError> {
-        if cfg.endpoints.is_empty() {
-            return Err(EtcdProviderError::NoEndpoint);
-        }
         let root = cfg.root_key.trim_end_matches('/').to_owned();
         if root.is_empty() {
             return Err(EtcdProviderError::RootKey);
         }
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(COMMAND_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(10), COMMAND_TIMEOUT);
-        if !cfg.username.is_empty() {
-            options = options.with_user(&cfg.username, &cfg.password);
-        }
-        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-        if let Some(tls) = &cfg.tls {
-            options = options.with_tls(tls_options(tls)?);
-        }
-        let endpoints = cfg
-            .endpoints
-            .iter()
-            .map(|e| {
-                if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("{scheme}://{e}")
-                }
-            })
-            .collect();
+        let (endpoints, options) = connection(cfg)?;
         Ok(EtcdWatcher {
             endpoints,
             options,
@@ -203,6 +180,38 @@ impl EtcdWatcher {
         });
         Ok(revision)
     }
+}
+
+/// The endpoint URLs (`http(s)://` added where missing) and connection options of `cfg`.
+/// The ACME shared storage connects with these too.
+pub(crate) fn connection(
+    cfg: &EtcdProvider,
+) -> Result<(Vec<String>, ConnectOptions), EtcdProviderError> {
+    if cfg.endpoints.is_empty() {
+        return Err(EtcdProviderError::NoEndpoint);
+    }
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(COMMAND_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), COMMAND_TIMEOUT);
+    if !cfg.username.is_empty() {
+        options = options.with_user(&cfg.username, &cfg.password);
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &cfg.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
+    let endpoints = cfg
+        .endpoints
+        .iter()
+        .map(|e| {
+            if e.contains("://") {
+                e.clone()
+            } else {
+                format!("{scheme}://{e}")
+            }
+        })
+        .collect();
+    Ok((endpoints, options))
 }
 
 /// The tonic TLS settings: the CA and the client identity (each a path or PEM).

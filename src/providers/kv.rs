@@ -28,9 +28,13 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// and the last good configuration stays.
 pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 
+/// The subtree of the root key where resolvers with `acme.sharedStorage` keep their
+/// account, certificates and locks (see `crate::acme`); not configuration.
+pub const ACME_SEGMENT: &str = "acme/";
+
 /// Reads the `pairs` (full key → value) under `root` into a configuration whose names are
 /// qualified `@provider`. `store` names the store in locations (`redis`, `etcd`). Keys
-/// outside `root` are ignored.
+/// outside `root`, and those under `<root>/acme/`, are ignored.
 pub fn read(
     pairs: &BTreeMap<String, Vec<u8>>,
     root: &str,
@@ -44,6 +48,9 @@ pub fn read(
         let Some(path) = key.strip_prefix(&prefix) else {
             continue;
         };
+        if path.starts_with(ACME_SEGMENT) {
+            continue;
+        }
         let at = || Location::whole(format!("{store} key {key}"));
         if value.len() > MAX_VALUE_BYTES {
             errors.push(ConfigError::at(
@@ -235,6 +242,7 @@ mod tests {
                 ("traefik/tcp/routers/db/rule", "HostSNI(`*`)"),
                 ("traefik/tcp/routers/db/service", "db@file"),
                 ("other/http/routers/x/rule", "ignored"),
+                ("traefik/acme/le/account", "{}"),
             ]),
             "traefik",
             "redis",

@@ -78,56 +78,12 @@ pub struct RedisWatcher {
 
 impl RedisWatcher {
     pub fn new(cfg: &RedisProvider) -> Result<RedisWatcher, RedisProviderError> {
-        if cfg.endpoints.is_empty() {
-            return Err(RedisProviderError::NoEndpoint);
-        }
         let root = cfg.root_key.trim_end_matches('/').to_owned();
         if root.is_empty() {
             return Err(RedisProviderError::RootKey);
         }
-        let mut settings = RedisConnectionInfo::default()
-            .set_db(cfg.db)
-            .set_skip_set_lib_name();
-        if !cfg.username.is_empty() {
-            settings = settings.set_username(&cfg.username);
-        }
-        if !cfg.password.is_empty() {
-            settings = settings.set_password(&cfg.password);
-        }
-        let mut clients = Vec::new();
-        for endpoint in &cfg.endpoints {
-            let (host, port) = endpoint
-                .rsplit_once(':')
-                .and_then(|(h, p)| {
-                    Some((
-                        h.trim_start_matches('[').trim_end_matches(']'),
-                        p.parse::<u16>().ok()?,
-                    ))
-                })
-                .filter(|(h, _)| !h.is_empty())
-                .ok_or_else(|| RedisProviderError::Endpoint(endpoint.clone()))?;
-            let client = match &cfg.tls {
-                None => Client::open(
-                    ConnectionAddr::Tcp(host.to_owned(), port)
-                        .into_connection_info()?
-                        .set_redis_settings(settings.clone()),
-                )?,
-                Some(tls) => {
-                    let info = ConnectionAddr::TcpTls {
-                        host: host.to_owned(),
-                        port,
-                        insecure: tls.insecure_skip_verify,
-                        tls_params: None,
-                    }
-                    .into_connection_info()?
-                    .set_redis_settings(settings.clone());
-                    Client::build_with_tls(info, certificates(tls)?)?
-                }
-            };
-            clients.push((endpoint.clone(), client));
-        }
         Ok(RedisWatcher {
-            clients,
+            clients: clients(cfg)?,
             root,
             db: cfg.db,
         })
@@ -219,6 +175,56 @@ impl RedisWatcher {
         });
         Ok(())
     }
+}
+
+/// A client per endpoint of `cfg`, in order (nothing is connected yet). The ACME shared
+/// storage builds its clients here too.
+pub(crate) fn clients(cfg: &RedisProvider) -> Result<Vec<(String, Client)>, RedisProviderError> {
+    if cfg.endpoints.is_empty() {
+        return Err(RedisProviderError::NoEndpoint);
+    }
+    let mut settings = RedisConnectionInfo::default()
+        .set_db(cfg.db)
+        .set_skip_set_lib_name();
+    if !cfg.username.is_empty() {
+        settings = settings.set_username(&cfg.username);
+    }
+    if !cfg.password.is_empty() {
+        settings = settings.set_password(&cfg.password);
+    }
+    let mut clients = Vec::new();
+    for endpoint in &cfg.endpoints {
+        let (host, port) = endpoint
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| RedisProviderError::Endpoint(endpoint.clone()))?;
+        let client = match &cfg.tls {
+            None => Client::open(
+                ConnectionAddr::Tcp(host.to_owned(), port)
+                    .into_connection_info()?
+                    .set_redis_settings(settings.clone()),
+            )?,
+            Some(tls) => {
+                let info = ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure: tls.insecure_skip_verify,
+                    tls_params: None,
+                }
+                .into_connection_info()?
+                .set_redis_settings(settings.clone());
+                Client::build_with_tls(info, certificates(tls)?)?
+            }
+        };
+        clients.push((endpoint.clone(), client));
+    }
+    Ok(clients)
 }
 
 /// Every key under `root` and its value; keys that are not strings (or not UTF-8) are
