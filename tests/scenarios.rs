@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use support::examples::{Example, swap_whole};
 use support::grpc::{GrpcBackend, GrpcClient};
+use support::mariadb::MariaDb;
 use support::programs::*;
 use support::redis_tls::RedisServer;
 use support::udp::free_udp_port;
@@ -84,6 +85,7 @@ fn scenario_pages_show_their_example_files_verbatim() {
     }
     for example in [
         "postgres-sni",
+        "mysql-sni",
         "redis-tls",
         "grpc-passthrough",
         "grpc-terminated",
@@ -184,6 +186,129 @@ fn postgres_example_routes_psql_by_sni_in_passthrough_and_termination() {
     assert!(
         !unknown.success(),
         "a name no router has got through: {unknown:?}"
+    );
+}
+
+// ------------------------------------------------------------------ MySQL by SNI
+
+/// The query of docs/scenarios/mysql-by-sni.md: an order stored and read back, the port of
+/// the server that answered, and the TLS version that server sees for this session (empty
+/// when the router terminated TLS).
+const MYSQL_ORDER_SQL: &str = "CREATE DATABASE IF NOT EXISTS shop; \
+    CREATE TABLE IF NOT EXISTS shop.orders (id INT PRIMARY KEY, total DECIMAL(8,2)); \
+    REPLACE INTO shop.orders VALUES (7, 42.50); \
+    SELECT total, @@port, VARIABLE_VALUE FROM shop.orders, information_schema.SESSION_STATUS \
+    WHERE id = 7 AND VARIABLE_NAME = 'SSL_VERSION'";
+
+/// PyMySQL as the page runs it: to `name` (sent as SNI and verified against the example's
+/// CA), at 127.0.0.1 since `.localhost` names do not resolve here; prints the answer's row.
+fn pymysql_order(example: &Example, name: &str, port: u16) -> Ran {
+    let script = format!(
+        r#"
+import socket, ssl, pymysql
+connect = socket.create_connection
+socket.create_connection = lambda address, *rest, **kw: connect(("127.0.0.1", address[1]), *rest, **kw)
+ctx = ssl.create_default_context(cafile="{ca}")
+conn = pymysql.connect(host="{name}", port={port}, user="bob", password="secret", ssl=ctx)
+with conn.cursor() as cur:
+    for statement in """{sql}""".split("; "):
+        cur.execute(statement)
+    print(*cur.fetchone(), sep="\t")
+conn.commit()
+"#,
+        ca = example.path("certs/ca.crt").display(),
+        sql = MYSQL_ORDER_SQL,
+    );
+    run_bounded(Command::new("python3").args(["-c", &script]), b"", WAIT)
+}
+
+/// The `mariadb` client as the page runs it: TLS asked for and the router's certificate
+/// verified for `localhost`, the only name it can check since it sends no SNI.
+fn mariadb_order(example: &Example, port: u16) -> Ran {
+    run_bounded(
+        Command::new("mariadb")
+            .args(["--no-defaults", "-h", "localhost", "--protocol=tcp"])
+            .arg(format!("--port={port}"))
+            .args(["-u", "bob", "-psecret", "--ssl", "--ssl-verify-server-cert"])
+            .arg(format!(
+                "--ssl-ca={}",
+                example.path("certs/ca.crt").display()
+            ))
+            .args(["--batch", "--skip-column-names", "-e", MYSQL_ORDER_SQL]),
+        b"",
+        WAIT,
+    )
+}
+
+/// `examples/mysql-sni/`: one port, two MariaDB servers. PyMySQL (which sends SNI) reaches
+/// `orders` passed through (the server sees TLS) and `reports` terminated by the router
+/// (the server sees plaintext); the `mariadb` client, which sends no SNI, reaches `reports`
+/// through the catch-all router with the default certificate. Each stores and reads an
+/// order on the server its name routes to.
+#[test]
+fn mysql_example_routes_by_sni_and_takes_clients_without_sni() {
+    if !installed(&["mariadb", "python3"]) {
+        return;
+    }
+    let pymysql = run_bounded(
+        Command::new("python3").args(["-c", "import pymysql"]),
+        b"",
+        WAIT,
+    );
+    if !pymysql.success() {
+        eprintln!("skipped: Python module pymysql not installed (pip install PyMySQL)");
+        return;
+    }
+    let example = Example::copy("mysql-sni");
+    let names = ["orders.db.localhost", "reports.db.localhost", "localhost"];
+    if !example.make_certs(&names) {
+        return;
+    }
+    let Some(orders) = MariaDb::start("scn-mysql-orders", &example.cert("orders.db.localhost"))
+    else {
+        return;
+    };
+    let Some(reports) = MariaDb::start("scn-mysql-reports", &example.cert("reports.db.localhost"))
+    else {
+        return;
+    };
+    example.swap("127.0.0.1:3307", &format!("127.0.0.1:{}", orders.port));
+    example.swap("127.0.0.1:3308", &format!("127.0.0.1:{}", reports.port));
+    let port = example.move_port(13306);
+    let router = example.start(&[port]);
+
+    let ran = pymysql_order(&example, "orders.db.localhost", port);
+    assert!(
+        ran.success(),
+        "PyMySQL to orders: {ran:?}\n{}",
+        router.log()
+    );
+    let row: Vec<&str> = ran.stdout.trim_end().split('\t').collect();
+    assert_eq!(row[..2], ["42.50", &orders.port.to_string()], "{ran:?}");
+    assert!(row[2].starts_with("TLSv1."), "TLS ends at orders: {ran:?}");
+
+    let ran = pymysql_order(&example, "reports.db.localhost", port);
+    assert!(
+        ran.success(),
+        "PyMySQL to reports: {ran:?}\n{}",
+        router.log()
+    );
+    assert_eq!(
+        ran.stdout,
+        format!("42.50\t{}\t\n", reports.port),
+        "TLS ends at the router"
+    );
+
+    let ran = mariadb_order(&example, port);
+    assert!(
+        ran.success(),
+        "mariadb without SNI: {ran:?}\n{}",
+        router.log()
+    );
+    assert_eq!(
+        ran.stdout,
+        format!("42.50\t{}\t\n", reports.port),
+        "{ran:?}"
     );
 }
 
