@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use support::examples::{Example, swap_whole};
 use support::grpc::{GrpcBackend, GrpcClient};
+use support::mail::{Dovecot, Postfix};
+use support::mariadb::MariaDb;
 use support::programs::*;
 use support::redis_tls::RedisServer;
 use support::udp::free_udp_port;
@@ -84,6 +86,8 @@ fn scenario_pages_show_their_example_files_verbatim() {
     }
     for example in [
         "postgres-sni",
+        "mysql-sni",
+        "mail",
         "redis-tls",
         "grpc-passthrough",
         "grpc-terminated",
@@ -184,6 +188,275 @@ fn postgres_example_routes_psql_by_sni_in_passthrough_and_termination() {
     assert!(
         !unknown.success(),
         "a name no router has got through: {unknown:?}"
+    );
+}
+
+// ------------------------------------------------------------------ MySQL by SNI
+
+/// The query of docs/scenarios/mysql-by-sni.md: an order stored and read back, the port of
+/// the server that answered, and the TLS version that server sees for this session (empty
+/// when the router terminated TLS).
+const MYSQL_ORDER_SQL: &str = "CREATE DATABASE IF NOT EXISTS shop; \
+    CREATE TABLE IF NOT EXISTS shop.orders (id INT PRIMARY KEY, total DECIMAL(8,2)); \
+    REPLACE INTO shop.orders VALUES (7, 42.50); \
+    SELECT total, @@port, VARIABLE_VALUE FROM shop.orders, information_schema.SESSION_STATUS \
+    WHERE id = 7 AND VARIABLE_NAME = 'SSL_VERSION'";
+
+/// PyMySQL as the page runs it: to `name` (sent as SNI and verified against the example's
+/// CA), at 127.0.0.1 since `.localhost` names do not resolve here; prints the answer's row.
+fn pymysql_order(example: &Example, name: &str, port: u16) -> Ran {
+    let script = format!(
+        r#"
+import socket, ssl, pymysql
+connect = socket.create_connection
+socket.create_connection = lambda address, *rest, **kw: connect(("127.0.0.1", address[1]), *rest, **kw)
+ctx = ssl.create_default_context(cafile="{ca}")
+conn = pymysql.connect(host="{name}", port={port}, user="bob", password="secret", ssl=ctx)
+with conn.cursor() as cur:
+    for statement in """{sql}""".split("; "):
+        cur.execute(statement)
+    print(*cur.fetchone(), sep="\t")
+conn.commit()
+"#,
+        ca = example.path("certs/ca.crt").display(),
+        sql = MYSQL_ORDER_SQL,
+    );
+    run_bounded(Command::new("python3").args(["-c", &script]), b"", WAIT)
+}
+
+/// The `mariadb` client as the page runs it: TLS asked for and the router's certificate
+/// verified for `localhost`, the only name it can check since it sends no SNI.
+fn mariadb_order(example: &Example, port: u16) -> Ran {
+    run_bounded(
+        Command::new("mariadb")
+            .args(["--no-defaults", "-h", "localhost", "--protocol=tcp"])
+            .arg(format!("--port={port}"))
+            .args(["-u", "bob", "-psecret", "--ssl", "--ssl-verify-server-cert"])
+            .arg(format!(
+                "--ssl-ca={}",
+                example.path("certs/ca.crt").display()
+            ))
+            .args(["--batch", "--skip-column-names", "-e", MYSQL_ORDER_SQL]),
+        b"",
+        WAIT,
+    )
+}
+
+/// `examples/mysql-sni/`: one port, two MariaDB servers. PyMySQL (which sends SNI) reaches
+/// `orders` passed through (the server sees TLS) and `reports` terminated by the router
+/// (the server sees plaintext); the `mariadb` client, which sends no SNI, reaches `reports`
+/// through the catch-all router with the default certificate. Each stores and reads an
+/// order on the server its name routes to.
+#[test]
+fn mysql_example_routes_by_sni_and_takes_clients_without_sni() {
+    if !installed(&["mariadb", "python3"]) {
+        return;
+    }
+    let pymysql = run_bounded(
+        Command::new("python3").args(["-c", "import pymysql"]),
+        b"",
+        WAIT,
+    );
+    if !pymysql.success() {
+        eprintln!("skipped: Python module pymysql not installed (pip install PyMySQL)");
+        return;
+    }
+    let example = Example::copy("mysql-sni");
+    let names = ["orders.db.localhost", "reports.db.localhost", "localhost"];
+    if !example.make_certs(&names) {
+        return;
+    }
+    let Some(orders) = MariaDb::start("scn-mysql-orders", &example.cert("orders.db.localhost"))
+    else {
+        return;
+    };
+    let Some(reports) = MariaDb::start("scn-mysql-reports", &example.cert("reports.db.localhost"))
+    else {
+        return;
+    };
+    example.swap("127.0.0.1:3307", &format!("127.0.0.1:{}", orders.port));
+    example.swap("127.0.0.1:3308", &format!("127.0.0.1:{}", reports.port));
+    let port = example.move_port(13306);
+    let router = example.start(&[port]);
+
+    let ran = pymysql_order(&example, "orders.db.localhost", port);
+    assert!(
+        ran.success(),
+        "PyMySQL to orders: {ran:?}\n{}",
+        router.log()
+    );
+    let row: Vec<&str> = ran.stdout.trim_end().split('\t').collect();
+    assert_eq!(row[..2], ["42.50", &orders.port.to_string()], "{ran:?}");
+    assert!(row[2].starts_with("TLSv1."), "TLS ends at orders: {ran:?}");
+
+    let ran = pymysql_order(&example, "reports.db.localhost", port);
+    assert!(
+        ran.success(),
+        "PyMySQL to reports: {ran:?}\n{}",
+        router.log()
+    );
+    assert_eq!(
+        ran.stdout,
+        format!("42.50\t{}\t\n", reports.port),
+        "TLS ends at the router"
+    );
+
+    let ran = mariadb_order(&example, port);
+    assert!(
+        ran.success(),
+        "mariadb without SNI: {ran:?}\n{}",
+        router.log()
+    );
+    assert_eq!(
+        ran.stdout,
+        format!("42.50\t{}\t\n", reports.port),
+        "{ran:?}"
+    );
+}
+
+// ------------------------------------------------------------------ Mail
+
+/// The message docs/scenarios/mail.md submits.
+const ORDER_MAIL: &str = "From: ada@example.test\r\nTo: bob@shop.localhost\r\n\
+    Subject: order 7 shipped\r\n\r\nYour order 7 is on its way.\r\n";
+
+/// curl as the page runs it: submits [`ORDER_MAIL`] to `bob@shop.localhost` through the
+/// router's submission port, with STARTTLS required and the certificate for
+/// `smtp.shop.localhost` checked against the example's CA.
+fn curl_submit(example: &Example, port: u16) -> Ran {
+    let name = "smtp.shop.localhost";
+    run_bounded(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--ssl-reqd", "--cacert"])
+            .arg(example.path("certs/ca.crt"))
+            .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+            .arg(format!("smtp://{name}:{port}"))
+            .args(["--mail-from", "ada@example.test"])
+            .args(["--mail-rcpt", "bob@shop.localhost"])
+            .args(["--upload-file", "-"]),
+        ORDER_MAIL.as_bytes(),
+        WAIT,
+    )
+}
+
+/// Python's imaplib through the router: STARTTLS on `imap_port`, implicit TLS on
+/// `imaps_port`, both for `imap.shop.localhost` (sent as SNI and verified; dialled at
+/// 127.0.0.1 since `.localhost` names do not resolve here). Each session logs in as bob,
+/// selects INBOX and fetches the first message's subject; prints one line per answer.
+fn imap_sessions(example: &Example, imap_port: u16, imaps_port: u16) -> Ran {
+    let script = format!(
+        r#"
+import imaplib, socket, ssl
+connect = socket.create_connection
+socket.create_connection = lambda address, *rest, **kw: connect(("127.0.0.1", address[1]), *rest, **kw)
+ctx = ssl.create_default_context(cafile="{ca}")
+name = "imap.shop.localhost"
+starttls = imaplib.IMAP4(name, {imap_port})
+starttls.starttls(ssl_context=ctx)
+implicit = imaplib.IMAP4_SSL(name, {imaps_port}, ssl_context=ctx)
+for how, imap in (("starttls", starttls), ("implicit", implicit)):
+    login = imap.login("bob", "secret")
+    select = imap.select("INBOX")
+    fetch = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subject = fetch[1][0][1].decode().strip()
+    print(how, login[0], select[0], select[1][0].decode(), subject, sep="|")
+    imap.logout()
+"#,
+        ca = example.path("certs/ca.crt").display(),
+    );
+    run_bounded(Command::new("python3").args(["-c", &script]), b"", WAIT)
+}
+
+/// `examples/mail/`: curl submits a message through the router to Postfix (STARTTLS
+/// passed through: Postfix's own TLS, recorded in its `Received` header), Postfix delivers
+/// it into bob's Maildir, and curl and Python's imaplib read it back through the router from
+/// Dovecot, over STARTTLS and over implicit TLS (both terminated by the router).
+#[test]
+fn mail_example_submits_to_postfix_and_reads_from_dovecot_by_sni() {
+    if !installed(&["curl", "python3"]) {
+        return;
+    }
+    let example = Example::copy("mail");
+    if !example.make_certs(&["smtp.shop.localhost", "imap.shop.localhost"]) {
+        return;
+    }
+    let Some(dovecot) = Dovecot::start("scn-mail-dovecot", &example.cert("imap.shop.localhost"))
+    else {
+        return;
+    };
+    let Some(postfix) = Postfix::start(
+        "scn-mail-postfix",
+        &example.cert("smtp.shop.localhost"),
+        "shop.localhost",
+        &dovecot.homes(),
+    ) else {
+        return;
+    };
+    example.swap("127.0.0.1:2587", &format!("127.0.0.1:{}", postfix.port));
+    example.swap(
+        "127.0.0.1:2143",
+        &format!("127.0.0.1:{}", dovecot.imap_port),
+    );
+    let submission = example.move_port(10587);
+    let (imap, imaps) = (example.move_port(10143), example.move_port(10993));
+    let router = example.start(&[submission, imap, imaps]);
+
+    let ran = curl_submit(&example, submission);
+    assert!(ran.success(), "curl: {ran:?}\n{}", router.log());
+
+    // Postfix delivers on its own schedule (a few milliseconds): wait for the file.
+    let new = dovecot.homes().join("bob/Maildir/new");
+    let deadline = std::time::Instant::now() + WAIT;
+    let delivered = loop {
+        let files: Vec<_> = std::fs::read_dir(&new)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let [file] = &files[..] {
+            break std::fs::read_to_string(file).expect("read the delivered message");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing delivered to {}: {files:?}\n{}",
+            new.display(),
+            postfix.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        delivered.contains("Subject: order 7 shipped"),
+        "{delivered}"
+    );
+    // TLS ended at Postfix (passthrough): it records the session's TLS in its header.
+    assert!(
+        delivered.contains("with ESMTPS") && delivered.contains("(using TLSv1."),
+        "{delivered}"
+    );
+
+    // curl as the page shows it: STARTTLS and implicit TLS, the subject of message 1.
+    for (scheme, port) in [("imap", imap), ("imaps", imaps)] {
+        let name = "imap.shop.localhost";
+        let ran = run_bounded(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--ssl-reqd", "--cacert"])
+                .arg(example.path("certs/ca.crt"))
+                .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+                .args(["-u", "bob:secret"])
+                .arg(format!(
+                    "{scheme}://{name}:{port}/INBOX;UID=1;SECTION=HEADER.FIELDS%20(SUBJECT)"
+                )),
+            b"",
+            WAIT,
+        );
+        assert!(ran.success(), "curl {scheme}: {ran:?}\n{}", router.log());
+        assert_eq!(ran.stdout.trim_end(), "Subject: order 7 shipped", "{ran:?}");
+    }
+
+    let ran = imap_sessions(&example, imap, imaps);
+    assert!(ran.success(), "imaplib: {ran:?}\n{}", router.log());
+    assert_eq!(
+        ran.stdout,
+        "starttls|OK|OK|1|Subject: order 7 shipped\nimplicit|OK|OK|1|Subject: order 7 shipped\n",
+        "{ran:?}"
     );
 }
 

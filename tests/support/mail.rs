@@ -1,9 +1,10 @@
 //! Real mail servers as test backends: Dovecot (Debian's `dovecot-imapd` and
-//! `dovecot-pop3d`) for IMAP and POP3, and an `aiosmtpd` (PyPI) SMTP server that spools
-//! what it receives. Both offer STARTTLS with a test certificate and also accept
-//! plaintext sessions (for routers that terminate TLS). Stopped by their PID when dropped.
+//! `dovecot-pop3d`) for IMAP and POP3, Postfix (Debian's `postfix`) and an `aiosmtpd`
+//! (PyPI) SMTP server that spools what it receives. All offer STARTTLS with a test
+//! certificate and also accept plaintext sessions (for routers that terminate TLS).
+//! Stopped by their PID when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,12 @@ impl Dovecot {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
     }
+
+    /// The directory holding each user's home (`<home>/<user>/Maildir` is the mailbox),
+    /// owned by the `mail` account: where a local delivery agent drops mail for Dovecot.
+    pub fn homes(&self) -> PathBuf {
+        self.dir.join("home")
+    }
 }
 
 impl Drop for Dovecot {
@@ -214,5 +221,175 @@ impl Smtpd {
     /// Everything delivered so far.
     pub fn spool(&self) -> String {
         std::fs::read_to_string(&self.spool).unwrap_or_default()
+    }
+}
+
+/// The services of Postfix's `master.cf` that a local submission server needs, after the
+/// `smtpd` listener (no chroot: the queue lives in a temporary directory).
+const POSTFIX_SERVICES: &str = "\
+pickup    unix  n  -  n  60    1  pickup
+cleanup   unix  n  -  n  -     0  cleanup
+qmgr      unix  n  -  n  300   1  qmgr
+rewrite   unix  -  -  n  -     -  trivial-rewrite
+bounce    unix  -  -  n  -     0  bounce
+defer     unix  -  -  n  -     0  bounce
+trace     unix  -  -  n  -     0  bounce
+verify    unix  -  -  n  -     1  verify
+flush     unix  n  -  n  1000? 0  flush
+proxymap  unix  -  -  n  -     -  proxymap
+error     unix  -  -  n  -     -  error
+retry     unix  -  -  n  -     -  error
+discard   unix  -  -  n  -     -  discard
+virtual   unix  -  n  n  -     -  virtual
+anvil     unix  -  -  n  -     1  anvil
+scache    unix  -  -  n  -     1  scache
+postlog   unix-dgram n - n -   1  postlogd
+tlsmgr    unix  -  -  n  1000? 1  tlsmgr
+";
+
+/// Postfix accepting mail on `127.0.0.1:<port>` (STARTTLS offered with a test certificate,
+/// plaintext accepted from loopback) for `bob@<domain>`, delivered by its `virtual` agent
+/// as the `mail` account into `<homes>/bob/Maildir/`. A throwaway configuration directory
+/// (`postfix -c`), queue and log; the master runs in the foreground (`start-fg`) and is
+/// stopped with `postfix stop` when dropped. Needs root, as Postfix always does.
+pub struct Postfix {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Postfix {
+    /// `None` (after saying why) when Postfix is not installed or the tests are not root.
+    pub fn start(tag: &str, cert: &TestCert, domain: &str, homes: &Path) -> Option<Postfix> {
+        if !programs::installed(&["postfix"]) {
+            return None;
+        }
+        if !running_as_root() {
+            eprintln!("skipped: Postfix needs to start as root");
+            return None;
+        }
+        let dir = temp_dir(tag).join("postfix");
+        let (conf, data) = (dir.join("conf"), dir.join("data"));
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        std::fs::create_dir_all(dir.join("queue")).expect("queue dir");
+        std::fs::create_dir_all(&data).expect("data dir");
+        // The master's lock file lives in data_directory, which must belong to Postfix.
+        let ran = programs::run_bounded(Command::new("chown").arg("postfix").arg(&data), b"", WAIT);
+        if !ran.success() {
+            eprintln!("skipped: no `postfix` account: {ran:?}");
+            return None;
+        }
+        let (c, k) = cert.write(&conf, "server");
+        let port = free_port();
+        let d = dir.display();
+        let main = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {d}/queue\n\
+             data_directory = {d}/data\n\
+             maillog_file = {d}/maillog\n\
+             maillog_file_prefixes = {d}\n\
+             syslog_name = sallyport-test-postfix\n\
+             myhostname = smtp.{domain}\n\
+             myorigin = {domain}\n\
+             mydestination =\n\
+             inet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\n\
+             mynetworks = 127.0.0.0/8\n\
+             alias_maps =\n\
+             alias_database =\n\
+             smtpd_tls_cert_file = {}\n\
+             smtpd_tls_key_file = {}\n\
+             smtpd_tls_security_level = may\n\
+             smtpd_tls_received_header = yes\n\
+             virtual_mailbox_domains = {domain}\n\
+             virtual_mailbox_base = {}\n\
+             virtual_mailbox_maps = texthash:{d}/conf/mailboxes\n\
+             virtual_uid_maps = static:{uid}\n\
+             virtual_gid_maps = static:{gid}\n\
+             virtual_minimum_uid = 1\n",
+            c.display(),
+            k.display(),
+            homes.display(),
+            uid = mail_id("-u")?,
+            gid = mail_id("-g")?,
+        );
+        std::fs::write(conf.join("main.cf"), main).expect("main.cf");
+        std::fs::write(
+            conf.join("master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n{POSTFIX_SERVICES}"),
+        )
+        .expect("master.cf");
+        std::fs::write(
+            conf.join("mailboxes"),
+            format!("bob@{domain} bob/Maildir/\n"),
+        )
+        .expect("mailboxes");
+        let child = Command::new("postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("start-fg")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postfix");
+        let server = Postfix {
+            port,
+            dir,
+            child: Some(child),
+        };
+        assert!(
+            programs::port_open_within(port, WAIT),
+            "Postfix never listened:\n{}",
+            server.log()
+        );
+        Some(server)
+    }
+
+    /// The mail log (connections, TLS, deliveries).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+}
+
+/// The user or group id (`id -u mail` / `id -g mail`) of the `mail` account.
+fn mail_id(flag: &str) -> Option<String> {
+    let ran = programs::run_bounded(Command::new("id").args([flag, "mail"]), b"", WAIT);
+    if !ran.success() {
+        eprintln!("skipped: no `mail` account to deliver mail as: {ran:?}");
+        return None;
+    }
+    Some(ran.stdout.trim().to_owned())
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- postfix log ---\n{}", self.log());
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // `postfix stop` has the master stop its services and exit; start-fg then returns.
+        let _ = programs::run_bounded(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(self.dir.join("conf"))
+                .arg("stop"),
+            b"",
+            WAIT,
+        );
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
     }
 }

@@ -44,7 +44,7 @@ pub(super) fn command(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, F
 }
 
 /// What a text protocol answers before it closes a dialogue that broke its bounds.
-pub(super) struct Refusals {
+pub struct Refusals {
     /// To a line over its length limit.
     pub too_long: &'static [u8],
     /// To the command beyond [`MAX_COMMANDS`](super::MAX_COMMANDS) that still is not STARTTLS.
@@ -53,7 +53,9 @@ pub(super) struct Refusals {
 
 /// The client's next command line, counted in `commands`. `Err` is the step to take instead:
 /// read more, or close (a line too long, TLS without asking, one command too many).
-pub(super) fn next_command(
+/// A returned line is shorter than `max` (its line ending, at least one byte, counts).
+/// Public for the fuzz target (`fuzz/fuzz_targets/starttls.rs`), which checks that bound.
+pub fn next_command(
     buf: &mut BytesMut,
     max: usize,
     commands: &mut usize,

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 pub mod imap;
-mod line;
+pub mod line;
 pub mod mysql;
 pub mod pop3;
 pub mod smtp;
