@@ -49,7 +49,7 @@ impl MariaDb {
                 .args(&common)
                 .args(["--auth-root-authentication-method=normal", "--skip-test-db"]),
             b"",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
         );
         assert!(ran.success(), "mariadb-install-db: {ran:?}");
         let port = free_port();
@@ -90,7 +90,9 @@ impl MariaDb {
                      GRANT ALL ON *.* TO bob@'%', carol@'%';",
                 ),
             b"",
-            WAIT,
+            // The server listens before InnoDB is done starting; on a loaded machine the
+            // first statement can wait for it well past the tests' usual bound.
+            Duration::from_secs(60),
         );
         assert!(ran.success(), "create users: {ran:?}\n{}", server.log());
         Some(server)
