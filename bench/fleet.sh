@@ -32,13 +32,14 @@ OUT=${BENCH_OUT:-$BENCH/out/fleet}
 . "$BENCH/lib.sh"
 
 common_knobs 19400 60
+# shellcheck disable=SC2034 # read by lib.sh (no pinning: the stores and instances share the CPUs)
 PIN=0
 if [[ $QUICK = 1 ]]; then WRITES=${BENCH_WRITES:-10} ROUTERS=${BENCH_ROUTERS:-100}; else
     WRITES=${BENCH_WRITES:-100} ROUTERS=${BENCH_ROUTERS:-1000}
 fi
 PEERS=${BENCH_PEERS:-"sallyport traefik"}
 STORES=${BENCH_STORES:-"etcd redis"}
-PROBE="python3 $BENCH/fleet_probe.py"
+PROBE=(python3 "$BENCH/fleet_probe.py")
 
 ETCD_PORT=$PORT_BASE ETCD_PEER_PORT=$((PORT_BASE + 1)) REDIS_PORT=$((PORT_BASE + 2))
 BACKEND_PORT=$((PORT_BASE + 3)) WEB_ONE=$((PORT_BASE + 4)) WEB_TWO=$((PORT_BASE + 5))
@@ -60,7 +61,7 @@ start etcd 0 etcd --name bench --data-dir "$OUT/etcd-data" \
     --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error
 start redis 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --notify-keyspace-events KA --daemonize no
-start backend 0 $PROBE backend "$BACKEND_PORT"
+start backend 0 "${PROBE[@]}" backend "$BACKEND_PORT"
 for port in "$ETCD_PORT" "$REDIS_PORT" "$BACKEND_PORT"; do
     for _ in $(seq 100); do listening "$port" && break; sleep 0.1; done
     listening "$port" || die "nothing listens on $port; see $OUT/*.log"
@@ -129,7 +130,7 @@ for peer in $PEERS; do
             for _ in $(seq 300); do listening "$port" && break; sleep 0.1; done
         done
         log "latency: $peer on $st, $WRITES writes…"
-        result=$($PROBE latency "$st" "$(store_address "$st")" "$WRITES" "$WEB_ONE,$WEB_TWO" "$BACKEND")
+        result=$("${PROBE[@]}" latency "$st" "$(store_address "$st")" "$WRITES" "$WEB_ONE,$WEB_TWO" "$BACKEND")
         log "  $result"
         printf '| %s | %s | %s ms | %s ms | %s ms | %s |\n' "$peer" "$st" \
             "$(jq -r .median_ms <<<"$result")" "$(jq -r .p99_ms <<<"$result")" \
@@ -142,13 +143,13 @@ done
 for st in $STORES; do
     for routers in 1 "$ROUTERS"; do
         clear_stores
-        loaded=$($PROBE load "$st" "$(store_address "$st")" "$routers" "$BACKEND")
+        loaded=$("${PROBE[@]}" load "$st" "$(store_address "$st")" "$routers" "$BACKEND")
         keys=$(jq -r .keys <<<"$loaded")
         for peer in $PEERS; do
             if [[ $peer = sallyport && -z $SALLYPORT ]]; then continue; fi
             log "startup: $peer on $st with $routers routers ($keys keys)…"
             # shellcheck disable=SC2046 # the command splits into words on purpose
-            result=$(PROBE_LOG=$OUT/startup-$peer-$st-$routers.log $PROBE startup "$WEB_ONE" \
+            result=$(PROBE_LOG=$OUT/startup-$peer-$st-$routers.log "${PROBE[@]}" startup "$WEB_ONE" \
                 "r$((routers - 1)).test" 120 -- $(peer_command "$peer") "$(static_config "$st" "$WEB_ONE")")
             log "  $result"
             printf '| %s | %s | %s (%s) | %s s | %s MiB |\n' "$peer" "$st" "$routers" "$keys" \

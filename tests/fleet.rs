@@ -85,7 +85,10 @@ async fn the_fleet_example_serves_both_stores_on_both_instances_with_one_limit()
     // requests in quick succession, 8 pass, give or take the token refilled meanwhile.
     let mut passed = 0;
     for i in 0..16 {
-        let answer = Conn::h1(ports[i % 2]).await.get("site.localhost", "/").await;
+        let answer = Conn::h1(ports[i % 2])
+            .await
+            .get("site.localhost", "/")
+            .await;
         match answer.status {
             StatusCode::OK => passed += 1,
             StatusCode::TOO_MANY_REQUESTS => {}
@@ -115,7 +118,11 @@ fn the_page_shows_the_example_files_as_they_are() {
         let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
         let on_disk =
             std::fs::read_to_string(repo.join("examples/fleet").join(file)).expect("example");
-        assert_eq!(block.join("\n") + "\n", on_disk, "docs/fleet.md shows {file}");
+        assert_eq!(
+            block.join("\n") + "\n",
+            on_disk,
+            "docs/fleet.md shows {file}"
+        );
         shown += 1;
     }
     assert_eq!(shown, 3, "one.yml, two.yml and load.sh");

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -146,7 +147,8 @@ pub fn unused_options(cfg: &dynamic::Redis) -> Vec<&'static str> {
 enum Link {
     /// The first attempt is under way: requests wait for it (within their bound).
     Starting,
-    Up(MultiplexedConnection),
+    /// The connection, and its number (counted from 1) for [`Breakage::report`].
+    Up(MultiplexedConnection, u64),
     /// Lost or refused: requests pass unlimited until the task reconnects.
     Down,
 }
@@ -155,8 +157,7 @@ enum Link {
 pub struct RedisBuckets {
     read_timeout: Duration,
     link: watch::Receiver<Link>,
-    /// Told by a request that the connection failed, so the task reconnects.
-    broken: Arc<Notify>,
+    broken: Arc<Breakage>,
     /// The script's SHA-1 digest in hex, for `EVALSHA`.
     digest: String,
     fail_open: Arc<FailOpen>,
@@ -186,7 +187,7 @@ impl RedisBuckets {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisLimitError::NoRuntime)?;
         let (publish, link) = watch::channel(Link::Starting);
-        let broken = Arc::new(Notify::new());
+        let broken = Arc::new(Breakage::default());
         runtime.spawn(keep_connected(
             clients,
             dial_timeout,
@@ -216,17 +217,19 @@ impl RedisBuckets {
         match called {
             Ok(Ok(reserved)) => reserved,
             Ok(Err(e)) => {
-                if let CallError::Redis(e) = &e
+                if let CallError::Redis(e, connection) = &e
                     && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
                 {
-                    self.broken.notify_one();
+                    self.broken.report(*connection);
                 }
                 self.fail_open.record(&e);
                 Ok(Duration::ZERO)
             }
             Err(_) => {
                 // A connection that stalls is replaced rather than waited on again.
-                self.broken.notify_one();
+                if let Link::Up(_, connection) = &*self.link.borrow() {
+                    self.broken.report(*connection);
+                }
                 self.fail_open
                     .record(&format_args!("no answer within {:?}", self.read_timeout));
                 Ok(Duration::ZERO)
@@ -242,12 +245,12 @@ impl RedisBuckets {
         now: Duration,
     ) -> Result<Result<Duration, Duration>, CallError> {
         let mut link = self.link.clone();
-        let mut conn = match &*link
+        let (mut conn, connection) = match &*link
             .wait_for(|l| !matches!(l, Link::Starting))
             .await
             .map_err(|_| CallError::NotConnected)?
         {
-            Link::Up(conn) => conn.clone(),
+            Link::Up(conn, connection) => (conn.clone(), *connection),
             Link::Starting | Link::Down => return Err(CallError::NotConnected),
         };
         let key = format!("{KEY_PREFIX}{bucket}");
@@ -263,13 +266,17 @@ impl RedisBuckets {
         };
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(&self.digest);
+        let failed = |e| CallError::Redis(e, connection);
         let reply: (i64, i64) = match with_args(evalsha).query_async(&mut conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 let mut eval = redis::cmd("EVAL");
                 eval.arg(SCRIPT);
-                with_args(eval).query_async(&mut conn).await?
+                with_args(eval)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(failed)?
             }
-            reply => reply?,
+            reply => reply.map_err(failed)?,
         };
         let wait = Duration::from_micros(u64::try_from(reply.1).unwrap_or(0));
         Ok(if reply.0 == 1 { Ok(wait) } else { Err(wait) })
@@ -295,8 +302,33 @@ impl BucketStore for RedisBuckets {
 enum CallError {
     #[error("not connected")]
     NotConnected,
+    /// The error, and the number of the connection that gave it.
     #[error("{0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError, u64),
+}
+
+/// Failures of connections, reported by requests to the task that keeps the connection.
+/// Reports name the connection so that late ones, about a connection already replaced,
+/// do not close its successor.
+#[derive(Default)]
+struct Breakage {
+    /// The highest connection number reported broken.
+    highest: AtomicU64,
+    notify: Notify,
+}
+
+impl Breakage {
+    fn report(&self, connection: u64) {
+        self.highest.fetch_max(connection, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Returns once `connection` is reported broken.
+    async fn wait(&self, connection: u64) {
+        while self.highest.load(Ordering::Relaxed) < connection {
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// Counts and logs the requests let through because Redis did not answer.
@@ -330,17 +362,19 @@ async fn keep_connected(
     clients: Vec<(String, Client)>,
     dial_timeout: Duration,
     link: watch::Sender<Link>,
-    broken: Arc<Notify>,
+    broken: Arc<Breakage>,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut connections = 0;
     loop {
         match connect(&clients, dial_timeout).await {
             Ok((endpoint, conn)) => {
                 info!(%endpoint, "rateLimit.redis: connected");
                 backoff = MIN_BACKOFF;
-                link.send_replace(Link::Up(conn));
+                connections += 1;
+                link.send_replace(Link::Up(conn, connections));
                 tokio::select! {
-                    () = broken.notified() => {
+                    () = broken.wait(connections) => {
                         link.send_replace(Link::Down);
                     }
                     () = link.closed() => return,
@@ -412,6 +446,21 @@ mod tests {
             hex(&Sha1::digest(b"abc")),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
+    }
+
+    #[tokio::test]
+    async fn a_late_report_about_an_old_connection_spares_the_new_one() {
+        let breakage = Breakage::default();
+        breakage.report(1);
+        let waited = tokio::time::timeout(Duration::from_millis(50), breakage.wait(2)).await;
+        assert!(
+            waited.is_err(),
+            "connection 2 was closed for a failure of 1"
+        );
+        breakage.report(2);
+        tokio::time::timeout(Duration::from_millis(50), breakage.wait(2))
+            .await
+            .expect("connection 2 reported broken");
     }
 
     #[test]
