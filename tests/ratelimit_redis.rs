@@ -1,6 +1,7 @@
 //! `rateLimit.redis` against a real `redis-server` on loopback: the script's bucket
-//! arithmetic matches the in-memory limiter's, two router instances enforce one limit, and
-//! without Redis the limit fails open (counted in the metrics) until Redis is back.
+//! arithmetic matches the in-memory limiter's, two router instances enforce one limit,
+//! without Redis the limit fails open (counted in the metrics) until Redis is back, and a
+//! Redis that stalls holds a request no longer than `readTimeout`.
 
 mod support;
 
@@ -193,5 +194,38 @@ async fn two_instances_enforce_one_limit_and_fail_open_while_redis_is_away() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_holds_a_request_no_longer_than_read_timeout() {
+    let Some(redis) = RedisServer::start("rl-slow") else {
+        return;
+    };
+    let backend = HttpBackend::start("site").await;
+    let (router, web, traefik) = start_router("rl-slow-one", redis.port, &backend.url());
+    router.wait_log("rateLimit.redis: connected");
+    assert_eq!(get(web).await.status, StatusCode::OK);
+
+    // Redis stops answering for 3 s: the request passes after the 500 ms `readTimeout`.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "ALL"]), "OK");
+    let started = Instant::now();
+    assert_eq!(get(web).await.status, StatusCode::OK);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(1_500),
+        "held {waited:?}"
+    );
+    assert!(redis_errors(traefik).await >= 1.0);
+
+    // Once Redis answers again, so does the limit (on a new connection).
+    let start = Instant::now();
+    while get(web).await.status != StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            start.elapsed() < WAIT,
+            "never limited again:\n{}",
+            router.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
