@@ -106,7 +106,7 @@ impl SharedStore {
         let (backend, root, store) = match (&cfg.redis, &cfg.etcd) {
             (Some(r), None) => (
                 Backend::Redis(RedisBackend {
-                    clients: redis_provider::clients(r)?,
+                    clients: redis_provider::provider_clients(r)?,
                     conn: Mutex::new(None),
                 }),
                 &r.root_key,

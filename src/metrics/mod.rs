@@ -441,6 +441,7 @@ pub struct Metrics {
     udp_open_sessions: Family<EntrypointOnlyLabels, Gauge>,
     udp_datagrams: Family<L4DirectionLabels, Counter>,
     access_log_dropped: Counter,
+    ratelimit_redis_errors: Counter,
 }
 
 impl Metrics {
@@ -566,8 +567,15 @@ impl Metrics {
             "Access log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
         );
+        let ratelimit_redis_errors = Counter::default();
+        registry.register(
+            "ratelimit_redis_errors",
+            "Requests let through unlimited because the rateLimit.redis store did not answer",
+            ratelimit_redis_errors.clone(),
+        );
         Ok(Metrics {
             access_log_dropped,
+            ratelimit_redis_errors,
             registry,
             prefix,
             header_labels,
@@ -595,6 +603,11 @@ impl Metrics {
     /// The counter of access log lines dropped, for the access log to count its drops in.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// The counter of requests `rateLimit.redis` let through because Redis did not answer.
+    pub fn ratelimit_redis_errors(&self) -> Counter {
+        self.ratelimit_redis_errors.clone()
     }
 
     /// The metric name prefix in use (`sallyport`, or the configured one).

@@ -41,19 +41,93 @@ const MGET_CHUNK: usize = 500;
 /// Settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisProviderError {
-    #[error("providers.redis.endpoints is empty")]
-    NoEndpoint,
-    #[error("providers.redis.endpoints: {0:?} is not host:port")]
-    Endpoint(String),
     #[error("providers.redis.rootKey is empty")]
     RootKey,
-    #[error("providers.redis.tls.{option}: {reason}")]
+    #[error("providers.redis.{0}")]
+    Client(#[from] ClientError),
+}
+
+/// Client settings that cannot be used (`providers.redis` or `rateLimit.redis`; the error
+/// names the option under them).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("endpoints is empty")]
+    NoEndpoint,
+    #[error("endpoints: {0:?} is not host:port")]
+    Endpoint(String),
+    #[error("tls.{option}: {reason}")]
     Tls {
         option: &'static str,
         reason: String,
     },
-    #[error("providers.redis: {0}")]
-    Client(#[from] redis::RedisError),
+    #[error("client: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// What connecting to Redis takes, wherever it is configured.
+pub(crate) struct ClientSettings<'a> {
+    pub endpoints: &'a [String],
+    pub username: &'a str,
+    pub password: &'a str,
+    pub db: i64,
+    pub tls: Option<TlsFiles<'a>>,
+}
+
+/// Client TLS: PEM text or file paths, as the configuration has them.
+pub(crate) struct TlsFiles<'a> {
+    pub ca: &'a str,
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub insecure_skip_verify: bool,
+}
+
+/// One client per endpoint, in order, with the endpoint as written (for logs).
+pub(crate) fn clients(settings: &ClientSettings<'_>) -> Result<Vec<(String, Client)>, ClientError> {
+    if settings.endpoints.is_empty() {
+        return Err(ClientError::NoEndpoint);
+    }
+    let mut info = RedisConnectionInfo::default()
+        .set_db(settings.db)
+        .set_skip_set_lib_name();
+    if !settings.username.is_empty() {
+        info = info.set_username(settings.username);
+    }
+    if !settings.password.is_empty() {
+        info = info.set_password(settings.password);
+    }
+    let mut clients = Vec::new();
+    for endpoint in settings.endpoints {
+        let (host, port) = endpoint
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| ClientError::Endpoint(endpoint.clone()))?;
+        let client = match &settings.tls {
+            None => Client::open(
+                ConnectionAddr::Tcp(host.to_owned(), port)
+                    .into_connection_info()?
+                    .set_redis_settings(info.clone()),
+            )?,
+            Some(tls) => {
+                let address = ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure: tls.insecure_skip_verify,
+                    tls_params: None,
+                }
+                .into_connection_info()?
+                .set_redis_settings(info.clone());
+                Client::build_with_tls(address, certificates(tls)?)?
+            }
+        };
+        clients.push((endpoint.clone(), client));
+    }
+    Ok(clients)
 }
 
 /// Why a session with Redis ended.
@@ -83,7 +157,7 @@ impl RedisWatcher {
             return Err(RedisProviderError::RootKey);
         }
         Ok(RedisWatcher {
-            clients: clients(cfg)?,
+            clients: provider_clients(cfg)?,
             root,
             db: cfg.db,
         })
@@ -177,54 +251,23 @@ impl RedisWatcher {
     }
 }
 
-/// A client per endpoint of `cfg`, in order (nothing is connected yet). The ACME shared
-/// storage builds its clients here too.
-pub(crate) fn clients(cfg: &RedisProvider) -> Result<Vec<(String, Client)>, RedisProviderError> {
-    if cfg.endpoints.is_empty() {
-        return Err(RedisProviderError::NoEndpoint);
-    }
-    let mut settings = RedisConnectionInfo::default()
-        .set_db(cfg.db)
-        .set_skip_set_lib_name();
-    if !cfg.username.is_empty() {
-        settings = settings.set_username(&cfg.username);
-    }
-    if !cfg.password.is_empty() {
-        settings = settings.set_password(&cfg.password);
-    }
-    let mut clients = Vec::new();
-    for endpoint in &cfg.endpoints {
-        let (host, port) = endpoint
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_start_matches('[').trim_end_matches(']'),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .filter(|(h, _)| !h.is_empty())
-            .ok_or_else(|| RedisProviderError::Endpoint(endpoint.clone()))?;
-        let client = match &cfg.tls {
-            None => Client::open(
-                ConnectionAddr::Tcp(host.to_owned(), port)
-                    .into_connection_info()?
-                    .set_redis_settings(settings.clone()),
-            )?,
-            Some(tls) => {
-                let info = ConnectionAddr::TcpTls {
-                    host: host.to_owned(),
-                    port,
-                    insecure: tls.insecure_skip_verify,
-                    tls_params: None,
-                }
-                .into_connection_info()?
-                .set_redis_settings(settings.clone());
-                Client::build_with_tls(info, certificates(tls)?)?
-            }
-        };
-        clients.push((endpoint.clone(), client));
-    }
-    Ok(clients)
+/// A client per endpoint of `cfg`, in order (nothing is connected yet): the provider's and
+/// the ACME shared storage's.
+pub(crate) fn provider_clients(
+    cfg: &RedisProvider,
+) -> Result<Vec<(String, Client)>, RedisProviderError> {
+    Ok(clients(&ClientSettings {
+        endpoints: &cfg.endpoints,
+        username: &cfg.username,
+        password: &cfg.password,
+        db: cfg.db,
+        tls: cfg.tls.as_ref().map(|tls| TlsFiles {
+            ca: &tls.ca,
+            cert: &tls.cert,
+            key: &tls.key,
+            insecure_skip_verify: tls.insecure_skip_verify,
+        }),
+    })?)
 }
 
 /// Every key under `root` and its value; keys that are not strings (or not UTF-8) are
@@ -319,26 +362,24 @@ async fn enable_notifications(conn: &mut MultiplexedConnection, endpoint: &str) 
 }
 
 /// The client TLS material for the redis client: PEM bytes.
-fn certificates(
-    tls: &crate::config::static_cfg::ClientTls,
-) -> Result<redis::TlsCertificates, RedisProviderError> {
+fn certificates(tls: &TlsFiles<'_>) -> Result<redis::TlsCertificates, ClientError> {
     let read = |option: &'static str, value: &str| {
         crate::runtime::compile::read_pem_or_path(value)
-            .map_err(|reason| RedisProviderError::Tls { option, reason })
+            .map_err(|reason| ClientError::Tls { option, reason })
     };
     let root_cert = if tls.ca.is_empty() {
         None
     } else {
-        Some(read("ca", &tls.ca)?)
+        Some(read("ca", tls.ca)?)
     };
     let client_tls = match (tls.cert.is_empty(), tls.key.is_empty()) {
         (true, true) => None,
         (false, false) => Some(redis::ClientTlsConfig {
-            client_cert: read("cert", &tls.cert)?,
-            client_key: read("key", &tls.key)?,
+            client_cert: read("cert", tls.cert)?,
+            client_key: read("key", tls.key)?,
         }),
         _ => {
-            return Err(RedisProviderError::Tls {
+            return Err(ClientError::Tls {
                 option: "cert",
                 reason: "cert and key go together".to_owned(),
             });
@@ -391,11 +432,11 @@ mod tests {
         };
         assert!(matches!(
             RedisWatcher::new(&cfg(&[], "traefik")),
-            Err(RedisProviderError::NoEndpoint)
+            Err(RedisProviderError::Client(ClientError::NoEndpoint))
         ));
         assert!(matches!(
             RedisWatcher::new(&cfg(&["localhost"], "traefik")),
-            Err(RedisProviderError::Endpoint(_))
+            Err(RedisProviderError::Client(ClientError::Endpoint(_)))
         ));
         assert!(matches!(
             RedisWatcher::new(&cfg(&["127.0.0.1:6379"], "/")),

@@ -32,6 +32,8 @@ pub struct Internal {
     pub http_services: HashMap<&'static str, SharedHandler>,
     /// The routers Traefik adds for them (unless `manualRouting`).
     pub http_routes: Vec<InternalRoute>,
+    /// The Redis stores of `rateLimit.redis`, kept across reloads.
+    pub redis_limits: super::redis_buckets::RedisLimitStores,
 }
 
 /// A router Traefik adds on its own: `ping@internal` on the ping entrypoint, and so on.
@@ -140,6 +142,7 @@ impl Internal {
             acme: Arc::new(acme),
             http_services,
             http_routes,
+            redis_limits: Default::default(),
         })
     }
 }

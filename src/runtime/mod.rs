@@ -15,6 +15,7 @@ pub mod internal;
 pub mod listener;
 pub mod provider;
 pub mod quic_socket;
+pub mod redis_buckets;
 pub mod rules;
 pub mod server_health;
 pub mod udp;
@@ -71,7 +72,13 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let services = internal_http_services(&st, &api_state, metrics.as_ref(), &terminating);
     let internal = match internal::Internal::start(&st, crate::acme::Acme::new(&st), services).await
     {
-        Ok(i) => Arc::new(i),
+        Ok(i) => {
+            if let Some(metrics) = &metrics {
+                i.redis_limits
+                    .count_errors_in(metrics.ratelimit_redis_errors());
+            }
+            Arc::new(i)
+        }
         Err(e) => {
             error!(error = %e, "cannot start the internal services");
             return 1;

@@ -8,6 +8,10 @@
 //! at most half of [`MAX_SOURCES`] each, so the sources not seen for a generation go first
 //! (an approximate least-recently-used), and buckets idle long enough to be full again are
 //! dropped, since a fresh bucket is the same.
+//!
+//! [`SharedRateLimit`] is the same limit with its buckets kept outside this process, in a
+//! [`BucketStore`] that a fleet of routers shares (`rateLimit.redis`); the store does the
+//! arithmetic of [`Bucket::reserve`] itself, atomically.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,7 +42,7 @@ pub struct RateLimit {
 impl RateLimit {
     /// The longest a request is held for its token, as Traefik: half a token's time, and
     /// 500 ms under one token per second.
-    fn max_delay(&self) -> Duration {
+    pub fn max_delay(&self) -> Duration {
         if self.rate < 1.0 {
             Duration::from_millis(500)
         } else {
@@ -47,14 +51,21 @@ impl RateLimit {
     }
 
     /// How long an untouched bucket takes to be full again.
-    fn refill_time(&self) -> Duration {
+    pub fn refill_time(&self) -> Duration {
         Duration::from_secs_f64((f64::from(self.burst) / self.rate).min(86_400.0))
+    }
+}
+
+impl RateLimit {
+    /// Whether anything is limited (see [`RateLimit::rate`]).
+    fn limits(&self) -> bool {
+        self.rate.is_finite() && self.rate > 0.0
     }
 }
 
 impl Middleware for RateLimit {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
-        if !(self.rate.is_finite() && self.rate > 0.0) {
+        if !self.limits() {
             return next;
         }
         Arc::new(Limiter {
@@ -94,6 +105,72 @@ impl Handler for Limiter {
     }
 }
 
+/// Buckets kept outside this process and shared by several routers.
+pub trait BucketStore: Send + Sync + 'static {
+    /// Takes a token from the bucket named `bucket`, as [`Bucket::reserve`] does: `Ok(wait)`
+    /// before the request may go, `Err(wait)` when refused. A store that cannot answer
+    /// within its bound lets the request go (`Ok(Duration::ZERO)`): the limit fails open.
+    fn reserve<'a>(
+        &'a self,
+        bucket: String,
+        limit: &'a RateLimit,
+        max_delay: Duration,
+    ) -> BoxFuture<'a, Result<Duration, Duration>>;
+}
+
+/// A `rateLimit` whose buckets are in a [`BucketStore`], named `<name>:<source>` so that
+/// the routers sharing the store and the middleware's name share its buckets.
+pub struct SharedRateLimit {
+    /// The middleware's qualified name (`limit@file`).
+    pub name: String,
+    pub limit: RateLimit,
+    pub store: Arc<dyn BucketStore>,
+}
+
+impl Middleware for SharedRateLimit {
+    fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        if !self.limit.limits() {
+            return next;
+        }
+        Arc::new(SharedLimiter {
+            name: self.name.clone(),
+            max_delay: self.limit.max_delay(),
+            limit: self.limit.clone(),
+            store: self.store.clone(),
+            next,
+        })
+    }
+}
+
+struct SharedLimiter {
+    name: String,
+    limit: RateLimit,
+    max_delay: Duration,
+    store: Arc<dyn BucketStore>,
+    next: SharedHandler,
+}
+
+impl Handler for SharedLimiter {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'_, Response<Body>> {
+        let bucket = format!("{}:{}", self.name, self.limit.source.source(&request));
+        Box::pin(async move {
+            match self
+                .store
+                .reserve(bucket, &self.limit, self.max_delay)
+                .await
+            {
+                Ok(wait) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    self.next.call(request).await
+                }
+                Err(wait) => too_many_requests(wait),
+            }
+        })
+    }
+}
+
 fn too_many_requests(wait: Duration) -> Response<Body> {
     let mut response = status_response(StatusCode::TOO_MANY_REQUESTS);
     let seconds = wait
@@ -106,23 +183,29 @@ fn too_many_requests(wait: Duration) -> Response<Body> {
 }
 
 /// One source's tokens. May go negative: those are tokens promised to held requests.
+/// Public as the reference a [`BucketStore`]'s arithmetic is tested against.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
-    fn full(limit: &RateLimit, now: Instant) -> Bucket {
+    pub fn full(limit: &RateLimit, now: Instant) -> Bucket {
         Bucket {
             tokens: f64::from(limit.burst),
             last: now,
         }
     }
 
+    /// The tokens left (negative: promised to held requests).
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
     /// Takes a token: `Ok(wait)` before the request may go, or `Err(wait)` when that wait
     /// is over `max_delay` (then nothing is taken).
-    fn reserve(
+    pub fn reserve(
         &mut self,
         now: Instant,
         limit: &RateLimit,
@@ -358,5 +441,46 @@ mod tests {
             StatusCode::OK
         );
         assert!(started.elapsed() >= Duration::from_millis(399));
+    }
+
+    /// A store answering from one in-process bucket per name, remembering the names.
+    struct OneProcessStore(Mutex<HashMap<String, Bucket>>);
+
+    impl BucketStore for OneProcessStore {
+        fn reserve<'a>(
+            &'a self,
+            bucket: String,
+            limit: &'a RateLimit,
+            max_delay: Duration,
+        ) -> BoxFuture<'a, Result<Duration, Duration>> {
+            let now = tokio::time::Instant::now().into_std();
+            let mut buckets = self.0.lock().unwrap();
+            let reserved = buckets
+                .entry(bucket)
+                .or_insert_with(|| Bucket::full(limit, now))
+                .reserve(now, limit, max_delay);
+            Box::pin(async move { reserved })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_limit_keeps_its_buckets_in_the_store_by_name_and_source() {
+        let store = Arc::new(OneProcessStore(Mutex::new(HashMap::new())));
+        let handler = SharedRateLimit {
+            name: "limit@file".into(),
+            limit: limit(1.0, Duration::from_secs(3), 1),
+            store: store.clone(),
+        }
+        .wrap(Arc::new(Noop));
+        assert_eq!(
+            handler.call(from("192.0.2.1")).await.status(),
+            StatusCode::OK
+        );
+        let refused = handler.call(from("192.0.2.1")).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[RETRY_AFTER], "3");
+        let mut names: Vec<String> = store.0.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["limit@file:192.0.2.1"]);
     }
 }

@@ -364,6 +364,15 @@ impl Compiler<'_> {
                 }
             };
         }
+        if let Some(limit) = m.rate_limit.as_ref().filter(|l| l.redis.is_some()) {
+            return match mw_access::shared_rate_limit(name, limit, &self.internal.redis_limits) {
+                Ok(mw) => Some(mw),
+                Err(err) => {
+                    self.problem(at, format!("middleware {name}: {err}"));
+                    None
+                }
+            };
+        }
         for build in MIDDLEWARE_BUILDERS {
             if let Some(built) = build(name, m) {
                 return match built {

@@ -14,11 +14,12 @@ use l7::middleware::htpasswd;
 use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
-use l7::middleware::rate_limit::RateLimit;
+use l7::middleware::rate_limit::{RateLimit, SharedRateLimit};
 use l7::middleware::source_criterion::SourceCriterion;
 
 use crate::config::dynamic::{self, HttpMiddleware};
 use crate::config::static_cfg::IpOrNet;
+use crate::runtime::redis_buckets::{RedisLimitStores, unused_options};
 
 /// The access middleware `m` is, built; `None` when it is of another type.
 pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
@@ -135,10 +136,38 @@ fn basic_auth(auth: &dynamic::BasicAuth) -> Result<Arc<dyn Middleware>, String> 
     }))
 }
 
-fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String> {
-    if limit.redis.is_some() {
-        return Err("rateLimit.redis (a shared limit) is not supported".to_owned());
+/// `rateLimit` with `redis`: the same limit, its buckets in the Redis store of `stores`
+/// that its settings name, shared by every router using that Redis.
+pub(super) fn shared_rate_limit(
+    name: &str,
+    limit: &dynamic::RateLimit,
+    stores: &RedisLimitStores,
+) -> Result<Arc<dyn Middleware>, String> {
+    let spec = rate_limit_spec(limit)?;
+    let Some(redis) = &limit.redis else {
+        return Ok(Arc::new(spec));
+    };
+    let unused = unused_options(redis);
+    if !unused.is_empty() {
+        tracing::warn!(
+            middleware = name,
+            "rateLimit.redis: {} ignored (one multiplexed connection is used)",
+            unused.join(", ")
+        );
     }
+    let store = stores.store(redis).map_err(|e| e.to_string())?;
+    Ok(Arc::new(SharedRateLimit {
+        name: name.to_owned(),
+        limit: spec,
+        store,
+    }))
+}
+
+fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(rate_limit_spec(limit)?))
+}
+
+fn rate_limit_spec(limit: &dynamic::RateLimit) -> Result<RateLimit, String> {
     if limit.average < 0 {
         return Err(format!(
             "rateLimit.average {} must not be negative",
@@ -154,7 +183,7 @@ fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String>
         nanos => nanos,
     };
     let burst = u32::try_from(limit.burst.max(1)).unwrap_or(u32::MAX);
-    Ok(Arc::new(RateLimit {
+    Ok(RateLimit {
         // `average` is exact in f64 up to 2^53, far above any sensible limit.
         rate: limit.average as f64 * 1e9 / period_nanos as f64,
         burst,
@@ -162,7 +191,7 @@ fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String>
             limit.source_criterion.as_ref(),
             SourceCriterion::Ip(IpStrategy::default()),
         )?,
-    }))
+    })
 }
 
 fn in_flight_req(limit: &dynamic::InFlightReq) -> Result<Arc<dyn Middleware>, String> {
@@ -313,7 +342,15 @@ mod tests {
             }),
             ..HttpMiddleware::default()
         };
-        assert!(error(redis).contains("redis"));
+        let shared = match shared_rate_limit(
+            "limit@file",
+            redis.rate_limit.as_ref().unwrap(),
+            &RedisLimitStores::default(),
+        ) {
+            Err(e) => e,
+            Ok(_) => panic!("built"),
+        };
+        assert_eq!(shared, "rateLimit.redis.endpoints is empty");
 
         let plain = HttpMiddleware {
             basic_auth: Some(dynamic::BasicAuth {
