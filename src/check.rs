@@ -65,6 +65,7 @@ pub async fn check_dynamic(st: &StaticConfig) -> Findings {
                 crate::runtime::compile::Carried {
                     servers: &Default::default(),
                     states: &l7::service::ServiceStates::new(),
+                    transports: &l7::transport::TransportCache::new(),
                     certs: &mut Default::default(),
                     server_up: None,
                     retirements: &Default::default(),

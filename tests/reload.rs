@@ -216,6 +216,47 @@ async fn udp_sessions_of_a_changed_router_drain_then_move() {
     );
 }
 
+/// A reload that leaves a servers transport as it was keeps its pooled connections: the
+/// backend sees no new connection for requests made after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_pooled_backend_connections() {
+    use support::web::{Conn, HttpBackend};
+    let backend = HttpBackend::start("app").await;
+    let web = free_port();
+    let dir = temp_dir("reload-pool");
+    let dynamic = |other: &str| {
+        format!(
+            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+            backend.url()
+        )
+    };
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", web)], ""),
+        &dynamic("a.test"),
+        &[web],
+    );
+    let mut client = Conn::h1(web).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("app.test", "/").await.status, 200);
+    }
+    for other in ["b.test", "c.test"] {
+        let before = r.count_log(APPLIED);
+        r.rewrite_dynamic(&dynamic(other));
+        wait_until(|| r.count_log(APPLIED) > before, &r);
+        for _ in 0..3 {
+            assert_eq!(client.get("app.test", "/").await.status, 200);
+        }
+    }
+    assert_eq!(
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one backend connection for all nine requests"
+    );
+}
+
 /// An invalid new configuration is rejected with a located error and the last good
 /// one keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

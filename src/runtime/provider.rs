@@ -31,6 +31,7 @@ use crate::config::dynamic::DynamicConfig;
 use crate::config::{ConfigError, StaticConfig, load_dynamic_dir, load_dynamic_file, validate};
 use crate::providers::Update;
 use l7::service::ServiceStates;
+use l7::transport::TransportCache;
 
 /// What asked for a reload (for the log).
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +132,8 @@ pub struct Reloader {
     http: Arc<HttpEntrypoints>,
     /// HTTP load-balancer states (health, positions), kept while a service is unchanged.
     http_states: ServiceStates,
+    /// HTTP servers transports (connection pools), kept while their settings are unchanged.
+    http_transports: TransportCache,
     source: Option<Source>,
     /// Health checks of the installed snapshot; replaced on every install.
     health: Vec<HealthHandle>,
@@ -183,6 +186,7 @@ impl Reloader {
             store,
             http,
             http_states: ServiceStates::new(),
+            http_transports: TransportCache::new(),
             source,
             health: Vec::new(),
             servers: Servers::new(),
@@ -318,6 +322,7 @@ impl Reloader {
             Carried {
                 servers: &self.servers,
                 states: &self.http_states,
+                transports: &self.http_transports,
                 certs: &mut self.good_certs,
                 server_up: self.server_up.as_ref(),
                 retirements: &self.retirements,
@@ -332,6 +337,7 @@ impl Reloader {
         self.retirements.retire_replaced(&compiled.retirements);
         self.retirements = compiled.retirements;
         self.http_states.retain_used();
+        self.http_transports.retain_used();
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.
         self.health = compiled.health;

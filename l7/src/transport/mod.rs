@@ -100,6 +100,63 @@ pub struct Transport {
     settings: TransportSettings,
 }
 
+/// Transports by servers-transport name, kept across reloads while their settings do not
+/// change: a reload then keeps the pooled connections to servers, instead of making every
+/// busy client connection dial (and, for HTTPS, handshake) again.
+#[derive(Default)]
+pub struct TransportCache {
+    kept: Mutex<HashMap<String, CachedTransport>>,
+}
+
+struct CachedTransport {
+    fingerprint: u64,
+    transport: Arc<Transport>,
+    used: bool,
+}
+
+impl TransportCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedTransport>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transport `name` had when its settings were the same, else a new one.
+    pub fn reuse_or_create(
+        &self,
+        name: &str,
+        settings: TransportSettings,
+    ) -> Result<Arc<Transport>, TransportError> {
+        let fingerprint = settings.fingerprint();
+        let mut kept = self.lock();
+        if let Some(cached) = kept.get_mut(name)
+            && cached.fingerprint == fingerprint
+        {
+            cached.used = true;
+            return Ok(cached.transport.clone());
+        }
+        let transport = Transport::new(settings)?;
+        kept.insert(
+            name.to_owned(),
+            CachedTransport {
+                fingerprint,
+                transport: transport.clone(),
+                used: true,
+            },
+        );
+        Ok(transport)
+    }
+
+    /// Forgets the transports not asked for since the previous call; call it once the new
+    /// snapshot is installed (the old snapshot's handlers keep theirs while they live).
+    pub fn retain_used(&self) {
+        self.lock()
+            .retain(|_, cached| std::mem::take(&mut cached.used));
+    }
+}
+
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")

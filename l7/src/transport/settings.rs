@@ -165,3 +165,34 @@ mod tests {
         );
     }
 }
+
+impl TransportSettings {
+    /// A digest of every setting, private keys included, so that a reload can tell whether a
+    /// transport changed without keeping a second copy of its keys.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same settings give the same digest for the process's lifetime.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.server_name.hash(&mut h);
+        self.insecure_skip_verify.hash(&mut h);
+        for ca in &self.root_cas {
+            ca.as_ref().hash(&mut h);
+        }
+        for (chain, key) in &self.client_certificates {
+            for cert in chain {
+                cert.as_ref().hash(&mut h);
+            }
+            key.secret_der().hash(&mut h);
+        }
+        self.min_version.map(u16::from).hash(&mut h);
+        self.max_version.map(u16::from).hash(&mut h);
+        self.max_idle_conns_per_host.hash(&mut h);
+        self.disable_http2.hash(&mut h);
+        self.dial_timeout.hash(&mut h);
+        self.response_header_timeout.hash(&mut h);
+        self.idle_conn_timeout.hash(&mut h);
+        self.read_idle_timeout.hash(&mut h);
+        self.ping_timeout.hash(&mut h);
+        h.finish()
+    }
+}

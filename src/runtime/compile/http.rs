@@ -655,7 +655,7 @@ impl Compiler<'_> {
             return built.clone();
         }
         let built = match self.http_transport_settings(name) {
-            Ok(settings) => match Transport::new(settings) {
+            Ok(settings) => match self.transport_cache.reuse_or_create(name, settings) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     let at = self

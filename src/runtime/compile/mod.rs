@@ -35,6 +35,7 @@ use l4::tls::{CertStore, ClientAuth, ClientAuthType, ServerOptions, TlsVersion, 
 use l4::udp::UdpRoutes;
 use l7::server::{HttpEntrypoint, HttpRoutes};
 use l7::service::ServiceStates;
+use l7::transport::TransportCache;
 pub use retire::RouteRetirements;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::sign::CertifiedKey;
@@ -180,6 +181,8 @@ pub struct Carried<'a> {
     pub servers: &'a Servers,
     /// HTTP load-balancer states, kept while a service is unchanged.
     pub states: &'a ServiceStates,
+    /// HTTP servers transports (their connection pools), kept while their settings are.
+    pub transports: &'a TransportCache,
     /// Certificates as last loaded successfully.
     pub certs: &'a mut LastGoodCerts,
     /// Told of the changes TCP health checks make, for the metrics.
@@ -199,6 +202,7 @@ pub fn compile(
     let Carried {
         servers: previous,
         states,
+        transports: transport_cache,
         certs: good_certs,
         server_up,
         retirements: previous_retirements,
@@ -207,6 +211,7 @@ pub fn compile(
         good_certs,
         http: http::HttpParts::default(),
         states,
+        transport_cache,
         server_up,
         st,
         dy,
@@ -343,6 +348,8 @@ struct Compiler<'a> {
     http: http::HttpParts,
     /// HTTP load-balancer states, kept across reloads while a service is unchanged.
     states: &'a ServiceStates,
+    /// HTTP servers transports, kept across reloads while their settings are unchanged.
+    transport_cache: &'a TransportCache,
     /// Told of the changes TCP health checks make.
     server_up: Option<&'a Arc<ServerUpMetric>>,
     st: &'a StaticConfig,

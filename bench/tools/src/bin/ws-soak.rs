@@ -82,8 +82,16 @@ async fn main() -> std::process::ExitCode {
             for id in 0..connections {
                 let (url, host, counts) = (url.clone(), host.clone(), counts.clone());
                 tasks.push(tokio::spawn(async move {
-                    hold(id, &url, host.as_deref(), duration, interval_ms, timeout_ms, &counts)
-                        .await
+                    hold(
+                        id,
+                        &url,
+                        host.as_deref(),
+                        duration,
+                        interval_ms,
+                        timeout_ms,
+                        &counts,
+                    )
+                    .await
                 }));
             }
             for task in tasks {
