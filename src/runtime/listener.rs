@@ -204,7 +204,7 @@ impl Entrypoint {
 }
 
 /// The `reason` label of a failed accept: a bounded set of values.
-fn accept_error_reason(e: &std::io::Error) -> &'static str {
+pub(super) fn accept_error_reason(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EMFILE) => "emfile",
         Some(libc::ENFILE) => "enfile",
@@ -225,7 +225,7 @@ fn is_per_connection(reason: &str) -> bool {
 
 /// The state of an accept loop's failures: the pause before the next try and the
 /// rate limit of its log lines.
-struct AcceptFailures {
+pub(super) struct AcceptFailures {
     backoff: Duration,
     last_log: Option<Instant>,
     unlogged: u64,
@@ -242,13 +242,18 @@ impl Default for AcceptFailures {
 }
 
 impl AcceptFailures {
-    fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         self.backoff = ACCEPT_BACKOFF_MIN;
     }
 
     /// Logs the failure unless one was logged within [`ACCEPT_LOG_EVERY`], and returns
     /// how long to wait before accepting again (none after a per-connection error).
-    fn failed(&mut self, entrypoint: &str, reason: &str, e: &std::io::Error) -> Option<Duration> {
+    pub(super) fn failed(
+        &mut self,
+        entrypoint: &str,
+        reason: &str,
+        e: &std::io::Error,
+    ) -> Option<Duration> {
         let per_connection = is_per_connection(reason);
         let pause = (!per_connection).then_some(self.backoff);
         let now = Instant::now();

@@ -557,10 +557,10 @@ mod tests {
         let (a, b) = seqpacket_pair().expect("pair");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        send(&a, b"tcp\0web\0127.0.0.1:0", Some(listener.as_raw_fd())).expect("send");
+        send(&a, b"tcp\0web\0:8080", Some(listener.as_raw_fd())).expect("send");
         drop(listener);
         let (label, fd) = receive(&b).expect("receive");
-        assert_eq!(label.as_deref(), Some("tcp\0web\0127.0.0.1:0"));
+        assert_eq!(label.as_deref(), Some("tcp\0web\0:8080"));
         let received = std::net::TcpListener::from(fd.expect("a descriptor"));
         assert_eq!(received.local_addr().expect("addr"), addr);
         // The same listening socket: a connection made now is accepted through the copy.
