@@ -218,10 +218,15 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening");
         serving.push(ep.serve(store.clone(), stop_rx.clone()));
     }
+    // Set when a new process took the sockets over: the UDP relays stop reading them.
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut udp_serving = Vec::new();
     for ep in udp_entrypoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (UDP)");
-        udp_serving.push(ep.serve(store.clone(), stop_rx.clone()));
+        udp_serving.push(
+            ep.with_handed_over(handed_over.clone())
+                .serve(store.clone(), stop_rx.clone()),
+        );
     }
 
     let mut http3_serving = Vec::new();
@@ -245,7 +250,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     }
     let upgraded = wait_for_stop(upgrade_signal, &handover).await;
     drop(handover);
-    if !upgraded {
+    if upgraded {
+        handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    } else {
         terminating.send_replace(true);
     }
     // `requestAcceptGraceTimeout`: keep accepting (and answering `/ping` with its
