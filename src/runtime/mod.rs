@@ -279,9 +279,14 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     }
     info!("shutting down: no new connections; draining open ones");
     let _ = stop_tx.send(true);
-    // Keep-alive HTTP connections finish their request in flight and close.
+    // Keep-alive HTTP connections finish their request in flight and close; after an
+    // upgrade, without racing a request already on its way (the new process serves).
     for server in http.values() {
-        server.shutdown();
+        if upgraded {
+            server.hand_over();
+        } else {
+            server.shutdown();
+        }
     }
     let mut drains = tokio::task::JoinSet::new();
     for s in serving {
