@@ -245,3 +245,41 @@ async fn a_udp_session_goes_on_across_an_upgrade() {
     );
     drop(router);
 }
+
+/// Under systemd (`Type=notify`, `NotifyAccess=all`), each process says it is ready and
+/// is the main process, so the old one's exit does not end the service.
+#[test]
+fn systemd_learns_each_new_main_pid() {
+    let dir = temp_dir("upgrade-notify");
+    let socket_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = free_port();
+    let static_yaml = static_config(&dir, &[("web", port)], "");
+    std::fs::write(dir.join("static.yml"), static_yaml).expect("static");
+    std::fs::write(dir.join("dynamic.yml"), ECHO).expect("dynamic");
+    let socket_env = socket_path.to_string_lossy().into_owned();
+    let router = Router::start_with_env(
+        std::path::Path::new("."),
+        &dir.join("static.yml"),
+        &dir,
+        &[port],
+        &[("NOTIFY_SOCKET", socket_env.as_str())],
+    );
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("first notification");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("READY=1\nMAINPID={}\n", router.pid())
+    );
+    let successor = upgrade(&router).expect("upgrade");
+    let n = notify
+        .recv(&mut buf)
+        .expect("notification of the new process");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("READY=1\nMAINPID={}\n", successor.0)
+    );
+}

@@ -237,6 +237,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
 
     // Orders start once the entrypoints that answer their challenges listen.
     internal.acme.start(stop_rx.clone());
+    // systemd learns the new main pid before the previous process may exit.
+    upgrade::notify_ready();
     if let Some(inherited) = inherited.take() {
         match inherited.ready() {
             Ok(()) => info!("upgrade: serving; the previous process drains"),

@@ -404,6 +404,34 @@ fn wait_for_answer(
     Err(RequestError::NoAnswer { pid, timeout })
 }
 
+/// Tells systemd (`Type=notify`, `NotifyAccess=all`) that this process serves and is now
+/// the service's main process: after an upgrade, the old process's exit then does not end
+/// the service. Without `NOTIFY_SOCKET` (not run by systemd) it does nothing.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message = format!("READY=1\nMAINPID={}\n", std::process::id());
+    if let Err(e) = notify(&path, message.as_bytes()) {
+        tracing::warn!(socket = ?path, error = %e, "cannot notify systemd");
+    }
+}
+
+fn notify(path: &std::ffi::OsStr, message: &[u8]) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = path.as_bytes();
+    // A leading `@` names a socket in the abstract namespace.
+    let address = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    let socket = UnixDatagram::unbound()?;
+    socket.send_to_addr(message, &address)?;
+    Ok(())
+}
+
 fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
