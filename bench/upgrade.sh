@@ -161,6 +161,7 @@ start nginx 0 nginx -c "$OUT/nginx/nginx.conf"
 start udp-echo 0 python3 "$OUT/udp_echo.py" "$ECHO"
 start sallyport 0 env SALLYPORT_WORKERS="$WORKERS" "$SALLYPORT" --config "$OUT/static.yml"
 PID=$LAST_PID
+FIRST_PID=$PID
 deadline=$((SECONDS + 30))
 until curl -fsS -o /dev/null "http://127.0.0.1:$WEB/"; do
     ((SECONDS < deadline)) || die "sallyport did not serve; see $OUT/sallyport.log"
@@ -189,6 +190,13 @@ for i in $(seq "$UPGRADES"); do
     fi
 done
 for pid in "${LOAD_PIDS[@]}"; do wait "$pid" || true; done
+# Every replaced process has drained and exited by now (the last upgrade was a quarter of
+# the run ago, longer than graceTimeOut with the defaults).
+still=0
+for pid in "$FIRST_PID" "${SUCCESSORS[@]}"; do
+    [[ $pid = "$PID" ]] && continue
+    if kill -0 "$pid" 2>/dev/null; then still=$((still + 1)); fi
+done
 
 # wrk's summary: requests, non-2xx answers, socket errors (connect = refused or failed).
 summary() {
@@ -209,6 +217,7 @@ summary() {
     echo "### Upgrades"
     echo
     sed 's/^/- /' "$OUT/upgrades.txt"
+    echo "- replaced processes still running at the end: $still"
     echo
     echo "### HTTP"
     echo
