@@ -283,3 +283,115 @@ fn systemd_learns_each_new_main_pid() {
         format!("READY=1\nMAINPID={}\n", successor.0)
     );
 }
+
+/// One HTTP/1.1 keep-alive client: requests one after another on one connection, a new
+/// one only when the router says `Connection: close`. Returns the answers and the failures.
+fn keep_alive_client(port: u16, stop: &AtomicBool) -> (usize, Vec<String>) {
+    use std::io::BufRead;
+    let (mut answered, mut failures) = (0, Vec::new());
+    let mut conn: Option<std::io::BufReader<StdStream>> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let outcome = (|| -> Result<bool, String> {
+            if conn.is_none() {
+                let s =
+                    StdStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                conn = Some(std::io::BufReader::new(s));
+            }
+            let Some(reader) = conn.as_mut() else {
+                return Err("no connection".into());
+            };
+            reader
+                .get_mut()
+                .write_all(b"GET /k HTTP/1.1\r\nHost: site.test\r\n\r\n")
+                .map_err(|e| format!("write: {e}"))?;
+            let (mut length, mut close, mut status) = (0usize, false, String::new());
+            loop {
+                let mut line = String::new();
+                if reader
+                    .read_line(&mut line)
+                    .map_err(|e| format!("read: {e}"))?
+                    == 0
+                {
+                    return Err("closed before the answer".into());
+                }
+                let line = line.trim_end().to_ascii_lowercase();
+                if line.is_empty() {
+                    break;
+                }
+                if status.is_empty() {
+                    status = line;
+                } else if let Some(v) = line.strip_prefix("content-length:") {
+                    length = v.trim().parse().map_err(|_| format!("length {v}"))?;
+                } else if line == "connection: close" {
+                    close = true;
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader
+                .read_exact(&mut body)
+                .map_err(|e| format!("body: {e}"))?;
+            if !status.starts_with("http/1.1 200") {
+                return Err(format!("status {status}"));
+            }
+            Ok(close)
+        })();
+        match outcome {
+            Ok(close) => {
+                answered += 1;
+                if close {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                failures.push(e);
+                conn = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (answered, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_http_requests_never_fail_across_an_upgrade() {
+    let backend = support::web::HttpBackend::start("b").await;
+    let port = free_port();
+    let dynamic = format!(
+        "http:\n  routers:\n    r: {{rule: \"Host(`site.test`)\", service: s}}\n  services:\n    s: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+        backend.url()
+    );
+    let mut router =
+        tokio::task::spawn_blocking(move || start("upgrade-http", "2s", "", &dynamic, &[port]))
+            .await
+            .expect("start");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || keep_alive_client(port, &stop))
+        })
+        .collect();
+    let (router, successor) = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let successor = upgrade(&router).expect("upgrade");
+        assert!(
+            router.wait_exit(Duration::from_secs(10)).is_some(),
+            "the old process exits"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        (router, successor)
+    })
+    .await
+    .expect("upgrade");
+    stop.store(true, Ordering::SeqCst);
+    let mut answered = 0;
+    for client in clients {
+        let (n, failures) = client.join().expect("client thread");
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        answered += n;
+    }
+    assert!(answered > 100, "only {answered} answers");
+    drop((router, successor));
+}
