@@ -41,6 +41,20 @@ enum Command {
     /// Tell which router a connection (and its HTTP request) would reach on an entrypoint,
     /// and why; exit 1 when none would.
     Explain(ExplainArgs),
+    /// Upgrade a running sallyport to the binary now at its path (SIGUSR2): wait until the
+    /// new process serves (exit 0) or say why the old one goes on serving (exit 1).
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct UpgradeArgs {
+    /// The process to upgrade.
+    #[arg(long = "pid", value_name = "PID")]
+    pid: Option<u32>,
+    /// A file holding the process id; rewritten with the new process's id on success.
+    #[arg(long = "pidfile", value_name = "FILE")]
+    pidfile: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,11 +85,20 @@ struct ExplainArgs {
     header: Vec<(String, String)>,
 }
 
-/// Words that are subcommands, never the value of a preceding flag.
-const SUBCOMMANDS: &[&str] = &["check", "explain", "help"];
+/// What runs on the static configuration: a subcommand or the router itself.
+enum Configured {
+    Check,
+    Explain(ExplainArgs),
+    Run,
+}
 
-/// `explain`'s own flags, which are not static configuration keys.
-const EXPLAIN_FLAGS: &[&str] = &[
+/// Words that are subcommands, never the value of a preceding flag.
+const SUBCOMMANDS: &[&str] = &["check", "explain", "upgrade", "help"];
+
+/// The subcommands' own flags, which are not static configuration keys.
+const SUBCOMMAND_FLAGS: &[&str] = &[
+    "pid",
+    "pidfile",
     "entrypoint",
     "sni",
     "alpn",
@@ -99,7 +122,7 @@ fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
                 name.to_ascii_lowercase().as_str(),
                 "config" | "configfile" | "help" | "version"
             )
-            && !EXPLAIN_FLAGS.contains(&name);
+            && !SUBCOMMAND_FLAGS.contains(&name);
         if is_config_flag {
             // `--key value` becomes `--key=value`; a bare section flag (`--api`) stays.
             match it.peek() {
@@ -127,6 +150,13 @@ fn main() -> ExitCode {
     let mut clap_args = vec![raw.first().cloned().unwrap_or_else(|| "sallyport".into())];
     clap_args.extend(ours);
     let cli = Cli::parse_from(clap_args);
+    // Upgrading another process needs no configuration of its own.
+    let configured = match cli.command {
+        Some(Command::Upgrade(args)) => return upgrade(&args),
+        Some(Command::Check) => Configured::Check,
+        Some(Command::Explain(args)) => Configured::Explain(args),
+        None => Configured::Run,
+    };
 
     let mut static_args = config_flags;
     if let Some(path) = &cli.config {
@@ -137,6 +167,7 @@ fn main() -> ExitCode {
         .filter(|(k, _)| {
             !k.eq_ignore_ascii_case("SALLYPORT_WORKERS")
                 && !k.eq_ignore_ascii_case("SALLYPORT_SPLICE")
+                && !k.eq_ignore_ascii_case(sallyport::runtime::upgrade::FD_ENV)
         })
         .collect();
     if let Some(path) = &cli.config
@@ -177,10 +208,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match cli.command {
-        Some(Command::Check) => runtime.block_on(check(loaded)),
-        Some(Command::Explain(args)) => explain(&loaded, args),
-        None => {
+    match configured {
+        Configured::Check => runtime.block_on(check(loaded)),
+        Configured::Explain(args) => explain(&loaded, args),
+        Configured::Run => {
             let (log_file, problem) = sallyport::logging::init(&loaded.config.log);
             if let Some(p) = problem {
                 eprintln!("sallyport: {p}");
@@ -207,6 +238,38 @@ async fn check(loaded: LoadedStatic) -> ExitCode {
     }
     println!("{} error(s)", found.errors.len());
     ExitCode::from(1)
+}
+
+fn upgrade(args: &UpgradeArgs) -> ExitCode {
+    use sallyport::runtime::upgrade;
+    let pid = match (args.pid, &args.pidfile) {
+        (Some(pid), _) => Ok(pid),
+        (None, Some(path)) => upgrade::read_pid_file(path),
+        (None, None) => Err(upgrade::RequestError::NoProcess),
+    };
+    let outcome = pid.and_then(|pid| {
+        let new_pid = upgrade::request(pid)?;
+        if let Some(path) = &args.pidfile {
+            upgrade::write_pid_file(path, new_pid).map_err(|source| {
+                upgrade::RequestError::PidFileUpdate {
+                    pid: new_pid,
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(new_pid)
+    });
+    match outcome {
+        Ok(new_pid) => {
+            println!("upgraded: new process {new_pid} serves; the old one drains");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sallyport upgrade: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn explain(loaded: &LoadedStatic, args: ExplainArgs) -> ExitCode {

@@ -107,6 +107,7 @@ async fn relay(routes: UdpRoutes, idle: Duration, max_sessions: usize) -> Relay 
         max_sessions,
         grace: Duration::from_millis(200),
         observer: None,
+        handed_over: None,
     };
     let task = tokio::spawn(l4::udp::serve(
         socket,

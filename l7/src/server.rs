@@ -9,7 +9,7 @@
 //! that talks to a server) are built elsewhere, once per configuration snapshot.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -162,6 +162,9 @@ struct Inner {
     server: auto::Builder<TokioExecutor>,
     /// Flips to `true` when the process stops: connections finish their requests and close.
     shutdown: watch::Sender<bool>,
+    /// Set with `shutdown` when another process took the listening sockets over
+    /// ([`HttpEntrypoint::hand_over`]): connections close without racing a request.
+    handed_over: AtomicBool,
     /// The `Alt-Svc` value responses on TLS connections carry once the entrypoint also
     /// serves HTTP/3 (set when its UDP side is bound, so the port is the real one).
     alt_svc: OnceLock<HeaderValue>,
@@ -196,6 +199,7 @@ impl HttpEntrypoint {
                 routes: ArcSwap::from_pointee(HttpRoutes::empty()),
                 server,
                 shutdown: watch::channel(false).0,
+                handed_over: AtomicBool::new(false),
                 alt_svc: OnceLock::new(),
                 observer: ArcSwapOption::empty(),
                 trace: ArcSwapOption::empty(),
@@ -240,6 +244,17 @@ impl HttpEntrypoint {
         self.inner.shutdown.send_replace(true);
     }
 
+    /// Closes every connection without racing a client's next request, for when a new
+    /// process serves the same listening sockets (a binary upgrade): an HTTP/1.1 connection
+    /// answers its next request with `Connection: close` and then closes (the client opens
+    /// a new connection, which the new process accepts); an HTTP/2 one gets a GOAWAY; one
+    /// that sends nothing for a second is dropped. [`Self::shutdown`] instead closes idle
+    /// HTTP/1.1 connections at once, which a request already on its way would hit.
+    pub fn hand_over(&self) {
+        self.inner.handed_over.store(true, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+    }
+
     /// Serves HTTP on one connection until the client closes it, the idle timeout passes or
     /// the process stops. Errors (protocol violations, resets, timeouts) end the connection
     /// with a debug log line: they are the client's.
@@ -279,8 +294,21 @@ impl HttpEntrypoint {
                 let tls = tls.clone();
                 let in_flight = InFlight::enter(&activity);
                 let alt_svc = alt_svc.clone();
+                let version = request.version();
+                if version == Version::HTTP_2 {
+                    activity.http2.store(true, Ordering::Relaxed);
+                }
                 async move {
                     let mut response = entrypoint.handle(request, client, tls).await;
+                    // Read when the response is ready: a hand-over during the request counts.
+                    if version < Version::HTTP_2
+                        && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                        && entrypoint.inner.handed_over.load(Ordering::Relaxed)
+                    {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     if let Some(alt_svc) = alt_svc {
                         // A backend that advertises its own alternatives keeps them.
                         response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
@@ -296,11 +324,18 @@ impl HttpEntrypoint {
         tokio::pin!(connection);
         let mut shutdown = self.inner.shutdown.subscribe();
         let mut closing = *shutdown.borrow();
-        if closing {
-            connection.as_mut().graceful_shutdown();
-        }
+        let mut goaway = false;
         let idle_limit = config.idle_timeout;
         let mut idle_close_deadline = None;
+        if closing {
+            if self.inner.handed_over.load(Ordering::SeqCst) {
+                // Accepted just before the hand-over: its request still gets an answer.
+                idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+            } else {
+                connection.as_mut().graceful_shutdown();
+                goaway = true;
+            }
+        }
         let result = loop {
             let idle_check = async {
                 match idle_limit {
@@ -319,7 +354,17 @@ impl HttpEntrypoint {
                 changed = shutdown.changed(), if !closing => {
                     if changed.is_err() || *shutdown.borrow() {
                         closing = true;
-                        connection.as_mut().graceful_shutdown();
+                        if self.inner.handed_over.load(Ordering::SeqCst) {
+                            // HTTP/1.1 closes after its next response (`Connection: close`).
+                            idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                            if activity.http2.load(Ordering::Relaxed) {
+                                connection.as_mut().graceful_shutdown();
+                                goaway = true;
+                            }
+                        } else {
+                            connection.as_mut().graceful_shutdown();
+                            goaway = true;
+                        }
                     }
                 }
                 () = idle_check, if !closing => {
@@ -330,9 +375,15 @@ impl HttpEntrypoint {
                         closing = true;
                         idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
                         connection.as_mut().graceful_shutdown();
+                        goaway = true;
                     }
                 }
                 () = idle_close_overdue => {
+                    // A connection handed over before its first request turned out HTTP/2.
+                    if !goaway && activity.http2.load(Ordering::Relaxed) {
+                        connection.as_mut().graceful_shutdown();
+                        goaway = true;
+                    }
                     // A request the client slipped in before the GOAWAY still gets its answer.
                     if activity.idle_for().is_zero() {
                         idle_close_deadline = Some(Instant::now() + IDLE_CLOSE_GRACE);
@@ -631,6 +682,8 @@ struct Activity {
     /// Milliseconds after `started`.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether the connection carried an HTTP/2 request (it then closes by GOAWAY).
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -639,6 +692,7 @@ impl Activity {
             started: Instant::now(),
             last: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
         }
     }
 

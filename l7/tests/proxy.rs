@@ -599,3 +599,85 @@ async fn refuses_request_headers_over_the_configured_size() {
     let answer = send(&client, large).await;
     assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
+
+/// Whether the client's connection ends within `limit`.
+async fn closed_within(sender: &http1::SendRequest<Full<Bytes>>, limit: Duration) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if sender.is_closed() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// After a hand-over to another process, an idle keep-alive HTTP/1.1 connection is not cut
+/// under a request on its way: the request is answered with `Connection: close`, then the
+/// connection ends.
+#[tokio::test]
+async fn a_handed_over_http1_connection_answers_its_next_request_then_closes() {
+    let (a, _a) = start_backend("a").await;
+    let table = Table::new(vec![route(
+        "site",
+        "Host(`site.test`)",
+        service(&[(a, 1)], true),
+    )]);
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
+    let mut sender = h1_connection(proxy.addr).await;
+    let first = read(
+        sender
+            .send_request(get_origin("site.test", "/one"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (first.status, first.header("connection")),
+        (StatusCode::OK, "-")
+    );
+
+    proxy.entrypoint.hand_over();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = read(
+        sender
+            .send_request(get_origin("site.test", "/two"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (StatusCode::OK, "a /two")
+    );
+    assert_eq!(second.header("connection"), "close");
+    assert!(
+        closed_within(&sender, Duration::from_secs(2)).await,
+        "the connection closes after the answer"
+    );
+}
+
+/// Shut down instead (nothing else serves), the same idle connection closes at once.
+#[tokio::test]
+async fn a_shut_down_idle_http1_connection_closes_at_once() {
+    let (a, _a) = start_backend("a").await;
+    let table = Table::new(vec![route(
+        "site",
+        "Host(`site.test`)",
+        service(&[(a, 1)], true),
+    )]);
+    let proxy = start_proxy(table, EntrypointConfig::new("web")).await;
+    let mut sender = h1_connection(proxy.addr).await;
+    read(
+        sender
+            .send_request(get_origin("site.test", "/one"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    proxy.entrypoint.shutdown();
+    assert!(
+        closed_within(&sender, Duration::from_millis(500)).await,
+        "closed without waiting for a request"
+    );
+}

@@ -161,6 +161,12 @@ struct EntrypointOnlyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcceptErrorLabels {
+    entrypoint: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct L4RouteLabels {
     entrypoint: Arc<str>,
     router: Arc<str>,
@@ -440,6 +446,7 @@ pub struct Metrics {
     udp_sessions: Family<L4RouteLabels, Counter>,
     udp_open_sessions: Family<EntrypointOnlyLabels, Gauge>,
     udp_datagrams: Family<L4DirectionLabels, Counter>,
+    accept_errors: Family<AcceptErrorLabels, Counter>,
     access_log_dropped: Counter,
     ratelimit_redis_errors: Counter,
 }
@@ -561,6 +568,12 @@ impl Metrics {
             "Datagrams relayed by UDP routers, by direction",
             udp_datagrams.clone(),
         );
+        let accept_errors = Family::default();
+        registry.register(
+            "entrypoint_accept_errors",
+            "Failed accepts of TCP connections, by entrypoint and reason (emfile, enfile, enobufs, enomem, econnaborted, eperm, eproto, other)",
+            accept_errors.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "accesslog_dropped_lines",
@@ -574,6 +587,7 @@ impl Metrics {
             ratelimit_redis_errors.clone(),
         );
         Ok(Metrics {
+            accept_errors,
             access_log_dropped,
             ratelimit_redis_errors,
             registry,
@@ -598,6 +612,16 @@ impl Metrics {
             udp_open_sessions,
             udp_datagrams,
         })
+    }
+
+    /// Counts a failed accept on `entrypoint`; `reason` is one of a fixed set of words.
+    pub fn accept_error(&self, entrypoint: &str, reason: &'static str) {
+        self.accept_errors
+            .get_or_create(&AcceptErrorLabels {
+                entrypoint: Arc::from(entrypoint),
+                reason,
+            })
+            .inc();
     }
 
     /// The counter of access log lines dropped, for the access log to count its drops in.

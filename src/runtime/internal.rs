@@ -126,12 +126,25 @@ impl Internal {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let echo_addr = listener.local_addr()?;
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
+            let mut failures = super::listener::AcceptFailures::default();
+            loop {
+                match listener.accept().await {
+                    Ok((mut stream, _)) => {
+                        failures.succeeded();
+                        tokio::spawn(async move {
+                            let (mut r, mut w) = stream.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                            let _ = w.shutdown().await;
+                        });
+                    }
+                    // Out of descriptors, like the entrypoints: wait, never give up.
+                    Err(e) => {
+                        let reason = super::listener::accept_error_reason(&e);
+                        if let Some(pause) = failures.failed("echo@internal", reason, &e) {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
             }
         });
         let default_cert = self_signed_default().map_err(std::io::Error::other)?;

@@ -3,11 +3,17 @@
 //! Listeners are bound once at start and never rebound by a reload (rebinding drops
 //! the half-open connections in the old socket's queue). Each accepted connection
 //! takes the snapshot current at that moment and keeps it for its whole life.
+//!
+//! A failed accept never spins: the loop backs off (5 ms doubling to
+//! [`ACCEPT_BACKOFF_MAX`], reset by the next success), logs why at most once per
+//! [`ACCEPT_LOG_EVERY`] per entrypoint, and counts the error by reason in
+//! `<prefix>_entrypoint_accept_errors_total`. Connections waiting meanwhile stay in the
+//! listen queue and are served once resources return.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use l4::tcp::dispatch::{self, Accepted, EntrypointSettings, ProxyProtocolPolicy};
@@ -24,12 +30,19 @@ use crate::config::static_cfg::EntryPoint as EntryPointConfig;
 /// The listen backlog: room for bursts of new connections while workers are busy.
 const BACKLOG: i32 = 4096;
 
+/// The first pause after a failed accept; it doubles up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// At most one log line per entrypoint this often while accepts keep failing.
+pub const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// A bound TCP entrypoint, not yet accepting.
 pub struct Entrypoint {
     name: Arc<str>,
     listener: TcpListener,
     settings: Arc<EntrypointSettings>,
     grace: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Entrypoint {
@@ -39,8 +52,26 @@ impl Entrypoint {
         self
     }
 
-    pub async fn bind(name: &str, cfg: &EntryPointConfig) -> std::io::Result<Entrypoint> {
-        let listener = bind_tcp(cfg)?;
+    /// Counts failed accepts in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Binds the entrypoint's address, or takes over `inherited`, the listening socket a
+    /// previous process handed over for it (see [`super::upgrade`]).
+    pub fn bind(
+        name: &str,
+        cfg: &EntryPointConfig,
+        inherited: Option<std::net::TcpListener>,
+    ) -> std::io::Result<Entrypoint> {
+        let listener = match inherited {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)?
+            }
+            None => bind_tcp(cfg)?,
+        };
         let read_timeout = cfg
             .transport
             .responding_timeouts
@@ -72,6 +103,7 @@ impl Entrypoint {
                 .grace_time_out
                 .to_std()
                 .unwrap_or(Duration::ZERO),
+            metrics: None,
         })
     }
 
@@ -82,6 +114,12 @@ impl Entrypoint {
     /// The bound address (the HTTP/3 endpoint binds UDP on the same one).
     pub fn socket_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A duplicate of the listening socket, to hand to a new process on upgrade.
+    pub fn socket_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
     }
 
     pub fn local_addr(&self) -> String {
@@ -100,10 +138,11 @@ impl Entrypoint {
             listener,
             settings,
             grace,
+            metrics,
         } = self;
         let ep_name = name.clone();
         let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(5);
+            let mut failures = AcceptFailures::default();
             loop {
                 let accepted = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
@@ -111,7 +150,7 @@ impl Entrypoint {
                 };
                 match accepted {
                     Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(5);
+                        failures.succeeded();
                         let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().unwrap_or(peer);
                         let routes = store.load().entrypoint(&ep_name);
@@ -136,14 +175,21 @@ impl Entrypoint {
                             .instrument(span),
                         );
                     }
-                    Err(e) if is_resource_exhaustion(&e) => {
-                        // Out of file descriptors or memory: back off instead of spinning;
-                        // accepting resumes by itself when resources come back.
-                        warn!(entrypoint = %ep_name, error = %e, retry_in = ?backoff, "cannot accept: resources exhausted");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    Err(e) => {
+                        let reason = accept_error_reason(&e);
+                        if let Some(m) = &metrics {
+                            m.accept_error(&ep_name, reason);
+                        }
+                        // A per-connection error consumed that connection: go on at once.
+                        // Anything else (out of descriptors or memory above all) leaves the
+                        // queue as it was, so retrying now would spin.
+                        if let Some(pause) = failures.failed(&ep_name, reason, &e) {
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => break,
+                                _ = tokio::time::sleep(pause) => {}
+                            }
+                        }
                     }
-                    Err(e) => debug!(entrypoint = %ep_name, error = %e, "accept failed"),
                 }
             }
             drop(listener);
@@ -157,11 +203,80 @@ impl Entrypoint {
     }
 }
 
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// The `reason` label of a failed accept: a bounded set of values.
+pub(super) fn accept_error_reason(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => "emfile",
+        Some(libc::ENFILE) => "enfile",
+        Some(libc::ENOBUFS) => "enobufs",
+        Some(libc::ENOMEM) => "enomem",
+        Some(libc::ECONNABORTED) => "econnaborted",
+        Some(libc::EPERM) => "eperm",
+        Some(libc::EPROTO) => "eproto",
+        _ => "other",
+    }
+}
+
+/// Errors about the one connection being accepted, which the failed call removed from
+/// the queue: nothing is gained by waiting before the next accept.
+fn is_per_connection(reason: &str) -> bool {
+    matches!(reason, "econnaborted" | "eperm" | "eproto")
+}
+
+/// The state of an accept loop's failures: the pause before the next try and the
+/// rate limit of its log lines.
+pub(super) struct AcceptFailures {
+    backoff: Duration,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Default for AcceptFailures {
+    fn default() -> Self {
+        AcceptFailures {
+            backoff: ACCEPT_BACKOFF_MIN,
+            last_log: None,
+            unlogged: 0,
+        }
+    }
+}
+
+impl AcceptFailures {
+    pub(super) fn succeeded(&mut self) {
+        self.backoff = ACCEPT_BACKOFF_MIN;
+    }
+
+    /// Logs the failure unless one was logged within [`ACCEPT_LOG_EVERY`], and returns
+    /// how long to wait before accepting again (none after a per-connection error).
+    pub(super) fn failed(
+        &mut self,
+        entrypoint: &str,
+        reason: &str,
+        e: &std::io::Error,
+    ) -> Option<Duration> {
+        let per_connection = is_per_connection(reason);
+        let pause = (!per_connection).then_some(self.backoff);
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_LOG_EVERY)
+        {
+            self.unlogged += 1;
+        } else {
+            let also = std::mem::take(&mut self.unlogged);
+            self.last_log = Some(now);
+            if per_connection {
+                debug!(entrypoint = %entrypoint, reason, error = %e, failures_not_logged = also, "accept failed");
+            } else {
+                warn!(entrypoint = %entrypoint, reason, error = %e, retry_in = ?self.backoff, failures_not_logged = also,
+                    "cannot accept new connections (out of file descriptors or memory?); backing off, waiting connections stay queued");
+            }
+        }
+        if pause.is_some() {
+            self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        pause
+    }
 }
 
 /// Binds like Go's listener: SO_REUSEADDR always, SO_REUSEPORT on request, and a

@@ -7,7 +7,8 @@
 //! - [`http3`] owns the QUIC endpoints of entrypoints with `http3`;
 //! - [`provider`] watches the file provider and drives reloads;
 //! - [`internal`] hosts the built-in services (`echo@internal`);
-//! - [`rules`] plugs the real rule compilers into configuration validation.
+//! - [`rules`] plugs the real rule compilers into configuration validation;
+//! - [`upgrade`] hands the sockets to a new binary on `SIGUSR2` (docs/upgrade.md).
 
 pub mod compile;
 pub mod http3;
@@ -19,6 +20,7 @@ pub mod redis_buckets;
 pub mod rules;
 pub mod server_health;
 pub mod udp;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +36,19 @@ use l7::forwarded::ForwardedPolicy;
 use l7::server::{EntrypointConfig, HttpEntrypoint};
 use listener::Entrypoint;
 
-/// Runs until SIGTERM/SIGINT, then drains. Returns the process exit code.
+/// Runs until SIGTERM/SIGINT, or until a new binary started on SIGUSR2 serves; then drains.
+/// Returns the process exit code.
 pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let st = Arc::new(loaded.config);
+    // Installed first: SIGUSR2's default action would end the process.
+    let upgrade_signal = UpgradeSignal::install();
+    let mut inherited = match upgrade::Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            error!(error = %e, "upgrade: cannot take over from the previous process");
+            return 1;
+        }
+    };
     // Traefik goes on without an access log it cannot open; so does Sallyport, loudly.
     let access_log = st.access_log.as_ref().and_then(|cfg| {
         crate::accesslog::AccessLog::start(cfg)
@@ -130,8 +142,15 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         // The HTTP/3 side of this entrypoint, if it has one: its HTTP server, and the port
         // Alt-Svc advertises (a TCP entrypoint's only).
         let h3_server = ep.http3.as_ref().and_then(|_| http.get(name));
+        let address = ep.address.to_string();
         if ep.address.protocol == Protocol::Udp {
-            let bound = udp::UdpEntrypoint::bind(name, ep)
+            let handed_over = inherited.as_mut().and_then(|i| i.udp(name, &address));
+            let bound = match handed_over {
+                Some(socket) => inherited_udp(socket)
+                    .map(|socket| udp::UdpEntrypoint::on_socket(name, ep, Arc::new(socket))),
+                None => udp::UdpEntrypoint::bind(name, ep),
+            };
+            let bound = bound
                 .map(|udp_ep| udp_ep.with_observer(conn_observer.clone()))
                 .and_then(|udp_ep| match h3_server {
                     None => Ok(udp_ep),
@@ -150,8 +169,11 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             }
             continue;
         }
-        let tcp = match Entrypoint::bind(name, ep).await {
-            Ok(e) => e.with_observer(conn_observer.clone()),
+        let handed_over = inherited.as_mut().and_then(|i| i.tcp(name, &address));
+        let tcp = match Entrypoint::bind(name, ep, handed_over) {
+            Ok(e) => e
+                .with_observer(conn_observer.clone())
+                .with_metrics(metrics.clone()),
             Err(e) => {
                 error!(entrypoint = %name, address = %ep.address, error = %e, "cannot listen");
                 return 1;
@@ -160,8 +182,12 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         if let Some(server) = h3_server {
             // UDP on the TCP listener's address: the same port, shared by HTTP/3, QUIC
             // passthrough and UDP routers that name this entrypoint.
+            let handed_over = inherited.as_mut().and_then(|i| i.udp(name, &address));
             let bound = tcp.socket_addr().and_then(|addr| {
-                let socket = Arc::new(udp::bind_one(addr, ep.reuse_port)?);
+                let socket = Arc::new(match handed_over {
+                    Some(socket) => inherited_udp(socket)?,
+                    None => udp::bind_one(addr, ep.reuse_port)?,
+                });
                 with_http3(
                     udp::UdpEntrypoint::on_socket(name, ep, socket)
                         .with_observer(conn_observer.clone()),
@@ -186,15 +212,28 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         entrypoints.push(tcp);
     }
 
+    // Duplicates of every socket, for the process a later upgrade starts.
+    let handover = match handover_sockets(&st, &entrypoints, &udp_entrypoints) {
+        Ok(h) => h,
+        Err(e) => {
+            error!(error = %e, "cannot keep the sockets for a later upgrade");
+            return 1;
+        }
+    };
     let mut serving = Vec::new();
     for ep in entrypoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening");
         serving.push(ep.serve(store.clone(), stop_rx.clone()));
     }
+    // Set when a new process took the sockets over: the UDP relays stop reading them.
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut udp_serving = Vec::new();
     for ep in udp_entrypoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (UDP)");
-        udp_serving.push(ep.serve(store.clone(), stop_rx.clone()));
+        udp_serving.push(
+            ep.with_handed_over(handed_over.clone())
+                .serve(store.clone(), stop_rx.clone()),
+        );
     }
 
     let mut http3_serving = Vec::new();
@@ -205,8 +244,26 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
 
     // Orders start once the entrypoints that answer their challenges listen.
     internal.acme.start(stop_rx.clone());
-    wait_for_shutdown_signal().await;
-    terminating.send_replace(true);
+    // systemd learns the new main pid before the previous process may exit.
+    upgrade::notify_ready();
+    if let Some(inherited) = inherited.take() {
+        match inherited.ready() {
+            Ok(()) => info!("upgrade: serving; the previous process drains"),
+            Err(e) => {
+                // The previous process takes this as a failed upgrade and keeps serving;
+                // two processes on the same sockets would serve twice as long as needed.
+                error!(error = %e, "upgrade: cannot tell the previous process; exiting");
+                return 1;
+            }
+        }
+    }
+    let upgraded = wait_for_stop(upgrade_signal, &handover).await;
+    drop(handover);
+    if upgraded {
+        handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    } else {
+        terminating.send_replace(true);
+    }
     // `requestAcceptGraceTimeout`: keep accepting (and answering `/ping` with its
     // terminating status, so a load balancer takes this instance out) before closing.
     let accept_grace = st
@@ -220,7 +277,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         })
         .max()
         .unwrap_or_default();
-    if !accept_grace.is_zero() {
+    // After an upgrade the new process accepts already: no reason to keep on.
+    if !accept_grace.is_zero() && !upgraded {
         info!(grace = ?accept_grace, "shutting down: still accepting for requestAcceptGraceTimeout");
         tokio::select! {
             _ = tokio::time::sleep(accept_grace) => {}
@@ -230,9 +288,14 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     }
     info!("shutting down: no new connections; draining open ones");
     let _ = stop_tx.send(true);
-    // Keep-alive HTTP connections finish their request in flight and close.
+    // Keep-alive HTTP connections finish their request in flight and close; after an
+    // upgrade, without racing a request already on its way (the new process serves).
     for server in http.values() {
-        server.shutdown();
+        if upgraded {
+            server.hand_over();
+        } else {
+            server.shutdown();
+        }
     }
     let mut drains = tokio::task::JoinSet::new();
     for s in serving {
@@ -547,6 +610,112 @@ fn spawn_log_reopener(
             }
         }
     });
+}
+
+/// A UDP socket handed over by the previous process, ready for tokio.
+fn inherited_udp(socket: std::net::UdpSocket) -> std::io::Result<tokio::net::UdpSocket> {
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
+/// Every socket this process serves, labelled for a successor.
+fn handover_sockets(
+    st: &StaticConfig,
+    tcp: &[Entrypoint],
+    udp: &[udp::UdpEntrypoint],
+) -> std::io::Result<Vec<upgrade::Labelled>> {
+    use std::os::fd::AsFd;
+    let address = |name: &str| {
+        st.entry_points
+            .get(name)
+            .map(|ep| ep.address.to_string())
+            .unwrap_or_default()
+    };
+    let mut sockets = Vec::new();
+    for ep in tcp {
+        sockets.push(upgrade::Labelled {
+            kind: upgrade::Kind::Tcp,
+            entrypoint: ep.name().to_owned(),
+            address: address(ep.name()),
+            fd: ep.socket_fd()?,
+        });
+    }
+    for ep in udp {
+        sockets.push(upgrade::Labelled {
+            kind: upgrade::Kind::Udp,
+            entrypoint: ep.name().to_owned(),
+            address: address(ep.name()),
+            fd: ep.socket().as_fd().try_clone_to_owned()?,
+        });
+    }
+    Ok(sockets)
+}
+
+/// SIGUSR2, the request for a binary upgrade, with the binary and arguments to start.
+struct UpgradeSignal {
+    signal: Option<tokio::signal::unix::Signal>,
+    /// Resolved at start: once the file is replaced, `/proc/self/exe` no longer names it.
+    binary: std::io::Result<std::path::PathBuf>,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl UpgradeSignal {
+    fn install() -> UpgradeSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signal = signal(SignalKind::user_defined2())
+            .map_err(
+                |e| warn!(error = %e, "cannot install the SIGUSR2 handler: no binary upgrades"),
+            )
+            .ok();
+        UpgradeSignal {
+            signal,
+            binary: std::env::current_exe(),
+            args: std::env::args_os().skip(1).collect(),
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT (false) or for a successful upgrade (true). A failed upgrade
+/// is logged and the process goes on as if nothing happened.
+async fn wait_for_stop(mut upgrade_signal: UpgradeSignal, handover: &[upgrade::Labelled]) -> bool {
+    let stop = wait_for_shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let requested = async {
+            match upgrade_signal.signal.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => return false,
+            _ = requested => {}
+        }
+        let outcome = match &upgrade_signal.binary {
+            Ok(binary) => {
+                info!(binary = %binary.display(), sockets = handover.len(), "SIGUSR2: upgrading: starting the new binary");
+                // The hand-over blocks on the new process; the workers keep serving.
+                tokio::task::block_in_place(|| {
+                    upgrade::start_successor(binary, &upgrade_signal.args, handover)
+                })
+            }
+            Err(e) => Err(upgrade::UpgradeError::Binary(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            ))),
+        };
+        upgrade::report_status(&outcome);
+        match outcome {
+            Ok(pid) => {
+                info!(
+                    new_pid = pid,
+                    "upgrade: the new process serves; no new connections here, draining open ones"
+                );
+                return true;
+            }
+            Err(e) => error!(error = %e, "upgrade failed; still serving"),
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() {

@@ -70,6 +70,7 @@ impl UdpEntrypoint {
                     .to_std()
                     .unwrap_or(Duration::ZERO),
                 observer: None,
+                handed_over: None,
             },
         }
     }
@@ -87,6 +88,13 @@ impl UdpEntrypoint {
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Stops reading the socket at stop if `handed_over` is set by then (a binary upgrade:
+    /// the new process reads it).
+    pub fn with_handed_over(mut self, handed_over: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.settings.handed_over = Some(handed_over);
+        self
     }
 
     /// Tells `observer` about every UDP session this entrypoint relays.

@@ -57,6 +57,11 @@ pub struct UdpSettings {
     pub grace: Duration,
     /// Told about every session when it ends.
     pub observer: Option<Observer>,
+    /// Set before `stop` when another process took the socket over (a binary upgrade):
+    /// from then on this relay no longer reads it, so every datagram reaches the new
+    /// process, while the sessions open here keep relaying their servers' answers until
+    /// they end or the grace period does.
+    pub handed_over: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a UDP entrypoint did, for logs, metrics and tests.
@@ -182,9 +187,10 @@ pub async fn serve(
     let mut stop_by: Option<Instant> = None;
     let mut wake_at: Option<Instant> = None;
     let mut last_full_warning: Option<Instant> = None;
+    let mut reading = true;
     loop {
         tokio::select! {
-            datagrams = batching.recv(&socket, &mut received) => match datagrams {
+            datagrams = batching.recv(&socket, &mut received), if reading => match datagrams {
                 Ok(datagrams) => {
                     let relay = Relay { socket: &socket, batching: &batching, settings: &settings, table: &table, stats: &stats, routes: &routes, local: local.as_deref(), cids: &cids };
                     for (client, datagram) in datagrams {
@@ -226,6 +232,7 @@ pub async fn serve(
                 }
             }
             _ = stop_requested(&mut stop), if stop_by.is_none() => {
+                reading = !settings.handed_over.as_ref().is_some_and(|h| h.load(Ordering::SeqCst));
                 stop_by = Some(Instant::now() + settings.grace);
                 wake_at = stop_by;
             }
@@ -235,7 +242,9 @@ pub async fn serve(
             let now = Instant::now();
             let sessions_done = now >= deadline || lock(&table).is_empty();
             let local_deadline = deadline + settings.grace;
-            let local_done = local.as_ref().is_none_or(|l| !l.busy()) || now >= local_deadline;
+            // Without reading, local QUIC connections get no more packets: no use waiting.
+            let local_done =
+                !reading || local.as_ref().is_none_or(|l| !l.busy()) || now >= local_deadline;
             if sessions_done && local_done {
                 break;
             }

@@ -137,35 +137,6 @@ fn version_name(version: Option<ProtocolVersion>) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_per_host_follows_traefik() {
-        let with = |n| TransportSettings {
-            max_idle_conns_per_host: n,
-            ..TransportSettings::default()
-        };
-        assert_eq!(TransportSettings::default().idle_per_host(), 200);
-        assert_eq!(with(0).idle_per_host(), 2);
-        assert_eq!(with(-1).idle_per_host(), 0);
-        assert_eq!(with(7).idle_per_host(), 7);
-    }
-
-    #[test]
-    fn version_errors_name_the_bounds() {
-        let err = TransportError::NoTlsVersion {
-            min: None,
-            max: Some(ProtocolVersion::TLSv1_1),
-        };
-        assert_eq!(
-            err.to_string(),
-            "no TLS version between any and TLS 1.1 is supported (rustls offers TLS 1.2 and TLS 1.3)"
-        );
-    }
-}
-
 impl TransportSettings {
     /// A digest of every setting, private keys included, so that a reload can tell whether a
     /// transport changed without keeping a second copy of its keys.
@@ -194,5 +165,34 @@ impl TransportSettings {
         self.read_idle_timeout.hash(&mut h);
         self.ping_timeout.hash(&mut h);
         h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_per_host_follows_traefik() {
+        let with = |n| TransportSettings {
+            max_idle_conns_per_host: n,
+            ..TransportSettings::default()
+        };
+        assert_eq!(TransportSettings::default().idle_per_host(), 200);
+        assert_eq!(with(0).idle_per_host(), 2);
+        assert_eq!(with(-1).idle_per_host(), 0);
+        assert_eq!(with(7).idle_per_host(), 7);
+    }
+
+    #[test]
+    fn version_errors_name_the_bounds() {
+        let err = TransportError::NoTlsVersion {
+            min: None,
+            max: Some(ProtocolVersion::TLSv1_1),
+        };
+        assert_eq!(
+            err.to_string(),
+            "no TLS version between any and TLS 1.1 is supported (rustls offers TLS 1.2 and TLS 1.3)"
+        );
     }
 }
