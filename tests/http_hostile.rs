@@ -681,16 +681,6 @@ async fn a_backend_answering_garbage_gets_502() {
 // ---------------------------------------------------------------------------------------
 // HTTP/2 floods
 
-/// The router's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Another client (for `other.test`), on its own connection, asking every 50 ms while a flood runs: each answer
 /// must come within a second. Returns how many it got once `stop` is sent.
 fn bystander(

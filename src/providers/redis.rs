@@ -81,6 +81,27 @@ pub(crate) struct TlsFiles<'a> {
     pub insecure_skip_verify: bool,
 }
 
+/// `From` both client TLS sections (the static one of providers, the dynamic one of
+/// `rateLimit.redis`): they have the same fields.
+macro_rules! tls_files_from {
+    ($($tls:ty),*) => {$(
+        impl<'a> From<&'a $tls> for TlsFiles<'a> {
+            fn from(tls: &'a $tls) -> Self {
+                TlsFiles {
+                    ca: &tls.ca,
+                    cert: &tls.cert,
+                    key: &tls.key,
+                    insecure_skip_verify: tls.insecure_skip_verify,
+                }
+            }
+        }
+    )*};
+}
+tls_files_from!(
+    crate::config::static_cfg::ClientTls,
+    crate::config::dynamic::ClientTls
+);
+
 /// One client per endpoint, in order, with the endpoint as written (for logs).
 pub(crate) fn clients(settings: &ClientSettings<'_>) -> Result<Vec<(String, Client)>, ClientError> {
     if settings.endpoints.is_empty() {
@@ -261,12 +282,7 @@ pub(crate) fn provider_clients(
         username: &cfg.username,
         password: &cfg.password,
         db: cfg.db,
-        tls: cfg.tls.as_ref().map(|tls| TlsFiles {
-            ca: &tls.ca,
-            cert: &tls.cert,
-            key: &tls.key,
-            insecure_skip_verify: tls.insecure_skip_verify,
-        }),
+        tls: cfg.tls.as_ref().map(TlsFiles::from),
     })?)
 }
 

@@ -173,12 +173,7 @@ impl RedisBuckets {
             username: &cfg.username,
             password: &cfg.password,
             db: cfg.db,
-            tls: cfg.tls.as_ref().map(|tls| TlsFiles {
-                ca: &tls.ca,
-                cert: &tls.cert,
-                key: &tls.key,
-                insecure_skip_verify: tls.insecure_skip_verify,
-            }),
+            tls: cfg.tls.as_ref().map(TlsFiles::from),
         })?;
         let read_timeout = positive("readTimeout", cfg.read_timeout, DEFAULT_READ_TIMEOUT)?;
         // Writing the command is part of the same round trip: bounded by `readTimeout` too.
