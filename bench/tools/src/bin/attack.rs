@@ -674,3 +674,46 @@ async fn get(stream: &mut dyn Stream, host: &str) -> Result<u16, std::io::Error>
     }
     Ok(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpack_integers_follow_rfc_7541_examples() {
+        // RFC 7541 C.1.1 to C.1.3.
+        let mut out = Vec::new();
+        hpack_int(&mut out, 0, 5, 10);
+        assert_eq!(out, [0x0a]);
+        out.clear();
+        hpack_int(&mut out, 0, 5, 1337);
+        assert_eq!(out, [0x1f, 0x9a, 0x0a]);
+        out.clear();
+        hpack_int(&mut out, 0, 8, 42);
+        assert_eq!(out, [0x2a]);
+        out.clear();
+        // The high bits of the first byte carry the representation's pattern.
+        hpack_int(&mut out, 0x20, 5, 31);
+        assert_eq!(out, [0x3f, 0x00]);
+    }
+
+    #[test]
+    fn frame_header_has_length_type_flags_and_stream() {
+        let mut out = Vec::new();
+        frame(&mut out, RST_STREAM, 0, 0x8000_0003, &CANCEL.to_be_bytes());
+        // 24-bit length 4, type 3, no flags, reserved bit cleared from the stream id.
+        assert_eq!(out, [0, 0, 4, 3, 0, 0, 0, 0, 3, 0, 0, 0, 8]);
+    }
+
+    #[test]
+    fn request_block_names_authority_as_a_literal() {
+        let block = request_block("a.test", false);
+        assert_eq!(
+            block,
+            [
+                0x82, 0x87, 0x84, 0x01, 6, b'a', b'.', b't', b'e', b's', b't'
+            ]
+        );
+        assert_eq!(request_block("a.test", true)[0], 0x83);
+    }
+}
