@@ -257,6 +257,50 @@ async fn reloads_keep_pooled_backend_connections() {
     );
 }
 
+/// The statuses of three requests for `app.test` on `client`.
+async fn three_statuses(client: &mut support::web::Conn) -> Vec<u16> {
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(client.get("app.test", "/").await.status.as_u16());
+    }
+    got
+}
+
+/// A reload that leaves a `rateLimit` as it was keeps its buckets: a client that used its
+/// burst is still limited after it. A reload that changes the limit starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_rate_limit_buckets_while_the_limit_is_unchanged() {
+    use support::web::{Conn, HttpBackend};
+    let backend = HttpBackend::start("app").await;
+    let web = free_port();
+    let dir = temp_dir("reload-ratelimit");
+    let dynamic = |other: &str, burst: u32| {
+        format!(
+            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app, middlewares: [limit]}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  middlewares:\n    limit: {{rateLimit: {{average: 1, period: 1h, burst: {burst}}}}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+            backend.url()
+        )
+    };
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", web)], ""),
+        &dynamic("a.test", 2),
+        &[web],
+    );
+    let mut client = Conn::h1(web).await;
+    assert_eq!(three_statuses(&mut client).await, [200, 200, 429]);
+    let reload = |yaml: String| {
+        let before = r.count_log(APPLIED);
+        r.rewrite_dynamic(&yaml);
+        wait_until(|| r.count_log(APPLIED) > before, &r);
+    };
+    // Another router changes: the bucket is still empty.
+    reload(dynamic("b.test", 2));
+    assert_eq!(three_statuses(&mut client).await, [429, 429, 429]);
+    // The limit itself changes: a new bucket, full.
+    reload(dynamic("b.test", 3));
+    assert_eq!(three_statuses(&mut client).await, [200, 200, 200]);
+}
+
 /// An invalid new configuration is rejected with a located error and the last good
 /// one keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

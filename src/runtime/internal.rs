@@ -34,6 +34,8 @@ pub struct Internal {
     pub http_routes: Vec<InternalRoute>,
     /// The Redis stores of `rateLimit.redis`, kept across reloads.
     pub redis_limits: super::redis_buckets::RedisLimitStores,
+    /// The in-memory `rateLimit` buckets, kept across reloads while a limit is unchanged.
+    pub rate_limits: Arc<l7::middleware::rate_limit::RateLimitStates>,
 }
 
 /// A router Traefik adds on its own: `ping@internal` on the ping entrypoint, and so on.
@@ -156,6 +158,7 @@ impl Internal {
             http_services,
             http_routes,
             redis_limits: Default::default(),
+            rate_limits: Default::default(),
         })
     }
 }

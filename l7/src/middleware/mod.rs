@@ -40,6 +40,25 @@ use crate::handler::SharedHandler;
 /// Something that wraps the handler after it.
 pub trait Middleware: Send + Sync + 'static {
     fn wrap(&self, next: SharedHandler) -> SharedHandler;
+
+    /// [`Middleware::wrap`] for the router or service named `owner`: middlewares that keep
+    /// state per user across reloads (rate-limit buckets) key it by `owner`.
+    fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
+        let _ = owner;
+        self.wrap(next)
+    }
+}
+
+/// [`apply_chain`] for the router or service named `owner` ([`Middleware::wrap_for`]).
+pub fn apply_chain_for<M>(owner: &str, chain: &[M], handler: SharedHandler) -> SharedHandler
+where
+    M: std::ops::Deref,
+    M::Target: Middleware,
+{
+    chain
+        .iter()
+        .rev()
+        .fold(handler, |next, middleware| middleware.wrap_for(owner, next))
 }
 
 /// Wraps `handler` in `chain`, the first middleware of the list seeing the request first.

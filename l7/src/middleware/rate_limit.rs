@@ -65,11 +65,21 @@ impl RateLimit {
 
 impl Middleware for RateLimit {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.limiter(Arc::new(Mutex::new(self.buckets())), next)
+    }
+}
+
+impl RateLimit {
+    fn buckets(&self) -> Buckets {
+        Buckets::new(MAX_SOURCES, self.refill_time())
+    }
+
+    fn limiter(&self, buckets: Arc<Mutex<Buckets>>, next: SharedHandler) -> SharedHandler {
         if !self.limits() {
             return next;
         }
         Arc::new(Limiter {
-            buckets: Mutex::new(Buckets::new(MAX_SOURCES, self.refill_time())),
+            buckets,
             max_delay: self.max_delay(),
             config: self.clone(),
             next,
@@ -77,10 +87,80 @@ impl Middleware for RateLimit {
     }
 }
 
+/// The in-memory buckets of every `rateLimit`, by middleware and by the router or service
+/// that uses it, kept across reloads while the limit is unchanged: a reload must not hand
+/// every client a full bucket again.
+#[derive(Default)]
+pub struct RateLimitStates {
+    kept: Mutex<HashMap<(String, String), KeptBuckets>>,
+}
+
+struct KeptBuckets {
+    limit: RateLimit,
+    buckets: Arc<Mutex<Buckets>>,
+    used: bool,
+}
+
+impl RateLimitStates {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn buckets(&self, name: &str, owner: &str, limit: &RateLimit) -> Arc<Mutex<Buckets>> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (name.to_owned(), owner.to_owned());
+        if let Some(k) = kept.get_mut(&key)
+            && k.limit == *limit
+        {
+            k.used = true;
+            return k.buckets.clone();
+        }
+        let buckets = Arc::new(Mutex::new(limit.buckets()));
+        kept.insert(
+            key,
+            KeptBuckets {
+                limit: limit.clone(),
+                buckets: buckets.clone(),
+                used: true,
+            },
+        );
+        buckets
+    }
+
+    /// Forgets the buckets not asked for since the previous call; call it once the new
+    /// snapshot is installed.
+    pub fn retain_used(&self) {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, k| std::mem::take(&mut k.used));
+    }
+}
+
+/// A `rateLimit` whose buckets live in [`RateLimitStates`]: each router (or service) that uses
+/// middleware `name` keeps its own buckets, as in Traefik, across reloads.
+pub struct KeptRateLimit {
+    /// The middleware's qualified name (`limit@file`).
+    pub name: String,
+    pub limit: RateLimit,
+    pub states: Arc<RateLimitStates>,
+}
+
+impl Middleware for KeptRateLimit {
+    fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.wrap_for("", next)
+    }
+
+    fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
+        let buckets = self.states.buckets(&self.name, owner, &self.limit);
+        self.limit.limiter(buckets, next)
+    }
+}
+
 struct Limiter {
     config: RateLimit,
     max_delay: Duration,
-    buckets: Mutex<Buckets>,
+    buckets: Arc<Mutex<Buckets>>,
     next: SharedHandler,
 }
 

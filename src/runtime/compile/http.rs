@@ -17,7 +17,7 @@ use std::time::Duration;
 use ::http::{Request, Response};
 use l7::handler::{Body, BoxError, BoxFuture, Noop, SharedHandler};
 use l7::middleware::redirect_scheme::RedirectScheme;
-use l7::middleware::{Middleware, apply_chain};
+use l7::middleware::{Middleware, apply_chain, apply_chain_for};
 use l7::router::{Route, Table};
 use l7::rule::HttpRule;
 use l7::server::{HttpRoutes, RouteTarget};
@@ -111,7 +111,7 @@ impl Compiler<'_> {
                 tracing::error!(router = %name, "http router not served: a middleware cannot be built");
                 continue;
             }
-            let handler = apply_chain(&chain, service);
+            let handler = apply_chain_for(&format!("router {name}"), &chain, service);
             let priority = if router.priority == 0 {
                 rule.default_priority()
             } else {
@@ -364,6 +364,15 @@ impl Compiler<'_> {
                 }
             };
         }
+        if let Some(limit) = m.rate_limit.as_ref().filter(|l| l.redis.is_none()) {
+            return match mw_access::kept_rate_limit(name, limit, &self.internal.rate_limits) {
+                Ok(mw) => Some(mw),
+                Err(err) => {
+                    self.problem(at, format!("middleware {name}: {err}"));
+                    None
+                }
+            };
+        }
         if let Some(limit) = m.rate_limit.as_ref().filter(|l| l.redis.is_some()) {
             return match mw_access::shared_rate_limit(name, limit, &self.internal.redis_limits) {
                 Ok(mw) => Some(mw),
@@ -544,7 +553,8 @@ impl Compiler<'_> {
         for m in &s.middlewares {
             chain.push(self.http_middleware(&m.value, m.location.as_ref(), 0)?);
         }
-        Some(Child::new(name, apply_chain(&chain, handler), health))
+        let handler = apply_chain_for(&format!("service {name}"), &chain, handler);
+        Some(Child::new(name, handler, health))
     }
 
     /// The children of a `weighted` or `highestRandomWeight` service, named as written in it
@@ -874,6 +884,10 @@ struct Chain(Vec<Arc<dyn Middleware>>);
 impl Middleware for Chain {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
         apply_chain(&self.0, next)
+    }
+
+    fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
+        apply_chain_for(owner, &self.0, next)
     }
 }
 

@@ -14,14 +14,16 @@ use l7::middleware::htpasswd;
 use l7::middleware::in_flight_req::InFlightReq;
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
-use l7::middleware::rate_limit::{RateLimit, SharedRateLimit};
+use l7::middleware::rate_limit::{KeptRateLimit, RateLimit, RateLimitStates, SharedRateLimit};
 use l7::middleware::source_criterion::SourceCriterion;
 
 use crate::config::dynamic::{self, HttpMiddleware};
 use crate::config::static_cfg::IpOrNet;
 use crate::runtime::redis_buckets::{RedisLimitStores, unused_options};
 
-/// The access middleware `m` is, built; `None` when it is of another type.
+/// The access middleware `m` is, built; `None` when it is of another type. (`rateLimit`
+/// keeps state across reloads: the compiler builds it with [`kept_rate_limit`] or
+/// [`shared_rate_limit`].)
 pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
     if let Some(list) = &m.ip_allow_list {
         return Some(ip_allow_list(
@@ -39,9 +41,6 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
     }
     if let Some(limit) = &m.in_flight_req {
         return Some(in_flight_req(limit));
-    }
-    if let Some(limit) = &m.rate_limit {
-        return Some(rate_limit(limit));
     }
     if let Some(auth) = &m.basic_auth {
         return Some(basic_auth(auth));
@@ -163,8 +162,17 @@ pub(super) fn shared_rate_limit(
     }))
 }
 
-fn rate_limit(limit: &dynamic::RateLimit) -> Result<Arc<dyn Middleware>, String> {
-    Ok(Arc::new(rate_limit_spec(limit)?))
+/// An in-memory `rateLimit` named `name`, whose buckets `states` keeps across reloads.
+pub(super) fn kept_rate_limit(
+    name: &str,
+    limit: &dynamic::RateLimit,
+    states: &Arc<RateLimitStates>,
+) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(KeptRateLimit {
+        name: name.to_owned(),
+        limit: rate_limit_spec(limit)?,
+        states: states.clone(),
+    }))
 }
 
 fn rate_limit_spec(limit: &dynamic::RateLimit) -> Result<RateLimit, String> {
