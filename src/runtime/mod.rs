@@ -40,8 +40,10 @@ use listener::Entrypoint;
 /// Returns the process exit code.
 pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let st = Arc::new(loaded.config);
-    // Installed first: SIGUSR2's default action would end the process.
+    // Installed first: SIGUSR2's default action would end the process, and SIGTERM's would
+    // skip the graceful shutdown of a signal sent as soon as the ports are open.
     let upgrade_signal = UpgradeSignal::install();
+    let mut shutdown = ShutdownSignals::install();
     let mut inherited = match upgrade::Inherited::from_env() {
         Ok(i) => i,
         Err(e) => {
@@ -257,7 +259,7 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             }
         }
     }
-    let upgraded = wait_for_stop(upgrade_signal, &handover).await;
+    let upgraded = wait_for_stop(upgrade_signal, &mut shutdown, &handover).await;
     drop(handover);
     if upgraded {
         handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -283,7 +285,7 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         tokio::select! {
             _ = tokio::time::sleep(accept_grace) => {}
             // A second signal skips the rest of the wait.
-            _ = wait_for_shutdown_signal() => {}
+            _ = shutdown.recv() => {}
         }
     }
     info!("shutting down: no new connections; draining open ones");
@@ -677,9 +679,11 @@ impl UpgradeSignal {
 
 /// Waits for SIGTERM/SIGINT (false) or for a successful upgrade (true). A failed upgrade
 /// is logged and the process goes on as if nothing happened.
-async fn wait_for_stop(mut upgrade_signal: UpgradeSignal, handover: &[upgrade::Labelled]) -> bool {
-    let stop = wait_for_shutdown_signal();
-    tokio::pin!(stop);
+async fn wait_for_stop(
+    mut upgrade_signal: UpgradeSignal,
+    shutdown: &mut ShutdownSignals,
+    handover: &[upgrade::Labelled],
+) -> bool {
     loop {
         let requested = async {
             match upgrade_signal.signal.as_mut() {
@@ -688,7 +692,7 @@ async fn wait_for_stop(mut upgrade_signal: UpgradeSignal, handover: &[upgrade::L
             }
         };
         tokio::select! {
-            _ = &mut stop => return false,
+            _ = shutdown.recv() => return false,
             _ = requested => {}
         }
         let outcome = match &upgrade_signal.binary {
@@ -718,19 +722,36 @@ async fn wait_for_stop(mut upgrade_signal: UpgradeSignal, handover: &[upgrade::L
     }
 }
 
-async fn wait_for_shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; running until killed");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, registered when the process starts (see [`run`]). Once registered
+/// they stay so: a second one during the drain is ignored rather than fatal.
+struct ShutdownSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => ShutdownSignals(Some((term, int))),
+            _ => {
+                error!("cannot install signal handlers; running until killed");
+                ShutdownSignals(None)
+            }
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
