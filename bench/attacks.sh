@@ -174,29 +174,6 @@ launch() {
     log "$peer: ready (pid ${PEER_PID[$peer]})"
 }
 
-# reset_peak_rss PID / peak_rss_kb PID / rss_kb PID : as in http_proxy.sh, for PID and its
-# children (nginx's workers); rss_kb is the resident size now.
-reset_peak_rss() {
-    local p
-    for p in $(family "$1"); do echo 5 2>/dev/null >/proc/"$p"/clear_refs || true; done
-}
-peak_rss_kb() {
-    local total=0 p kb
-    for p in $(family "$1"); do
-        kb=$(awk '/^VmHWM:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
-rss_kb() {
-    local total=0 p kb
-    for p in $(family "$1"); do
-        kb=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
-
 # attack_args ATTACK PEER : the attack's target and size.
 attack_args() {
     local peer=$2

@@ -386,24 +386,6 @@ start_backends() {
     done
 }
 
-# reset_peak_rss PID : restarts the kernel's peak-RSS count (VmHWM) of PID and its children,
-# so the next reading is the peak of one run. Where that is not allowed, the reading is the
-# peak since start, still an upper bound.
-reset_peak_rss() {
-    local p
-    for p in $(family "$1"); do echo 5 2>/dev/null >/proc/"$p"/clear_refs || true; done
-}
-
-# peak_rss_kb PID : VmHWM of PID plus its children, in KiB.
-peak_rss_kb() {
-    local total=0 p kb
-    for p in $(family "$1"); do
-        kb=$(awk '/^VmHWM:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
-
 # cell_parts CELL : sets PROTO, BODY and CONNS from h1-small-64 and the like.
 cell_parts() {
     IFS=- read -r PROTO BODY CONNS <<<"$1"

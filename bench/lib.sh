@@ -229,6 +229,26 @@ cpu_ticks() {
     echo "$total"
 }
 
+# reset_peak_rss PID : restarts the kernel's peak-RSS count (VmHWM) of PID and its children,
+# so the next reading is the peak of one run. Where that is not allowed, the reading is the
+# peak since start, still an upper bound.
+reset_peak_rss() {
+    local p
+    for p in $(family "$1"); do echo 5 2>/dev/null >/proc/"$p"/clear_refs || true; done
+}
+
+# status_kb FIELD PID : a /proc/PID/status size (VmHWM, VmRSS) of PID plus its children, in KiB.
+status_kb() {
+    local total=0 p kb
+    for p in $(family "$2"); do
+        kb=$(awk -v field="$1:" '$1 == field { print $2 }' /proc/"$p"/status 2>/dev/null)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+peak_rss_kb() { status_kb VmHWM "$1"; }
+rss_kb() { status_kb VmRSS "$1"; }
+
 # install_debs PACKAGE... : installs missing Debian packages (unless BENCH_INSTALL=0).
 install_debs() {
     (($#)) || return 0

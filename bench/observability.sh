@@ -235,7 +235,7 @@ await() {
             local ready_s
             ready_s=$(awk "BEGIN { printf \"%.1f\", $waited / 1000 }")
             ACTIVE+=("$peer")
-            set_status "$peer" ok "pid $pid" "$ready_s" "$(rss_kb "$pid" VmRSS)"
+            set_status "$peer" ok "pid $pid" "$ready_s" "$(status_kb VmRSS "$pid")"
             log "$peer: ready after ${ready_s}s (pid $pid, web :$(web_port "$peer"), traefik :$(admin_port "$peer"))"
         done
         pending=("${still[@]}")
@@ -244,8 +244,6 @@ await() {
     return 0
 }
 
-# rss_kb PID VmRSS|VmHWM : the process's resident memory now, or its peak, in KiB.
-rss_kb() { awk -v key="$2:" '$1 == key { print $2 }' /proc/"$1"/status 2>/dev/null || true; }
 
 start_backend() {
     start backend "$LOAD_CPU" "$TOOLS/http-backend" --listen "$BACKEND" --body-size "$SMALL_BODY"
@@ -430,8 +428,8 @@ api_part() {
         done < <(api_requests)
     done
     for peer in "${peers[@]}"; do
-        printf '%s\tVmRSS=%s VmHWM=%s\n' "${peer#api-}" "$(rss_kb "${PEER_PID[$peer]}" VmRSS)" \
-            "$(rss_kb "${PEER_PID[$peer]}" VmHWM)" >>"$OUT/api-memory.tsv"
+        printf '%s\tVmRSS=%s VmHWM=%s\n' "${peer#api-}" "$(status_kb VmRSS "${PEER_PID[$peer]}")" \
+            "$(status_kb VmHWM "${PEER_PID[$peer]}")" >>"$OUT/api-memory.tsv"
         stop_pid "${PEER_PID[$peer]}"
     done
 }
