@@ -137,15 +137,7 @@ impl Drop for Dovecot {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        programs::reap_within(&mut child, WAIT);
         if let Some(parent) = self.dir.parent() {
             let _ = std::fs::remove_dir_all(parent);
         }
@@ -379,15 +371,7 @@ impl Drop for Postfix {
             b"",
             WAIT,
         );
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        programs::reap_within(&mut child, WAIT);
         if let Some(parent) = self.dir.parent() {
             let _ = std::fs::remove_dir_all(parent);
         }

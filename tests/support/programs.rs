@@ -71,6 +71,16 @@ impl Ran {
 
 /// Runs `cmd` to completion with `input` on its stdin, killing it (by PID) if it is
 /// still running after `within`.
+/// Waits up to `within` for `child` (already asked to stop) to exit, then kills and reaps it.
+pub fn reap_within(child: &mut Child, within: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within && !matches!(child.try_wait(), Ok(Some(_))) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn run_bounded(cmd: &mut Command, input: &[u8], within: Duration) -> Ran {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -419,12 +429,7 @@ impl Drop for PgServer {
         let _ = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status();
-        let start = Instant::now();
-        while start.elapsed() < WAIT && !matches!(child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        reap_within(&mut child, WAIT);
         // A cluster takes about 40 MB; a failed test's is kept for its log.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
