@@ -5,9 +5,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+use support::web::websocket_echo;
 use support::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 fn ep(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -159,6 +163,150 @@ async fn reloads_drain_only_the_routers_they_change_or_remove() {
     assert!(!retired.iter().any(|l| l.contains("kept@")), "{retired:#?}");
     let mut new = TcpStream::connect(ep(ports[1])).await.unwrap();
     assert_eq!(read_line(&mut new).await.unwrap(), "other");
+}
+
+/// WebSockets live on the HTTP router that switched them: a reload that leaves the router
+/// as it was never touches them, one that changes or removes it lets them go on for the
+/// drain time (`graceTimeOut`), then closes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_close_the_websockets_of_http_routers_they_change_or_remove() {
+    let kept = websocket_echo("kept", None).await;
+    let changed = websocket_echo("changed", None).await;
+    let removed = websocket_echo("removed", None).await;
+    let other = websocket_echo("other", None).await;
+    let port = free_port();
+    let dir = temp_dir("reload-websockets");
+    let static_yaml = format!(
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\n    transport:\n      lifeCycle:\n        graceTimeOut: 1s\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let dynamic = |changed_to: SocketAddr, with_removed: bool, extra: &str| {
+        let mut yaml = String::from("http:\n  routers:\n");
+        for name in ["kept", "changed"]
+            .into_iter()
+            .chain(with_removed.then_some("removed"))
+        {
+            yaml.push_str(&format!(
+                "    {name}: {{rule: \"Host(`{name}.test`)\", service: {name}}}\n"
+            ));
+        }
+        yaml.push_str(extra);
+        yaml.push_str("  services:\n");
+        for (name, addr) in [
+            ("kept", kept.addr),
+            ("changed", changed_to),
+            ("removed", removed.addr),
+        ] {
+            yaml.push_str(&format!(
+                "    {name}: {{loadBalancer: {{servers: [{{url: \"http://{addr}\"}}]}}}}\n"
+            ));
+        }
+        yaml
+    };
+    let r = Router::start(
+        &dir,
+        &static_yaml,
+        &dynamic(changed.addr, true, ""),
+        &[port],
+    );
+    let mut on_kept = websocket(port, "kept.test").await;
+    let mut on_changed = websocket(port, "changed.test").await;
+    let mut on_removed = websocket(port, "removed.test").await;
+    for (ws, name) in [
+        (&mut on_kept, "kept"),
+        (&mut on_changed, "changed"),
+        (&mut on_removed, "removed"),
+    ] {
+        assert_eq!(
+            ws_roundtrip(ws, "hi").await.as_deref(),
+            Some(&*format!("{name}: hi"))
+        );
+    }
+
+    // An unrelated router added, then removed again: no WebSocket notices.
+    for extra in [
+        "    added: {rule: \"Host(`added.test`)\", service: kept}\n",
+        "",
+    ] {
+        let before = r.count_log(APPLIED);
+        r.rewrite_dynamic(&dynamic(changed.addr, true, extra));
+        wait_until(|| r.count_log(APPLIED) > before, &r);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for (ws, name) in [
+        (&mut on_kept, "kept"),
+        (&mut on_changed, "changed"),
+        (&mut on_removed, "removed"),
+    ] {
+        assert_eq!(
+            ws_roundtrip(ws, "after unrelated reloads").await.as_deref(),
+            Some(&*format!("{name}: after unrelated reloads"))
+        );
+    }
+
+    // `changed` gets another backend and `removed` goes.
+    let before = r.count_log(APPLIED);
+    r.rewrite_dynamic(&dynamic(other.addr, false, ""));
+    wait_until(|| r.count_log(APPLIED) > before, &r);
+    r.wait_log("http router changed by a reload");
+    r.wait_log("http router removed by a reload");
+    // Within the drain time both still work.
+    for (ws, name) in [(&mut on_changed, "changed"), (&mut on_removed, "removed")] {
+        assert_eq!(
+            ws_roundtrip(ws, "draining").await.as_deref(),
+            Some(&*format!("{name}: draining"))
+        );
+    }
+    // Then both are closed; the untouched router's WebSocket is not.
+    for ws in [&mut on_changed, &mut on_removed] {
+        let end = tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            end.is_ok(),
+            "the retired WebSocket is closed after the drain"
+        );
+    }
+    r.wait_log("upgraded connection closed: its router was changed or removed by a reload");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        ws_roundtrip(&mut on_kept, "untouched").await.as_deref(),
+        Some("kept: untouched")
+    );
+    // A new WebSocket follows the new definition.
+    let mut new = websocket(port, "changed.test").await;
+    assert_eq!(
+        ws_roundtrip(&mut new, "new").await.as_deref(),
+        Some("other: new")
+    );
+}
+
+/// A WebSocket through the router's plaintext entrypoint to `host`.
+async fn websocket(port: u16, host: &str) -> WebSocketStream<TcpStream> {
+    let tcp = TcpStream::connect(ep(port)).await.expect("connect");
+    let (ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(format!("ws://{host}/"), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    ws
+}
+
+/// Sends `text` and returns the text that comes back; `None` when the WebSocket ended.
+async fn ws_roundtrip(ws: &mut WebSocketStream<TcpStream>, text: &str) -> Option<String> {
+    ws.send(Message::text(text)).await.ok()?;
+    match tokio::time::timeout(WAIT, ws.next()).await.ok()?? {
+        Ok(Message::Text(reply)) => Some(reply.as_str().to_owned()),
+        _ => None,
+    }
 }
 
 /// The answer to `payload` (resent while the router comes up), as text.

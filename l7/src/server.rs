@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l4::io::PrefixedIo;
+use l4::retire::Retirement;
 use l4::tcp::dispatch::{HandoffFuture, HttpConn, HttpHandoff};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -65,6 +66,9 @@ pub struct RouteTarget {
     /// The TLS option of a TLS router (`None` for a plaintext one): a request whose
     /// handshake used another option gets 421.
     pub tls_option: Option<Arc<str>>,
+    /// Ends the router's upgraded connections (WebSockets) when a reload removes or changes
+    /// the router; requests are routed afresh each time and never need it.
+    pub retirement: Retirement,
 }
 
 impl std::fmt::Debug for RouteTarget {
@@ -550,6 +554,10 @@ impl HttpEntrypoint {
             parts.headers.insert(HOST, host);
         }
         parts.extensions.insert(client);
+        if upgrade {
+            // The tunnel, if the server switches protocols, lives as long as the router.
+            parts.extensions.insert(target.retirement.clone());
+        }
         if let Some(tls) = tls {
             parts.extensions.insert(tls);
         }

@@ -208,6 +208,7 @@ fn route(name: &str, rule: &str, target: SharedHandler) -> Route<RouteTarget> {
             service: None,
             handler: target,
             tls_option: None,
+            retirement: Default::default(),
         },
     }
 }

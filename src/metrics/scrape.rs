@@ -126,6 +126,7 @@ mod tests {
                 service: Some(Arc::from(service)),
                 handler,
                 tls_option: None,
+                retirement: Default::default(),
             },
         }
     }

@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use l4::retire::Retirement;
 
 use super::{Pool, Protocol, Transport};
 use crate::error::ProxyErrorKind;
@@ -218,6 +219,7 @@ impl ServerHandler {
         }
         let server = hyper::upgrade::on(&mut response);
         let url = self.url.clone();
+        let retirement = client.retirement;
         tokio::spawn(async move {
             let (client, server) = match tokio::try_join!(client.on_upgrade, server) {
                 Ok(both) => both,
@@ -227,8 +229,19 @@ impl ServerHandler {
                 }
             };
             let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                tracing::debug!(server = url, %error, "upgraded connection ended with an error");
+            let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+            tokio::select! {
+                relayed = relay => {
+                    if let Err(error) = relayed {
+                        tracing::debug!(server = url, %error, "upgraded connection ended with an error");
+                    }
+                }
+                () = retirement.closing() => {
+                    tracing::info!(
+                        server = url,
+                        "upgraded connection closed: its router was changed or removed by a reload and the drain time is over"
+                    );
+                }
             }
         });
         *response.version_mut() = client_version;
@@ -281,6 +294,9 @@ impl Drop for Pending<'_> {
 struct ClientUpgrade {
     protocol: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The router's, from the request (a request that did not come through a router, from a
+    /// test or an internal handler, gets one that never retires).
+    retirement: Retirement,
 }
 
 impl ClientUpgrade {
@@ -294,9 +310,15 @@ impl ClientUpgrade {
             return None;
         }
         let protocol = request.headers().get(UPGRADE)?.clone();
+        let retirement = request
+            .extensions()
+            .get::<Retirement>()
+            .cloned()
+            .unwrap_or_default();
         Some(Self {
             protocol,
             on_upgrade: hyper::upgrade::on(request),
+            retirement,
         })
     }
 }

@@ -127,6 +127,10 @@ impl Compiler<'_> {
             let precedence = crate::config::precedence::rank(&self.st.providers.precedence, name);
             let domains = rule.hosts();
             let service_name: Arc<str> = Arc::from(router.service.value.as_str());
+            let drain = super::drain_of(self.st, &resolved.entry_points);
+            let retirement =
+                self.retirements
+                    .http(self.previous_retirements, self.dy, name, router, drain);
             for ep in &resolved.entry_points {
                 let route = Route {
                     name: name.clone(),
@@ -138,6 +142,7 @@ impl Compiler<'_> {
                         service: Some(service_name.clone()),
                         handler: handler.clone(),
                         tls_option: tls_option.clone(),
+                        retirement: retirement.clone(),
                     },
                 };
                 let tables = self.http.routes.entry(ep.clone()).or_default();
@@ -261,6 +266,7 @@ impl Compiler<'_> {
                 service: Some(Arc::from("acme-http@internal")),
                 handler: Arc::new(self.internal.acme.http01_handler()),
                 tls_option: None,
+                retirement: Default::default(),
             },
         })
     }
@@ -288,6 +294,7 @@ impl Compiler<'_> {
                     service: Some(Arc::from(r.service)),
                     handler: handler.clone(),
                     tls_option: None,
+                    retirement: Default::default(),
                 },
             });
         }

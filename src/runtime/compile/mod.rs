@@ -316,6 +316,17 @@ pub fn compile(
     }
 }
 
+/// How long a router's connections may go on once a reload retires it: the longest
+/// `lifeCycle.graceTimeOut` of its entrypoints.
+fn drain_of(st: &StaticConfig, entrypoints: &[String]) -> Duration {
+    entrypoints
+        .iter()
+        .filter_map(|ep| st.entry_points.get(ep))
+        .filter_map(|ep| ep.transport.life_cycle.grace_time_out.to_std())
+        .max()
+        .unwrap_or_default()
+}
+
 /// A route before it is copied into each of its entrypoints' tables.
 struct PendingRoute {
     name: String,
@@ -495,12 +506,7 @@ impl Compiler<'_> {
         } else {
             r.priority
         };
-        let drain = entrypoints
-            .iter()
-            .filter_map(|ep| self.st.entry_points.get(ep))
-            .filter_map(|ep| ep.transport.life_cycle.grace_time_out.to_std())
-            .max()
-            .unwrap_or_default();
+        let drain = drain_of(self.st, &entrypoints);
         let retirement = self
             .retirements
             .tcp(self.previous_retirements, self.dy, name, r, drain);

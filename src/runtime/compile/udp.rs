@@ -14,7 +14,7 @@ use crate::config::dynamic::{DynamicConfig, UdpService as UdpServiceConfig};
 use crate::config::static_cfg::{Protocol, StaticConfig};
 use crate::config::validate::Report;
 
-use super::RouteRetirements;
+use super::{RouteRetirements, drain_of};
 
 /// Weighted services nest at most this deep (validation already refuses cycles).
 const MAX_DEPTH: usize = 32;
@@ -69,12 +69,7 @@ pub(super) fn udp_routes(
                 .cloned()
                 .collect()
         };
-        let drain = eps
-            .iter()
-            .filter_map(|ep| st.entry_points.get(ep))
-            .filter_map(|ep| ep.transport.life_cycle.grace_time_out.to_std())
-            .max()
-            .unwrap_or_default();
+        let drain = drain_of(st, &eps);
         let retirement = retirements.udp(previous, dy, name, r, drain);
         for ep in eps {
             let route = UdpRoute {
