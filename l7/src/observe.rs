@@ -229,7 +229,7 @@ pub struct RequestRecord {
     /// for](RequestObserver::wanted_response_headers).
     pub response_headers: Option<http::HeaderMap>,
     /// The server the load balancer sent it to (as configured: `http://10.0.0.1:80`).
-    pub server: Option<String>,
+    pub server: Option<Arc<str>>,
     /// The user an authentication middleware admitted.
     pub username: Option<String>,
     /// Retries by the `retry` middleware (0 when it was tried once).
@@ -246,7 +246,7 @@ pub struct RequestRecord {
 pub struct RequestNotes {
     /// Request body bytes read so far.
     request_bytes: AtomicU64,
-    server: std::sync::Mutex<Option<String>>,
+    server: std::sync::Mutex<Option<Arc<str>>>,
     username: std::sync::OnceLock<String>,
     retries: std::sync::atomic::AtomicU32,
 }
@@ -261,8 +261,8 @@ impl RequestNotes {
     }
 
     /// The server a load balancer picked; with retries, the last try's.
-    pub fn note_server(&self, url: &str) {
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_owned());
+    pub fn note_server(&self, url: &Arc<str>) {
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
     }
 
     pub fn note_user(&self, user: &str) {
@@ -363,7 +363,7 @@ impl Observation {
         response.map(|body| {
             ObservedBody {
                 body,
-                pending: Some(Box::new(self)),
+                pending: Some(self),
                 response_bytes: 0,
             }
             .boxed_unsync()
@@ -437,8 +437,8 @@ where
 /// at an error, or when dropped unfinished.
 struct ObservedBody {
     body: Body,
-    /// Boxed so the body a connection polls stays small; taken when reported.
-    pending: Option<Box<Observation>>,
+    /// Taken when reported. Held inline: the body is boxed whole, so one allocation holds both.
+    pending: Option<Observation>,
     response_bytes: u64,
 }
 

@@ -469,7 +469,7 @@ impl HttpEntrypoint {
             .as_ref()
             .map(|slot| Arc::clone(&**slot));
         let Some(observer) = observer else {
-            let (response, routed) = self.route(request, client, tls).await;
+            let (response, routed) = self.route(request.map(boxed), client, tls).await;
             record_outcome(span, &response, routed.as_ref());
             return response;
         };
@@ -484,16 +484,13 @@ impl HttpEntrypoint {
     }
 
     /// [`Self::handle`] without the observation: the response, and the route that made it.
-    async fn route<B>(
+    /// The body comes boxed once, by the caller (counted, when the request is observed).
+    async fn route(
         &self,
-        request: Request<B>,
+        request: Request<Body>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
-    ) -> (Response<Body>, Option<RouteTarget>)
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<crate::handler::BoxError>,
-    {
+    ) -> (Response<Body>, Option<RouteTarget>) {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
         if let Err(kind) = check_host_header(&parts) {
@@ -561,7 +558,7 @@ impl HttpEntrypoint {
         if let Some(tls) = tls {
             parts.extensions.insert(tls);
         }
-        let request = Request::from_parts(parts, boxed(body));
+        let request = Request::from_parts(parts, body);
         let response = target.handler.call(request);
         let response = match config.write_timeout {
             Some(limit) => match tokio::time::timeout(limit, response).await {

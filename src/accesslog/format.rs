@@ -8,7 +8,7 @@
 //! second. This runs on the task that served the request, so it is kept free of
 //! intermediate copies.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +118,21 @@ impl Key {
         Key::UserAgent,
     ];
 
+    /// Whether JSON lines show the field as a number (the others are strings).
+    fn is_number(self) -> bool {
+        matches!(
+            self,
+            Key::DownstreamContentSize
+                | Key::DownstreamStatus
+                | Key::Duration
+                | Key::RequestContentSize
+                | Key::RequestCount
+                | Key::RetryAttempts
+                | Key::BytesIn
+                | Key::BytesOut
+        )
+    }
+
     /// Whether an HTTP request's JSON lines have the field.
     fn is_http(self) -> bool {
         !matches!(
@@ -212,8 +227,8 @@ pub struct Formatter {
     modes: [Mode; Key::ALL.len()],
     /// The JSON fields written, sorted by name as Traefik's logger sorts them; dropped ones
     /// left out.
-    http_plan: Vec<(Key, Mode)>,
-    conn_plan: Vec<(Key, Mode)>,
+    http_plan: Plan,
+    conn_plan: Plan,
     header_default: Mode,
     /// By lower-case header name.
     headers: BTreeMap<String, HeaderRule>,
@@ -262,7 +277,7 @@ impl Formatter {
                 .filter(|(_, mode)| *mode != Mode::Drop)
                 .collect();
             plan.sort_unstable_by_key(|(key, _)| key.name());
-            plan
+            Plan::new(&plan)
         };
         let http_plan = plan(Key::is_http);
         let conn_plan = plan(Key::is_conn);
@@ -387,13 +402,11 @@ impl Formatter {
     }
 
     /// A CLF field that is a number or an address.
-    fn clf_display(&self, key: Key, value: impl std::fmt::Display, out: &mut String) {
+    fn clf_display(&self, key: Key, value: impl DisplayFast, out: &mut String) {
         match self.mode(key) {
             Mode::Drop => out.push('-'),
             Mode::Redact => out.push_str("REDACTED"),
-            Mode::Keep => {
-                let _ = write!(out, "{value}");
-            }
+            Mode::Keep => value.push_to(out),
         }
     }
 
@@ -454,97 +467,98 @@ impl Formatter {
     }
 
     fn http_json(&self, r: &Request<'_>, out: &mut String) {
-        out.push('{');
-        for &(key, mode) in &self.http_plan {
-            push_key(out, key.name());
-            if mode == Mode::Redact {
-                push_json_string(out, "REDACTED");
+        let record = r.record;
+        for field in &self.http_plan.fields {
+            out.push_str(&field.glue);
+            if field.mode == Mode::Redact {
+                out.push_str("REDACTED");
                 continue;
             }
-            let record = r.record;
-            match key {
-                Key::ClientAddr => push_json_display(out, record.client),
-                Key::ClientHost => push_json_display(out, record.client.ip()),
-                Key::ClientPort => push_json_display(out, record.client.port()),
+            match field.key {
+                Key::ClientAddr => record.client.push_to(out),
+                Key::ClientHost => record.client.ip().push_to(out),
+                Key::ClientPort => record.client.port().push_to(out),
                 Key::ClientUsername => {
-                    push_json_string(out, record.username.as_deref().unwrap_or("-"))
+                    push_json_escaped(out, record.username.as_deref().unwrap_or("-"))
                 }
                 Key::DownstreamContentSize => push_u64(out, record.response_bytes),
                 Key::DownstreamStatus => push_u64(out, u64::from(record.status.as_u16())),
                 Key::Duration => push_u64(out, nanos(record.duration)),
-                Key::RequestAddr => push_json_string(out, r.host),
+                Key::RequestAddr => push_json_escaped(out, r.host),
                 Key::RequestContentSize => push_u64(out, record.request_bytes),
                 Key::RequestCount => push_u64(out, r.count),
-                Key::RequestHost => push_json_string(out, split_host(r.host).0),
-                Key::RequestMethod => push_json_string(out, record.method.as_str()),
-                Key::RequestPath => push_json_string(out, r.path()),
-                Key::RequestPort => push_json_string(out, split_host(r.host).1),
-                Key::RequestProtocol => push_json_string(out, r.protocol()),
-                Key::RequestScheme => push_json_string(
-                    out,
-                    if record.tls.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    },
-                ),
+                Key::RequestHost => push_json_escaped(out, r.host_and_port.0),
+                Key::RequestMethod => push_json_escaped(out, record.method.as_str()),
+                Key::RequestPath => push_json_escaped(out, r.path()),
+                Key::RequestPort => push_json_escaped(out, r.host_and_port.1),
+                Key::RequestProtocol => out.push_str(r.protocol()),
+                Key::RequestScheme => out.push_str(if record.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }),
                 Key::RetryAttempts => push_u64(out, u64::from(record.retries)),
-                Key::RouterName => push_json_string(out, r.router()),
-                Key::ServiceName => push_json_string(out, record.service.as_deref().unwrap_or("")),
-                Key::ServiceUrl => push_json_string(out, r.service_url()),
-                Key::ServiceAddr => push_json_string(out, url_authority(r.service_url())),
-                Key::StartUtc => push_json_time(out, record.started),
-                Key::EntryPointName => push_json_string(out, &record.entrypoint),
-                _ => push_json_string(out, ""),
+                Key::RouterName => push_json_escaped(out, r.router()),
+                Key::ServiceName => push_json_escaped(out, record.service.as_deref().unwrap_or("")),
+                Key::ServiceUrl => push_json_escaped(out, r.service_url()),
+                Key::ServiceAddr => push_json_escaped(out, url_authority(r.service_url())),
+                Key::StartUtc => push_rfc3339(out, record.started),
+                Key::EntryPointName => push_json_escaped(out, &record.entrypoint),
+                _ => {}
             }
         }
         self.json_tail(
-            r.record.headers.as_ref(),
-            r.record.started + r.record.duration,
+            &self.http_plan,
+            record.headers.as_ref(),
+            record.started + record.duration,
             out,
         );
     }
 
-    fn conn_json<'a>(&self, c: &'a ConnRecord, out: &mut String) {
-        out.push('{');
-        for &(key, mode) in &self.conn_plan {
-            push_key(out, key.name());
-            if mode == Mode::Redact {
-                push_json_string(out, "REDACTED");
+    fn conn_json(&self, c: &ConnRecord, out: &mut String) {
+        fn text(v: Option<&str>) -> &str {
+            v.unwrap_or("")
+        }
+        for field in &self.conn_plan.fields {
+            out.push_str(&field.glue);
+            if field.mode == Mode::Redact {
+                out.push_str("REDACTED");
                 continue;
             }
-            let text = |v: Option<&'a str>| v.unwrap_or("");
-            match key {
-                Key::Protocol => push_json_string(out, transport(c)),
-                Key::ClientAddr => push_json_display(out, c.client),
-                Key::ClientHost => push_json_display(out, c.client.ip()),
-                Key::ClientPort => push_json_display(out, c.client.port()),
-                Key::Sni => push_json_string(out, text(c.sni.as_deref())),
-                Key::Alpn => push_json_string(out, text(c.alpn.as_deref())),
-                Key::RouterName => push_json_string(out, text(c.router.as_deref())),
-                Key::ServiceName => push_json_string(out, text(c.service.as_deref())),
-                Key::ServiceAddr => push_json_string(out, text(c.backend.as_deref())),
+            match field.key {
+                Key::Protocol => out.push_str(transport(c)),
+                Key::ClientAddr => c.client.push_to(out),
+                Key::ClientHost => c.client.ip().push_to(out),
+                Key::ClientPort => c.client.port().push_to(out),
+                Key::Sni => push_json_escaped(out, text(c.sni.as_deref())),
+                Key::Alpn => push_json_escaped(out, text(c.alpn.as_deref())),
+                Key::RouterName => push_json_escaped(out, text(c.router.as_deref())),
+                Key::ServiceName => push_json_escaped(out, text(c.service.as_deref())),
+                Key::ServiceAddr => push_json_escaped(out, text(c.backend.as_deref())),
                 Key::BytesIn => push_u64(out, c.bytes_in),
                 Key::BytesOut => push_u64(out, c.bytes_out),
                 Key::Duration => push_u64(out, nanos(c.duration)),
-                Key::CloseReason => push_json_string(out, &c.reason.to_string()),
-                Key::StartUtc => push_json_time(out, c.started),
-                Key::EntryPointName => push_json_string(out, &c.entrypoint),
-                _ => push_json_string(out, ""),
+                Key::CloseReason => push_json_escaped(out, &c.reason.to_string()),
+                Key::StartUtc => push_rfc3339(out, c.started),
+                Key::EntryPointName => push_json_escaped(out, &c.entrypoint),
+                _ => {}
             }
         }
-        self.json_tail(None, c.started + c.duration, out);
+        self.json_tail(&self.conn_plan, None, c.started + c.duration, out);
     }
 
     /// The fields that sort after Traefik's own: `level`, `msg`, the `request_<Header>`
     /// fields and `time` (when the record ended), then the closing brace. Every key before
     /// them starts with an upper-case letter or `entryPointName`, so this keeps the order
     /// sorted.
-    fn json_tail(&self, headers: Option<&http::HeaderMap>, ended: SystemTime, out: &mut String) {
-        if !out.ends_with('{') {
-            out.push(',');
-        }
-        out.push_str("\"level\":\"info\",\"msg\":\"\"");
+    fn json_tail(
+        &self,
+        plan: &Plan,
+        headers: Option<&http::HeaderMap>,
+        ended: SystemTime,
+        out: &mut String,
+    ) {
+        out.push_str(&plan.tail);
         if let Some(headers) = headers {
             let mut shown: Vec<(std::borrow::Cow<'_, str>, &str, Mode)> = Vec::new();
             for name in headers.keys() {
@@ -572,9 +586,57 @@ impl Formatter {
                 );
             }
         }
-        push_key(out, "time");
-        push_json_time(out, ended);
-        out.push('}');
+        out.push_str(",\"time\":\"");
+        push_rfc3339(out, ended);
+        out.push_str("\"}");
+    }
+}
+
+/// The fields of a JSON line in order, each with the text between its value and the previous
+/// one, so that a line is one copy of that glue and one of the value a field: `{"` + key +
+/// `":"` for the first, `","Key2":` between a string and a number...
+#[derive(Debug, Clone)]
+struct Plan {
+    fields: Vec<Field>,
+    /// What follows the last value: its closing quote, a comma, and the `level` and `msg`
+    /// fields every line has.
+    tail: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    key: Key,
+    mode: Mode,
+    /// The previous value's closing quote, the comma, the key, and this value's opening quote
+    /// (when it is a string).
+    glue: Box<str>,
+}
+
+impl Plan {
+    fn new(fields: &[(Key, Mode)]) -> Plan {
+        let mut closing = "{";
+        let mut planned = Vec::with_capacity(fields.len());
+        for &(key, mode) in fields {
+            let quoted = mode == Mode::Redact || !key.is_number();
+            let comma = if closing == "{" { "" } else { "," };
+            planned.push(Field {
+                key,
+                mode,
+                glue: format!(
+                    "{closing}{comma}\"{}\":{}",
+                    key.name(),
+                    if quoted { "\"" } else { "" }
+                )
+                .into(),
+            });
+            closing = if quoted { "\"" } else { "" };
+        }
+        let comma = if fields.is_empty() { "" } else { "," };
+        let closing = if fields.is_empty() { "{" } else { closing };
+        Plan {
+            fields: planned,
+            tail: format!("{closing}{comma}\"level\":\"info\",\"msg\":\"\"").into(),
+        }
     }
 }
 
@@ -585,6 +647,8 @@ struct Request<'a> {
     /// The authority the client named, as received; empty when it named none (or not in
     /// visible ASCII).
     host: &'a str,
+    /// `host` split into host and port ([`split_host`]).
+    host_and_port: (&'a str, &'a str),
 }
 
 impl<'a> Request<'a> {
@@ -598,6 +662,7 @@ impl<'a> Request<'a> {
             record,
             count,
             host,
+            host_and_port: split_host(host),
         }
     }
 
@@ -683,6 +748,12 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
 /// `text` as a JSON string: runs that need no escape are copied whole.
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
+    push_json_escaped(out, text);
+    out.push('"');
+}
+
+/// `text` escaped for a JSON string, without the quotes.
+fn push_json_escaped(out: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = first_escape(rest.as_bytes()) {
         out.push_str(&rest[..at]);
@@ -699,19 +770,17 @@ fn push_json_string(out: &mut String, text: &str) {
         rest = &rest[at + 1..];
     }
     out.push_str(rest);
-    out.push('"');
-}
-
-/// An address or port as a JSON string (none of them needs escaping).
-fn push_json_display(out: &mut String, value: impl DisplayFast) {
-    out.push('"');
-    value.push_to(out);
-    out.push('"');
 }
 
 /// Writing the values access logs show most, without the formatting machinery.
 trait DisplayFast {
     fn push_to(self, out: &mut String);
+}
+
+impl DisplayFast for u64 {
+    fn push_to(self, out: &mut String) {
+        push_u64(out, self);
+    }
 }
 
 impl DisplayFast for u16 {
@@ -728,7 +797,7 @@ impl DisplayFast for IpAddr {
                     if i > 0 {
                         out.push('.');
                     }
-                    push_u64(out, u64::from(octet));
+                    push_octet(out, octet);
                 }
             }
             IpAddr::V6(v6) => {
@@ -749,6 +818,18 @@ impl DisplayFast for SocketAddr {
         out.push(':');
         push_u64(out, u64::from(self.port()));
     }
+}
+
+/// A decimal byte, digit by digit (cheaper than a general integer formatter for 1–3 digits).
+fn push_octet(out: &mut String, n: u8) {
+    let digit = |d: u8| char::from(b'0' + d);
+    if n >= 100 {
+        out.push(digit(n / 100));
+    }
+    if n >= 10 {
+        out.push(digit(n / 10 % 10));
+    }
+    out.push(digit(n % 10));
 }
 
 fn push_u64(out: &mut String, n: u64) {
@@ -773,7 +854,9 @@ fn transport(c: &ConnRecord) -> &'static str {
 /// `host:port` → (`host`, `port`); brackets of an IPv6 literal removed; the port empty when
 /// the authority has none.
 fn split_host(authority: &str) -> (&str, &str) {
-    match authority.rsplit_once(':') {
+    // A byte loop: authorities are short, and `rsplit_once` costs more to set up.
+    let colon = authority.bytes().rposition(|b| b == b':');
+    match colon.map(|at| (&authority[..at], &authority[at + 1..])) {
         Some((host, port))
             if !port.is_empty()
                 && port.bytes().all(|b| b.is_ascii_digit())
@@ -788,7 +871,10 @@ fn split_host(authority: &str) -> (&str, &str) {
 /// The authority of a server URL (`http://10.0.0.1:80/x` → `10.0.0.1:80`), as Go's
 /// `URL.Host`.
 fn url_authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = match url.find(':') {
+        Some(at) if url[at..].starts_with("://") => &url[at + 3..],
+        _ => url,
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     authority
@@ -814,6 +900,14 @@ fn header_key(name: &str) -> String {
 
 /// `value` with quotes, backslashes and control characters escaped.
 fn push_quoted(out: &mut String, value: &str) {
+    // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+        return;
+    }
     for ch in value.chars() {
         match ch {
             '"' => out.push_str("\\\""),
@@ -853,11 +947,10 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 /// A second, formatted: `2026-11-28T10:50:00` and `28/Nov/2026:10:50:00 +0000`.
-#[derive(Clone, Copy)]
 struct Second {
     secs: u64,
-    rfc3339: [u8; 19],
-    clf: [u8; 26],
+    rfc3339: String,
+    clf: String,
 }
 
 impl Second {
@@ -867,61 +960,50 @@ impl Second {
         ];
         let (y, mo, d, h, mi, s) = civil(secs);
         let month = MONTHS[(mo as usize).saturating_sub(1).min(11)];
-        let mut rfc3339 = [b'0'; 19];
-        let mut clf = [b'0'; 26];
         // Years past 9999 do not fit either layout; they are shown as 9999.
         let y = y.clamp(0, 9999);
-        let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
-        rfc3339.copy_from_slice(&text.as_bytes()[..19]);
-        let text = format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000");
-        clf.copy_from_slice(&text.as_bytes()[..26]);
-        Second { secs, rfc3339, clf }
+        Second {
+            secs,
+            rfc3339: format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}"),
+            clf: format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000"),
+        }
     }
 
-    /// The formatted second of `t`, from this thread's cache of the last one asked for.
-    fn of(t: SystemTime) -> (Second, u32) {
+    /// Calls `f` with the formatted second of `t` and its nanoseconds, from this thread's
+    /// cache of the last second asked for (lines come in time order, so it is nearly always
+    /// the one).
+    fn with<R>(t: SystemTime, f: impl FnOnce(&Second, u32) -> R) -> R {
         thread_local! {
-            static LAST: Cell<Option<Second>> = const { Cell::new(None) };
+            static LAST: RefCell<Second> = RefCell::new(Second::new(0));
         }
         let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
-        let second = LAST.with(|last| match last.get() {
-            Some(cached) if cached.secs == secs => cached,
-            _ => {
-                let fresh = Second::new(secs);
-                last.set(Some(fresh));
-                fresh
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.secs != secs {
+                *last = Second::new(secs);
             }
-        });
-        (second, since.subsec_nanos())
+            f(&last, since.subsec_nanos())
+        })
     }
-}
-
-/// `2026-11-28T10:50:00.123456789Z`, quoted.
-fn push_json_time(out: &mut String, t: SystemTime) {
-    out.push('"');
-    push_rfc3339(out, t);
-    out.push('"');
 }
 
 fn push_rfc3339(out: &mut String, t: SystemTime) {
-    let (second, nanos) = Second::of(t);
-    out.push_str(std::str::from_utf8(&second.rfc3339).unwrap_or("0000-00-00T00:00:00"));
-    out.push('.');
-    let mut digits = [b'0'; 9];
-    let mut n = nanos;
-    for digit in digits.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000000"));
-    out.push('Z');
+    Second::with(t, |second, nanos| {
+        out.push_str(&second.rfc3339);
+        out.push('.');
+        let mut divisor = 100_000_000;
+        while divisor > 0 {
+            out.push(char::from(b'0' + (nanos / divisor % 10) as u8));
+            divisor /= 10;
+        }
+        out.push('Z');
+    });
 }
 
 /// `28/Nov/2026:10:50:00 +0000`.
 fn push_clf_time(out: &mut String, t: SystemTime) {
-    let (second, _) = Second::of(t);
-    out.push_str(std::str::from_utf8(&second.clf).unwrap_or("01/Jan/1970:00:00:00 +0000"));
+    Second::with(t, |second, _| out.push_str(&second.clf));
 }
 
 #[cfg(test)]
@@ -1162,6 +1244,62 @@ mod tests {
         assert_eq!(line["request_User-Agent"], "curl/8 \"x\"");
         assert_eq!(line["request_Authorization"], "REDACTED");
         assert_eq!(line["StartUTC"], "2026-11-28T10:50:00.000000000Z");
+    }
+
+    /// Every mix of string and number fields, first and last, kept, redacted or dropped,
+    /// makes a line that parses, with the values where they belong.
+    #[test]
+    fn json_lines_parse_whatever_fields_are_kept_or_redacted() {
+        let fields = |default: &str, names: &[(&str, &str)]| {
+            let mut cfg = config("json");
+            cfg.fields = Some(crate::config::static_cfg::AccessLogFields {
+                default_mode: default.into(),
+                names: names
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                headers: None,
+            });
+            let f = Formatter::new(&cfg).unwrap();
+            let line = http_line(&f, &record(502, 7)).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"))
+        };
+        let none = fields("drop", &[]);
+        assert_eq!(none.as_object().unwrap().len(), 3, "{none}");
+        assert_eq!(none["level"], "info");
+        // A number alone, first; a string alone; a number then a string.
+        assert_eq!(
+            fields("drop", &[("ClientAddr", "drop"), ("Duration", "keep")])["Duration"],
+            7_000_000
+        );
+        assert_eq!(
+            fields("drop", &[("RouterName", "keep")])["RouterName"],
+            "site@file"
+        );
+        let mixed = fields(
+            "drop",
+            &[
+                ("DownstreamStatus", "keep"),
+                ("RouterName", "keep"),
+                ("RetryAttempts", "keep"),
+            ],
+        );
+        assert_eq!(
+            (
+                mixed["DownstreamStatus"].clone(),
+                mixed["RetryAttempts"].clone()
+            ),
+            (502.into(), 0.into())
+        );
+        // A redacted number is the string REDACTED, as in Traefik.
+        let redacted = fields(
+            "keep",
+            &[("DownstreamStatus", "redact"), ("Duration", "redact")],
+        );
+        assert_eq!(redacted["DownstreamStatus"], "REDACTED");
+        assert_eq!(redacted["Duration"], "REDACTED");
+        assert!(redacted["DownstreamContentSize"].is_u64(), "{redacted}");
     }
 
     #[test]

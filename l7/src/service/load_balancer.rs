@@ -37,8 +37,9 @@ pub enum Strategy {
 /// One of `loadBalancer.servers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
-    /// As configured: names the server in sticky cookies, health checks and the API.
-    pub url: String,
+    /// As configured: names the server in sticky cookies, health checks and the API (shared:
+    /// every observed request notes it).
+    pub url: Arc<str>,
     /// Zero or less: the server is not used at all.
     pub weight: i64,
     /// Terminating: reached only through a sticky cookie.
@@ -47,7 +48,7 @@ pub struct ServerSpec {
 
 impl ServerSpec {
     /// A server with Traefik's defaults (weight 1).
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<Arc<str>>) -> Self {
         Self {
             url: url.into(),
             weight: 1,
@@ -111,7 +112,7 @@ impl LbState {
         let servers: Vec<&ServerSpec> = members.iter().map(|&i| &spec.servers[i]).collect();
         let health = Arc::new(ServerHealth::new(
             service,
-            servers.iter().map(|s| (s.url.clone(), s.fenced)),
+            servers.iter().map(|s| (s.url.to_string(), s.fenced)),
         ));
         let core = match spec.strategy {
             Strategy::Wrr => {
@@ -128,7 +129,7 @@ impl LbState {
             Strategy::Hrw => {
                 let mut hrw = Hrw::new();
                 for (slot, server) in servers.iter().enumerate() {
-                    hrw.add(slot, server.url.as_str(), server.weight);
+                    hrw.add(slot, &*server.url, server.weight);
                 }
                 Core::Hrw(hrw)
             }
@@ -138,9 +139,7 @@ impl LbState {
             .sticky
             .as_ref()
             .filter(|_| spec.strategy != Strategy::Hrw)
-            .map(|cookie| {
-                StickyCookie::new(service, cookie, servers.iter().map(|s| s.url.as_str()))
-            })
+            .map(|cookie| StickyCookie::new(service, cookie, servers.iter().map(|s| &*s.url)))
             .transpose()?;
         let passive = spec.passive_health_check.as_ref().map(|passive| {
             Arc::new(Passive::new(

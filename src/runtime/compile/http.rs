@@ -614,7 +614,7 @@ impl Compiler<'_> {
                 .map_err(|e| located(server.url.location.as_ref().or(at), &e.to_string()))?;
             leaves.push(Arc::new(leaf));
             servers.push(ServerSpec {
-                url: server.url.value.clone(),
+                url: Arc::from(server.url.value.as_str()),
                 weight: server.weight(),
                 fenced: server.fenced,
             });

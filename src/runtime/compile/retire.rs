@@ -338,8 +338,8 @@ impl RouteRetirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::source::Format;
     use crate::config::file_provider::parse_dynamic;
+    use crate::config::source::Format;
 
     const BASE: &str = r#"
 http:
