@@ -36,6 +36,38 @@ pub struct Internal {
     pub redis_limits: super::redis_buckets::RedisLimitStores,
     /// The in-memory `rateLimit` buckets, kept across reloads while a limit is unchanged.
     pub rate_limits: Arc<l7::middleware::rate_limit::RateLimitStates>,
+    /// The other per-router and per-service state kept across reloads.
+    pub kept: KeptStates,
+}
+
+/// Per-router and per-service state that a reload keeps while the definition that created it
+/// is unchanged (see [`l4::kept`]).
+#[derive(Default)]
+pub struct KeptStates {
+    /// `inFlightReq` counts, by middleware and router or service.
+    pub in_flight_reqs: Arc<l7::middleware::in_flight_req::InFlightReqStates>,
+    /// `circuitBreaker` phases and metrics, by middleware and router or service.
+    pub circuit_breakers: Arc<l7::middleware::circuit_breaker::BreakerStates>,
+    /// HTTP `weighted` positions, by service.
+    pub http_weighted: l7::service::WeightedPositions,
+    /// TCP `inFlightConn` counts, by middleware, router and entrypoint.
+    pub in_flight_conns: l4::tcp::middleware::InFlightConnStates,
+    /// TCP round-robin positions, by service.
+    pub tcp_positions: l4::balance::wrr::WrrPositions,
+    /// UDP round-robin positions, by service.
+    pub udp_positions: l4::balance::wrr::WrrPositions,
+}
+
+impl KeptStates {
+    /// Forgets the states the snapshot just installed did not ask for.
+    pub fn retain_used(&self) {
+        self.in_flight_reqs.retain_used();
+        self.circuit_breakers.retain_used();
+        self.http_weighted.retain_used();
+        self.in_flight_conns.retain_used();
+        self.tcp_positions.retain_used();
+        self.udp_positions.retain_used();
+    }
 }
 
 /// A router Traefik adds on its own: `ping@internal` on the ping entrypoint, and so on.
@@ -159,6 +191,7 @@ impl Internal {
             http_routes,
             redis_limits: Default::default(),
             rate_limits: Default::default(),
+            kept: KeptStates::default(),
         })
     }
 }

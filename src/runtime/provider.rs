@@ -339,6 +339,7 @@ impl Reloader {
         self.http_states.retain_used();
         self.http_transports.retain_used();
         self.internal.rate_limits.retain_used();
+        self.internal.kept.retain_used();
         // The old snapshot's health checks stop now; connections that still hold the
         // old snapshot keep their servers, which simply stop being probed.
         self.health = compiled.health;

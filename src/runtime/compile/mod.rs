@@ -23,9 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use l4::balance::Wrr;
 use l4::tcp::dispatch::{EntrypointRoutes, HttpHandoff, TcpTarget, TlsMode};
 use l4::tcp::health::{self, HealthCheckSpec, HealthHandle};
-use l4::tcp::middleware::{InFlightConn, IpAllowList, TcpMiddleware};
+use l4::tcp::middleware::{InFlightConn, InFlightConnStates, IpAllowList, TcpMiddleware};
 use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
@@ -244,11 +245,12 @@ pub fn compile(
             continue;
         };
         for ep in route_eps {
+            let copy = route.clone_route(&ep, &c.internal.kept.in_flight_conns);
             let entry = tables.entry(ep).or_default();
             if route.target_is_tls() {
-                entry.1.push(route.clone_route());
+                entry.1.push(copy);
             } else {
-                entry.0.push(route.clone_route());
+                entry.0.push(copy);
             }
         }
     }
@@ -298,7 +300,13 @@ pub fn compile(
         .any(|ep| ep.http3.is_some())
         .then(|| c.quic_tls())
         .flatten();
-    let udp = udp::udp_routes(st, dy, report, (c.previous_retirements, &mut c.retirements));
+    let udp = udp::udp_routes(
+        st,
+        dy,
+        report,
+        (c.previous_retirements, &mut c.retirements),
+        &c.internal.kept.udp_positions,
+    );
     Compiled {
         snapshot: Snapshot {
             quic_tls,
@@ -334,6 +342,8 @@ struct PendingRoute {
     precedence: u32,
     rule: TcpRule,
     target: TcpTarget,
+    /// The names of `target.middlewares`, in the same order.
+    middleware_names: Vec<String>,
 }
 
 impl PendingRoute {
@@ -341,10 +351,14 @@ impl PendingRoute {
         !matches!(self.target.tls, TlsMode::Plain)
     }
 
-    /// The copy for one entrypoint, with its own per-router middleware state.
-    fn clone_route(&self) -> Route<TcpTarget> {
+    /// The copy for entrypoint `ep`, with its own per-router middleware state (kept in
+    /// `states` across reloads while unchanged).
+    fn clone_route(&self, ep: &str, states: &InFlightConnStates) -> Route<TcpTarget> {
         let mut target = self.target.clone();
-        target.middlewares = target.middlewares.iter().map(|m| m.for_router()).collect();
+        let owner = format!("router {} on {ep}", self.name);
+        target.middlewares = (target.middlewares.iter().zip(&self.middleware_names))
+            .map(|(m, name)| m.for_router(name, &owner, states))
+            .collect();
         Route {
             name: self.name.clone(),
             priority: self.priority,
@@ -489,6 +503,7 @@ impl Compiler<'_> {
         for m in &r.middlewares {
             middlewares.push(self.middleware(&m.value, m.location.as_ref())?);
         }
+        let middleware_names = r.middlewares.iter().map(|m| m.value.clone()).collect();
         let tls_mode = match tls {
             None => TlsMode::Plain,
             Some(t) if t.passthrough => TlsMode::Passthrough,
@@ -526,6 +541,7 @@ impl Compiler<'_> {
                     starttls: tls.and_then(|t| t.starttls).map(starttls_protocol),
                     retirement,
                 },
+                middleware_names,
             },
         ))
     }
@@ -573,12 +589,14 @@ impl Compiler<'_> {
                 DEFAULT_TRANSPORT => self.default_transport()?,
                 t => self.transport(t, lb.servers_transport.location.as_ref())?,
             };
-            let servers = lb
+            let servers: Vec<Arc<Server>> = lb
                 .servers
                 .iter()
                 .map(|s| self.server(name, &s.address.value, s.tls, lb.health_check.is_some()))
                 .collect();
-            let lb_rt = Arc::new(LoadBalancer::new(servers, transport));
+            let entries = LoadBalancer::wrr_entries(&servers);
+            let wrr = Wrr::kept(&self.internal.kept.tcp_positions, name, entries);
+            let lb_rt = Arc::new(LoadBalancer::with_wrr(servers, transport, wrr));
             if let Some(hc) = &lb.health_check {
                 let defaults = HealthCheckSpec::default();
                 let spec = HealthCheckSpec {
@@ -598,13 +616,18 @@ impl Compiler<'_> {
         }
         if let Some(w) = &def.value.weighted {
             let mut children = Vec::new();
+            let mut entries = Vec::new();
             for child in &w.services {
                 let svc =
                     self.service(&child.name.value, child.name.location.as_ref(), depth + 1)?;
                 let weight = u32::try_from(child.weight.unwrap_or(1)).unwrap_or(0);
                 children.push((svc, weight));
+                entries.push((child.name.value.clone(), weight));
             }
-            return Some(Service::Weighted(Arc::new(Weighted::new(children))));
+            let wrr = Wrr::kept(&self.internal.kept.tcp_positions, name, entries);
+            return Some(Service::Weighted(Arc::new(Weighted::with_wrr(
+                children, wrr,
+            ))));
         }
         self.problem(
             def_loc.as_ref(),
