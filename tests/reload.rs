@@ -804,3 +804,29 @@ async fn reloads_keep_round_robin_positions_of_unchanged_services() {
         "tcp: {tcp_seen:?}, http: {web_seen:?}, udp: {udp_seen:?}"
     );
 }
+
+/// A reload that leaves a TCP service as it was keeps its health checks running: with
+/// reloads more frequent than the probe interval, a server that went down is still found
+/// out by the next probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frequent_reloads_do_not_postpone_tcp_health_probes() {
+    let good = Backend::echo(Some("good")).await;
+    let flaky = Backend::echo(Some("flaky")).await;
+    let flaky_addr = flaky.addr;
+    let port = free_port();
+    let dir = temp_dir("reload-probes");
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &health_checked(good.addr, flaky_addr, "1500ms", false),
+        &[port],
+    );
+    drop(flaky);
+    // Eight reloads 400 ms apart: past one interval, and each well within it.
+    for round in 0..8 {
+        let yaml = health_checked(good.addr, flaky_addr, "1500ms", round % 2 == 0);
+        reload_to(&r, &yaml);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(r.count_log("is down") > 0, "never probed:\n{}", r.log());
+}

@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use l4::kept::Kept;
+use l4::tcp::health::HealthHandle;
 use l7::handler::SharedHandler;
 
 use crate::acme::Acme;
+use crate::config::dynamic::{TcpServersTransport, TcpService};
 use l4::tls::self_signed_default;
 use rustls::sign::CertifiedKey;
 use tokio::io::AsyncWriteExt;
@@ -56,7 +59,14 @@ pub struct KeptStates {
     pub tcp_positions: l4::balance::wrr::WrrPositions,
     /// UDP round-robin positions, by service.
     pub udp_positions: l4::balance::wrr::WrrPositions,
+    /// Running TCP health checks, by service, with the service's and its named servers
+    /// transport's definitions: a check stops once no snapshot holds it.
+    pub tcp_health: Kept<String, TcpHealthDefinition, HealthHandle>,
 }
+
+/// What a TCP service's health checks depend on: the service (servers, `healthCheck`) and
+/// the servers transport it names, if any (the static one changes only with a restart).
+pub type TcpHealthDefinition = (TcpService, Option<TcpServersTransport>);
 
 impl KeptStates {
     /// Forgets the states the snapshot just installed did not ask for.
@@ -67,6 +77,7 @@ impl KeptStates {
         self.in_flight_conns.retain_used();
         self.tcp_positions.retain_used();
         self.udp_positions.retain_used();
+        self.tcp_health.retain_used();
     }
 }
 

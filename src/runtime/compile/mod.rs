@@ -130,7 +130,7 @@ pub struct Compiled {
     pub snapshot: Snapshot,
     /// The TCP routers of the snapshot, for the next reload to tell which it keeps.
     pub retirements: RouteRetirements,
-    pub health: Vec<HealthHandle>,
+    pub health: Vec<Arc<HealthHandle>>,
     pub servers: Servers,
     pub problems: Vec<ConfigError>,
     /// The certificates of the default store (configured, then ACME), for their expiry metric.
@@ -391,7 +391,8 @@ struct Compiler<'a> {
     transports: HashMap<String, Option<Arc<Transport>>>,
     middlewares: HashMap<String, Option<Arc<TcpMiddleware>>>,
     tls_modes: HashMap<String, TlsMode>,
-    health: Vec<HealthHandle>,
+    /// The TCP health checks this snapshot runs (some kept from the previous one).
+    health: Vec<Arc<HealthHandle>>,
     problems: Vec<ConfigError>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
     default_cert: Option<Arc<CertifiedKey>>,
@@ -609,8 +610,21 @@ impl Compiler<'_> {
                     timeout: positive(hc.timeout).unwrap_or(defaults.timeout),
                 };
                 let on_change = self.server_up.map(|metric| metric.tcp_hook(name));
-                self.health
-                    .push(health::spawn(lb_rt.clone(), spec, on_change));
+                // An unchanged service (same servers, hence the same `Server`s, and same
+                // transport) keeps its probe loops: restarting them at every reload would
+                // put the first probe one `interval` after the last reload, never if reloads
+                // come more often than that.
+                let named = &lb.servers_transport.value;
+                let transport_def = self.dy.tcp.servers_transports.get(named);
+                let definition = (def.value.clone(), transport_def.map(|t| t.value.clone()));
+                let checks =
+                    self.internal
+                        .kept
+                        .tcp_health
+                        .get_or_make(name.to_owned(), definition, || {
+                            health::spawn(lb_rt.clone(), spec, on_change)
+                        });
+                self.health.push(checks);
             }
             return Some(Service::LoadBalancer(lb_rt));
         }
