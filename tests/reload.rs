@@ -640,3 +640,193 @@ async fn reload_keeps_server_health() {
         assert_eq!(read_line(&mut s).await.unwrap(), "good");
     }
 }
+
+/// Rewrites the dynamic file and waits until the router applied it.
+fn reload_to(r: &Router, yaml: &str) {
+    let before = r.count_log(APPLIED);
+    r.rewrite_dynamic(yaml);
+    wait_until(|| r.count_log(APPLIED) > before, r);
+}
+
+/// A reload that leaves an `inFlightReq` as it was keeps its counts: a request in flight
+/// on the old snapshot still holds its slot against new requests, and gives it back when
+/// it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_in_flight_req_counts_while_the_limit_is_unchanged() {
+    use support::web::{Conn, HttpBackend};
+    let backend = HttpBackend::start("app").await;
+    let web = free_port();
+    let dir = temp_dir("reload-inflightreq");
+    let dynamic = |other: &str| {
+        format!(
+            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app, middlewares: [one]}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  middlewares:\n    one: {{inFlightReq: {{amount: 1}}}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+            backend.url()
+        )
+    };
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", web)], ""),
+        &dynamic("a.test"),
+        &[web],
+    );
+    let held = tokio::spawn(async move {
+        let mut conn = Conn::h1(web).await;
+        conn.get("app.test", "/slow/4000").await.status.as_u16()
+    });
+    wait_until(|| backend.seen().iter().any(|s| s.contains("/slow/")), &r);
+    reload_to(&r, &dynamic("b.test"));
+    let mut client = Conn::h1(web).await;
+    assert_eq!(client.get("app.test", "/").await.status, 429);
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(client.get("app.test", "/").await.status, 200);
+}
+
+/// A reload that leaves a TCP `inFlightConn` as it was keeps its counts: connections
+/// opened before it still count, and their slots come back when they close. A new
+/// amount starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_in_flight_conn_counts_while_the_limit_is_unchanged() {
+    let echo = Backend::echo(Some("in")).await;
+    let port = free_port();
+    let dir = temp_dir("reload-inflightconn");
+    let dynamic = |priority: u32, amount: u32| {
+        format!(
+            "tcp:\n  routers:\n    r: {{rule: \"HostSNI(`*`)\", service: s, entryPoints: [tcp], middlewares: [limit]}}\n    other: {{rule: \"HostSNI(`*`)\", service: s, entryPoints: [nowhere], priority: {priority}}}\n  middlewares:\n    limit: {{inFlightConn: {{amount: {amount}}}}}\n  services:\n    s: {{loadBalancer: {{servers: [{{address: \"{}\"}}]}}}}\n",
+            echo.addr
+        )
+    };
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &dynamic(1, 1),
+        &[port],
+    );
+    // `Router::start`'s own probe connection holds a slot until its relay ends.
+    r.wait_log("connection closed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut first = TcpStream::connect(ep(port)).await.unwrap();
+    assert_eq!(read_line(&mut first).await.unwrap(), "in");
+    reload_to(&r, &dynamic(2, 1));
+    let mut refused = TcpStream::connect(ep(port)).await.unwrap();
+    assert!(read_line(&mut refused).await.unwrap().is_empty());
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = TcpStream::connect(ep(port)).await.unwrap();
+    assert_eq!(read_line(&mut second).await.unwrap(), "in");
+    // Amount 2, counted afresh: two more besides `second`.
+    reload_to(&r, &dynamic(2, 2));
+    let mut more = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(ep(port)).await.unwrap();
+        assert_eq!(read_line(&mut conn).await.unwrap(), "in");
+        more.push(conn);
+    }
+    drop(second);
+}
+
+/// A reload that leaves a `circuitBreaker` as it was keeps it open; a changed breaker
+/// starts closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_an_open_circuit_breaker_while_it_is_unchanged() {
+    use support::web::{Conn, HttpBackend};
+    let backend = HttpBackend::start("app").await;
+    let (web, nobody) = (free_port(), free_port());
+    let dir = temp_dir("reload-breaker");
+    let dynamic = |other: &str, fallback: &str| {
+        format!(
+            "http:\n  routers:\n    down: {{rule: \"Host(`down.test`)\", service: down, middlewares: [breaker]}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  middlewares:\n    breaker: {{circuitBreaker: {{expression: \"NetworkErrorRatio() > 0.5\", fallbackDuration: {fallback}}}}}\n  services:\n    down: {{loadBalancer: {{servers: [{{url: \"http://127.0.0.1:{nobody}\"}}]}}}}\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
+            backend.url()
+        )
+    };
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("web", web)], ""),
+        &dynamic("a.test", "1m"),
+        &[web],
+    );
+    let mut client = Conn::h1(web).await;
+    assert_eq!(client.get("down.test", "/").await.status, 502);
+    assert_eq!(client.get("down.test", "/").await.status, 503, "open");
+    reload_to(&r, &dynamic("b.test", "1m"));
+    assert_eq!(client.get("down.test", "/").await.status, 503, "still open");
+    reload_to(&r, &dynamic("b.test", "2m"));
+    assert_eq!(
+        client.get("down.test", "/").await.status,
+        502,
+        "a new breaker"
+    );
+}
+
+/// Round robins go on across reloads that leave their service as it was: with two servers
+/// and a reload of an unrelated router before every connection, request or session, TCP
+/// and UDP load balancers and HTTP `weighted` services still alternate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_round_robin_positions_of_unchanged_services() {
+    use support::udp::{UdpEcho, free_udp_port, udp_client};
+    use support::web::{Conn, HttpBackend};
+    let (tcp_a, tcp_b) = (
+        Backend::echo(Some("a")).await,
+        Backend::echo(Some("b")).await,
+    );
+    let (web_a, web_b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
+    let (udp_a, udp_b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let (tcp, web, udp) = (free_port(), free_port(), free_udp_port());
+    let dir = temp_dir("reload-positions");
+    let static_yaml = format!(
+        "entryPoints:\n  tcp:\n    address: \"127.0.0.1:{tcp}\"\n  web:\n    address: \"127.0.0.1:{web}\"\n  udp:\n    address: \"127.0.0.1:{udp}/udp\"\nproviders:\n  providersThrottleDuration: 100ms\n  file:\n    filename: \"{}\"\n    watch: true\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let dynamic = |other: usize| {
+        format!(
+            "tcp:\n  routers:\n    r: {{rule: \"HostSNI(`*`)\", service: pair, entryPoints: [tcp]}}\n  services:\n    pair: {{loadBalancer: {{servers: [{{address: \"{}\"}}, {{address: \"{}\"}}]}}}}\nhttp:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: split, entryPoints: [web]}}\n    other: {{rule: \"Host(`{other}.test`)\", service: a, entryPoints: [web]}}\n  services:\n    split: {{weighted: {{services: [{{name: a, weight: 1}}, {{name: b, weight: 1}}]}}}}\n    a: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n    b: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\nudp:\n  routers:\n    u: {{entryPoints: [udp], service: upair}}\n  services:\n    upair: {{loadBalancer: {{servers: [{{address: \"{}\"}}, {{address: \"{}\"}}]}}}}\n",
+            tcp_a.addr,
+            tcp_b.addr,
+            web_a.url(),
+            web_b.url(),
+            udp_a.addr,
+            udp_b.addr
+        )
+    };
+    let r = Router::start(&dir, &static_yaml, &dynamic(0), &[tcp, web]);
+    let (mut tcp_seen, mut web_seen, mut udp_seen) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=4 {
+        reload_to(&r, &dynamic(round));
+        let mut s = TcpStream::connect(ep(tcp)).await.unwrap();
+        tcp_seen.push(read_line(&mut s).await.unwrap());
+        let answer = Conn::h1(web).await.get("app.test", "/").await;
+        web_seen.push(answer.header("x-backend").to_owned());
+        let session = udp_client("127.0.0.1", udp).await;
+        udp_seen.push(ask(&session, b"x").await);
+    }
+    let alternates = |seen: &[String]| seen.windows(2).all(|pair| pair[0] != pair[1]);
+    assert!(
+        alternates(&tcp_seen) && alternates(&web_seen) && alternates(&udp_seen),
+        "tcp: {tcp_seen:?}, http: {web_seen:?}, udp: {udp_seen:?}"
+    );
+}
+
+/// A reload that leaves a TCP service as it was keeps its health checks running: with
+/// reloads more frequent than the probe interval, a server that went down is still found
+/// out by the next probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frequent_reloads_do_not_postpone_tcp_health_probes() {
+    let good = Backend::echo(Some("good")).await;
+    let flaky = Backend::echo(Some("flaky")).await;
+    let flaky_addr = flaky.addr;
+    let port = free_port();
+    let dir = temp_dir("reload-probes");
+    let r = Router::start(
+        &dir,
+        &static_config(&dir, &[("tcp", port)], ""),
+        &health_checked(good.addr, flaky_addr, "1500ms", false),
+        &[port],
+    );
+    drop(flaky);
+    // Eight reloads 400 ms apart: past one interval, and each well within it.
+    for round in 0..8 {
+        let yaml = health_checked(good.addr, flaky_addr, "1500ms", round % 2 == 0);
+        reload_to(&r, &yaml);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(r.count_log("is down") > 0, "never probed:\n{}", r.log());
+}

@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod io;
+pub mod kept;
 pub mod observe;
 pub mod proxy_protocol;
 pub mod quic;

@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use l4::kept::Kept;
+use l4::tcp::health::HealthHandle;
 use l7::handler::SharedHandler;
 
 use crate::acme::Acme;
+use crate::config::dynamic::{TcpServersTransport, TcpService};
 use l4::tls::self_signed_default;
 use rustls::sign::CertifiedKey;
 use tokio::io::AsyncWriteExt;
@@ -36,6 +39,46 @@ pub struct Internal {
     pub redis_limits: super::redis_buckets::RedisLimitStores,
     /// The in-memory `rateLimit` buckets, kept across reloads while a limit is unchanged.
     pub rate_limits: Arc<l7::middleware::rate_limit::RateLimitStates>,
+    /// The other per-router and per-service state kept across reloads.
+    pub kept: KeptStates,
+}
+
+/// Per-router and per-service state that a reload keeps while the definition that created it
+/// is unchanged (see [`l4::kept`]).
+#[derive(Default)]
+pub struct KeptStates {
+    /// `inFlightReq` counts, by middleware and router or service.
+    pub in_flight_reqs: Arc<l7::middleware::in_flight_req::InFlightReqStates>,
+    /// `circuitBreaker` phases and metrics, by middleware and router or service.
+    pub circuit_breakers: Arc<l7::middleware::circuit_breaker::BreakerStates>,
+    /// HTTP `weighted` positions, by service.
+    pub http_weighted: l7::service::WeightedPositions,
+    /// TCP `inFlightConn` counts, by middleware, router and entrypoint.
+    pub in_flight_conns: l4::tcp::middleware::InFlightConnStates,
+    /// TCP round-robin positions, by service.
+    pub tcp_positions: l4::balance::wrr::WrrPositions,
+    /// UDP round-robin positions, by service.
+    pub udp_positions: l4::balance::wrr::WrrPositions,
+    /// Running TCP health checks, by service, with the service's and its named servers
+    /// transport's definitions: a check stops once no snapshot holds it.
+    pub tcp_health: Kept<String, TcpHealthDefinition, HealthHandle>,
+}
+
+/// What a TCP service's health checks depend on: the service (servers, `healthCheck`) and
+/// the servers transport it names, if any (the static one changes only with a restart).
+pub type TcpHealthDefinition = (TcpService, Option<TcpServersTransport>);
+
+impl KeptStates {
+    /// Forgets the states the snapshot just installed did not ask for.
+    pub fn retain_used(&self) {
+        self.in_flight_reqs.retain_used();
+        self.circuit_breakers.retain_used();
+        self.http_weighted.retain_used();
+        self.in_flight_conns.retain_used();
+        self.tcp_positions.retain_used();
+        self.udp_positions.retain_used();
+        self.tcp_health.retain_used();
+    }
 }
 
 /// A router Traefik adds on its own: `ping@internal` on the ping entrypoint, and so on.
@@ -159,6 +202,7 @@ impl Internal {
             http_routes,
             redis_limits: Default::default(),
             rate_limits: Default::default(),
+            kept: KeptStates::default(),
         })
     }
 }

@@ -136,7 +136,7 @@ pub struct Reloader {
     http_transports: TransportCache,
     source: Option<Source>,
     /// Health checks of the installed snapshot; replaced on every install.
-    health: Vec<HealthHandle>,
+    health: Vec<Arc<HealthHandle>>,
     /// Servers of the installed snapshot, whose health the next one inherits.
     servers: Servers,
     /// The installed snapshot's TCP routers: those the next one does not keep are retired.
@@ -339,8 +339,10 @@ impl Reloader {
         self.http_states.retain_used();
         self.http_transports.retain_used();
         self.internal.rate_limits.retain_used();
-        // The old snapshot's health checks stop now; connections that still hold the
-        // old snapshot keep their servers, which simply stop being probed.
+        self.internal.kept.retain_used();
+        // The old snapshot's health checks that the new one did not keep stop now;
+        // connections that still hold the old snapshot keep their servers, which simply
+        // stop being probed.
         self.health = compiled.health;
         self.servers = compiled.servers;
         self.tls_files = tls_files(&dy);
@@ -667,5 +669,84 @@ fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
             });
         }
         Err(e) => warn!(error = %e, "cannot install the SIGHUP handler"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file_provider::parse_dynamic;
+    use crate::config::source::Format;
+
+    /// Reload `n`: every router, service and middleware has a name no earlier reload used.
+    fn renamed(n: usize) -> DynamicConfig {
+        let yaml = format!(
+            r#"
+http:
+  routers:
+    r{n}: {{rule: "Host(`a.test`)", service: w{n}, middlewares: [f{n}, b{n}]}}
+  middlewares:
+    f{n}: {{inFlightReq: {{amount: 1}}}}
+    b{n}: {{circuitBreaker: {{expression: "NetworkErrorRatio() > 0.5"}}}}
+  services:
+    w{n}: {{weighted: {{services: [{{name: s{n}, weight: 1}}]}}}}
+    s{n}: {{loadBalancer: {{servers: [{{url: "http://127.0.0.1:1"}}]}}}}
+tcp:
+  routers:
+    t{n}: {{rule: "HostSNI(`*`)", service: tw{n}, middlewares: [c{n}]}}
+  middlewares:
+    c{n}: {{inFlightConn: {{amount: 1}}}}
+  services:
+    tw{n}: {{weighted: {{services: [{{name: ts{n}, weight: 1}}]}}}}
+    ts{n}: {{loadBalancer: {{servers: [{{address: "127.0.0.1:1"}}], healthCheck: {{interval: 1h}}}}}}
+udp:
+  routers:
+    u{n}: {{service: uw{n}}}
+  services:
+    uw{n}: {{weighted: {{services: [{{name: us{n}, weight: 1}}]}}}}
+    us{n}: {{loadBalancer: {{servers: [{{address: "127.0.0.1:1"}}]}}}}
+"#
+        );
+        parse_dynamic(&yaml, Format::Yaml, "dynamic.yml").expect("valid configuration")
+    }
+
+    /// The states of one snapshot's routers and services, by registry.
+    fn kept_counts(internal: &Internal) -> [usize; 7] {
+        let kept = &internal.kept;
+        [
+            kept.in_flight_reqs.len(),
+            kept.circuit_breakers.len(),
+            kept.http_weighted.len(),
+            kept.in_flight_conns.len(),
+            kept.tcp_positions.len(),
+            kept.udp_positions.len(),
+            kept.tcp_health.len(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn reloads_with_ever_new_names_keep_only_the_installed_snapshots_state() {
+        let args: Vec<String> = [
+            "--entryPoints.web.address=127.0.0.1:0",
+            "--entryPoints.dns.address=127.0.0.1:0/udp",
+        ]
+        .map(String::from)
+        .to_vec();
+        let st = crate::config::static_cfg::load_static(&args, &[])
+            .expect("static configuration")
+            .config;
+        let st = Arc::new(st);
+        let internal = Internal::start(&st, crate::acme::Acme::new(&st), Default::default())
+            .await
+            .expect("internal services");
+        let internal = Arc::new(internal);
+        let store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
+        let mut reloader = Reloader::new(st, internal.clone(), store, Default::default());
+        for n in 0..20 {
+            assert!(reloader.update("test", renamed(n)));
+            // The HTTP and TCP balancers are the weighted service and its load balancer;
+            // UDP the same; one of each middleware; one TCP health check.
+            assert_eq!(kept_counts(&internal), [1, 1, 1, 1, 2, 2, 1], "reload {n}");
+        }
     }
 }

@@ -5,8 +5,17 @@
 //!
 //! The balancer only knows indices and weights: callers say which entries are healthy at
 //! pick time, and own what the indices stand for.
+//!
+//! [`WrrPositions`] keeps a service's round robin across reloads while its entries are
+//! unchanged, so that frequent reloads do not send the first connections after each one to
+//! the first entry again.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::kept::Kept;
+
+/// Round robins by service name, each with the entries (name, weight) it was built over.
+pub type WrrPositions = Kept<String, Vec<(String, u32)>, Wrr>;
 
 /// A weighted round robin over `weights.len()` entries.
 #[derive(Debug)]
@@ -29,6 +38,13 @@ impl Wrr {
             weights: weights.into(),
             state: Mutex::new(Cursor::default()),
         }
+    }
+
+    /// The round robin of `service` over `entries` (a name and a weight each, in order): the
+    /// one kept in `positions` while the entries are unchanged, else a new one.
+    pub fn kept(positions: &WrrPositions, service: &str, entries: Vec<(String, u32)>) -> Arc<Wrr> {
+        let weights: Vec<u32> = entries.iter().map(|(_, weight)| *weight).collect();
+        positions.get_or_make(service.to_owned(), entries, || Wrr::new(&weights))
     }
 
     /// The number of entries.
@@ -146,6 +162,19 @@ mod tests {
     fn nothing_healthy_or_nothing_at_all_gives_none() {
         assert_eq!(Wrr::new(&[1, 2]).next(|_| false), None);
         assert_eq!(Wrr::new(&[]).next(|_| true), None);
+    }
+
+    #[test]
+    fn a_kept_round_robin_goes_on_while_its_entries_are_unchanged() {
+        let positions = WrrPositions::new();
+        let entries = |second: &str| vec![("a".to_owned(), 1), (second.to_owned(), 1)];
+        let first = Wrr::kept(&positions, "s", entries("b"));
+        assert_eq!(first.next(|_| true), Some(0));
+        positions.retain_used();
+        let again = Wrr::kept(&positions, "s", entries("b"));
+        assert_eq!(again.next(|_| true), Some(1));
+        let changed = Wrr::kept(&positions, "s", entries("c"));
+        assert_eq!(changed.next(|_| true), Some(0));
     }
 
     #[test]

@@ -3,13 +3,22 @@
 //! Traefik has two: `ipAllowList` (close connections from outside the allowed
 //! ranges) and `inFlightConn` (at most `amount` simultaneous connections per client
 //! IP). Both decide on the client address alone, so they are plain data plus an
-//! RAII guard that gives the in-flight slot back when the connection ends.
+//! RAII guard that gives the in-flight slot back when the connection ends. The
+//! `inFlightConn` counts live in [`InFlightConnStates`], so a reload that leaves the
+//! middleware as it was keeps them: connections opened before it still count, and give
+//! their slot back to the same counter when they close.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
+
+use crate::kept::Kept;
+
+/// The counts of every `inFlightConn`, by (middleware name, router and entrypoint using it),
+/// with the amount they were created for.
+pub type InFlightConnStates = Kept<(String, String), u64, InFlightConn>;
 
 /// One configured TCP middleware, built once per snapshot.
 #[derive(Debug)]
@@ -34,12 +43,21 @@ pub struct Admission {
 }
 
 impl TcpMiddleware {
-    /// The instance one router on one entrypoint uses: `inFlightConn` counts per
-    /// router and entrypoint (as Traefik builds it), so each gets its own counters.
-    pub fn for_router(self: &Arc<Self>) -> Arc<TcpMiddleware> {
+    /// The instance of middleware `name` that `owner` (one router on one entrypoint) uses:
+    /// `inFlightConn` counts per router and entrypoint (as Traefik builds it), so each gets
+    /// its own counters, those `states` kept for it while the amount is unchanged.
+    pub fn for_router(
+        self: &Arc<Self>,
+        name: &str,
+        owner: &str,
+        states: &InFlightConnStates,
+    ) -> Arc<TcpMiddleware> {
         match self.as_ref() {
             TcpMiddleware::InFlightConn(limit) => {
-                Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(limit.amount)))
+                let key = (name.to_owned(), owner.to_owned());
+                let amount = limit.amount;
+                let counts = states.get_or_make(key, amount, || InFlightConn::empty(amount));
+                Arc::new(TcpMiddleware::InFlightConn(counts))
             }
             TcpMiddleware::IpAllowList(_) => self.clone(),
         }
@@ -93,10 +111,14 @@ pub struct InFlightConn {
 
 impl InFlightConn {
     pub fn new(amount: u64) -> Arc<Self> {
-        Arc::new(InFlightConn {
+        Arc::new(Self::empty(amount))
+    }
+
+    fn empty(amount: u64) -> Self {
+        InFlightConn {
             amount,
             open: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<InFlightGuard, Refused> {
@@ -182,11 +204,31 @@ mod tests {
 
     #[test]
     fn each_router_gets_its_own_in_flight_counters() {
+        let states = InFlightConnStates::new();
         let shared = Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(1)));
-        let (a, b) = (vec![shared.for_router()], vec![shared.for_router()]);
+        let a = vec![shared.for_router("limit", "a on tcp", &states)];
+        let b = vec![shared.for_router("limit", "b on tcp", &states)];
         let _held = TcpMiddleware::admit_all(&a, ip("1.1.1.1")).unwrap();
         assert!(TcpMiddleware::admit_all(&a, ip("1.1.1.1")).is_err());
         assert!(TcpMiddleware::admit_all(&b, ip("1.1.1.1")).is_ok());
+    }
+
+    #[test]
+    fn a_rebuilt_router_keeps_the_counters_of_an_unchanged_limit() {
+        let states = InFlightConnStates::new();
+        let limit = |amount| Arc::new(TcpMiddleware::InFlightConn(InFlightConn::new(amount)));
+        let old = vec![limit(1).for_router("limit", "a on tcp", &states)];
+        let held = TcpMiddleware::admit_all(&old, ip("1.1.1.1")).unwrap();
+        states.retain_used();
+        let rebuilt = vec![limit(1).for_router("limit", "a on tcp", &states)];
+        assert!(TcpMiddleware::admit_all(&rebuilt, ip("1.1.1.1")).is_err());
+        // The old connection's slot goes back to the shared counter.
+        drop(held);
+        let _again = TcpMiddleware::admit_all(&rebuilt, ip("1.1.1.1")).unwrap();
+        // A new amount starts afresh.
+        let changed = vec![limit(2).for_router("limit", "a on tcp", &states)];
+        let _one = TcpMiddleware::admit_all(&changed, ip("1.1.1.1")).unwrap();
+        assert!(TcpMiddleware::admit_all(&changed, ip("1.1.1.1")).is_ok());
     }
 
     #[test]

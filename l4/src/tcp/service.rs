@@ -4,7 +4,8 @@
 //!
 //! The tree is built from typed specifications (addresses are `host:port`, not parsed here)
 //! and is immutable apart from each server's health flag, which health checks flip. Servers
-//! are shared `Arc`s so a reload can carry their health over.
+//! are shared `Arc`s so a reload can carry their health over, and so are the round robins
+//! ([`crate::balance::wrr::WrrPositions`]), so a reload can carry their positions over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,18 +48,42 @@ impl Server {
 #[derive(Debug)]
 pub struct LoadBalancer {
     servers: Vec<Arc<Server>>,
-    wrr: Wrr,
+    wrr: Arc<Wrr>,
     transport: Arc<Transport>,
 }
 
 impl LoadBalancer {
     pub fn new(servers: Vec<Arc<Server>>, transport: Arc<Transport>) -> Self {
-        let wrr = Wrr::new(&vec![1; servers.len()]);
+        let wrr = Arc::new(Wrr::new(&vec![1; servers.len()]));
+        Self::with_wrr(servers, transport, wrr)
+    }
+
+    /// A load balancer whose round robin is `wrr` (one kept across reloads): one entry of
+    /// weight 1 per server. A `wrr` of another length is replaced by a new one.
+    pub fn with_wrr(servers: Vec<Arc<Server>>, transport: Arc<Transport>, wrr: Arc<Wrr>) -> Self {
+        let wrr = if wrr.len() == servers.len() {
+            wrr
+        } else {
+            Arc::new(Wrr::new(&vec![1; servers.len()]))
+        };
         Self {
             servers,
             wrr,
             transport,
         }
+    }
+
+    /// The round-robin entries of `servers`, as [`Wrr::kept`] takes them.
+    pub fn wrr_entries(servers: &[Arc<Server>]) -> Vec<(String, u32)> {
+        servers
+            .iter()
+            .map(|s| {
+                (
+                    format!("{}{}", if s.tls { "tls " } else { "" }, s.address),
+                    1,
+                )
+            })
+            .collect()
     }
 
     pub fn servers(&self) -> &[Arc<Server>] {
@@ -84,16 +109,25 @@ impl LoadBalancer {
 #[derive(Debug)]
 pub struct Weighted {
     children: Vec<(Service, u32)>,
-    wrr: Wrr,
+    wrr: Arc<Wrr>,
 }
 
 impl Weighted {
     pub fn new(children: Vec<(Service, u32)>) -> Self {
         let weights: Vec<u32> = children.iter().map(|(_, weight)| *weight).collect();
-        Self {
-            wrr: Wrr::new(&weights),
-            children,
-        }
+        Self::with_wrr(children, Arc::new(Wrr::new(&weights)))
+    }
+
+    /// A weighted service whose round robin is `wrr` (one kept across reloads, over the
+    /// children's weights). A `wrr` of another length is replaced by a new one.
+    pub fn with_wrr(children: Vec<(Service, u32)>, wrr: Arc<Wrr>) -> Self {
+        let wrr = if wrr.len() == children.len() {
+            wrr
+        } else {
+            let weights: Vec<u32> = children.iter().map(|(_, weight)| *weight).collect();
+            Arc::new(Wrr::new(&weights))
+        };
+        Self { children, wrr }
     }
 
     pub fn children(&self) -> &[(Service, u32)] {

@@ -2,7 +2,8 @@
 //! servers by Traefik's weighted round robin (`wrr`, the default) or, as an extension, by
 //! rendezvous hashing on the client IP (`hrw`), so that a client (a game client, a VoIP
 //! call) lands on the same server for every session. A `weighted` service picks among child
-//! services by weighted round robin. The choice is made once per session.
+//! services by weighted round robin. The choice is made once per session. Round robins can
+//! be kept across reloads ([`crate::balance::wrr::WrrPositions`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,14 +34,14 @@ pub struct LoadBalancer {
 }
 
 enum Choice {
-    Wrr(Wrr),
+    Wrr(Arc<Wrr>),
     Hrw(Hrw<usize>),
 }
 
 impl LoadBalancer {
     pub fn new(servers: Vec<Arc<str>>, strategy: Strategy) -> Self {
         let choice = match strategy {
-            Strategy::Wrr => Choice::Wrr(Wrr::new(&vec![1; servers.len()])),
+            Strategy::Wrr => Choice::Wrr(Arc::new(Wrr::new(&vec![1; servers.len()]))),
             Strategy::Hrw => {
                 // Server addresses often differ only in their last digit, which
                 // Traefik's unmixed hash would split about 2:1:1.
@@ -52,6 +53,18 @@ impl LoadBalancer {
             }
         };
         Self { servers, choice }
+    }
+
+    /// A `wrr` load balancer whose round robin is `wrr` (one kept across reloads): one entry
+    /// of weight 1 per server. A `wrr` of another length is replaced by a new one.
+    pub fn with_wrr(servers: Vec<Arc<str>>, wrr: Arc<Wrr>) -> Self {
+        if wrr.len() != servers.len() {
+            return Self::new(servers, Strategy::Wrr);
+        }
+        Self {
+            servers,
+            choice: Choice::Wrr(wrr),
+        }
     }
 
     pub fn servers(&self) -> &[Arc<str>] {
@@ -70,16 +83,28 @@ impl LoadBalancer {
 /// `weighted{services[{name, weight}]}`: child services by weighted round robin.
 pub struct Weighted {
     children: Vec<Arc<UdpService>>,
-    wrr: Wrr,
+    wrr: Arc<Wrr>,
 }
 
 impl Weighted {
     /// Children with their weights; a weight of 0 is never picked.
     pub fn new(children: Vec<(Arc<UdpService>, u32)>) -> Self {
         let weights: Vec<u32> = children.iter().map(|(_, w)| *w).collect();
+        Self::with_wrr(children, Arc::new(Wrr::new(&weights)))
+    }
+
+    /// As [`Weighted::new`], with `wrr` (one kept across reloads, over the children's
+    /// weights) as its round robin. A `wrr` of another length is replaced by a new one.
+    pub fn with_wrr(children: Vec<(Arc<UdpService>, u32)>, wrr: Arc<Wrr>) -> Self {
+        let wrr = if wrr.len() == children.len() {
+            wrr
+        } else {
+            let weights: Vec<u32> = children.iter().map(|(_, w)| *w).collect();
+            Arc::new(Wrr::new(&weights))
+        };
         Self {
             children: children.into_iter().map(|(c, _)| c).collect(),
-            wrr: Wrr::new(&weights),
+            wrr,
         }
     }
 }

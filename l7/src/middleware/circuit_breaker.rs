@@ -13,6 +13,10 @@
 //! for `recoveryDuration` a share growing from 0 to all of the requests passes again (the
 //! others still get the fallback). The expression true again during recovery reopens it;
 //! at the end of recovery the breaker closes with fresh metrics.
+//!
+//! The state (phase and metrics) lives in [`BreakerStates`], per middleware and per router or
+//! service using it, so a reload that leaves the middleware as it was keeps an open breaker
+//! open and its metrics window whole.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +25,8 @@ use std::time::Duration;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
+
+use l4::kept::Kept;
 
 use super::Middleware;
 use crate::error::Source;
@@ -45,18 +51,59 @@ pub struct CircuitBreaker {
 
 impl Middleware for CircuitBreaker {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.breaker(Arc::new(BreakerState::new()), next)
+    }
+}
+
+impl CircuitBreaker {
+    fn breaker(&self, state: Arc<BreakerState>, next: SharedHandler) -> SharedHandler {
         Arc::new(Breaker {
             spec: self.clone(),
             next,
-            state: Mutex::new(State::new(Instant::now())),
+            state,
         })
+    }
+}
+
+/// The state of every `circuitBreaker`, by (middleware name, router or service using it),
+/// kept across reloads while the middleware's definition is unchanged.
+pub type BreakerStates = Kept<(String, String), CircuitBreaker, BreakerState>;
+
+/// A `circuitBreaker` whose state lives in [`BreakerStates`].
+pub struct KeptCircuitBreaker {
+    /// The middleware's qualified name (`breaker@file`).
+    pub name: String,
+    pub spec: CircuitBreaker,
+    pub states: Arc<BreakerStates>,
+}
+
+impl Middleware for KeptCircuitBreaker {
+    fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.wrap_for("", next)
+    }
+
+    fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
+        let key = (self.name.clone(), owner.to_owned());
+        let state = self
+            .states
+            .get_or_make(key, self.spec.clone(), BreakerState::new);
+        self.spec.breaker(state, next)
+    }
+}
+
+/// One breaker's phase and metrics.
+pub struct BreakerState(Mutex<State>);
+
+impl BreakerState {
+    fn new() -> Self {
+        Self(Mutex::new(State::new(Instant::now())))
     }
 }
 
 struct Breaker {
     spec: CircuitBreaker,
     next: SharedHandler,
-    state: Mutex<State>,
+    state: Arc<BreakerState>,
 }
 
 struct State {
@@ -90,7 +137,7 @@ impl State {
 
 impl Breaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether this request may go to the service now.
@@ -319,19 +366,26 @@ mod tests {
         }
     }
 
-    fn breaker(expression: &str) -> (Arc<Upstream>, SharedHandler) {
-        let upstream = Arc::new(Upstream {
+    fn upstream() -> Arc<Upstream> {
+        Arc::new(Upstream {
             status: AtomicU16::new(200),
             calls: AtomicUsize::new(0),
-        });
-        let spec = CircuitBreaker {
+        })
+    }
+
+    fn spec(expression: &str) -> CircuitBreaker {
+        CircuitBreaker {
             expression: Expression::parse(expression).unwrap(),
             check_period: Duration::from_millis(100),
             fallback_duration: Duration::from_secs(10),
             recovery_duration: Duration::from_secs(10),
             response_code: StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let handler = spec.wrap(upstream.clone());
+        }
+    }
+
+    fn breaker(expression: &str) -> (Arc<Upstream>, SharedHandler) {
+        let upstream = upstream();
+        let handler = spec(expression).wrap(upstream.clone());
         (upstream, handler)
     }
 
@@ -406,6 +460,33 @@ mod tests {
             503,
             "the old successes no longer count"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_chain_keeps_the_breaker_of_an_unchanged_middleware_per_owner() {
+        let upstream = upstream();
+        let states = Arc::new(BreakerStates::new());
+        let kept = |spec: CircuitBreaker, owner: &str| {
+            KeptCircuitBreaker {
+                name: "breaker@file".into(),
+                spec,
+                states: states.clone(),
+            }
+            .wrap_for(owner, upstream.clone())
+        };
+        let unchanged = spec("NetworkErrorRatio() > 0.5");
+        let old = kept(unchanged.clone(), "router a");
+        upstream.status.store(0, Ordering::SeqCst);
+        assert_eq!(status(&old).await, 502);
+        assert_eq!(status(&old).await, 503);
+        let rebuilt = kept(unchanged.clone(), "router a");
+        assert_eq!(status(&rebuilt).await, 503, "still open");
+        // Another router using the middleware has its own breaker.
+        assert_eq!(status(&kept(unchanged, "router b")).await, 502);
+        // A changed definition starts closed, with empty metrics.
+        let mut changed = spec("NetworkErrorRatio() > 0.5");
+        changed.fallback_duration = Duration::from_secs(5);
+        assert_eq!(status(&kept(changed, "router a")).await, 502);
     }
 
     #[test]

@@ -2,12 +2,19 @@
 //! being answered at once; more get 429. A request counts until its response body has been
 //! sent (or dropped, when the client goes away), not merely until its headers are, as
 //! Traefik's handler holds its slot until it has written the whole response.
+//!
+//! The counts live in [`InFlightReqStates`], per middleware and per router or service using
+//! it (as Traefik builds a middleware per router), so a reload that leaves the middleware as
+//! it was keeps them: requests still in flight on the old snapshot count against the same
+//! limit as new ones, and give their slot back to it when they end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
+
+use l4::kept::Kept;
 
 use super::Middleware;
 use super::source_criterion::{Source, SourceCriterion};
@@ -25,11 +32,43 @@ pub struct InFlightReq {
 
 impl Middleware for InFlightReq {
     fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.limiter(Arc::new(Counts::default()), next)
+    }
+}
+
+impl InFlightReq {
+    fn limiter(&self, counts: Arc<Counts>, next: SharedHandler) -> SharedHandler {
         Arc::new(Limiter {
             config: self.clone(),
-            counts: Arc::new(Counts::default()),
+            counts,
             next,
         })
+    }
+}
+
+/// The counts of every `inFlightReq`, by (middleware name, router or service using it),
+/// kept across reloads while the middleware's definition is unchanged.
+pub type InFlightReqStates = Kept<(String, String), InFlightReq, Counts>;
+
+/// An `inFlightReq` whose counts live in [`InFlightReqStates`].
+pub struct KeptInFlightReq {
+    /// The middleware's qualified name (`limit@file`).
+    pub name: String,
+    pub limit: InFlightReq,
+    pub states: Arc<InFlightReqStates>,
+}
+
+impl Middleware for KeptInFlightReq {
+    fn wrap(&self, next: SharedHandler) -> SharedHandler {
+        self.wrap_for("", next)
+    }
+
+    fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
+        let key = (self.name.clone(), owner.to_owned());
+        let counts = self
+            .states
+            .get_or_make(key, self.limit.clone(), Counts::default);
+        self.limit.limiter(counts, next)
     }
 }
 
@@ -42,7 +81,7 @@ struct Limiter {
 /// Requests in flight per source; a source leaves the table when its count falls to 0,
 /// so the table is never larger than the number of requests being answered.
 #[derive(Default)]
-struct Counts(Mutex<HashMap<Source, usize>>);
+pub struct Counts(Mutex<HashMap<Source, usize>>);
 
 impl Counts {
     fn try_acquire(self: &Arc<Self>, source: Source, limit: usize) -> Option<Permit> {
@@ -158,6 +197,39 @@ mod tests {
         drop(second);
         assert_eq!(
             handler.call(from("192.0.2.1")).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rebuilt_chain_shares_the_counts_of_an_unchanged_middleware_per_owner() {
+        let states = Arc::new(InFlightReqStates::new());
+        let kept = |amount| KeptInFlightReq {
+            name: "limit@file".into(),
+            limit: InFlightReq {
+                amount,
+                source: SourceCriterion::Ip(Default::default()),
+            },
+            states: states.clone(),
+        };
+        let old = kept(1).wrap_for("router a", Arc::new(Fixed));
+        let held = old.call(from("192.0.2.1")).await;
+        assert_eq!(held.status(), StatusCode::OK);
+        let rebuilt = kept(1).wrap_for("router a", Arc::new(Fixed));
+        let refused = rebuilt.call(from("192.0.2.1")).await.status();
+        assert_eq!(refused, StatusCode::TOO_MANY_REQUESTS);
+        // Another router using the middleware has its own counts.
+        let other = kept(1).wrap_for("router b", Arc::new(Fixed));
+        assert_eq!(other.call(from("192.0.2.1")).await.status(), StatusCode::OK);
+        // The request of the old chain gives its slot back to the shared count.
+        drop(held);
+        let held_again = rebuilt.call(from("192.0.2.1")).await;
+        assert_eq!(held_again.status(), StatusCode::OK);
+        // A changed amount starts afresh: two new requests pass beside the held one.
+        let changed = kept(2).wrap_for("router a", Arc::new(Fixed));
+        let _first = changed.call(from("192.0.2.1")).await;
+        assert_eq!(
+            changed.call(from("192.0.2.1")).await.status(),
             StatusCode::OK
         );
     }

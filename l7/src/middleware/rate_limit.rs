@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 
+use l4::kept::Kept;
+
 use super::Middleware;
 use super::ip_allow_list::status_response;
 use super::source_criterion::{Source, SourceCriterion};
@@ -90,52 +92,7 @@ impl RateLimit {
 /// The in-memory buckets of every `rateLimit`, by middleware and by the router or service
 /// that uses it, kept across reloads while the limit is unchanged: a reload must not hand
 /// every client a full bucket again.
-#[derive(Default)]
-pub struct RateLimitStates {
-    kept: Mutex<HashMap<(String, String), KeptBuckets>>,
-}
-
-struct KeptBuckets {
-    limit: RateLimit,
-    buckets: Arc<Mutex<Buckets>>,
-    used: bool,
-}
-
-impl RateLimitStates {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn buckets(&self, name: &str, owner: &str, limit: &RateLimit) -> Arc<Mutex<Buckets>> {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (name.to_owned(), owner.to_owned());
-        if let Some(k) = kept.get_mut(&key)
-            && k.limit == *limit
-        {
-            k.used = true;
-            return k.buckets.clone();
-        }
-        let buckets = Arc::new(Mutex::new(limit.buckets()));
-        kept.insert(
-            key,
-            KeptBuckets {
-                limit: limit.clone(),
-                buckets: buckets.clone(),
-                used: true,
-            },
-        );
-        buckets
-    }
-
-    /// Forgets the buckets not asked for since the previous call; call it once the new
-    /// snapshot is installed.
-    pub fn retain_used(&self) {
-        self.kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, k| std::mem::take(&mut k.used));
-    }
-}
+pub type RateLimitStates = Kept<(String, String), RateLimit, Mutex<Buckets>>;
 
 /// A `rateLimit` whose buckets live in [`RateLimitStates`]: each router (or service) that uses
 /// middleware `name` keeps its own buckets, as in Traefik, across reloads.
@@ -152,7 +109,10 @@ impl Middleware for KeptRateLimit {
     }
 
     fn wrap_for(&self, owner: &str, next: SharedHandler) -> SharedHandler {
-        let buckets = self.states.buckets(&self.name, owner, &self.limit);
+        let key = (self.name.clone(), owner.to_owned());
+        let buckets = self
+            .states
+            .get_or_make(key, self.limit.clone(), || Mutex::new(self.limit.buckets()));
         self.limit.limiter(buckets, next)
     }
 }
@@ -310,7 +270,7 @@ impl Bucket {
 }
 
 /// The buckets of the sources seen lately, in two generations (see the module docs).
-struct Buckets {
+pub struct Buckets {
     current: HashMap<Source, Bucket>,
     previous: HashMap<Source, Bucket>,
     /// Entries per generation.

@@ -17,7 +17,7 @@
 //! - a parent takes its children as [`Child`]ren: the child's handler and, when the child
 //!   reports its health, the [`SharedHealth`] its `health()` method returned. A child's service
 //!   middlewares wrap its handler but do not change its health:
-//!   `Weighted::new(name, spec, vec![(child, weight)])`,
+//!   `Weighted::new(name, spec, vec![(child, weight)], &positions)`,
 //!   `HighestRandomWeight::new(name, health_check, vec![(child, weight)])`,
 //!   `Mirroring::new(name, spec, main, mirrors)`, `Failover::new(name, spec, main, fallback)`.
 //!
@@ -77,7 +77,7 @@ pub use load_balancer::{LbState, LoadBalancer, LoadBalancerSpec, ServerSpec, Str
 pub use mirroring::{Mirror, Mirroring, MirroringSpec};
 pub use passive::PassiveHealthCheckSpec;
 pub use state::ServiceStates;
-pub use weighted::{Weighted, WeightedSpec};
+pub use weighted::{Weighted, WeightedPositions, WeightedSpec};
 
 use crate::handler::SharedHandler;
 

@@ -1,9 +1,14 @@
 //! `weighted`: child services chosen by weighted round robin (Traefik's EDF order), optionally
 //! pinned by a sticky cookie naming the child service.
+//!
+//! The balancing position lives in [`WeightedPositions`], by service, so a reload that leaves
+//! the children and their weights as they were goes on where the previous snapshot stopped
+//! instead of sending its first requests to the first child again.
 
 use std::sync::Arc;
 
 use http::{Request, Response};
+use l4::kept::Kept;
 
 use super::sticky::StickyCookie;
 use super::{BuildError, Child, Health, SharedHealth};
@@ -59,29 +64,46 @@ pub(crate) fn children_health<'a>(
     Ok(Some(Arc::new(ChildrenHealth { children })))
 }
 
+/// The balancing positions of `weighted` services by service name, kept across reloads
+/// while the children (their names and weights, in order) are unchanged.
+pub type WeightedPositions = Kept<String, Vec<(String, i64)>, Edf<usize>>;
+
 /// The `weighted` handler.
 pub struct Weighted {
     children: Vec<Child>,
-    edf: Edf<usize>,
+    edf: Arc<Edf<usize>>,
     sticky: Option<StickyCookie>,
     health: Option<SharedHealth>,
 }
 
 impl Weighted {
     /// `children` are the services with their weights; those of weight ≤ 0 are not used.
+    /// The position is `service`'s in `positions` while its children are unchanged.
     pub fn new(
         service: &str,
         spec: WeightedSpec,
         children: Vec<(Child, i64)>,
+        positions: &WeightedPositions,
     ) -> Result<Self, BuildError> {
         let declared: Vec<&Child> = children.iter().map(|(child, _)| child).collect();
-        let edf = Edf::new();
-        let mut used = Vec::new();
-        for (child, weight) in &children {
-            if edf.add(used.len(), *weight) {
-                used.push(child.clone());
+        let used: Vec<Child> = children
+            .iter()
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(child, _)| child.clone())
+            .collect();
+        let definition = children
+            .iter()
+            .map(|(child, weight)| (child.name.clone(), *weight))
+            .collect();
+        let edf = positions.get_or_make(service.to_owned(), definition, || {
+            let edf = Edf::new();
+            // Indices into `used`: `add` takes exactly the positive weights kept there.
+            let positive = children.iter().map(|(_, w)| *w).filter(|w| *w > 0);
+            for (index, weight) in positive.enumerate() {
+                edf.add(index, weight);
             }
-        }
+            edf
+        });
         let health = children_health(service, spec.health_check, declared, &used)?;
         let sticky = spec
             .sticky
@@ -208,21 +230,47 @@ pub(crate) mod tests {
                 (child(&b, false), 1),
                 (child(&z, false), 0),
             ],
+            &WeightedPositions::new(),
         )
         .unwrap();
         assert_eq!(sequence(&weighted, 12).await, "aabaaaabaaba");
+    }
+
+    fn positions() -> WeightedPositions {
+        WeightedPositions::new()
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_with_the_same_children_goes_on_where_the_last_stopped() {
+        let (a, b) = (leaf("a"), leaf("b"));
+        let positions = positions();
+        let build = |weights: [i64; 2], positions: &WeightedPositions| {
+            let children = vec![
+                (child(&a, false), weights[0]),
+                (child(&b, false), weights[1]),
+            ];
+            Weighted::new("wt@file", WeightedSpec::default(), children, positions).unwrap()
+        };
+        assert_eq!(sequence(&build([1, 1], &positions), 1).await, "a");
+        assert_eq!(sequence(&build([1, 1], &positions), 1).await, "b");
+        assert_eq!(sequence(&build([1, 1], &positions), 3).await, "aba");
+        // New weights: a new round, as a first build would start it.
+        let fresh = sequence(&build([1, 3], &WeightedPositions::new()), 4).await;
+        assert_eq!(sequence(&build([1, 3], &positions), 4).await, fresh);
+        assert_eq!(fresh, "bbab");
     }
 
     #[tokio::test]
     async fn children_health_is_followed_only_with_a_health_check() {
         let (a, b) = (leaf("a"), leaf("b"));
         let children = || vec![(child(&a, true), 1), (child(&b, true), 1)];
-        let blind = Weighted::new("wt@file", WeightedSpec::default(), children()).unwrap();
+        let blind =
+            Weighted::new("wt@file", WeightedSpec::default(), children(), &positions()).unwrap();
         let following = WeightedSpec {
             health_check: true,
             ..WeightedSpec::default()
         };
-        let watching = Weighted::new("wt@file", following, children()).unwrap();
+        let watching = Weighted::new("wt@file", following, children(), &positions()).unwrap();
         assert!(blind.health().is_none());
         let health = watching.health().unwrap();
         a.up.store(false, Ordering::SeqCst);
@@ -251,6 +299,7 @@ pub(crate) mod tests {
             "wt@file",
             spec,
             vec![(child(&a, true), 1), (child(&b, false), 1)],
+            &positions(),
         )
         .err()
         .map(|e| e.to_string())
@@ -272,6 +321,7 @@ pub(crate) mod tests {
             "wt@file",
             spec,
             vec![(child(&a, true), 1), (child(&b, true), 1)],
+            &positions(),
         )
         .unwrap();
         let response = weighted.call(Request::new(empty_body())).await;

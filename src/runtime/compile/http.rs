@@ -380,6 +380,26 @@ impl Compiler<'_> {
                 }
             };
         }
+        if let Some(limit) = &m.in_flight_req {
+            let states = &self.internal.kept.in_flight_reqs;
+            return match mw_access::kept_in_flight_req(name, limit, states) {
+                Ok(mw) => Some(mw),
+                Err(err) => {
+                    self.problem(at, format!("middleware {name}: {err}"));
+                    None
+                }
+            };
+        }
+        if let Some(breaker) = &m.circuit_breaker {
+            let states = &self.internal.kept.circuit_breakers;
+            return match mw_traffic::kept_circuit_breaker(name, breaker, states) {
+                Ok(mw) => Some(mw),
+                Err(err) => {
+                    self.problem(at, format!("middleware {name}: {err}"));
+                    None
+                }
+            };
+        }
         if let Some(limit) = m.rate_limit.as_ref().filter(|l| l.redis.is_some()) {
             return match mw_access::shared_rate_limit(name, limit, &self.internal.redis_limits) {
                 Ok(mw) => Some(mw),
@@ -466,7 +486,7 @@ impl Compiler<'_> {
                         .map(|c| cookie_spec(name, c)),
                     health_check: w.health_check.is_some(),
                 };
-                Weighted::new(name, spec, children)
+                Weighted::new(name, spec, children, &self.internal.kept.http_weighted)
                     .map(|w| {
                         let health = w.health();
                         (Arc::new(w) as SharedHandler, health)

@@ -23,9 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use l4::balance::Wrr;
 use l4::tcp::dispatch::{EntrypointRoutes, HttpHandoff, TcpTarget, TlsMode};
 use l4::tcp::health::{self, HealthCheckSpec, HealthHandle};
-use l4::tcp::middleware::{InFlightConn, IpAllowList, TcpMiddleware};
+use l4::tcp::middleware::{InFlightConn, InFlightConnStates, IpAllowList, TcpMiddleware};
 use l4::tcp::router::{Route, RouteTable};
 use l4::tcp::rule::TcpRule;
 use l4::tcp::service::{LoadBalancer, Server, Service, Weighted};
@@ -129,7 +130,7 @@ pub struct Compiled {
     pub snapshot: Snapshot,
     /// The TCP routers of the snapshot, for the next reload to tell which it keeps.
     pub retirements: RouteRetirements,
-    pub health: Vec<HealthHandle>,
+    pub health: Vec<Arc<HealthHandle>>,
     pub servers: Servers,
     pub problems: Vec<ConfigError>,
     /// The certificates of the default store (configured, then ACME), for their expiry metric.
@@ -244,11 +245,12 @@ pub fn compile(
             continue;
         };
         for ep in route_eps {
+            let copy = route.clone_route(&ep, &c.internal.kept.in_flight_conns);
             let entry = tables.entry(ep).or_default();
             if route.target_is_tls() {
-                entry.1.push(route.clone_route());
+                entry.1.push(copy);
             } else {
-                entry.0.push(route.clone_route());
+                entry.0.push(copy);
             }
         }
     }
@@ -298,7 +300,13 @@ pub fn compile(
         .any(|ep| ep.http3.is_some())
         .then(|| c.quic_tls())
         .flatten();
-    let udp = udp::udp_routes(st, dy, report, (c.previous_retirements, &mut c.retirements));
+    let udp = udp::udp_routes(
+        st,
+        dy,
+        report,
+        (c.previous_retirements, &mut c.retirements),
+        &c.internal.kept.udp_positions,
+    );
     Compiled {
         snapshot: Snapshot {
             quic_tls,
@@ -334,6 +342,8 @@ struct PendingRoute {
     precedence: u32,
     rule: TcpRule,
     target: TcpTarget,
+    /// The names of `target.middlewares`, in the same order.
+    middleware_names: Vec<String>,
 }
 
 impl PendingRoute {
@@ -341,10 +351,14 @@ impl PendingRoute {
         !matches!(self.target.tls, TlsMode::Plain)
     }
 
-    /// The copy for one entrypoint, with its own per-router middleware state.
-    fn clone_route(&self) -> Route<TcpTarget> {
+    /// The copy for entrypoint `ep`, with its own per-router middleware state (kept in
+    /// `states` across reloads while unchanged).
+    fn clone_route(&self, ep: &str, states: &InFlightConnStates) -> Route<TcpTarget> {
         let mut target = self.target.clone();
-        target.middlewares = target.middlewares.iter().map(|m| m.for_router()).collect();
+        let owner = format!("router {} on {ep}", self.name);
+        target.middlewares = (target.middlewares.iter().zip(&self.middleware_names))
+            .map(|(m, name)| m.for_router(name, &owner, states))
+            .collect();
         Route {
             name: self.name.clone(),
             priority: self.priority,
@@ -377,7 +391,8 @@ struct Compiler<'a> {
     transports: HashMap<String, Option<Arc<Transport>>>,
     middlewares: HashMap<String, Option<Arc<TcpMiddleware>>>,
     tls_modes: HashMap<String, TlsMode>,
-    health: Vec<HealthHandle>,
+    /// The TCP health checks this snapshot runs (some kept from the previous one).
+    health: Vec<Arc<HealthHandle>>,
     problems: Vec<ConfigError>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
     default_cert: Option<Arc<CertifiedKey>>,
@@ -489,6 +504,7 @@ impl Compiler<'_> {
         for m in &r.middlewares {
             middlewares.push(self.middleware(&m.value, m.location.as_ref())?);
         }
+        let middleware_names = r.middlewares.iter().map(|m| m.value.clone()).collect();
         let tls_mode = match tls {
             None => TlsMode::Plain,
             Some(t) if t.passthrough => TlsMode::Passthrough,
@@ -526,6 +542,7 @@ impl Compiler<'_> {
                     starttls: tls.and_then(|t| t.starttls).map(starttls_protocol),
                     retirement,
                 },
+                middleware_names,
             },
         ))
     }
@@ -573,12 +590,14 @@ impl Compiler<'_> {
                 DEFAULT_TRANSPORT => self.default_transport()?,
                 t => self.transport(t, lb.servers_transport.location.as_ref())?,
             };
-            let servers = lb
+            let servers: Vec<Arc<Server>> = lb
                 .servers
                 .iter()
                 .map(|s| self.server(name, &s.address.value, s.tls, lb.health_check.is_some()))
                 .collect();
-            let lb_rt = Arc::new(LoadBalancer::new(servers, transport));
+            let entries = LoadBalancer::wrr_entries(&servers);
+            let wrr = Wrr::kept(&self.internal.kept.tcp_positions, name, entries);
+            let lb_rt = Arc::new(LoadBalancer::with_wrr(servers, transport, wrr));
             if let Some(hc) = &lb.health_check {
                 let defaults = HealthCheckSpec::default();
                 let spec = HealthCheckSpec {
@@ -591,20 +610,38 @@ impl Compiler<'_> {
                     timeout: positive(hc.timeout).unwrap_or(defaults.timeout),
                 };
                 let on_change = self.server_up.map(|metric| metric.tcp_hook(name));
-                self.health
-                    .push(health::spawn(lb_rt.clone(), spec, on_change));
+                // An unchanged service (same servers, hence the same `Server`s, and same
+                // transport) keeps its probe loops: restarting them at every reload would
+                // put the first probe one `interval` after the last reload, never if reloads
+                // come more often than that.
+                let named = &lb.servers_transport.value;
+                let transport_def = self.dy.tcp.servers_transports.get(named);
+                let definition = (def.value.clone(), transport_def.map(|t| t.value.clone()));
+                let checks =
+                    self.internal
+                        .kept
+                        .tcp_health
+                        .get_or_make(name.to_owned(), definition, || {
+                            health::spawn(lb_rt.clone(), spec, on_change)
+                        });
+                self.health.push(checks);
             }
             return Some(Service::LoadBalancer(lb_rt));
         }
         if let Some(w) = &def.value.weighted {
             let mut children = Vec::new();
+            let mut entries = Vec::new();
             for child in &w.services {
                 let svc =
                     self.service(&child.name.value, child.name.location.as_ref(), depth + 1)?;
                 let weight = u32::try_from(child.weight.unwrap_or(1)).unwrap_or(0);
                 children.push((svc, weight));
+                entries.push((child.name.value.clone(), weight));
             }
-            return Some(Service::Weighted(Arc::new(Weighted::new(children))));
+            let wrr = Wrr::kept(&self.internal.kept.tcp_positions, name, entries);
+            return Some(Service::Weighted(Arc::new(Weighted::with_wrr(
+                children, wrr,
+            ))));
         }
         self.problem(
             def_loc.as_ref(),

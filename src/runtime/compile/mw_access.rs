@@ -11,7 +11,7 @@ use l7::middleware::Middleware;
 use l7::middleware::basic_auth::BasicAuth;
 use l7::middleware::digest_auth::DigestAuth;
 use l7::middleware::htpasswd;
-use l7::middleware::in_flight_req::InFlightReq;
+use l7::middleware::in_flight_req::{InFlightReq, InFlightReqStates, KeptInFlightReq};
 use l7::middleware::ip_allow_list::IpAllowList;
 use l7::middleware::ip_strategy::IpStrategy;
 use l7::middleware::rate_limit::{KeptRateLimit, RateLimit, RateLimitStates, SharedRateLimit};
@@ -22,8 +22,8 @@ use crate::config::static_cfg::IpOrNet;
 use crate::runtime::redis_buckets::{RedisLimitStores, unused_options};
 
 /// The access middleware `m` is, built; `None` when it is of another type. (`rateLimit`
-/// keeps state across reloads: the compiler builds it with [`kept_rate_limit`] or
-/// [`shared_rate_limit`].)
+/// and `inFlightReq` keep state across reloads: the compiler builds them with
+/// [`kept_rate_limit`] or [`shared_rate_limit`], and [`kept_in_flight_req`].)
 pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
     if let Some(list) = &m.ip_allow_list {
         return Some(ip_allow_list(
@@ -38,9 +38,6 @@ pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, St
             list.ip_strategy.as_ref(),
             0,
         ));
-    }
-    if let Some(limit) = &m.in_flight_req {
-        return Some(in_flight_req(limit));
     }
     if let Some(auth) = &m.basic_auth {
         return Some(basic_auth(auth));
@@ -202,17 +199,26 @@ fn rate_limit_spec(limit: &dynamic::RateLimit) -> Result<RateLimit, String> {
     })
 }
 
-fn in_flight_req(limit: &dynamic::InFlightReq) -> Result<Arc<dyn Middleware>, String> {
+/// An `inFlightReq` named `name`, whose counts `states` keeps across reloads.
+pub(super) fn kept_in_flight_req(
+    name: &str,
+    limit: &dynamic::InFlightReq,
+    states: &Arc<InFlightReqStates>,
+) -> Result<Arc<dyn Middleware>, String> {
     let amount = usize::try_from(limit.amount)
         .ok()
         .filter(|a| *a > 0)
         .ok_or_else(|| format!("inFlightReq.amount {} must be positive", limit.amount))?;
-    Ok(Arc::new(InFlightReq {
-        amount,
-        source: source_criterion(
-            limit.source_criterion.as_ref(),
-            SourceCriterion::RequestHost,
-        )?,
+    Ok(Arc::new(KeptInFlightReq {
+        name: name.to_owned(),
+        limit: InFlightReq {
+            amount,
+            source: source_criterion(
+                limit.source_criterion.as_ref(),
+                SourceCriterion::RequestHost,
+            )?,
+        },
+        states: states.clone(),
     }))
 }
 
@@ -336,11 +342,12 @@ mod tests {
         };
         assert!(error(allow(subnet, 0)).contains("ipv6Subnet 129"));
 
-        let in_flight = HttpMiddleware {
-            in_flight_req: Some(dynamic::InFlightReq::default()),
-            ..HttpMiddleware::default()
-        };
-        assert!(error(in_flight).contains("inFlightReq.amount 0"));
+        let in_flight = kept_in_flight_req(
+            "limit@file",
+            &dynamic::InFlightReq::default(),
+            &Default::default(),
+        );
+        assert!(in_flight.is_err_and(|e| e.contains("inFlightReq.amount 0")));
 
         let redis = HttpMiddleware {
             rate_limit: Some(dynamic::RateLimit {

@@ -6,22 +6,22 @@ use std::sync::Arc;
 
 use l7::middleware::Middleware;
 use l7::middleware::buffering::{Buffering as BufferingSpec, RetryExpression};
-use l7::middleware::circuit_breaker::{CircuitBreaker as BreakerSpec, Expression};
+use l7::middleware::circuit_breaker::{
+    BreakerStates, CircuitBreaker as BreakerSpec, Expression, KeptCircuitBreaker,
+};
 use l7::middleware::retry::{self, Retry as RetrySpec};
 
 use crate::config::Duration;
 use crate::config::dynamic::{Buffering, CircuitBreaker, HttpMiddleware, Retry};
 
-/// The traffic middleware `m` defines, or `None` when `m` is of another type.
+/// The traffic middleware `m` defines, or `None` when `m` is of another type. (`circuitBreaker`
+/// keeps state across reloads: the compiler builds it with [`kept_circuit_breaker`].)
 pub(super) fn build(m: &HttpMiddleware) -> Option<Result<Arc<dyn Middleware>, String>> {
     if let Some(b) = &m.buffering {
         return Some(build_buffering(b));
     }
     if let Some(r) = &m.retry {
         return Some(build_retry(r));
-    }
-    if let Some(c) = &m.circuit_breaker {
-        return Some(build_circuit_breaker(c));
     }
     None
 }
@@ -87,7 +87,12 @@ fn non_negative(option: &str, value: Duration) -> Result<std::time::Duration, St
         .ok_or_else(|| format!("{option} must not be negative (got {value})"))
 }
 
-fn build_circuit_breaker(c: &CircuitBreaker) -> Result<Arc<dyn Middleware>, String> {
+/// A `circuitBreaker` named `name`, whose state `states` keeps across reloads.
+pub(super) fn kept_circuit_breaker(
+    name: &str,
+    c: &CircuitBreaker,
+    states: &Arc<BreakerStates>,
+) -> Result<Arc<dyn Middleware>, String> {
     let expression = Expression::parse(&c.expression.value)
         .map_err(|e| format!("circuitBreaker.expression {:?}: {e}", c.expression.value))?;
     let response_code = u16::try_from(c.response_code)
@@ -100,12 +105,17 @@ fn build_circuit_breaker(c: &CircuitBreaker) -> Result<Arc<dyn Middleware>, Stri
                 c.response_code
             )
         })?;
-    Ok(Arc::new(BreakerSpec {
+    let spec = BreakerSpec {
         expression,
         check_period: non_negative("circuitBreaker.checkPeriod", c.check_period)?,
         fallback_duration: non_negative("circuitBreaker.fallbackDuration", c.fallback_duration)?,
         recovery_duration: non_negative("circuitBreaker.recoveryDuration", c.recovery_duration)?,
         response_code,
+    };
+    Ok(Arc::new(KeptCircuitBreaker {
+        name: name.to_owned(),
+        spec,
+        states: states.clone(),
     }))
 }
 
@@ -174,24 +184,21 @@ mod tests {
         );
     }
 
-    fn breaker(expression: &str) -> HttpMiddleware {
+    fn breaker(expression: &str) -> Result<Arc<dyn Middleware>, String> {
         let mut c = CircuitBreaker::default();
         c.expression.value = expression.to_owned();
-        HttpMiddleware {
-            circuit_breaker: Some(c),
-            ..Default::default()
-        }
+        kept_circuit_breaker("breaker@file", &c, &Default::default())
     }
 
     #[test]
     fn circuit_breaker_builds_from_traefiks_expressions() {
-        let m = breaker("NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100");
-        assert!(matches!(build(&m), Some(Ok(_))));
+        let built = breaker("NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(50.0) > 100");
+        assert!(built.is_ok());
     }
 
     #[test]
     fn a_bad_breaker_expression_is_a_message_quoting_it() {
-        let Some(Err(message)) = build(&breaker("Latency() > 1")) else {
+        let Err(message) = breaker("Latency() > 1") else {
             panic!("an unknown function must be refused");
         };
         assert!(

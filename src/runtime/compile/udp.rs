@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use l4::balance::Wrr;
+use l4::balance::wrr::WrrPositions;
 use l4::tcp::rule::TcpRule;
 use l4::udp::{LoadBalancer, Strategy, UdpRoute, UdpRoutes, UdpService, Weighted};
 
@@ -20,12 +22,14 @@ use super::{RouteRetirements, drain_of};
 const MAX_DEPTH: usize = 32;
 
 /// The UDP routes of every UDP entrypoint that has a router.
-/// `retirements` are the previous snapshot's routers and this one's (see [`super::retire`]).
+/// `retirements` are the previous snapshot's routers and this one's (see [`super::retire`]);
+/// `positions` keeps the services' round robins across reloads.
 pub(super) fn udp_routes(
     st: &StaticConfig,
     dy: &DynamicConfig,
     report: &Report,
     (previous, retirements): (&RouteRetirements, &mut RouteRetirements),
+    positions: &WrrPositions,
 ) -> HashMap<String, Arc<UdpRoutes>> {
     // Routers without entrypoints are on every UDP entrypoint; the UDP side of a TCP
     // entrypoint with `http3` takes only the routers that name it.
@@ -38,6 +42,7 @@ pub(super) fn udp_routes(
     let named_eps: Vec<&str> = st.udp_capable_entry_points().collect();
     let mut services = ServiceBuilder {
         dy,
+        positions,
         built: HashMap::new(),
     };
     // entrypoint → (routers with a rule, routers without one by name)
@@ -106,6 +111,7 @@ pub(super) fn udp_routes(
 /// UDP services by name, each built once per snapshot.
 struct ServiceBuilder<'a> {
     dy: &'a DynamicConfig,
+    positions: &'a WrrPositions,
     built: HashMap<String, Option<Arc<UdpService>>>,
 }
 
@@ -119,12 +125,17 @@ impl ServiceBuilder<'_> {
             .udp
             .services
             .get(name)
-            .and_then(|s| self.build(&s.value, depth));
+            .and_then(|s| self.build(name, &s.value, depth));
         self.built.insert(name.to_owned(), built.clone());
         built
     }
 
-    fn build(&mut self, service: &UdpServiceConfig, depth: usize) -> Option<Arc<UdpService>> {
+    fn build(
+        &mut self,
+        name: &str,
+        service: &UdpServiceConfig,
+        depth: usize,
+    ) -> Option<Arc<UdpService>> {
         if depth > MAX_DEPTH {
             return None;
         }
@@ -134,22 +145,33 @@ impl ServiceBuilder<'_> {
                     "hrw" => Strategy::Hrw,
                     _ => Strategy::Wrr,
                 };
-                let servers = lb
+                let servers: Vec<Arc<str>> = lb
                     .servers
                     .iter()
                     .map(|s| Arc::from(s.address.value.as_str()))
                     .collect();
-                Some(Arc::new(UdpService::LoadBalancer(LoadBalancer::new(
-                    servers, strategy,
-                ))))
+                let lb = match strategy {
+                    Strategy::Wrr => {
+                        let entries = servers.iter().map(|s| (s.to_string(), 1)).collect();
+                        let wrr = Wrr::kept(self.positions, name, entries);
+                        LoadBalancer::with_wrr(servers, wrr)
+                    }
+                    Strategy::Hrw => LoadBalancer::new(servers, strategy),
+                };
+                Some(Arc::new(UdpService::LoadBalancer(lb)))
             }
             (None, Some(w)) => {
                 let mut children = Vec::new();
+                let mut entries = Vec::new();
                 for child in &w.services {
                     let weight = u32::try_from(child.weight().max(0)).unwrap_or(u32::MAX);
                     children.push((self.get(&child.name.value, depth + 1)?, weight));
+                    entries.push((child.name.value.clone(), weight));
                 }
-                Some(Arc::new(UdpService::Weighted(Weighted::new(children))))
+                let wrr = Wrr::kept(self.positions, name, entries);
+                Some(Arc::new(UdpService::Weighted(Weighted::with_wrr(
+                    children, wrr,
+                ))))
             }
             _ => None,
         }
