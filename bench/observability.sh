@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Observability benchmark on loopback (issue 7), in two parts.
 #
-# load: HTTP/1.1 keep-alive requests per second through sallyport to one small backend in four
+# load: HTTP/1.1 keep-alive requests per second through sallyport to one small backend in these
 #   configurations, run side by side: observability off; a json access log to a file; Prometheus
-#   metrics, scraped once a second on the `traefik` entrypoint during every run; both. Each is
-#   compared with "off" (the target: access log + metrics cost under 5%), and the access log's
-#   line count is checked against the requests served.
+#   metrics, scraped once a second on the `traefik` entrypoint during every run; both; the
+#   access log in Traefik's default format (common) alone and with metrics. Each is compared
+#   with "off" (the target: access log + metrics cost under 5%), and the access log's line count
+#   is checked against the requests served. Traefik 3.7 runs the same files off and with json
+#   access log + metrics (traefik-off, traefik-both), for its own cost.
+# instructions: the same sallyport configurations under valgrind's callgrind, counting the
+#   user-space instructions the process executes per request (wrk, 8 connections). Unlike
+#   throughput, this count does not move with the machine's load or its cross-core wake-ups,
+#   so it shows what the observation itself costs, run after run.
 # api: the read-only API of sallyport and of Traefik 3.7 with the same generated file of
 #   10,000 routers and services: response times of router pages, searches, /api/overview and
 #   /api/rawdata, and the process's memory before and after.
@@ -18,8 +24,9 @@
 #   BENCH_ROUNDS=3         rounds; each round runs every configuration, then every API request
 #                          against every peer, in turn
 #   BENCH_QUICK=1          smoke run: 1 round of 1 s, 20 requests per API endpoint
-#   BENCH_PARTS="load api" the parts to run
-#   BENCH_CONFIGS="off accesslog metrics both"  the load part's configurations (off first)
+#   BENCH_PARTS="load api" the parts to run: load, instructions (needs valgrind), api
+#   BENCH_CONFIGS="off accesslog metrics both clf both-clf traefik-off traefik-both"
+#                          the load part's configurations (off first; traefik-off before traefik-both)
 #   BENCH_CONNECTIONS=64   wrk connections
 #   BENCH_SMALL_BODY=64    bytes of the backend's body
 #   BENCH_API_ROUTERS=10000  routers (each with its own service) in the API part's file
@@ -30,7 +37,7 @@
 #   BENCH_PIN=1            pin with taskset: proxies on BENCH_PROXY_CPU, the rest on BENCH_LOAD_CPU
 #   BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
 #   BENCH_READY_TIMEOUT=30 seconds a load configuration gets to answer its first request
-#   BENCH_PORT_BASE=18800  ports BASE..BASE+23 on 127.0.0.1
+#   BENCH_PORT_BASE=18800  ports BASE..BASE+31 on 127.0.0.1
 #   BENCH_OUT=bench/out/observability  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
 #   BENCH_HALT_POLL_NS=    let idle vCPUs spin this long before halting (bench/lib.sh)
@@ -47,7 +54,7 @@ OUT=${BENCH_OUT:-$BENCH/out/observability}
 BENCH_DURATION=${BENCH_DURATION:-${BENCH_SECONDS:-}}
 common_knobs 18800 30
 PARTS=${BENCH_PARTS:-"load api"}
-CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both"}
+CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both clf both-clf traefik-off traefik-both"}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 SMALL_BODY=${BENCH_SMALL_BODY:-64}
 API_ROUTERS=${BENCH_API_ROUTERS:-10000}
@@ -57,19 +64,23 @@ API_READY_TIMEOUT_S=${BENCH_API_READY_TIMEOUT:-120}
 # PEERS is what lib.sh's has_peer looks at: the proxies this run starts.
 PEERS="sallyport"
 [[ " $PARTS " = *" api "* ]] && PEERS+=" $API_PEERS"
+[[ " $PARTS " = *" load "* && " $CONFIGS " = *" traefik-"* ]] && PEERS+=" traefik"
 
 BACKEND=127.0.0.1:$PORT_BASE
 # Each configuration and API peer has a web port and a `traefik` (admin) port.
-declare -A BASE_OF=([off]=10 [accesslog]=12 [metrics]=14 [both]=16 [api-sallyport]=20 [api-traefik]=22)
+declare -A BASE_OF=([off]=10 [accesslog]=12 [metrics]=14 [both]=16 [api-sallyport]=20 [api-traefik]=22
+    [clf]=24 [both-clf]=26 [traefik-off]=28 [traefik-both]=30)
 web_port() { echo $((PORT_BASE + BASE_OF[$1])); }
 admin_port() { echo $((PORT_BASE + BASE_OF[$1] + 1)); }
-logs_access() { [[ $1 = accesslog || $1 = both ]]; }
-has_metrics() { [[ $1 = metrics || $1 = both ]]; }
+logs_access() { [[ $1 = accesslog || $1 = both || $1 = clf || $1 = both-clf || $1 = traefik-both ]]; }
+has_metrics() { [[ $1 = metrics || $1 = both || $1 = both-clf || $1 = traefik-both ]]; }
+# The access log's format: common (CLF) or json.
+log_format() { [[ $1 = clf || $1 = both-clf ]] && echo common || echo json; }
 access_log_of() { echo "$OUT/access-$1.log"; }
 # The load part's dynamic file has one router, to host_of 0.
 host_of() { printf 'h%06d.example' "$1"; }
 
-for part in $PARTS; do [[ $part = load || $part = api ]] || die "BENCH_PARTS takes load and api, not '$part'"; done
+for part in $PARTS; do [[ $part = load || $part = api || $part = instructions ]] || die "BENCH_PARTS takes load, instructions and api, not '$part'"; done
 for cfg in $CONFIGS; do [[ -n ${BASE_OF[$cfg]:-} && $cfg != api-* ]] || die "unknown configuration '$cfg' in BENCH_CONFIGS"; done
 for peer in $API_PEERS; do [[ $peer = sallyport || $peer = traefik ]] || die "BENCH_API_PEERS takes sallyport and traefik, not '$peer'"; done
 [[ $API_ROUTERS =~ ^[1-9][0-9]{0,5}$ ]] || die "BENCH_API_ROUTERS: '$API_ROUTERS' is not a count from 1 to 999999"
@@ -93,6 +104,7 @@ install_missing() {
     local debs=()
     command -v wrk >/dev/null || debs+=(wrk)
     command -v curl >/dev/null || debs+=(curl)
+    if wants instructions; then command -v valgrind >/dev/null || debs+=(valgrind); fi
     install_debs "${debs[@]}"
     if has_peer traefik; then install_traefik; fi
 }
@@ -135,9 +147,15 @@ configure() {
     routers_file 1 "$OUT/one-router/routers.yml"
     for cfg in $CONFIGS; do
         parts=()
-        logs_access "$cfg" && parts+=(accesslog)
+        if logs_access "$cfg"; then
+            if [[ $(log_format "$cfg") = common ]]; then parts+=(accesslog-common); else parts+=(accesslog); fi
+        fi
         has_metrics "$cfg" && parts+=(metrics)
-        static_file "$cfg" sallyport "$OUT/one-router" "${parts[@]}"
+        if [[ $cfg = traefik-* ]]; then
+            static_file "$cfg" traefik "$OUT/one-router" "${parts[@]}"
+        else
+            static_file "$cfg" sallyport "$OUT/one-router" "${parts[@]}"
+        fi
     done
     if wants api; then
         routers_file "$API_ROUTERS" "$OUT/api-routers/routers.yml"
@@ -156,7 +174,7 @@ set_status() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" "${5:-}" >>
 launch() {
     local peer=$1
     case $peer in
-    api-traefik) start_traefik "$peer" "$OUT/$peer/static.yml" ;;
+    api-traefik | traefik-*) start_traefik "$peer" "$OUT/$peer/static.yml" ;;
     *) start_sallyport "$peer" "$SALLYPORT" "$OUT/$peer/static.yml" ;;
     esac
     PEER_PID[$peer]=$LAST_PID
@@ -326,10 +344,10 @@ measure_load() {
         return
     fi
     if logs_access "$cfg"; then
-        # Lines for the measured entrypoint (scrapes on `traefik` may be logged too), and the
-        # whole file.
+        # Lines for the measured requests (scrapes of /metrics on `traefik` may be logged too,
+        # and are left out), and the whole file.
         line+=" log_all=$(settled_lines "$file") log_bytes=$(stat -c %s "$file")"
-        line+=" log_lines=$(grep -c '"entryPointName":"web"' "$file" || true)"
+        line+=" log_lines=$(grep -vc '/metrics' "$file" || true)"
     fi
     has_metrics "$cfg" && line+=" served=$(($(served "$cfg") - served_before))"
     MEASURED=$line
@@ -365,6 +383,53 @@ load_part() {
         done
     done
     for cfg in "${configs[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
+}
+
+# ---------------------------------------------------------------- the instructions part
+# instructions_part : each sallyport configuration in turn under callgrind: warmed up, the
+# counters zeroed, RUN_SECONDS of wrk with 8 connections, the counters dumped. Appends
+# "cfg requests instructions" lines to $OUT/instructions.tsv.
+instructions_part() {
+    if [[ -z $SALLYPORT ]]; then
+        log "instructions part: SKIPPED — $SALLYPORT_SKIP"
+        return
+    fi
+    local cfg pid dump requests ir
+    : >"$OUT/instructions.tsv"
+    for cfg in $CONFIGS; do
+        [[ $cfg = traefik-* ]] && continue
+        dump=$OUT/callgrind-$cfg.out
+        rm -f "$dump" "$dump".*
+        start "cg-$cfg" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
+            valgrind --tool=callgrind --callgrind-out-file="$dump" "$SALLYPORT" \
+            --config "$OUT/$cfg/static.yml"
+        pid=$LAST_PID
+        local deadline=$((SECONDS + 60))
+        until [[ $(get "$(web_port "$cfg")" / "$(host_of 0)") = "200 $SMALL_BODY" ]]; do
+            if ((SECONDS > deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+                log "instructions: $cfg did not answer under valgrind; see $OUT/cg-$cfg.log"
+                stop_pid "$pid"
+                continue 2
+            fi
+            sleep 0.5
+        done
+        # shellcheck disable=SC2046 # the taskset prefix is meant to split into words
+        $(on_cpu "$LOAD_CPU") wrk -t 1 -c 8 -d 2s -H "Host: $(host_of 0)" \
+            "http://127.0.0.1:$(web_port "$cfg")/" >/dev/null 2>&1 || true
+        callgrind_control -z "$pid" >/dev/null
+        # shellcheck disable=SC2046
+        requests=$($(on_cpu "$LOAD_CPU") wrk -t 1 -c 8 -d "${RUN_SECONDS}s" -H "Host: $(host_of 0)" \
+            "http://127.0.0.1:$(web_port "$cfg")/" 2>&1 | awk '/requests in/ { print $1 }')
+        callgrind_control -d "$pid" >/dev/null
+        # The dump is written as the first numbered part of the output file.
+        for _ in $(seq 50); do [[ -s $dump.1 ]] && break; sleep 0.1; done
+        ir=$(awk '/^summary:/ { print $2; exit }' "$dump.1" 2>/dev/null || true)
+        stop_pid "$pid"
+        rm -f "$dump" "$dump".*
+        printf '%s\t%s\t%s\n' "$cfg" "${requests:-0}" "${ir:-0}" >>"$OUT/instructions.tsv"
+        log "$(printf 'instructions: %-10s %8s requests  %s instructions/request' "$cfg" "${requests:-0}" \
+            "$(awk -v r="${requests:-0}" -v i="${ir:-0}" 'BEGIN { if (r > 0) printf "%.0f", i / r; else print "—" }')")"
+    done
 }
 
 # ---------------------------------------------------------------- the API part
@@ -438,8 +503,9 @@ api_part() {
 main() {
     local began=$SECONDS
     mkdir -p "$OUT"
-    rm -f "$STATUS" "$OUT"/*.log "$OUT/raw.tsv" "$OUT"/api-*.tsv
-    touch "$STATUS" "$OUT/raw.tsv" "$OUT/api-samples.tsv" "$OUT/api-runs.tsv" "$OUT/api-memory.tsv"
+    rm -f "$STATUS" "$OUT"/*.log "$OUT/raw.tsv" "$OUT"/api-*.tsv "$OUT/instructions.tsv"
+    touch "$STATUS" "$OUT/raw.tsv" "$OUT/api-samples.tsv" "$OUT/api-runs.tsv" "$OUT/api-memory.tsv" \
+        "$OUT/instructions.tsv"
     install_missing
     command -v python3 >/dev/null || die "python3 is required"
     has_peer traefik && locate_traefik
@@ -447,7 +513,7 @@ main() {
     build_sallyport
 
     local port
-    for port in $(seq "$PORT_BASE" "$((PORT_BASE + 23))"); do
+    for port in $(seq "$PORT_BASE" "$((PORT_BASE + 31))"); do
         ! listening "$port" || die "port $port is in use; choose another BENCH_PORT_BASE"
     done
     configure
@@ -460,6 +526,7 @@ main() {
     set_halt_poll
     start_backend
     wants load && load_part
+    wants instructions && instructions_part
     wants api && api_part
 
     local header=$OUT/header.md pinning="not pinned (BENCH_PIN=0)"
@@ -479,7 +546,8 @@ main() {
     echo
     python3 "$BENCH/observability_report.py" "$OUT/raw.tsv" "$STATUS" --header "$header" \
         --configs "$CONFIGS" --connections "$CONNECTIONS" --api-samples "$OUT/api-samples.tsv" \
-        --api-runs "$OUT/api-runs.tsv" --api-memory "$OUT/api-memory.tsv" --out "$OUT/results-obs.md"
+        --api-runs "$OUT/api-runs.tsv" --api-memory "$OUT/api-memory.tsv" \
+        --instructions "$OUT/instructions.tsv" --out "$OUT/results-obs.md"
     log ""
     log "written to $OUT/results-obs.md (raw runs: $OUT/raw.tsv, $OUT/api-samples.tsv) in $((SECONDS - began))s"
 }

@@ -26,7 +26,16 @@ LABELS = {
     "accesslog": "access log (json, file)",
     "metrics": "metrics (Prometheus, scraped 1/s)",
     "both": "access log + metrics",
+    "clf": "access log (common, file)",
+    "both-clf": "access log (common) + metrics",
+    "traefik-off": "Traefik: off",
+    "traefik-both": "Traefik: access log (json) + metrics",
 }
+
+
+def baseline(cfg):
+    """The configuration a configuration's cost is measured against: its own proxy's "off"."""
+    return "traefik-off" if cfg.startswith("traefik-") else "off"
 API_PEERS = ("sallyport", "traefik")
 
 
@@ -49,8 +58,6 @@ def load_tables(runs, configs, connections):
     measured = [c for c in configs if ("load", c) in runs]
     if not measured:
         return []
-    rps_off = median("load", "off", "rps")
-    cpu_off = median("load", "off", "cpu_us_per_req")
 
     def errors_cell(cfg):
         kinds = {k: total("load", cfg, k) for k in ("connect", "read", "write", "timeout")}
@@ -62,6 +69,8 @@ def load_tables(runs, configs, connections):
     rows = []
     for cfg in measured:
         rps, cpu = median("load", cfg, "rps"), median("load", cfg, "cpu_us_per_req")
+        rps_off = median("load", baseline(cfg), "rps")
+        cpu_off = median("load", baseline(cfg), "cpu_us_per_req")
         busy = median("load", cfg, "cpu_pct")
         cost = f"{100 * (1 - rps / rps_off):.1f}%" if rps is not None and rps_off else "—"
         rows.append([
@@ -78,11 +87,11 @@ def load_tables(runs, configs, connections):
             ratio(cpu, cpu_off),
         ])
     out = [
-        f"## HTTP/1.1 keep-alive through sallyport, {connections} connections",
+        f"## HTTP/1.1 keep-alive through the proxy, {connections} connections",
         "",
         "req/s, latency and CPU: median over rounds; non-2xx and socket errors: sums. × off: "
-        "relative to the configuration without observability; cost: the throughput lost "
-        "(the target: access log + metrics under 5%). Proxy CPU near 100% means sallyport was the "
+        "relative to the same proxy's configuration without observability; cost: the throughput "
+        "lost (the target: access log + metrics under 5%). Proxy CPU near 100% means the proxy was the "
         "bottleneck, so req/s measures its cost per request; CPU µs/request says the same from the "
         "proxy's side (CPU time over the requests wrk completed).",
         "",
@@ -268,18 +277,51 @@ def api_tables(samples_path, runs_path, memory_path, status):
     ]
 
 
+def instruction_tables(path):
+    """Instructions per request under callgrind, each configuration against "off"."""
+    rows_in = [r for r in read_tsv(path, 3) if r[0]]
+    per_request = {}
+    for cfg, requests, instructions in rows_in:
+        if int(requests or 0) > 0 and int(instructions or 0) > 0:
+            per_request[cfg] = (int(requests), int(instructions) / int(requests))
+    if not per_request:
+        return []
+    off = per_request.get("off", (0, None))[1]
+    rows = []
+    for cfg, (requests, ir) in per_request.items():
+        rows.append([
+            LABELS.get(cfg, cfg),
+            f"{requests:,}",
+            f"{ir:,.0f}",
+            f"{ir - off:+,.0f}" if off else "—",
+            f"{100 * (ir / off - 1):+.1f}%" if off else "—",
+        ])
+    return [
+        "## Instructions per request (callgrind)",
+        "",
+        "User-space instructions the sallyport process executed per request (all its threads, the "
+        "access log's writer included), counted by valgrind's callgrind over one wrk run of 8 "
+        "connections after a warm-up. Independent of the machine's load; it leaves out the "
+        "kernel's work (sockets, the log file's writes).",
+        "",
+        table(rows, ["configuration", "requests", "instructions/request", "− off", "× off − 1"]),
+        "",
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("raw")
     parser.add_argument("status")
     for name in ("--header", "--configs", "--connections", "--api-samples", "--api-runs",
-                 "--api-memory", "--out"):
+                 "--api-memory", "--instructions", "--out"):
         parser.add_argument(name, required=True)
     args = parser.parse_args()
     runs = Runs(args.raw, parse_fields)
     status = {row[0]: tuple(row[1:]) for row in read_tsv(args.status, 5) if row[0]}
     out = [open(args.header).read().rstrip(), ""]
     out += load_tables(runs, args.configs.split(), int(args.connections))
+    out += instruction_tables(args.instructions)
     out += api_tables(args.api_samples, args.api_runs, args.api_memory, status)
     out += not_measured(status)
     write_report(args.out, out)

@@ -283,7 +283,9 @@ pub(crate) struct Observation {
 }
 
 impl Observation {
-    /// Starts observing `request`; its body is returned counted.
+    /// Starts observing `request`; its body is returned counted. Boxed once here: the
+    /// observation crosses the routing's awaits and ends in the response body, and moving a
+    /// pointer is cheaper than moving the record each time.
     pub(crate) fn begin<B>(
         observer: Arc<dyn RequestObserver>,
         request: Request<B>,
@@ -291,7 +293,7 @@ impl Observation {
         tls: Option<TlsParams>,
         host: Option<HeaderValue>,
         trace: Option<RequestTrace>,
-    ) -> (Self, Request<Body>)
+    ) -> (Box<Self>, Request<Body>)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -335,18 +337,18 @@ impl Observation {
             }
             .boxed_unsync()
         });
-        let observation = Observation {
+        let observation = Box::new(Observation {
             observer,
             record,
             start,
             notes,
-        };
+        });
         (observation, request)
     }
 
     /// Attaches the observation to `response`: it is reported when the body ends or drops.
     pub(crate) fn finish(
-        mut self,
+        mut self: Box<Self>,
         response: Response<Body>,
         router: Option<(Arc<str>, Option<Arc<str>>)>,
     ) -> Response<Body> {
@@ -370,7 +372,7 @@ impl Observation {
         })
     }
 
-    fn report(mut self, response_bytes: u64, completed: bool) {
+    fn report(mut self: Box<Self>, response_bytes: u64, completed: bool) {
         self.record.request_bytes = self.notes.request_bytes.load(Ordering::Relaxed);
         self.record.response_bytes = response_bytes;
         self.record.completed = completed;
@@ -437,8 +439,8 @@ where
 /// at an error, or when dropped unfinished.
 struct ObservedBody {
     body: Body,
-    /// Taken when reported. Held inline: the body is boxed whole, so one allocation holds both.
-    pending: Option<Observation>,
+    /// Taken when reported.
+    pending: Option<Box<Observation>>,
     response_bytes: u64,
 }
 
