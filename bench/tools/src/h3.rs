@@ -79,14 +79,19 @@ pub enum Failure {
     Body,
     /// The request, or the connection attempt, took longer than the time-out.
     Timeout,
+    /// Not a failure: the connection had received the server's GOAWAY, or the server
+    /// rejected the request unprocessed (H3_REQUEST_REJECTED), so the request goes on a new
+    /// connection, as a browser would send it. Counted apart from the errors.
+    GoingAway,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 4] = [
+    pub const ALL: [Failure; 5] = [
         Failure::Connect,
         Failure::Stream,
         Failure::Body,
         Failure::Timeout,
+        Failure::GoingAway,
     ];
 
     pub fn label(self) -> &'static str {
@@ -95,6 +100,7 @@ impl Failure {
             Failure::Stream => "stream",
             Failure::Body => "body",
             Failure::Timeout => "timeout",
+            Failure::GoingAway => "goaway",
         }
     }
 }
@@ -179,12 +185,9 @@ pub async fn get(
         let request = Request::get(uri.clone())
             .body(())
             .map_err(|_| Failure::Stream)?;
-        let mut stream = send
-            .send_request(request)
-            .await
-            .map_err(|_| Failure::Stream)?;
-        stream.finish().await.map_err(|_| Failure::Stream)?;
-        let response = stream.recv_response().await.map_err(|_| Failure::Stream)?;
+        let mut stream = send.send_request(request).await.map_err(stream_failure)?;
+        stream.finish().await.map_err(stream_failure)?;
+        let response = stream.recv_response().await.map_err(stream_failure)?;
         let mut body_bytes = 0u64;
         while let Some(chunk) = stream.recv_data().await.map_err(|_| Failure::Stream)? {
             body_bytes += chunk.remaining() as u64;
@@ -200,6 +203,20 @@ pub async fn get(
         .unwrap_or(Err(Failure::Timeout))
 }
 
+/// A request that did not complete, told apart from one the server did not take because it
+/// is going away (which a client sends again on a new connection).
+fn stream_failure(error: h3::error::StreamError) -> Failure {
+    match error {
+        h3::error::StreamError::RemoteClosing { .. } => Failure::GoingAway,
+        h3::error::StreamError::RemoteTerminate { code, .. }
+            if code == h3::error::Code::H3_REQUEST_REJECTED =>
+        {
+            Failure::GoingAway
+        }
+        _ => Failure::Stream,
+    }
+}
+
 /// What a run (or one task of it) counted.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -208,6 +225,8 @@ pub struct Counts {
     non2xx: u64,
     body_bytes: u64,
     failures: [u64; Failure::ALL.len()],
+    /// Connections opened again after one closed or broke (the first of each is not one).
+    reconnects: u64,
 }
 
 impl Counts {
@@ -236,6 +255,16 @@ impl Counts {
         for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
             *mine += theirs;
         }
+        self.reconnects += other.reconnects;
+    }
+
+    /// Counts a connection opened to replace one that closed or broke.
+    pub fn reconnected(&mut self) {
+        self.reconnects += 1;
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Responses received, whatever their status.
@@ -251,8 +280,12 @@ impl Counts {
         self.body_bytes
     }
 
+    /// Requests that failed: every [`Failure`] but [`Failure::GoingAway`].
     pub fn errors(&self) -> u64 {
-        self.failures.iter().sum()
+        self.failures()
+            .filter(|(f, _)| *f != Failure::GoingAway)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn failures(&self) -> impl Iterator<Item = (Failure, u64)> + '_ {
@@ -296,6 +329,19 @@ mod tests {
         assert_eq!(failures, [(Failure::Stream, 1), (Failure::Body, 1)]);
         assert_eq!(a.errors(), 2);
         assert_eq!(a.percentiles_us([50.0, 100.0]), [Some(20), Some(40)]);
+    }
+
+    #[test]
+    fn requests_refused_by_a_server_going_away_are_not_errors() {
+        let mut counts = Counts::default();
+        counts.record(Err(Failure::GoingAway), None);
+        counts.record(Err(Failure::Timeout), None);
+        counts.reconnected();
+        let mut other = Counts::default();
+        other.reconnected();
+        counts.merge(other);
+        assert_eq!(counts.errors(), 1);
+        assert_eq!(counts.reconnects(), 2);
     }
 
     #[test]
