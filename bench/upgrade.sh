@@ -254,7 +254,7 @@ h3_summary() {
     line=$(grep -m1 '^responses=' "$OUT/h3-load.log" || echo "responses=?")
     awk -v c="$H3_CONNECTIONS" '{
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        printf "| HTTP/3 (h3-load), %s connections x 4 streams | %s | %s | non-2xx %s, connect %s, stream %s, timeout %s; sent again after GOAWAY %s; reconnects %s |\n", c, v["responses"] + v["errors"], v["errors"] + v["non2xx"], v["non2xx"], v["connect"], v["stream"], v["timeout"], v["goaway"], v["reconnects"]
+        printf "| HTTP/3 (h3-load), %s connections x 4 streams | %s | %s | non-2xx %s, connect %s, stream %s, timeout %s; sent again after GOAWAY %s (refused %s, unanswered at a graceful close %s); reconnects %s |\n", c, v["responses"] + v["errors"], v["errors"] + v["non2xx"], v["non2xx"], v["connect"], v["stream"], v["timeout"], v["goaway"] + v["unprocessed"], v["goaway"], v["unprocessed"], v["reconnects"]
     }' <<<"$line"
 }
 {

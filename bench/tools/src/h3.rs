@@ -83,16 +83,28 @@ pub enum Failure {
     /// rejected the request unprocessed (H3_REQUEST_REJECTED), so the request goes on a new
     /// connection, as a browser would send it. Counted apart from the errors.
     GoingAway,
+    /// Not answered, but not lost in the server either: the server closed the connection
+    /// gracefully (H3_NO_ERROR), which a server does after its GOAWAY once every request it
+    /// accepted is answered; so this one, sent before the GOAWAY arrived, was not processed
+    /// and a browser sends it again on a new connection. Counted apart from the errors.
+    Unprocessed,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 5] = [
+    pub const ALL: [Failure; 6] = [
         Failure::Connect,
         Failure::Stream,
         Failure::Body,
         Failure::Timeout,
         Failure::GoingAway,
+        Failure::Unprocessed,
     ];
+
+    /// Whether a browser would send the request again on a new connection: the server
+    /// did not process it.
+    pub fn resent(self) -> bool {
+        matches!(self, Failure::GoingAway | Failure::Unprocessed)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -101,6 +113,7 @@ impl Failure {
             Failure::Body => "body",
             Failure::Timeout => "timeout",
             Failure::GoingAway => "goaway",
+            Failure::Unprocessed => "unprocessed",
         }
     }
 }
@@ -213,6 +226,7 @@ fn stream_failure(error: h3::error::StreamError) -> Failure {
         {
             Failure::GoingAway
         }
+        _ if error.is_h3_no_error() => Failure::Unprocessed,
         _ => Failure::Stream,
     }
 }
@@ -280,10 +294,10 @@ impl Counts {
         self.body_bytes
     }
 
-    /// Requests that failed: every [`Failure`] but [`Failure::GoingAway`].
+    /// Requests that failed: every [`Failure`] but those a browser sends again.
     pub fn errors(&self) -> u64 {
         self.failures()
-            .filter(|(f, _)| *f != Failure::GoingAway)
+            .filter(|(f, _)| !f.resent())
             .map(|(_, n)| n)
             .sum()
     }
@@ -335,6 +349,7 @@ mod tests {
     fn requests_refused_by_a_server_going_away_are_not_errors() {
         let mut counts = Counts::default();
         counts.record(Err(Failure::GoingAway), None);
+        counts.record(Err(Failure::Unprocessed), None);
         counts.record(Err(Failure::Timeout), None);
         counts.reconnected();
         let mut other = Counts::default();

@@ -5,7 +5,8 @@
 //! microseconds. A connection that breaks, or that the server closes, is opened again (counted
 //! as `reconnects`), so one failure does not silence a whole connection's share of the load. A
 //! request refused because the server sent GOAWAY is not an error: as a browser would, the
-//! client sends it on a new connection (counted as `goaway`).
+//! client sends it on a new connection (counted as `goaway`, or `unprocessed` when the server
+//! closed the connection gracefully before answering it).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use http::Uri;
 use sallyport_bench_tools::Error;
-use sallyport_bench_tools::h3::{self, Connection, Counts, Failure, Trust};
+use sallyport_bench_tools::h3::{self, Connection, Counts, Trust};
 use tokio::task::JoinSet;
 
 #[derive(Parser)]
@@ -199,7 +200,7 @@ async fn one_connection(plan: Arc<Plan>) -> Counts {
                 let mut send = connection.sender();
                 while Instant::now() < plan.deadline && !connection.is_closed() {
                     let outcome = h3::get(&mut send, &plan.uri, plan.limit).await;
-                    let going_away = outcome == Err(Failure::GoingAway);
+                    let going_away = matches!(outcome, Err(failure) if failure.resent());
                     counts.record(outcome, plan.expect_bytes);
                     if going_away {
                         // The next request goes on a new connection; the requests in flight
