@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Binary upgrades under load (issue 10): sallyport in front of an nginx HTTP backend and a UDP
 # echo server, while wrk drives HTTP/1.1 (keep-alive connections, and a second wrk with a new
-# connection per request) and a UDP client sends one numbered datagram a millisecond.
+# connection per request), h2load drives HTTP/2 over TLS and h3-load (bench/tools) HTTP/3 on
+# the same TLS entrypoint (`http3`), and a UDP client sends one numbered datagram a millisecond.
 # During the run, `sallyport upgrade --pid` is run BENCH_UPGRADES times, evenly spaced; each
 # waits for the new process to serve, and the next one upgrades that one. Printed and written
 # to $OUT/results-upgrade.md: requests, non-2xx answers, wrk's socket errors (connect errors
-# are refused connections), the upgrades' outcomes, and UDP datagrams sent, answered and lost.
+# are refused connections), h2load's failed/errored/timed-out requests, h3-load's errors by
+# kind and reconnects (a request the server refused with GOAWAY is sent again on a new
+# connection, as a browser does, and is not an error), the upgrades' outcomes, and UDP
+# datagrams sent, answered and lost.
 #
 # Knobs (environment):
 #   BENCH_DURATION=24      seconds of load
 #   BENCH_UPGRADES=3       upgrades during the load
 #   BENCH_CONNECTIONS=32   wrk keep-alive connections (the per-request wrk uses 8)
+#   BENCH_H2_CONNECTIONS=8 h2load connections (10 streams each)
+#   BENCH_H3_CONNECTIONS=8 h3-load connections (4 streams each)
 #   BENCH_GRACE=3s         the entrypoints' lifeCycle.graceTimeOut (each old process drains this long at most)
 #   BENCH_WORKERS=1        SALLYPORT_WORKERS
-#   BENCH_PORT_BASE=19700  ports BASE..BASE+3 on 127.0.0.1
+#   BENCH_PORT_BASE=19700  ports BASE..BASE+4 on 127.0.0.1 (BASE+4: TCP and UDP)
 #   BENCH_OUT=bench/out/upgrade
 #   SALLYPORT_BIN=         default: target/release/sallyport, else target/debug/sallyport
+#   h3-load: target/release/h3-load, built (cargo build --release -p sallyport-bench-tools) if missing
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,12 +34,15 @@ OUT=${BENCH_OUT:-$BENCH/out/upgrade}
 DURATION=${BENCH_DURATION:-24}
 UPGRADES=${BENCH_UPGRADES:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
+H2_CONNECTIONS=${BENCH_H2_CONNECTIONS:-8}
+H3_CONNECTIONS=${BENCH_H3_CONNECTIONS:-8}
 GRACE=${BENCH_GRACE:-3s}
 WORKERS=${BENCH_WORKERS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19700}
 # shellcheck disable=SC2034 # read by start() in lib.sh: no CPU pinning here
 PIN=0
 WEB=$PORT_BASE BACKEND=$((PORT_BASE + 1)) ECHO=$((PORT_BASE + 2)) UDP=$((PORT_BASE + 3))
+SECURE=$((PORT_BASE + 4))
 SALLYPORT=${SALLYPORT_BIN:-}
 if [[ -z $SALLYPORT ]]; then
     for candidate in "$ROOT/target/release/sallyport" "$ROOT/target/debug/sallyport"; do
@@ -40,7 +50,9 @@ if [[ -z $SALLYPORT ]]; then
     done
 fi
 [[ -x $SALLYPORT ]] || die "no sallyport binary (cargo build -p sallyport, or set SALLYPORT_BIN)"
-for tool in wrk nginx python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+for tool in wrk h2load nginx python3 openssl; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+[[ -x $TOOLS/h3-load ]] || build_tools
 
 # The processes that took over, stopped by pid at the end like the ones started here.
 SUCCESSORS=()
@@ -54,6 +66,7 @@ trap 'exit 130' INT TERM
 
 rm -rf "$OUT"
 mkdir -p "$OUT/nginx"
+ecdsa_certificate localhost
 
 cat >"$OUT/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -132,6 +145,12 @@ entryPoints:
     transport:
       lifeCycle:
         graceTimeOut: $GRACE
+  websecure:
+    address: "127.0.0.1:$SECURE"
+    http3: {}
+    transport:
+      lifeCycle:
+        graceTimeOut: $GRACE
   udp:
     address: "127.0.0.1:$UDP/udp"
     transport:
@@ -148,8 +167,13 @@ cat >"$OUT/dynamic.yml" <<EOF
 http:
   routers:
     r: {rule: "PathPrefix(\`/\`)", entryPoints: [web], service: s}
+    rs: {rule: "PathPrefix(\`/\`)", entryPoints: [websecure], service: s, tls: {}}
   services:
     s: {loadBalancer: {servers: [{url: "http://127.0.0.1:$BACKEND"}]}}
+tls:
+  stores:
+    default:
+      defaultCertificate: {certFile: "$CERT", keyFile: "$KEY"}
 udp:
   routers:
     u: {entryPoints: [udp], service: e}
@@ -159,11 +183,14 @@ EOF
 
 start nginx 0 nginx -c "$OUT/nginx/nginx.conf"
 start udp-echo 0 python3 "$OUT/udp_echo.py" "$ECHO"
-start sallyport 0 env SALLYPORT_WORKERS="$WORKERS" "$SALLYPORT" --config "$OUT/static.yml"
+# SALLYPORT_* variables are static configuration to sallyport: SALLYPORT_BIN is not.
+start sallyport 0 env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" "$SALLYPORT" --config "$OUT/static.yml"
 PID=$LAST_PID
 FIRST_PID=$PID
 deadline=$((SECONDS + 30))
-until curl -fsS -o /dev/null "http://127.0.0.1:$WEB/"; do
+until curl -fsS -o /dev/null "http://127.0.0.1:$WEB/" &&
+    curl -fsSk -o /dev/null "https://127.0.0.1:$SECURE/" &&
+    "$TOOLS/h3-load" --connect "127.0.0.1:$SECURE" --sni localhost --insecure --once >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "sallyport did not serve; see $OUT/sallyport.log"
     sleep 0.2
 done
@@ -171,8 +198,11 @@ log "sallyport $SALLYPORT (pid $PID) serves; $DURATION s of load, $UPGRADES upgr
 
 start wrk-keepalive 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$WEB/"
 start wrk-close 1 wrk -t1 -c8 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$WEB/"
+start h2load 1 h2load -t1 -c"$H2_CONNECTIONS" -m10 -D"$DURATION" "https://127.0.0.1:$SECURE/"
+start h3-load 1 "$TOOLS/h3-load" --connect "127.0.0.1:$SECURE" --sni localhost --insecure \
+    --duration "$DURATION" --connections "$H3_CONNECTIONS" --streams 4 --timeout-ms 5000
 start udp-client 1 python3 "$OUT/udp_client.py" "$UDP" "$DURATION"
-LOAD_PIDS=("${PIDS[@]: -3}")
+LOAD_PIDS=("${PIDS[@]: -5}")
 
 : >"$OUT/upgrades.txt"
 spacing=$((DURATION / (UPGRADES + 1)))
@@ -207,11 +237,31 @@ summary() {
     errors=$(grep -o 'Socket errors:.*' "$f" || true)
     printf '| %s | %s | %s | %s |\n' "$2" "${requests:-?}" "${non2xx:-0}" "${errors:-Socket errors: none}"
 }
+# h2load's summary: requests done, and failed ones (h2load's `failed` includes the errored
+# and timed-out ones).
+h2_summary() {
+    local line
+    line=$(grep -m1 '^requests:' "$OUT/h2load.log" || echo "requests: ? total")
+    awk -v c="$H2_CONNECTIONS" '{
+        gsub(",", "")
+        for (i = 2; i < NF; i += 2) v[$(i + 1)] = $i
+        printf "| HTTP/2 over TLS (h2load), %s connections x 10 streams | %s | %s | succeeded %s, errored %s, timeout %s |\n", c, v["done"], v["failed"], v["succeeded"], v["errored"], v["timeout"]
+    }' <<<"$line"
+}
+# h3-load's key=value line: answered and failed requests, GOAWAY retries, reconnects.
+h3_summary() {
+    local line
+    line=$(grep -m1 '^responses=' "$OUT/h3-load.log" || echo "responses=?")
+    awk -v c="$H3_CONNECTIONS" '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "| HTTP/3 (h3-load), %s connections x 4 streams | %s | %s | non-2xx %s, connect %s, stream %s, timeout %s; sent again after GOAWAY %s (refused %s, unanswered at a graceful close %s); reconnects %s |\n", c, v["responses"] + v["errors"], v["errors"] + v["non2xx"], v["non2xx"], v["connect"], v["stream"], v["timeout"], v["goaway"] + v["unprocessed"], v["goaway"], v["unprocessed"], v["reconnects"]
+    }' <<<"$line"
+}
 {
     echo "## Binary upgrades under load ($(date -u +%Y-%m-%d))"
     echo
     echo "- binary: $SALLYPORT ($("$SALLYPORT" --version 2>/dev/null)); SALLYPORT_WORKERS=$WORKERS; graceTimeOut $GRACE"
-    echo "- load: ${DURATION} s; wrk -t1 -c$CONNECTIONS keep-alive; wrk -t1 -c8 with Connection: close (a new connection per request); UDP: one client, 1 datagram/ms through a UDP router to an echo server"
+    echo "- load: ${DURATION} s; wrk -t1 -c$CONNECTIONS keep-alive; wrk -t1 -c8 with Connection: close (a new connection per request); h2load -t1 -c$H2_CONNECTIONS -m10 (HTTP/2 over TLS); h3-load --connections $H3_CONNECTIONS --streams 4 (HTTP/3, 5 s per-request time-out); UDP: one client, 1 datagram/ms through a UDP router to an echo server"
     echo "- host: $(nproc) CPUs shared with other work; load average at start $(cut -d' ' -f1 /proc/loadavg)"
     echo
     echo "### Upgrades"
@@ -225,6 +275,11 @@ summary() {
     echo "|---|---:|---:|---|"
     summary wrk-keepalive "keep-alive, $CONNECTIONS connections"
     summary wrk-close "new connection per request, 8 at once"
+    echo
+    echo "| load | requests | failed | of which |"
+    echo "|---|---:|---:|---|"
+    h2_summary
+    h3_summary
     echo
     echo "### UDP"
     echo

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
+use support::quic::H3Client;
 use support::udp::{UdpEcho, free_udp_port, udp_client};
+use support::web::HttpBackend;
 use support::*;
 
 /// TCP connections on `web` are answered by `echo@internal`.
@@ -394,4 +397,135 @@ async fn keep_alive_http_requests_never_fail_across_an_upgrade() {
     }
     assert!(answered > 100, "only {answered} answers");
     drop((router, successor));
+}
+
+/// The router with `websecure` (TLS, `http3`, graceTimeOut 5 s) routing `site.test` to
+/// `backend`. The file provider does not watch: a process reads `dynamic.yml` once, at its
+/// start, so a new configuration written before an upgrade tells the processes apart.
+fn start_h3(dir: &std::path::Path, backend: &HttpBackend, cert: &TestCert) -> (Router, u16) {
+    let port = free_port();
+    let static_yaml = format!(
+        "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{port}\"\n    http3: {{}}\n    transport:\n      lifeCycle:\n        graceTimeOut: 5s\nproviders:\n  file:\n    filename: \"{}\"\n    watch: false\nlog:\n  level: DEBUG\n",
+        dir.join("dynamic.yml").display()
+    );
+    let router = Router::start(dir, &static_yaml, &h3_dynamic(dir, backend, cert), &[port]);
+    router.wait_log("listening (HTTP/3)");
+    (router, port)
+}
+
+/// `site.test` routed to `backend`, with the certificate of `cert`.
+fn h3_dynamic(dir: &std::path::Path, backend: &HttpBackend, cert: &TestCert) -> String {
+    let (crt, key) = cert.write(dir, "site");
+    format!(
+        "http:\n  routers:\n    site:\n      rule: \"Host(`site.test`)\"\n      entryPoints: [websecure]\n      service: app\n      tls: {{}}\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"{}\"\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
+        backend.url(),
+        crt.display(),
+        key.display()
+    )
+}
+
+/// A GET of `https://site.test<path>`: status and body. The server may answer and stop the
+/// request stream (H3_NO_ERROR) before the client's end of stream leaves, so a refused end of
+/// stream is no failure: the answer decides.
+async fn h3_get(client: &mut H3Client, path: &str) -> (u16, Vec<u8>) {
+    let request = http::Request::get(format!("https://site.test{path}"))
+        .body(())
+        .expect("request");
+    let mut stream = client.send.send_request(request).await.expect("send");
+    let _ = stream.finish().await;
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response in time")
+        .expect("response");
+    let mut body = Vec::new();
+    while let Some(mut chunk) = tokio::time::timeout(WAIT, stream.recv_data())
+        .await
+        .expect("body in time")
+        .expect("body")
+    {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (response.status().as_u16(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http3_request_in_flight_completes_across_an_upgrade() {
+    let dir = temp_dir("upgrade-h3");
+    let cert = TestCert::new(&["site.test"]);
+    let (old_backend, new_backend) = (
+        HttpBackend::start("old").await,
+        HttpBackend::start("new").await,
+    );
+    let (router, port) = start_h3(&dir, &old_backend, &cert);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut client = H3Client::connect(addr, "site.test", &cert, &[])
+        .await
+        .expect("QUIC handshake");
+    assert_eq!(
+        h3_get(&mut client, "/before").await,
+        (200, b"old /before".to_vec())
+    );
+
+    // A request whose body is half sent: the rest can only reach the old process (which
+    // holds the connection's keys) through the new one, which receives every datagram.
+    let request = http::Request::post("https://site.test/echo")
+        .body(())
+        .expect("request");
+    let mut stream = client.send.send_request(request).await.expect("send");
+    stream
+        .send_data(Bytes::from_static(b"sent before, "))
+        .await
+        .expect("first half");
+    let response = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response head in time")
+        .expect("response head");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // The new process reads its configuration at start: it routes to the new backend.
+    std::fs::write(
+        dir.join("dynamic.yml"),
+        h3_dynamic(&dir, &new_backend, &cert),
+    )
+    .expect("write dynamic");
+    let (router, successor) = tokio::task::spawn_blocking(move || {
+        let outcome = upgrade(&router);
+        (router, outcome)
+    })
+    .await
+    .expect("upgrade thread");
+    let _successor = successor.expect("upgrade");
+
+    stream
+        .send_data(Bytes::from_static(b"sent after"))
+        .await
+        .expect("second half");
+    stream.finish().await.expect("finish");
+    let mut echoed = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.recv_data()).await {
+            Ok(Ok(Some(mut chunk))) => {
+                echoed.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()))
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("the request in flight failed after {echoed:?}: {e}"),
+            Err(_) => panic!("the request in flight stalled after {echoed:?}"),
+        }
+    }
+    assert_eq!(echoed, b"sent before, sent after");
+
+    // The next request goes on a new connection, to the new process.
+    let mut next = H3Client::connect(addr, "site.test", &cert, &[])
+        .await
+        .expect("QUIC handshake with the new process");
+    assert_eq!(
+        h3_get(&mut next, "/after").await,
+        (200, b"new /after".to_vec())
+    );
+
+    // The old process exits once its connection is done, and says what it was forwarded.
+    drop((stream, client));
+    let mut router = router;
+    assert!(router.wait_exit(Duration::from_secs(10)).is_some());
+    router.wait_log("upgrade: HTTP/3 packets the new process forwarded");
 }

@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::quic_forward::{self, Predecessor};
 use super::quic_socket::{self, RelaySide};
 
 use crate::config::static_cfg::EntryPoint as EntryPointConfig;
@@ -51,6 +53,7 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub struct Http3Endpoint {
     name: Arc<str>,
     endpoint: quinn::Endpoint,
+    relay: Arc<RelaySide>,
     server: HttpEntrypoint,
     max_streams: u32,
     grace: Duration,
@@ -79,6 +82,7 @@ impl Http3Endpoint {
         let h3 = Http3Endpoint {
             name: Arc::from(name),
             endpoint,
+            relay: relay_side.clone(),
             server,
             max_streams,
             grace: cfg
@@ -93,6 +97,14 @@ impl Http3Endpoint {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// After a binary upgrade: the packets of the previous process's connections go to it
+    /// over `socket` (handed over by it) for at most this entrypoint's `graceTimeOut`.
+    pub fn forward_to_previous(&self, socket: UnixDatagram) -> std::io::Result<()> {
+        self.relay
+            .forward_to_previous(Predecessor::new(socket, self.grace)?);
+        Ok(())
     }
 
     /// The port clients are told to use (`Alt-Svc`): `http3.advertisedPort`, or the bound one.
@@ -122,6 +134,7 @@ impl Http3Endpoint {
         let Http3Endpoint {
             name,
             endpoint,
+            relay,
             server,
             max_streams,
             grace,
@@ -190,6 +203,7 @@ impl Http3Endpoint {
             name,
             grace,
             endpoint,
+            relay,
             task,
         }
     }
@@ -279,27 +293,52 @@ pub struct Http3Serving {
     pub name: Arc<str>,
     pub grace: Duration,
     endpoint: quinn::Endpoint,
+    /// Kept while draining: after an upgrade, packets forwarded by the new process reach
+    /// quinn through it (the UDP relay no longer reads the socket).
+    relay: Arc<RelaySide>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Http3Serving {
     /// Waits (at most `graceTimeOut`) for the open connections to finish after their
-    /// GOAWAY, then closes the endpoint; true if none had to be cut.
-    pub async fn drain(self) -> bool {
-        let _ = self.task.await;
+    /// GOAWAY, then closes the endpoint; true if none had to be cut. After an upgrade,
+    /// `from_successor` carries the packets of these connections that the new process
+    /// receives.
+    pub async fn drain(mut self, from_successor: Option<UnixDatagram>) -> bool {
+        let _ = (&mut self.task).await;
         let deadline = tokio::time::Instant::now() + self.grace;
-        let idle = loop {
-            let open = self.endpoint.open_connections();
-            if open == 0 {
-                break true;
+        let received = AtomicU64::new(0);
+        let forwarded = async {
+            match from_successor {
+                Some(socket) => quic_forward::receive(socket, &*self.relay, &received).await,
+                None => std::future::pending().await,
             }
-            if tokio::time::Instant::now() >= deadline {
-                break false;
-            }
-            tokio::time::sleep(DRAIN_POLL).await;
         };
+        // Reading forwarded packets only ends with an unreadable socket: then the
+        // connections drain as they can, without them.
+        let idle = tokio::select! {
+            idle = self.wait_for_connections(deadline) => idle,
+            () = forwarded => self.wait_for_connections(deadline).await,
+        };
+        let received = received.load(Ordering::Relaxed);
+        if received > 0 {
+            info!(entrypoint = %self.name, packets = received, "upgrade: HTTP/3 packets the new process forwarded to this one's connections");
+        }
         self.endpoint.close(VarInt::from_u32(0), b"shutdown");
         idle
+    }
+
+    /// Whether the connections are gone by `deadline`.
+    async fn wait_for_connections(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.endpoint.open_connections() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod http3;
 pub mod internal;
 pub mod listener;
 pub mod provider;
+pub mod quic_forward;
 pub mod quic_socket;
 pub mod redis_buckets;
 pub mod rules;
@@ -22,6 +23,8 @@ pub mod server_health;
 pub mod udp;
 pub mod upgrade;
 
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,6 +217,21 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         entrypoints.push(tcp);
     }
 
+    if let Some(inherited) = inherited.as_mut() {
+        for h3 in &http3_endpoints {
+            let Some(socket) = inherited.quic_forward(h3.name()) else {
+                continue;
+            };
+            match h3.forward_to_previous(socket) {
+                Ok(()) => {
+                    info!(entrypoint = %h3.name(), "upgrade: packets of the previous process's HTTP/3 connections are forwarded to it while it drains")
+                }
+                Err(e) => {
+                    warn!(entrypoint = %h3.name(), error = %e, "upgrade: cannot forward packets to the previous process; its HTTP/3 connections are cut")
+                }
+            }
+        }
+    }
     // Duplicates of every socket, for the process a later upgrade starts.
     let handover = match handover_sockets(&st, &entrypoints, &udp_entrypoints) {
         Ok(h) => h,
@@ -238,6 +256,19 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         );
     }
 
+    // The entrypoints whose HTTP/3 connections a successor forwards packets to, with their
+    // configured addresses.
+    let quic_forwarded: Vec<(String, String)> = http3_endpoints
+        .iter()
+        .map(|h3| {
+            let address = st
+                .entry_points
+                .get(h3.name())
+                .map(|ep| ep.address.to_string())
+                .unwrap_or_default();
+            (h3.name().to_owned(), address)
+        })
+        .collect();
     let mut http3_serving = Vec::new();
     for ep in http3_endpoints {
         info!(entrypoint = %ep.name(), address = %ep.local_addr(), "listening (HTTP/3)");
@@ -259,8 +290,10 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
             }
         }
     }
-    let upgraded = wait_for_stop(upgrade_signal, &mut shutdown, &handover).await;
+    let successor = wait_for_stop(upgrade_signal, &mut shutdown, &handover, &quic_forwarded).await;
     drop(handover);
+    let upgraded = successor.is_some();
+    let mut from_successor = successor.unwrap_or_default();
     if upgraded {
         handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
     } else {
@@ -317,9 +350,10 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         });
     }
     for s in http3_serving {
+        let forwarded = from_successor.remove(&*s.name);
         drains.spawn(async move {
             let (name, grace) = (s.name.clone(), s.grace);
-            if !s.drain().await {
+            if !s.drain(forwarded).await {
                 warn!(entrypoint = %name, grace = ?grace, "graceTimeOut reached; closing remaining HTTP/3 connections");
             }
         });
@@ -677,13 +711,16 @@ impl UpgradeSignal {
     }
 }
 
-/// Waits for SIGTERM/SIGINT (false) or for a successful upgrade (true). A failed upgrade
-/// is logged and the process goes on as if nothing happened.
+/// Waits for SIGTERM/SIGINT (`None`) or for a successful upgrade: then the sockets over
+/// which the new process forwards the packets of this one's HTTP/3 connections, by
+/// entrypoint (those of `quic_forwarded`, named with their configured addresses). A failed
+/// upgrade is logged and the process goes on as if nothing happened.
 async fn wait_for_stop(
     mut upgrade_signal: UpgradeSignal,
     shutdown: &mut ShutdownSignals,
     handover: &[upgrade::Labelled],
-) -> bool {
+    quic_forwarded: &[(String, String)],
+) -> Option<HashMap<String, UnixDatagram>> {
     loop {
         let requested = async {
             match upgrade_signal.signal.as_mut() {
@@ -692,15 +729,30 @@ async fn wait_for_stop(
             }
         };
         tokio::select! {
-            _ = shutdown.recv() => return false,
+            _ = shutdown.recv() => return None,
             _ = requested => {}
         }
+        // Made afresh for each attempt: a failed one leaves nothing behind.
+        let mut forward_labels = Vec::new();
+        let mut forwards = HashMap::new();
+        for (entrypoint, address) in quic_forwarded {
+            match upgrade::quic_forward_pair(entrypoint, address) {
+                Ok((label, ours)) => {
+                    forward_labels.push(label);
+                    forwards.insert(entrypoint.clone(), ours);
+                }
+                Err(e) => {
+                    warn!(entrypoint = %entrypoint, error = %e, "upgrade: no socket pair to forward HTTP/3 packets; the connections will be cut")
+                }
+            }
+        }
+        let sockets: Vec<&upgrade::Labelled> = handover.iter().chain(&forward_labels).collect();
         let outcome = match &upgrade_signal.binary {
             Ok(binary) => {
                 info!(binary = %binary.display(), sockets = handover.len(), "SIGUSR2: upgrading: starting the new binary");
                 // The hand-over blocks on the new process; the workers keep serving.
                 tokio::task::block_in_place(|| {
-                    upgrade::start_successor(binary, &upgrade_signal.args, handover)
+                    upgrade::start_successor(binary, &upgrade_signal.args, &sockets)
                 })
             }
             Err(e) => Err(upgrade::UpgradeError::Binary(std::io::Error::new(
@@ -715,7 +767,7 @@ async fn wait_for_stop(
                     new_pid = pid,
                     "upgrade: the new process serves; no new connections here, draining open ones"
                 );
-                return true;
+                return Some(forwards);
             }
             Err(e) => error!(error = %e, "upgrade failed; still serving"),
         }

@@ -9,6 +9,10 @@
 //! relay can tell the packets of local connections from anything else by their connection
 //! ID alone, even after a client's address changes.
 //!
+//! After a binary upgrade the new process's relay side also forwards the packets of the
+//! previous process's connections there ([`RelaySide::forward_to_previous`],
+//! [`super::quic_forward`]).
+//!
 //! quinn's packets leave in GSO runs where the kernel offers it ([`Batching`]). The socket
 //! keeps the kernel's default of fragmenting what exceeds the path MTU, because plain UDP
 //! routers relay datagrams of any size on it. quinn is told so (`may_fragment`), and
@@ -31,6 +35,8 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, ConnectionId, ConnectionIdGenerator, UdpPoller};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+use super::quic_forward::Predecessor;
 
 /// Datagrams waiting for quinn: beyond this, new ones are dropped (QUIC recovers from the
 /// loss) rather than queued without end while quinn is busy.
@@ -117,6 +123,7 @@ pub fn share(socket: Arc<UdpSocket>) -> (Arc<QuinnSide>, Arc<RelaySide>, quinn::
         queued,
         key,
         endpoint: OnceLock::new(),
+        previous: OnceLock::new(),
     });
     (quinn_side, relay_side, config)
 }
@@ -128,11 +135,19 @@ pub struct RelaySide {
     key: CidKey,
     /// Set once the endpoint exists, to tell whether it still has connections.
     endpoint: OnceLock<quinn::Endpoint>,
+    /// Set when this process took over from one whose HTTP/3 connections still drain.
+    previous: OnceLock<Predecessor>,
 }
 
 impl RelaySide {
     pub fn attach(&self, endpoint: quinn::Endpoint) {
         let _ = self.endpoint.set(endpoint);
+    }
+
+    /// From now on, QUIC packets for none of this endpoint's connections that nothing else
+    /// takes go to `previous`, the process this one took over from.
+    pub fn forward_to_previous(&self, previous: Predecessor) {
+        let _ = self.previous.set(previous);
     }
 }
 
@@ -162,6 +177,12 @@ impl LocalQuic for RelaySide {
         self.endpoint
             .get()
             .is_some_and(|endpoint| endpoint.open_connections() > 0)
+    }
+
+    fn foreign(&self, from: SocketAddr, datagram: &[u8]) -> bool {
+        self.previous
+            .get()
+            .is_some_and(|previous| previous.forward(from, datagram))
     }
 }
 

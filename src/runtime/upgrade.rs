@@ -13,12 +13,20 @@
 //!   drains. Anything else (the new process exits, or is not ready within
 //!   [`READY_TIMEOUT`]) fails the upgrade and the old process goes on serving.
 //!
+//! With each HTTP/3 entrypoint's UDP socket goes one end of a Unix datagram socket pair,
+//! labelled `udp NUL entrypoint@quic-forward NUL address` ([`quic_forward_pair`]): the new
+//! process forwards over it the packets of the old process's QUIC connections
+//! ([`super::quic_forward`]). It is labelled as a UDP socket of an entrypoint no
+//! configuration names, so a binary that predates it (an upgrade back to an older version)
+//! just closes it as unused.
+//!
 //! `sallyport upgrade` learns the outcome through a status file ([`status_path`]) that it
 //! creates before signalling and the old process fills in.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +38,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the new process waits for the sockets the old one sends.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the label of an entrypoint's QUIC forwarding socket adds to the entrypoint's name.
+const FORWARD_SUFFIX: &str = "@quic-forward";
 
 /// The largest message: a label (an entrypoint name and an address).
 const MAX_MESSAGE: usize = 4096;
@@ -153,6 +164,15 @@ impl Inherited {
             .map(std::net::UdpSocket::from)
     }
 
+    /// Claims the socket over which the previous process takes the packets of its HTTP/3
+    /// connections on `entrypoint`, if it sent one.
+    pub fn quic_forward(&mut self, entrypoint: &str) -> Option<UnixDatagram> {
+        let key = (Kind::Udp, format!("{entrypoint}{FORWARD_SUFFIX}"));
+        self.sockets
+            .remove(&key)
+            .map(|(_, fd)| UnixDatagram::from(fd))
+    }
+
     fn claim(&mut self, kind: Kind, entrypoint: &str, address: &str) -> Option<OwnedFd> {
         let key = (kind, entrypoint.to_owned());
         match self.sockets.remove(&key) {
@@ -180,13 +200,27 @@ impl Inherited {
     }
 }
 
+/// A socket pair for forwarding the packets of `entrypoint`'s HTTP/3 connections (its UDP
+/// socket configured at `address`) from a new process: the end to hand over, labelled, and
+/// this process's end.
+pub fn quic_forward_pair(entrypoint: &str, address: &str) -> io::Result<(Labelled, UnixDatagram)> {
+    let (ours, theirs) = UnixDatagram::pair()?;
+    let label = Labelled {
+        kind: Kind::Udp,
+        entrypoint: format!("{entrypoint}{FORWARD_SUFFIX}"),
+        address: address.to_owned(),
+        fd: OwnedFd::from(theirs),
+    };
+    Ok((label, ours))
+}
+
 /// Starts `binary` with `args` and hands it `sockets`; returns the new process's pid once
 /// it reports ready. On any failure the new process is stopped (if it still runs) and this
 /// one is untouched.
 pub fn start_successor(
     binary: &std::path::Path,
     args: &[std::ffi::OsString],
-    sockets: &[Labelled],
+    sockets: &[&Labelled],
 ) -> Result<u32, UpgradeError> {
     let (ours, theirs) = seqpacket_pair().map_err(UpgradeError::Channel)?;
     let their_fd = theirs.as_raw_fd();
@@ -226,7 +260,7 @@ pub fn start_successor(
     outcome.map(|()| pid)
 }
 
-fn hand_over(channel: &OwnedFd, sockets: &[Labelled], pid: u32) -> Result<(), UpgradeError> {
+fn hand_over(channel: &OwnedFd, sockets: &[&Labelled], pid: u32) -> Result<(), UpgradeError> {
     for s in sockets {
         let label = format!("{}\0{}\0{}", s.kind.as_str(), s.entrypoint, s.address);
         send(channel, label.as_bytes(), Some(s.fd.as_raw_fd())).map_err(UpgradeError::Send)?;
@@ -594,6 +628,31 @@ mod tests {
         // The same listening socket: a connection made now is accepted through the copy.
         let _client = std::net::TcpStream::connect(addr).expect("connect");
         received.accept().expect("accept");
+    }
+
+    #[test]
+    fn a_quic_forwarding_socket_crosses_and_is_claimed_only_as_one() {
+        let (a, b) = seqpacket_pair().expect("pair");
+        let (label, ours) = quic_forward_pair("websecure", ":443").expect("forwarding pair");
+        let text = format!("udp\0{}\0{}", label.entrypoint, label.address);
+        send(&a, text.as_bytes(), Some(label.fd.as_raw_fd())).expect("send");
+        drop(label);
+        let (payload, fd) = receive(&b).expect("receive");
+        let mut parts = payload.as_deref().unwrap_or_default().split('\0');
+        let key = (Kind::Udp, parts.nth(1).unwrap_or_default().to_owned());
+        let address = parts.next().unwrap_or_default().to_owned();
+        let mut inherited = Inherited {
+            channel: a,
+            sockets: HashMap::from([(key, (address, fd.expect("a descriptor")))]),
+        };
+        // Not the entrypoint's UDP socket, whatever its address.
+        assert!(inherited.udp("websecure", ":443").is_none());
+        let theirs = inherited.quic_forward("websecure").expect("claimed");
+        theirs.send(b"packet").expect("send");
+        let mut buf = [0u8; 16];
+        let n = ours.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"packet");
+        assert!(inherited.quic_forward("websecure").is_none());
     }
 
     #[test]

@@ -79,15 +79,32 @@ pub enum Failure {
     Body,
     /// The request, or the connection attempt, took longer than the time-out.
     Timeout,
+    /// Not a failure: the connection had received the server's GOAWAY, or the server
+    /// rejected the request unprocessed (H3_REQUEST_REJECTED), so the request goes on a new
+    /// connection, as a browser would send it. Counted apart from the errors.
+    GoingAway,
+    /// Not answered, but not lost in the server either: the server closed the connection
+    /// gracefully (H3_NO_ERROR), which a server does after its GOAWAY once every request it
+    /// accepted is answered; so this one, sent before the GOAWAY arrived, was not processed
+    /// and a browser sends it again on a new connection. Counted apart from the errors.
+    Unprocessed,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 4] = [
+    pub const ALL: [Failure; 6] = [
         Failure::Connect,
         Failure::Stream,
         Failure::Body,
         Failure::Timeout,
+        Failure::GoingAway,
+        Failure::Unprocessed,
     ];
+
+    /// Whether a browser would send the request again on a new connection: the server
+    /// did not process it.
+    pub fn resent(self) -> bool {
+        matches!(self, Failure::GoingAway | Failure::Unprocessed)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -95,6 +112,8 @@ impl Failure {
             Failure::Stream => "stream",
             Failure::Body => "body",
             Failure::Timeout => "timeout",
+            Failure::GoingAway => "goaway",
+            Failure::Unprocessed => "unprocessed",
         }
     }
 }
@@ -179,12 +198,9 @@ pub async fn get(
         let request = Request::get(uri.clone())
             .body(())
             .map_err(|_| Failure::Stream)?;
-        let mut stream = send
-            .send_request(request)
-            .await
-            .map_err(|_| Failure::Stream)?;
-        stream.finish().await.map_err(|_| Failure::Stream)?;
-        let response = stream.recv_response().await.map_err(|_| Failure::Stream)?;
+        let mut stream = send.send_request(request).await.map_err(stream_failure)?;
+        stream.finish().await.map_err(stream_failure)?;
+        let response = stream.recv_response().await.map_err(stream_failure)?;
         let mut body_bytes = 0u64;
         while let Some(chunk) = stream.recv_data().await.map_err(|_| Failure::Stream)? {
             body_bytes += chunk.remaining() as u64;
@@ -200,6 +216,21 @@ pub async fn get(
         .unwrap_or(Err(Failure::Timeout))
 }
 
+/// A request that did not complete, told apart from one the server did not take because it
+/// is going away (which a client sends again on a new connection).
+fn stream_failure(error: h3::error::StreamError) -> Failure {
+    match error {
+        h3::error::StreamError::RemoteClosing { .. } => Failure::GoingAway,
+        h3::error::StreamError::RemoteTerminate { code, .. }
+            if code == h3::error::Code::H3_REQUEST_REJECTED =>
+        {
+            Failure::GoingAway
+        }
+        _ if error.is_h3_no_error() => Failure::Unprocessed,
+        _ => Failure::Stream,
+    }
+}
+
 /// What a run (or one task of it) counted.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -208,6 +239,8 @@ pub struct Counts {
     non2xx: u64,
     body_bytes: u64,
     failures: [u64; Failure::ALL.len()],
+    /// Connections opened again after one closed or broke (the first of each is not one).
+    reconnects: u64,
 }
 
 impl Counts {
@@ -236,6 +269,16 @@ impl Counts {
         for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
             *mine += theirs;
         }
+        self.reconnects += other.reconnects;
+    }
+
+    /// Counts a connection opened to replace one that closed or broke.
+    pub fn reconnected(&mut self) {
+        self.reconnects += 1;
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Responses received, whatever their status.
@@ -251,8 +294,12 @@ impl Counts {
         self.body_bytes
     }
 
+    /// Requests that failed: every [`Failure`] but those a browser sends again.
     pub fn errors(&self) -> u64 {
-        self.failures.iter().sum()
+        self.failures()
+            .filter(|(f, _)| !f.resent())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn failures(&self) -> impl Iterator<Item = (Failure, u64)> + '_ {
@@ -296,6 +343,20 @@ mod tests {
         assert_eq!(failures, [(Failure::Stream, 1), (Failure::Body, 1)]);
         assert_eq!(a.errors(), 2);
         assert_eq!(a.percentiles_us([50.0, 100.0]), [Some(20), Some(40)]);
+    }
+
+    #[test]
+    fn requests_refused_by_a_server_going_away_are_not_errors() {
+        let mut counts = Counts::default();
+        counts.record(Err(Failure::GoingAway), None);
+        counts.record(Err(Failure::Unprocessed), None);
+        counts.record(Err(Failure::Timeout), None);
+        counts.reconnected();
+        let mut other = Counts::default();
+        other.reconnected();
+        counts.merge(other);
+        assert_eq!(counts.errors(), 1);
+        assert_eq!(counts.reconnects(), 2);
     }
 
     #[test]

@@ -29,6 +29,27 @@ pub trait LocalQuic: Send + Sync {
     /// Whether connections are still open: after stop, the relay keeps reading for them
     /// until they have drained.
     fn busy(&self) -> bool;
+
+    /// Takes a QUIC packet (not an Initial) that is for none of the endpoint's connections
+    /// and that nothing else takes: after a binary upgrade, the packets of the previous
+    /// process's connections, which the runtime forwards there. False when it has nowhere
+    /// to send it: the packet is dropped as before.
+    fn foreign(&self, _from: SocketAddr, _datagram: &[u8]) -> bool {
+        false
+    }
+}
+
+/// Whether `datagram` may be a QUIC packet of an established flow (any header but an
+/// Initial's): what a connection of another endpoint on this socket would send. A short
+/// header's fixed bit may be greased, so any header of form 0 counts.
+pub fn later_quic_packet(datagram: &[u8]) -> bool {
+    match classify(datagram) {
+        Classification::OtherLong { .. } => true,
+        Classification::Initial { .. } => false,
+        Classification::MaybeShort | Classification::NotQuic => {
+            datagram.first().is_some_and(|first| first & 0x80 == 0)
+        }
+    }
 }
 
 /// Whether `datagram` is a QUIC packet for a connection of `local` (judged by its
@@ -101,6 +122,18 @@ mod tests {
             &long_header(0xC0, &[0xAA, 1, 2, 3, 4, 5, 6, 7])
         ));
         assert!(!addressed_to(&Marked, &long_header(0xE0, &[0xAB, 1, 2, 3])));
+    }
+
+    #[test]
+    fn packets_of_established_flows_may_be_forwarded_but_initials_never() {
+        assert!(later_quic_packet(&long_header(0xE0, &[0xAB, 1, 2, 3])));
+        assert!(later_quic_packet(&[0x41, 0xAB, 1, 2, 3]));
+        assert!(
+            later_quic_packet(&[0x01, 0xAB, 1, 2, 3]),
+            "greased fixed bit"
+        );
+        assert!(!later_quic_packet(&long_header(0xC0, &[0xAB, 1, 2, 3])));
+        assert!(!later_quic_packet(&[]));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
 use super::batch::{Batching, RecvBuffers};
-use super::local::{LocalQuic, addressed_to};
+use super::local::{LocalQuic, addressed_to, later_quic_packet};
 use super::migration::{ClientAddr, LearnedCids};
 use super::pending::{DEFAULT_HELLO_DEADLINE, DEFAULT_MAX_PENDING, DropReason, Feed, PendingFlows};
 use super::router::{UdpRoute, UdpRoutes};
@@ -383,6 +383,16 @@ impl<R: Fn() -> Arc<UdpRoutes>> Relay<'_, R> {
             };
         }
         let route = routes.select(client.ip(), None);
+        if route.is_none()
+            && let Some(local) = self.local
+            && later_quic_packet(datagram)
+            && local.foreign(client, datagram)
+        {
+            // Counted as the local endpoint's: an HTTP/3 endpoint of this router (the previous
+            // process's) takes it.
+            self.stats.datagrams_local.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         match self.open(client, now, route, None).await {
             Ok(upstream) => {
                 self.send_up(&upstream, datagram, client);

@@ -2,8 +2,11 @@
 //! connections (each from a UDP socket of its own) and keeps `--streams` GET requests in flight
 //! on each for a fixed time (closed loop), then prints one `key=value` line: responses, non-2xx,
 //! errors by kind, requests per second, body throughput and latency percentiles in
-//! microseconds. A connection that breaks is counted and opened again, so one failure does not
-//! silence a whole connection's share of the load.
+//! microseconds. A connection that breaks, or that the server closes, is opened again (counted
+//! as `reconnects`), so one failure does not silence a whole connection's share of the load. A
+//! request refused because the server sent GOAWAY is not an error: as a browser would, the
+//! client sends it on a new connection (counted as `goaway`, or `unprocessed` when the server
+//! closed the connection gracefully before answering it).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -171,7 +174,11 @@ fn run(args: Args) -> Result<bool, Error> {
 /// and a new connection whenever it breaks.
 async fn one_connection(plan: Arc<Plan>) -> Counts {
     let mut counts = Counts::default();
+    let mut first = true;
     while Instant::now() < plan.deadline {
+        if !std::mem::take(&mut first) {
+            counts.reconnected();
+        }
         let connection =
             match Connection::open(plan.local, plan.server, &plan.sni, &plan.config, plan.limit)
                 .await
@@ -192,10 +199,14 @@ async fn one_connection(plan: Arc<Plan>) -> Counts {
                 let mut counts = Counts::default();
                 let mut send = connection.sender();
                 while Instant::now() < plan.deadline && !connection.is_closed() {
-                    counts.record(
-                        h3::get(&mut send, &plan.uri, plan.limit).await,
-                        plan.expect_bytes,
-                    );
+                    let outcome = h3::get(&mut send, &plan.uri, plan.limit).await;
+                    let going_away = matches!(outcome, Err(failure) if failure.resent());
+                    counts.record(outcome, plan.expect_bytes);
+                    if going_away {
+                        // The next request goes on a new connection; the requests in flight
+                        // on this one finish first.
+                        break;
+                    }
                 }
                 counts
             });
@@ -215,10 +226,11 @@ async fn one_connection(plan: Arc<Plan>) -> Counts {
 fn report(counts: &mut Counts, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let mut line = format!(
-        "responses={} non2xx={} errors={}",
+        "responses={} non2xx={} errors={} reconnects={}",
         counts.responses(),
         counts.non2xx(),
-        counts.errors()
+        counts.errors(),
+        counts.reconnects()
     );
     for (failure, count) in counts.failures() {
         line += &format!(" {}={count}", failure.label());
