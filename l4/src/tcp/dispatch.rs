@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::handshake::{HandshakeError, HandshakeGate};
 use super::middleware::TcpMiddleware;
 use super::proxy::{RelayOptions, Transfer, relay, relay_tcp};
 use super::router::{Route, RouteTable};
@@ -43,10 +44,6 @@ use crate::sniff::{self, Probe};
 /// Bytes read before giving up on a ClientHello: the hello limit plus room for
 /// the TLS record headers it may be split into.
 const MAX_SNIFF_BYTES: usize = sniff::MAX_CLIENT_HELLO + 1024;
-
-/// How long a TLS handshake we terminate may take once the ClientHello is in
-/// (Go's default TLS handshake timeout, which Traefik inherits, is 10 s).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737).
 const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -77,6 +74,8 @@ pub struct EntrypointSettings {
     pub server_first_timeout: Option<Duration>,
     /// Told about every TCP connection routed here (or closed for want of a router).
     pub observer: Option<Observer>,
+    /// The turns of the TLS handshakes terminated here.
+    pub handshakes: Arc<HandshakeGate>,
 }
 
 /// Whose PROXY headers are believed.
@@ -288,6 +287,7 @@ pub async fn serve(
         alpn: &[],
         accepted,
         observer,
+        handshakes: &settings.handshakes,
     };
 
     // Fast path: only non-TLS TCP routers here, so route before the client speaks.
@@ -401,6 +401,7 @@ pub async fn serve(
         alpn: &hello.alpn,
         accepted,
         observer,
+        handshakes: &settings.handshakes,
     };
     if postgres {
         // A Postgres client only ever reaches TLS TCP routers.
@@ -559,15 +560,15 @@ async fn answer_acme_tls(
     ctx: &Ctx<'_>,
 ) {
     let io = PrefixedIo::new(prefix, client);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(mut tls)) => {
+    match ctx.handshakes.accept(acceptor, io).await {
+        Ok(mut tls) => {
             let _ = tls.shutdown().await;
         }
-        Ok(Err(e)) => {
+        Err(e @ HandshakeError::Tls(_)) => {
             info!(entrypoint = %ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "ACME TLS-ALPN-01 handshake failed (no challenge in progress for this name?)")
         }
-        Err(_) => {
-            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, "ACME TLS-ALPN-01 handshake timed out")
+        Err(e) => {
+            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, error = %e, "ACME TLS-ALPN-01 handshake not completed")
         }
     }
 }
@@ -592,14 +593,10 @@ async fn serve_https(
         }
     };
     let io = PrefixedIo::new(prefix, client);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match ctx.handshakes.accept(acceptor, io).await {
+        Ok(tls) => tls,
+        Err(e) => {
             info!(entrypoint = ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            info!(entrypoint = ctx.ep, client = %ctx.client_addr, "TLS handshake timed out");
             return;
         }
     };
@@ -624,6 +621,7 @@ struct Ctx<'a> {
     alpn: &'a [Vec<u8>],
     accepted: (Instant, SystemTime),
     observer: Option<&'a Arc<dyn ConnObserver>>,
+    handshakes: &'a HandshakeGate,
 }
 
 impl Ctx<'_> {
@@ -875,15 +873,10 @@ async fn forward_with(
         }
         TlsMode::Terminate(acceptor) => {
             let io = PrefixedIo::new(prefix, client);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+            let tls = match ctx.handshakes.accept(acceptor, io).await {
+                Ok(tls) => tls,
+                Err(e) => {
                     info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, error = %e, "TLS handshake failed");
-                    ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
-                    return;
-                }
-                Err(_) => {
-                    info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, "TLS handshake timed out");
                     ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
                     return;
                 }
