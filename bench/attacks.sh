@@ -4,8 +4,10 @@
 # client's throughput, p50/p99 and errors with and without the attack, the proxy's CPU time
 # and peak RSS during the attack, and whether the proxy stayed up. sallyport, HAProxy and nginx
 # (nginx also for UDP; HAProxy has no UDP proxy). Interleaved: each attack runs against every
-# peer in turn, baseline then attack, before the next attack. The table also goes to
-# bench/out/attacks/results-attacks.md. Method: bench/README.md.
+# peer in turn, baseline then attack, before the next attack; with BENCH_ROUNDS, the whole
+# sequence is run that many times and the table gives each figure's median over the rounds,
+# then every round's values. The table also goes to bench/out/attacks/results-attacks.md.
+# Method: bench/README.md.
 #
 # Attacks (BENCH_ATTACKS, names of `attack` subcommands):
 #   rapid-reset made-you-reset continuation hpack   HTTP/2 over TLS, BENCH_H2_CONNS connections
@@ -16,6 +18,7 @@
 #
 # Knobs (environment):
 #   BENCH_DURATION=10      seconds the normal client is measured, alone and under attack
+#   BENCH_ROUNDS=1         interleaved rounds (each runs every attack against every peer)
 #   BENCH_QUICK=1          smoke run: 2 s per run
 #   BENCH_PEERS="sallyport haproxy nginx"
 #   BENCH_ATTACKS="rapid-reset continuation made-you-reset hpack slowloris tls-flood hello-stall udp-flood"
@@ -43,6 +46,8 @@ RUN_SECONDS=${BENCH_DURATION:-10}
 PEERS=${BENCH_PEERS:-"sallyport haproxy nginx"}
 ATTACKS=${BENCH_ATTACKS:-"rapid-reset continuation made-you-reset hpack slowloris tls-flood hello-stall udp-flood"}
 RATE=${BENCH_RATE:-200}
+ROUNDS=${BENCH_ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive number, not '$ROUNDS'"
 H2_CONNS=${BENCH_H2_CONNS:-4}
 SLOW_CONNS=${BENCH_SLOW_CONNS:-2000}
 TLS_CONNS=${BENCH_TLS_CONNS:-8}
@@ -195,14 +200,15 @@ client() {
     esac
 }
 
-# measure ATTACK PEER : one baseline run and one run under attack; appends both to raw.tsv.
+# measure ATTACK PEER ROUND : one baseline run and one run under attack; appends both to
+# raw.tsv.
 measure() {
-    local attack=$1 peer=$2 pid line ticks
+    local attack=$1 peer=$2 round=$3 pid line ticks
     pid=${PEER_PID[$peer]}
     [[ $attack = udp-flood ]] && pid=${UDP_PID[$peer]}
     ticks=$(cpu_ticks "$pid")
     line=$(client "$attack" "$peer" "$RUN_SECONDS")
-    line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks) / $CLK_TCK }")"
+    line+=" proxy_cpu_s=$(awk "BEGIN { print ($(cpu_ticks "$pid") - $ticks) / $CLK_TCK }") round=$round"
     printf '%s\t%s\tbaseline\t%s\n' "$attack" "$peer" "$line" >>"$RAW"
     log "$(printf '%-15s %-9s baseline  %s' "$attack" "$peer" "$line")"
 
@@ -240,6 +246,7 @@ measure() {
         [[ -n ${UDP_PID[$peer]:-} && ${UDP_PID[$peer]} != "${PEER_PID[$peer]}" ]] && stop_pid "${UDP_PID[$peer]}"
         launch "$peer" || die "$peer did not come back"
     fi
+    line+=" round=$round"
     printf '%s\t%s\tattack\t%s\n' "$attack" "$peer" "$line" >>"$RAW"
     log "$(printf '%-15s %-9s attack    %s' "$attack" "$peer" "$line")"
     # Let the proxy close what the attack left behind before the next run.
@@ -288,12 +295,15 @@ main() {
 
     RAW=$OUT/raw.tsv
     : >"$RAW"
-    local attack
-    for attack in $ATTACKS; do
-        for peer in "${ACTIVE[@]}"; do
-            # HAProxy has no UDP proxy.
-            [[ $attack = udp-flood && -z ${UDP_PORT[$peer]:-} ]] && continue
-            measure "$attack" "$peer"
+    local attack round
+    for round in $(seq "$ROUNDS"); do
+        if ((ROUNDS > 1)); then log "round $round of $ROUNDS"; fi
+        for attack in $ATTACKS; do
+            for peer in "${ACTIVE[@]}"; do
+                # HAProxy has no UDP proxy.
+                [[ $attack = udp-flood && -z ${UDP_PORT[$peer]:-} ]] && continue
+                measure "$attack" "$peer" "$round"
+            done
         done
     done
 
@@ -305,6 +315,7 @@ main() {
         echo "- host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) × $(nproc), Linux $(uname -r); load average at start $load"
         echo "- pinning: $pinning; workers per proxy: $WORKERS"
         echo "- normal client: HTTP/1.1 keep-alive GETs at $RATE req/s (open loop, 8 connections, latency from each request's scheduled time), on the attacked entry point (TLS, or plain HTTP for slowloris); UDP: udp-load, 4 flows × 1 datagram in flight (closed loop)"
+        echo "- rounds: $ROUNDS (interleaved; the table gives medians)"
         echo "- each run: ${RUN_SECONDS}s of the normal client alone, then ${RUN_SECONDS}s under the attack (started ${RAMP_S}s earlier; udp-flood 1s after the client); attack sizes: HTTP/2 $H2_CONNS connections, slowloris and hello-stall $SLOW_CONNS connections, tls-flood $TLS_CONNS loops, udp-flood $UDP_TASKS senders"
         echo "- versions: $(versions)"
     } >"$header"

@@ -2,11 +2,14 @@
 """Table of the attack benchmark (bench/attacks.sh) from its raw.tsv.
 
 Each line of raw.tsv is: attack, peer, phase (baseline or attack), and one line of
-key=value pairs. The table puts the normal client's figures alone and under attack side by
-side, with what the attack cost the proxy.
+key=value pairs (with `round=N` when the benchmark ran several interleaved rounds). The table
+puts the normal client's figures alone and under attack side by side, with what the attack
+cost the proxy: with several rounds, the median of each figure over the rounds, followed by
+every round's values of the figures that matter most.
 """
 
 import argparse
+import statistics
 import sys
 
 
@@ -24,6 +27,25 @@ def num(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def merged(runs):
+    """One run of the medians of several: numbers by their median, words kept when every run
+    agrees and joined with '/' when they do not."""
+    out = {}
+    keys = []
+    for run in runs:
+        keys.extend(k for k in run if k not in keys)
+    for key in keys:
+        values = [run[key] for run in runs if key in run]
+        numbers = [num(v) for v in values]
+        if all(n is not None for n in numbers):
+            out[key] = f"{statistics.median(numbers):g}"
+        elif len(set(values)) == 1:
+            out[key] = values[0]
+        else:
+            out[key] = "/".join(values)
+    return out
 
 
 def ms(us):
@@ -83,7 +105,8 @@ def main():
             attack, peer, phase, values = parts
             if (attack, peer) not in runs:
                 order.append((attack, peer))
-            runs.setdefault((attack, peer), {})[phase] = fields(values)
+            runs.setdefault((attack, peer), {}).setdefault(phase, []).append(fields(values))
+    rounds = max((len(r) for phases in runs.values() for r in phases.values()), default=1)
 
     lines = []
     if args.header:
@@ -97,8 +120,8 @@ def main():
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for attack, peer in order:
-        base = runs[(attack, peer)].get("baseline", {})
-        hit = runs[(attack, peer)].get("attack", {})
+        base = merged(runs[(attack, peer)].get("baseline", []))
+        hit = merged(runs[(attack, peer)].get("attack", []))
         peak = num(hit.get("peak_rss_kb"))
         after = num(hit.get("rss_after_kb"))
         rss = "–" if peak is None else f"{peak / 1024:.0f}"
@@ -112,6 +135,27 @@ def main():
             f"| {base.get('proxy_cpu_s', '–')} → {hit.get('proxy_cpu_s', '–')} "
             f"| {rss} | {hit.get('up', '?')} | {attack_rate(hit)} |"
         )
+    if rounds > 1:
+        lines.append("")
+        lines.append(
+            f"Medians of {rounds} interleaved rounds. Every round (p99 ms alone → attacked; "
+            "proxy CPU s under attack; peak RSS MiB; what the attack sent):"
+        )
+        lines.append("")
+        lines.append("| attack | peer | round | p99 ms | proxy CPU s | peak RSS MiB | attack sent |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for attack, peer in order:
+            bases = runs[(attack, peer)].get("baseline", [])
+            hits = runs[(attack, peer)].get("attack", [])
+            for index, hit in enumerate(hits):
+                base = bases[index] if index < len(bases) else {}
+                peak = num(hit.get("peak_rss_kb"))
+                lines.append(
+                    f"| {attack} | {peer} | {hit.get('round', index + 1)} "
+                    f"| {ms(base.get('p99_us'))} → {ms(hit.get('p99_us'))} "
+                    f"| {hit.get('proxy_cpu_s', '–')} "
+                    f"| {'–' if peak is None else f'{peak / 1024:.0f}'} | {attack_rate(hit)} |"
+                )
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.out:

@@ -1,6 +1,7 @@
 //! Memory budgets, measured (never timed) against the real binary: the resident memory of a
 //! router holding many routers, and what each idle connection or session adds to it —
-//! HTTP/1.1 keep-alive, HTTP/2, a TCP relay, a UDP session.
+//! HTTP/1.1 keep-alive, HTTP/2, an HTTP/1.1 connection whose headers trickle in (slowloris),
+//! a TCP relay, a UDP session.
 //!
 //! Each figure is the growth of the router's RSS (`VmRSS`) over a baseline taken once the
 //! process is warm, divided by what was opened. The budgets have headroom over what was
@@ -16,6 +17,8 @@ mod support;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
 
 use support::udp::{UdpEcho, free_udp_port, udp_ask, udp_client};
 use support::web::{Conn, HttpBackend};
@@ -179,14 +182,26 @@ async fn idle_http_connections_stay_within_budget() {
         conn
     })
     .await;
-    within_budget("per_idle_http1_conn", h1, 56.0, "KiB");
+    within_budget("per_idle_http1_conn", h1, 40.0, "KiB");
     let h2 = growth_per_conn(router.pid(), || async move {
         let mut conn = Conn::h2c(web).await;
         assert_eq!(conn.get("h0.test", "/").await.status, 200);
         conn
     })
     .await;
-    within_budget("per_idle_http2_conn", h2, 48.0, "KiB");
+    within_budget("per_idle_http2_conn", h2, 32.0, "KiB");
+    let slow = growth_per_conn(router.pid(), || async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", web))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: h0.test\r\nX-Slow: 1\r\n")
+            .await
+            .expect("send half a head");
+        stream
+    })
+    .await;
+    within_budget("per_http1_conn_mid_headers", slow, 8.0, "KiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +238,7 @@ async fn tcp_relays_and_udp_sessions_stay_within_budget() {
         stream
     })
     .await;
-    within_budget("per_tcp_relay", relay, 24.0, "KiB");
+    within_budget("per_tcp_relay", relay, 16.0, "KiB");
     let session = growth_per_conn(router.pid(), || async move {
         let client = udp_client("127.0.0.1", udp).await;
         let mut answer = None;

@@ -41,6 +41,7 @@ use crate::router::Table;
 use crate::trace_context::{RequestTrace, TracePolicy};
 
 mod h3;
+mod head;
 
 /// hyper refuses an HTTP/1 read buffer smaller than this (it panics).
 const MIN_H1_BUFFER: usize = 8192;
@@ -574,20 +575,75 @@ impl HttpEntrypoint {
     }
 }
 
+impl HttpEntrypoint {
+    /// Waits for the first request head of a connection (see [`head`]); `None` when the
+    /// client left or the process stops first (a head already on its way gets
+    /// [`IDLE_CLOSE_GRACE`] to arrive).
+    async fn first_head<I>(
+        &self,
+        io: &mut I,
+        prefix: bytes::Bytes,
+        client: &HttpConn,
+    ) -> Option<bytes::Bytes>
+    where
+        I: AsyncRead + Unpin,
+    {
+        let config = &self.inner.config;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let stopped = async {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(IDLE_CLOSE_GRACE).await;
+        };
+        let limit = config.max_header_bytes.max(MIN_H1_BUFFER);
+        let head = tokio::select! {
+            head = head::wait_for_head(io, prefix, limit, config.read_timeout) => head,
+            () = stopped => Ok(head::Head::Gone),
+        };
+        match head {
+            Ok(head::Head::Ready(bytes)) => Some(bytes),
+            Ok(head::Head::Gone) => {
+                tracing::debug!(entrypoint = %config.name, client = %client.client, "connection closed before its first request");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(entrypoint = %config.name, client = %client.client, error = %error, "connection failed before its first request");
+                None
+            }
+        }
+    }
+}
+
 impl HttpHandoff for HttpEntrypoint {
     fn serve_plain(&self, io: PrefixedIo<TcpStream>, conn: HttpConn) -> HandoffFuture {
         let entrypoint = self.clone();
-        Box::pin(async move { entrypoint.serve(io, conn).await })
+        Box::pin(async move {
+            let prefix = io.prefix().clone();
+            let mut stream = io.into_inner();
+            let Some(head) = entrypoint.first_head(&mut stream, prefix, &conn).await else {
+                return;
+            };
+            // Boxed apart, so that a connection still waiting for its head holds only it.
+            Box::pin(entrypoint.serve(PrefixedIo::new(head, stream), conn)).await
+        })
     }
 
     fn serve_tls(
         &self,
-        io: tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>,
+        mut io: tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>,
         conn: HttpConn,
     ) -> HandoffFuture {
         let entrypoint = self.clone();
         let params = TlsParams::of(io.get_ref().1);
-        Box::pin(async move { entrypoint.serve_connection(io, conn, params).await })
+        Box::pin(async move {
+            let Some(head) = entrypoint
+                .first_head(&mut io, bytes::Bytes::new(), &conn)
+                .await
+            else {
+                return;
+            };
+            let io = PrefixedIo::new(head, io);
+            Box::pin(entrypoint.serve_connection(io, conn, params)).await
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use l4::tcp::dispatch::{self, Accepted, EntrypointSettings, ProxyProtocolPolicy};
+use l4::tcp::handshake::{HANDSHAKE_TIMEOUT, HandshakeGate};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -94,6 +95,7 @@ impl Entrypoint {
                     .and_then(|t| t.to_std())
                     .filter(|d| !d.is_zero()),
                 observer: None,
+                handshakes: Arc::new(HandshakeGate::new(handshake_turns(), HANDSHAKE_TIMEOUT)),
             }),
             name,
             listener,
@@ -201,6 +203,13 @@ impl Entrypoint {
             task,
         }
     }
+}
+
+/// TLS handshakes of one entrypoint doing their crypto at once: one per worker thread, so
+/// that a flood of handshakes can keep every core busy but never queue on a worker ahead of
+/// established connections (see [`l4::tcp::handshake`]).
+fn handshake_turns() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers())
 }
 
 /// The `reason` label of a failed accept: a bounded set of values.

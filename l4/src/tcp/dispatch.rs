@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::handshake::{HandshakeError, HandshakeGate};
 use super::middleware::TcpMiddleware;
 use super::proxy::{RelayOptions, Transfer, relay, relay_tcp};
 use super::router::{Route, RouteTable};
@@ -43,10 +44,6 @@ use crate::sniff::{self, Probe};
 /// Bytes read before giving up on a ClientHello: the hello limit plus room for
 /// the TLS record headers it may be split into.
 const MAX_SNIFF_BYTES: usize = sniff::MAX_CLIENT_HELLO + 1024;
-
-/// How long a TLS handshake we terminate may take once the ClientHello is in
-/// (Go's default TLS handshake timeout, which Traefik inherits, is 10 s).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737).
 const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -77,6 +74,8 @@ pub struct EntrypointSettings {
     pub server_first_timeout: Option<Duration>,
     /// Told about every TCP connection routed here (or closed for want of a router).
     pub observer: Option<Observer>,
+    /// The turns of the TLS handshakes terminated here.
+    pub handshakes: Arc<HandshakeGate>,
 }
 
 /// Whose PROXY headers are believed.
@@ -243,6 +242,10 @@ pub struct Accepted {
 /// Serves one connection to its end. Every wait is bounded by the entrypoint's
 /// read timeout until a router is chosen; after that the relay runs until one side
 /// closes (with the transport's termination delay).
+///
+/// Each way a connection may go (relay, STARTTLS, HTTPS, HTTP) is boxed apart: a future
+/// is as large as its largest branch, and every idle HTTP connection would otherwise carry
+/// the state of a TCP relay it never uses.
 pub async fn serve(
     conn: Accepted,
     routes: Arc<EntrypointRoutes>,
@@ -288,6 +291,7 @@ pub async fn serve(
         alpn: &[],
         accepted,
         observer,
+        handshakes: &settings.handshakes,
     };
 
     // Fast path: only non-TLS TCP routers here, so route before the client speaks.
@@ -300,7 +304,7 @@ pub async fn serve(
             client_ip: ip,
         };
         if let Some(route) = routes.plain.find(&info) {
-            return forward(client, buf.freeze(), route, &plain_ctx).await;
+            return Box::pin(forward(client, buf.freeze(), route, &plain_ctx)).await;
         }
     }
 
@@ -308,7 +312,10 @@ pub async fn serve(
         && routes.greets_at_once()
         && let Some(protocol) = routes.starttls
     {
-        return serve_starttls(client, buf, protocol, &routes, &plain_ctx, deadline).await;
+        return Box::pin(serve_starttls(
+            client, buf, protocol, &routes, &plain_ctx, deadline,
+        ))
+        .await;
     }
 
     // `tcp.serverFirstTimeout`: a client still silent then waits for a banner, so the
@@ -326,8 +333,10 @@ pub async fn serve(
             Err(_) => {
                 if let Some(protocol) = routes.starttls {
                     debug!(entrypoint = %ep, client = %client_addr, %protocol, "client silent for serverFirstTimeout: greeting it");
-                    return serve_starttls(client, buf, protocol, &routes, &plain_ctx, deadline)
-                        .await;
+                    return Box::pin(serve_starttls(
+                        client, buf, protocol, &routes, &plain_ctx, deadline,
+                    ))
+                    .await;
                 }
                 let info = ConnInfo {
                     sni: None,
@@ -336,7 +345,7 @@ pub async fn serve(
                 };
                 if let Some(route) = routes.plain.find(&info) {
                     debug!(entrypoint = %ep, client = %client_addr, router = %route.target.router, "client silent for serverFirstTimeout: routed as server-first");
-                    return forward(client, buf.freeze(), route, &plain_ctx).await;
+                    return Box::pin(forward(client, buf.freeze(), route, &plain_ctx)).await;
                 }
             }
         }
@@ -381,7 +390,7 @@ pub async fn serve(
             info!(entrypoint = %ep, client = %client_addr, "closing: SSLRequest not followed by TLS");
             return;
         }
-        return forward_plain(client, buf, &routes, &plain_ctx).await;
+        return Box::pin(forward_plain(client, buf, &routes, &plain_ctx)).await;
     }
 
     let Some(hello) = read_client_hello(&mut client, &mut buf, deadline, ep, client_addr).await
@@ -401,15 +410,16 @@ pub async fn serve(
         alpn: &hello.alpn,
         accepted,
         observer,
+        handshakes: &settings.handshakes,
     };
     if postgres {
         // A Postgres client only ever reaches TLS TCP routers.
         return match routes.find_tls(&info, Some(Protocol::Postgres)) {
             Some(route) if matches!(route.target.tls, TlsMode::Passthrough) => {
                 let prelude = Prelude::PostgresSsl;
-                forward_with(client, buf.freeze(), route, &ctx, prelude).await
+                Box::pin(forward_with(client, buf.freeze(), route, &ctx, prelude)).await
             }
-            Some(route) => forward(client, buf.freeze(), route, &ctx).await,
+            Some(route) => Box::pin(forward(client, buf.freeze(), route, &ctx)).await,
             None => {
                 info!(entrypoint = %ep, client = %client_addr, sni = ctx.sni.unwrap_or(""), "no TLS router matches the Postgres connection; closing");
                 ctx.report(None, None, None, CloseReason::NoRoute);
@@ -421,7 +431,7 @@ pub async fn serve(
     if let Some(acceptor) = &routes.acme_tls
         && hello.alpn.iter().any(|p| p.as_slice() == ACME_TLS_ALPN)
     {
-        return answer_acme_tls(client, buf.freeze(), acceptor, &ctx).await;
+        return Box::pin(answer_acme_tls(client, buf.freeze(), acceptor, &ctx)).await;
     }
 
     // Reference §4.1: an HTTPS router for this very name, then a TLS TCP router that is
@@ -429,20 +439,41 @@ pub async fn serve(
     // the default TLS option.
     let https = routes.https.find(hello.sni.as_deref());
     if let (Some((target, SniMatch::Specific)), Some(http)) = (https, &routes.http) {
-        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+        return Box::pin(serve_https(
+            client,
+            buf.freeze(),
+            target,
+            http.as_ref(),
+            &ctx,
+        ))
+        .await;
     }
     let tcp = routes.find_tls(&info, None);
     if let Some(route) = tcp.filter(|r| !r.rule.is_catch_all()) {
-        return forward(client, buf.freeze(), route, &ctx).await;
+        return Box::pin(forward(client, buf.freeze(), route, &ctx)).await;
     }
     if let (Some((target, SniMatch::CatchAll)), Some(http)) = (https, &routes.http) {
-        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+        return Box::pin(serve_https(
+            client,
+            buf.freeze(),
+            target,
+            http.as_ref(),
+            &ctx,
+        ))
+        .await;
     }
     if let Some(route) = tcp {
-        return forward(client, buf.freeze(), route, &ctx).await;
+        return Box::pin(forward(client, buf.freeze(), route, &ctx)).await;
     }
     if let (Some(target), Some(http)) = (&routes.https_default, &routes.http) {
-        return serve_https(client, buf.freeze(), target, http.as_ref(), &ctx).await;
+        return Box::pin(serve_https(
+            client,
+            buf.freeze(),
+            target,
+            http.as_ref(),
+            &ctx,
+        ))
+        .await;
     }
     // Traefik would answer with its default certificate here; an entrypoint without
     // HTTPS routers closes before sending any certificate (docs/compatibility.md).
@@ -559,15 +590,15 @@ async fn answer_acme_tls(
     ctx: &Ctx<'_>,
 ) {
     let io = PrefixedIo::new(prefix, client);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(mut tls)) => {
+    match ctx.handshakes.accept(acceptor, io).await {
+        Ok(mut tls) => {
             let _ = tls.shutdown().await;
         }
-        Ok(Err(e)) => {
+        Err(e @ HandshakeError::Tls(_)) => {
             info!(entrypoint = %ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "ACME TLS-ALPN-01 handshake failed (no challenge in progress for this name?)")
         }
-        Err(_) => {
-            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, "ACME TLS-ALPN-01 handshake timed out")
+        Err(e) => {
+            info!(entrypoint = %ctx.ep, client = %ctx.client_addr, error = %e, "ACME TLS-ALPN-01 handshake not completed")
         }
     }
 }
@@ -592,14 +623,10 @@ async fn serve_https(
         }
     };
     let io = PrefixedIo::new(prefix, client);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match ctx.handshakes.accept(acceptor, io).await {
+        Ok(tls) => tls,
+        Err(e) => {
             info!(entrypoint = ctx.ep, client = %ctx.client_addr, sni = ctx.sni.unwrap_or(""), error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            info!(entrypoint = ctx.ep, client = %ctx.client_addr, "TLS handshake timed out");
             return;
         }
     };
@@ -624,6 +651,7 @@ struct Ctx<'a> {
     alpn: &'a [Vec<u8>],
     accepted: (Instant, SystemTime),
     observer: Option<&'a Arc<dyn ConnObserver>>,
+    handshakes: &'a HandshakeGate,
 }
 
 impl Ctx<'_> {
@@ -709,7 +737,7 @@ async fn forward_plain(client: TcpStream, buf: BytesMut, routes: &EntrypointRout
         client_ip: ctx.client_addr.ip(),
     };
     if let Some(route) = routes.plain.find(&info) {
-        return forward(client, buf.freeze(), route, ctx).await;
+        return Box::pin(forward(client, buf.freeze(), route, ctx)).await;
     }
     match &routes.http {
         Some(http) => {
@@ -875,15 +903,10 @@ async fn forward_with(
         }
         TlsMode::Terminate(acceptor) => {
             let io = PrefixedIo::new(prefix, client);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+            let tls = match ctx.handshakes.accept(acceptor, io).await {
+                Ok(tls) => tls,
+                Err(e) => {
                     info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, error = %e, "TLS handshake failed");
-                    ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
-                    return;
-                }
-                Err(_) => {
-                    info!(entrypoint = ctx.ep, router = %target.router, client = %ctx.client_addr, "TLS handshake timed out");
                     ctx.report(Some(route), None, None, CloseReason::HandshakeFailed);
                     return;
                 }

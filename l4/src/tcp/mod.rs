@@ -5,6 +5,7 @@
 //! dialogues, and the hand-off of connections that belong to HTTP routers.
 
 pub mod dispatch;
+pub mod handshake;
 pub mod health;
 pub mod middleware;
 pub mod proxy;

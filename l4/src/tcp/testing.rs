@@ -41,6 +41,24 @@ pub(crate) fn server_config(cert: &TestCert) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// A TLS server and a client that trusts it, for `name`.
+pub(crate) fn tls_pair(name: &str) -> (TlsAcceptor, tokio_rustls::TlsConnector) {
+    let cert = self_signed(&[name]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (
+        TlsAcceptor::from(server_config(&cert)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
 /// A loopback server that stops when dropped.
 pub(crate) struct Backend {
     pub addr: SocketAddr,
