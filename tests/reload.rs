@@ -371,19 +371,8 @@ async fn reloads_keep_pooled_backend_connections() {
     use support::web::{Conn, HttpBackend};
     let backend = HttpBackend::start("app").await;
     let web = free_port();
-    let dir = temp_dir("reload-pool");
-    let dynamic = |other: &str| {
-        format!(
-            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
-            backend.url()
-        )
-    };
-    let r = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", web)], ""),
-        &dynamic("a.test"),
-        &[web],
-    );
+    let dynamic = |other: &str| app_behind(&backend.url(), other, None);
+    let r = start_web("reload-pool", web, &dynamic("a.test"));
     let mut client = Conn::h1(web).await;
     for _ in 0..3 {
         assert_eq!(client.get("app.test", "/").await.status, 200);
@@ -421,19 +410,11 @@ async fn reloads_keep_rate_limit_buckets_while_the_limit_is_unchanged() {
     use support::web::{Conn, HttpBackend};
     let backend = HttpBackend::start("app").await;
     let web = free_port();
-    let dir = temp_dir("reload-ratelimit");
     let dynamic = |other: &str, burst: u32| {
-        format!(
-            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app, middlewares: [limit]}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  middlewares:\n    limit: {{rateLimit: {{average: 1, period: 1h, burst: {burst}}}}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
-            backend.url()
-        )
+        let limit = format!("{{rateLimit: {{average: 1, period: 1h, burst: {burst}}}}}");
+        app_behind(&backend.url(), other, Some(&limit))
     };
-    let r = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", web)], ""),
-        &dynamic("a.test", 2),
-        &[web],
-    );
+    let r = start_web("reload-ratelimit", web, &dynamic("a.test", 2));
     let mut client = Conn::h1(web).await;
     assert_eq!(three_statuses(&mut client).await, [200, 200, 429]);
     let reload = |yaml: String| {
@@ -642,6 +623,32 @@ async fn reload_keeps_server_health() {
 }
 
 /// Rewrites the dynamic file and waits until the router applied it.
+/// HTTP router `app` (Host `app.test`, with middleware `limit` when given) and router
+/// `other` (Host `other`: what reloads change), both to service `app` at `url`.
+fn app_behind(url: &str, other: &str, limit: Option<&str>) -> String {
+    let (uses, defined) = match limit {
+        Some(limit) => (
+            ", middlewares: [limit]".to_owned(),
+            format!("  middlewares:\n    limit: {limit}\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app{uses}}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n{defined}  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{url}\"}}]}}}}\n"
+    )
+}
+
+/// The router with one HTTP entrypoint `web` on `port`, serving `dynamic`.
+fn start_web(name: &str, port: u16, dynamic: &str) -> Router {
+    let dir = temp_dir(name);
+    Router::start(
+        &dir,
+        &static_config(&dir, &[("web", port)], ""),
+        dynamic,
+        &[port],
+    )
+}
+
 fn reload_to(r: &Router, yaml: &str) {
     let before = r.count_log(APPLIED);
     r.rewrite_dynamic(yaml);
@@ -656,19 +663,9 @@ async fn reloads_keep_in_flight_req_counts_while_the_limit_is_unchanged() {
     use support::web::{Conn, HttpBackend};
     let backend = HttpBackend::start("app").await;
     let web = free_port();
-    let dir = temp_dir("reload-inflightreq");
-    let dynamic = |other: &str| {
-        format!(
-            "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app, middlewares: [one]}}\n    other: {{rule: \"Host(`{other}`)\", service: app}}\n  middlewares:\n    one: {{inFlightReq: {{amount: 1}}}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"{}\"}}]}}}}\n",
-            backend.url()
-        )
-    };
-    let r = Router::start(
-        &dir,
-        &static_config(&dir, &[("web", web)], ""),
-        &dynamic("a.test"),
-        &[web],
-    );
+    let dynamic =
+        |other: &str| app_behind(&backend.url(), other, Some("{inFlightReq: {amount: 1}}"));
+    let r = start_web("reload-inflightreq", web, &dynamic("a.test"));
     let held = tokio::spawn(async move {
         let mut conn = Conn::h1(web).await;
         conn.get("app.test", "/slow/4000").await.status.as_u16()
