@@ -438,42 +438,41 @@ pub async fn serve(
     // not a catch-all, then the HTTPS catch-all, the TCP catch-all, and last HTTPS with
     // the default TLS option.
     let https = routes.https.find(hello.sni.as_deref());
-    if let (Some((target, SniMatch::Specific)), Some(http)) = (https, &routes.http) {
-        return Box::pin(serve_https(
-            client,
-            buf.freeze(),
-            target,
-            http.as_ref(),
-            &ctx,
-        ))
-        .await;
-    }
+    // HTTPS targets count only on an entrypoint that serves HTTP.
+    let serves_http = routes.http.is_some();
+    let https_with = |wanted: SniMatch| {
+        https
+            .filter(|(_, found)| serves_http && *found == wanted)
+            .map(|(target, _)| target)
+    };
     let tcp = routes.find_tls(&info, None);
-    if let Some(route) = tcp.filter(|r| !r.rule.is_catch_all()) {
-        return Box::pin(forward(client, buf.freeze(), route, &ctx)).await;
-    }
-    if let (Some((target, SniMatch::CatchAll)), Some(http)) = (https, &routes.http) {
-        return Box::pin(serve_https(
-            client,
-            buf.freeze(),
-            target,
-            http.as_ref(),
-            &ctx,
-        ))
-        .await;
-    }
-    if let Some(route) = tcp {
-        return Box::pin(forward(client, buf.freeze(), route, &ctx)).await;
-    }
-    if let (Some(target), Some(http)) = (&routes.https_default, &routes.http) {
-        return Box::pin(serve_https(
-            client,
-            buf.freeze(),
-            target,
-            http.as_ref(),
-            &ctx,
-        ))
-        .await;
+    let pick = https_with(SniMatch::Specific)
+        .map(TlsPick::Https)
+        .or_else(|| tcp.filter(|r| !r.rule.is_catch_all()).map(TlsPick::Tcp))
+        .or_else(|| https_with(SniMatch::CatchAll).map(TlsPick::Https))
+        .or_else(|| tcp.map(TlsPick::Tcp))
+        .or_else(|| {
+            routes
+                .https_default
+                .as_ref()
+                .filter(|_| serves_http)
+                .map(TlsPick::Https)
+        });
+    match (pick, &routes.http) {
+        (Some(TlsPick::Https(target)), Some(http)) => {
+            return Box::pin(serve_https(
+                client,
+                buf.freeze(),
+                target,
+                http.as_ref(),
+                &ctx,
+            ))
+            .await;
+        }
+        (Some(TlsPick::Tcp(route)), _) => {
+            return Box::pin(forward(client, buf.freeze(), route, &ctx)).await;
+        }
+        _ => {}
     }
     // Traefik would answer with its default certificate here; an entrypoint without
     // HTTPS routers closes before sending any certificate (docs/compatibility.md).
@@ -601,6 +600,12 @@ async fn answer_acme_tls(
             info!(entrypoint = %ctx.ep, client = %ctx.client_addr, error = %e, "ACME TLS-ALPN-01 handshake not completed")
         }
     }
+}
+
+/// Where a TLS connection goes, in the order of reference §4.1.
+enum TlsPick<'r> {
+    Https(&'r HttpsTarget),
+    Tcp(&'r Route<TcpTarget>),
 }
 
 /// Terminates TLS with the HTTPS target's option and hands the connection to HTTP.
