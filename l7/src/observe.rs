@@ -73,9 +73,9 @@ impl WantedHeaders {
         any.then_some(WantedHeaders::Only(names))
     }
 
-    /// The wanted headers of `headers`.
-    fn pick(&self, headers: &http::HeaderMap) -> http::HeaderMap {
-        match self {
+    /// The wanted headers of `headers`; `None` when there are none (no allocation then).
+    fn pick(&self, headers: &http::HeaderMap) -> Option<Box<http::HeaderMap>> {
+        let picked = match self {
             WantedHeaders::All => headers.clone(),
             WantedHeaders::Only(names) => {
                 let mut picked = http::HeaderMap::new();
@@ -86,7 +86,8 @@ impl WantedHeaders {
                 }
                 picked
             }
-        }
+        };
+        (!picked.is_empty()).then(|| Box::new(picked))
     }
 }
 
@@ -104,14 +105,29 @@ pub enum Protocol {
 impl Protocol {
     /// WebSocket upgrade first, then SSE, then gRPC-Web before gRPC (its content type is a
     /// longer form of gRPC's), else plain HTTP: Traefik's order.
+    ///
+    /// One pass over the headers, comparing names (cheap for these standard ones), rather
+    /// than a hashed lookup for each of the four: most requests have none of them.
     pub fn of(headers: &HeaderMap) -> Self {
-        if has_token(headers, &CONNECTION, "upgrade") && has_token(headers, &UPGRADE, "websocket") {
+        let (mut connection_upgrade, mut upgrade_websocket, mut sse) = (false, false, false);
+        let mut content_type = None;
+        for (name, value) in headers {
+            if *name == CONNECTION {
+                connection_upgrade |= has_token(value, "upgrade");
+            } else if *name == UPGRADE {
+                upgrade_websocket |= has_token(value, "websocket");
+            } else if *name == ACCEPT {
+                sse |= has_token(value, "text/event-stream");
+            } else if *name == CONTENT_TYPE && content_type.is_none() {
+                content_type = Some(value.as_bytes());
+            }
+        }
+        if connection_upgrade && upgrade_websocket {
             return Protocol::WebSocket;
         }
-        if has_token(headers, &ACCEPT, "text/event-stream") {
+        if sse {
             return Protocol::Sse;
         }
-        let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
         match content_type {
             Some(ct) if starts_with_ignore_case(ct, b"application/grpc-web") => Protocol::GrpcWeb,
             Some(ct) if starts_with_ignore_case(ct, b"application/grpc") => Protocol::Grpc,
@@ -131,15 +147,13 @@ impl Protocol {
     }
 }
 
-/// Whether a comma-separated list in any `name` header holds `token` (media-type parameters
-/// after `;` ignored), case-insensitively.
-fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',').any(|item| {
-                let item = item.split(';').next().unwrap_or("");
-                item.trim().eq_ignore_ascii_case(token)
-            })
+/// Whether a header value, a comma-separated list, holds `token` (media-type parameters after
+/// `;` ignored), case-insensitively.
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',').any(|item| {
+            let item = item.split(';').next().unwrap_or("");
+            item.trim().eq_ignore_ascii_case(token)
         })
     })
 }
@@ -223,11 +237,12 @@ pub struct RequestRecord {
     /// When the request arrived.
     pub started: SystemTime,
     /// The request's headers as received, those the observer [asked
-    /// for](RequestObserver::wanted_headers).
-    pub headers: Option<http::HeaderMap>,
+    /// for](RequestObserver::wanted_headers); `None` when it had none of them. Boxed, as is
+    /// the next: most records carry none, and a smaller record is cheaper to build and move.
+    pub headers: Option<Box<http::HeaderMap>>,
     /// The response's headers as sent, those the observer [asked
     /// for](RequestObserver::wanted_response_headers).
-    pub response_headers: Option<http::HeaderMap>,
+    pub response_headers: Option<Box<http::HeaderMap>>,
     /// The server the load balancer sent it to (as configured: `http://10.0.0.1:80`).
     pub server: Option<Arc<str>>,
     /// The user an authentication middleware admitted.
@@ -320,7 +335,7 @@ impl Observation {
             started,
             headers: observer
                 .wanted_headers()
-                .map(|wanted| wanted.pick(request.headers())),
+                .and_then(|wanted| wanted.pick(request.headers())),
             response_headers: None,
             server: None,
             username: None,
@@ -361,7 +376,7 @@ impl Observation {
         self.record.response_headers = self
             .observer
             .wanted_response_headers()
-            .map(|wanted| wanted.pick(response.headers()));
+            .and_then(|wanted| wanted.pick(response.headers()));
         response.map(|body| {
             ObservedBody {
                 body,
@@ -870,6 +885,30 @@ mod tests {
         );
         assert_eq!(of(&[("content-type", "Application/GRPC")]), "grpc");
         assert_eq!(of(&[("content-type", "application/json")]), "http");
+        // Tokens in any of several lines, in any order of the headers.
+        assert_eq!(
+            of(&[
+                ("upgrade", "websocket"),
+                ("connection", "keep-alive"),
+                ("connection", "upgrade")
+            ]),
+            "websocket"
+        );
+        // SSE outranks gRPC; the first content type counts.
+        assert_eq!(
+            of(&[
+                ("content-type", "application/grpc"),
+                ("accept", "text/event-stream")
+            ]),
+            "sse"
+        );
+        assert_eq!(
+            of(&[
+                ("content-type", "application/json"),
+                ("content-type", "application/grpc")
+            ]),
+            "http"
+        );
     }
 
     /// A rustls server connection after an in-memory handshake with a client limited to

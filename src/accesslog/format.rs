@@ -3,14 +3,14 @@
 //! kept, dropped or redacted). TCP connections and UDP sessions, which Traefik does not log,
 //! get lines in the same formats (see docs/access-log.md).
 //!
-//! Lines are written straight from the records into one string: the JSON keys' order and
+//! Lines are written straight from the records into one byte buffer: the JSON keys' order and
 //! modes are worked out once, when the formatter is built, and dates are formatted once a
 //! second. This runs on the task that served the request, so it is kept free of
 //! intermediate copies.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -352,7 +352,7 @@ impl Formatter {
 
     /// Appends the line for request `r`, the `count`th this process served, to `out`;
     /// `false` (and nothing appended) when the filters leave it out.
-    pub fn http_line(&self, r: &RequestRecord, count: u64, out: &mut String) -> bool {
+    pub fn http_line(&self, r: &RequestRecord, count: u64, out: &mut Vec<u8>) -> bool {
         if !self.keeps(Some(r.status.as_u16()), r.retries, r.duration) {
             return false;
         }
@@ -367,7 +367,7 @@ impl Formatter {
 
     /// Appends the line for a TCP connection or UDP session to `out`; `false` when the
     /// filters leave it out.
-    pub fn conn_line(&self, c: &ConnRecord, out: &mut String) -> bool {
+    pub fn conn_line(&self, c: &ConnRecord, out: &mut Vec<u8>) -> bool {
         if !self.keeps(None, 0, c.duration) {
             return false;
         }
@@ -379,38 +379,38 @@ impl Formatter {
     }
 
     /// A CLF field: `-` when dropped or empty, `REDACTED` when redacted.
-    fn clf_field(&self, key: Key, value: &str, out: &mut String) {
+    fn clf_field(&self, key: Key, value: &str, out: &mut Vec<u8>) {
         match self.mode(key) {
-            Mode::Drop => out.push('-'),
+            Mode::Drop => out.push(b'-'),
             Mode::Redact => out.push_str("REDACTED"),
-            Mode::Keep if value.is_empty() => out.push('-'),
+            Mode::Keep if value.is_empty() => out.push(b'-'),
             Mode::Keep => out.push_str(value),
         }
     }
 
     /// A CLF field between quotes, escaped so that one record is one line whatever a client
     /// sends.
-    fn clf_quoted(&self, key: Key, value: &str, out: &mut String) {
-        out.push('"');
+    fn clf_quoted(&self, key: Key, value: &str, out: &mut Vec<u8>) {
+        out.push(b'"');
         match self.mode(key) {
-            Mode::Drop => out.push('-'),
+            Mode::Drop => out.push(b'-'),
             Mode::Redact => out.push_str("REDACTED"),
-            Mode::Keep if value.is_empty() => out.push('-'),
+            Mode::Keep if value.is_empty() => out.push(b'-'),
             Mode::Keep => push_quoted(out, value),
         }
-        out.push('"');
+        out.push(b'"');
     }
 
     /// A CLF field that is a number or an address.
-    fn clf_display(&self, key: Key, value: impl DisplayFast, out: &mut String) {
+    fn clf_display(&self, key: Key, value: impl DisplayFast, out: &mut Vec<u8>) {
         match self.mode(key) {
-            Mode::Drop => out.push('-'),
+            Mode::Drop => out.push(b'-'),
             Mode::Redact => out.push_str("REDACTED"),
             Mode::Keep => value.push_to(out),
         }
     }
 
-    fn clf(&self, r: &Request<'_>, traefik_extras: bool, out: &mut String) {
+    fn clf(&self, r: &Request<'_>, traefik_extras: bool, out: &mut Vec<u8>) {
         self.clf_display(Key::ClientHost, r.record.client.ip(), out);
         out.push_str(" - ");
         self.clf_field(Key::ClientUsername, r.username(), out);
@@ -418,26 +418,26 @@ impl Formatter {
         push_clf_time(out, r.record.started);
         out.push_str("] \"");
         self.clf_field(Key::RequestMethod, r.record.method.as_str(), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_field(Key::RequestPath, r.path(), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_field(Key::RequestProtocol, r.protocol(), out);
         out.push_str("\" ");
         self.clf_display(Key::DownstreamStatus, r.record.status.as_u16(), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_display(Key::DownstreamContentSize, r.record.response_bytes, out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_quoted(Key::Referer, r.header(&http::header::REFERER), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_quoted(Key::UserAgent, r.header(&http::header::USER_AGENT), out);
         if traefik_extras {
-            out.push(' ');
+            out.push(b' ');
             push_u64(out, r.count);
-            out.push(' ');
+            out.push(b' ');
             self.clf_quoted(Key::RouterName, r.router(), out);
-            out.push(' ');
+            out.push(b' ');
             self.clf_quoted(Key::ServiceUrl, r.service_url(), out);
-            out.push(' ');
+            out.push(b' ');
             push_u64(out, millis(r.record.duration));
             out.push_str("ms");
         }
@@ -445,28 +445,28 @@ impl Formatter {
 
     /// A TCP or UDP line in the CLF layout: the request part names the transport, SNI and
     /// ALPN; the status part is the close reason; then bytes out and in.
-    fn conn_clf(&self, c: &ConnRecord, out: &mut String) {
+    fn conn_clf(&self, c: &ConnRecord, out: &mut Vec<u8>) {
         self.clf_display(Key::ClientHost, c.client.ip(), out);
         out.push_str(" - - [");
         push_clf_time(out, c.started);
         out.push_str("] \"");
         out.push_str(transport(c));
-        out.push(' ');
+        out.push(b' ');
         self.clf_field(Key::Sni, c.sni.as_deref().unwrap_or(""), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_field(Key::Alpn, c.alpn.as_deref().unwrap_or(""), out);
         let _ = write!(out, "\" \"{}\" {} {} ", c.reason, c.bytes_out, c.bytes_in);
         self.clf_quoted(Key::RouterName, c.router.as_deref().unwrap_or(""), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_quoted(Key::ServiceName, c.service.as_deref().unwrap_or(""), out);
-        out.push(' ');
+        out.push(b' ');
         self.clf_quoted(Key::ServiceAddr, c.backend.as_deref().unwrap_or(""), out);
-        out.push(' ');
+        out.push(b' ');
         push_u64(out, millis(c.duration));
         out.push_str("ms");
     }
 
-    fn http_json(&self, r: &Request<'_>, out: &mut String) {
+    fn http_json(&self, r: &Request<'_>, out: &mut Vec<u8>) {
         let record = r.record;
         for field in &self.http_plan.fields {
             out.push_str(&field.glue);
@@ -509,13 +509,13 @@ impl Formatter {
         }
         self.json_tail(
             &self.http_plan,
-            record.headers.as_ref(),
+            record.headers.as_deref(),
             record.started + record.duration,
             out,
         );
     }
 
-    fn conn_json(&self, c: &ConnRecord, out: &mut String) {
+    fn conn_json(&self, c: &ConnRecord, out: &mut Vec<u8>) {
         fn text(v: Option<&str>) -> &str {
             v.unwrap_or("")
         }
@@ -556,7 +556,7 @@ impl Formatter {
         plan: &Plan,
         headers: Option<&http::HeaderMap>,
         ended: SystemTime,
-        out: &mut String,
+        out: &mut Vec<u8>,
     ) {
         out.push_str(&plan.tail);
         if let Some(headers) = headers {
@@ -710,11 +710,11 @@ impl<'a> Request<'a> {
 
 /// A key, after a comma unless it is the first: Traefik's field names and header names
 /// (tokens), which never need escaping.
-fn push_key(out: &mut String, key: &str) {
-    if !out.ends_with('{') {
-        out.push(',');
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    if !out.ends_with(b"{") {
+        out.push(b',');
     }
-    out.push('"');
+    out.push(b'"');
     out.push_str(key);
     out.push_str("\":");
 }
@@ -741,19 +741,32 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
     }
     bytes[clean..]
         .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .position(|&b| ESCAPED[usize::from(b)])
         .map(|at| clean + at)
 }
 
+/// The bytes a JSON string escapes: `"`, `\\` and the controls.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// `text` as a JSON string: runs that need no escape are copied whole.
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
     push_json_escaped(out, text);
-    out.push('"');
+    out.push(b'"');
 }
 
 /// `text` escaped for a JSON string, without the quotes.
-fn push_json_escaped(out: &mut String, text: &str) {
+fn push_json_escaped(out: &mut Vec<u8>, text: &str) {
     let mut rest = text;
     while let Some(at) = first_escape(rest.as_bytes()) {
         out.push_str(&rest[..at]);
@@ -772,34 +785,39 @@ fn push_json_escaped(out: &mut String, text: &str) {
     out.push_str(rest);
 }
 
+/// Appending text to a line. Lines are bytes: every value is text already, so nothing is
+/// checked or encoded on the way.
+trait PushStr {
+    fn push_str(&mut self, text: &str);
+}
+
+impl PushStr for Vec<u8> {
+    fn push_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
 /// Writing the values access logs show most, without the formatting machinery.
 trait DisplayFast {
-    fn push_to(self, out: &mut String);
+    fn push_to(self, out: &mut Vec<u8>);
 }
 
 impl DisplayFast for u64 {
-    fn push_to(self, out: &mut String) {
+    fn push_to(self, out: &mut Vec<u8>) {
         push_u64(out, self);
     }
 }
 
 impl DisplayFast for u16 {
-    fn push_to(self, out: &mut String) {
+    fn push_to(self, out: &mut Vec<u8>) {
         push_u64(out, u64::from(self));
     }
 }
 
 impl DisplayFast for IpAddr {
-    fn push_to(self, out: &mut String) {
+    fn push_to(self, out: &mut Vec<u8>) {
         match self {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        out.push('.');
-                    }
-                    push_octet(out, octet);
-                }
-            }
+            IpAddr::V4(v4) => push_ipv4(out, v4),
             IpAddr::V6(v6) => {
                 let _ = write!(out, "{v6}");
             }
@@ -808,31 +826,43 @@ impl DisplayFast for IpAddr {
 }
 
 impl DisplayFast for SocketAddr {
-    fn push_to(self, out: &mut String) {
+    fn push_to(self, out: &mut Vec<u8>) {
         match self {
-            SocketAddr::V4(v4) => IpAddr::V4(*v4.ip()).push_to(out),
+            SocketAddr::V4(v4) => push_ipv4(out, *v4.ip()),
             SocketAddr::V6(v6) => {
                 let _ = write!(out, "[{}]", v6.ip());
             }
         }
-        out.push(':');
+        out.push(b':');
         push_u64(out, u64::from(self.port()));
     }
 }
 
-/// A decimal byte, digit by digit (cheaper than a general integer formatter for 1–3 digits).
-fn push_octet(out: &mut String, n: u8) {
-    let digit = |d: u8| char::from(b'0' + d);
-    if n >= 100 {
-        out.push(digit(n / 100));
+/// A dotted quad, written digit by digit into a small array and appended at once (cheaper
+/// than the formatting machinery, or than a push per character).
+fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
-    if n >= 10 {
-        out.push(digit(n / 10 % 10));
-    }
-    out.push(digit(n % 10));
+    out.extend_from_slice(&text[..len]);
 }
 
-fn push_u64(out: &mut String, n: u64) {
+fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
@@ -869,17 +899,22 @@ fn split_host(authority: &str) -> (&str, &str) {
 }
 
 /// The authority of a server URL (`http://10.0.0.1:80/x` → `10.0.0.1:80`), as Go's
-/// `URL.Host`.
+/// `URL.Host`. Byte loops: server URLs are short, and string searches cost more to set up.
 fn url_authority(url: &str) -> &str {
-    let rest = match url.find(':') {
-        Some(at) if url[at..].starts_with("://") => &url[at + 3..],
-        _ => url,
+    let bytes = url.as_bytes();
+    let start = match bytes.iter().position(|&b| b == b':') {
+        Some(at) if bytes[at..].starts_with(b"://") => at + 3,
+        _ => 0,
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host)
+    let end = bytes[start..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(bytes.len(), |at| start + at);
+    let authority = &url[start..end];
+    match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    }
 }
 
 /// `request_` and the header's name as Go prints it: `user-agent` → `request_User-Agent`.
@@ -898,13 +933,21 @@ fn header_key(name: &str) -> String {
     key
 }
 
+/// The bytes a quoted CLF field shows as they are: printable ASCII but `"` and `\\`.
+const CLF_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        table[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    table
+};
+
 /// `value` with quotes, backslashes and control characters escaped.
-fn push_quoted(out: &mut String, value: &str) {
+fn push_quoted(out: &mut Vec<u8>, value: &str) {
     // Nearly every value is printable ASCII without quotes or backslashes: copied whole.
-    if value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-    {
+    if value.bytes().all(|b| CLF_PLAIN[usize::from(b)]) {
         out.push_str(value);
         return;
     }
@@ -915,7 +958,7 @@ fn push_quoted(out: &mut String, value: &str) {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c => out.push(c),
+            c => out.push_str(c.encode_utf8(&mut [0; 4])),
         }
     }
 }
@@ -988,21 +1031,20 @@ impl Second {
     }
 }
 
-fn push_rfc3339(out: &mut String, t: SystemTime) {
+fn push_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     Second::with(t, |second, nanos| {
         out.push_str(&second.rfc3339);
-        out.push('.');
-        let mut divisor = 100_000_000;
-        while divisor > 0 {
-            out.push(char::from(b'0' + (nanos / divisor % 10) as u8));
-            divisor /= 10;
-        }
-        out.push('Z');
+        // `.` and nine digits: the digits of 1_000_000_000 + nanos after its leading 1.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(1_000_000_000 + nanos.min(999_999_999));
+        out.push(b'.');
+        out.push_str(&digits[1..]);
+        out.push(b'Z');
     });
 }
 
 /// `28/Nov/2026:10:50:00 +0000`.
-fn push_clf_time(out: &mut String, t: SystemTime) {
+fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
     Second::with(t, |second, _| out.push_str(&second.clf));
 }
 
@@ -1049,7 +1091,7 @@ mod tests {
             completed: true,
             duration: Duration::from_millis(millis),
             started: UNIX_EPOCH + Duration::from_secs(START),
-            headers: Some(headers),
+            headers: Some(Box::new(headers)),
             response_headers: None,
             server: Some("http://127.0.0.1:9000".into()),
             username: None,
@@ -1058,26 +1100,31 @@ mod tests {
         }
     }
 
+    /// What `write` appends to an empty line, which must be UTF-8.
+    fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        write(&mut out);
+        String::from_utf8(out).expect("lines are UTF-8")
+    }
+
     fn http_line(f: &Formatter, r: &RequestRecord) -> Option<String> {
-        let mut out = String::new();
-        f.http_line(r, 3, &mut out).then_some(out)
+        let mut kept = false;
+        let line = text(|out| kept = f.http_line(r, 3, out));
+        kept.then_some(line)
     }
 
     fn conn_line(f: &Formatter, c: &ConnRecord) -> Option<String> {
-        let mut out = String::new();
-        f.conn_line(c, &mut out).then_some(out)
+        let mut kept = false;
+        let line = text(|out| kept = f.conn_line(c, out));
+        kept.then_some(line)
     }
 
     fn rfc3339(t: SystemTime) -> String {
-        let mut out = String::new();
-        push_rfc3339(&mut out, t);
-        out
+        text(|out| push_rfc3339(out, t))
     }
 
     fn clf_time(t: SystemTime) -> String {
-        let mut out = String::new();
-        push_clf_time(&mut out, t);
-        out
+        text(|out| push_clf_time(out, t))
     }
 
     #[test]
@@ -1094,17 +1141,41 @@ mod tests {
             "tab\there, newline\n and é ünïcode \u{7f}",
             "\u{1f}x\u{0}",
         ] {
-            let mut ours = String::new();
-            push_json_string(&mut ours, text);
+            let ours = super::tests::text(|out| push_json_string(out, text));
             assert_eq!(
                 serde_json::from_str::<String>(&ours).unwrap(),
                 text,
                 "{ours}"
             );
         }
-        let mut out = String::new();
-        push_json_string(&mut out, "0123456789\u{7}");
+        let out = text(|out| push_json_string(out, "0123456789\u{7}"));
         assert_eq!(out, "\"0123456789\\u0007\"");
+    }
+
+    #[test]
+    fn server_authorities_are_go_s_url_host() {
+        assert_eq!(url_authority("http://10.0.0.1:80"), "10.0.0.1:80");
+        assert_eq!(
+            url_authority("https://u:p@b.test:8443/x?y#z"),
+            "b.test:8443"
+        );
+        assert_eq!(url_authority("h2c://[::1]:9000/"), "[::1]:9000");
+        assert_eq!(url_authority("b.test:81"), "b.test:81");
+        assert_eq!(url_authority(""), "");
+    }
+
+    #[test]
+    fn addresses_and_fractions_are_written_whole() {
+        for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "127.0.0.1"] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(text(|o| parsed.push_to(o)), ip);
+        }
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(text(|o| v6.push_to(o)), "[2001:db8::1]:443");
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 7);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.000000007Z");
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 999_999_999);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.999999999Z");
     }
 
     #[test]

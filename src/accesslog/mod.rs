@@ -53,7 +53,7 @@ pub struct AccessLog {
 
 /// What the request tasks and the writer share.
 struct Shared {
-    shards: Box<[Mutex<String>]>,
+    shards: Box<[Mutex<Vec<u8>>]>,
     /// Lines were added since the writer last took the buffers.
     pending: AtomicBool,
     closing: AtomicBool,
@@ -96,7 +96,7 @@ impl AccessLog {
             .map_or(4, |n| n.get())
             .clamp(2, 64);
         let shared = Arc::new(Shared {
-            shards: (0..shards).map(|_| Mutex::new(String::new())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             pending: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
@@ -121,7 +121,7 @@ impl AccessLog {
 
     /// Appends the line `write` makes to this thread's buffer, unless it makes none (the
     /// filters leave the record out); a full buffer drops it.
-    fn log(&self, write: impl FnOnce(&Formatter, &mut String) -> bool) {
+    fn log(&self, write: impl FnOnce(&Formatter, &mut Vec<u8>) -> bool) {
         let shards = &self.shared.shards;
         let shard = &shards[shard_index() % shards.len()];
         let mut buffer = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,7 +139,7 @@ impl AccessLog {
             self.shared.wake_writer();
             return;
         }
-        buffer.push('\n');
+        buffer.push(b'\n');
         let half_full = buffer.len() > self.shard_limit / 2;
         drop(buffer);
         let shared = &self.shared;
@@ -191,7 +191,7 @@ impl Drop for AccessLog {
 /// The writer thread: waits for lines, lets them gather, takes every shard's buffer and
 /// writes it; ends after writing the last lines once the log closes.
 fn write_batches(shared: &Shared, mut sink: Sink, path: Option<PathBuf>) {
-    let mut spare = String::new();
+    let mut spare = Vec::new();
     loop {
         while !shared.pending.load(Ordering::Acquire) && !shared.closing.load(Ordering::Acquire) {
             std::thread::park();
@@ -212,13 +212,17 @@ fn write_batches(shared: &Shared, mut sink: Sink, path: Option<PathBuf>) {
             }
         }
         for shard in &shared.shards {
-            std::mem::swap(
-                &mut *shard.lock().unwrap_or_else(|e| e.into_inner()),
-                &mut spare,
-            );
-            if !spare.is_empty()
-                && let Err(e) = sink.write(spare.as_bytes())
             {
+                let mut buffer = shard.lock().unwrap_or_else(|e| e.into_inner());
+                if buffer.is_empty() {
+                    // Keeps its capacity, and the spare keeps its own: an idle shard handed
+                    // an empty spare would leave the busy one regrowing its buffer from
+                    // nothing at every batch.
+                    continue;
+                }
+                std::mem::swap(&mut *buffer, &mut spare);
+            }
+            if let Err(e) = sink.write(&spare) {
                 tracing::error!(error = %e, "cannot write the access log");
             }
             spare.clear();

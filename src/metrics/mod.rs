@@ -1177,7 +1177,7 @@ pub(crate) mod tests {
         let mut acme = record(Method::GET, 200, api, 1, (0, 1));
         let mut headers = http::HeaderMap::new();
         headers.insert("x-tenant", http::HeaderValue::from_static("acme"));
-        acme.headers = Some(headers);
+        acme.headers = Some(Box::new(headers));
         acme.host = Some(http::HeaderValue::from_static("shop.test"));
         metrics.observe(&acme);
         metrics.observe(&acme);

@@ -138,12 +138,12 @@ impl SpanShape {
         push_headers(
             &mut attributes,
             &self.request_headers,
-            record.headers.as_ref(),
+            record.headers.as_deref(),
         );
         push_headers(
             &mut attributes,
             &self.response_headers,
-            record.response_headers.as_ref(),
+            record.response_headers.as_deref(),
         );
         // Server spans: only 5xx are errors (the client's 4xx are not the server's failure).
         let status = if record.status.is_server_error() {
@@ -471,11 +471,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append("x-request-id", HeaderValue::from_static("r-1"));
         headers.append("user-agent", HeaderValue::from_static("curl/8"));
-        record.headers = Some(headers);
+        record.headers = Some(Box::new(headers));
         let mut response = HeaderMap::new();
         response.append("set-cookie", HeaderValue::from_static("a=1"));
         response.append("set-cookie", HeaderValue::from_static("b=2"));
-        record.response_headers = Some(response);
+        record.response_headers = Some(Box::new(response));
         let trace = shape.exports(&record).expect("sampled");
         let span = shape.span(&record, &trace);
         assert_eq!(
