@@ -286,6 +286,70 @@ struct Handles {
     response_bytes: Counter,
 }
 
+/// The series one request is counted in, in one scope.
+#[derive(Clone, Debug)]
+struct CountedIn {
+    handles: Handles,
+    tls: Option<Counter>,
+}
+
+impl CountedIn {
+    fn count(&self, record: &RequestRecord) {
+        self.handles.requests.inc();
+        self.handles.duration.observe(record.duration.as_secs_f64());
+        self.handles.request_bytes.inc_by(record.request_bytes);
+        self.handles.response_bytes.inc_by(record.response_bytes);
+        if let Some(tls) = &self.tls {
+            tls.inc();
+        }
+    }
+}
+
+/// What the last request a thread counted was counted in, with the identity of its labels.
+/// Under load most requests are like the one before them (same entrypoint, router, status,
+/// method): those are counted without a label set being built, hashed or compared.
+///
+/// Names are compared by address: a record's names are the snapshot's own `Arc`s, shared by
+/// all its requests, and holding them here keeps an address from being reused for another
+/// name. A reload makes new ones, so its requests miss once and are looked up afresh.
+struct LastSeries {
+    /// [`Metrics::id`]: which registry the series belong to.
+    owner: u64,
+    entrypoint: Arc<str>,
+    router: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    code: u16,
+    method: &'static str,
+    protocol: &'static str,
+    tls: Option<(&'static str, &'static str)>,
+    counted: Vec<CountedIn>,
+}
+
+impl LastSeries {
+    fn same_as(&self, owner: u64, record: &RequestRecord, method: &'static str) -> bool {
+        fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        self.owner == owner
+            && Arc::ptr_eq(&self.entrypoint, &record.entrypoint)
+            && same(&self.router, &record.router)
+            && same(&self.service, &record.service)
+            && self.code == record.status.as_u16()
+            && std::ptr::eq(self.method, method)
+            && std::ptr::eq(self.protocol, record.protocol.as_str())
+            && self.tls == record.tls.map(tls_labels)
+    }
+}
+
+thread_local! {
+    static LAST_SERIES: std::cell::RefCell<Option<LastSeries>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The four request families of one scope (`entrypoint`, `router` or `service`) and its TLS
 /// counter.
 #[derive(Debug)]
@@ -350,51 +414,58 @@ where
         families
     }
 
-    fn record(&self, labels: L, headers: &HeaderValues, tls: Option<T>, record: &RequestRecord) {
+    /// Counts `record` in the series of `labels`; returns those series, which
+    /// [`LastSeries`] keeps for the next request like it.
+    fn record(
+        &self,
+        labels: L,
+        headers: &HeaderValues,
+        tls: Option<T>,
+        record: &RequestRecord,
+    ) -> CountedIn {
         let key = WithHeaders {
             labels,
             headers: headers.clone(),
         };
-        let count = |handles: &Handles| {
-            handles.requests.inc();
-            handles.duration.observe(record.duration.as_secs_f64());
-            handles.request_bytes.inc_by(record.request_bytes);
-            handles.response_bytes.inc_by(record.response_bytes);
-        };
-        // The common case: a label set seen before, counted under the read lock.
+        // The common case: a label set seen before, found under the read lock.
         let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(handles) = seen.get(&key) {
-            count(handles);
-        } else {
-            drop(seen);
-            let handles = Handles {
-                requests: self.requests.get_or_create(&key).clone(),
-                duration: self.duration.get_or_create(&key.labels).clone(),
-                request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
-                response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
-            };
-            count(&handles);
-            self.seen
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key)
-                .or_insert(handles);
-        }
-        if let Some(tls) = tls {
-            let seen = self.seen_tls.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(counter) = seen.get(&tls) {
-                counter.inc();
-            } else {
+        let handles = match seen.get(&key) {
+            Some(handles) => handles.clone(),
+            None => {
                 drop(seen);
-                let counter = self.tls.get_or_create(&tls).clone();
-                counter.inc();
-                self.seen_tls
+                let handles = Handles {
+                    requests: self.requests.get_or_create(&key).clone(),
+                    duration: self.duration.get_or_create(&key.labels).clone(),
+                    request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
+                    response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
+                };
+                self.seen
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .entry(tls)
-                    .or_insert(counter);
+                    .entry(key)
+                    .or_insert(handles)
+                    .clone()
             }
-        }
+        };
+        let tls = tls.map(|tls| {
+            let seen = self.seen_tls.read().unwrap_or_else(|e| e.into_inner());
+            match seen.get(&tls) {
+                Some(counter) => counter.clone(),
+                None => {
+                    drop(seen);
+                    let counter = self.tls.get_or_create(&tls).clone();
+                    self.seen_tls
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(tls)
+                        .or_insert(counter)
+                        .clone()
+                }
+            }
+        });
+        let counted = CountedIn { handles, tls };
+        counted.count(record);
+        counted
     }
 
     /// Drops the series of the label sets `keep` refuses (routers and services a reload
@@ -427,6 +498,9 @@ where
 /// the scrape handler.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells this registry's series apart from another's in [`LastSeries`] (tests and
+    /// restarts make several).
+    id: u64,
     registry: Registry,
     prefix: String,
     header_labels: HeaderLabels,
@@ -589,7 +663,9 @@ impl Metrics {
             "Requests let through unlimited because the rateLimit.redis store did not answer",
             ratelimit_redis_errors.clone(),
         );
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Metrics {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             accept_errors,
             access_log_dropped,
             ratelimit_redis_errors,
@@ -844,8 +920,43 @@ impl RequestObserver for Metrics {
                 })
                 .inc_by(u64::from(record.retries));
         }
-        let code = record.status.as_u16();
         let method = method_label(&record.method);
+        // Header labels take values from each request: no two requests are known alike.
+        let cacheable = self.header_labels.headers.is_empty();
+        if cacheable {
+            let counted = LAST_SERIES.with_borrow(|last| match last {
+                Some(last) if last.same_as(self.id, record, method) => {
+                    last.counted.iter().for_each(|c| c.count(record));
+                    true
+                }
+                _ => false,
+            });
+            if counted {
+                return;
+            }
+        }
+        let counted = self.count_by_labels(record, method);
+        if cacheable {
+            LAST_SERIES.set(Some(LastSeries {
+                owner: self.id,
+                entrypoint: record.entrypoint.clone(),
+                router: record.router.clone(),
+                service: record.service.clone(),
+                code: record.status.as_u16(),
+                method,
+                protocol: record.protocol.as_str(),
+                tls: record.tls.map(tls_labels),
+                counted,
+            }));
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts `record` in the series its labels name, found by label set; returns them.
+    fn count_by_labels(&self, record: &RequestRecord, method: &'static str) -> Vec<CountedIn> {
+        let mut counted = Vec::with_capacity(3);
+        let code = record.status.as_u16();
         let protocol = record.protocol.as_str();
         let tls = record.tls.map(tls_labels);
         let headers = self.header_labels.values(record);
@@ -861,10 +972,10 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 entrypoint: record.entrypoint.clone(),
             });
-            families.record(labels, &headers, tls, record);
+            counted.push(families.record(labels, &headers, tls, record));
         }
         let Some(service) = &record.service else {
-            return;
+            return counted;
         };
         if let (Some(families), Some(router)) = (&self.router, &record.router) {
             let labels = RouterLabels {
@@ -880,7 +991,7 @@ impl RequestObserver for Metrics {
                 router: router.clone(),
                 service: service.clone(),
             });
-            families.record(labels, &headers, tls, record);
+            counted.push(families.record(labels, &headers, tls, record));
         }
         if let Some(families) = &self.service {
             let labels = ServiceLabels {
@@ -894,8 +1005,9 @@ impl RequestObserver for Metrics {
                 tls_cipher,
                 service: service.clone(),
             });
-            families.record(labels, &headers, tls, record);
+            counted.push(families.record(labels, &headers, tls, record));
         }
+        counted
     }
 }
 
@@ -1087,6 +1199,67 @@ pub(crate) mod tests {
         let mut config = Prometheus::default();
         configure(&mut config);
         Metrics::new(&config).unwrap()
+    }
+
+    #[test]
+    fn requests_like_the_one_before_are_counted_in_the_same_series() {
+        // Records sharing their names' `Arc`s, as a snapshot's requests do: the thread's last
+        // series are reused, and must count exactly what a lookup would.
+        let other = metrics(|_| {});
+        let metrics = metrics(|c| c.add_routers_labels = true);
+        let api = record(
+            Method::GET,
+            200,
+            Some(("api@file", "api-svc@file")),
+            50,
+            (1, 10),
+        );
+        let mut missing = api.clone();
+        missing.status = StatusCode::NOT_FOUND;
+        let mut posted = api.clone();
+        posted.method = Method::POST;
+        let mut elsewhere = api.clone();
+        elsewhere.service = Some(Arc::from("other-svc@file"));
+        for r in [
+            &api, &api, &missing, &api, &posted, &posted, &elsewhere, &api,
+        ] {
+            metrics.observe(r);
+        }
+        // Another registry on the same thread, with the same record: its own series.
+        other.observe(&api);
+        other.observe(&api);
+        let samples = parse(&metrics.encode());
+        let count = |series: &str| value(&samples, series);
+        let svc = |code: u16, method: &str, service: &str| {
+            count(&format!(
+                r#"sallyport_service_requests_total{{code="{code}",method="{method}",protocol="http",service="{service}"}}"#
+            ))
+        };
+        assert_eq!(svc(200, "GET", "api-svc@file"), Some(4.0));
+        assert_eq!(svc(404, "GET", "api-svc@file"), Some(1.0));
+        assert_eq!(svc(200, "POST", "api-svc@file"), Some(2.0));
+        assert_eq!(svc(200, "GET", "other-svc@file"), Some(1.0));
+        assert_eq!(
+            count(
+                r#"sallyport_router_requests_total{code="200",method="GET",protocol="http",router="api@file",service="api-svc@file"}"#
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            count(
+                r#"sallyport_entrypoint_requests_bytes_total{code="200",method="GET",protocol="http",entrypoint="web"}"#
+            ),
+            Some(5.0),
+            "four GETs to api-svc and one to other-svc, 1 byte each"
+        );
+        let theirs = parse(&other.encode());
+        assert_eq!(
+            value(
+                &theirs,
+                r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"}"#
+            ),
+            Some(2.0)
+        );
     }
 
     #[test]
