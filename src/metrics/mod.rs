@@ -1155,6 +1155,9 @@ pub(crate) mod tests {
         pairs
     }
 
+    /// The series of the `web` entrypoint's GETs answered 200.
+    const WEB_GETS_OK: &str = r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"}"#;
+
     /// The value of `series` (labels in any order), or `None` if the scrape lacks it.
     pub(crate) fn value(samples: &BTreeMap<String, f64>, series: &str) -> Option<f64> {
         let key = parse(&format!("{series} 0")).into_keys().next().unwrap();
@@ -1253,13 +1256,7 @@ pub(crate) mod tests {
             "four GETs to api-svc and one to other-svc, 1 byte each"
         );
         let theirs = parse(&other.encode());
-        assert_eq!(
-            value(
-                &theirs,
-                r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"}"#
-            ),
-            Some(2.0)
-        );
+        assert_eq!(value(&theirs, WEB_GETS_OK), Some(2.0));
     }
 
     #[test]
@@ -1437,13 +1434,7 @@ pub(crate) mod tests {
             (0, 1),
         ));
         let samples = parse(&metrics.encode());
-        assert_eq!(
-            value(
-                &samples,
-                r#"sallyport_entrypoint_requests_total{code="200",method="GET",protocol="http",entrypoint="web"}"#
-            ),
-            Some(4.0)
-        );
+        assert_eq!(value(&samples, WEB_GETS_OK), Some(4.0));
         assert_eq!(
             value(
                 &samples,
