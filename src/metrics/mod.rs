@@ -286,6 +286,28 @@ struct Handles {
     response_bytes: Counter,
 }
 
+/// The value `seen` holds for `key`, found under the read lock (the common case), or made
+/// by `make` and added under the write lock.
+fn seen_or_made<K, V>(
+    seen: &std::sync::RwLock<HashMap<K, V, RandomState>>,
+    key: K,
+    make: impl FnOnce(&K) -> V,
+) -> V
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+{
+    if let Some(value) = seen.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return value.clone();
+    }
+    let value = make(&key);
+    seen.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert(value)
+        .clone()
+}
+
 /// The series one request is counted in, in one scope.
 #[derive(Clone, Debug)]
 struct CountedIn {
@@ -427,41 +449,16 @@ where
             labels,
             headers: headers.clone(),
         };
-        // The common case: a label set seen before, found under the read lock.
-        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-        let handles = match seen.get(&key) {
-            Some(handles) => handles.clone(),
-            None => {
-                drop(seen);
-                let handles = Handles {
-                    requests: self.requests.get_or_create(&key).clone(),
-                    duration: self.duration.get_or_create(&key.labels).clone(),
-                    request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
-                    response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
-                };
-                self.seen
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key)
-                    .or_insert(handles)
-                    .clone()
-            }
-        };
+        let handles = seen_or_made(&self.seen, key, |key| Handles {
+            requests: self.requests.get_or_create(key).clone(),
+            duration: self.duration.get_or_create(&key.labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&key.labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&key.labels).clone(),
+        });
         let tls = tls.map(|tls| {
-            let seen = self.seen_tls.read().unwrap_or_else(|e| e.into_inner());
-            match seen.get(&tls) {
-                Some(counter) => counter.clone(),
-                None => {
-                    drop(seen);
-                    let counter = self.tls.get_or_create(&tls).clone();
-                    self.seen_tls
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(tls)
-                        .or_insert(counter)
-                        .clone()
-                }
-            }
+            seen_or_made(&self.seen_tls, tls, |tls| {
+                self.tls.get_or_create(tls).clone()
+            })
         });
         let counted = CountedIn { handles, tls };
         counted.count(record);
