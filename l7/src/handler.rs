@@ -52,6 +52,9 @@ pub struct ClientInfo {
     pub tls: bool,
     /// The entrypoint's name.
     pub entrypoint: Arc<str>,
+    /// What handlers note for the request's observation; `None` when it is not observed.
+    /// Carried here rather than as an extension of its own, which would cost an allocation.
+    pub notes: Option<Arc<crate::observe::RequestNotes>>,
 }
 
 /// Turns any body into a [`Body`].

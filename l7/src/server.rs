@@ -287,6 +287,7 @@ impl HttpEntrypoint {
             local: conn.local,
             tls: tls.is_some(),
             entrypoint: config.name.clone(),
+            notes: None,
         };
         let activity = Arc::new(Activity::new());
         let alt_svc = tls.as_ref().and(self.inner.alt_svc.get().cloned());
@@ -453,7 +454,7 @@ impl HttpEntrypoint {
     async fn observe_and_route<B>(
         &self,
         request: Request<B>,
-        client: ClientInfo,
+        mut client: ClientInfo,
         tls: Option<TlsInfo>,
         trace: Option<RequestTrace>,
         span: &tracing::Span,
@@ -469,28 +470,30 @@ impl HttpEntrypoint {
             .load()
             .as_ref()
             .map(|slot| Arc::clone(&**slot));
+        let host = request_host(request.uri(), request.headers());
         let Some(observer) = observer else {
-            let (response, routed) = self.route(request.map(boxed), client, tls).await;
+            let (response, routed) = self.route(request.map(boxed), client, tls, host).await;
             record_outcome(span, &response, routed.as_ref());
             return response;
         };
-        let host = request_host(request.uri(), request.headers());
         let params = tls.as_ref().and_then(|tls| tls.params);
         let (observation, request) =
-            Observation::begin(observer, request, &client, params, host, trace);
-        let (response, routed) = self.route(request, client, tls).await;
+            Observation::begin(observer, request, &mut client, params, host.clone(), trace);
+        let (response, routed) = self.route(request, client, tls, host).await;
         record_outcome(span, &response, routed.as_ref());
         let router = routed.map(|target| (target.router, target.service));
         observation.finish(response, router)
     }
 
     /// [`Self::handle`] without the observation: the response, and the route that made it.
-    /// The body comes boxed once, by the caller (counted, when the request is observed).
+    /// The body comes boxed once, by the caller (counted, when the request is observed), and
+    /// with its [`request_host`].
     async fn route(
         &self,
         request: Request<Body>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
+        host: Option<HeaderValue>,
     ) -> (Response<Body>, Option<RouteTarget>) {
         let config = &self.inner.config;
         let (mut parts, body) = request.into_parts();
@@ -509,7 +512,6 @@ impl HttpEntrypoint {
             return (error_response(kind), None);
         }
         let upgrade = is_upgrade(&parts.headers);
-        let host = request_host(&parts.uri, &parts.headers);
         rewrite_request_headers(
             &mut parts.headers,
             &ForwardContext {

@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l4::observe::{ConnRecord, Transport};
@@ -148,6 +149,15 @@ impl Key {
         )
     }
 
+    /// Whether a request's field shows a name from the configuration: its router's, its
+    /// service's, or its server's, which are the same for every request the router takes.
+    fn is_name(self) -> bool {
+        matches!(
+            self,
+            Key::RouterName | Key::ServiceName | Key::ServiceUrl | Key::ServiceAddr
+        )
+    }
+
     /// Whether a TCP connection's or UDP session's JSON lines have the field.
     fn is_conn(self) -> bool {
         matches!(
@@ -232,6 +242,8 @@ pub struct Formatter {
     header_default: Mode,
     /// By lower-case header name.
     headers: BTreeMap<String, HeaderRule>,
+    /// Tells this formatter's parts in [`Rendered`] caches from another's.
+    id: u64,
 }
 
 impl Formatter {
@@ -320,6 +332,10 @@ impl Formatter {
             conn_plan,
             header_default,
             headers,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -434,9 +450,12 @@ impl Formatter {
             out.push(b' ');
             push_u64(out, r.count);
             out.push(b' ');
-            self.clf_quoted(Key::RouterName, r.router(), out);
-            out.push(b' ');
-            self.clf_quoted(Key::ServiceUrl, r.service_url(), out);
+            // The same for every request a router takes: written once and copied.
+            push_rendered(out, (self.id, usize::MAX), &Names::of(r.record), |bytes| {
+                self.clf_quoted(Key::RouterName, r.router(), bytes);
+                bytes.push(b' ');
+                self.clf_quoted(Key::ServiceUrl, r.service_url(), bytes);
+            });
             out.push(b' ');
             push_u64(out, millis(r.record.duration));
             out.push_str("ms");
@@ -468,44 +487,24 @@ impl Formatter {
 
     fn http_json(&self, r: &Request<'_>, out: &mut Vec<u8>) {
         let record = r.record;
-        for field in &self.http_plan.fields {
-            out.push_str(&field.glue);
-            if field.mode == Mode::Redact {
-                out.push_str("REDACTED");
+        let fields = &self.http_plan.fields;
+        let mut client = None;
+        let mut at = 0;
+        while let Some(field) = fields.get(at) {
+            if field.names_run > 1 {
+                // Router, service and server names: the same for every request a router
+                // takes, so written once and copied.
+                let run = &fields[at..(at + field.names_run).min(fields.len())];
+                push_rendered(out, (self.id, at), &Names::of(record), |bytes| {
+                    for field in run {
+                        self.push_json_field(field, r, &mut client, bytes);
+                    }
+                });
+                at += run.len();
                 continue;
             }
-            match field.key {
-                Key::ClientAddr => record.client.push_to(out),
-                Key::ClientHost => record.client.ip().push_to(out),
-                Key::ClientPort => record.client.port().push_to(out),
-                Key::ClientUsername => {
-                    push_json_escaped(out, record.username.as_deref().unwrap_or("-"))
-                }
-                Key::DownstreamContentSize => push_u64(out, record.response_bytes),
-                Key::DownstreamStatus => push_u64(out, u64::from(record.status.as_u16())),
-                Key::Duration => push_u64(out, nanos(record.duration)),
-                Key::RequestAddr => push_json_escaped(out, r.host),
-                Key::RequestContentSize => push_u64(out, record.request_bytes),
-                Key::RequestCount => push_u64(out, r.count),
-                Key::RequestHost => push_json_escaped(out, r.host_and_port.0),
-                Key::RequestMethod => push_json_escaped(out, record.method.as_str()),
-                Key::RequestPath => push_json_escaped(out, r.path()),
-                Key::RequestPort => push_json_escaped(out, r.host_and_port.1),
-                Key::RequestProtocol => out.push_str(r.protocol()),
-                Key::RequestScheme => out.push_str(if record.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                }),
-                Key::RetryAttempts => push_u64(out, u64::from(record.retries)),
-                Key::RouterName => push_json_escaped(out, r.router()),
-                Key::ServiceName => push_json_escaped(out, record.service.as_deref().unwrap_or("")),
-                Key::ServiceUrl => push_json_escaped(out, r.service_url()),
-                Key::ServiceAddr => push_json_escaped(out, url_authority(r.service_url())),
-                Key::StartUtc => push_rfc3339(out, record.started),
-                Key::EntryPointName => push_json_escaped(out, &record.entrypoint),
-                _ => {}
-            }
+            self.push_json_field(field, r, &mut client, out);
+            at += 1;
         }
         self.json_tail(
             &self.http_plan,
@@ -513,6 +512,61 @@ impl Formatter {
             record.started + record.duration,
             out,
         );
+    }
+
+    /// One field of a request's JSON line: the glue before it and its value. `client` is the
+    /// client's address as text, made by the first field that shows part of it.
+    fn push_json_field(
+        &self,
+        field: &Field,
+        r: &Request<'_>,
+        client: &mut Option<AddrText>,
+        out: &mut Vec<u8>,
+    ) {
+        let record = r.record;
+        out.push_str(&field.glue);
+        if field.mode == Mode::Redact {
+            out.push_str("REDACTED");
+            return;
+        }
+        match field.key {
+            Key::ClientAddr | Key::ClientHost | Key::ClientPort => {
+                let text = client.get_or_insert_with(|| AddrText::of(record.client));
+                out.extend_from_slice(match field.key {
+                    Key::ClientAddr => text.addr(),
+                    Key::ClientHost => text.host(),
+                    _ => text.port(),
+                });
+            }
+            Key::ClientUsername => {
+                push_json_escaped(out, record.username.as_deref().unwrap_or("-"))
+            }
+            Key::DownstreamContentSize => push_u64(out, record.response_bytes),
+            Key::DownstreamStatus => push_u64(out, u64::from(record.status.as_u16())),
+            Key::Duration => push_u64(out, nanos(record.duration)),
+            Key::RequestAddr => push_json_escaped(out, r.host),
+            Key::RequestContentSize => push_u64(out, record.request_bytes),
+            Key::RequestCount => push_u64(out, r.count),
+            Key::RequestHost => push_json_escaped(out, r.host_and_port.0),
+            // A token: nothing to escape.
+            Key::RequestMethod => out.push_str(record.method.as_str()),
+            Key::RequestPath => push_json_escaped(out, r.path()),
+            Key::RequestPort => push_json_escaped(out, r.host_and_port.1),
+            Key::RequestProtocol => out.push_str(r.protocol()),
+            Key::RequestScheme => out.push_str(if record.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }),
+            Key::RetryAttempts => push_u64(out, u64::from(record.retries)),
+            Key::RouterName => push_json_escaped(out, r.router()),
+            Key::ServiceName => push_json_escaped(out, record.service.as_deref().unwrap_or("")),
+            Key::ServiceUrl => push_json_escaped(out, r.service_url()),
+            Key::ServiceAddr => push_json_escaped(out, url_authority(r.service_url())),
+            Key::StartUtc => push_rfc3339(out, record.started),
+            Key::EntryPointName => push_json_escaped(out, &record.entrypoint),
+            _ => {}
+        }
     }
 
     fn conn_json(&self, c: &ConnRecord, out: &mut Vec<u8>) {
@@ -610,6 +664,9 @@ struct Field {
     /// The previous value's closing quote, the comma, the key, and this value's opening quote
     /// (when it is a string).
     glue: Box<str>,
+    /// On the first of two or more fields in a row that show names from the configuration
+    /// ([`Key::is_name`]): how many there are. They are written together, from a cache.
+    names_run: usize,
 }
 
 impl Plan {
@@ -622,6 +679,7 @@ impl Plan {
             planned.push(Field {
                 key,
                 mode,
+                names_run: 0,
                 glue: format!(
                     "{closing}{comma}\"{}\":{}",
                     key.name(),
@@ -630,6 +688,17 @@ impl Plan {
                 .into(),
             });
             closing = if quoted { "\"" } else { "" };
+        }
+        let mut at = 0;
+        while at < planned.len() {
+            let run = planned[at..]
+                .iter()
+                .take_while(|field| field.key.is_name())
+                .count();
+            if run > 1 {
+                planned[at].names_run = run;
+            }
+            at += run.max(1);
         }
         let comma = if fields.is_empty() { "" } else { "," };
         let closing = if fields.is_empty() { "{" } else { closing };
@@ -705,6 +774,144 @@ impl<'a> Request<'a> {
             .and_then(|h| h.get(name))
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+    }
+}
+
+/// The names a request's line takes from the configuration, by identity: the router's, its
+/// service's and the server's, as the route table and the load balancer share them.
+struct Names<'a> {
+    router: Option<&'a Arc<str>>,
+    service: Option<&'a Arc<str>>,
+    server: Option<&'a Arc<str>>,
+}
+
+impl<'a> Names<'a> {
+    fn of(record: &'a RequestRecord) -> Self {
+        Names {
+            router: record.router.as_ref(),
+            service: record.service.as_ref(),
+            server: record.server.as_ref(),
+        }
+    }
+
+    fn are(&self, rendered: &Rendered) -> bool {
+        fn same(a: Option<&Arc<str>>, b: &Option<Arc<str>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
+        same(self.router, &rendered.router)
+            && same(self.service, &rendered.service)
+            && same(self.server, &rendered.server)
+    }
+}
+
+/// A part of a line written from [`Names`], kept to be copied into the next lines with the same
+/// names. It holds the names themselves: while it lives, no other name can have their
+/// addresses, so comparing addresses is comparing names.
+struct Rendered {
+    /// The formatter and the part of its lines.
+    part: (u64, usize),
+    router: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    server: Option<Arc<str>>,
+    bytes: Vec<u8>,
+}
+
+/// Parts a thread keeps: a few routers' worth.
+const RENDERED_PARTS: usize = 8;
+
+thread_local! {
+    static RENDERED: RefCell<Vec<Rendered>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Appends a line's `part` as `render` writes it for `names`: copied from this thread's cache
+/// when it has that part for those names, else written and kept (the oldest part goes).
+fn push_rendered(
+    out: &mut Vec<u8>,
+    part: (u64, usize),
+    names: &Names<'_>,
+    render: impl FnOnce(&mut Vec<u8>),
+) {
+    let copied = RENDERED
+        .try_with(|cache| {
+            let cache = cache.borrow();
+            let hit = cache
+                .iter()
+                .find(|rendered| rendered.part == part && names.are(rendered));
+            if let Some(rendered) = hit {
+                out.extend_from_slice(&rendered.bytes);
+            }
+            hit.is_some()
+        })
+        .unwrap_or(false);
+    if copied {
+        return;
+    }
+    let start = out.len();
+    render(out);
+    let _ = RENDERED.try_with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= RENDERED_PARTS {
+            cache.remove(0);
+        }
+        cache.push(Rendered {
+            part,
+            router: names.router.cloned(),
+            service: names.service.cloned(),
+            server: names.server.cloned(),
+            bytes: out[start..].to_vec(),
+        });
+    });
+}
+
+/// A client's address as text, written once for the fields that show it whole or in part.
+struct AddrText {
+    /// `host:port`, with brackets around an IPv6 host.
+    text: [u8; 56],
+    len: usize,
+    /// Where the host starts and ends (inside the brackets).
+    host: (usize, usize),
+}
+
+impl AddrText {
+    fn of(addr: SocketAddr) -> AddrText {
+        let mut text = [0u8; 56];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let host = match addr {
+            SocketAddr::V4(v4) => {
+                let mut ip = [0u8; 15];
+                let len = ipv4_text(*v4.ip(), &mut ip);
+                let _ = cursor.write_all(&ip[..len]);
+                (0, len)
+            }
+            SocketAddr::V6(v6) => {
+                let _ = write!(cursor, "[{}", v6.ip());
+                let end = cursor.position() as usize;
+                let _ = cursor.write_all(b"]");
+                (1, end)
+            }
+        };
+        let _ = cursor.write_all(b":");
+        let _ = cursor.write_all(itoa::Buffer::new().format(addr.port()).as_bytes());
+        let len = cursor.position() as usize;
+        AddrText { text, len, host }
+    }
+
+    fn addr(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+
+    fn host(&self) -> &[u8] {
+        &self.text[self.host.0..self.host.1]
+    }
+
+    fn port(&self) -> &[u8] {
+        // After the colon, and after the bracket before it.
+        let start = self.host.1 + 1 + self.host.0;
+        &self.text[start.min(self.len)..self.len]
     }
 }
 
@@ -842,6 +1049,12 @@ impl DisplayFast for SocketAddr {
 /// than the formatting machinery, or than a push per character).
 fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
     let mut text = [0u8; 15];
+    let len = ipv4_text(ip, &mut text);
+    out.extend_from_slice(&text[..len]);
+}
+
+/// Writes a dotted quad at the start of `text`; returns its length.
+fn ipv4_text(ip: std::net::Ipv4Addr, text: &mut [u8; 15]) -> usize {
     let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -859,7 +1072,7 @@ fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
         text[len] = b'0' + octet % 10;
         len += 1;
     }
-    out.extend_from_slice(&text[..len]);
+    len
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
@@ -1176,6 +1389,73 @@ mod tests {
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.000000007Z");
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 999_999_999);
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.999999999Z");
+    }
+
+    #[test]
+    fn client_addresses_are_written_whole_and_in_parts() {
+        for (addr, host, port) in [
+            ("192.0.2.7:5123", "192.0.2.7", "5123"),
+            ("0.0.0.0:0", "0.0.0.0", "0"),
+            ("[2001:db8::1]:443", "2001:db8::1", "443"),
+            (
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "65535",
+            ),
+        ] {
+            let text = AddrText::of(addr.parse().unwrap());
+            assert_eq!(text.addr(), addr.as_bytes());
+            assert_eq!(text.host(), host.as_bytes());
+            assert_eq!(text.port(), port.as_bytes());
+        }
+    }
+
+    /// Router, service and server names are copied from the thread's cache when they are the
+    /// very ones of a line before: lines in a row with other names, names equal but not the
+    /// same, and two formatters with other modes each get their own.
+    #[test]
+    fn names_copied_from_the_cache_are_the_records_own() {
+        let json = Formatter::new(&config("json")).unwrap();
+        let mut redacting = config("json");
+        redacting.fields = Some(crate::config::static_cfg::AccessLogFields {
+            names: [("RouterName".to_owned(), "redact".to_owned())].into(),
+            ..Default::default()
+        });
+        let redacting = Formatter::new(&redacting).unwrap();
+        let clf = Formatter::new(&config("common")).unwrap();
+        let names = |line: &str| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            ["RouterName", "ServiceName", "ServiceURL", "ServiceAddr"]
+                .map(|key| line[key].as_str().unwrap_or_default().to_owned())
+        };
+        let first = record(200, 1);
+        let mut second = record(200, 1);
+        second.router = Some(Arc::from("other\\"));
+        second.service = None;
+        second.server = Some("http://10.0.0.2:81".into());
+        // Equal to the first's names, in other allocations.
+        let equal = record(200, 1);
+        for _ in 0..2 {
+            for r in [&first, &second, &first, &equal, &second] {
+                let want = [
+                    r.router.as_deref().unwrap_or_default().to_owned(),
+                    r.service.as_deref().unwrap_or_default().to_owned(),
+                    r.server.as_deref().unwrap_or_default().to_owned(),
+                    url_authority(r.server.as_deref().unwrap_or_default()).to_owned(),
+                ];
+                assert_eq!(names(&http_line(&json, r).unwrap()), want);
+                let mut redacted = want.clone();
+                redacted[0] = "REDACTED".to_owned();
+                assert_eq!(names(&http_line(&redacting, r).unwrap()), redacted);
+                let line = http_line(&clf, r).unwrap();
+                let tail = format!(
+                    "3 \"{}\" \"{}\" 1ms",
+                    want[0].replace('\\', "\\\\"),
+                    want[2]
+                );
+                assert!(line.ends_with(&tail), "{line} does not end with {tail}");
+            }
+        }
     }
 
     #[test]

@@ -790,6 +790,7 @@ mod tests {
             local: "127.0.0.1:8443".parse().unwrap(),
             tls,
             entrypoint: "web".into(),
+            notes: None,
         });
         request
     }

@@ -637,6 +637,7 @@ mod tests {
             local: addr,
             tls: true,
             entrypoint: "websecure".into(),
+            notes: None,
         });
         request
     }

@@ -539,6 +539,7 @@ mod tests {
             local: addr,
             tls: true,
             entrypoint: Arc::from("websecure"),
+            notes: None,
         });
         request.extensions_mut().insert(TlsInfo {
             sni: None,

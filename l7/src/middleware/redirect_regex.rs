@@ -212,6 +212,7 @@ mod tests {
             local: "127.0.0.1:2".parse().unwrap(),
             tls: true,
             entrypoint: "websecure".into(),
+            notes: None,
         });
         assert_eq!(
             answer(&handler, tls).await.1.as_deref(),

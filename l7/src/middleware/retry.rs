@@ -130,9 +130,7 @@ impl Handler for Retrying {
                 drop(response);
                 tokio::time::sleep(wait).await;
                 tries += 1;
-                if let Some(notes) = parts
-                    .extensions
-                    .get::<std::sync::Arc<crate::observe::RequestNotes>>()
+                if let Some(notes) = crate::observe::RequestNotes::in_extensions(&parts.extensions)
                 {
                     notes.note_retry();
                 }

@@ -78,6 +78,7 @@ impl HttpEntrypoint {
             local,
             tls: true,
             entrypoint: config.name.clone(),
+            notes: None,
         };
         let quic = connection.clone();
         let max_header_bytes = u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX);

@@ -82,6 +82,7 @@ mod tests {
             local: "127.0.0.1:80".parse().unwrap(),
             tls: false,
             entrypoint: "web".into(),
+            notes: None,
         });
         request
     }
