@@ -8,6 +8,11 @@
 #   with "off" (the target: access log + metrics cost under 5%), and the access log's line count
 #   is checked against the requests served. Traefik 3.7 runs the same files off and with json
 #   access log + metrics (traefik-off, traefik-both), for its own cost.
+# shared: each configuration and its proxy's "off" at once, both on the proxy CPU, each under its
+#   own wrk: the scheduler gives them equal shares of the core and the machine's noise hits both
+#   alike, so their CPU time per request (and their requests per second) compare even when the
+#   host's speed changes from one second to the next, which throughput runs one after the other
+#   cannot show.
 # instructions: the same sallyport configurations under valgrind's callgrind, counting the
 #   user-space instructions the process executes per request (wrk, 8 connections). Unlike
 #   throughput, this count does not move with the machine's load or its cross-core wake-ups,
@@ -24,7 +29,7 @@
 #   BENCH_ROUNDS=3         rounds; each round runs every configuration, then every API request
 #                          against every peer, in turn
 #   BENCH_QUICK=1          smoke run: 1 round of 1 s, 20 requests per API endpoint
-#   BENCH_PARTS="load api" the parts to run: load, instructions (needs valgrind), api
+#   BENCH_PARTS="load api" the parts to run: load, shared, instructions (needs valgrind), api
 #   BENCH_CONFIGS="off accesslog metrics both clf both-clf traefik-off traefik-both"
 #                          the load part's configurations (off first; traefik-off before traefik-both)
 #   BENCH_CONNECTIONS=64   wrk connections
@@ -64,7 +69,7 @@ API_READY_TIMEOUT_S=${BENCH_API_READY_TIMEOUT:-120}
 # PEERS is what lib.sh's has_peer looks at: the proxies this run starts.
 PEERS="sallyport"
 [[ " $PARTS " = *" api "* ]] && PEERS+=" $API_PEERS"
-[[ " $PARTS " = *" load "* && " $CONFIGS " = *" traefik-"* ]] && PEERS+=" traefik"
+[[ ( " $PARTS " = *" load "* || " $PARTS " = *" shared "* ) && " $CONFIGS " = *" traefik-"* ]] && PEERS+=" traefik"
 
 BACKEND=127.0.0.1:$PORT_BASE
 # Each configuration and API peer has a web port and a `traefik` (admin) port.
@@ -80,7 +85,7 @@ access_log_of() { echo "$OUT/access-$1.log"; }
 # The load part's dynamic file has one router, to host_of 0.
 host_of() { printf 'h%06d.example' "$1"; }
 
-for part in $PARTS; do [[ $part = load || $part = api || $part = instructions ]] || die "BENCH_PARTS takes load, instructions and api, not '$part'"; done
+for part in $PARTS; do [[ $part = load || $part = shared || $part = api || $part = instructions ]] || die "BENCH_PARTS takes load, shared, instructions and api, not '$part'"; done
 for cfg in $CONFIGS; do [[ -n ${BASE_OF[$cfg]:-} && $cfg != api-* ]] || die "unknown configuration '$cfg' in BENCH_CONFIGS"; done
 for peer in $API_PEERS; do [[ $peer = sallyport || $peer = traefik ]] || die "BENCH_API_PEERS takes sallyport and traefik, not '$peer'"; done
 [[ $API_ROUTERS =~ ^[1-9][0-9]{0,5}$ ]] || die "BENCH_API_ROUTERS: '$API_ROUTERS' is not a count from 1 to 999999"
@@ -370,7 +375,6 @@ load_part() {
     for cfg in "${configs[@]}"; do wrk_run "$cfg" "$WARMUP_SECONDS" >/dev/null || true; done
     log "measuring: ${#configs[@]} configurations × $ROUNDS rounds of ${RUN_SECONDS}s"
     local raw=$OUT/raw.tsv round line
-    : >"$raw"
     for round in $(seq "$ROUNDS"); do
         for cfg in "${configs[@]}"; do
             measure_load "$cfg"
@@ -383,6 +387,66 @@ load_part() {
         done
     done
     for cfg in "${configs[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
+}
+
+# ---------------------------------------------------------------- the shared part
+# cpu_ns PID : CPU time of all the process's threads so far, in nanoseconds (schedstat: finer than
+# clock ticks); with the access log writer's own as a second word.
+cpu_ns() {
+    local task total=0 writer=0 ns
+    for task in /proc/"$1"/task/*; do
+        ns=$(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)
+        total=$((total + ns))
+        [[ $(cat "$task/comm" 2>/dev/null) = access-log ]] && writer=$((writer + ns))
+    done
+    echo "$total $writer"
+}
+
+# shared_part : every configuration but the baselines runs at the same time as its baseline,
+# both pinned to the proxy CPU and loaded by a wrk each; appends one "shared" line a pair and
+# round to raw.tsv: each side's wrk figures, CPU time and requests.
+shared_part() {
+    if [[ -z $SALLYPORT ]]; then
+        log "shared part: SKIPPED — $SALLYPORT_SKIP"
+        return
+    fi
+    local cfg base
+    for cfg in $CONFIGS; do launch "$cfg"; done
+    # shellcheck disable=SC2086 # one configuration a word
+    await $CONFIGS
+    local active=" ${ACTIVE[*]} " pairs=()
+    for cfg in "${ACTIVE[@]}"; do
+        base=off
+        [[ $cfg = traefik-* ]] && base=traefik-off
+        [[ $cfg = "$base" ]] && continue
+        if [[ $active = *" $base "* ]]; then pairs+=("$cfg"); else log "shared: $cfg has no running $base to share with"; fi
+    done
+    ((${#pairs[@]})) || { log "shared part: no pair of configurations to run"; return; }
+    log "warming up…"
+    for cfg in "${ACTIVE[@]}"; do wrk_run "$cfg" "$WARMUP_SECONDS" >/dev/null || true; done
+    log "measuring: ${#pairs[@]} pairs × $ROUNDS rounds of ${RUN_SECONDS}s"
+    local round mine theirs a0 b0 a1 b1 line
+    for round in $(seq "$ROUNDS"); do
+        for cfg in "${pairs[@]}"; do
+            base=off
+            [[ $cfg = traefik-* ]] && base=traefik-off
+            read -r -a a0 <<<"$(cpu_ns "${PEER_PID[$base]}")"
+            read -r -a b0 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
+            wrk_run "$base" "$RUN_SECONDS" >"$OUT/shared-base.line" &
+            theirs=$!
+            wrk_run "$cfg" "$RUN_SECONDS" >"$OUT/shared-mine.line" &
+            mine=$!
+            wait "$theirs" "$mine" || true
+            read -r -a a1 <<<"$(cpu_ns "${PEER_PID[$base]}")"
+            read -r -a b1 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
+            line="$(cat "$OUT/shared-mine.line") cpu_ns=$((b1[0] - b0[0])) writer_ns=$((b1[1] - b0[1]))"
+            line+=" base=$base $(sed 's/\([a-z0-9_]*\)=/base_\1=/g' "$OUT/shared-base.line") base_cpu_ns=$((a1[0] - a0[0]))"
+            printf '%s\tshared\t%s\t%s\n' "$round" "$cfg" "$line" >>"$OUT/raw.tsv"
+            log "$(printf '[round %s/%s] %-12s %8s req/s beside %-11s %8s req/s' "$round" "$ROUNDS" "$cfg" \
+                "$(field "$line" rps)" "$base" "$(field "$line" base_rps)")"
+        done
+    done
+    for cfg in "${ACTIVE[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
 }
 
 # ---------------------------------------------------------------- the instructions part
@@ -525,7 +589,9 @@ main() {
     fi
     set_halt_poll
     start_backend
+    : >"$OUT/raw.tsv"
     wants load && load_part
+    wants shared && shared_part
     wants instructions && instructions_part
     wants api && api_part
 

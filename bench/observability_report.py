@@ -4,7 +4,9 @@
   observability_report.py RAW STATUS --header H --configs C --connections N
       --api-samples S --api-runs R --api-memory M --out OUT
 
-RAW has one line per load run: `round<TAB>load<TAB>configuration<TAB>key=value ...`: wrk's
+RAW has one line per load run, and one per shared run (`round<TAB>shared<TAB>configuration<TAB>
+...`: the configuration's wrk figures, cpu_ns and writer_ns, then its baseline's, prefixed
+`base_`, with base_cpu_ns). RAW's load lines: `round<TAB>load<TAB>configuration<TAB>key=value ...`: wrk's
 figures (http_report.py wrk), wall_s and proxy_cpu_s, and what the observability produced:
 log_lines (access log lines for the web entrypoint), log_all and log_bytes (the whole file),
 served (the requests the metrics counted), scrapes, scrape_failed, scrape_ms, scrape_bytes.
@@ -172,6 +174,60 @@ def load_tables(runs, configs, connections):
     return out
 
 
+def shared_tables(runs, configs):
+    """The shared part: each configuration beside its baseline on one core, round by round."""
+    measured = [c for c in configs if ("shared", c) in runs]
+    if not measured:
+        return []
+    rows, spread = [], []
+    for cfg in measured:
+        rps_cost, cpu_cost, shares, writer = [], [], [], []
+        for _, f in sorted(runs[("shared", cfg)]):
+            got = [number(f, k) for k in ("requests", "base_requests", "cpu_ns", "base_cpu_ns")]
+            if None in got or not all(got):
+                continue
+            mine, theirs, cpu, base_cpu = got
+            rps_cost.append(100 * (1 - mine / theirs))
+            cpu_cost.append(100 * ((cpu / mine) / (base_cpu / theirs) - 1))
+            shares.append(100 * cpu / (cpu + base_cpu))
+            writer.append(100 * ((number(f, "writer_ns") or 0) / mine) / (base_cpu / theirs))
+        if not cpu_cost:
+            continue
+        def spread_of(values):
+            return f"{statistics.median(values):+.1f}% ({min(values):+.1f} … {max(values):+.1f})"
+        errors = runs.total("shared", cfg, "errors") + runs.total("shared", cfg, "base_errors")
+        rows.append([
+            LABELS.get(cfg, cfg),
+            str(len(cpu_cost)),
+            spread_of(cpu_cost),
+            spread_of(rps_cost),
+            f"{statistics.median(shares):.1f}%",
+            f"{statistics.median(writer):.1f}%" if any(writer) else "—",
+            str(errors),
+        ])
+        spread.append([LABELS.get(cfg, cfg), " / ".join(f"{v:+.1f}" for v in cpu_cost)])
+    return [
+        "## Beside \"off\" on one core (the shared part)",
+        "",
+        "Each configuration ran at the same time as its proxy's configuration without "
+        "observability, both on the proxy CPU, each loaded by its own wrk. The scheduler gives "
+        "both equal shares of the core and the host's noise hits both alike, so the cost per "
+        "request compares round by round. CPU cost: CPU time per request against the baseline's "
+        "in the same round (equal CPU, so this is the throughput given up); median and range over "
+        "rounds. Throughput cost: requests against the baseline's in the same round (moves with "
+        "the share of the core each got). Writer: the access log's writer thread, as a part of "
+        "the baseline's CPU per request.",
+        "",
+        table(rows, ["configuration", "rounds", "CPU cost per request", "throughput cost",
+                     "share of the core", "writer thread", "socket errors"]),
+        "",
+        "CPU cost in every round (round 1 / 2 / …):",
+        "",
+        table(spread, ["configuration", "CPU cost per request"]),
+        "",
+    ]
+
+
 def cpu_per_request(cpu_s, count):
     """Milliseconds of proxy CPU a request, or a bound when the runs took under 5 clock ticks
     (50 ms), too few to divide."""
@@ -321,6 +377,7 @@ def main():
     status = {row[0]: tuple(row[1:]) for row in read_tsv(args.status, 5) if row[0]}
     out = [open(args.header).read().rstrip(), ""]
     out += load_tables(runs, args.configs.split(), int(args.connections))
+    out += shared_tables(runs, args.configs.split())
     out += instruction_tables(args.instructions)
     out += api_tables(args.api_samples, args.api_runs, args.api_memory, status)
     out += not_measured(status)
