@@ -170,7 +170,9 @@ impl Catching {
         if let Some(host) = origin.host {
             request.headers_mut().insert(HOST, host);
         }
-        if let Some(client) = origin.client {
+        if let Some(mut client) = origin.client {
+            // The page's server is not the request's: nothing is noted for its observation.
+            client.notes = None;
             request.extensions_mut().insert(client);
         }
         let page = self.spec.service.call(request).await;

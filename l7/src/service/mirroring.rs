@@ -192,10 +192,18 @@ enum Copies {
 
 impl Copies {
     fn request(&self) -> Request<Body> {
-        match self {
+        let mut copy = match self {
             Copies::Body(parts, bytes) => replay(parts, bytes),
             Copies::Bare(parts) => without_body(parts),
+        };
+        // A mirror's server is not the request's: nothing is noted for its observation.
+        if let Some(client) = copy
+            .extensions_mut()
+            .get_mut::<crate::handler::ClientInfo>()
+        {
+            client.notes = None;
         }
+        copy
     }
 }
 
@@ -285,6 +293,35 @@ mod tests {
     use http_body_util::channel::Channel;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    /// A mirror's copy keeps the client but not the notes of the request's observation: the
+    /// mirror's server must not show as the request's.
+    #[test]
+    fn copies_for_mirrors_note_nothing_for_the_request() {
+        let mut request = Request::new(empty_body());
+        request.extensions_mut().insert(crate::handler::ClientInfo {
+            peer: "192.0.2.1:5000".parse().unwrap(),
+            local: "127.0.0.1:80".parse().unwrap(),
+            tls: false,
+            entrypoint: "web".into(),
+            notes: Some(Arc::default()),
+        });
+        let (parts, _) = request.into_parts();
+        let copies = [
+            Copies::Bare(parts.clone()),
+            Copies::Body(parts, Bytes::from_static(b"x")),
+        ];
+        for copy in copies {
+            let copy = copy.request();
+            let client = copy
+                .extensions()
+                .get::<crate::handler::ClientInfo>()
+                .unwrap();
+            assert_eq!(client.peer, "192.0.2.1:5000".parse().unwrap());
+            assert!(client.notes.is_none());
+            assert!(crate::observe::RequestNotes::of(&copy).is_none());
+        }
+    }
 
     /// Records the bodies it receives; answers "ok".
     #[derive(Default)]
