@@ -12,7 +12,8 @@
 #   own wrk: the scheduler gives them equal shares of the core and the machine's noise hits both
 #   alike, so their CPU time per request (and their requests per second) compare even when the
 #   host's speed changes from one second to the next, which throughput runs one after the other
-#   cannot show.
+#   cannot show. With "off" in the configurations, a second "off" (off-twin) is paired with it
+#   too: what that pair shows is the method's own error.
 # instructions: the same sallyport configurations under valgrind's callgrind, counting the
 #   user-space instructions the process executes per request (wrk, 8 connections). Unlike
 #   throughput, this count does not move with the machine's load or its cross-core wake-ups,
@@ -42,7 +43,7 @@
 #   BENCH_PIN=1            pin with taskset: proxies on BENCH_PROXY_CPU, the rest on BENCH_LOAD_CPU
 #   BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
 #   BENCH_READY_TIMEOUT=30 seconds a load configuration gets to answer its first request
-#   BENCH_PORT_BASE=18800  ports BASE..BASE+31 on 127.0.0.1
+#   BENCH_PORT_BASE=18800  ports BASE..BASE+33 on 127.0.0.1
 #   BENCH_OUT=bench/out/observability  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
 #   BENCH_HALT_POLL_NS=    let idle vCPUs spin this long before halting (bench/lib.sh)
@@ -74,7 +75,7 @@ PEERS="sallyport"
 BACKEND=127.0.0.1:$PORT_BASE
 # Each configuration and API peer has a web port and a `traefik` (admin) port.
 declare -A BASE_OF=([off]=10 [accesslog]=12 [metrics]=14 [both]=16 [api-sallyport]=20 [api-traefik]=22
-    [clf]=24 [both-clf]=26 [traefik-off]=28 [traefik-both]=30)
+    [clf]=24 [both-clf]=26 [traefik-off]=28 [traefik-both]=30 [off-twin]=32)
 web_port() { echo $((PORT_BASE + BASE_OF[$1])); }
 admin_port() { echo $((PORT_BASE + BASE_OF[$1] + 1)); }
 logs_access() { [[ $1 = accesslog || $1 = both || $1 = clf || $1 = both-clf || $1 = traefik-both ]]; }
@@ -156,6 +157,7 @@ configure() {
             if [[ $(log_format "$cfg") = common ]]; then parts+=(accesslog-common); else parts+=(accesslog); fi
         fi
         has_metrics "$cfg" && parts+=(metrics)
+        if [[ $cfg = off ]] && wants shared; then static_file off-twin sallyport "$OUT/one-router"; fi
         if [[ $cfg = traefik-* ]]; then
             static_file "$cfg" traefik "$OUT/one-router" "${parts[@]}"
         else
@@ -410,10 +412,12 @@ shared_part() {
         log "shared part: SKIPPED — $SALLYPORT_SKIP"
         return
     fi
-    local cfg base
-    for cfg in $CONFIGS; do launch "$cfg"; done
+    local cfg base started=$CONFIGS
+    # "off" beside a second "off": the method's own error.
+    [[ " $CONFIGS " = *" off "* ]] && started+=" off-twin"
+    for cfg in $started; do launch "$cfg"; done
     # shellcheck disable=SC2086 # one configuration a word
-    await $CONFIGS
+    await $started
     local active=" ${ACTIVE[*]} " pairs=()
     for cfg in "${ACTIVE[@]}"; do
         base=off
@@ -577,7 +581,7 @@ main() {
     build_sallyport
 
     local port
-    for port in $(seq "$PORT_BASE" "$((PORT_BASE + 31))"); do
+    for port in $(seq "$PORT_BASE" "$((PORT_BASE + 33))"); do
         ! listening "$port" || die "port $port is in use; choose another BENCH_PORT_BASE"
     done
     configure

@@ -32,6 +32,7 @@ LABELS = {
     "both-clf": "access log (common) + metrics",
     "traefik-off": "Traefik: off",
     "traefik-both": "Traefik: access log (json) + metrics",
+    "off-twin": "off (a second instance: the method's error)",
 }
 
 
@@ -176,7 +177,7 @@ def load_tables(runs, configs, connections):
 
 def shared_tables(runs, configs):
     """The shared part: each configuration beside its baseline on one core, round by round."""
-    measured = [c for c in configs if ("shared", c) in runs]
+    measured = [c for c in configs + ["off-twin"] if ("shared", c) in runs]
     if not measured:
         return []
     rows, spread = [], []
