@@ -350,11 +350,8 @@ impl Observation {
             retries: 0,
             trace,
         };
-        let notes = SPARE
-            .try_with(|spare| spare.borrow_mut().notes.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let (slot, notes) = Spare::take();
+        let notes = notes.unwrap_or_default();
         client.notes = Some(notes.clone());
         let request = request.map(|body| {
             CountedBody {
@@ -363,12 +360,19 @@ impl Observation {
             }
             .boxed_unsync()
         });
-        let observing = Observing::new(Observation {
+        let observation = Observation {
             observer,
             record,
             start,
             notes,
-        });
+        };
+        let observing = match slot {
+            Some(mut slot) => {
+                *slot = Some(observation);
+                Observing(slot)
+            }
+            None => Observing(Box::new(Some(observation))),
+        };
         (observing, request)
     }
 
@@ -421,21 +425,19 @@ thread_local! {
     };
 }
 
-impl Observing {
-    fn new(observation: Observation) -> Observing {
-        let spare = SPARE
-            .try_with(|spare| spare.borrow_mut().boxes.pop())
-            .ok()
-            .flatten();
-        match spare {
-            Some(mut slot) => {
-                *slot = Some(observation);
-                Observing(slot)
-            }
-            None => Observing(Box::new(Some(observation))),
-        }
+impl Spare {
+    /// An empty box and reset notes for a new observation, those this thread has.
+    fn take() -> (Option<Box<Option<Observation>>>, Option<Arc<RequestNotes>>) {
+        SPARE
+            .try_with(|spare| {
+                let mut spare = spare.borrow_mut();
+                (spare.boxes.pop(), spare.notes.pop())
+            })
+            .unwrap_or_default()
     }
+}
 
+impl Observing {
     /// Attaches the observation to `response`: it is reported when the body ends or drops.
     pub(crate) fn finish(
         mut self,

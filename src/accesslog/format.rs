@@ -531,12 +531,7 @@ impl Formatter {
         }
         match field.key {
             Key::ClientAddr | Key::ClientHost | Key::ClientPort => {
-                let text = client.get_or_insert_with(|| AddrText::of(record.client));
-                out.extend_from_slice(match field.key {
-                    Key::ClientAddr => text.addr(),
-                    Key::ClientHost => text.host(),
-                    _ => text.port(),
-                });
+                push_client_part(field.key, client, record.client, out)
             }
             Key::ClientUsername => {
                 push_json_escaped(out, record.username.as_deref().unwrap_or("-"))
@@ -573,6 +568,7 @@ impl Formatter {
         fn text(v: Option<&str>) -> &str {
             v.unwrap_or("")
         }
+        let mut client = None;
         for field in &self.conn_plan.fields {
             out.push_str(&field.glue);
             if field.mode == Mode::Redact {
@@ -581,9 +577,9 @@ impl Formatter {
             }
             match field.key {
                 Key::Protocol => out.push_str(transport(c)),
-                Key::ClientAddr => c.client.push_to(out),
-                Key::ClientHost => c.client.ip().push_to(out),
-                Key::ClientPort => c.client.port().push_to(out),
+                Key::ClientAddr | Key::ClientHost | Key::ClientPort => {
+                    push_client_part(field.key, &mut client, c.client, out)
+                }
                 Key::Sni => push_json_escaped(out, text(c.sni.as_deref())),
                 Key::Alpn => push_json_escaped(out, text(c.alpn.as_deref())),
                 Key::RouterName => push_json_escaped(out, text(c.router.as_deref())),
@@ -867,6 +863,17 @@ fn push_rendered(
     });
 }
 
+/// `ClientAddr`, `ClientHost` or `ClientPort` (`key`) of `addr`, from `text`, which the first
+/// of them a line shows writes.
+fn push_client_part(key: Key, text: &mut Option<AddrText>, addr: SocketAddr, out: &mut Vec<u8>) {
+    let text = text.get_or_insert_with(|| AddrText::of(addr));
+    out.extend_from_slice(match key {
+        Key::ClientAddr => text.addr(),
+        Key::ClientHost => text.host(),
+        _ => text.port(),
+    });
+}
+
 /// A client's address as text, written once for the fields that show it whole or in part.
 struct AddrText {
     /// `host:port`, with brackets around an IPv6 host.
@@ -1034,14 +1041,7 @@ impl DisplayFast for IpAddr {
 
 impl DisplayFast for SocketAddr {
     fn push_to(self, out: &mut Vec<u8>) {
-        match self {
-            SocketAddr::V4(v4) => push_ipv4(out, *v4.ip()),
-            SocketAddr::V6(v6) => {
-                let _ = write!(out, "[{}]", v6.ip());
-            }
-        }
-        out.push(b':');
-        push_u64(out, u64::from(self.port()));
+        out.extend_from_slice(AddrText::of(self).addr());
     }
 }
 
