@@ -461,6 +461,9 @@ async fn a_certificate_replaced_on_disk_is_served_next_and_a_broken_one_keeps_th
     std::fs::write(site.dir.join("certs/site.key"), &expired.1).expect("write");
     std::fs::write(site.dir.join("certs/site.crt"), &expired.0).expect("write");
     site.router.wait_log("clients will refuse it");
+    // The warning is written while the configuration compiles; it serves once applied.
+    site.router
+        .wait_log_after("clients will refuse it", "dynamic configuration applied");
     assert!(
         site.router.log().contains("expired on"),
         "{}",

@@ -520,6 +520,25 @@ impl Router {
         panic!("log never contained {needle:?}:\n{}", self.log());
     }
 
+    /// Waits until the router's log contains `needle` somewhere after the first `marker`
+    /// (e.g. the reload that follows a compile warning).
+    pub fn wait_log_after(&self, marker: &str, needle: &str) {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            let log = self.log();
+            if let Some(at) = log.find(marker)
+                && log[at + marker.len()..].contains(needle)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "log never contained {needle:?} after {marker:?}:\n{}",
+            self.log()
+        );
+    }
+
     pub fn count_log(&self, needle: &str) -> usize {
         self.log().matches(needle).count()
     }
