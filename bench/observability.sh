@@ -17,7 +17,10 @@
 # instructions: the same sallyport configurations under valgrind's callgrind, counting the
 #   user-space instructions the process executes per request (wrk, 8 connections). Unlike
 #   throughput, this count does not move with the machine's load or its cross-core wake-ups,
-#   so it shows what the observation itself costs, run after run.
+#   so it shows what the observation itself costs, run after run. With BENCH_CACHE_SIM=1,
+#   callgrind also simulates the caches and counts L1 instruction and data cache misses per
+#   request: the observation's code runs once a request, cold, and its misses cost about as
+#   much as its instructions.
 # api: the read-only API of sallyport and of Traefik 3.7 with the same generated file of
 #   10,000 routers and services: response times of router pages, searches, /api/overview and
 #   /api/rawdata, and the process's memory before and after.
@@ -34,6 +37,7 @@
 #   BENCH_CONFIGS="off accesslog metrics both clf both-clf traefik-off traefik-both"
 #                          the load part's configurations (off first; traefik-off before traefik-both)
 #   BENCH_CONNECTIONS=64   wrk connections
+#   BENCH_CACHE_SIM=0      1: the instructions part counts L1 cache misses too (slower)
 #   BENCH_SMALL_BODY=64    bytes of the backend's body
 #   BENCH_API_ROUTERS=10000  routers (each with its own service) in the API part's file
 #   BENCH_API_REQUESTS=200 requests per API endpoint and peer, spread over the rounds
@@ -62,6 +66,8 @@ common_knobs 18800 30
 PARTS=${BENCH_PARTS:-"load api"}
 CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both clf both-clf traefik-off traefik-both"}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
+CACHE_SIM=${BENCH_CACHE_SIM:-0}
+[[ $CACHE_SIM = 0 || $CACHE_SIM = 1 ]] || die "BENCH_CACHE_SIM: '$CACHE_SIM' is not 0 or 1"
 SMALL_BODY=${BENCH_SMALL_BODY:-64}
 API_ROUTERS=${BENCH_API_ROUTERS:-10000}
 if [[ $QUICK = 1 ]]; then API_REQUESTS=${BENCH_API_REQUESTS:-20}; else API_REQUESTS=${BENCH_API_REQUESTS:-200}; fi
@@ -456,20 +462,22 @@ shared_part() {
 # ---------------------------------------------------------------- the instructions part
 # instructions_part : each sallyport configuration in turn under callgrind: warmed up, the
 # counters zeroed, RUN_SECONDS of wrk with 8 connections, the counters dumped. Appends
-# "cfg requests instructions" lines to $OUT/instructions.tsv.
+# "cfg requests instructions" lines to $OUT/instructions.tsv, with L1 instruction-cache read
+# misses, data-cache read misses and data-cache write misses after them under BENCH_CACHE_SIM=1.
 instructions_part() {
     if [[ -z $SALLYPORT ]]; then
         log "instructions part: SKIPPED — $SALLYPORT_SKIP"
         return
     fi
-    local cfg pid dump requests ir
+    local cfg pid dump requests ir misses sim=()
+    ((CACHE_SIM)) && sim=(--cache-sim=yes)
     : >"$OUT/instructions.tsv"
     for cfg in $CONFIGS; do
         [[ $cfg = traefik-* ]] && continue
         dump=$OUT/callgrind-$cfg.out
         rm -f "$dump" "$dump".*
         start "cg-$cfg" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \
-            valgrind --tool=callgrind --callgrind-out-file="$dump" "$SALLYPORT" \
+            valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dump" "$SALLYPORT" \
             --config "$OUT/$cfg/static.yml"
         pid=$LAST_PID
         local deadline=$((SECONDS + 60))
@@ -492,9 +500,13 @@ instructions_part() {
         # The dump is written as the first numbered part of the output file.
         for _ in $(seq 50); do [[ -s $dump.1 ]] && break; sleep 0.1; done
         ir=$(awk '/^summary:/ { print $2; exit }' "$dump.1" 2>/dev/null || true)
+        # The events line names the summary's columns: Ir, then (cache simulation) I1mr ….
+        misses=$(awk '/^events:/ { for (i = 2; i <= NF; i++) at[$i] = i }
+            /^summary:/ && at["I1mr"] { printf "\t%s\t%s\t%s", $at["I1mr"], $at["D1mr"], $at["D1mw"]; exit }' \
+            "$dump.1" 2>/dev/null || true)
         stop_pid "$pid"
         rm -f "$dump" "$dump".*
-        printf '%s\t%s\t%s\n' "$cfg" "${requests:-0}" "${ir:-0}" >>"$OUT/instructions.tsv"
+        printf '%s\t%s\t%s%s\n' "$cfg" "${requests:-0}" "${ir:-0}" "$misses" >>"$OUT/instructions.tsv"
         log "$(printf 'instructions: %-10s %8s requests  %s instructions/request' "$cfg" "${requests:-0}" \
             "$(awk -v r="${requests:-0}" -v i="${ir:-0}" 'BEGIN { if (r > 0) printf "%.0f", i / r; else print "—" }')")"
     done

@@ -335,33 +335,41 @@ def api_tables(samples_path, runs_path, memory_path, status):
 
 
 def instruction_tables(path):
-    """Instructions per request under callgrind, each configuration against "off"."""
-    rows_in = [r for r in read_tsv(path, 3) if r[0]]
+    """Instructions (and, under cache simulation, L1 misses) per request under callgrind, each
+    configuration against "off"."""
     per_request = {}
-    for cfg, requests, instructions in rows_in:
-        if int(requests or 0) > 0 and int(instructions or 0) > 0:
-            per_request[cfg] = (int(requests), int(instructions) / int(requests))
+    for cfg, requests, instructions, *misses in read_tsv(path, 6):
+        if cfg and int(requests or 0) > 0 and int(instructions or 0) > 0:
+            n = int(requests)
+            per_request[cfg] = (n, [int(instructions) / n] + [int(m) / n for m in misses if m])
     if not per_request:
         return []
     off = per_request.get("off", (0, None))[1]
+    simulated = all(len(counts) == 4 for _, counts in per_request.values())
     rows = []
-    for cfg, (requests, ir) in per_request.items():
-        rows.append([
-            LABELS.get(cfg, cfg),
-            f"{requests:,}",
-            f"{ir:,.0f}",
-            f"{ir - off:+,.0f}" if off else "—",
-            f"{100 * (ir / off - 1):+.1f}%" if off else "—",
-        ])
+    for cfg, (requests, counts) in per_request.items():
+        row = [LABELS.get(cfg, cfg), f"{requests:,}"]
+        for i, count in enumerate(counts if simulated else counts[:1]):
+            row.append(f"{count:,.0f}")
+            if i == 0:
+                row.append(f"{count - off[0]:+,.0f}" if off else "—")
+            row.append(f"{100 * (count / off[i] - 1):+.1f}%" if off and off[i] else "—")
+        rows.append(row)
+    header = ["configuration", "requests", "instructions/request", "− off", "× off − 1"]
+    if simulated:
+        for name in ["L1i misses", "L1d read misses", "L1d write misses"]:
+            header += [f"{name}/request", "× off − 1"]
     return [
         "## Instructions per request (callgrind)",
         "",
         "User-space instructions the sallyport process executed per request (all its threads, the "
         "access log's writer included), counted by valgrind's callgrind over one wrk run of 8 "
         "connections after a warm-up. Independent of the machine's load; it leaves out the "
-        "kernel's work (sockets, the log file's writes).",
+        "kernel's work (sockets, the log file's writes)."
+        + (" With BENCH_CACHE_SIM=1: the misses of callgrind's simulated L1 caches (32 KiB "
+           "instructions, 32 KiB data; all threads share them, as on one core)." if simulated else ""),
         "",
-        table(rows, ["configuration", "requests", "instructions/request", "− off", "× off − 1"]),
+        table(rows, header),
         "",
     ]
 
