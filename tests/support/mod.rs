@@ -510,33 +510,28 @@ impl Router {
 
     /// Waits until the router's log contains `needle` (e.g. a reload message).
     pub fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if self.log().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("log never contained {needle:?}:\n{}", self.log());
+        self.wait_log_for(&format!("{needle:?}"), |log| log.contains(needle));
     }
 
     /// Waits until the router's log contains `needle` somewhere after the first `marker`
     /// (e.g. the reload that follows a compile warning).
     pub fn wait_log_after(&self, marker: &str, needle: &str) {
+        self.wait_log_for(&format!("{needle:?} after {marker:?}"), |log| {
+            log.find(marker)
+                .is_some_and(|at| log[at + marker.len()..].contains(needle))
+        });
+    }
+
+    /// Waits until `found` says yes of the router's log; `what` names it in the panic.
+    fn wait_log_for(&self, what: &str, found: impl Fn(&str) -> bool) {
         let start = Instant::now();
         while start.elapsed() < WAIT {
-            let log = self.log();
-            if let Some(at) = log.find(marker)
-                && log[at + marker.len()..].contains(needle)
-            {
+            if found(&self.log()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!(
-            "log never contained {needle:?} after {marker:?}:\n{}",
-            self.log()
-        );
+        panic!("log never contained {what}:\n{}", self.log());
     }
 
     pub fn count_log(&self, needle: &str) -> usize {
