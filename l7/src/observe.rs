@@ -298,199 +298,205 @@ impl RequestNotes {
     }
 }
 
-/// A request being observed, between its arrival and its response.
-pub(crate) struct Observation {
-    observer: Arc<dyn RequestObserver>,
+/// A request being observed, between its arrival and its response, in its box.
+///
+/// The box is the record's home across the routing's awaits and in the response body: the
+/// record (about 450 bytes) is written field by field where it lives, never built elsewhere
+/// and moved in. Emptied boxes are kept for the next requests of the thread that reported
+/// them, up to [`SPARE_BOXES`], with their notes when nothing else holds them: with many
+/// requests in flight, the allocator's per-thread cache runs out and each new allocation takes
+/// its slow paths (measured: about a fifth of what metrics cost a request).
+pub(crate) struct Observing(Box<Observation>);
+
+struct Observation {
+    /// `None` in a spare box: a box keeps nothing of its last request but small values that
+    /// the next one overwrites (and its entrypoint's name).
+    observer: Option<Arc<dyn RequestObserver>>,
     record: RequestRecord,
     start: Instant,
+    /// Reset, and held by nothing else, in a spare box.
     notes: Arc<RequestNotes>,
 }
 
-impl Observation {
-    /// Starts observing `request`; its body is returned counted, and `client` (which the
-    /// routing puts in the request's extensions) carries the notes handlers make.
-    pub(crate) fn begin<B>(
-        observer: Arc<dyn RequestObserver>,
-        request: Request<B>,
-        client: &mut ClientInfo,
-        tls: Option<TlsParams>,
-        host: Option<HeaderValue>,
-        trace: Option<RequestTrace>,
-    ) -> (Observing, Request<Body>)
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let start = Instant::now();
-        let started = SystemTime::now();
-        let record = RequestRecord {
-            entrypoint: client.entrypoint.clone(),
-            router: None,
-            service: None,
-            method: request.method().clone(),
-            protocol: Protocol::of(request.headers()),
-            version: request.version(),
-            host,
-            uri: request.uri().clone(),
-            client: client.peer,
-            tls,
-            status: StatusCode::OK,
-            error: None,
-            request_bytes: 0,
-            response_bytes: 0,
-            completed: false,
-            duration: Duration::ZERO,
-            started,
-            headers: observer
-                .wanted_headers()
-                .and_then(|wanted| wanted.pick(request.headers())),
-            response_headers: None,
-            server: None,
-            username: None,
-            retries: 0,
-            trace,
-        };
-        let (slot, notes) = Spare::take();
-        let notes = notes.unwrap_or_default();
-        client.notes = Some(notes.clone());
-        let request = request.map(|body| {
-            CountedBody {
-                body,
-                notes: notes.clone(),
-            }
-            .boxed_unsync()
-        });
-        let observation = Observation {
-            observer,
-            record,
-            start,
-            notes,
-        };
-        let observing = match slot {
-            Some(mut slot) => {
-                *slot = Some(observation);
-                Observing(slot)
-            }
-            None => Observing(Box::new(Some(observation))),
-        };
-        (observing, request)
-    }
-
-    fn report(&mut self, response_bytes: u64, completed: bool) {
-        self.record.request_bytes = self.notes.request_bytes.load(Ordering::Relaxed);
-        self.record.response_bytes = response_bytes;
-        self.record.completed = completed;
-        self.record.duration = self.start.elapsed();
-        self.record.server = self
-            .notes
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.record.username = self.notes.username.get().cloned();
-        self.record.retries = self.notes.retries.load(Ordering::Relaxed);
-        self.observer.observe(&self.record);
-    }
-}
-
-/// An observation in its box, between [`Observation::begin`] and its report. The box is the
-/// record's home across the routing's awaits and in the response body (moving a pointer is
-/// cheaper than moving the record each time). Emptied boxes are kept for the next requests of
-/// the thread that reported them, up to [`SPARE_BOXES`], and so are their notes when nothing
-/// else holds them: with many requests in flight, the allocator's per-thread cache runs out
-/// and each new allocation takes its slow paths (measured: about a fifth of what metrics cost a
-/// request).
-pub(crate) struct Observing(Box<Option<Observation>>);
-
-/// Empty observation boxes, and notes, a thread keeps.
+/// Empty observation boxes a thread keeps.
 const SPARE_BOXES: usize = 64;
 
-/// What a thread keeps for its next observations.
-struct Spare {
+thread_local! {
     #[expect(
         clippy::vec_box,
         reason = "the allocations are what is kept, to be handed out again as they are"
     )]
-    boxes: Vec<Box<Option<Observation>>>,
-    /// Reset, and held by nothing else.
-    notes: Vec<Arc<RequestNotes>>,
-}
-
-thread_local! {
-    static SPARE: std::cell::RefCell<Spare> = const {
-        std::cell::RefCell::new(Spare {
-            boxes: Vec::new(),
-            notes: Vec::new(),
-        })
-    };
-}
-
-impl Spare {
-    /// An empty box and reset notes for a new observation, those this thread has.
-    fn take() -> (Option<Box<Option<Observation>>>, Option<Arc<RequestNotes>>) {
-        SPARE
-            .try_with(|spare| {
-                let mut spare = spare.borrow_mut();
-                (spare.boxes.pop(), spare.notes.pop())
-            })
-            .unwrap_or_default()
-    }
+    static SPARE: std::cell::RefCell<Vec<Box<Observation>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Observing {
+    /// Starts observing `request`. `client` (which the routing puts in the request's
+    /// extensions) carries the notes handlers make; the request's body is to be wrapped by
+    /// [`Self::count`].
+    pub(crate) fn begin<B>(
+        observer: Arc<dyn RequestObserver>,
+        request: &Request<B>,
+        client: &mut ClientInfo,
+        tls: Option<TlsParams>,
+        host: Option<HeaderValue>,
+        trace: Option<RequestTrace>,
+    ) -> Self {
+        let mut observing = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(Observation::blank(&client.entrypoint)));
+        let observation = &mut *observing;
+        observation.start = Instant::now();
+        let record = &mut observation.record;
+        record.started = SystemTime::now();
+        if !Arc::ptr_eq(&record.entrypoint, &client.entrypoint) {
+            record.entrypoint = client.entrypoint.clone();
+        }
+        record.method = request.method().clone();
+        record.protocol = Protocol::of(request.headers());
+        record.version = request.version();
+        record.host = host;
+        record.uri = request.uri().clone();
+        record.client = client.peer;
+        record.tls = tls;
+        record.headers = observer
+            .wanted_headers()
+            .and_then(|wanted| wanted.pick(request.headers()));
+        record.trace = trace;
+        observation.observer = Some(observer);
+        client.notes = Some(observation.notes.clone());
+        Observing(observing)
+    }
+
+    /// The request's body, counted into the observation's notes (and boxed, once).
+    pub(crate) fn count<B>(&self, body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        CountedBody {
+            body,
+            notes: self.0.notes.clone(),
+        }
+        .boxed_unsync()
+    }
+
     /// Attaches the observation to `response`: it is reported when the body ends or drops.
     pub(crate) fn finish(
         mut self,
-        response: Response<Body>,
+        response: &mut Response<Body>,
         router: Option<(Arc<str>, Option<Arc<str>>)>,
-    ) -> Response<Body> {
-        if let Some(observation) = self.0.as_mut() {
-            let record = &mut observation.record;
-            if let Some((router, service)) = router {
-                record.router = Some(router);
-                record.service = service;
-            }
-            record.status = response.status();
-            record.error = response_error(&response);
-            record.response_headers = observation
-                .observer
-                .wanted_response_headers()
-                .and_then(|wanted| wanted.pick(response.headers()));
+    ) {
+        let observation = &mut *self.0;
+        let record = &mut observation.record;
+        (record.router, record.service) = match router {
+            Some((router, service)) => (Some(router), service),
+            None => (None, None),
+        };
+        record.status = response.status();
+        record.error = response_error(response);
+        record.response_headers = observation
+            .observer
+            .as_deref()
+            .and_then(|observer| observer.wanted_response_headers())
+            .and_then(|wanted| wanted.pick(response.headers()));
+        let body = std::mem::take(response.body_mut());
+        *response.body_mut() = ObservedBody {
+            body,
+            pending: Some(self),
+            response_bytes: 0,
         }
-        response.map(|body| {
-            ObservedBody {
-                body,
-                pending: Some(self),
-                response_bytes: 0,
-            }
-            .boxed_unsync()
-        })
+        .boxed_unsync();
     }
 
     /// Reports the observation, then empties its box (in place) and keeps it for the next,
     /// with its notes when no body or request holds them any more.
     fn report(mut self, response_bytes: u64, completed: bool) {
-        let mut notes = None;
-        if let Some(observation) = self.0.as_mut() {
-            observation.report(response_bytes, completed);
-            if let Some(unshared) = Arc::get_mut(&mut observation.notes) {
-                *unshared = RequestNotes::default();
-                notes = Some(Arc::clone(&observation.notes));
-            }
+        let observation = &mut *self.0;
+        let Some(observer) = observation.observer.take() else {
+            return;
+        };
+        let notes = &observation.notes;
+        let record = &mut observation.record;
+        record.request_bytes = notes.request_bytes.load(Ordering::Relaxed);
+        record.response_bytes = response_bytes;
+        record.completed = completed;
+        record.duration = observation.start.elapsed();
+        record.server = notes
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        record.username = notes.username.get().cloned();
+        record.retries = notes.retries.load(Ordering::Relaxed);
+        observer.observe(record);
+        drop(observer);
+        record.release();
+        match Arc::get_mut(&mut observation.notes) {
+            Some(unshared) => *unshared = RequestNotes::default(),
+            // A request body someone still holds counts into these: the next gets new ones.
+            None => observation.notes = Arc::default(),
         }
-        *self.0 = None;
-        let slot = self.0;
         let _ = SPARE.try_with(|spare| {
             let mut spare = spare.borrow_mut();
-            if spare.boxes.len() < SPARE_BOXES {
-                spare.boxes.push(slot);
-            }
-            if let Some(notes) = notes
-                && spare.notes.len() < SPARE_BOXES
-            {
-                spare.notes.push(notes);
+            if spare.len() < SPARE_BOXES {
+                spare.push(self.0);
             }
         });
+    }
+}
+
+impl Observation {
+    /// An observation of nothing yet, for a new box.
+    fn blank(entrypoint: &Arc<str>) -> Self {
+        Observation {
+            observer: None,
+            record: RequestRecord {
+                entrypoint: entrypoint.clone(),
+                router: None,
+                service: None,
+                method: Method::GET,
+                protocol: Protocol::Http,
+                version: Version::HTTP_11,
+                host: None,
+                uri: Uri::default(),
+                client: SocketAddr::from(([0, 0, 0, 0], 0)),
+                tls: None,
+                status: StatusCode::OK,
+                error: None,
+                request_bytes: 0,
+                response_bytes: 0,
+                completed: false,
+                duration: Duration::ZERO,
+                started: SystemTime::UNIX_EPOCH,
+                headers: None,
+                response_headers: None,
+                server: None,
+                username: None,
+                retries: 0,
+                trace: None,
+            },
+            start: Instant::now(),
+            notes: Arc::default(),
+        }
+    }
+}
+
+impl RequestRecord {
+    /// Lets go of what the record holds of its request and connection (the URI shares the
+    /// connection's read buffer), for its box to wait for the next request holding nothing.
+    fn release(&mut self) {
+        self.router = None;
+        self.service = None;
+        self.host = None;
+        self.uri = Uri::default();
+        self.headers = None;
+        self.response_headers = None;
+        self.server = None;
+        self.username = None;
+        self.trace = None;
     }
 }
 

@@ -35,7 +35,7 @@ use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
 use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
-use crate::observe::{Observation, RequestObserver, TlsParams};
+use crate::observe::{Observing, RequestObserver, TlsParams};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
 use crate::trace_context::{RequestTrace, TracePolicy};
@@ -477,12 +477,14 @@ impl HttpEntrypoint {
             return response;
         };
         let params = tls.as_ref().and_then(|tls| tls.params);
-        let (observation, request) =
-            Observation::begin(observer, request, &mut client, params, host.clone(), trace);
-        let (response, routed) = self.route(request, client, tls, host).await;
+        let observing =
+            Observing::begin(observer, &request, &mut client, params, host.clone(), trace);
+        let request = request.map(|body| observing.count(body));
+        let (mut response, routed) = self.route(request, client, tls, host).await;
         record_outcome(span, &response, routed.as_ref());
         let router = routed.map(|target| (target.router, target.service));
-        observation.finish(response, router)
+        observing.finish(&mut response, router);
+        response
     }
 
     /// [`Self::handle`] without the observation: the response, and the route that made it.
