@@ -26,7 +26,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the
 /// non-standard ones Go's reverse proxy also drops).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -67,11 +67,11 @@ pub struct ForwardContext<'a> {
     /// The client connection is TLS (the entrypoint terminated it).
     pub tls: bool,
     /// The Host the client sent (authority, port included if it had one).
-    pub host: &'a str,
+    pub host: Option<&'a HeaderValue>,
     /// The request is a protocol upgrade (WebSocket...) that will be proxied as one.
     pub upgrade: bool,
-    /// This proxy's name for `X-Forwarded-Server`; empty leaves the header out.
-    pub server_name: &'a str,
+    /// This proxy's name for `X-Forwarded-Server`; `None` leaves the header out.
+    pub server_name: Option<&'a HeaderValue>,
     pub policy: &'a ForwardedPolicy,
 }
 
@@ -87,6 +87,9 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
 /// and, when `upgrade` (the request will be proxied as a protocol upgrade),
 /// `Connection: Upgrade` + `Upgrade`.
 pub fn strip_hop_by_hop_request(headers: &mut HeaderMap, upgrade: bool) {
+    if !has_hop_by_hop(headers) {
+        return;
+    }
     // gRPC servers refuse requests without `TE: trailers`; it is the one TE value that is
     // about the message rather than the connection.
     let keep_te_trailers = headers.get_all(TE).iter().any(|v| has_token(v, "trailers"));
@@ -123,7 +126,30 @@ pub fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
+/// Whether `headers` has any of [`HOP_BY_HOP`]. Most messages have none: a look at each name
+/// settles it, where removing each of the nine would hash it.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    })
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Without `Connection`, no other name is listed as hop-by-hop either.
+    if !has_hop_by_hop(headers) {
+        return;
+    }
     // Names listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1); read them before
     // `Connection` itself goes.
     let listed: Vec<HeaderName> = headers
@@ -139,34 +165,41 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
-    let peer = ctx.peer.to_canonical();
     let trusted = ctx.policy.trusts(ctx.peer);
-    if !trusted {
+    // An untrusted client's are dropped: then none of them is set.
+    let present = if trusted {
+        Present::of(headers)
+    } else {
         drop_client_forwarded_headers(headers);
-    }
-
-    let peer_text = peer.to_string();
-    let forwarded_for = match joined_values(headers, &X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut chain = prior;
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(peer_text.as_bytes());
-            chain
-        }
-        None => peer_text.clone().into_bytes(),
+        Present::default()
     };
-    // Valid header values joined with ASCII stay valid, so this always inserts.
-    if let Ok(value) = HeaderValue::from_bytes(&forwarded_for) {
+    // Grown once for what is added, not at each insertion.
+    headers.reserve(6);
+
+    let peer = peer_value(ctx.peer.to_canonical());
+    let prior = if present.r#for {
+        joined_values(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let forwarded_for = match prior {
+        // Valid header values joined with ASCII stay valid, so this always is one.
+        Some(mut chain) => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
+        }
+        None => Some(peer.clone()),
+    };
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
 
-    if !headers.contains_key(X_REAL_IP)
-        && let Ok(value) = HeaderValue::from_str(&peer_text)
-    {
-        headers.insert(X_REAL_IP, value);
+    if !present.real_ip {
+        headers.insert(X_REAL_IP, peer);
     }
 
-    if !headers.contains_key(X_FORWARDED_PROTO) {
+    if !present.proto {
         let proto = match (ctx.upgrade, ctx.tls) {
             (false, false) => "http",
             (false, true) => "https",
@@ -176,16 +209,20 @@ fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
 
-    if !headers.contains_key(X_FORWARDED_HOST)
-        && !ctx.host.is_empty()
-        && let Ok(value) = HeaderValue::from_str(ctx.host)
+    // Only a Host in visible ASCII is repeated.
+    let host = ctx
+        .host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty());
+    if !present.host
+        && let Some(value) = ctx.host.filter(|_| host.is_some())
     {
-        headers.insert(X_FORWARDED_HOST, value);
+        headers.insert(X_FORWARDED_HOST, value.clone());
     }
 
-    if !headers.contains_key(X_FORWARDED_PORT) {
-        let port = match host_port(ctx.host) {
-            Some(port) => HeaderValue::from_str(port).ok(),
+    if !present.port {
+        let port = match host.and_then(host_port) {
+            Some(port) => port_value(port),
             None => {
                 // As Traefik: the default port of the scheme the upstream is told about.
                 let secure = headers.get(X_FORWARDED_PROTO).is_some_and(|p| {
@@ -201,11 +238,108 @@ fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
     }
 
     // Names this proxy, so it replaces whatever a previous hop wrote.
-    if !ctx.server_name.is_empty()
-        && let Ok(value) = HeaderValue::from_str(ctx.server_name)
-    {
-        headers.insert(X_FORWARDED_SERVER, value);
+    if let Some(server) = ctx.server_name {
+        headers.insert(X_FORWARDED_SERVER, server.clone());
     }
+}
+
+/// Which forwarded headers a trusted peer's request already has: one look at each name,
+/// rather than a hashed lookup for each of five.
+#[derive(Default)]
+struct Present {
+    r#for: bool,
+    real_ip: bool,
+    proto: bool,
+    host: bool,
+    port: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "x-forwarded-for" => present.r#for = true,
+                "x-real-ip" => present.real_ip = true,
+                "x-forwarded-proto" => present.proto = true,
+                "x-forwarded-host" => present.host = true,
+                "x-forwarded-port" => present.port = true,
+                _ => {}
+            }
+        }
+        present
+    }
+}
+
+thread_local! {
+    /// The last peer this thread wrote and its text: the requests of a connection, and most
+    /// connections of a client, share it.
+    static PEER_TEXT: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `peer` as a header value; a clone of the last one when it is the same peer (no
+/// formatting, no allocation).
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    let format = |peer: IpAddr| {
+        match peer {
+            IpAddr::V4(v4) => {
+                let mut text = [0u8; 15];
+                let len = ipv4_text(v4, &mut text);
+                HeaderValue::from_bytes(&text[..len])
+            }
+            IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()),
+        }
+        // An address's text is visible ASCII.
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    PEER_TEXT
+        .try_with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((ip, text)) if *ip == peer => text.clone(),
+                _ => {
+                    let text = format(peer);
+                    *last = Some((peer, text.clone()));
+                    text
+                }
+            }
+        })
+        .unwrap_or_else(|_| format(peer))
+}
+
+/// A port's header value: the usual ports without an allocation.
+fn port_value(port: &str) -> Option<HeaderValue> {
+    match port {
+        "80" => Some(HeaderValue::from_static("80")),
+        "443" => Some(HeaderValue::from_static("443")),
+        "8080" => Some(HeaderValue::from_static("8080")),
+        "8443" => Some(HeaderValue::from_static("8443")),
+        other => HeaderValue::from_str(other).ok(),
+    }
+}
+
+/// Writes a dotted quad at the start of `text`; returns its length. Cheaper than the
+/// formatting machinery, which costs a request about a thousand instructions here.
+pub fn ipv4_text(ip: std::net::Ipv4Addr, text: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    len
 }
 
 /// Removes every `X-Forwarded-*` and `X-Real-Ip` header an untrusted client sent.
@@ -265,13 +399,16 @@ mod tests {
         }
     }
 
+    static APP_HOST: HeaderValue = HeaderValue::from_static("app.example.com");
+    static EDGE: HeaderValue = HeaderValue::from_static("edge-1");
+
     fn ctx<'a>(peer: &str, policy: &'a ForwardedPolicy) -> ForwardContext<'a> {
         ForwardContext {
             peer: peer.parse().unwrap(),
             tls: false,
-            host: "app.example.com",
+            host: Some(&APP_HOST),
             upgrade: false,
-            server_name: "edge-1",
+            server_name: Some(&EDGE),
             policy,
         }
     }
@@ -452,8 +589,9 @@ mod tests {
             ("app.example.com:", "80"),
         ] {
             let mut h = HeaderMap::new();
+            let value = HeaderValue::from_static(host);
             let c = ForwardContext {
-                host,
+                host: Some(&value),
                 ..ctx("192.0.2.1", &policy)
             };
             rewrite_request_headers(&mut h, &c);
@@ -462,12 +600,78 @@ mod tests {
         }
     }
 
+    /// The peer's text is kept from one request to the next on a thread: it must follow the
+    /// peer.
+    #[test]
+    fn each_request_names_its_own_peer() {
+        let policy = policy(&[], false);
+        for peer in [
+            "192.0.2.1",
+            "192.0.2.1",
+            "198.51.100.250",
+            "10.0.0.9",
+            "2001:db8::7",
+            "::ffff:203.0.113.4",
+            "192.0.2.1",
+        ] {
+            let mut h = HeaderMap::new();
+            rewrite_request_headers(&mut h, &ctx(peer, &policy));
+            let expected = peer.trim_start_matches("::ffff:");
+            assert_eq!(get(&h, "x-forwarded-for"), Some(expected), "peer {peer}");
+            assert_eq!(get(&h, "x-real-ip"), Some(expected), "peer {peer}");
+        }
+    }
+
+    /// The quick look names the same headers as the list that is removed.
+    #[test]
+    fn every_hop_by_hop_header_is_seen() {
+        for name in &HOP_BY_HOP {
+            let mut h = headers(&[("x-app", "1")]);
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            assert!(has_hop_by_hop(&h), "{name}");
+        }
+        assert!(!has_hop_by_hop(&headers(&[
+            ("host", "a.test"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("te-extra", "1"),
+        ])));
+    }
+
+    #[test]
+    fn dotted_quads_are_written_like_the_standard_library_does() {
+        for ip in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 100, 9],
+            [1, 20, 199, 250],
+        ] {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let mut text = [0u8; 15];
+            let len = ipv4_text(ip, &mut text);
+            assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn a_host_outside_visible_ascii_is_not_repeated() {
+        let policy = policy(&[], false);
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_bytes(b"caf\xc3\xa9.example").unwrap();
+        let c = ForwardContext {
+            host: Some(&host),
+            ..ctx("192.0.2.1", &policy)
+        };
+        rewrite_request_headers(&mut h, &c);
+        assert_eq!(get(&h, "x-forwarded-host"), None);
+        assert_eq!(get(&h, "x-forwarded-port"), Some("80"));
+    }
+
     #[test]
     fn empty_server_name_leaves_x_forwarded_server_out() {
         let policy = policy(&[], false);
         let mut h = HeaderMap::new();
         let c = ForwardContext {
-            server_name: "",
+            server_name: None,
             ..ctx("192.0.2.1", &policy)
         };
         rewrite_request_headers(&mut h, &c);

@@ -133,8 +133,8 @@ pub struct EntrypointConfig {
     pub forwarded: ForwardedPolicy,
     /// `http.sanitizePath`: `/./`, `/../` and `//` are resolved before routing and forwarding.
     pub sanitize_path: bool,
-    /// `X-Forwarded-Server`; empty leaves it out.
-    pub server_name: String,
+    /// `X-Forwarded-Server`; `None` leaves it out.
+    pub server_name: Option<HeaderValue>,
 }
 
 impl EntrypointConfig {
@@ -149,7 +149,7 @@ impl EntrypointConfig {
             idle_timeout: Some(Duration::from_secs(180)),
             forwarded: ForwardedPolicy::default(),
             sanitize_path: true,
-            server_name: String::new(),
+            server_name: None,
         }
     }
 }
@@ -519,9 +519,9 @@ impl HttpEntrypoint {
             &ForwardContext {
                 peer: client.peer.ip(),
                 tls: client.tls,
-                host: host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
+                host: host.as_ref(),
                 upgrade,
-                server_name: &config.server_name,
+                server_name: config.server_name.as_ref(),
                 policy: &config.forwarded,
             },
         );

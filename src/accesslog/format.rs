@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l4::observe::{ConnRecord, Transport};
+use l7::forwarded::ipv4_text;
 use l7::observe::{RequestRecord, WantedHeaders};
 
 use crate::config::static_cfg::AccessLog as AccessLogConfig;
@@ -1051,28 +1052,6 @@ fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
     let mut text = [0u8; 15];
     let len = ipv4_text(ip, &mut text);
     out.extend_from_slice(&text[..len]);
-}
-
-/// Writes a dotted quad at the start of `text`; returns its length.
-fn ipv4_text(ip: std::net::Ipv4Addr, text: &mut [u8; 15]) -> usize {
-    let mut len = 0;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            text[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            text[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        text[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    len
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {

@@ -429,7 +429,9 @@ fn http_entrypoints(st: &StaticConfig, internal: &internal::Internal) -> HttpEnt
                     insecure: ep.forwarded_headers.insecure,
                 },
                 sanitize_path: ep.http.sanitize_path.unwrap_or(true),
-                server_name: host.clone(),
+                server_name: http::HeaderValue::from_str(&host)
+                    .ok()
+                    .filter(|name| !name.is_empty()),
                 ..EntrypointConfig::new(name)
             };
             (name.clone(), HttpEntrypoint::new(config))

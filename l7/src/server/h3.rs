@@ -29,7 +29,7 @@ use frames::BoundedConnection;
 const H3_TLS_OPTION: &str = "default";
 
 /// Response headers that name the connection, which HTTP/3 forbids (RFC 9114 §4.2).
-const CONNECTION_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, UPGRADE];
+static CONNECTION_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, UPGRADE];
 
 /// H3_NO_ERROR (RFC 9114 §8.1): the connection closes with nothing wrong.
 const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
