@@ -210,18 +210,15 @@ fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &ForwardContext) {
     }
 
     // Only a Host in visible ASCII is repeated.
-    let host = ctx
-        .host
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty());
+    let host = ctx.host.filter(|h| !h.is_empty() && h.to_str().is_ok());
     if !present.host
-        && let Some(value) = ctx.host.filter(|_| host.is_some())
+        && let Some(value) = host
     {
         headers.insert(X_FORWARDED_HOST, value.clone());
     }
 
     if !present.port {
-        let port = match host.and_then(host_port) {
+        let port = match host.and_then(|h| h.to_str().ok()).and_then(host_port) {
             Some(port) => port_value(port),
             None => {
                 // As Traefik: the default port of the scheme the upstream is told about.
