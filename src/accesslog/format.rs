@@ -428,12 +428,7 @@ impl Formatter {
     }
 
     fn clf(&self, r: &Request<'_>, traefik_extras: bool, out: &mut Vec<u8>) {
-        self.clf_display(Key::ClientHost, r.record.client.ip(), out);
-        out.push_str(" - ");
-        self.clf_field(Key::ClientUsername, r.username(), out);
-        out.push_str(" [");
-        push_clf_time(out, r.record.started);
-        out.push_str("] \"");
+        self.clf_start(r, out);
         self.clf_field(Key::RequestMethod, r.record.method.as_str(), out);
         out.push(b' ');
         self.clf_field(Key::RequestPath, r.path(), out);
@@ -444,9 +439,17 @@ impl Formatter {
         out.push(b' ');
         self.clf_display(Key::DownstreamContentSize, r.record.response_bytes, out);
         out.push(b' ');
-        self.clf_quoted(Key::Referer, r.header(&http::header::REFERER), out);
-        out.push(b' ');
-        self.clf_quoted(Key::UserAgent, r.header(&http::header::USER_AGENT), out);
+        if r.record.headers.is_none()
+            && self.mode(Key::Referer) != Mode::Redact
+            && self.mode(Key::UserAgent) != Mode::Redact
+        {
+            // What the two fields show of a request that sent neither header.
+            out.push_str("\"-\" \"-\"");
+        } else {
+            self.clf_quoted(Key::Referer, r.header(&http::header::REFERER), out);
+            out.push(b' ');
+            self.clf_quoted(Key::UserAgent, r.header(&http::header::USER_AGENT), out);
+        }
         if traefik_extras {
             out.push(b' ');
             push_u64(out, r.count);
@@ -460,6 +463,61 @@ impl Formatter {
             out.push(b' ');
             push_u64(out, millis(r.record.duration));
             out.push_str("ms");
+        }
+    }
+
+    /// A request line's start, to the request's opening quote: `client - user [time] "`.
+    /// With the client and user shown as they are and no user, it is the same for a client's
+    /// requests within a second: copied from the thread's last one then.
+    fn clf_start(&self, r: &Request<'_>, out: &mut Vec<u8>) {
+        struct Start {
+            client: IpAddr,
+            secs: u64,
+            bytes: Vec<u8>,
+        }
+        thread_local! {
+            static LAST: RefCell<Start> = const {
+                RefCell::new(Start {
+                    client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    secs: u64::MAX,
+                    bytes: Vec::new(),
+                })
+            };
+        }
+        let write = |out: &mut Vec<u8>| {
+            self.clf_display(Key::ClientHost, r.record.client.ip(), out);
+            out.push_str(" - ");
+            self.clf_field(Key::ClientUsername, r.username(), out);
+            out.push_str(" [");
+            push_clf_time(out, r.record.started);
+            out.push_str("] \"");
+        };
+        let shared = self.mode(Key::ClientHost) == Mode::Keep
+            && self.mode(Key::ClientUsername) == Mode::Keep
+            && r.record.username.is_none();
+        if !shared {
+            return write(out);
+        }
+        let client = r.record.client.ip();
+        let secs = r
+            .record
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let copied = LAST
+            .try_with(|last| {
+                let mut last = last.borrow_mut();
+                if last.client != client || last.secs != secs {
+                    last.bytes.clear();
+                    write(&mut last.bytes);
+                    (last.client, last.secs) = (client, secs);
+                }
+                out.extend_from_slice(&last.bytes);
+            })
+            .is_ok();
+        if !copied {
+            write(out);
         }
     }
 
@@ -540,14 +598,14 @@ impl Formatter {
             Key::DownstreamContentSize => push_u64(out, record.response_bytes),
             Key::DownstreamStatus => push_u64(out, u64::from(record.status.as_u16())),
             Key::Duration => push_u64(out, nanos(record.duration)),
-            Key::RequestAddr => push_json_escaped(out, r.host),
+            Key::RequestAddr => push_json_escaped(out, r.host().0),
             Key::RequestContentSize => push_u64(out, record.request_bytes),
             Key::RequestCount => push_u64(out, r.count),
-            Key::RequestHost => push_json_escaped(out, r.host_and_port.0),
+            Key::RequestHost => push_json_escaped(out, r.host().1.0),
             // A token: nothing to escape.
             Key::RequestMethod => out.push_str(record.method.as_str()),
             Key::RequestPath => push_json_escaped(out, r.path()),
-            Key::RequestPort => push_json_escaped(out, r.host_and_port.1),
+            Key::RequestPort => push_json_escaped(out, r.host().1.1),
             Key::RequestProtocol => out.push_str(r.protocol()),
             Key::RequestScheme => out.push_str(if record.tls.is_some() {
                 "https"
@@ -710,26 +768,32 @@ impl Plan {
 struct Request<'a> {
     record: &'a RequestRecord,
     count: u64,
-    /// The authority the client named, as received; empty when it named none (or not in
-    /// visible ASCII).
-    host: &'a str,
-    /// `host` split into host and port ([`split_host`]).
-    host_and_port: (&'a str, &'a str),
+    /// The authority, whole and split ([`Request::host`]): only JSON lines show it, so it is
+    /// worked out when first asked for.
+    host: std::cell::OnceCell<(&'a str, (&'a str, &'a str))>,
 }
 
 impl<'a> Request<'a> {
     fn of(record: &'a RequestRecord, count: u64) -> Self {
-        let host = record
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         Request {
             record,
             count,
-            host,
-            host_and_port: split_host(host),
+            host: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The authority the client named, as received (empty when it named none, or not in
+    /// visible ASCII), and its host and port ([`split_host`]).
+    fn host(&self) -> (&'a str, (&'a str, &'a str)) {
+        *self.host.get_or_init(|| {
+            let host = self
+                .record
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            (host, split_host(host))
+        })
     }
 
     /// Path and query, as received.
@@ -890,8 +954,7 @@ impl AddrText {
         let mut cursor = std::io::Cursor::new(&mut text[..]);
         let host = match addr {
             SocketAddr::V4(v4) => {
-                let mut ip = [0u8; 15];
-                let len = ipv4_text(*v4.ip(), &mut ip);
+                let (ip, len) = ipv4_cached(*v4.ip());
                 let _ = cursor.write_all(&ip[..len]);
                 (0, len)
             }
@@ -1049,9 +1112,36 @@ impl DisplayFast for SocketAddr {
 /// A dotted quad, written digit by digit into a small array and appended at once (cheaper
 /// than the formatting machinery, or than a push per character).
 fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
-    let mut text = [0u8; 15];
-    let len = ipv4_text(ip, &mut text);
+    let (text, len) = ipv4_cached(ip);
     out.extend_from_slice(&text[..len]);
+}
+
+/// `ip` as a dotted quad and its length, from this thread's copy of the last one written when
+/// it is the same address (a connection's requests, and most of a client's, are one after
+/// another on one thread).
+fn ipv4_cached(ip: std::net::Ipv4Addr) -> ([u8; 15], usize) {
+    let write = |ip| {
+        let mut text = [0u8; 15];
+        let len = ipv4_text(ip, &mut text);
+        (text, len)
+    };
+    thread_local! {
+        /// The address as a number, its text and its length (0: none yet).
+        static LAST: std::cell::Cell<(u32, [u8; 15], u8)> =
+            const { std::cell::Cell::new((0, [0; 15], 0)) };
+    }
+    let key = u32::from(ip);
+    LAST.try_with(|last| {
+        let (seen, text, len) = last.get();
+        if seen == key && len > 0 {
+            return (text, usize::from(len));
+        }
+        let (text, len) = write(ip);
+        // A dotted quad is at most 15 bytes.
+        last.set((key, text, len as u8));
+        (text, len)
+    })
+    .unwrap_or_else(|_| write(ip))
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
@@ -1471,6 +1561,58 @@ mod tests {
             http_line(&generic, &record(200, 12)).unwrap(),
             r#"192.0.2.7 - - [28/Nov/2026:10:50:00 +0000] "GET /a?b=1 HTTP/1.1" 200 42 "-" "curl/8 \"x\"""#
         );
+    }
+
+    #[test]
+    fn clf_lines_follow_their_own_client_second_and_user_one_after_another() {
+        // A line's start is copied from the thread's last one when client and second are the
+        // same: each line must still show its own.
+        let common = Formatter::new(&config("common")).unwrap();
+        let start = |r: &RequestRecord| {
+            let line = http_line(&common, r).unwrap();
+            line[..line.find('"').unwrap()].to_owned()
+        };
+        let first = record(200, 1);
+        let mut other_client = record(200, 1);
+        other_client.client = "198.51.100.9:1000".parse().unwrap();
+        let mut next_second = record(200, 1);
+        next_second.started += Duration::from_millis(1500);
+        let mut with_user = record(200, 1);
+        with_user.username = Some("ann".into());
+        let mut v6 = record(200, 1);
+        v6.client = "[2001:db8::7]:443".parse().unwrap();
+        for _ in 0..2 {
+            assert_eq!(start(&first), "192.0.2.7 - - [28/Nov/2026:10:50:00 +0000] ");
+            assert_eq!(
+                start(&other_client),
+                "198.51.100.9 - - [28/Nov/2026:10:50:00 +0000] "
+            );
+            assert_eq!(
+                start(&next_second),
+                "192.0.2.7 - - [28/Nov/2026:10:50:01 +0000] "
+            );
+            assert_eq!(
+                start(&with_user),
+                "192.0.2.7 - ann [28/Nov/2026:10:50:00 +0000] "
+            );
+            assert_eq!(start(&first), "192.0.2.7 - - [28/Nov/2026:10:50:00 +0000] ");
+            assert_eq!(start(&v6), "2001:db8::7 - - [28/Nov/2026:10:50:00 +0000] ");
+        }
+        // No headers recorded: both quoted header fields show `-`.
+        let mut bare = record(200, 1);
+        bare.headers = None;
+        let line = http_line(&common, &bare).unwrap();
+        assert!(line.contains(r#" 200 42 "-" "-" 3 "#), "{line}");
+        // Unless they are redacted.
+        let mut cfg = config("common");
+        cfg.fields = Some(crate::config::static_cfg::AccessLogFields {
+            default_mode: "keep".into(),
+            names: [("request_Referer".to_owned(), "redact".to_owned())].into(),
+            headers: None,
+        });
+        let redacting = Formatter::new(&cfg).unwrap();
+        let line = http_line(&redacting, &bare).unwrap();
+        assert!(line.contains(r#" 200 42 "REDACTED" "-" 3 "#), "{line}");
     }
 
     #[test]
