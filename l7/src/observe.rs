@@ -75,14 +75,22 @@ impl WantedHeaders {
 
     /// The wanted headers of `headers`; `None` when there are none (no allocation then).
     fn pick(&self, headers: &http::HeaderMap) -> Option<Box<http::HeaderMap>> {
+        if let WantedHeaders::Only(names) = self
+            && headers.len() <= 16
+            && !headers.keys().any(|name| names.contains(name))
+        {
+            // Most messages have none of them: a look at each name (a few) settles that
+            // without hashing.
+            return None;
+        }
+        self.copy(headers)
+    }
+
+    /// The wanted headers of `headers`, which has some; `None` when it turns out to have none.
+    fn copy(&self, headers: &http::HeaderMap) -> Option<Box<http::HeaderMap>> {
         let picked = match self {
             WantedHeaders::All => headers.clone(),
             WantedHeaders::Only(names) => {
-                // Most requests have none of them: a look at each name (a few) settles that
-                // without hashing.
-                if headers.len() <= 16 && !headers.keys().any(|name| names.contains(name)) {
-                    return None;
-                }
                 let mut picked = http::HeaderMap::new();
                 for name in names {
                     for value in headers.get_all(name) {
@@ -93,6 +101,14 @@ impl WantedHeaders {
             }
         };
         (!picked.is_empty()).then(|| Box::new(picked))
+    }
+
+    /// The names wanted, or none when all are.
+    fn names(&self) -> &[http::HeaderName] {
+        match self {
+            WantedHeaders::All => &[],
+            WantedHeaders::Only(names) => names,
+        }
     }
 }
 
@@ -114,9 +130,16 @@ impl Protocol {
     /// One pass over the headers, comparing names (cheap for these standard ones), rather
     /// than a hashed lookup for each of the four: most requests have none of them.
     pub fn of(headers: &HeaderMap) -> Self {
+        Self::and_names(headers, &[]).0
+    }
+
+    /// [`Self::of`], and whether `headers` has any of `names`, in the same pass.
+    fn and_names(headers: &HeaderMap, names: &[http::HeaderName]) -> (Self, bool) {
         let (mut connection_upgrade, mut upgrade_websocket, mut sse) = (false, false, false);
         let mut content_type = None;
+        let mut named = false;
         for (name, value) in headers {
+            named = named || names.contains(name);
             if *name == CONNECTION {
                 connection_upgrade |= has_token(value, "upgrade");
             } else if *name == UPGRADE {
@@ -127,17 +150,20 @@ impl Protocol {
                 content_type = Some(value.as_bytes());
             }
         }
-        if connection_upgrade && upgrade_websocket {
-            return Protocol::WebSocket;
-        }
-        if sse {
-            return Protocol::Sse;
-        }
-        match content_type {
-            Some(ct) if starts_with_ignore_case(ct, b"application/grpc-web") => Protocol::GrpcWeb,
-            Some(ct) if starts_with_ignore_case(ct, b"application/grpc") => Protocol::Grpc,
-            _ => Protocol::Http,
-        }
+        let protocol = if connection_upgrade && upgrade_websocket {
+            Protocol::WebSocket
+        } else if sse {
+            Protocol::Sse
+        } else {
+            match content_type {
+                Some(ct) if starts_with_ignore_case(ct, b"application/grpc-web") => {
+                    Protocol::GrpcWeb
+                }
+                Some(ct) if starts_with_ignore_case(ct, b"application/grpc") => Protocol::Grpc,
+                _ => Protocol::Http,
+            }
+        };
+        (protocol, named)
     }
 
     /// The metric label: `http`, `grpc`, `grpc-web`, `sse` or `websocket`.
@@ -306,7 +332,26 @@ impl RequestNotes {
 /// them, up to [`SPARE_BOXES`], with their notes when nothing else holds them: with many
 /// requests in flight, the allocator's per-thread cache runs out and each new allocation takes
 /// its slow paths (measured: about a fifth of what metrics cost a request).
-pub(crate) struct Observing(Box<Observation>);
+///
+/// What the response says (status, router, error) is kept beside the box, not in it: it is
+/// written when the response is made, where the memory at hand is the response's, and moved
+/// into the record at the report, when the box is being read anyway. The box is touched at the
+/// start and at the report only.
+pub(crate) struct Observing {
+    observation: Box<Observation>,
+    response: Responded,
+}
+
+/// The response's part of a record, until the report.
+struct Responded {
+    /// Whether the observer wants response headers (asked at the start).
+    wants_headers: bool,
+    status: StatusCode,
+    error: Option<ProxyErrorKind>,
+    router: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    headers: Option<Box<http::HeaderMap>>,
+}
 
 struct Observation {
     /// `None` in a spare box: a box keeps nothing of its last request but small values that
@@ -355,19 +400,37 @@ impl Observing {
             record.entrypoint = client.entrypoint.clone();
         }
         record.method = request.method().clone();
-        record.protocol = Protocol::of(request.headers());
+        let wanted = observer.wanted_headers();
+        // One pass over the headers for the protocol and for whether any is wanted (most
+        // requests have none of those).
+        let (protocol, named) =
+            Protocol::and_names(request.headers(), wanted.map_or(&[], |w| w.names()));
+        record.protocol = protocol;
         record.version = request.version();
         record.host = host;
         record.uri = request.uri().clone();
         record.client = client.peer;
         record.tls = tls;
-        record.headers = observer
-            .wanted_headers()
-            .and_then(|wanted| wanted.pick(request.headers()));
+        record.headers = match wanted {
+            Some(all @ WantedHeaders::All) => all.copy(request.headers()),
+            Some(some) if named => some.copy(request.headers()),
+            _ => None,
+        };
         record.trace = trace;
+        let wants_headers = observer.wanted_response_headers().is_some();
         observation.observer = Some(observer);
         client.notes = Some(observation.notes.clone());
-        Observing(observing)
+        Observing {
+            observation: observing,
+            response: Responded {
+                wants_headers,
+                status: StatusCode::OK,
+                error: None,
+                router: None,
+                service: None,
+                headers: None,
+            },
+        }
     }
 
     /// The request's body, counted into the observation's notes (and boxed, once).
@@ -378,48 +441,64 @@ impl Observing {
     {
         CountedBody {
             body,
-            notes: self.0.notes.clone(),
+            notes: self.observation.notes.clone(),
         }
         .boxed_unsync()
     }
 
-    /// Attaches the observation to `response`: it is reported when the body ends or drops.
-    pub(crate) fn finish(
-        mut self,
-        response: &mut Response<Body>,
+    /// Notes the response in the record: its status, the router and service that made it,
+    /// the headers observers want. The record is reported when its body has been sent: see
+    /// [`BodyWatch`], or [`Self::attach`].
+    pub(crate) fn respond(
+        &mut self,
+        response: &Response<Body>,
         router: Option<(Arc<str>, Option<Arc<str>>)>,
     ) {
-        let observation = &mut *self.0;
-        let record = &mut observation.record;
-        (record.router, record.service) = match router {
+        let responded = &mut self.response;
+        (responded.router, responded.service) = match router {
             Some((router, service)) => (Some(router), service),
             None => (None, None),
         };
-        record.status = response.status();
-        record.error = response_error(response);
-        record.response_headers = observation
-            .observer
-            .as_deref()
-            .and_then(|observer| observer.wanted_response_headers())
-            .and_then(|wanted| wanted.pick(response.headers()));
+        responded.status = response.status();
+        responded.error = response_error(response);
+        if responded.wants_headers {
+            responded.headers = self
+                .observation
+                .observer
+                .as_deref()
+                .and_then(|observer| observer.wanted_response_headers())
+                .and_then(|wanted| wanted.pick(response.headers()));
+        }
+    }
+
+    /// Attaches the observation to `response`'s body (boxed once more): it is reported when
+    /// the body ends or drops. For callers with no body of their own to carry a [`BodyWatch`].
+    pub(crate) fn attach(self, response: &mut Response<Body>) {
         let body = std::mem::take(response.body_mut());
         *response.body_mut() = ObservedBody {
             body,
-            pending: Some(self),
-            response_bytes: 0,
+            watch: BodyWatch::new(Some(self)),
         }
         .boxed_unsync();
     }
 
     /// Reports the observation, then empties its box (in place) and keeps it for the next,
     /// with its notes when no body or request holds them any more.
-    fn report(mut self, response_bytes: u64, completed: bool) {
-        let observation = &mut *self.0;
+    fn report(self, response_bytes: u64, completed: bool) {
+        let Observing {
+            mut observation,
+            response,
+        } = self;
         let Some(observer) = observation.observer.take() else {
             return;
         };
         let notes = &observation.notes;
         let record = &mut observation.record;
+        record.router = response.router;
+        record.service = response.service;
+        record.status = response.status;
+        record.error = response.error;
+        record.response_headers = response.headers;
         record.request_bytes = notes.request_bytes.load(Ordering::Relaxed);
         record.response_bytes = response_bytes;
         record.completed = completed;
@@ -442,7 +521,7 @@ impl Observing {
         let _ = SPARE.try_with(|spare| {
             let mut spare = spare.borrow_mut();
             if spare.len() < SPARE_BOXES {
-                spare.push(self.0);
+                spare.push(observation);
             }
         });
     }
@@ -546,21 +625,61 @@ where
     }
 }
 
-/// A response body that counts its data bytes and reports its observation once: at its end,
-/// at an error, or when dropped unfinished.
-struct ObservedBody {
-    body: Body,
-    /// Taken when reported.
+/// The observation's part in a response body, for the body that carries it: counts the data
+/// bytes the body yields and reports once, at its end, at an error, or when dropped unfinished.
+pub(crate) struct BodyWatch {
+    /// Taken when reported; `None` for a request not observed.
     pending: Option<Observing>,
     response_bytes: u64,
 }
 
-impl ObservedBody {
+impl BodyWatch {
+    pub(crate) fn new(observing: Option<Observing>) -> Self {
+        BodyWatch {
+            pending: observing,
+            response_bytes: 0,
+        }
+    }
+
+    /// Whether a report is still to be made.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes in what the body's `poll_frame` returned.
+    pub(crate) fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+        if self.pending.is_none() {
+            return;
+        }
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.response_bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.report(true),
+            Poll::Ready(Some(Err(_))) => self.report(false),
+            Poll::Pending => {}
+        }
+    }
+
+    /// The body is being dropped; `at_end`: it had said it had no more to send (hyper does
+    /// not poll a body that says it is empty: dropping it is its end).
+    pub(crate) fn dropped(&mut self, at_end: bool) {
+        self.report(at_end);
+    }
+
     fn report(&mut self, completed: bool) {
         if let Some(observation) = self.pending.take() {
             observation.report(self.response_bytes, completed);
         }
     }
+}
+
+/// A response body carrying its observation ([`Observing::attach`]).
+struct ObservedBody {
+    body: Body,
+    watch: BodyWatch,
 }
 
 impl http_body::Body for ObservedBody {
@@ -573,16 +692,7 @@ impl http_body::Body for ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.response_bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) => this.report(true),
-            Poll::Ready(Some(Err(_))) => this.report(false),
-            Poll::Pending => {}
-        }
+        this.watch.saw(&polled);
         polled
     }
 
@@ -597,9 +707,10 @@ impl http_body::Body for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        // hyper does not poll a body that says it is empty: dropping it is its end.
-        let completed = http_body::Body::is_end_stream(&self.body);
-        self.report(completed);
+        if self.watch.is_pending() {
+            let at_end = http_body::Body::is_end_stream(&self.body);
+            self.watch.dropped(at_end);
+        }
     }
 }
 

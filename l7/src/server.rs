@@ -33,9 +33,8 @@ use tracing::field::Empty;
 
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
-use crate::handler::HeldBody;
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
-use crate::observe::{Observing, RequestObserver, TlsParams};
+use crate::observe::{BodyWatch, Observing, RequestObserver, TlsParams};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
 use crate::trace_context::{RequestTrace, TracePolicy};
@@ -305,7 +304,8 @@ impl HttpEntrypoint {
                     activity.http2.store(true, Ordering::Relaxed);
                 }
                 async move {
-                    let mut response = entrypoint.handle(request, client, tls).await;
+                    let (mut response, observing) =
+                        entrypoint.handle_observed(request, client, tls).await;
                     // Read when the response is ready: a hand-over during the request counts.
                     if version < Version::HTTP_2
                         && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -319,7 +319,11 @@ impl HttpEntrypoint {
                         // A backend that advertises its own alternatives keeps them.
                         response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
                     }
-                    Ok::<_, Infallible>(response.map(|body| HeldBody::new(body, in_flight)))
+                    Ok::<_, Infallible>(response.map(|body| ConnBody {
+                        body,
+                        in_flight: Some(in_flight),
+                        watch: BodyWatch::new(observing),
+                    }))
                 }
             })
         };
@@ -412,10 +416,30 @@ impl HttpEntrypoint {
     /// service and status once known), so every log line of the request carries them.
     pub async fn handle<B>(
         &self,
-        mut request: Request<B>,
+        request: Request<B>,
         client: ClientInfo,
         tls: Option<TlsInfo>,
     ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::handler::BoxError>,
+    {
+        let (mut response, observing) = self.handle_observed(request, client, tls).await;
+        if let Some(observing) = observing {
+            observing.attach(&mut response);
+        }
+        response
+    }
+
+    /// [`Self::handle`], with the request's observation (when it is observed) handed back
+    /// beside the response instead of attached to its body: for a caller whose own response
+    /// body carries it (a [`BodyWatch`]), which saves a box and a layer of polling.
+    async fn handle_observed<B>(
+        &self,
+        mut request: Request<B>,
+        client: ClientInfo,
+        tls: Option<TlsInfo>,
+    ) -> (Response<Body>, Option<Observing>)
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::handler::BoxError>,
@@ -458,7 +482,7 @@ impl HttpEntrypoint {
         tls: Option<TlsInfo>,
         trace: Option<RequestTrace>,
         span: &tracing::Span,
-    ) -> Response<Body>
+    ) -> (Response<Body>, Option<Observing>)
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::handler::BoxError>,
@@ -474,17 +498,17 @@ impl HttpEntrypoint {
         let Some(observer) = observer else {
             let (response, routed) = self.route(request.map(boxed), client, tls, host).await;
             record_outcome(span, &response, routed.as_ref());
-            return response;
+            return (response, None);
         };
         let params = tls.as_ref().and_then(|tls| tls.params);
-        let observing =
+        let mut observing =
             Observing::begin(observer, &request, &mut client, params, host.clone(), trace);
         let request = request.map(|body| observing.count(body));
-        let (mut response, routed) = self.route(request, client, tls, host).await;
+        let (response, routed) = self.route(request, client, tls, host).await;
         record_outcome(span, &response, routed.as_ref());
         let router = routed.map(|target| (target.router, target.service));
-        observing.finish(&mut response, router);
-        response
+        observing.respond(&response, router);
+        (response, Some(observing))
     }
 
     /// [`Self::handle`] without the observation: the response, and the route that made it.
@@ -784,6 +808,53 @@ impl Activity {
     }
 }
 
+/// A response body as an HTTP/1.1 or HTTP/2 connection sends it: it keeps its request counted
+/// as in flight until its last frame or an error has been read (or it is dropped unread), and
+/// carries the request's observation, reported at the same moment.
+struct ConnBody {
+    body: Body,
+    in_flight: Option<InFlight>,
+    watch: BodyWatch,
+}
+
+impl http_body::Body for ConnBody {
+    type Data = bytes::Bytes;
+    type Error = crate::handler::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        this.watch.saw(&polled);
+        if matches!(
+            polled,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
+        ) {
+            this.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ConnBody {
+    fn drop(&mut self) {
+        if self.watch.is_pending() {
+            let at_end = http_body::Body::is_end_stream(&self.body);
+            self.watch.dropped(at_end);
+        }
+    }
+}
+
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
 /// It travels with the response body, so a response still being sent keeps the connection busy.
 struct InFlight(Arc<Activity>);
@@ -919,10 +990,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_response_keeps_its_request_in_flight_until_its_body_is_gone() {
         let activity = Arc::new(Activity::new());
-        let body = HeldBody::new(crate::handler::empty_body(), InFlight::enter(&activity));
+        let body = ConnBody {
+            body: crate::handler::empty_body(),
+            in_flight: Some(InFlight::enter(&activity)),
+            watch: BodyWatch::new(None),
+        };
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(body);
         assert!(activity.idle_for() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_read_to_its_end_lets_its_request_go_before_it_is_dropped() {
+        use http_body_util::BodyExt;
+        let activity = Arc::new(Activity::new());
+        let mut body = ConnBody {
+            body: crate::handler::full_body("done"),
+            in_flight: Some(InFlight::enter(&activity)),
+            watch: BodyWatch::new(None),
+        };
+        let frame = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().ok().as_deref(), Some(&b"done"[..]));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(activity.idle_for(), Duration::ZERO, "still sending");
+        assert!(body.frame().await.is_none());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            activity.idle_for() >= Duration::from_secs(2),
+            "sent, still held"
+        );
+        drop(body);
     }
 }
