@@ -7,7 +7,8 @@
 #   access log in Traefik's default format (common) alone and with metrics. Each is compared
 #   with "off" (the target: access log + metrics cost under 5%), and the access log's line count
 #   is checked against the requests served. Traefik 3.7 runs the same files off and with json
-#   access log + metrics (traefik-off, traefik-both), for its own cost.
+#   access log + metrics (traefik-off, traefik-both), for its own cost, and nginx without and
+#   with its access log (nginx-off, nginx-log: `combined`, buffered), for the cost of a peer's.
 # shared: each configuration and its proxy's "off" at once, both on the proxy CPU, each under its
 #   own wrk: the scheduler gives them equal shares of the core and the machine's noise hits both
 #   alike, so their CPU time per request (and their requests per second) compare even when the
@@ -34,8 +35,9 @@
 #                          against every peer, in turn
 #   BENCH_QUICK=1          smoke run: 1 round of 1 s, 20 requests per API endpoint
 #   BENCH_PARTS="load api" the parts to run: load, shared, instructions (needs valgrind), api
-#   BENCH_CONFIGS="off accesslog metrics both clf both-clf traefik-off traefik-both"
-#                          the load part's configurations (off first; traefik-off before traefik-both)
+#   BENCH_CONFIGS="off accesslog metrics both clf both-clf traefik-off traefik-both nginx-off nginx-log"
+#                          the configurations (off first; traefik-off before traefik-both,
+#                          nginx-off before nginx-log)
 #   BENCH_CONNECTIONS=64   wrk connections
 #   BENCH_CACHE_SIM=0      1: the instructions part counts L1 cache misses too (slower)
 #   BENCH_SMALL_BODY=64    bytes of the backend's body
@@ -47,7 +49,7 @@
 #   BENCH_PIN=1            pin with taskset: proxies on BENCH_PROXY_CPU, the rest on BENCH_LOAD_CPU
 #   BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
 #   BENCH_READY_TIMEOUT=30 seconds a load configuration gets to answer its first request
-#   BENCH_PORT_BASE=18800  ports BASE..BASE+33 on 127.0.0.1
+#   BENCH_PORT_BASE=18800  ports BASE..BASE+37 on 127.0.0.1
 #   BENCH_OUT=bench/out/observability  where logs, configurations and results go
 #   BENCH_INSTALL=1        install missing Debian/PyPI packages (apt-get, pip)
 #   BENCH_HALT_POLL_NS=    let idle vCPUs spin this long before halting (bench/lib.sh)
@@ -64,7 +66,7 @@ OUT=${BENCH_OUT:-$BENCH/out/observability}
 BENCH_DURATION=${BENCH_DURATION:-${BENCH_SECONDS:-}}
 common_knobs 18800 30
 PARTS=${BENCH_PARTS:-"load api"}
-CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both clf both-clf traefik-off traefik-both"}
+CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both clf both-clf traefik-off traefik-both nginx-off nginx-log"}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CACHE_SIM=${BENCH_CACHE_SIM:-0}
 [[ $CACHE_SIM = 0 || $CACHE_SIM = 1 ]] || die "BENCH_CACHE_SIM: '$CACHE_SIM' is not 0 or 1"
@@ -81,11 +83,19 @@ PEERS="sallyport"
 BACKEND=127.0.0.1:$PORT_BASE
 # Each configuration and API peer has a web port and a `traefik` (admin) port.
 declare -A BASE_OF=([off]=10 [accesslog]=12 [metrics]=14 [both]=16 [api-sallyport]=20 [api-traefik]=22
-    [clf]=24 [both-clf]=26 [traefik-off]=28 [traefik-both]=30 [off-twin]=32)
+    [clf]=24 [both-clf]=26 [traefik-off]=28 [traefik-both]=30 [off-twin]=32 [nginx-off]=34 [nginx-log]=36)
 web_port() { echo $((PORT_BASE + BASE_OF[$1])); }
 admin_port() { echo $((PORT_BASE + BASE_OF[$1] + 1)); }
-logs_access() { [[ $1 = accesslog || $1 = both || $1 = clf || $1 = both-clf || $1 = traefik-both ]]; }
+logs_access() { [[ $1 = accesslog || $1 = both || $1 = clf || $1 = both-clf || $1 = traefik-both || $1 = nginx-log ]]; }
 has_metrics() { [[ $1 = metrics || $1 = both || $1 = both-clf || $1 = traefik-both ]]; }
+# baseline CFG : the configuration CFG's cost is measured against: its own proxy's "off".
+baseline() {
+    case $1 in
+    traefik-*) echo traefik-off ;;
+    nginx-*) echo nginx-off ;;
+    *) echo off ;;
+    esac
+}
 # The access log's format: common (CLF) or json.
 log_format() { [[ $1 = clf || $1 = both-clf ]] && echo common || echo json; }
 access_log_of() { echo "$OUT/access-$1.log"; }
@@ -117,6 +127,9 @@ install_missing() {
     command -v wrk >/dev/null || debs+=(wrk)
     command -v curl >/dev/null || debs+=(curl)
     if wants instructions; then command -v valgrind >/dev/null || debs+=(valgrind); fi
+    if [[ " $CONFIGS " = *" nginx-"* ]] && (wants load || wants shared); then
+        command -v nginx >/dev/null || debs+=(nginx)
+    fi
     install_debs "${debs[@]}"
     if has_peer traefik; then install_traefik; fi
 }
@@ -164,7 +177,13 @@ configure() {
         fi
         has_metrics "$cfg" && parts+=(metrics)
         if [[ $cfg = off ]] && wants shared; then static_file off-twin sallyport "$OUT/one-router"; fi
-        if [[ $cfg = traefik-* ]]; then
+        if [[ $cfg = nginx-* ]]; then
+            local access_log="access_log off;"
+            logs_access "$cfg" && access_log="access_log $(access_log_of "$cfg") combined buffer=64k flush=1s;"
+            mkdir -p "$OUT/$cfg"
+            render "$BENCH/peers/obs-nginx.conf" "$OUT/$cfg/nginx.conf" OUT="$OUT/$cfg" \
+                ACCESS_LOG="$access_log" BACKEND="$BACKEND" WEB_PORT="$(web_port "$cfg")" HOST="$(host_of 0)"
+        elif [[ $cfg = traefik-* ]]; then
             static_file "$cfg" traefik "$OUT/one-router" "${parts[@]}"
         else
             static_file "$cfg" sallyport "$OUT/one-router" "${parts[@]}"
@@ -188,6 +207,7 @@ launch() {
     local peer=$1
     case $peer in
     api-traefik | traefik-*) start_traefik "$peer" "$OUT/$peer/static.yml" ;;
+    nginx-*) start "$peer" "$PROXY_CPU" nginx -p "$OUT/$peer" -c "$OUT/$peer/nginx.conf" -e "$OUT/$peer/error.log" ;;
     *) start_sallyport "$peer" "$SALLYPORT" "$OUT/$peer/static.yml" ;;
     esac
     PEER_PID[$peer]=$LAST_PID
@@ -426,8 +446,7 @@ shared_part() {
     await $started
     local active=" ${ACTIVE[*]} " pairs=()
     for cfg in "${ACTIVE[@]}"; do
-        base=off
-        [[ $cfg = traefik-* ]] && base=traefik-off
+        base=$(baseline "$cfg")
         [[ $cfg = "$base" ]] && continue
         if [[ $active = *" $base "* ]]; then pairs+=("$cfg"); else log "shared: $cfg has no running $base to share with"; fi
     done
@@ -438,8 +457,7 @@ shared_part() {
     local round mine theirs a0 b0 a1 b1 line
     for round in $(seq "$ROUNDS"); do
         for cfg in "${pairs[@]}"; do
-            base=off
-            [[ $cfg = traefik-* ]] && base=traefik-off
+            base=$(baseline "$cfg")
             read -r -a a0 <<<"$(cpu_ns "${PEER_PID[$base]}")"
             read -r -a b0 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
             wrk_run "$base" "$RUN_SECONDS" >"$OUT/shared-base.line" &
@@ -473,7 +491,7 @@ instructions_part() {
     ((CACHE_SIM)) && sim=(--cache-sim=yes)
     : >"$OUT/instructions.tsv"
     for cfg in $CONFIGS; do
-        [[ $cfg = traefik-* ]] && continue
+        [[ $cfg = traefik-* || $cfg = nginx-* ]] && continue
         dump=$OUT/callgrind-$cfg.out
         rm -f "$dump" "$dump".*
         start "cg-$cfg" "$PROXY_CPU" env -u SALLYPORT_BIN SALLYPORT_WORKERS="$WORKERS" \

@@ -33,12 +33,18 @@ LABELS = {
     "traefik-off": "Traefik: off",
     "traefik-both": "Traefik: access log (json) + metrics",
     "off-twin": "off (a second instance: the method's error)",
+    "nginx-off": "nginx: off",
+    "nginx-log": "nginx: access log (combined, 64 KiB buffer)",
 }
 
 
 def baseline(cfg):
     """The configuration a configuration's cost is measured against: its own proxy's "off"."""
-    return "traefik-off" if cfg.startswith("traefik-") else "off"
+    if cfg.startswith("traefik-"):
+        return "traefik-off"
+    if cfg.startswith("nginx-"):
+        return "nginx-off"
+    return "off"
 API_PEERS = ("sallyport", "traefik")
 
 
