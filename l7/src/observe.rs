@@ -433,12 +433,16 @@ impl Observing {
         }
     }
 
-    /// The request's body, counted into the observation's notes (and boxed, once).
+    /// The request's body, counted into the observation's notes (and boxed, once). A body
+    /// already at its end (most requests have none) has nothing to count: it is only boxed.
     pub(crate) fn count<B>(&self, body: B) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if body.is_end_stream() {
+            return body.map_err(Into::into).boxed_unsync();
+        }
         CountedBody {
             body,
             notes: self.observation.notes.clone(),
