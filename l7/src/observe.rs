@@ -645,11 +645,6 @@ impl BodyWatch {
         }
     }
 
-    /// Whether a report is still to be made.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Takes in what the body's `poll_frame` returned.
     pub(crate) fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
         if self.pending.is_none() {
@@ -667,10 +662,13 @@ impl BodyWatch {
         }
     }
 
-    /// The body is being dropped; `at_end`: it had said it had no more to send (hyper does
-    /// not poll a body that says it is empty: dropping it is its end).
-    pub(crate) fn dropped(&mut self, at_end: bool) {
-        self.report(at_end);
+    /// `body`, which carries this, is being dropped: reported now if not yet, as complete
+    /// when the body had said it had no more to send (hyper does not poll a body that says it
+    /// is empty: dropping it is its end).
+    pub(crate) fn body_dropped(&mut self, body: &Body) {
+        if self.pending.is_some() {
+            self.report(http_body::Body::is_end_stream(body));
+        }
     }
 
     fn report(&mut self, completed: bool) {
@@ -711,10 +709,7 @@ impl http_body::Body for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        if self.watch.is_pending() {
-            let at_end = http_body::Body::is_end_stream(&self.body);
-            self.watch.dropped(at_end);
-        }
+        self.watch.body_dropped(&self.body);
     }
 }
 

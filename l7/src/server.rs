@@ -848,10 +848,7 @@ impl http_body::Body for ConnBody {
 
 impl Drop for ConnBody {
     fn drop(&mut self) {
-        if self.watch.is_pending() {
-            let at_end = http_body::Body::is_end_stream(&self.body);
-            self.watch.dropped(at_end);
-        }
+        self.watch.body_dropped(&self.body);
     }
 }
 
