@@ -450,9 +450,9 @@ impl Observing {
         .boxed_unsync()
     }
 
-    /// Notes the response in the record: its status, the router and service that made it,
-    /// the headers observers want. The record is reported when its body has been sent: see
-    /// [`BodyWatch`], or [`Self::attach`].
+    /// Takes in the response: its status, the router and service that made it, the headers
+    /// observers want, kept beside the box until they go into the record at the report, once
+    /// the body has been sent ([`BodyWatch`], or [`Self::attach`]).
     pub(crate) fn respond(
         &mut self,
         response: &Response<Body>,
