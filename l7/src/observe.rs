@@ -452,7 +452,7 @@ impl Observing {
 
     /// Takes in the response: its status, the router and service that made it, the headers
     /// observers want, kept beside the box until they go into the record at the report, once
-    /// the body has been sent ([`BodyWatch`], or [`Self::attach`]).
+    /// the body has been sent ([`WatchedBody`], or [`Self::attach`]).
     pub(crate) fn respond(
         &mut self,
         response: &Response<Body>,
@@ -476,14 +476,10 @@ impl Observing {
     }
 
     /// Attaches the observation to `response`'s body (boxed once more): it is reported when
-    /// the body ends or drops. For callers with no body of their own to carry a [`BodyWatch`].
+    /// the body ends or drops. For callers whose response body is not a [`WatchedBody`] already.
     pub(crate) fn attach(self, response: &mut Response<Body>) {
         let body = std::mem::take(response.body_mut());
-        *response.body_mut() = ObservedBody {
-            body,
-            watch: BodyWatch::new(Some(self)),
-        }
-        .boxed_unsync();
+        *response.body_mut() = WatchedBody::<()>::new(body, None, Some(self)).boxed_unsync();
     }
 
     /// Reports the observation, then empties its box (in place) and keeps it for the next,
@@ -631,14 +627,14 @@ where
 
 /// The observation's part in a response body, for the body that carries it: counts the data
 /// bytes the body yields and reports once, at its end, at an error, or when dropped unfinished.
-pub(crate) struct BodyWatch {
+struct BodyWatch {
     /// Taken when reported; `None` for a request not observed.
     pending: Option<Observing>,
     response_bytes: u64,
 }
 
 impl BodyWatch {
-    pub(crate) fn new(observing: Option<Observing>) -> Self {
+    fn new(observing: Option<Observing>) -> Self {
         BodyWatch {
             pending: observing,
             response_bytes: 0,
@@ -646,7 +642,7 @@ impl BodyWatch {
     }
 
     /// Takes in what the body's `poll_frame` returned.
-    pub(crate) fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+    fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
         if self.pending.is_none() {
             return;
         }
@@ -665,7 +661,7 @@ impl BodyWatch {
     /// `body`, which carries this, is being dropped: reported now if not yet, as complete
     /// when the body had said it had no more to send (hyper does not poll a body that says it
     /// is empty: dropping it is its end).
-    pub(crate) fn body_dropped(&mut self, body: &Body) {
+    fn body_dropped(&mut self, body: &Body) {
         if self.pending.is_some() {
             self.report(http_body::Body::is_end_stream(body));
         }
@@ -678,13 +674,26 @@ impl BodyWatch {
     }
 }
 
-/// A response body carrying its observation ([`Observing::attach`]).
-struct ObservedBody {
+/// A response body that carries its request's observation ([`BodyWatch`]) and, optionally,
+/// a `guard` (the connection's in-flight count) held until its last frame or an error has
+/// been read, or until it is dropped unread.
+pub(crate) struct WatchedBody<G> {
     body: Body,
+    guard: Option<G>,
     watch: BodyWatch,
 }
 
-impl http_body::Body for ObservedBody {
+impl<G> WatchedBody<G> {
+    pub(crate) fn new(body: Body, guard: Option<G>, observing: Option<Observing>) -> Self {
+        WatchedBody {
+            body,
+            guard,
+            watch: BodyWatch::new(observing),
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for WatchedBody<G> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -695,6 +704,9 @@ impl http_body::Body for ObservedBody {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         this.watch.saw(&polled);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard = None;
+        }
         polled
     }
 
@@ -707,7 +719,7 @@ impl http_body::Body for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl<G> Drop for WatchedBody<G> {
     fn drop(&mut self) {
         self.watch.body_dropped(&self.body);
     }

@@ -34,7 +34,7 @@ use tracing::field::Empty;
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
-use crate::observe::{BodyWatch, Observing, RequestObserver, TlsParams};
+use crate::observe::{Observing, RequestObserver, TlsParams, WatchedBody};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
 use crate::trace_context::{RequestTrace, TracePolicy};
@@ -319,11 +319,9 @@ impl HttpEntrypoint {
                         // A backend that advertises its own alternatives keeps them.
                         response.headers_mut().entry(ALT_SVC).or_insert(alt_svc);
                     }
-                    Ok::<_, Infallible>(response.map(|body| ConnBody {
-                        body,
-                        in_flight: Some(in_flight),
-                        watch: BodyWatch::new(observing),
-                    }))
+                    Ok::<_, Infallible>(
+                        response.map(|body| WatchedBody::new(body, Some(in_flight), observing)),
+                    )
                 }
             })
         };
@@ -433,7 +431,7 @@ impl HttpEntrypoint {
 
     /// [`Self::handle`], with the request's observation (when it is observed) handed back
     /// beside the response instead of attached to its body: for a caller whose own response
-    /// body carries it (a [`BodyWatch`]), which saves a box and a layer of polling.
+    /// body carries it (a [`WatchedBody`]), which saves a box and a layer of polling.
     async fn handle_observed<B>(
         &self,
         mut request: Request<B>,
@@ -808,50 +806,6 @@ impl Activity {
     }
 }
 
-/// A response body as an HTTP/1.1 or HTTP/2 connection sends it: it keeps its request counted
-/// as in flight until its last frame or an error has been read (or it is dropped unread), and
-/// carries the request's observation, reported at the same moment.
-struct ConnBody {
-    body: Body,
-    in_flight: Option<InFlight>,
-    watch: BodyWatch,
-}
-
-impl http_body::Body for ConnBody {
-    type Data = bytes::Bytes;
-    type Error = crate::handler::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
-        this.watch.saw(&polled);
-        if matches!(
-            polled,
-            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
-        ) {
-            this.in_flight = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for ConnBody {
-    fn drop(&mut self) {
-        self.watch.body_dropped(&self.body);
-    }
-}
-
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
 /// It travels with the response body, so a response still being sent keeps the connection busy.
 struct InFlight(Arc<Activity>);
@@ -987,11 +941,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_response_keeps_its_request_in_flight_until_its_body_is_gone() {
         let activity = Arc::new(Activity::new());
-        let body = ConnBody {
-            body: crate::handler::empty_body(),
-            in_flight: Some(InFlight::enter(&activity)),
-            watch: BodyWatch::new(None),
-        };
+        let body = WatchedBody::new(
+            crate::handler::empty_body(),
+            Some(InFlight::enter(&activity)),
+            None,
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(body);
@@ -1002,11 +956,11 @@ mod tests {
     async fn a_response_read_to_its_end_lets_its_request_go_before_it_is_dropped() {
         use http_body_util::BodyExt;
         let activity = Arc::new(Activity::new());
-        let mut body = ConnBody {
-            body: crate::handler::full_body("done"),
-            in_flight: Some(InFlight::enter(&activity)),
-            watch: BodyWatch::new(None),
-        };
+        let mut body = WatchedBody::new(
+            crate::handler::full_body("done"),
+            Some(InFlight::enter(&activity)),
+            None,
+        );
         let frame = body.frame().await.expect("a frame").expect("data");
         assert_eq!(frame.into_data().ok().as_deref(), Some(&b"done"[..]));
         tokio::time::advance(Duration::from_secs(5)).await;
