@@ -40,6 +40,9 @@
 #                          nginx-off before nginx-log)
 #   BENCH_CONNECTIONS=64   wrk connections
 #   BENCH_CACHE_SIM=0      1: the instructions part counts L1 cache misses too (slower)
+#   BENCH_KEEP_PROFILES=0  1: the instructions part keeps its callgrind profiles, with the
+#                          linker's symbol names, as $BENCH_OUT/callgrind-CFG.out.1
+#                          (bench/hot_functions.sh reads them)
 #   BENCH_SMALL_BODY=64    bytes of the backend's body
 #   BENCH_API_ROUTERS=10000  routers (each with its own service) in the API part's file
 #   BENCH_API_REQUESTS=200 requests per API endpoint and peer, spread over the rounds
@@ -70,6 +73,8 @@ CONFIGS=${BENCH_CONFIGS:-"off accesslog metrics both clf both-clf traefik-off tr
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CACHE_SIM=${BENCH_CACHE_SIM:-0}
 [[ $CACHE_SIM = 0 || $CACHE_SIM = 1 ]] || die "BENCH_CACHE_SIM: '$CACHE_SIM' is not 0 or 1"
+KEEP_PROFILES=${BENCH_KEEP_PROFILES:-0}
+[[ $KEEP_PROFILES = 0 || $KEEP_PROFILES = 1 ]] || die "BENCH_KEEP_PROFILES: '$KEEP_PROFILES' is not 0 or 1"
 SMALL_BODY=${BENCH_SMALL_BODY:-64}
 API_ROUTERS=${BENCH_API_ROUTERS:-10000}
 if [[ $QUICK = 1 ]]; then API_REQUESTS=${BENCH_API_REQUESTS:-20}; else API_REQUESTS=${BENCH_API_REQUESTS:-200}; fi
@@ -489,6 +494,7 @@ instructions_part() {
     fi
     local cfg pid dump requests ir misses sim=()
     ((CACHE_SIM)) && sim=(--cache-sim=yes)
+    ((KEEP_PROFILES)) && sim+=(--demangle=no)
     : >"$OUT/instructions.tsv"
     for cfg in $CONFIGS; do
         [[ $cfg = traefik-* || $cfg = nginx-* ]] && continue
@@ -523,7 +529,7 @@ instructions_part() {
             /^summary:/ && at["I1mr"] { printf "\t%s\t%s\t%s", $at["I1mr"], $at["D1mr"], $at["D1mw"]; exit }' \
             "$dump.1" 2>/dev/null || true)
         stop_pid "$pid"
-        rm -f "$dump" "$dump".*
+        if ((KEEP_PROFILES)); then rm -f "$dump"; else rm -f "$dump" "$dump".*; fi
         printf '%s\t%s\t%s%s\n' "$cfg" "${requests:-0}" "${ir:-0}" "$misses" >>"$OUT/instructions.tsv"
         log "$(printf 'instructions: %-10s %8s requests  %s instructions/request' "$cfg" "${requests:-0}" \
             "$(awk -v r="${requests:-0}" -v i="${ir:-0}" 'BEGIN { if (r > 0) printf "%.0f", i / r; else print "—" }')")"
