@@ -39,6 +39,7 @@
 #                          the configurations (off first; traefik-off before traefik-both,
 #                          nginx-off before nginx-log)
 #   BENCH_CONNECTIONS=64   wrk connections
+#   BENCH_SHARED_RESTART=1 the shared part starts fresh processes every round (0: one set for all)
 #   BENCH_CACHE_SIM=0      1: the instructions part counts L1 cache misses too (slower)
 #   BENCH_KEEP_PROFILES=0  1: the instructions part keeps its callgrind profiles, with the
 #                          linker's symbol names, as $BENCH_OUT/callgrind-CFG.out.1
@@ -74,6 +75,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CACHE_SIM=${BENCH_CACHE_SIM:-0}
 [[ $CACHE_SIM = 0 || $CACHE_SIM = 1 ]] || die "BENCH_CACHE_SIM: '$CACHE_SIM' is not 0 or 1"
 KEEP_PROFILES=${BENCH_KEEP_PROFILES:-0}
+SHARED_RESTART=${BENCH_SHARED_RESTART:-1}
+[[ $SHARED_RESTART = 0 || $SHARED_RESTART = 1 ]] || die "BENCH_SHARED_RESTART: '$SHARED_RESTART' is not 0 or 1"
 [[ $KEEP_PROFILES = 0 || $KEEP_PROFILES = 1 ]] || die "BENCH_KEEP_PROFILES: '$KEEP_PROFILES' is not 0 or 1"
 SMALL_BODY=${BENCH_SMALL_BODY:-64}
 API_ROUTERS=${BENCH_API_ROUTERS:-10000}
@@ -437,49 +440,73 @@ cpu_ns() {
 
 # shared_part : every configuration but the baselines runs at the same time as its baseline,
 # both pinned to the proxy CPU and loaded by a wrk each; appends one "shared" line a pair and
-# round to raw.tsv: each side's wrk figures, CPU time and requests.
+# round to raw.tsv: each side's wrk figures, CPU time and requests. With BENCH_SHARED_RESTART=1
+# (the default) every round starts fresh processes: two processes of one binary differ by up
+# to 4% by themselves (their address-space layouts differ), which one pair kept for all
+# rounds would turn into a bias of the whole run.
 shared_part() {
     if [[ -z $SALLYPORT ]]; then
         log "shared part: SKIPPED — $SALLYPORT_SKIP"
         return
     fi
-    local cfg base started=$CONFIGS
+    local started=$CONFIGS round cfg
     # "off" beside a second "off": the method's own error.
     [[ " $CONFIGS " = *" off "* ]] && started+=" off-twin"
-    for cfg in $started; do launch "$cfg"; done
-    # shellcheck disable=SC2086 # one configuration a word
-    await $started
-    local active=" ${ACTIVE[*]} " pairs=()
+    for round in $(seq "$ROUNDS"); do
+        if ((round == 1 || SHARED_RESTART)); then
+            # shellcheck disable=SC2086 # one configuration a word
+            shared_start $started || return
+        fi
+        shared_round "$round"
+        if ((round == ROUNDS || SHARED_RESTART)); then
+            for cfg in "${ACTIVE[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
+        fi
+    done
+}
+
+# shared_start CFG... : starts the configurations, waits for them, sets SHARED_PAIRS to those
+# whose baseline runs too and warms them up. Fails when there is no pair.
+shared_start() {
+    local cfg base
+    for cfg in "$@"; do launch "$cfg"; done
+    await "$@"
+    local active=" ${ACTIVE[*]} "
+    SHARED_PAIRS=()
     for cfg in "${ACTIVE[@]}"; do
         base=$(baseline "$cfg")
         [[ $cfg = "$base" ]] && continue
-        if [[ $active = *" $base "* ]]; then pairs+=("$cfg"); else log "shared: $cfg has no running $base to share with"; fi
+        if [[ $active = *" $base "* ]]; then SHARED_PAIRS+=("$cfg"); else log "shared: $cfg has no running $base to share with"; fi
     done
-    ((${#pairs[@]})) || { log "shared part: no pair of configurations to run"; return; }
+    if ((${#SHARED_PAIRS[@]} == 0)); then
+        log "shared part: no pair of configurations to run"
+        for cfg in "${ACTIVE[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
+        return 1
+    fi
     log "warming up…"
     for cfg in "${ACTIVE[@]}"; do wrk_run "$cfg" "$WARMUP_SECONDS" >/dev/null || true; done
-    log "measuring: ${#pairs[@]} pairs × $ROUNDS rounds of ${RUN_SECONDS}s"
-    local round mine theirs a0 b0 a1 b1 line
-    for round in $(seq "$ROUNDS"); do
-        for cfg in "${pairs[@]}"; do
-            base=$(baseline "$cfg")
-            read -r -a a0 <<<"$(cpu_ns "${PEER_PID[$base]}")"
-            read -r -a b0 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
-            wrk_run "$base" "$RUN_SECONDS" >"$OUT/shared-base.line" &
-            theirs=$!
-            wrk_run "$cfg" "$RUN_SECONDS" >"$OUT/shared-mine.line" &
-            mine=$!
-            wait "$theirs" "$mine" || true
-            read -r -a a1 <<<"$(cpu_ns "${PEER_PID[$base]}")"
-            read -r -a b1 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
-            line="$(cat "$OUT/shared-mine.line") cpu_ns=$((b1[0] - b0[0])) writer_ns=$((b1[1] - b0[1]))"
-            line+=" base=$base $(sed 's/\([a-z0-9_]*\)=/base_\1=/g' "$OUT/shared-base.line") base_cpu_ns=$((a1[0] - a0[0]))"
-            printf '%s\tshared\t%s\t%s\n' "$round" "$cfg" "$line" >>"$OUT/raw.tsv"
-            log "$(printf '[round %s/%s] %-12s %8s req/s beside %-11s %8s req/s' "$round" "$ROUNDS" "$cfg" \
-                "$(field "$line" rps)" "$base" "$(field "$line" base_rps)")"
-        done
+    log "measuring: ${#SHARED_PAIRS[@]} pairs × $ROUNDS rounds of ${RUN_SECONDS}s"
+}
+
+# shared_round ROUND : every pair of SHARED_PAIRS once.
+shared_round() {
+    local round=$1 cfg base mine theirs a0 b0 a1 b1 line
+    for cfg in "${SHARED_PAIRS[@]}"; do
+        base=$(baseline "$cfg")
+        read -r -a a0 <<<"$(cpu_ns "${PEER_PID[$base]}")"
+        read -r -a b0 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
+        wrk_run "$base" "$RUN_SECONDS" >"$OUT/shared-base.line" &
+        theirs=$!
+        wrk_run "$cfg" "$RUN_SECONDS" >"$OUT/shared-mine.line" &
+        mine=$!
+        wait "$theirs" "$mine" || true
+        read -r -a a1 <<<"$(cpu_ns "${PEER_PID[$base]}")"
+        read -r -a b1 <<<"$(cpu_ns "${PEER_PID[$cfg]}")"
+        line="$(cat "$OUT/shared-mine.line") cpu_ns=$((b1[0] - b0[0])) writer_ns=$((b1[1] - b0[1]))"
+        line+=" base=$base $(sed 's/\([a-z0-9_]*\)=/base_\1=/g' "$OUT/shared-base.line") base_cpu_ns=$((a1[0] - a0[0]))"
+        printf '%s\tshared\t%s\t%s\n' "$round" "$cfg" "$line" >>"$OUT/raw.tsv"
+        log "$(printf '[round %s/%s] %-12s %8s req/s beside %-11s %8s req/s' "$round" "$ROUNDS" "$cfg" \
+            "$(field "$line" rps)" "$base" "$(field "$line" base_rps)")"
     done
-    for cfg in "${ACTIVE[@]}"; do stop_pid "${PEER_PID[$cfg]}"; done
 }
 
 # ---------------------------------------------------------------- the instructions part
