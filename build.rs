@@ -5,7 +5,7 @@
 //! lists the functions a request runs (from callgrind, `bench/hot_functions.sh`), hottest
 //! first. In a release build with rust-lld, they are linked together at the start of the
 //! code: a plain proxied request took about 3% less CPU, and what access logs with metrics
-//! add to it fell from about 7% to about 6% (bench/RESULTS.md, observability run 13).
+//! add to it fell by about a point, to 6–7% (bench/RESULTS.md, observability run 13).
 //!
 //! Only the order of the code changes; a function missing from the list (renamed, new) is
 //! linked where it would have been. Skipped, with a warning, where the linker may not be
