@@ -318,6 +318,9 @@ fn explain(loaded: &LoadedStatic, args: ExplainArgs) -> ExitCode {
 fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all();
+    // Workers hand their requests' reports to the access log and metrics in runs, at the
+    // latest when they go idle.
+    l7::observe::batch_on_workers(&mut b);
     if let Some(n) = std::env::var("SALLYPORT_WORKERS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())

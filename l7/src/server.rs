@@ -34,7 +34,7 @@ use tracing::field::Empty;
 use crate::error::ProxyErrorKind;
 use crate::forwarded::{ForwardContext, ForwardedPolicy, rewrite_request_headers};
 use crate::handler::{Body, ClientInfo, SharedHandler, boxed, error_response};
-use crate::observe::{Observing, RequestObserver, TlsParams, WatchedBody};
+use crate::observe::{Installed, Observing, RequestObserver, TlsParams, WatchedBody};
 use crate::request::{RequestView, sanitize_path};
 use crate::router::Table;
 use crate::trace_context::{RequestTrace, TracePolicy};
@@ -173,7 +173,7 @@ struct Inner {
     /// serves HTTP/3 (set when its UDP side is bound, so the port is the real one).
     alt_svc: OnceLock<HeaderValue>,
     /// Sees every request (metrics, access logs). Empty, it costs one atomic load a request.
-    observer: ArcSwapOption<Arc<dyn RequestObserver>>,
+    observer: ArcSwapOption<Installed>,
     /// W3C trace context propagation, when tracing is configured.
     trace: ArcSwapOption<TracePolicy>,
 }
@@ -222,7 +222,9 @@ impl HttpEntrypoint {
 
     /// Installs (or, with `None`, removes) what observes every request from now on.
     pub fn set_observer(&self, observer: Option<Arc<dyn RequestObserver>>) {
-        self.inner.observer.store(observer.map(Arc::new));
+        self.inner
+            .observer
+            .store(observer.map(|observer| Arc::new(Installed::new(observer))));
     }
 
     /// Installs (or, with `None`, removes) trace context propagation: from now on every
@@ -485,13 +487,7 @@ impl HttpEntrypoint {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::handler::BoxError>,
     {
-        // The guard is released at once: only the observer's own count is held.
-        let observer: Option<Arc<dyn RequestObserver>> = self
-            .inner
-            .observer
-            .load()
-            .as_ref()
-            .map(|slot| Arc::clone(&**slot));
+        let observer = self.inner.observer.load_full();
         let host = request_host(request.uri(), request.headers());
         let Some(observer) = observer else {
             let (response, routed) = self.route(request.map(boxed), client, tls, host).await;
@@ -499,8 +495,14 @@ impl HttpEntrypoint {
             return (response, None);
         };
         let params = tls.as_ref().and_then(|tls| tls.params);
-        let mut observing =
-            Observing::begin(observer, &request, &mut client, params, host.clone(), trace);
+        let mut observing = Observing::begin(
+            observer,
+            &request,
+            &mut client,
+            params,
+            host.as_ref(),
+            trace,
+        );
         let request = request.map(|body| observing.count(body));
         let (response, routed) = self.route(request, client, tls, host).await;
         record_outcome(span, &response, routed.as_ref());

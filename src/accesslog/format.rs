@@ -345,6 +345,11 @@ impl Formatter {
         self.wanted_headers.as_ref()
     }
 
+    /// Whether lines show the authority the request named: JSON lines do, CLF lines do not.
+    pub fn shows_host(&self) -> bool {
+        matches!(self.format, Format::Json)
+    }
+
     /// Whether `filters` keep the record: with none set, all are kept; otherwise a record is
     /// kept when it matches any of them, as Traefik does.
     fn keeps(&self, status: Option<u16>, retries: u32, duration: Duration) -> bool {
@@ -798,11 +803,10 @@ impl<'a> Request<'a> {
 
     /// Path and query, as received.
     fn path(&self) -> &'a str {
-        self.record
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
+        match self.record.target.as_str() {
+            "" => "/",
+            target => target,
+        }
     }
 
     fn protocol(&self) -> &'static str {
@@ -1363,7 +1367,7 @@ mod tests {
             protocol: l7::observe::Protocol::Http,
             version: http::Version::HTTP_11,
             host: Some(http::HeaderValue::from_static("site.test:8080")),
-            uri: "/a?b=1".parse().unwrap(),
+            target: "/a?b=1".to_owned(),
             client: "192.0.2.7:5123".parse().unwrap(),
             tls: None,
             status: http::StatusCode::from_u16(status).unwrap(),

@@ -34,7 +34,7 @@ pub const MAX_LINES: usize = 1 << 20;
 /// The bytes a line is reckoned at when `bufferingSize` is turned into bytes.
 const LINE_BYTES: usize = 512;
 /// How long the writer lets a batch grow before writing it.
-const BATCH_WAIT: Duration = Duration::from_millis(20);
+const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// A buffer the writer keeps for the next batch is trimmed to this after a burst.
 const SPARE_CAPACITY: usize = 1 << 20;
 
@@ -242,6 +242,10 @@ impl RequestObserver for AccessLog {
 
     fn wanted_headers(&self) -> Option<&l7::observe::WantedHeaders> {
         self.formatter.wanted_headers()
+    }
+
+    fn wants_host(&self) -> bool {
+        self.formatter.shows_host()
     }
 }
 

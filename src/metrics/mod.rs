@@ -907,6 +907,15 @@ impl RequestObserver for Metrics {
         self.header_labels.wanted.as_ref()
     }
 
+    /// Paths and hosts are never labels (unbounded).
+    fn wants_target(&self) -> bool {
+        false
+    }
+
+    fn wants_host(&self) -> bool {
+        false
+    }
+
     fn observe(&self, record: &RequestRecord) {
         if record.retries > 0
             && let Some(service) = &record.service
@@ -1176,7 +1185,7 @@ pub(crate) mod tests {
             protocol: Protocol::Http,
             version: Version::HTTP_11,
             host: None,
-            uri: "/a/path/never/a/label".parse().unwrap(),
+            target: "/a/path/never/a/label".to_owned(),
             client: "192.0.2.7:40000".parse().unwrap(),
             tls: None,
             status: StatusCode::from_u16(status).unwrap(),

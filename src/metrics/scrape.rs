@@ -38,6 +38,8 @@ impl Handler for MetricsHandler {
                 );
                 return response;
             }
+            // Requests that have ended are counted before the scrape shows them.
+            l7::observe::flush_reports();
             let mut response = Response::new(full_body(self.metrics.encode()));
             response.headers_mut().insert(
                 CONTENT_TYPE,

@@ -359,6 +359,8 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
         });
     }
     drains.join_all().await;
+    // The last requests' reports, which the workers may hold, reach the observers first.
+    l7::observe::flush_reports();
     if let Some(export) = &span_export {
         export.shutdown().await;
     }
@@ -568,10 +570,14 @@ fn request_observer(
             let wanted_response = l7::observe::WantedHeaders::union(
                 observers.iter().filter_map(|o| o.wanted_response_headers()),
             );
+            let target = observers.iter().any(|o| o.wants_target());
+            let host = observers.iter().any(|o| o.wants_host());
             Some(Arc::new(RequestObservers {
                 observers,
                 wanted,
                 wanted_response,
+                target,
+                host,
             }))
         }
     }
@@ -583,6 +589,9 @@ struct RequestObservers {
     /// The headers any of them wants.
     wanted: Option<l7::observe::WantedHeaders>,
     wanted_response: Option<l7::observe::WantedHeaders>,
+    /// Whether any of them wants the target, the host.
+    target: bool,
+    host: bool,
 }
 
 impl l7::observe::RequestObserver for RequestObservers {
@@ -598,6 +607,14 @@ impl l7::observe::RequestObserver for RequestObservers {
 
     fn wanted_response_headers(&self) -> Option<&l7::observe::WantedHeaders> {
         self.wanted_response.as_ref()
+    }
+
+    fn wants_target(&self) -> bool {
+        self.target
+    }
+
+    fn wants_host(&self) -> bool {
+        self.host
     }
 }
 

@@ -98,7 +98,7 @@ impl SpanShape {
     pub(super) fn span(&self, record: &RequestRecord, trace: &RequestTrace) -> SpanData {
         let mut attributes = vec![
             KeyValue::new("http.request.method", record.method.to_string()),
-            KeyValue::new("url.path", record.uri.path().to_owned()),
+            KeyValue::new("url.path", record.path().to_owned()),
             KeyValue::new(
                 "url.scheme",
                 if record.tls.is_some() {
@@ -116,7 +116,7 @@ impl SpanShape {
             KeyValue::new("client.port", i64::from(record.client.port())),
             KeyValue::new("entry_point", record.entrypoint.to_string()),
         ];
-        if let Some(query) = record.uri.query() {
+        if let Some(query) = record.query() {
             attributes.push(KeyValue::new(
                 "url.query",
                 redacted_query(query, &self.safe_query_params),
@@ -363,7 +363,7 @@ mod tests {
             protocol: Protocol::Http,
             version: Version::HTTP_11,
             host: Some(HeaderValue::from_static("a.test:8443")),
-            uri: uri.parse().expect("uri"),
+            target: uri.to_owned(),
             client: "192.0.2.7:40000".parse().expect("addr"),
             tls: None,
             status: StatusCode::OK,
