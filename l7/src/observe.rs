@@ -372,15 +372,15 @@ impl RequestNotes {
 ///
 /// The box is the record's home across the routing's awaits and in the response body: the
 /// record (about 450 bytes) is written field by field where it lives, never built elsewhere
-/// and moved in. Emptied boxes are kept for the next requests of the thread that reported
+/// and moved in. Emptied boxes are kept for the next requests of the thread that delivered
 /// them, up to [`SPARE_BOXES`], with their notes when nothing else holds them: with many
 /// requests in flight, the allocator's per-thread cache runs out and each new allocation takes
 /// its slow paths (measured: about a fifth of what metrics cost a request).
 ///
 /// What the response says (status, router, error) is kept beside the box, not in it: it is
 /// written when the response is made, where the memory at hand is the response's, and moved
-/// into the record at the report, when the box is being read anyway. The box is touched at the
-/// start and at the report only.
+/// into the record at its delivery, when the box is being read anyway. The box is touched at
+/// the start and at the delivery only.
 pub(crate) struct Observing {
     observation: Box<Observation>,
     response: Responded,
@@ -507,7 +507,7 @@ impl Observing {
     }
 
     /// Takes in the response: its status, the router and service that made it, the headers
-    /// observers want, kept beside the box until they go into the record at the report, once
+    /// observers want, kept beside the box until they go into the record at the delivery, once
     /// the body has been sent ([`WatchedBody`], or [`Self::attach`]).
     pub(crate) fn respond(
         &mut self,
