@@ -1163,6 +1163,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Sends `request` and reads its whole response; the record `recorder` gets for it, its
+    /// `n`th.
+    async fn exchange(
+        client: &Client<HttpConnector, Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+        recorder: &Recorder,
+        n: usize,
+    ) -> RequestRecord {
+        let response = client.request(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        recorder.wait_for(n).await.remove(n - 1)
+    }
+
     /// Notes a user, a server and a retry for requests with `x-note`, nothing for others;
     /// reads the body either way.
     struct Noting;
@@ -1360,12 +1373,13 @@ mod tests {
         let (addr, entrypoint, plain) = observed_entrypoint().await;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         // Not asked for: no copies.
-        let response = client
-            .request(request(addr, Method::GET, "nowhere.test", ""))
-            .await
-            .unwrap();
-        response.into_body().collect().await.unwrap();
-        let record = plain.wait_for(1).await.remove(0);
+        let record = exchange(
+            &client,
+            request(addr, Method::GET, "nowhere.test", ""),
+            &plain,
+            1,
+        )
+        .await;
         assert!(record.headers.is_none() && record.response_headers.is_none());
 
         let recorder = Arc::new(Recorder::default());
@@ -1374,12 +1388,13 @@ mod tests {
             response: WantedHeaders::Only(vec![CONTENT_TYPE]),
             recorder: recorder.clone(),
         })));
-        let response = client
-            .request(request(addr, Method::GET, "nowhere.test", ""))
-            .await
-            .unwrap();
-        response.into_body().collect().await.unwrap();
-        let record = recorder.wait_for(1).await.remove(0);
+        let record = exchange(
+            &client,
+            request(addr, Method::GET, "nowhere.test", ""),
+            &recorder,
+            1,
+        )
+        .await;
         let headers = record.headers.expect("request headers");
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers[HOST], "nowhere.test");
@@ -1410,12 +1425,13 @@ mod tests {
         let (addr, entrypoint, recorder) = observed_entrypoint().await;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let before = SystemTime::now();
-        let response = client
-            .request(request(addr, Method::GET, "a.test", ""))
-            .await
-            .unwrap();
-        response.into_body().collect().await.unwrap();
-        let record = recorder.wait_for(1).await.remove(0);
+        let record = exchange(
+            &client,
+            request(addr, Method::GET, "a.test", ""),
+            &recorder,
+            1,
+        )
+        .await;
         let after = SystemTime::now();
         assert_eq!(record.target, "/some/path?q=1");
         assert_eq!((record.path(), record.query()), ("/some/path", Some("q=1")));
@@ -1430,12 +1446,7 @@ mod tests {
 
         let blind = Arc::new(Recorder::default());
         entrypoint.set_observer(Some(Arc::new(Blind(blind.clone()))));
-        let response = client
-            .request(request(addr, Method::GET, "a.test", ""))
-            .await
-            .unwrap();
-        response.into_body().collect().await.unwrap();
-        let record = blind.wait_for(1).await.remove(0);
+        let record = exchange(&client, request(addr, Method::GET, "a.test", ""), &blind, 1).await;
         assert_eq!((record.target.as_str(), &record.host), ("", &None));
         assert_eq!((record.path(), record.query()), ("/", None));
     }
@@ -1536,13 +1547,14 @@ mod tests {
             let (addr, _entrypoint, recorder) = observed_entrypoint().await;
             let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
             for n in 1..=3 {
-                let response = client
-                    .request(request(addr, Method::GET, "a.test", ""))
-                    .await
-                    .unwrap();
-                response.into_body().collect().await.unwrap();
                 // Well before the recorder's patience ends, with no flush asked for.
-                recorder.wait_for(n).await;
+                exchange(
+                    &client,
+                    request(addr, Method::GET, "a.test", ""),
+                    &recorder,
+                    n,
+                )
+                .await;
             }
         });
     }
