@@ -742,7 +742,9 @@ pub fn batch_reports_here() {
 /// Sets `runtime`'s worker threads to batch their reports: each batches from its first idle
 /// moment on ([`batch_reports_here`]), delivers what it holds whenever it goes idle again
 /// ([`flush_reports_here`]), and when it stops ([`stop_batching_here`]). The park hook runs
-/// on workers only: the blocking pool's threads never batch.
+/// on workers only: the blocking pool's threads never batch. A worker kept busy may not go
+/// idle for long: the runtime should also call [`flush_reports`] now and then (the binary
+/// does, every 100 ms).
 pub fn batch_on_workers(runtime: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
     runtime
         .on_thread_park(|| {

@@ -78,6 +78,9 @@ pub async fn run(loaded: LoadedStatic, log_file: Option<LogFile>) -> i32 {
     let conn_observer = conn_observer(access_log.as_ref(), metrics.as_ref());
     let request_observer =
         request_observer(access_log.as_ref(), metrics.as_ref(), span_export.as_ref());
+    if request_observer.is_some() {
+        spawn_report_flusher();
+    }
     // Flips when shutdown begins: `/ping` answers `terminatingStatusCode` from then on.
     let (terminating, _) = tokio::sync::watch::channel(false);
     let api_state = Arc::new(ArcSwap::from_pointee(crate::api::ApiState::build(
@@ -638,6 +641,23 @@ fn conn_observer(
             observers,
         )))),
     }
+}
+
+/// How long a request's report may wait in a worker's run at most.
+const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Delivers the reports the workers hold ([`l7::observe::batch_on_workers`]) every
+/// [`REPORT_FLUSH`]: a worker kept busy by other work (TCP relays, say) may not go idle for a
+/// long time, and its last requests' lines and counts would wait for it.
+fn spawn_report_flusher() {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(REPORT_FLUSH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            l7::observe::flush_reports();
+        }
+    });
 }
 
 fn spawn_log_reopener(
