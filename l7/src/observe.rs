@@ -682,6 +682,11 @@ thread_local! {
 }
 
 impl Batch {
+    /// Delivers what the batch holds, waiting for its lock.
+    fn flush(&self) {
+        deliver_all(&mut self.held.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// Keeps `ended` in this thread's batch, delivering the batch when it is full; hands it
     /// back when the thread does not batch (or [`flush_reports`] has the batch).
     fn hold(ended: Ended) -> Option<Ended> {
@@ -758,7 +763,7 @@ pub fn batch_on_workers(runtime: &mut tokio::runtime::Builder) -> &mut tokio::ru
 pub fn flush_reports_here() {
     let _ = BATCH.try_with(|batch| {
         if let Some(batch) = batch.borrow().as_ref() {
-            deliver_all(&mut batch.held.lock().unwrap_or_else(|e| e.into_inner()));
+            batch.flush();
         }
     });
 }
@@ -782,7 +787,7 @@ pub fn stop_batching_here() {
 pub fn flush_reports() {
     let batches = BATCHES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for batch in batches {
-        deliver_all(&mut batch.held.lock().unwrap_or_else(|e| e.into_inner()));
+        batch.flush();
     }
 }
 

@@ -573,14 +573,10 @@ fn request_observer(
             let wanted_response = l7::observe::WantedHeaders::union(
                 observers.iter().filter_map(|o| o.wanted_response_headers()),
             );
-            let target = observers.iter().any(|o| o.wants_target());
-            let host = observers.iter().any(|o| o.wants_host());
             Some(Arc::new(RequestObservers {
                 observers,
                 wanted,
                 wanted_response,
-                target,
-                host,
             }))
         }
     }
@@ -592,9 +588,6 @@ struct RequestObservers {
     /// The headers any of them wants.
     wanted: Option<l7::observe::WantedHeaders>,
     wanted_response: Option<l7::observe::WantedHeaders>,
-    /// Whether any of them wants the target, the host.
-    target: bool,
-    host: bool,
 }
 
 impl l7::observe::RequestObserver for RequestObservers {
@@ -612,12 +605,13 @@ impl l7::observe::RequestObserver for RequestObservers {
         self.wanted_response.as_ref()
     }
 
+    /// Asked once, when the entrypoint installs the observer: no need to keep the answer.
     fn wants_target(&self) -> bool {
-        self.target
+        self.observers.iter().any(|o| o.wants_target())
     }
 
     fn wants_host(&self) -> bool {
-        self.host
+        self.observers.iter().any(|o| o.wants_host())
     }
 }
 
